@@ -1,0 +1,428 @@
+"""Lazy, read-only access to a spikestore store.
+
+Opening reads only group metadata. Indexing a layer reads the index chunk and
+the data chunks that hold the requested steps, and decodes them to tensors of
+the original dtype and shape.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .codecs import decode_rows
+from .format import (
+    FORMAT_NAME,
+    SPIKE_ENCODING,
+    FormatError,
+    check_field_attrs,
+    check_layer_attrs,
+    check_root_attrs,
+)
+
+__all__ = ["open", "StoreReader", "MonitorReader", "LayerReader", "ReadError"]
+
+INDEX_CHUNK = 65536
+
+
+class ReadError(RuntimeError):
+    """Stored data could not be read back; the message names monitor, layer and steps."""
+
+
+def open(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    store: Any = None,
+    device: torch.device | str | None = None,
+) -> StoreReader:
+    """Open a spikestore store read-only.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store's directory.
+    store : zarr Store, optional
+        Read from this Zarr store instead of a directory.
+    device : torch device, optional
+        Where decoded tensors are put (default: CPU).
+
+    Examples
+    --------
+    >>> s = spikestore.open("demo.spikes")          # doctest: +SKIP
+    >>> s["output"]["sn1"][-1].shape                 # doctest: +SKIP
+    """
+    return StoreReader(path, store=store, device=device)
+
+
+def _open_group(path: Path | None, store: Any) -> Any:
+    import zarr
+    from zarr.storage import LocalStore
+
+    if store is None:
+        assert path is not None
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        if not (path / "zarr.json").is_file():
+            raise FormatError(f"{path} is not a spikestore store (no zarr.json)")
+        store = LocalStore(path, read_only=True)
+    try:
+        return zarr.open_group(store=store, mode="r", zarr_format=3)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"{path or store} is not a readable Zarr v3 group: {exc}") from exc
+
+
+class StoreReader(Mapping[str, "MonitorReader"]):
+    """A read-only view of a store: a mapping from monitor name to :class:`MonitorReader`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        store: Any = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if (path is None) == (store is None):
+            raise ValueError("pass exactly one of path and store")
+        self.path = Path(path) if path is not None else None
+        self._store = store
+        self.device = device
+        self._where = str(self.path) if self.path is not None else repr(store)
+        self.refresh()
+
+    def refresh(self) -> StoreReader:
+        """Re-read the metadata so that steps committed since opening become visible."""
+        self._root = _open_group(self.path, self._store)
+        self.meta = check_root_attrs(dict(self._root.attrs), self._where)
+        monitors: dict[str, MonitorReader] = {}
+        for key, grp in sorted(self._root.groups()):
+            attrs = dict(grp.attrs).get(FORMAT_NAME)
+            if not isinstance(attrs, dict) or attrs.get("node") != "monitor":
+                continue
+            name = attrs.get("name")
+            if not isinstance(name, str):
+                raise FormatError(f"{self._where}/{key}: bad monitor name")
+            monitors[name] = MonitorReader(self, name, grp)
+        self._monitors = monitors
+        return self
+
+    @property
+    def monitors(self) -> list[str]:
+        return list(self._monitors)
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["version"])
+
+    def __getitem__(self, name: str) -> MonitorReader:
+        try:
+            return self._monitors[name]
+        except KeyError:
+            raise KeyError(
+                f"no monitor {name!r} in {self._where}; monitors: {self.monitors}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._monitors)
+
+    def __len__(self) -> int:
+        return len(self._monitors)
+
+    def layers(self) -> Iterator[LayerReader]:
+        """Every layer of every monitor."""
+        for mon in self._monitors.values():
+            yield from mon.values()
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{m}: {len(v)} layers" for m, v in self._monitors.items())
+        return f"<spikestore {self._where} (format {self.version}) {{{parts}}}>"
+
+
+class MonitorReader(Mapping[str, "LayerReader"]):
+    """The layers one monitor recorded: a mapping from layer name to :class:`LayerReader`."""
+
+    def __init__(self, store: StoreReader, name: str, group: Any) -> None:
+        self.store = store
+        self.name = name
+        self._group = group
+        self._layers: dict[str, LayerReader] | None = None
+
+    def _load(self) -> dict[str, LayerReader]:
+        if self._layers is None:
+            layers = {}
+            for key, grp in sorted(self._group.groups()):
+                where = f"{self.store._where} monitor {self.name!r} node {key!r}"
+                meta = check_layer_attrs(dict(grp.attrs), where)
+                layers[meta["name"]] = LayerReader(self, meta, grp)
+            self._layers = layers
+        return self._layers
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._load())
+
+    def __getitem__(self, name: str) -> LayerReader:
+        try:
+            return self._load()[name]
+        except KeyError:
+            raise KeyError(
+                f"monitor {self.name!r} has no layer {name!r}; layers: {self.layers}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return f"<spikestore monitor {self.name!r}: {self.layers}>"
+
+
+class _FieldReader:
+    def __init__(self, layer: LayerReader, group: Any, i: int) -> None:
+        self.layer = layer
+        self.where = f"monitor {layer.monitor!r}, layer {layer.name!r}"
+        meta = check_field_attrs(dict(group.attrs), f"{self.where} field {i}")
+        self.group = group
+        self.committed: int = meta["committed_steps"]
+        self.segments: list[dict[str, Any]] = meta["segments"]
+        self._arrays: dict[int, Any] = {}
+        self._index: Any = None
+        self._index_cache: dict[int, np.ndarray] = {}
+
+    def array(self, k: int) -> Any:
+        arr = self._arrays.get(k)
+        if arr is None:
+            arr = self.group[self.segments[k]["array"]]
+            self._arrays[k] = arr
+        return arr
+
+    def index(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the index, read a chunk at a time and cached."""
+        if self._index is None:
+            self._index = self.group["index"]
+        out = []
+        c0, c1 = start // INDEX_CHUNK, (stop - 1) // INDEX_CHUNK
+        for c in range(c0, c1 + 1):
+            block = self._index_cache.get(c)
+            lo = c * INDEX_CHUNK
+            hi = min(lo + INDEX_CHUNK, self.committed)
+            if block is None or block.shape[0] < hi - lo:
+                block = np.asarray(self._index[lo:hi])
+                self._index_cache[c] = block
+            out.append(block[max(start, lo) - lo : min(stop, hi) - lo])
+        idx = np.concatenate(out) if len(out) > 1 else out[0]
+        if idx.shape[0] and (
+            idx[:, 0].max() >= len(self.segments) or idx[:, 0].min() < -1 or idx[:, 1].min() < 0
+        ):
+            raise ReadError(f"{self.where}: corrupt index for steps {start}..{stop - 1}")
+        return idx
+
+    def read(self, steps: np.ndarray, device: Any) -> list[torch.Tensor | None]:
+        """Decode the given steps (sorted or not) to one tensor (or None) per step."""
+        if steps.size == 0:
+            return []
+        lo, hi = int(steps.min()), int(steps.max()) + 1
+        idx = self.index(lo, hi)[steps - lo]
+        out: list[Any] = [None] * len(steps)
+        for k in np.unique(idx[:, 0]):
+            if k < 0:
+                continue
+            sel = np.nonzero(idx[:, 0] == k)[0]
+            rows = idx[sel, 1]
+            seg = self.segments[int(k)]
+            if rows.max() >= seg["rows"]:
+                raise ReadError(f"{self.where}: index points past segment {seg['array']}")
+            data = self._rows(int(k), rows, steps[sel])
+            dec = decode_rows(data, seg, device)
+            scalar = seg.get("python_scalar", False)
+            for j, pos in enumerate(sel):
+                out[pos] = dec[j].item() if scalar else dec[j]
+        return out
+
+    def _rows(self, k: int, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        arr = self.array(k)
+        r0, r1 = int(rows.min()), int(rows.max()) + 1
+        try:
+            if r1 - r0 == len(rows) and np.all(np.diff(rows) > 0):
+                return np.asarray(arr[r0:r1])
+            if r1 - r0 <= 2 * len(rows):
+                return np.asarray(arr[r0:r1])[rows - r0]
+            return np.asarray(arr.get_orthogonal_selection((rows,)))
+        except Exception as exc:
+            raise ReadError(
+                f"{self.where}: cannot read steps {int(steps.min())}..{int(steps.max())} "
+                f"({self.segments[k]['array']}): {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+class LayerReader(Sequence[Any]):
+    """The records of one layer: a sequence over steps.
+
+    ``layer[i]`` decodes step ``i`` (negative indices count from the end) to a
+    tensor of the original dtype and shape (or the tuple, list, number or
+    ``None`` that was recorded). ``layer[a:b]`` decodes several steps, stacked
+    into one tensor when they are tensors of one shape, else a list.
+    """
+
+    def __init__(self, monitor: MonitorReader, meta: dict[str, Any], group: Any) -> None:
+        self._monitor = monitor
+        self.monitor = monitor.name
+        self.name: str = meta["name"]
+        self.structure: str = meta["structure"]
+        self._group = group
+        self._fields = [_FieldReader(self, group[f"f{i}"], i) for i in range(meta["fields"])]
+
+    # -- description
+    def __len__(self) -> int:
+        return min((f.committed for f in self._fields), default=0)
+
+    @property
+    def segments(self) -> list[dict[str, Any]]:
+        """Segment descriptors of the first field (see ``docs/format.md``)."""
+        return self._fields[0].segments if self._fields else []
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        from .codecs import torch_dtype
+
+        segs = self.segments
+        return torch_dtype(segs[0]["dtype"]) if segs else None
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """Record shape when every step has the same one, else None."""
+        shapes = {tuple(s["shape"]) for s in self.segments}
+        return shapes.pop() if len(shapes) == 1 else None
+
+    @property
+    def encodings(self) -> list[str]:
+        return sorted({s["encoding"] for f in self._fields for s in f.segments})
+
+    def nbytes_stored(self) -> int:
+        """Bytes this layer takes in the store (compressed chunks and metadata)."""
+        from zarr.core.sync import sync
+
+        prefix = self._group.path
+        return int(sync(self._group.store.getsize_prefix(prefix)))
+
+    def nbytes_float32(self) -> int:
+        """What the layer's records would take as float32 tensors."""
+        total = 0
+        for f in self._fields:
+            for s in f.segments:
+                total += 4 * s["rows"] * int(np.prod(s["shape"], dtype=np.int64))
+        return total
+
+    def __repr__(self) -> str:
+        return (
+            f"<spikestore layer {self.monitor!r}/{self.name!r}: {len(self)} steps, "
+            f"shape {self.shape}, dtype {self.dtype}, encodings {self.encodings}>"
+        )
+
+    # -- reading
+    def _steps(self, key: Any) -> tuple[np.ndarray, bool]:
+        n = len(self)
+        if isinstance(key, slice):
+            return np.arange(*key.indices(n), dtype=np.int64), True
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            i = int(key)
+            if i < 0:
+                i += n
+            if not 0 <= i < n:
+                raise IndexError(f"step {key} out of range for {self.name!r} with {n} steps")
+            return np.array([i], dtype=np.int64), False
+        if isinstance(key, (list, np.ndarray, torch.Tensor)):
+            arr = np.asarray(key, dtype=np.int64).reshape(-1)
+            arr = np.where(arr < 0, arr + n, arr)
+            if arr.size and (arr.min() < 0 or arr.max() >= n):
+                raise IndexError(f"steps out of range for {self.name!r} with {n} steps")
+            return arr, True
+        raise TypeError(f"layer indices must be int, slice or a list of ints, not {type(key).__name__}")
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        return self.read(key)
+
+    def read(self, key: Any, device: torch.device | str | None = None) -> Any:
+        """Like ``layer[key]``, decoding onto ``device``."""
+        steps, many = self._steps(key)
+        device = device if device is not None else self._monitor.store.device
+        cols = [f.read(steps, device) for f in self._fields]
+        records = [self._assemble([c[j] for c in cols]) for j in range(len(steps))]
+        if not many:
+            return records[0]
+        return _stack(records)
+
+    def records(self, key: Any = slice(None)) -> list[Any]:
+        """Like ``layer[key]`` but always a list, never stacked."""
+        steps, many = self._steps(key)
+        device = self._monitor.store.device
+        cols = [f.read(steps, device) for f in self._fields]
+        return [self._assemble([c[j] for c in cols]) for j in range(len(steps))]
+
+    def _assemble(self, leaves: list[Any]) -> Any:
+        if self.structure in ("tensor", "number", "none"):
+            return leaves[0]
+        return tuple(leaves) if self.structure == "tuple" else list(leaves)
+
+    def __iter__(self) -> Iterator[Any]:
+        n = len(self)
+        block = 64
+        for a in range(0, n, block):
+            yield from self.records(slice(a, min(n, a + block)))
+
+    def neuron(self, index: int | tuple[int, ...], steps: Any = slice(None)) -> torch.Tensor:
+        """One element's values over steps, reading only the chunks that hold it.
+
+        ``index`` is a flat index into the record or a tuple of per-axis indices.
+        Returns a 1-D tensor (one value per step) of the layer's dtype.
+        """
+        if len(self._fields) != 1:
+            raise TypeError(f"layer {self.name!r} records {self.structure}s; read fields by step")
+        fld = self._fields[0]
+        sel, _ = self._steps(steps)
+        out = torch.empty(len(sel), dtype=self.dtype)
+        if not len(sel):
+            return out
+        lo = int(sel.min())
+        idx = fld.index(lo, int(sel.max()) + 1)[sel - lo]
+        for k in np.unique(idx[:, 0]):
+            pos = np.nonzero(idx[:, 0] == k)[0]
+            if k < 0:
+                raise ValueError(f"layer {self.name!r} recorded None at some of these steps")
+            seg = fld.segments[int(k)]
+            shape = tuple(seg["shape"])
+            nd = np.unravel_index(index, shape) if isinstance(index, (int, np.integer)) else index
+            nd = tuple(int(i) for i in nd)
+            rows = idx[pos, 1]
+            arr = fld.array(int(k))
+            if seg["encoding"] == SPIKE_ENCODING:
+                perm = seg.get("permute")
+                if perm is not None:
+                    flat = int(np.ravel_multi_index([nd[p] for p in perm], [shape[p] for p in perm]))
+                else:
+                    flat = int(np.ravel_multi_index(nd, shape))
+                r0, r1 = int(rows.min()), int(rows.max()) + 1
+                col = np.asarray(arr[r0:r1, flat // 8])[rows - r0]
+                vals = torch.from_numpy(((col >> (7 - flat % 8)) & 1).astype(np.uint8))
+                out[torch.from_numpy(pos)] = vals.to(out.dtype)
+            else:
+                r0, r1 = int(rows.min()), int(rows.max()) + 1
+                col = np.asarray(arr[(slice(r0, r1), *nd)])[rows - r0]
+                dec = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
+                out[torch.from_numpy(pos)] = dec
+        return out
+
+
+def _stack(records: list[Any]) -> Any:
+    if records and all(isinstance(r, torch.Tensor) for r in records):
+        shapes = {tuple(r.shape) for r in records}
+        if len(shapes) == 1:
+            return torch.stack(records)
+    return records
+

@@ -1,0 +1,720 @@
+"""The streaming writer: records in, whole chunks out, on a background thread.
+
+The caller's thread only checks a record, copies it (on its own device) and
+puts it on a queue that is bounded in bytes, so a slow disk slows the caller
+instead of filling memory. The writer thread encodes records, buffers them per
+layer and writes them to Zarr in blocks: when a shard fills, when
+``flush_interval`` seconds have passed since the oldest buffered record, when
+the buffered bytes pass ``max_buffer_bytes``, and on :meth:`StoreWriter.flush`.
+Each write ends with one atomic update of the field's ``committed_steps``
+attribute, so a reader (or a crash) never sees half a record.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .codecs import (
+    COMPRESSORS,
+    DEFAULT_DENSE,
+    DEFAULT_SPIKES,
+    Encoded,
+    compressor_codecs,
+    dtype_name,
+    encode,
+    pack_bits,
+    spike_bits,
+)
+from .format import (
+    DTYPES,
+    FORMAT_NAME,
+    RAW_ENCODING,
+    SPIKE_ENCODING,
+    FormatError,
+    check_field_attrs,
+    check_layer_attrs,
+    check_root_attrs,
+    field_attrs,
+    layer_attrs,
+    monitor_attrs,
+    node_key,
+    root_attrs,
+)
+
+__all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
+
+LOCK_FILE = ".spikestore.lock"
+INDEX_CHUNK = 65536
+
+
+class RecordError(ValueError):
+    """A record cannot be stored; the message names the monitor, layer and step."""
+
+
+class WriteError(RuntimeError):
+    """The background writer failed; the message names the store and the layer."""
+
+
+class StoreLockedError(RuntimeError):
+    """Another process holds the store open for writing."""
+
+
+@dataclass
+class _FieldSpec:
+    kind: str | None = None  # "tensor" or "number", fixed by the first non-None value
+    dtype: str | None = None
+    ndim: int | None = None
+
+
+@dataclass
+class _Layer:
+    monitor: str
+    name: str
+    path: str
+    structure: str
+    specs: list[_FieldSpec]
+    next_step: int = 0  # caller thread only
+    created: bool = False  # writer thread only
+    fields: list[_Field] = field(default_factory=list)
+
+
+@dataclass
+class _Field:
+    path: str
+    committed: int = 0
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    keys: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    arrays: dict[int, Any] = field(default_factory=dict)
+    index: Any = None
+    pending_index: list[tuple[int, int]] = field(default_factory=list)
+    pending_rows: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class _Item:
+    layer: _Layer
+    step: int
+    leaves: list[Any]  # per field: None, a cpu tensor, or a _DeviceLeaf
+    scalars: list[bool]
+    nbytes: int
+
+
+@dataclass
+class _DeviceLeaf:
+    tensor: torch.Tensor
+    flag: torch.Tensor
+    packed: torch.Tensor
+    event: Any
+    permute: tuple[int, ...] | None
+
+
+def _pow2_floor(x: int) -> int:
+    return 1 << max(0, int(x).bit_length() - 1)
+
+
+def _layout(
+    row_shape: tuple[int, ...], itemsize: int, shard_steps: int, chunk_bytes: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Chunk and shard shapes for a segment of rows of ``row_shape``.
+
+    Inner chunks hold at least 32 steps and about ``chunk_bytes`` bytes, split
+    over the record's trailing axes, so one step and one neuron's history both
+    decode little; a shard holds ``shard_steps`` steps (more for tiny records).
+    """
+    row_bytes = max(1, math.prod(row_shape) * itemsize)
+    steps = min(max(32, _pow2_floor(chunk_bytes // row_bytes)), 4096)
+    shard = max(shard_steps, min(65536, _pow2_floor(max(1, (1 << 20) // row_bytes))), steps)
+    shard -= shard % steps
+    budget = max(1, chunk_bytes // (steps * itemsize))
+    chunk = [1] * len(row_shape)
+    for ax in range(len(row_shape) - 1, -1, -1):
+        d = max(1, row_shape[ax])
+        if budget >= d:
+            chunk[ax] = d
+            budget //= d
+        else:
+            chunk[ax] = max(1, budget)
+            break
+    shard_rest = [math.ceil(max(1, d) / c) * c for d, c in zip(row_shape, chunk, strict=True)]
+    return (steps, *chunk), (shard, *shard_rest)
+
+
+def _flatten(value: Any) -> tuple[str, list[Any]]:
+    if isinstance(value, torch.Tensor):
+        return "tensor", [value]
+    if value is None:
+        return "none", [None]
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        return "number", [value]
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        return "number", [value.item()]
+    if isinstance(value, (tuple, list)):
+        return type(value).__name__, list(value)
+    raise TypeError(f"unsupported record type {type(value).__name__}")
+
+
+def _leaf(value: Any) -> tuple[torch.Tensor | None, bool]:
+    """A field value as a tensor (or None) and whether it was a Python number."""
+    if value is None or isinstance(value, torch.Tensor):
+        return value, False
+    if isinstance(value, bool):
+        return torch.tensor(value, dtype=torch.bool), True
+    if isinstance(value, int):
+        return torch.tensor(value, dtype=torch.int64), True
+    if isinstance(value, float):
+        return torch.tensor(value, dtype=torch.float64), True
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        return _leaf(value.item())
+    raise TypeError(f"unsupported value of type {type(value).__name__}")
+
+
+class StoreWriter:
+    """Write monitor records to a spikestore store on disk.
+
+    Parameters
+    ----------
+    path : str or Path
+        A directory. ``mode="w"`` creates it (replacing an existing *spikestore*
+        store, never any other folder), ``"w-"`` fails if it exists, ``"a"``
+        appends to an existing store (each layer continues its step numbering)
+        or creates one.
+    compressor, level : str, int, optional
+        One of ``zstd``, ``zlib``, ``blosc-lz4``, ``blosc-zstd`` and its level, for
+        every array of the store. By default spikes use zstd 1 and other tensors
+        Blosc zstd 1 with byte shuffle.
+    flush_interval : float
+        At most this many seconds pass between a record being taken and it being
+        committed to disk (unless the disk is slower than the producer).
+    max_queue_bytes, max_buffer_bytes : int
+        Bounds on the bytes waiting for the writer thread, and on encoded bytes
+        buffered before a write.
+    store : zarr Store, optional
+        Write into this Zarr store instead of a local directory (tests, memory).
+
+    Examples
+    --------
+    >>> import torch, spikestore, tempfile
+    >>> path = tempfile.mkdtemp() + "/run.spikes"
+    >>> with spikestore.StoreWriter(path) as w:
+    ...     w.append("output", "sn1", torch.zeros(4, 10))
+    0
+    >>> spikestore.open(path)["output"]["sn1"][0].shape
+    torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        mode: str = "w",
+        *,
+        compressor: str | None = None,
+        level: int | None = None,
+        flush_interval: float = 1.0,
+        max_queue_bytes: int = 256 << 20,
+        max_buffer_bytes: int = 64 << 20,
+        shard_steps: int = 1024,
+        chunk_bytes: int = 1 << 18,
+        store: Any = None,
+    ) -> None:
+        import zarr
+        from zarr.storage import LocalStore
+
+        if mode not in ("w", "w-", "a"):
+            raise ValueError(f"mode must be 'w', 'w-' or 'a', got {mode!r}")
+        if compressor is not None and compressor not in COMPRESSORS:
+            raise ValueError(f"unknown compressor {compressor!r}; choose one of {sorted(COMPRESSORS)}")
+        if (path is None) == (store is None):
+            raise ValueError("pass exactly one of path and store")
+        self.path = Path(path) if path is not None else None
+        self.mode = mode
+        self.compressor = compressor
+        self.level = level
+        self.flush_interval = float(flush_interval)
+        self.max_queue_bytes = int(max_queue_bytes)
+        self.max_buffer_bytes = int(max_buffer_bytes)
+        self.shard_steps = int(shard_steps)
+        self.chunk_bytes = int(chunk_bytes)
+        self._where = str(self.path) if self.path is not None else repr(store)
+        self._lock_fd: int | None = None
+
+        if self.path is not None:
+            self._prepare_directory()
+            store = LocalStore(self.path)
+        # A directory was already cleared above (keeping the lock file); only a
+        # caller-supplied store is cleared by Zarr.
+        zmode = "w" if (self.path is None and mode == "w") else "a"
+        self._root = zarr.open_group(store=store, mode=zmode, zarr_format=3)
+        if FORMAT_NAME in self._root.attrs or mode == "a":
+            if FORMAT_NAME in self._root.attrs:
+                check_root_attrs(dict(self._root.attrs), self._where)
+            elif len(list(self._root.keys())):
+                raise FormatError(f"{self._where} is a Zarr group but not a spikestore store")
+            else:
+                self._root.attrs.update(root_attrs(f"spikestore {__version__}"))
+        else:
+            self._root.attrs.update(root_attrs(f"spikestore {__version__}"))
+
+        self._layers: dict[tuple[str, str], _Layer] = {}
+        self._state_lock = threading.Lock()
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queued_bytes = 0
+        self._space = threading.Condition()
+        self._error: BaseException | None = None
+        self._error_where = ""
+        self._closed = False
+        self._buffered_bytes = 0
+        self._oldest: float | None = None
+        self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare_directory(self) -> None:
+        assert self.path is not None
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise FileExistsError(f"{p} exists and is not a directory")
+        if self.mode == "w-" and p.exists() and any(p.iterdir()):
+            raise FileExistsError(f"{p} already exists")
+        p.mkdir(parents=True, exist_ok=True)
+        self._acquire_lock()
+        if self.mode == "w" and any(x.name != LOCK_FILE for x in p.iterdir()):
+            meta = p / "zarr.json"
+            import json
+
+            try:
+                attrs = json.loads(meta.read_text()).get("attributes", {})
+                check_root_attrs(attrs, str(p))
+            except (OSError, ValueError) as exc:
+                self._release_lock()
+                raise FileExistsError(
+                    f"{p} exists and is not a spikestore store; refusing to overwrite it"
+                ) from exc
+            import shutil
+
+            for x in p.iterdir():
+                if x.name == LOCK_FILE:
+                    continue
+                if x.is_dir():
+                    shutil.rmtree(x)
+                else:
+                    x.unlink()
+
+    def _acquire_lock(self) -> None:
+        """Hold an exclusive ``flock`` on the store's lock file while writing.
+
+        The kernel drops the lock when the process dies, however it dies, so a
+        lock file left by a killed writer never blocks the next run.
+        """
+        import fcntl
+
+        assert self.path is not None
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise StoreLockedError(
+                f"{self.path} is open for writing by another writer ({holder}); "
+                "close it first (the lock is released when that process exits)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            import fcntl
+
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------ caller side
+    def append(self, monitor: str, layer: str, value: Any) -> int:
+        """Record ``value`` as the next step of ``monitor``/``layer``; return its step.
+
+        ``value`` is a tensor, a number, ``None``, or a tuple or list of those.
+        A value that cannot be stored raises :class:`RecordError` (a ``TypeError``
+        for unsupported types) naming the monitor, layer and step; nothing
+        already recorded is affected.
+        """
+        self._raise_if_failed()
+        if self._closed:
+            raise RuntimeError(f"{self._where} is closed")
+        lay = self._layer(monitor, layer, value)
+        step = lay.next_step
+        where = f"monitor {monitor!r}, layer {layer!r}, step {step}"
+        try:
+            structure, values = _flatten(value)
+            leaves = [_leaf(v) for v in values]
+        except TypeError as exc:
+            raise TypeError(f"cannot record {where}: {exc}") from None
+        self._check(lay, structure, leaves, where)
+        stored: list[Any] = []
+        nbytes = 0
+        for t, _ in leaves:
+            if t is None:
+                stored.append(None)
+                continue
+            t = t.detach()
+            if t.device.type == "cpu":
+                stored.append(t.clone())
+            else:
+                stored.append(self._to_host_async(t))
+            nbytes += t.numel() * t.element_size()
+        lay.next_step += 1
+        self._put(_Item(lay, step, stored, [s for _, s in leaves], nbytes))
+        return step
+
+    def _layer(self, monitor: str, layer: str, value: Any) -> _Layer:
+        key = (monitor, layer)
+        lay = self._layers.get(key)
+        if lay is None:
+            if not isinstance(monitor, str) or not isinstance(layer, str):
+                raise TypeError("monitor and layer names must be str")
+            try:
+                structure, values = _flatten(value)
+            except TypeError as exc:
+                raise TypeError(
+                    f"cannot record monitor {monitor!r}, layer {layer!r}, step 0: {exc}"
+                ) from None
+            lay = self._load_layer(monitor, layer)
+            if lay is None:
+                lay = _Layer(
+                    monitor,
+                    layer,
+                    f"{node_key(monitor)}/{node_key(layer)}",
+                    structure,
+                    [_FieldSpec() for _ in values],
+                )
+                lay.fields = [_Field(f"{lay.path}/f{i}") for i in range(len(values))]
+            self._layers[key] = lay
+        return lay
+
+    def _load_layer(self, monitor: str, layer: str) -> _Layer | None:
+        """Pick up an existing layer (append mode) so its steps continue."""
+        path = f"{node_key(monitor)}/{node_key(layer)}"
+        try:
+            grp = self._root[path]
+        except KeyError:
+            return None
+        where = f"{self._where} monitor {monitor!r} layer {layer!r}"
+        meta = check_layer_attrs(dict(grp.attrs), where)
+        lay = _Layer(monitor, layer, path, meta["structure"], [], created=True)
+        steps = None
+        for i in range(meta["fields"]):
+            fgrp = self._root[f"{path}/f{i}"]
+            fmeta = check_field_attrs(dict(fgrp.attrs), f"{where} field {i}")
+            fld = _Field(f"{path}/f{i}", committed=fmeta["committed_steps"])
+            fld.segments = [dict(s) for s in fmeta["segments"]]
+            spec = _FieldSpec()
+            for k, seg in enumerate(fld.segments):
+                key = (
+                    seg["encoding"],
+                    seg["dtype"],
+                    tuple(seg["shape"]),
+                    seg.get("python_scalar", False),
+                    tuple(seg["permute"]) if seg.get("permute") is not None else None,
+                )
+                fld.keys[key] = k
+                spec.kind = "number" if seg.get("python_scalar") else "tensor"
+                spec.dtype = seg["dtype"]
+                spec.ndim = len(seg["shape"])
+            fld.index = fgrp["index"]
+            lay.fields.append(fld)
+            lay.specs.append(spec)
+            steps = fld.committed if steps is None else min(steps, fld.committed)
+        lay.next_step = steps or 0
+        for fld in lay.fields:
+            fld.committed = lay.next_step
+        return lay
+
+    def _check(self, lay: _Layer, structure: str, leaves: list[Any], where: str) -> None:
+        if structure != lay.structure or len(leaves) != len(lay.specs):
+            raise RecordError(
+                f"cannot record {where}: this layer records {lay.structure} values with "
+                f"{len(lay.specs)} field(s), got {structure} with {len(leaves)}"
+            )
+        for i, ((t, scalar), spec) in enumerate(zip(leaves, lay.specs, strict=True)):
+            if t is None:
+                continue
+            try:
+                name = dtype_name(t.dtype)
+            except TypeError as exc:
+                raise RecordError(f"cannot record {where} (field {i}): {exc}") from None
+            kind = "number" if scalar else "tensor"
+            if spec.dtype is None:
+                continue
+            if (kind, name, t.dim()) != (spec.kind, spec.dtype, spec.ndim):
+                raise RecordError(
+                    f"cannot record {where} (field {i}): the layer holds {spec.kind}s of dtype "
+                    f"{spec.dtype} and rank {spec.ndim}, got a {kind} of dtype {name} and rank "
+                    f"{t.dim()}"
+                )
+        for (t, scalar), spec in zip(leaves, lay.specs, strict=True):
+            if t is not None and spec.dtype is None:
+                spec.kind = "number" if scalar else "tensor"
+                spec.dtype = dtype_name(t.dtype)
+                spec.ndim = t.dim()
+
+    def _to_host_async(self, t: torch.Tensor) -> _DeviceLeaf:
+        """Detect and pack spikes on the device; copy only packed bits to the host."""
+        flag, bits = spike_bits(t)
+        packed = pack_bits(bits)
+        host = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(packed, non_blocking=True)
+        flag_h = torch.empty((), dtype=torch.bool, pin_memory=True)
+        flag_h.copy_(flag, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return _DeviceLeaf(t.clone(), flag_h, host, event, None)
+
+    def _put(self, item: Any) -> None:
+        nbytes = getattr(item, "nbytes", 0)
+        with self._space:
+            while self._queued_bytes > 0 and self._queued_bytes + nbytes > self.max_queue_bytes:
+                self._space.wait(0.1)
+                self._raise_if_failed()
+            self._queued_bytes += nbytes
+        self._queue.put(item)
+
+    def flush(self) -> None:
+        """Block until every record appended so far is committed to disk."""
+        self._raise_if_failed()
+        if self._closed:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        while not done.wait(0.1):
+            if not self._thread.is_alive():
+                break
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        """Flush, stop the writer thread and release the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        self._release_lock()
+        self._raise_if_failed()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise WriteError(
+                f"writing {self._where} failed at {self._error_where}: {self._error}"
+            ) from self._error
+
+    @property
+    def layers(self) -> list[tuple[str, str]]:
+        """(monitor, layer) pairs this writer has recorded into."""
+        return list(self._layers)
+
+    def steps(self, monitor: str, layer: str) -> int:
+        """Steps recorded so far for a layer (committed or not)."""
+        lay = self._layers.get((monitor, layer))
+        return lay.next_step if lay is not None else 0
+
+    # ------------------------------------------------------------ writer side
+    def _run(self) -> None:
+        while True:
+            timeout = None
+            if self._oldest is not None:
+                timeout = max(0.0, self._oldest + self.flush_interval - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = "tick"
+            try:
+                if item is None:
+                    self._write_all()
+                    return
+                if isinstance(item, threading.Event):
+                    self._write_all()
+                    item.set()
+                    continue
+                if isinstance(item, _Item):
+                    with self._space:
+                        self._queued_bytes -= item.nbytes
+                        self._space.notify_all()
+                    if self._error is None:
+                        self._take(item)
+                if self._error is None and self._oldest is not None and (
+                    time.monotonic() - self._oldest >= self.flush_interval
+                    or self._buffered_bytes >= self.max_buffer_bytes
+                ):
+                    self._write_all()
+            except BaseException as exc:  # noqa: BLE001 - surfaced in the caller's thread
+                if self._error is None:
+                    self._error = exc
+                if isinstance(item, threading.Event):
+                    item.set()
+                if item is None:
+                    return
+
+    def _take(self, item: _Item) -> None:
+        lay = item.layer
+        self._error_where = f"monitor {lay.monitor!r}, layer {lay.name!r}, step {item.step}"
+        full = False
+        for fld, leaf, scalar in zip(lay.fields, item.leaves, item.scalars, strict=True):
+            if leaf is None:
+                fld.pending_index.append((-1, 0))
+                continue
+            if isinstance(leaf, _DeviceLeaf):
+                leaf.event.synchronize()
+                enc = encode(
+                    leaf.tensor, python_scalar=scalar, spikes=(leaf.flag, leaf.packed)
+                )
+            else:
+                enc = encode(leaf, python_scalar=scalar)
+            seg = self._segment(fld, enc)
+            rows = fld.pending_rows.setdefault(seg, [])
+            row = fld.segments[seg]["rows"] + len(rows)
+            rows.append(enc.row)
+            fld.pending_index.append((seg, row))
+            self._buffered_bytes += enc.row.nbytes
+            arr_shard = fld.segments[seg].get("_shard_steps", 0)
+            if arr_shard and (row + 1) % arr_shard == 0:
+                full = True
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+        if full:
+            self._write_layer(lay)
+
+    def _segment(self, fld: _Field, enc: Encoded) -> int:
+        k = fld.keys.get(enc.key)
+        if k is None:
+            k = len(fld.segments)
+            desc: dict[str, Any] = {
+                "array": f"s{k}",
+                "encoding": enc.encoding,
+                "dtype": enc.dtype,
+                "shape": list(enc.shape),
+                "rows": 0,
+            }
+            if enc.python_scalar:
+                desc["python_scalar"] = True
+            if enc.encoding == SPIKE_ENCODING:
+                desc["bit_order"] = "big"
+                desc["permute"] = list(enc.permute) if enc.permute is not None else None
+            fld.segments.append(desc)
+            fld.keys[enc.key] = k
+        return k
+
+    def _write_all(self) -> None:
+        for lay in list(self._layers.values()):
+            self._write_layer(lay)
+        self._buffered_bytes = 0
+        self._oldest = None
+
+    def _write_layer(self, lay: _Layer) -> None:
+        if not any(f.pending_index for f in lay.fields):
+            return
+        self._error_where = f"monitor {lay.monitor!r}, layer {lay.name!r}"
+        if not lay.created:
+            mkey = node_key(lay.monitor)
+            if mkey not in self._root:
+                self._root.create_group(mkey, attributes=monitor_attrs(lay.monitor))
+            self._root.create_group(
+                lay.path, attributes=layer_attrs(lay.name, lay.structure, len(lay.fields))
+            )
+            lay.created = True
+        for fld in lay.fields:
+            self._write_field(lay, fld)
+
+    def _write_field(self, lay: _Layer, fld: _Field) -> None:
+        if not fld.pending_index:
+            return
+        if fld.index is None:
+            grp = self._root.create_group(fld.path, attributes=field_attrs(0, []))
+            fld.index = grp.create_array(
+                "index",
+                shape=(0, 2),
+                dtype="int32",
+                chunks=(INDEX_CHUNK, 2),
+                compressors=compressor_codecs("zstd", 3, itemsize=4, shuffle=False),
+                fill_value=-1,
+                dimension_names=["step", "segment_row"],
+            )
+        for k, rows in fld.pending_rows.items():
+            if not rows:
+                continue
+            arr = fld.arrays.get(k)
+            if arr is None:
+                arr = self._open_segment(fld, k, rows[0])
+            start = fld.segments[k]["rows"]
+            stop = start + len(rows)
+            block = np.stack(rows)
+            if arr.shape[0] != stop:
+                arr.resize((stop, *arr.shape[1:]))
+            arr[start:stop] = block
+            fld.segments[k]["rows"] = stop
+        fld.pending_rows.clear()
+        n0 = fld.committed
+        n1 = n0 + len(fld.pending_index)
+        fld.index.resize((n1, 2))
+        fld.index[n0:n1] = np.asarray(fld.pending_index, dtype=np.int32)
+        self._root[fld.path].attrs.update(
+            field_attrs(n1, [{k: v for k, v in s.items() if not k.startswith("_")} for s in fld.segments])
+        )
+        fld.committed = n1
+        fld.pending_index.clear()
+
+    def _open_segment(self, fld: _Field, k: int, row: np.ndarray) -> Any:
+        desc = fld.segments[k]
+        grp = self._root[fld.path]
+        if desc["array"] in grp:
+            arr = grp[desc["array"]]
+        else:
+            spikes = desc["encoding"] == SPIKE_ENCODING
+            itemsize = row.dtype.itemsize
+            chunks, shards = _layout(row.shape, itemsize, self.shard_steps, self.chunk_bytes)
+            default = DEFAULT_SPIKES if spikes else DEFAULT_DENSE
+            comp = compressor_codecs(
+                self.compressor or default,
+                self.level,
+                itemsize=itemsize,
+                shuffle=not spikes,
+            )
+            if spikes:
+                dims = ["step", "packed_bits"]
+            else:
+                dims = ["step", *[f"dim_{i}" for i in range(row.ndim)]]
+            attrs = {FORMAT_NAME: {"node": "segment", **desc}}
+            arr = grp.create_array(
+                desc["array"],
+                shape=(0, *row.shape),
+                dtype=row.dtype,
+                chunks=chunks,
+                shards=shards,
+                compressors=comp,
+                fill_value=0,
+                dimension_names=dims,
+                attributes=attrs,
+            )
+        desc["_shard_steps"] = arr.shards[0] if arr.shards else arr.chunks[0]
+        fld.arrays[k] = arr
+        return arr
+
