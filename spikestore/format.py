@@ -105,7 +105,8 @@ def node_key(name: str) -> str:
 
     Characters outside ``[A-Za-z0-9_.-]`` become ``%XX`` (UTF-8 bytes), and so do
     a leading ``.`` or ``_`` (Zarr reserves names starting with ``__``, and ``.``
-    or ``..`` would walk out of the group). The empty name (the root module)
+    or ``..`` would walk out of the group), and the first letter of ``zarr.json``.
+    The empty name (the root module)
     becomes ``%``. Long keys are cut and suffixed with a hash, so a key never
     exceeds 128 characters. The original name is kept in the node's attributes.
 
@@ -125,6 +126,8 @@ def node_key(name: str) -> str:
         else:
             out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
     key = "".join(out)
+    if key.lower() == "zarr.json":  # Zarr's own metadata file name
+        key = "%" + f"{ord(key[0]):02X}" + key[1:]
     if len(key) > _MAX_KEY:
         import hashlib
 

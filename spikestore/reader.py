@@ -8,6 +8,7 @@ the original dtype and shape.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,12 @@ class StoreReader(Mapping[str, "MonitorReader"]):
         self._root = _open_group(self.path, self._store)
         self.meta = check_root_attrs(dict(self._root.attrs), self._where)
         monitors: dict[str, MonitorReader] = {}
-        for key, grp in sorted(self._root.groups()):
+        with warnings.catch_warnings():
+            # The writer's lock file sits in the root; Zarr warns about files it
+            # does not recognise while listing the root's members.
+            warnings.filterwarnings("ignore", message=".*not recognized as a component")
+            members = sorted(self._root.groups())
+        for key, grp in members:
             attrs = dict(grp.attrs).get(FORMAT_NAME)
             if not isinstance(attrs, dict) or attrs.get("node") != "monitor":
                 continue

@@ -1,0 +1,100 @@
+"""Command line: ``spikestore info PATH`` and ``spikestore demo [PATH]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["main", "info"]
+
+
+def info(path: str) -> dict[str, Any]:
+    """A summary of every monitor and layer of the store at ``path``."""
+    from .reader import open as open_store
+
+    store = open_store(path)
+    layers = []
+    for layer in store.layers():
+        stored = layer.nbytes_stored()
+        f32 = layer.nbytes_float32()
+        shapes = sorted({tuple(s["shape"]) for s in layer.segments})
+        layers.append(
+            {
+                "monitor": layer.monitor,
+                "layer": layer.name,
+                "steps": len(layer),
+                "structure": layer.structure,
+                "shape": list(shapes[-1]) if len(shapes) == 1 else [list(s) for s in shapes],
+                "dtype": sorted({s["dtype"] for s in layer.segments}),
+                "encoding": layer.encodings,
+                "bytes": stored,
+                "float32_bytes": f32,
+                "ratio_vs_float32": round(f32 / stored, 2) if stored else None,
+            }
+        )
+    return {"path": str(path), "format_version": store.version, "layers": layers}
+
+
+def _table(summary: dict[str, Any]) -> str:
+    head = ["monitor", "layer", "steps", "shape", "dtype", "encoding", "bytes", "x f32"]
+    rows = [head]
+    for r in summary["layers"]:
+        rows.append(
+            [
+                r["monitor"],
+                r["layer"] or "''",
+                str(r["steps"]),
+                "x".join(map(str, r["shape"])) if r["shape"] and isinstance(r["shape"][0], int)
+                else str(r["shape"]),
+                ",".join(r["dtype"]),
+                ",".join(r["encoding"]),
+                f"{r['bytes']:,}",
+                f"{r['ratio_vs_float32']:.1f}" if r["ratio_vs_float32"] else "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [f"{summary['path']} (spikestore format {summary['format_version']})"]
+    for k, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="spikestore", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_info = sub.add_parser("info", help="summarise a store")
+    p_info.add_argument("path")
+    p_info.add_argument("--json", action="store_true", help="machine-readable output")
+    p_demo = sub.add_parser("demo", help="record a small SNN into a store (the main job)")
+    p_demo.add_argument("path", nargs="?", default="demo.spikes")
+    p_demo.add_argument("--steps", type=int, default=300)
+    p_demo.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from .format import FormatError
+
+    try:
+        if args.command == "info":
+            summary = info(args.path)
+            print(json.dumps(summary, indent=2) if args.json else _table(summary))
+            return 0
+        from .demo import run
+
+        result = run(args.path, steps=args.steps, progress=not args.no_progress)
+        print(_table(info(args.path)))
+        print(
+            f"\nrecorded {result['steps']} steps in {result['seconds']:.1f} s "
+            f"({result['steps'] / result['seconds']:.1f} steps/s) into {args.path}"
+        )
+        return 0
+    except (FileNotFoundError, FormatError, NotADirectoryError, PermissionError) as exc:
+        print(f"spikestore: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
