@@ -1,0 +1,182 @@
+"""The format contract: fixture stores still read, plain zarr decodes every record,
+and reading one step touches only the chunks that hold it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from fixture_data import records
+from test_store import bits_equal
+from zarr.storage import LocalStore, WrapperStore
+
+import spikestore
+from spikestore.cli import main as cli_main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def check_records(store: spikestore.StoreReader) -> None:
+    for (mon, layer), recs in records().items():
+        got = store[mon][layer]
+        assert len(got) == len(recs), (mon, layer)
+        for i, r in enumerate(recs):
+            g = got[i]
+            if isinstance(r, tuple):
+                assert isinstance(g, tuple) and all(bits_equal(a, b) for a, b in zip(g, r))
+            elif isinstance(r, torch.Tensor):
+                assert bits_equal(g, r), (mon, layer, i)
+            else:
+                assert g == r
+
+
+@pytest.mark.parametrize("version", ["store_v1.0"])
+def test_committed_fixture_store_still_reads(version):
+    store = spikestore.open(FIXTURES / version)
+    assert store.version.startswith("1.")
+    check_records(store)
+
+
+def test_this_version_writes_what_the_fixture_holds(tmp_path):
+    from fixture_data import write
+
+    write(str(tmp_path / "s"))
+    check_records(spikestore.open(tmp_path / "s"))
+
+
+PLAIN_READER = r'''
+import json, sys
+import numpy as np
+import zarr
+
+root = zarr.open_group(sys.argv[1], mode="r")
+meta = root.attrs["spikestore"]
+assert meta["format"] == "spikestore" and meta["version"].startswith("1."), meta
+out = {}
+for _, mon in root.groups():
+    for _, layer in mon.groups():
+        lmeta = layer.attrs["spikestore"]
+        fields = []
+        for f in range(lmeta["fields"]):
+            field = layer[f"f{f}"]
+            fmeta = field.attrs["spikestore"]
+            n = fmeta["committed_steps"]
+            index = field["index"][:n]
+            steps = []
+            for k, r in index:
+                if k < 0:
+                    steps.append(None)
+                    continue
+                seg = fmeta["segments"][k]
+                row = field[seg["array"]][r]
+                if seg["encoding"] == "bitpack":
+                    numel = int(np.prod(seg["shape"]))
+                    rec = np.unpackbits(row, count=numel).reshape(seg["shape"]).astype(np.float64)
+                else:
+                    rec = np.asarray(row)
+                    if seg["dtype"] == "bfloat16":  # upper half of a float32
+                        rec = (rec.astype(np.uint32) << 16).view(np.float32)
+                    rec = rec.astype(np.float64)
+                steps.append(rec.tolist())
+            fields.append(steps)
+        out[mon.attrs["spikestore"]["name"] + "|" + lmeta["name"]] = fields
+print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out}))
+'''
+
+
+def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path):
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_READER)
+    res = subprocess.run(
+        [sys.executable, str(script), str(FIXTURES / "store_v1.0")],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )
+    result = json.loads(res.stdout)
+    assert result["loaded_spikestore"] is False
+    data = result["data"]
+    for (mon, layer), recs in records().items():
+        fields = data[f"{mon}|{layer}"]
+        for i, r in enumerate(recs):
+            leaves = r if isinstance(r, tuple) else (r,)
+            for f, leaf in enumerate(leaves):
+                got = fields[f][i]
+                if leaf is None:
+                    assert got is None
+                    continue
+                want = torch.as_tensor(leaf).to(torch.float64).numpy()
+                np.testing.assert_array_equal(np.asarray(got, dtype=np.float64), want)
+
+
+class CountingStore(WrapperStore):
+    """Counts the chunk reads that reach the wrapped store."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.reads: list[str] = []
+
+    async def get(self, key, prototype, byte_range=None):
+        self.reads.append(key)
+        return await self._store.get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        self.reads.extend(k for k, _ in key_ranges)
+        return await self._store.get_partial_values(prototype, key_ranges)
+
+
+def test_one_step_reads_only_its_chunks(tmp_path):
+    path = tmp_path / "s.spikes"
+    g = torch.Generator().manual_seed(0)
+    recs = [(torch.rand(8, 4096, generator=g) < 0.05).float() for _ in range(3000)]
+    with spikestore.StoreWriter(path, shard_steps=1024) as w:
+        for r in recs:
+            w.append("output", "sn", r)
+    counting = CountingStore(LocalStore(path, read_only=True))
+    layer = spikestore.open(store=counting)["output"]["sn"]
+    _ = layer.segments
+    counting.reads.clear()
+    assert bits_equal(layer[2500], recs[2500])
+    data_reads = [k for k in counting.reads if "/s0/c/" in k]
+    meta_reads = [k for k in counting.reads if k.endswith("zarr.json")]
+    index_reads = [k for k in counting.reads if "/index/c/" in k]
+    # Step 2500 lives in shard 2 (steps 2048..3071); one inner chunk row of it is read,
+    # nothing from shards 0 and 1.
+    assert data_reads and all("/s0/c/2/" in k for k in data_reads), counting.reads
+    assert len(index_reads) == 1 and len(meta_reads) <= 2
+    arr = layer._fields[0].array(0)
+    inner_per_row = -(-arr.shape[1] // arr.chunks[1])
+    # Each inner chunk: one range read; plus the shard index (read once per shard).
+    assert len(data_reads) <= inner_per_row + 1, data_reads
+    counting.reads.clear()
+    assert bits_equal(layer[2501], recs[2501])
+    assert not [k for k in counting.reads if "/index/" in k]  # index chunk cached
+
+
+def test_cli_info_and_errors(tmp_path, capsys):
+    assert cli_main(["info", str(FIXTURES / "store_v1.0")]) == 0
+    out = capsys.readouterr().out
+    assert "features.0.sn" in out and "bitpack" in out and "x f32" in out
+    assert cli_main(["info", "--json", str(FIXTURES / "store_v1.0")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    sn = next(x for x in info["layers"] if x["monitor"] == "output" and x["layer"] == "features.0.sn")
+    assert sn["steps"] == 41 and sn["encoding"] == ["bitpack"] and sn["ratio_vs_float32"] > 1
+    assert cli_main(["info", str(tmp_path / "missing")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert cli_main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a spikestore store" in err
+
+
+def test_cli_as_module_exits_nonzero_without_traceback(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "spikestore", "info", str(tmp_path / "nope")],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert zarr.__version__
