@@ -323,3 +323,25 @@ def test_cuda_records_pack_on_device(tmp_path):
     assert s["m"]["s"].encodings == ["bitpack"]
     assert bits_equal(s["m"]["s"][0], x.cpu()) and bits_equal(s["m"]["v"][0], v.cpu())
     assert bits_equal(s["m"]["s"].read(0, device="cuda").cpu(), x.cpu())
+
+
+def test_time_axis_packs_time_last_and_reads_back(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    recs = [(torch.rand(4, 2, 3, 5, generator=g) < 0.2).float() for _ in range(40)]
+    path = tmp_path / "s.spikes"
+    with spikestore.StoreWriter(path) as w:
+        for r in recs:
+            w.append("output", "sn", r, time_axis=0)
+    layer = spikestore.open(path)["output"]["sn"]
+    assert layer.segments[0]["permute"] == [1, 2, 3, 0]
+    assert bits_equal(layer[:], torch.stack(recs))
+    assert bits_equal(layer.neuron((2, 1, 2, 4)), torch.stack(recs)[:, 2, 1, 2, 4])
+    row = layer._fields[0].array(0)[7]
+    assert np.array_equal(row, np.packbits(recs[7].permute(1, 2, 3, 0).flatten().numpy() != 0))
+
+
+def test_default_spike_codec_is_registered_and_recorded(tmp_path):
+    layer = roundtrip(tmp_path, [(torch.rand(64, 64) < 0.01).float() for _ in range(5)])
+    meta = json.loads((tmp_path / "s.spikes" / "m" / "layer" / "f0" / "s0" / "zarr.json").read_text())
+    assert "spikestore.spikes" in json.dumps(meta["codecs"])
+    assert len(layer) == 5
