@@ -6,7 +6,10 @@
 Part 1 writes i.i.d. Bernoulli(p) spike records and a membrane-potential-like float32
 record through StoreWriter with each compressor, and the pack-then-``zlib.compress``
 recipe in the same run. Sizes are bytes on disk over float32 bytes; the entropy limit
-for spikes is 32 / H(p). Throughput counts float32 input bytes; medians over repeats.
+for spikes is 32 / H(p). Sizes count the segments' chunk files; the store's JSON
+metadata, index and summary arrays (a constant per layer) are listed apart. Throughput
+counts float32 input bytes, through the whole store (writer thread, Zarr, files);
+medians over repeats.
 
 Part 2 is the layout workload: [64, 16384] spike records (p = 0.05) for many steps;
 write rate, files per 1,000 steps, one-step read latency and one neuron's history.
@@ -36,8 +39,16 @@ def entropy(p: float) -> float:
     return 0.0 if p in (0, 1) else -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != ".spikestore.lock")
+def dir_bytes(path: Path, chunks_only: bool = False) -> int:
+    """Bytes of the store's files; with ``chunks_only``, only the segments' chunk files."""
+    total = 0
+    for f in path.rglob("*"):
+        if not f.is_file() or f.name == ".spikestore.lock":
+            continue
+        if chunks_only and not (f.parent.parent.parent.name.startswith("s") and "/c/" in str(f)):
+            continue
+        total += f.stat().st_size
+    return total
 
 
 def membrane(n_steps: int, shape: tuple[int, ...], seed: int = 0) -> list[torch.Tensor]:
@@ -62,14 +73,15 @@ def time_store(records, compressor, repeats, tmp: Path):
             for r in records:
                 w.append("m", "l", r)
         enc.append(time.perf_counter() - t0)
-        size = dir_bytes(path)
+        size = dir_bytes(path, chunks_only=True)
+        meta = dir_bytes(path) - size
         layer = spikestore.open(path)["m"]["l"]
         t0 = time.perf_counter()
         got = layer[:]
         dec.append(time.perf_counter() - t0)
         assert torch.equal(got[-1], records[-1])
         shutil.rmtree(path)
-    return size, statistics.median(enc), statistics.median(dec)
+    return size, statistics.median(enc), statistics.median(dec), meta
 
 
 def time_recipe(records, repeats):
@@ -84,31 +96,35 @@ def time_recipe(records, repeats):
         for b in blobs:
             torch.from_numpy(np.unpackbits(np.frombuffer(zlib.decompress(b), np.uint8), count=n)).float()
         dec.append(time.perf_counter() - t0)
-    return size, statistics.median(enc), statistics.median(dec)
+    return size, statistics.median(enc), statistics.median(dec), 0
 
 
 def part1(n_steps: int, shape: tuple[int, ...], repeats: int, tmp: Path) -> list[str]:
     numel = int(np.prod(shape))
     f32 = 4 * numel * n_steps
-    rows = ["| data | encoding | x smaller than f32 | of entropy limit | encode GB/s | decode GB/s |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| data | encoding | x smaller than f32 | of entropy limit | encode GB/s | "
+            "decode GB/s | metadata bytes |",
+            "|---|---|---|---|---|---|---|"]
     g = torch.Generator().manual_seed(0)
     for p in PS:
         recs = [(torch.rand(shape, generator=g) < p).float() for _ in range(n_steps)]
         p_hat = float(torch.stack(recs).mean())
         bound = 32 / entropy(p_hat)
-        size, e, d = time_recipe(recs, repeats)
+        size, e, d, meta = time_recipe(recs, repeats)
         rows.append(f"| spikes p={p} | pack + zlib.compress (recipe) | {f32 / size:.1f} | "
-                    f"{f32 / size / bound:.2f} | {f32 / e / 1e9:.2f} | {f32 / d / 1e9:.2f} |")
+                    f"{f32 / size / bound:.2f} | {f32 / e / 1e9:.2f} | {f32 / d / 1e9:.2f} | - |")
         for c in COMPRESSORS:
-            size, e, d = time_store(recs, c, repeats, tmp)
-            rows.append(f"| spikes p={p} | store {c or 'default (zstd 1)'} | {f32 / size:.1f} | "
-                        f"{f32 / size / bound:.2f} | {f32 / e / 1e9:.2f} | {f32 / d / 1e9:.2f} |")
+            size, e, d, meta = time_store(recs, c, repeats, tmp)
+            name = c or "default (spikestore.spikes)"
+            rows.append(f"| spikes p={p} | store {name} | {f32 / size:.1f} | "
+                        f"{f32 / size / bound:.2f} | {f32 / e / 1e9:.2f} | {f32 / d / 1e9:.2f} | "
+                        f"{meta:,} |")
     recs = membrane(n_steps, shape)
     for c in COMPRESSORS:
-        size, e, d = time_store(recs, c, repeats, tmp)
-        rows.append(f"| membrane f32 | store {c or 'default (blosc-zstd 1, shuffle)'} | "
-                    f"{f32 / size:.2f} | - | {f32 / e / 1e9:.2f} | {f32 / d / 1e9:.2f} |")
+        size, e, d, meta = time_store(recs, c, repeats, tmp)
+        name = c or "default (blosc-zstd 1, shuffle)"
+        rows.append(f"| membrane f32 | store {name} | {f32 / size:.2f} | - | "
+                    f"{f32 / e / 1e9:.2f} | {f32 / d / 1e9:.2f} | {meta:,} |")
     return rows
 
 

@@ -7,6 +7,7 @@ the original dtype and shape.
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ import torch
 
 from .codecs import decode_rows
 from .format import (
+    DTYPES,
     FORMAT_NAME,
     SPIKE_ENCODING,
     FormatError,
@@ -104,7 +106,10 @@ class StoreReader(Mapping[str, "MonitorReader"]):
             # The writer's lock file sits in the root; Zarr warns about files it
             # does not recognise while listing the root's members.
             warnings.filterwarnings("ignore", message=".*not recognized as a component")
-            members = sorted(self._root.groups())
+            try:
+                members = sorted(self._root.groups())
+            except ValueError as exc:  # an unparseable zarr.json
+                raise FormatError(f"{self._where}: malformed metadata: {exc}") from exc
         for key, grp in members:
             attrs = dict(grp.attrs).get(FORMAT_NAME)
             if not isinstance(attrs, dict) or attrs.get("node") != "monitor":
@@ -160,7 +165,14 @@ class MonitorReader(Mapping[str, "LayerReader"]):
     def _load(self) -> dict[str, LayerReader]:
         if self._layers is None:
             layers = {}
-            for key, grp in sorted(self._group.groups()):
+            try:
+                with warnings.catch_warnings():
+                    # Directories a live (or killed) writer has not finished creating.
+                    warnings.filterwarnings("ignore", message=".*not recognized as a component")
+                    members = sorted(self._group.groups())
+            except ValueError as exc:
+                raise FormatError(f"{self.store._where} monitor {self.name!r}: {exc}") from exc
+            for key, grp in members:
                 where = f"{self.store._where} monitor {self.name!r} node {key!r}"
                 meta = check_layer_attrs(dict(grp.attrs), where)
                 layers[meta["name"]] = LayerReader(self, meta, grp)
@@ -189,44 +201,160 @@ class MonitorReader(Mapping[str, "LayerReader"]):
         return f"<spikestore monitor {self.name!r}: {self.layers}>"
 
 
+#: Bounds on what hostile array metadata can make a read allocate.
+MAX_CHUNK_BYTES = 1 << 31
+MAX_CHUNKS_PER_SHARD = 1 << 24
+MAX_STEPS = 1 << 53
+
+
+def _child(group: Any, key: str) -> Any:
+    """``group[key]``, or None if a live or killed writer has not created it yet."""
+    try:
+        return group[key]
+    except KeyError:
+        return None
+    except ValueError as exc:  # unparseable zarr.json
+        raise FormatError(f"{group.path}/{key}: malformed metadata: {exc}") from exc
+
+
+def _check_array(arr: Any, where: str, name: str) -> None:
+    """Refuse arrays whose chunks would make a single read allocate without bound."""
+    inner = arr.chunks
+    outer = arr.shards or inner
+    itemsize = np.dtype(arr.dtype).itemsize if arr.dtype.kind != "O" else 8
+    if (
+        len(inner) != arr.ndim
+        or int(np.prod(inner, dtype=object)) * itemsize > MAX_CHUNK_BYTES
+        or int(np.prod([-(-o // i) for o, i in zip(outer, inner, strict=True)], dtype=object))
+        > MAX_CHUNKS_PER_SHARD
+    ):
+        raise FormatError(f"{where}: array {name} has oversized chunks {inner} / shards {outer}")
+
+
+def _shard_keys(arr: Any, r0: int, r1: int) -> list[tuple[int, str]]:
+    """(first row, store key) of every shard (or chunk) holding rows [r0, r1)."""
+    outer = arr.shards or arr.chunks
+    rest = [range(-(-d // o)) for d, o in zip(arr.shape[1:], outer[1:], strict=True)]
+    out = []
+    for s0 in range(r0 // outer[0], (r1 - 1) // outer[0] + 1):
+        for tail in itertools.product(*rest):
+            key = arr.metadata.encode_chunk_key((s0, *tail))
+            out.append((s0 * outer[0], f"{arr.path}/{key}" if arr.path else key))
+    return out
+
+
 class _FieldReader:
     def __init__(self, layer: LayerReader, group: Any, i: int) -> None:
         self.layer = layer
         self.where = f"monitor {layer.monitor!r}, layer {layer.name!r}"
-        meta = check_field_attrs(dict(group.attrs), f"{self.where} field {i}")
         self.group = group
-        self.committed: int = meta["committed_steps"]
-        self.segments: list[dict[str, Any]] = meta["segments"]
         self._arrays: dict[int, Any] = {}
         self._index: Any = None
         self._index_cache: dict[int, np.ndarray] = {}
+        self._present: set[str] = set()
+        self.committed: int = 0
+        self.segments: list[dict[str, Any]] = []
+        if group is None:
+            # A writer killed (or still busy) before this field's first commit.
+            return
+        meta = check_field_attrs(dict(group.attrs), f"{self.where} field {i}")
+        if meta["committed_steps"] > MAX_STEPS:
+            raise FormatError(f"{self.where}: bad committed_steps {meta['committed_steps']}")
+        self.committed = meta["committed_steps"]
+        self.segments = meta["segments"]
+
+    def _require(self, arr: Any, rows: np.ndarray, steps: np.ndarray, name: str) -> None:
+        """Raise ReadError if a shard holding ``rows`` is missing from the store.
+
+        Zarr reads a missing chunk as fill values; the writer writes every shard
+        (``write_empty_chunks``), so a missing one means the store was damaged.
+        """
+        from zarr.core.sync import sync
+
+        r0, r1 = int(rows.min()), int(rows.max()) + 1
+        outer = (arr.shards or arr.chunks)[0]
+        for first, key in _shard_keys(arr, r0, r1):
+            if key in self._present:
+                continue
+            if not sync(arr.store_path.store.exists(key)):
+                hit = steps[(rows >= first) & (rows < first + outer)]
+                raise ReadError(
+                    f"{self.where}: cannot read steps {int(hit.min())}..{int(hit.max())}: "
+                    f"chunk {key} of {name} is missing from the store"
+                )
+            self._present.add(key)
 
     def array(self, k: int) -> Any:
         arr = self._arrays.get(k)
         if arr is None:
-            arr = self.group[self.segments[k]["array"]]
+            seg = self.segments[k]
+            name = seg["array"]
+            try:
+                arr = self.group[name]
+            except Exception as exc:
+                raise ReadError(f"{self.where}: cannot open segment {name}: {exc}") from exc
+            _check_array(arr, self.where, name)
+            numel = int(np.prod(seg["shape"], dtype=np.int64))
+            if seg["encoding"] == SPIKE_ENCODING:
+                ok = arr.ndim != 2 or arr.dtype != np.uint8 or arr.shape[1] == -(-numel // 8)
+            else:
+                ok = arr.shape[1:] == tuple(seg["shape"]) and arr.dtype == np.dtype(
+                    DTYPES[seg["dtype"]][0]
+                )
+            # The array keeps its own copy of the descriptor; both must agree.
+            own = dict(arr.attrs).get(FORMAT_NAME)
+            if isinstance(own, dict) and own.get("node") == "segment":
+                ok = ok and all(own.get(f) == seg.get(f) for f in ("encoding", "dtype", "shape"))
+            if not ok or arr.shape[0] < seg["rows"]:
+                raise FormatError(
+                    f"{self.where}: segment {name} ({arr.shape}, {arr.dtype}) does not match "
+                    f"its descriptor (shape {seg['shape']}, dtype {seg['dtype']}, "
+                    f"rows {seg['rows']})"
+                )
             self._arrays[k] = arr
         return arr
 
     def index(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of the index, read a chunk at a time and cached."""
         if self._index is None:
-            self._index = self.group["index"]
+            try:
+                index = self.group["index"]
+            except Exception as exc:
+                raise ReadError(f"{self.where}: cannot open the step index: {exc}") from exc
+            _check_array(index, self.where, "index")
+            if index.ndim != 2 or index.shape[1] != 2 or index.shape[0] < self.committed:
+                raise FormatError(
+                    f"{self.where}: step index of shape {index.shape} cannot hold "
+                    f"{self.committed} committed steps"
+                )
+            self._index = index
         out = []
         c0, c1 = start // INDEX_CHUNK, (stop - 1) // INDEX_CHUNK
-        for c in range(c0, c1 + 1):
-            block = self._index_cache.get(c)
-            lo = c * INDEX_CHUNK
-            hi = min(lo + INDEX_CHUNK, self.committed)
-            if block is None or block.shape[0] < hi - lo:
-                block = np.asarray(self._index[lo:hi])
-                self._index_cache[c] = block
-            out.append(block[max(start, lo) - lo : min(stop, hi) - lo])
+        try:
+            for c in range(c0, c1 + 1):
+                block = self._index_cache.get(c)
+                lo = c * INDEX_CHUNK
+                hi = min(lo + INDEX_CHUNK, self.committed)
+                if block is None or block.shape[0] < hi - lo:
+                    steps = np.arange(max(start, lo), min(stop, hi))
+                    self._require(self._index, steps, steps, "index")
+                    block = np.asarray(self._index[lo:hi])
+                    self._index_cache[c] = block
+                out.append(block[max(start, lo) - lo : min(stop, hi) - lo])
+        except ReadError:
+            raise
+        except Exception as exc:
+            raise ReadError(
+                f"{self.where}: cannot read the index for steps {start}..{stop - 1}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         idx = np.concatenate(out) if len(out) > 1 else out[0]
-        if idx.shape[0] and (
-            idx[:, 0].max() >= len(self.segments) or idx[:, 0].min() < -1 or idx[:, 1].min() < 0
-        ):
-            raise ReadError(f"{self.where}: corrupt index for steps {start}..{stop - 1}")
+        bad = (idx[:, 0] >= len(self.segments)) | (idx[:, 0] < -1) | (idx[:, 1] < 0)
+        if bad.any():
+            hit = np.nonzero(bad)[0] + start
+            raise ReadError(
+                f"{self.where}: corrupt index at steps {int(hit.min())}..{int(hit.max())}"
+            )
         return idx
 
     def read(self, steps: np.ndarray, device: Any) -> list[torch.Tensor | None]:
@@ -242,10 +370,21 @@ class _FieldReader:
             sel = np.nonzero(idx[:, 0] == k)[0]
             rows = idx[sel, 1]
             seg = self.segments[int(k)]
-            if rows.max() >= seg["rows"]:
-                raise ReadError(f"{self.where}: index points past segment {seg['array']}")
+            past = rows >= seg["rows"]
+            if past.any():
+                hit = steps[sel][past]
+                raise ReadError(
+                    f"{self.where}: corrupt index at steps {int(hit.min())}..{int(hit.max())}: "
+                    f"rows past the end of segment {seg['array']}"
+                )
             data = self._rows(int(k), rows, steps[sel])
-            dec = decode_rows(data, seg, device)
+            try:
+                dec = decode_rows(data, seg, device)
+            except Exception as exc:
+                raise ReadError(
+                    f"{self.where}: cannot decode steps {int(steps[sel].min())}.."
+                    f"{int(steps[sel].max())} ({seg['array']}): {type(exc).__name__}: {exc}"
+                ) from exc
             scalar = seg.get("python_scalar", False)
             for j, pos in enumerate(sel):
                 out[pos] = dec[j].item() if scalar else dec[j]
@@ -253,6 +392,7 @@ class _FieldReader:
 
     def _rows(self, k: int, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
         arr = self.array(k)
+        self._require(arr, rows, steps, self.segments[k]["array"])
         r0, r1 = int(rows.min()), int(rows.max()) + 1
         try:
             if r1 - r0 == len(rows) and np.all(np.diff(rows) > 0):
@@ -282,7 +422,9 @@ class LayerReader(Sequence[Any]):
         self.name: str = meta["name"]
         self.structure: str = meta["structure"]
         self._group = group
-        self._fields = [_FieldReader(self, group[f"f{i}"], i) for i in range(meta["fields"])]
+        self._fields = [
+            _FieldReader(self, _child(group, f"f{i}"), i) for i in range(meta["fields"])
+        ]
 
     # -- description
     def __len__(self) -> int:

@@ -52,11 +52,15 @@ from .format import (
     node_key,
     root_attrs,
 )
+from ._spikecodec import SpikeCodec
+from .summary import FieldSummary
 
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
 
 LOCK_FILE = ".spikestore.lock"
 INDEX_CHUNK = 65536
+_SINGLE = ("tensor", "number", "none")
+_MAX_SHARD_BYTES = 64 << 20
 
 
 class RecordError(ValueError):
@@ -87,6 +91,7 @@ class _Layer:
     specs: list[_FieldSpec]
     next_step: int = 0  # caller thread only
     created: bool = False  # writer thread only
+    time_axis: int | None = None  # spikes are packed with this axis last
     fields: list[_Field] = field(default_factory=list)
 
 
@@ -100,6 +105,7 @@ class _Field:
     index: Any = None
     pending_index: list[tuple[int, int]] = field(default_factory=list)
     pending_rows: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    summary: FieldSummary = field(default_factory=FieldSummary)
 
 
 @dataclass
@@ -136,6 +142,8 @@ def _layout(
     row_bytes = max(1, math.prod(row_shape) * itemsize)
     steps = min(max(32, _pow2_floor(chunk_bytes // row_bytes)), 4096)
     shard = max(shard_steps, min(65536, _pow2_floor(max(1, (1 << 20) // row_bytes))), steps)
+    # Each flush rewrites the open shard whole (in memory too): cap shards of big rows.
+    shard = min(shard, max(steps, _pow2_floor(max(1, _MAX_SHARD_BYTES // row_bytes))))
     shard -= shard % steps
     budget = max(1, chunk_bytes // (steps * itemsize))
     chunk = [1] * len(row_shape)
@@ -149,6 +157,16 @@ def _layout(
             break
     shard_rest = [math.ceil(max(1, d) / c) * c for d, c in zip(row_shape, chunk, strict=True)]
     return (steps, *chunk), (shard, *shard_rest)
+
+
+def _permutation(time_axis: int | None, ndim: int) -> tuple[int, ...] | None:
+    """Axis order that moves ``time_axis`` last (None when there is nothing to move)."""
+    if time_axis is None or ndim < 2 or not -ndim <= time_axis < ndim:
+        return None
+    t = time_axis % ndim
+    if t == ndim - 1:
+        return None
+    return (*[i for i in range(ndim) if i != t], t)
 
 
 def _flatten(value: Any) -> tuple[str, list[Any]]:
@@ -196,12 +214,38 @@ class StoreWriter:
         Blosc zstd 1 with byte shuffle.
     flush_interval : float
         At most this many seconds pass between a record being taken and it being
-        committed to disk (unless the disk is slower than the producer).
+        committed to disk, whether or not more records arrive (unless the disk is
+        slower than the producer).
     max_queue_bytes, max_buffer_bytes : int
         Bounds on the bytes waiting for the writer thread, and on encoded bytes
         buffered before a write.
     store : zarr Store, optional
         Write into this Zarr store instead of a local directory (tests, memory).
+
+    Notes
+    -----
+    **Crash safety.** A record is *committed* when its field's ``committed_steps``
+    attribute is updated, after its data and index are written; every file is
+    written to a temporary name and renamed. A process killed at any moment
+    (``SIGKILL``, power loss aside: nothing is ``fsync``-ed) leaves a store that
+    opens and reads back every committed record exactly. What a crash loses is
+    bounded by the flush policy: the records of the last ``flush_interval``
+    seconds, at most about ``max_queue_bytes + max_buffer_bytes`` bytes of them,
+    and none appended before the last :meth:`flush` or :meth:`close` returned.
+    Reopen with ``mode="a"`` to go on: each layer continues after its last
+    committed step.
+
+    **One writer at a time.** The writer holds an exclusive ``flock`` on
+    ``<path>/.spikestore.lock``; a second writer (from any process) gets
+    :class:`StoreLockedError`. The kernel drops the lock when the holder dies,
+    however it dies, so a lock file left by a killed run never blocks the next.
+    Readers take no lock and may open the store while it is written
+    (:func:`spikestore.open`, then ``refresh()``); they see committed steps only.
+
+    **Failures.** If a background write fails (a full disk, a permission error),
+    the writer stops writing and the next :meth:`append`, :meth:`flush` or
+    :meth:`close` raises :class:`WriteError` naming the store and the layer;
+    what was committed before the failure stays readable.
 
     Examples
     --------
@@ -345,10 +389,16 @@ class StoreWriter:
             self._lock_fd = None
 
     # ------------------------------------------------------------ caller side
-    def append(self, monitor: str, layer: str, value: Any) -> int:
+    def append(
+        self, monitor: str, layer: str, value: Any, *, time_axis: int | None = None
+    ) -> int:
         """Record ``value`` as the next step of ``monitor``/``layer``; return its step.
 
         ``value`` is a tensor, a number, ``None``, or a tuple or list of those.
+        ``time_axis`` names the axis of multi-step records that is time (0 for
+        SpikingJelly's ``[T, B, ...]``); spikes are then packed with that axis last,
+        so each neuron's time series is contiguous and compresses far better. It is
+        fixed by a layer's first record.
         A value that cannot be stored raises :class:`RecordError` (a ``TypeError``
         for unsupported types) naming the monitor, layer and step; nothing
         already recorded is affected.
@@ -357,6 +407,8 @@ class StoreWriter:
         if self._closed:
             raise RuntimeError(f"{self._where} is closed")
         lay = self._layer(monitor, layer, value)
+        if lay.next_step == 0 and time_axis is not None:
+            lay.time_axis = int(time_axis)
         step = lay.next_step
         where = f"monitor {monitor!r}, layer {layer!r}, step {step}"
         try:
@@ -375,7 +427,7 @@ class StoreWriter:
             if t.device.type == "cpu":
                 stored.append(t.clone())
             else:
-                stored.append(self._to_host_async(t))
+                stored.append(self._to_host_async(t, _permutation(lay.time_axis, t.dim())))
             nbytes += t.numel() * t.element_size()
         lay.next_step += 1
         self._put(_Item(lay, step, stored, [s for _, s in leaves], nbytes))
@@ -387,22 +439,25 @@ class StoreWriter:
         if lay is None:
             if not isinstance(monitor, str) or not isinstance(layer, str):
                 raise TypeError("monitor and layer names must be str")
+            lay = self._load_layer(monitor, layer)
+            if lay is not None:
+                # append() checks the value against the layer, naming the right step.
+                self._layers[key] = lay
+                return lay
             try:
                 structure, values = _flatten(value)
             except TypeError as exc:
                 raise TypeError(
                     f"cannot record monitor {monitor!r}, layer {layer!r}, step 0: {exc}"
                 ) from None
-            lay = self._load_layer(monitor, layer)
-            if lay is None:
-                lay = _Layer(
-                    monitor,
-                    layer,
-                    f"{node_key(monitor)}/{node_key(layer)}",
-                    structure,
-                    [_FieldSpec() for _ in values],
-                )
-                lay.fields = [_Field(f"{lay.path}/f{i}") for i in range(len(values))]
+            lay = _Layer(
+                monitor,
+                layer,
+                f"{node_key(monitor)}/{node_key(layer)}",
+                structure,
+                [_FieldSpec() for _ in values],
+            )
+            lay.fields = [_Field(f"{lay.path}/f{i}") for i in range(len(values))]
             self._layers[key] = lay
         return lay
 
@@ -418,7 +473,14 @@ class StoreWriter:
         lay = _Layer(monitor, layer, path, meta["structure"], [], created=True)
         steps = None
         for i in range(meta["fields"]):
-            fgrp = self._root[f"{path}/f{i}"]
+            try:
+                fgrp = self._root[f"{path}/f{i}"]
+            except KeyError:
+                # Killed before this field's first commit: it holds no steps.
+                lay.fields.append(_Field(f"{path}/f{i}"))
+                lay.specs.append(_FieldSpec())
+                steps = 0
+                continue
             fmeta = check_field_attrs(dict(fgrp.attrs), f"{where} field {i}")
             fld = _Field(f"{path}/f{i}", committed=fmeta["committed_steps"])
             fld.segments = [dict(s) for s in fmeta["segments"]]
@@ -435,7 +497,8 @@ class StoreWriter:
                 spec.kind = "number" if seg.get("python_scalar") else "tensor"
                 spec.dtype = seg["dtype"]
                 spec.ndim = len(seg["shape"])
-            fld.index = fgrp["index"]
+            fld.index = fgrp["index"] if "index" in fgrp else None
+            fld.summary.load(fgrp, fld.committed)
             lay.fields.append(fld)
             lay.specs.append(spec)
             steps = fld.committed if steps is None else min(steps, fld.committed)
@@ -445,7 +508,11 @@ class StoreWriter:
         return lay
 
     def _check(self, lay: _Layer, structure: str, leaves: list[Any], where: str) -> None:
-        if structure != lay.structure or len(leaves) != len(lay.specs):
+        # A single value may be None, a number or a tensor from step to step (a neuron's
+        # ``v`` is the float 0.0 before its first step, then a tensor); each kind gets
+        # its own segment, and the reader returns each step as it was recorded.
+        single = structure in _SINGLE and lay.structure in _SINGLE
+        if (structure != lay.structure and not single) or len(leaves) != len(lay.specs):
             raise RecordError(
                 f"cannot record {where}: this layer records {lay.structure} values with "
                 f"{len(lay.specs)} field(s), got {structure} with {len(leaves)}"
@@ -458,7 +525,7 @@ class StoreWriter:
             except TypeError as exc:
                 raise RecordError(f"cannot record {where} (field {i}): {exc}") from None
             kind = "number" if scalar else "tensor"
-            if spec.dtype is None:
+            if spec.dtype is None or (single and kind != spec.kind):
                 continue
             if (kind, name, t.dim()) != (spec.kind, spec.dtype, spec.ndim):
                 raise RecordError(
@@ -472,17 +539,17 @@ class StoreWriter:
                 spec.dtype = dtype_name(t.dtype)
                 spec.ndim = t.dim()
 
-    def _to_host_async(self, t: torch.Tensor) -> _DeviceLeaf:
+    def _to_host_async(self, t: torch.Tensor, permute: tuple[int, ...] | None) -> _DeviceLeaf:
         """Detect and pack spikes on the device; copy only packed bits to the host."""
-        flag, bits = spike_bits(t)
-        packed = pack_bits(bits)
+        flag, bits = spike_bits(t.permute(permute) if permute is not None else t)
+        packed = pack_bits(bits.contiguous())
         host = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
         host.copy_(packed, non_blocking=True)
         flag_h = torch.empty((), dtype=torch.bool, pin_memory=True)
         flag_h.copy_(flag, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        return _DeviceLeaf(t.clone(), flag_h, host, event, None)
+        return _DeviceLeaf(t.clone(), flag_h, host, event, permute)
 
     def _put(self, item: Any) -> None:
         nbytes = getattr(item, "nbytes", 0)
@@ -533,8 +600,16 @@ class StoreWriter:
         return list(self._layers)
 
     def steps(self, monitor: str, layer: str) -> int:
-        """Steps recorded so far for a layer (committed or not)."""
+        """Steps recorded so far for a layer (committed or not).
+
+        In append mode this counts the steps already in the store, so it is the
+        step number the next :meth:`append` to the layer will return.
+        """
         lay = self._layers.get((monitor, layer))
+        if lay is None and not self._closed:
+            lay = self._load_layer(monitor, layer)
+            if lay is not None:
+                self._layers[(monitor, layer)] = lay
         return lay.next_step if lay is not None else 0
 
     # ------------------------------------------------------------ writer side
@@ -548,11 +623,15 @@ class StoreWriter:
             except queue.Empty:
                 item = "tick"
             try:
+                # After a failure nothing more is written: what is on disk stays
+                # exactly what was committed before it.
                 if item is None:
-                    self._write_all()
+                    if self._error is None:
+                        self._write_all()
                     return
                 if isinstance(item, threading.Event):
-                    self._write_all()
+                    if self._error is None:
+                        self._write_all()
                     item.set()
                     continue
                 if isinstance(item, _Item):
@@ -581,14 +660,21 @@ class StoreWriter:
         for fld, leaf, scalar in zip(lay.fields, item.leaves, item.scalars, strict=True):
             if leaf is None:
                 fld.pending_index.append((-1, 0))
+                fld.summary.add(None)
                 continue
             if isinstance(leaf, _DeviceLeaf):
                 leaf.event.synchronize()
                 enc = encode(
-                    leaf.tensor, python_scalar=scalar, spikes=(leaf.flag, leaf.packed)
+                    leaf.tensor,
+                    python_scalar=scalar,
+                    permute=leaf.permute,
+                    spikes=(leaf.flag, leaf.packed),
                 )
             else:
-                enc = encode(leaf, python_scalar=scalar)
+                enc = encode(
+                    leaf, python_scalar=scalar, permute=_permutation(lay.time_axis, leaf.dim())
+                )
+            fld.summary.add(enc)
             seg = self._segment(fld, enc)
             rows = fld.pending_rows.setdefault(seg, [])
             row = fld.segments[seg]["rows"] + len(rows)
@@ -648,7 +734,10 @@ class StoreWriter:
         if not fld.pending_index:
             return
         if fld.index is None:
-            grp = self._root.create_group(fld.path, attributes=field_attrs(0, []))
+            try:
+                grp = self._root[fld.path]  # left by a run killed before its first commit
+            except KeyError:
+                grp = self._root.create_group(fld.path, attributes=field_attrs(0, []))
             fld.index = grp.create_array(
                 "index",
                 shape=(0, 2),
@@ -657,6 +746,8 @@ class StoreWriter:
                 compressors=compressor_codecs("zstd", 3, itemsize=4, shuffle=False),
                 fill_value=-1,
                 dimension_names=["step", "segment_row"],
+                config={"write_empty_chunks": True},
+                overwrite=True,
             )
         for k, rows in fld.pending_rows.items():
             if not rows:
@@ -676,6 +767,7 @@ class StoreWriter:
         n1 = n0 + len(fld.pending_index)
         fld.index.resize((n1, 2))
         fld.index[n0:n1] = np.asarray(fld.pending_index, dtype=np.int32)
+        fld.summary.write(self._root[fld.path], n0, n1)
         self._root[fld.path].attrs.update(
             field_attrs(n1, [{k: v for k, v in s.items() if not k.startswith("_")} for s in fld.segments])
         )
@@ -685,19 +777,26 @@ class StoreWriter:
     def _open_segment(self, fld: _Field, k: int, row: np.ndarray) -> Any:
         desc = fld.segments[k]
         grp = self._root[fld.path]
-        if desc["array"] in grp:
+        if desc["rows"] and desc["array"] in grp:
             arr = grp[desc["array"]]
         else:
             spikes = desc["encoding"] == SPIKE_ENCODING
             itemsize = row.dtype.itemsize
             chunks, shards = _layout(row.shape, itemsize, self.shard_steps, self.chunk_bytes)
-            default = DEFAULT_SPIKES if spikes else DEFAULT_DENSE
-            comp = compressor_codecs(
-                self.compressor or default,
-                self.level,
-                itemsize=itemsize,
-                shuffle=not spikes,
-            )
+            serializer: Any = "auto"
+            if spikes and self.compressor is None:
+                # The default spike encoding: a registered codec that compresses
+                # packed bits close to their entropy (see spikestore._spikecodec).
+                serializer = SpikeCodec(level=self.level if self.level is not None else 1)
+                comp: Any = ()
+            else:
+                default = DEFAULT_SPIKES if spikes else DEFAULT_DENSE
+                comp = compressor_codecs(
+                    self.compressor or default,
+                    self.level,
+                    itemsize=itemsize,
+                    shuffle=not spikes,
+                )
             if spikes:
                 dims = ["step", "packed_bits"]
             else:
@@ -710,9 +809,15 @@ class StoreWriter:
                 chunks=chunks,
                 shards=shards,
                 compressors=comp,
+                serializer=serializer,
                 fill_value=0,
                 dimension_names=dims,
                 attributes=attrs,
+                # Every committed shard exists on disk, even an all-zero one, so
+                # the reader can tell a lost shard from silence.
+                config={"write_empty_chunks": True},
+                # An array with no committed rows is left over from a killed run.
+                overwrite=True,
             )
         desc["_shard_steps"] = arr.shards[0] if arr.shards else arr.chunks[0]
         fld.arrays[k] = arr

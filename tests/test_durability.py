@@ -1,0 +1,615 @@
+"""Long runs: crash safety, resume and append, live reading, one writer, faults, hostile metadata.
+
+Crash and live-reading tests drive ``tests/_recorder.py`` in a subprocess; its
+records are a pure function of (layer, step), so every record that survives a
+``SIGKILL`` can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from zarr.storage import LocalStore, WrapperStore
+
+import spikestore
+from spikestore import (
+    FormatError,
+    ReadError,
+    RecordError,
+    StoreLockedError,
+    StoreWriter,
+    WriteError,
+)
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+import _recorder  # noqa: E402
+
+RECORDER = str(HERE / "_recorder.py")
+
+
+# ---------------------------------------------------------------- helpers
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a, b)
+        )
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return type(a) is type(b) and a == b
+
+
+class Expected:
+    """Caches the recorder's values so repeated full checks stay cheap."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str, int], Any] = {}
+
+    def __call__(self, mon: str, lay: str, step: int) -> Any:
+        key = (mon, lay, step)
+        if key not in self._cache:
+            self._cache[key] = _recorder.value(mon, lay, step)
+        return self._cache[key]
+
+
+def check_all(reader: spikestore.StoreReader, expected: Expected, start: int = 0) -> dict:
+    """Check every record from ``start`` on; return {"mon/lay": steps}."""
+    counts = {}
+    for mon, lay in _recorder.LAYERS:
+        if mon not in reader or lay not in reader[mon]:
+            counts[f"{mon}/{lay}"] = 0
+            continue
+        layer = reader[mon][lay]
+        n = len(layer)
+        for step, rec in enumerate(layer.records(slice(start, n)), start):
+            want = expected(mon, lay, step)
+            assert _same(rec, want), f"{mon}/{lay} step {step}: read {rec!r}, expected {want!r}"
+        counts[f"{mon}/{lay}"] = n
+    return counts
+
+
+def _spawn(path: Path, log: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, RECORDER, str(path), *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=HERE.parent,
+    )
+
+
+def _lines(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _wait_for(pred, timeout: float = 30.0, what: str = "condition") -> None:
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _on_disk(path: Path, mon: str, lay: str) -> int:
+    """Committed steps of a layer, 0 while it does not exist yet."""
+    reader = spikestore.open(path)
+    return len(reader[mon][lay]) if mon in reader and lay in reader[mon] else 0
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (but the lock file) and its bytes."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != spikestore.writer.LOCK_FILE
+    }
+
+
+# ----------------------------------------------------------- 1. crash safety
+def _kill_cycles(tmp_path: Path, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    path = tmp_path / "run.spikes"
+    expected = Expected()
+    # A first clean run creates the store; every later run appends to it.
+    log = tmp_path / "log0.txt"
+    proc = _spawn(path, log, "--mode", "w", "--steps", "60", "--flush-every", "30")
+    assert proc.wait(60) == 0, log.read_text()
+    floor = check_all(spikestore.open(path), expected)
+    assert all(v == 60 for v in floor.values()), floor
+    checked = 0
+    for k in range(kills):
+        log = tmp_path / f"log{k + 1}.txt"
+        proc = _spawn(
+            path, log, "--flush-every", str(rng.choice([7, 20, 50])), "--sleep", "0.001"
+        )
+        if rng.random() < 0.2:
+            # Anywhere from interpreter start-up to the first writes.
+            time.sleep(rng.uniform(0.0, 1.5))
+        else:
+            _wait_for(lambda log=log: any("ready" in x for x in _lines(log)), what="start")
+            time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL, log.read_text()
+        lines = _lines(log)
+        flushed = [x["flushed"] for x in lines if "flushed" in x]
+        reader = spikestore.open(path)
+        counts = check_all(reader, expected, start=0 if k % 5 == 4 else checked)
+        for key, n in counts.items():
+            # Steps never vanish, and whatever was flushed survived.
+            assert n >= floor[key], (key, n, floor[key])
+            if flushed:
+                assert n >= flushed[-1][key], (key, n, flushed[-1][key])
+        floor = counts
+        checked = min(counts.values())
+    # Resume after the last kill: numbering continues from what survived.
+    log = tmp_path / "final.txt"
+    proc = _spawn(path, log, "--steps", "25", "--flush-every", "10")
+    assert proc.wait(60) == 0, log.read_text()
+    done = next(x["done"] for x in _lines(log) if "done" in x)
+    assert done == {key: n + 25 for key, n in floor.items()}
+    counts = check_all(spikestore.open(path), expected)
+    assert counts == done
+
+
+def test_sigkill_at_random_moments(tmp_path: Path) -> None:
+    _kill_cycles(tmp_path, kills=20, seed=1234)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_long(tmp_path: Path) -> None:
+    seed = int(os.environ.get("SPIKESTORE_KILL_SEED", time.time()))
+    print(f"SPIKESTORE_KILL_SEED={seed}")
+    _kill_cycles(tmp_path, kills=60, seed=seed)
+
+
+def test_flush_interval_commits_without_new_records(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with StoreWriter(path, flush_interval=0.2) as w:
+        for i in range(5):
+            w.append("output", "a", torch.full((3,), float(i)))
+        # No new record arrives: the timer alone must commit them.
+        _wait_for(lambda: _on_disk(path, "output", "a") == 5, 3.0, "timed commit")
+        t0 = time.monotonic()
+        w.append("output", "a", torch.full((3,), 5.0))
+        _wait_for(lambda: _on_disk(path, "output", "a") == 6, 3.0, "timed commit")
+        assert time.monotonic() - t0 < 1.5
+
+
+def test_buffered_bytes_are_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    row = 64 * 1024
+    with StoreWriter(path, flush_interval=3600, max_buffer_bytes=4 * row) as w:
+        for i in range(8):
+            w.append("v", "a", torch.full((row // 4,), float(i)))
+        # Far sooner than flush_interval, the byte bound forces a write.
+        _wait_for(lambda: _on_disk(path, "v", "a") >= 4, 5.0, "byte-bound write")
+
+
+# -------------------------------------------------------- 2. resume and append
+def test_append_mode_continues_numbering(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    expected = Expected()
+    for run in range(3):
+        with StoreWriter(path, mode="w" if run == 0 else "a") as w:
+            for mon, lay in _recorder.LAYERS:
+                assert w.steps(mon, lay) == 10 * run
+            for i in range(10):
+                for mon, lay in _recorder.LAYERS:
+                    step = 10 * run + i
+                    assert w.append(mon, lay, expected(mon, lay, step)) == step
+    counts = check_all(spikestore.open(path), expected)
+    assert set(counts.values()) == {30}
+
+
+@pytest.mark.parametrize(
+    ("mon", "lay", "bad"),
+    [
+        ("output", "sn1", torch.zeros(4, 33, dtype=torch.float64)),  # dtype
+        ("output", "sn1", torch.zeros(4, 33, 1)),  # rank
+        ("output", "sn1", (torch.zeros(4, 33),)),  # structure
+        ("output", "sn1", "text"),  # unsupported type
+        ("output", "pair", (torch.zeros(2, 8, dtype=torch.uint8), 1.0)),  # field count
+        ("output", "pair", (torch.zeros(2, 8, dtype=torch.uint8), 1.0, 2.5)),  # int -> float
+        ("output", "pair", [torch.zeros(2, 8, dtype=torch.uint8), 1.0, 2]),  # list vs tuple
+    ],
+)
+def test_append_mismatch_is_record_error_and_changes_nothing(
+    tmp_path: Path, mon: str, lay: str, bad: Any
+) -> None:
+    path = tmp_path / "s"
+    expected = Expected()
+    with StoreWriter(path) as w:
+        for step in range(20):
+            for m, n in _recorder.LAYERS:
+                w.append(m, n, expected(m, n, step))
+    before = snapshot(path)
+    with StoreWriter(path, mode="a") as w:
+        exc = TypeError if isinstance(bad, str) else RecordError
+        with pytest.raises(exc, match=rf"{mon}.*{lay}.*step 20"):
+            w.append(mon, lay, bad)
+        assert w.steps(mon, lay) == 20
+    assert snapshot(path) == before
+    # The layer still takes the right records, numbered on.
+    with StoreWriter(path, mode="a") as w:
+        assert w.append(mon, lay, expected(mon, lay, 20)) == 20
+    assert len(spikestore.open(path)[mon][lay]) == 21
+
+
+# ------------------------------------------------------------ 3. live reading
+def test_reader_sees_consistent_prefix_of_a_live_recording(tmp_path: Path) -> None:
+    path = tmp_path / "live.spikes"
+    log = tmp_path / "log.txt"
+    proc = _spawn(
+        path, log, "--mode", "w", "--steps", "600", "--flush-every", "1000000",
+        "--flush-interval", "0.05", "--sleep", "0.002", "--shard-steps", "32",
+    )
+    expected = Expected()
+    try:
+        _wait_for(lambda: (path / "zarr.json").exists(), what="the store")
+        reader = spikestore.open(path)
+        seen = {f"{m}/{n}": 0 for m, n in _recorder.LAYERS}
+        polls = grew = 0
+        while True:
+            running = proc.poll() is None
+            before = dict(seen)
+            reader.refresh()
+            counts = check_all(reader, expected, start=min(seen.values()))
+            for key, n in counts.items():
+                assert n >= seen[key], f"{key} went back from {seen[key]} to {n}"
+            seen = counts
+            polls += 1
+            grew += seen != before
+            if not running:
+                break
+            time.sleep(0.02)
+        assert proc.returncode == 0, log.read_text()
+        assert set(seen.values()) == {600}
+        assert grew >= 3, f"only {grew} of {polls} polls saw new steps"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ----------------------------------------------------------- 4. one writer
+def test_second_writer_is_refused_and_killed_writer_does_not_block(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    log = tmp_path / "log.txt"
+    proc = _spawn(path, log, "--mode", "w", "--sleep", "0.01")
+    try:
+        _wait_for(lambda: any("ready" in x for x in _lines(log)), what="recorder start")
+        for mode in ("a", "w"):
+            with pytest.raises(StoreLockedError, match=rf"another writer \(pid {proc.pid}"):
+                StoreWriter(path, mode=mode)
+        assert (path / "zarr.json").exists()  # mode="w" did not clear the store
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (path / spikestore.writer.LOCK_FILE).exists()  # left behind, but not held
+    with StoreWriter(path, mode="a") as w:
+        n = w.steps("output", "sn1")
+        assert w.append("output", "sn1", _recorder.value("output", "sn1", n)) == n
+    assert len(spikestore.open(path)["output"]["sn1"]) == n + 1
+
+
+# -------------------------------------------------------------------- 5. faults
+class _Budget:
+    def __init__(self, writes: int | None) -> None:
+        self.writes = writes
+
+
+class FullDiskStore(WrapperStore):
+    """Fails every ``set`` with ENOSPC once ``budget.writes`` reaches 0 (None: unlimited)."""
+
+    def __init__(self, store: Any, budget: _Budget | None = None) -> None:
+        super().__init__(store)
+        self.budget = budget or _Budget(None)
+
+    def _with_store(self, store: Any) -> FullDiskStore:
+        return type(self)(store, self.budget)
+
+    async def set(self, key: str, value: Any) -> None:
+        if self.budget.writes is not None:
+            if self.budget.writes <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
+            self.budget.writes -= 1
+        await self._store.set(key, value)
+
+
+@pytest.mark.parametrize("writes", [0, 1, 2, 3, 5, 8, 13])
+def test_full_disk_surfaces_as_write_error(tmp_path: Path, writes: int) -> None:
+    path = tmp_path / "s"
+    budget = _Budget(None)
+    store = FullDiskStore(LocalStore(path), budget)
+    expected = Expected()
+    w = StoreWriter(store=store, flush_interval=3600)
+    for step in range(30):
+        for m, n in _recorder.LAYERS:
+            w.append(m, n, expected(m, n, step))
+    w.flush()
+    budget.writes = writes
+    for step in range(30, 100):
+        for m, n in _recorder.LAYERS:
+            w.append(m, n, expected(m, n, step))
+    with pytest.raises(WriteError, match=rf"{path.name}.*monitor '\w+', layer '\w+'") as ei:
+        w.flush()
+    assert "No space left" in str(ei.value)
+    with pytest.raises(WriteError):
+        w.append("output", "sn1", expected("output", "sn1", 100))
+    with pytest.raises(WriteError):
+        w.close()
+    counts = check_all(spikestore.open(path), expected)
+    assert min(counts.values()) >= 30
+
+
+def test_background_failure_raises_at_next_append(tmp_path: Path) -> None:
+    budget = _Budget(None)
+    w = StoreWriter(store=FullDiskStore(LocalStore(tmp_path / "s"), budget), flush_interval=0.05)
+    w.append("output", "a", torch.ones(4))
+    w.flush()
+    budget.writes = 0
+    w.append("output", "a", torch.ones(4))
+    time.sleep(0.5)  # the timed write fails in the background
+    with pytest.raises(WriteError, match="layer 'a'"):
+        w.append("output", "a", torch.ones(4))
+    with pytest.raises(WriteError):
+        w.close()
+    assert len(spikestore.open(tmp_path / "s")["output"]["a"]) == 1
+
+
+def test_real_full_disk_on_tmpfs(tmp_path: Path) -> None:
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a tmpfs")
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {res.stderr.decode().strip()}")
+    try:
+        path = mnt / "s"
+        g = torch.Generator().manual_seed(0)
+        rows = [torch.randn(64, 64, generator=g) for _ in range(8)]
+        w = StoreWriter(path, flush_interval=3600, shard_steps=8)
+        committed = 0
+        with pytest.raises(WriteError, match=rf"{path}.*layer 'lif'.*No space left"):
+            for step in range(10_000):
+                w.append("v", "lif", rows[step % 8])
+                if step % 8 == 7:
+                    w.flush()
+                    committed = step + 1
+        with pytest.raises(WriteError):
+            w.close()
+        assert committed > 0
+        layer = spikestore.open(path)["v"]["lif"]
+        assert len(layer) >= committed
+        for step, rec in enumerate(layer.records()):
+            assert torch.equal(rec, rows[step % 8])
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def _write_plain(path: Path, steps: int = 200) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(steps, 64, 256, generator=g)
+    with StoreWriter(path, shard_steps=32) as w:
+        for i in range(steps):
+            w.append("v", "lif", data[i])
+            w.append("output", "sn", (data[i] > 1).float())
+    return data
+
+
+def _shards(path: Path, layer: str) -> list[Path]:
+    files = [p for p in (path / layer / "f0" / "s0" / "c").rglob("*") if p.is_file()]
+    return sorted(files, key=lambda p: [int(x) for x in p.relative_to(path).parts[5:]])
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "garbage"])
+def test_damaged_shard_is_read_error_and_other_steps_read(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "s"
+    data = _write_plain(path)
+    shards = _shards(path, "v/lif")
+    assert len(shards) >= 3
+    victim = shards[1]
+    if damage == "delete":
+        victim.unlink()
+    elif damage == "truncate":
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    else:
+        victim.write_bytes(os.urandom(victim.stat().st_size))
+    layer = spikestore.open(path)["v"]["lif"]
+    # Find the damaged range by reading step by step.
+    broken = []
+    for step in range(200):
+        try:
+            rec = layer[step]
+        except ReadError as exc:
+            msg = str(exc)
+            assert "'v'" in msg and "'lif'" in msg and str(step) in msg, msg
+            broken.append(step)
+        else:
+            assert torch.equal(rec, data[step]), step
+    assert broken, "damage went unnoticed"
+    assert broken == list(range(broken[0], broken[-1] + 1)) and len(broken) < 200
+    with pytest.raises(ReadError, match=rf"steps {broken[0]}\.\."):
+        layer[broken[0] : broken[-1] + 1]
+    # Other layers are untouched.
+    sn = spikestore.open(path)["output"]["sn"][:]
+    assert torch.equal(sn, (data > 1).float())
+
+
+def test_missing_index_chunk_is_read_error(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _write_plain(path, steps=40)
+    for p in (path / "v" / "lif" / "f0" / "index" / "c").rglob("*"):
+        if p.is_file():
+            p.unlink()
+    layer = spikestore.open(path)["v"]["lif"]
+    with pytest.raises(ReadError, match=r"'lif'.*steps 0\.\.0"):
+        layer[0]
+    assert spikestore.open(path)["output"]["sn"][5].shape == (64, 256)
+
+
+def test_silent_steps_still_write_every_shard(tmp_path: Path) -> None:
+    """All-zero blocks are written too, so a missing shard always means damage."""
+    path = tmp_path / "s"
+    with StoreWriter(path, shard_steps=32) as w:
+        for _ in range(100):
+            w.append("output", "sn", torch.zeros(64, 256))
+            w.append("output", "none", None)
+    layer = spikestore.open(path)["output"]["sn"]
+    assert torch.equal(layer[:], torch.zeros(100, 64, 256))
+    assert spikestore.open(path)["output"]["none"][:] == [None] * 100
+    assert _shards(path, "output/sn")
+    assert list((path / "output" / "none" / "f0" / "index" / "c").rglob("*"))
+
+
+# ---------------------------------------------------------- 7. hostile metadata
+def _edit_attrs(node: Path, fn) -> None:
+    meta = node / "zarr.json"
+    doc = json.loads(meta.read_text())
+    fn(doc["attributes"]["spikestore"])
+    meta.write_text(json.dumps(doc))
+
+
+def _small_store(path: Path) -> None:
+    with StoreWriter(path) as w:
+        for i in range(10):
+            w.append("output", "sn", (torch.arange(24).reshape(4, 6) % (i + 2) == 0).float())
+            w.append("v", "lif", torch.full((3, 5), float(i)))
+
+
+@pytest.mark.parametrize("version", ["x", "1", "1.0.0", 3, None, "99.0"])
+def test_bad_version_is_format_error(tmp_path: Path, version: Any) -> None:
+    path = tmp_path / "s"
+    _small_store(path)
+    _edit_attrs(path, lambda a: a.__setitem__("version", version))
+    with pytest.raises(FormatError):
+        spikestore.open(path)
+    with pytest.raises(FormatError):
+        StoreWriter(path, mode="a")
+
+
+def test_unparseable_json_is_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _small_store(path)
+    (path / "zarr.json").write_text("{not json")
+    with pytest.raises(FormatError):
+        spikestore.open(path)
+    _small_store(tmp_path / "t")
+    (tmp_path / "t" / "v" / "lif" / "f0" / "zarr.json").write_text("[1, 2")
+    with pytest.raises((FormatError, ReadError)):
+        spikestore.open(tmp_path / "t")["v"]["lif"][0]
+
+
+SEG_TAMPER = {
+    "huge shape": lambda s: s.__setitem__("shape", [2**40, 2**40]),
+    "shape not matching the array": lambda s: s.__setitem__("shape", [3, 7]),
+    "negative dim": lambda s: s.__setitem__("shape", [-1, 5]),
+    "dtype not matching the array": lambda s: s.__setitem__("dtype", "float64"),
+    "escaping array name": lambda s: s.__setitem__("array", "../../../../etc"),
+    "absolute array name": lambda s: s.__setitem__("array", "/etc/passwd"),
+    "rows past the array": lambda s: s.__setitem__("rows", 10**12),
+    "unknown encoding": lambda s: s.__setitem__("encoding", "pickle"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEG_TAMPER))
+def test_tampered_segment_is_clear_error(tmp_path: Path, case: str) -> None:
+    path = tmp_path / "s"
+    _small_store(path)
+    _edit_attrs(path / "v" / "lif" / "f0", lambda a: SEG_TAMPER[case](a["segments"][0]))
+    with pytest.raises((FormatError, ReadError), match="lif"):
+        spikestore.open(path)["v"]["lif"][:]
+    assert torch.equal(spikestore.open(path)["output"]["sn"][0], torch.ones(4, 6) * 0 + (
+        torch.arange(24).reshape(4, 6) % 2 == 0
+    ).float())
+
+
+@pytest.mark.parametrize("steps", [10**12, 11, -1, "10", 2**70])
+def test_tampered_committed_steps(tmp_path: Path, steps: Any) -> None:
+    path = tmp_path / "s"
+    _small_store(path)
+    _edit_attrs(path / "v" / "lif" / "f0", lambda a: a.__setitem__("committed_steps", steps))
+    with pytest.raises((FormatError, ReadError), match="lif"):
+        layer = spikestore.open(path)["v"]["lif"]
+        layer[len(layer) - 1]
+
+
+@pytest.mark.parametrize("entry", [(7, 0), (0, 10**6), (-2, 0), (0, -5)])
+def test_index_values_out_of_range(tmp_path: Path, entry: tuple[int, int]) -> None:
+    path = tmp_path / "s"
+    _small_store(path)
+    index = zarr.open_array(LocalStore(path / "v" / "lif" / "f0" / "index"), mode="r+")
+    index[4] = np.asarray(entry, dtype=np.int32)
+    layer = spikestore.open(path)["v"]["lif"]
+    with pytest.raises(ReadError, match=r"'lif'.*step.*4"):
+        layer[4]
+    with pytest.raises(ReadError):
+        layer[:]
+    assert torch.equal(layer[3], torch.full((3, 5), 3.0))
+    assert torch.equal(layer[5], torch.full((3, 5), 5.0))
+
+
+def test_huge_array_chunks_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _small_store(path)
+    meta = path / "v" / "lif" / "f0" / "s0" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["shape"] = [2**40, 3, 5]
+    doc["chunk_grid"]["configuration"]["chunk_shape"] = [2**40, 3, 5]
+    meta.write_text(json.dumps(doc))
+    with pytest.raises((FormatError, ReadError), match="lif"):
+        spikestore.open(path)["v"]["lif"][0]
+
+
+def test_bad_layer_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _small_store(path)
+    _edit_attrs(path / "v" / "lif", lambda a: a.__setitem__("fields", 10**9))
+    with pytest.raises(FormatError, match="field count"):
+        spikestore.open(path)["v"]["lif"]
+    _edit_attrs(path / "v" / "lif", lambda a: a.__setitem__("structure", "pickle"))
+    with pytest.raises(FormatError, match="structure"):
+        spikestore.open(path)["v"]["lif"]
+
+
+@pytest.mark.parametrize(
+    "name", ["../../escape", "/abs/path", "..", ".", "a/../../b", "__x", "c:\\x", "\x00", "é" * 200]
+)
+def test_names_cannot_escape_the_root(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "inner" / "s"
+    with StoreWriter(root) as w:
+        w.append(name, name, torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inner"]
+    assert sorted(p.name for p in (tmp_path / "inner").iterdir()) == ["s"]
+    for p in root.rglob("*"):
+        assert p.resolve().is_relative_to(root.resolve())
+    assert torch.equal(spikestore.open(root)[name][name][0], torch.ones(3))
