@@ -7,9 +7,9 @@ is indexed back to tensors of the original dtype and shape.
 
 __version__ = "0.1.0"
 
-from .format import FORMAT_VERSION, FormatError  # noqa: E402
-from .reader import LayerReader, MonitorReader, ReadError, StoreReader, open  # noqa: E402
-from .writer import RecordError, StoreLockedError, StoreWriter, WriteError  # noqa: E402
+from .format import FORMAT_VERSION, FormatError
+from .reader import LayerReader, MonitorReader, ReadError, StoreReader, open
+from .writer import RecordError, StoreLockedError, StoreWriter, WriteError
 
 __all__ = [
     "__version__",
