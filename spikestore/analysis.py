@@ -1,0 +1,738 @@
+"""Analysis of recorded layers: rates, counts, rasters, traces, and NumPy/Dask/xarray views.
+
+Every function takes a :class:`~spikestore.reader.LayerReader` (``store[monitor][layer]``)
+and reads only what it needs:
+
+* :func:`summary`, :func:`firing_rate` read the per-step summaries the writer
+  stored beside the records (see :mod:`spikestore.summary`); no record is
+  decoded. Stores without summaries fall back to decoding.
+* :func:`raster` and :func:`traces` with a neuron subset read only the chunks
+  holding those neurons' columns (bytes of packed spikes, or raw elements).
+* :func:`spike_counts` decodes the step window block by block.
+* :func:`to_dask` and :func:`to_xarray` are lazy: each block reads its own chunks
+  when computed.
+
+Reading the store without spikestore
+------------------------------------
+Each field group (``<store>/<monitor key>/<layer key>/f0``) is a plain Zarr v3 group
+whose arrays carry ``dimension_names``, so ``xarray.open_zarr`` and
+``dask.array.from_zarr`` open them directly:
+
+* raw segments ``s<k>`` (e.g. float membrane potentials) are arrays of shape
+  ``(rows, *record shape)`` with dimensions ``["step", "dim_0", ...]`` and the
+  record's storage dtype. ``dask.array.from_zarr(store_path, component="v/sn1/f0/s0")``
+  or ``xarray.open_zarr(store_path, group="v/sn1/f0", consolidated=False)["s0"]``
+  give them lazily. Row ``r`` is a step only when the field has a single segment
+  and never recorded ``None``; otherwise map steps to rows with the ``index``
+  array (and open the arrays one by one: the rows of different segments share
+  the dimension name ``step`` but not its length, which ``xarray.open_zarr``
+  refuses for the whole group; pass ``drop_variables``).
+* spike segments hold packed bytes, dimensions ``["step", "packed_bits"]``:
+  ``numpy.unpackbits(row, count=numel)`` (MSB first) gives the flat record.
+  :func:`to_dask` and :func:`to_xarray` decode them for you.
+* ``summary`` (``["step", "stat"]``) and ``summary_axis0`` (``["step", "axis0"]``) are
+  aligned with steps (see :mod:`spikestore.summary`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .codecs import decode_rows
+from .format import SPIKE_ENCODING
+from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
+
+__all__ = [
+    "summary",
+    "firing_rate",
+    "spike_counts",
+    "raster",
+    "traces",
+    "to_numpy",
+    "to_dask",
+    "to_xarray",
+    "LayerArray",
+]
+
+_STAT = {name: i for i, name in enumerate(COLUMNS)}
+
+
+# --------------------------------------------------------------------- helpers
+def _steps(layer: Any, steps: Any) -> np.ndarray:
+    """Normalise ``steps`` (None, int, slice, range or index array) to step indices."""
+    n = len(layer)
+    if steps is None:
+        return np.arange(n, dtype=np.int64)
+    if isinstance(steps, slice):
+        return np.arange(*steps.indices(n), dtype=np.int64)
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        steps = [int(steps)]
+    arr = np.asarray(steps, dtype=np.int64).reshape(-1)
+    arr = np.where(arr < 0, arr + n, arr)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise IndexError(f"steps out of range for layer {layer.name!r} with {n} steps")
+    return arr
+
+
+def _field(layer: Any, field: int) -> Any:
+    fields = layer._fields
+    if not 0 <= field < len(fields):
+        raise IndexError(f"layer {layer.name!r} has {len(fields)} field(s), no field {field}")
+    return fields[field]
+
+
+def _np_dtype(name: str) -> np.dtype:
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        return np.dtype("float32")
+    return np.dtype(name)
+
+
+def _record_shape(fld: Any, layer: Any) -> tuple[int, ...]:
+    """The one tensor shape of a field; Python-number steps broadcast to it."""
+    shapes = {tuple(s["shape"]) for s in fld.segments if not s.get("python_scalar", False)}
+    if not shapes:
+        shapes = {()} if fld.segments else set()
+    if len(shapes) != 1:
+        raise ValueError(
+            f"layer {layer.name!r} records tensors of several shapes {sorted(shapes)}; "
+            "read steps of one shape with layer[a:b]"
+        )
+    return shapes.pop()
+
+
+def _field_dtype(fld: Any) -> str:
+    tensors = [s for s in fld.segments if not s.get("python_scalar", False)]
+    segs = tensors or fld.segments
+    if not segs:
+        return "float32"
+    return segs[0]["dtype"]
+
+
+def _read_rows(arr: Any, rows: np.ndarray, rest: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``arr[rows, *rest]`` touching only the chunks involved.
+
+    Returns the data for the unique sorted rows and each requested row's position in it.
+    """
+    urows, pos = np.unique(rows, return_inverse=True)
+    r0, r1 = int(urows[0]), int(urows[-1]) + 1
+    rest = tuple(_as_slice(r) for r in rest)
+    if r1 - r0 <= 2 * len(urows):
+        data = np.asarray(arr.get_orthogonal_selection((slice(r0, r1), *rest)))[urows - r0]
+    else:
+        data = np.asarray(arr.get_orthogonal_selection((urows, *rest)))
+    return data, pos
+
+
+def _as_slice(sel: Any) -> Any:
+    """A sorted unique index array that is a contiguous range becomes a slice (faster in Zarr)."""
+    if isinstance(sel, np.ndarray) and sel.size and int(sel[-1]) - int(sel[0]) + 1 == sel.size:
+        return slice(int(sel[0]), int(sel[-1]) + 1)
+    return sel
+
+
+def _columns(
+    layer: Any,
+    steps: np.ndarray,
+    flat: np.ndarray,
+    *,
+    dtype: Any = np.float64,
+    field: int = 0,
+) -> np.ndarray:
+    """Values of the record elements ``flat`` (C-order flat indices) at ``steps``.
+
+    Returns an array ``(len(steps), len(flat))``. Only the chunks holding those
+    elements are read: the bytes that pack them for spike segments, the elements
+    themselves for raw ones. Steps that recorded a Python number give that number
+    for every element; steps that recorded ``None`` give NaN (an error for
+    integer ``dtype``).
+    """
+    fld = _field(layer, field)
+    shape = _record_shape(fld, layer)
+    numel = math.prod(shape)
+    flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+    if flat.size and (flat.min() < 0 or flat.max() >= max(numel, 1)):
+        raise IndexError(f"neuron index out of range for records of shape {shape}")
+    out = np.zeros((len(steps), len(flat)), dtype=dtype)
+    if not len(steps):
+        return out
+    lo, hi = int(steps.min()), int(steps.max()) + 1
+    idx = fld.index(lo, hi)[steps - lo]
+    for k in np.unique(idx[:, 0]):
+        sel = np.nonzero(idx[:, 0] == k)[0]
+        if k < 0:
+            if not np.issubdtype(out.dtype, np.floating):
+                raise ValueError(f"layer {layer.name!r} recorded None at some of these steps")
+            out[sel] = np.nan
+            continue
+        seg = fld.segments[int(k)]
+        arr = fld.array(int(k))
+        rows = idx[sel, 1]
+        if rows.max() >= seg["rows"]:
+            raise ValueError(f"layer {layer.name!r}: index points past segment {seg['array']}")
+        sshape = tuple(seg["shape"])
+        if sshape != shape:
+            if math.prod(sshape) != 1:
+                raise ValueError(f"layer {layer.name!r}: a step has shape {sshape}, not {shape}")
+            # A Python number (e.g. ``v`` before the first step) stands for every element.
+            data, pos = _read_rows(arr, rows, (slice(None),) * len(sshape))
+            vals = decode_rows(data.reshape(len(data), -1), {**seg, "shape": [1]})
+            out[sel] = vals.reshape(-1).to(torch.float64).numpy()[pos, None]
+            continue
+        if seg["encoding"] == SPIKE_ENCODING:
+            perm = seg.get("permute")
+            if perm is not None:
+                nd = np.unravel_index(flat, shape)
+                bitpos = np.ravel_multi_index([nd[p] for p in perm], [shape[p] for p in perm])
+            else:
+                bitpos = flat
+            bytecol = bitpos // 8
+            ucols, cpos = np.unique(bytecol, return_inverse=True)
+            data, pos = _read_rows(arr, rows, (ucols,))
+            shift = (7 - bitpos % 8).astype(np.uint8)
+            bits = (data[:, cpos] >> shift) & 1
+            out[sel] = bits[pos]
+        else:
+            nd = np.unravel_index(flat, shape) if shape else ()
+            uniq = [np.unique(a, return_inverse=True) for a in nd]
+            data, pos = _read_rows(arr, rows, tuple(u for u, _ in uniq))
+            if shape:
+                picked = data[(pos[:, None], *[inv[None, :] for _, inv in uniq])]
+            else:
+                picked = data[pos, None]
+            flat_vals = decode_rows(np.ascontiguousarray(picked).reshape(-1), {**seg, "shape": []})
+            if flat_vals.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+                flat_vals = flat_vals.float()
+            out[sel] = flat_vals.numpy().reshape(len(rows), len(flat))
+    return out
+
+
+def _neurons(neurons: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Flat indices from None (all), an int, a list of flat ints or a list of index tuples."""
+    numel = math.prod(shape)
+    if neurons is None:
+        return np.arange(numel, dtype=np.int64)
+    if isinstance(neurons, (int, np.integer)):
+        return np.array([int(neurons)], dtype=np.int64)
+    if isinstance(neurons, (np.ndarray, torch.Tensor)):
+        neurons = neurons.tolist()
+    flat = np.array(
+        [
+            np.ravel_multi_index(tuple(int(i) for i in item), shape)
+            if isinstance(item, (tuple, list))
+            else int(item)
+            for item in neurons
+        ],
+        dtype=np.int64,
+    )
+    if flat.size and (flat.min() < 0 or flat.max() >= numel):
+        raise IndexError(f"neuron index out of range for {numel} neurons")
+    return flat
+
+
+def _time_split(shape: tuple[int, ...], layer: Any) -> tuple[int, tuple[int, ...]]:
+    if len(shape) < 1:
+        raise ValueError(f"layer {layer.name!r} records scalars; there is no time axis")
+    return shape[0], shape[1:]
+
+
+# ------------------------------------------------------------------- summaries
+def summary(layer: Any, steps: Any = None, *, field: int = 0, axis0: bool = False) -> np.ndarray:
+    """Per-step summary rows, read from the store without decoding any record.
+
+    Parameters
+    ----------
+    layer : LayerReader
+    steps : slice, int sequence or None
+        Steps to read (default: all committed steps).
+    field : int
+        Field of a tuple/list record.
+    axis0 : bool
+        If False, return ``(len(steps), 5)`` with columns ``numel, sum, min, max,
+        mean`` (:data:`spikestore.summary.COLUMNS`; for spikes ``sum`` is the
+        spike count). If True, return ``(len(steps), T)``: each record's sum over
+        all axes but the first (the spike count per time step of a multi-step
+        record).
+
+    Rows of steps that recorded ``None`` are NaN. A store written without
+    summaries is decoded instead (slower, same result).
+
+    Examples
+    --------
+    >>> s = spikestore.open("run.spikes")              # doctest: +SKIP
+    >>> counts = summary(s["output"]["sn1"])[:, 1]     # doctest: +SKIP
+    """
+    sel = _steps(layer, steps)
+    fld = _field(layer, field)
+    grp = fld.group
+    name = SUMMARY_AXIS0 if axis0 else SUMMARY
+    n = len(layer)
+    if sel.size == 0:
+        width = len(COLUMNS) if not axis0 else _axis0_len(layer, fld)
+        return np.zeros((0, width))
+    try:
+        arr = grp[name]
+    except KeyError:
+        arr = None
+    if arr is not None and arr.shape[0] >= n:
+        lo, hi = int(sel.min()), int(sel.max()) + 1
+        if hi - lo <= 2 * len(sel):
+            return np.asarray(arr[lo:hi])[sel - lo]
+        return np.asarray(arr.get_orthogonal_selection((sel,)))
+    if axis0 and SUMMARY in grp and grp[SUMMARY].shape[0] >= n:
+        # The field never recorded a tensor of rank >= 2.
+        raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
+    return _summary_decoded(layer, sel, field, axis0)
+
+
+def _axis0_len(layer: Any, fld: Any) -> int:
+    shape = _record_shape(fld, layer)
+    if len(shape) < 2:
+        raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
+    return shape[0]
+
+
+def _summary_decoded(layer: Any, sel: np.ndarray, field: int, axis0: bool) -> np.ndarray:
+    from .codecs import Encoded, encode
+    from .summary import summarize
+
+    rows: list[tuple[np.ndarray, np.ndarray | None] | None] = []
+    for rec in layer.records(sel):
+        val = rec if layer.structure in ("tensor", "number", "none") else rec[field]
+        if val is None:
+            rows.append(None)
+            continue
+        t = val if isinstance(val, torch.Tensor) else torch.tensor(val)
+        enc: Encoded = encode(t, python_scalar=not isinstance(val, torch.Tensor))
+        rows.append(summarize(enc))
+    if axis0:
+        width = next((len(r[1]) for r in rows if r is not None and r[1] is not None), None)
+        if width is None:
+            raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
+        out = np.full((len(rows), width), np.nan)
+        for i, r in enumerate(rows):
+            if r is not None and r[1] is not None and len(r[1]) == width:
+                out[i] = r[1]
+        return out
+    out = np.full((len(rows), len(COLUMNS)), np.nan)
+    for i, r in enumerate(rows):
+        if r is not None:
+            out[i] = r[0]
+    return out
+
+
+def firing_rate(layer: Any, steps: Any = None, *, over: str = "step", field: int = 0) -> np.ndarray:
+    """Mean firing rate (spikes per neuron per record element) from the stored summaries.
+
+    Parameters
+    ----------
+    over : {"step", "time"}
+        ``"step"``: one rate per step, ``count / numel``, shape ``(len(steps),)``.
+        ``"time"``: one rate per time step inside multi-step records ``[T, ...]``,
+        ``count[t] / (numel / T)``, shape ``(len(steps), T)``; ``.reshape(-1)``
+        gives the rate over the whole simulated time.
+
+    NaN marks steps that recorded ``None``. No record is decoded.
+
+    Examples
+    --------
+    >>> rate = firing_rate(spikestore.open("run.spikes")["output"]["sn1"])  # doctest: +SKIP
+    """
+    if over == "step":
+        s = summary(layer, steps, field=field)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return s[:, _STAT["sum"]] / s[:, _STAT["numel"]]
+    if over == "time":
+        per_t = summary(layer, steps, field=field, axis0=True)
+        numel = summary(layer, steps, field=field)[:, _STAT["numel"]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return per_t / (numel[:, None] / per_t.shape[1])
+    raise ValueError(f"over must be 'step' or 'time', got {over!r}")
+
+
+# ----------------------------------------------------------- decoding windows
+def _blocks(layer: Any, sel: np.ndarray, field: int) -> Any:
+    """Yield ``(steps, array)`` blocks of decoded records, a chunk of steps at a time."""
+    fld = _field(layer, field)
+    block = 256
+    if fld.segments:
+        try:
+            block = max(32, int(fld.array(0).chunks[0]))
+        except Exception:  # a best-effort block size only
+            block = 256
+    shape = _record_shape(fld, layer)
+    flat = np.arange(math.prod(shape), dtype=np.int64)
+    dt = _np_dtype(_field_dtype(fld))
+    if not np.issubdtype(dt, np.floating) and any(
+        s.get("python_scalar", False) for s in fld.segments
+    ):
+        dt = np.dtype("float64")
+    for a in range(0, len(sel), block):
+        part = sel[a : a + block]
+        try:
+            vals = _columns(layer, part, flat, dtype=dt, field=field)
+        except ValueError:
+            vals = _columns(layer, part, flat, dtype=np.float64, field=field)
+        yield part, vals.reshape(len(part), *shape)
+
+
+def spike_counts(
+    layer: Any,
+    steps: Any = None,
+    *,
+    axis: int | Sequence[int] | None = None,
+    field: int = 0,
+) -> np.ndarray:
+    """Per-neuron spike counts (sums of the records) over a window of steps.
+
+    Parameters
+    ----------
+    steps : slice, int sequence or None
+        The window (default: all steps). Only its chunks are read.
+    axis : int or sequence of int, optional
+        Record axes to sum over as well, e.g. ``axis=(0, 1)`` for the time and
+        batch axes of ``[T, N, C]`` records, leaving one count per channel.
+
+    Returns an int64 array (float64 if the records are not integral) of the
+    record's shape without ``axis``. Steps that recorded ``None`` count as zero.
+
+    Examples
+    --------
+    >>> counts = spike_counts(layer, slice(1000, 2000), axis=0)  # doctest: +SKIP
+    """
+    sel = _steps(layer, steps)
+    fld = _field(layer, field)
+    shape = _record_shape(fld, layer)
+    total = np.zeros(shape, dtype=np.float64)
+    for _, vals in _blocks(layer, sel, field):
+        total += np.nansum(vals, axis=0, dtype=np.float64)
+    if axis is not None:
+        total = total.sum(axis=axis)
+    if np.all(np.isfinite(total)) and np.all(total == np.round(total)):
+        return total.astype(np.int64)
+    return total
+
+
+def raster(
+    layer: Any,
+    steps: Any = None,
+    neurons: Any = None,
+    *,
+    time_axis: bool = False,
+    field: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spike events ``(times, neurons)`` in a window of steps, for a subset of neurons.
+
+    Parameters
+    ----------
+    steps : slice, int sequence or None
+        The step window (default: all).
+    neurons : None, int, sequence of flat indices, or sequence of index tuples
+        Which neurons (default: all). Flat indices are C-order into the record,
+        or into the record without its first axis when ``time_axis`` is True.
+        With a subset, only the chunks holding those neurons are read.
+    time_axis : bool
+        The record's first axis is time (multi-step records ``[T, ...]``): events
+        are placed at ``step * T + t``.
+
+    Returns
+    -------
+    times, neurons : int64 arrays of equal length
+        Sorted by time, then by position in ``neurons``. An event is any nonzero
+        element.
+
+    Examples
+    --------
+    >>> t, n = raster(layer, slice(0, 500), neurons=range(100))  # doctest: +SKIP
+    """
+    sel = _steps(layer, steps)
+    fld = _field(layer, field)
+    shape = _record_shape(fld, layer)
+    if time_axis:
+        t_len, rest = _time_split(shape, layer)
+        ids = _neurons(neurons, rest)
+        per = math.prod(rest)
+        flat = (np.arange(t_len)[:, None] * per + ids[None, :]).reshape(-1)
+        vals = _columns(layer, sel, flat, field=field).reshape(len(sel), t_len, len(ids))
+        s, t, j = np.nonzero(np.nan_to_num(vals))
+        return sel[s] * t_len + t, ids[j]
+    ids = _neurons(neurons, shape)
+    vals = _columns(layer, sel, ids, field=field)
+    s, j = np.nonzero(np.nan_to_num(vals))
+    return sel[s], ids[j]
+
+
+def traces(
+    layer: Any,
+    neurons: Any,
+    steps: Any = None,
+    *,
+    time_axis: bool = False,
+    field: int = 0,
+) -> np.ndarray:
+    """Chosen neurons' values (e.g. membrane potential) over steps, reading only their chunks.
+
+    Parameters
+    ----------
+    neurons : int, sequence of flat indices, or sequence of index tuples
+        As in :func:`raster`.
+    time_axis : bool
+        The record's first axis is time: return one row per ``(step, t)``,
+        ``step * T + t`` in order.
+
+    Returns
+    -------
+    ndarray, float64, shape ``(len(steps), len(neurons))`` (``(len(steps) * T,
+    len(neurons))`` with ``time_axis``). NaN where a step recorded ``None``.
+
+    Examples
+    --------
+    >>> v = traces(store["v"]["sn1"], neurons=[0, 5, 9])  # doctest: +SKIP
+    """
+    sel = _steps(layer, steps)
+    fld = _field(layer, field)
+    shape = _record_shape(fld, layer)
+    if time_axis:
+        t_len, rest = _time_split(shape, layer)
+        ids = _neurons(neurons, rest)
+        flat = (np.arange(t_len)[:, None] * math.prod(rest) + ids[None, :]).reshape(-1)
+        vals = _columns(layer, sel, flat, field=field)
+        return vals.reshape(len(sel) * t_len, len(ids))
+    ids = _neurons(neurons, shape)
+    return _columns(layer, sel, ids, field=field)
+
+
+# ------------------------------------------------------------------ interop
+class LayerArray:
+    """A lazy NumPy-style array over one field of a layer: shape ``(steps, *record shape)``.
+
+    Indexing with integers and slices (step first) reads only the chunks that
+    hold the selection and returns a NumPy array. Python-number steps broadcast
+    to the record shape; ``None`` steps read as NaN. This is what
+    :func:`to_dask` and :func:`to_xarray` wrap.
+
+    Examples
+    --------
+    >>> a = LayerArray(spikestore.open("run.spikes")["output"]["sn1"])  # doctest: +SKIP
+    >>> a[100:200, 0].shape                                             # doctest: +SKIP
+    """
+
+    def __init__(self, layer: Any, field: int = 0) -> None:
+        self.layer = layer
+        self.field = field
+        fld = _field(layer, field)
+        self.record_shape = _record_shape(fld, layer)
+        self.shape: tuple[int, ...] = (len(layer), *self.record_shape)
+        dt = _np_dtype(_field_dtype(fld))
+        has_gaps = bool(len(layer)) and int(fld.index(0, len(layer))[:, 0].min()) < 0
+        if has_gaps or any(s.get("python_scalar", False) for s in fld.segments):
+            if not np.issubdtype(dt, np.floating):
+                dt = np.dtype("float64")
+        self.dtype = dt
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out.astype(dtype) if dtype is not None else out
+
+    def __repr__(self) -> str:
+        return f"<LayerArray {self.layer.monitor!r}/{self.layer.name!r} {self.shape} {self.dtype}>"
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            fill = (slice(None),) * (self.ndim - len(key) + 1)
+            key = key[:i] + fill + key[i + 1 :]
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices for an array of rank {self.ndim}")
+        key = key + (slice(None),) * (self.ndim - len(key))
+        ranges, drop = [], []
+        for ax, (k, n) in enumerate(zip(key, self.shape, strict=True)):
+            if isinstance(k, slice):
+                ranges.append(np.arange(*k.indices(n), dtype=np.int64))
+            elif isinstance(k, (int, np.integer)):
+                i = int(k) + n if k < 0 else int(k)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {k} out of range for axis {ax} of size {n}")
+                ranges.append(np.array([i], dtype=np.int64))
+                drop.append(ax)
+            else:
+                arr = np.asarray(k, dtype=np.int64).reshape(-1)
+                ranges.append(np.where(arr < 0, arr + n, arr))
+        steps, rest = ranges[0], ranges[1:]
+        box = tuple(len(r) for r in rest)
+        if rest:
+            grids = np.meshgrid(*rest, indexing="ij")
+            flat = np.ravel_multi_index(tuple(g.reshape(-1) for g in grids), self.record_shape)
+        else:
+            flat = np.zeros(1, dtype=np.int64)
+        vals = _columns(self.layer, steps, flat, dtype=self.dtype, field=self.field)
+        out = vals.reshape(len(steps), *box)
+        if drop:
+            out = out.reshape([s for ax, s in enumerate(out.shape) if ax not in drop])
+        return out
+
+
+def to_numpy(layer: Any, steps: Any = None, *, field: int = 0) -> np.ndarray:
+    """Decode a window of steps to a NumPy array ``(len(steps), *record shape)``.
+
+    bfloat16/float16/float8 records come back as float32; Python-number steps
+    broadcast to the record shape; ``None`` steps are NaN.
+    """
+    sel = _steps(layer, steps)
+    arr = LayerArray(layer, field)
+    if sel.size == 0:
+        return np.zeros((0, *arr.record_shape), dtype=arr.dtype)
+    return np.concatenate([vals.astype(arr.dtype) for _, vals in _blocks(layer, sel, field)])
+
+
+def _store_chunks(layer: Any, arr: LayerArray) -> tuple[Any, ...]:
+    fld = _field(layer, arr.field)
+    segs = [(k, s) for k, s in enumerate(fld.segments) if tuple(s["shape"]) == arr.record_shape]
+    step_chunk = 256
+    rest: tuple[Any, ...] = tuple(-1 for _ in arr.record_shape)
+    if segs:
+        k, seg = segs[0]
+        chunks = fld.array(k).chunks
+        step_chunk = int(chunks[0])
+        if seg["encoding"] != SPIKE_ENCODING:
+            rest = tuple(int(c) for c in chunks[1:])
+    return (step_chunk, *rest)
+
+
+def to_dask(layer: Any, *, field: int = 0, chunks: Any = None) -> Any:
+    """A lazy ``dask.array.Array`` of the layer, ``(steps, *record shape)``.
+
+    Blocks follow the store's chunks (steps per chunk; for raw records also the
+    chunks along the record's axes; spike records are chunked along steps only,
+    since their chunks split packed bytes, not axes) unless ``chunks`` is given.
+    Computing a block reads and decodes only the chunks under it.
+
+    Requires ``dask[array]``.
+
+    Examples
+    --------
+    >>> x = to_dask(store["v"]["sn1"])        # doctest: +SKIP
+    >>> x[:, 0].mean().compute()              # doctest: +SKIP
+    """
+    try:
+        import dask.array as da
+    except ImportError as exc:
+        raise ImportError(
+            "spikestore.analysis.to_dask needs dask: pip install 'dask[array]'"
+        ) from exc
+    arr = LayerArray(layer, field)
+    if chunks is None:
+        chunks = _store_chunks(layer, arr)
+    name = f"spikestore-{layer.monitor}-{layer.name}-{field}-{len(layer)}-{id(layer):x}"
+    return da.from_array(
+        arr,
+        chunks=chunks,
+        name=name,
+        lock=False,
+        fancy=False,
+        asarray=False,
+        meta=np.empty((0,) * arr.ndim, dtype=arr.dtype),
+    )
+
+
+def _xarray_backend(arr: LayerArray) -> Any:
+    from xarray.backends import BackendArray
+    from xarray.core import indexing
+
+    class _Backend(BackendArray):
+        def __init__(self, inner: LayerArray) -> None:
+            self.inner = inner
+            self.shape = inner.shape
+            self.dtype = inner.dtype
+
+        def __getitem__(self, key: Any) -> Any:
+            return indexing.explicit_indexing_adapter(
+                key, self.shape, indexing.IndexingSupport.OUTER, self._raw
+            )
+
+        def _raw(self, key: tuple[Any, ...]) -> np.ndarray:
+            return self.inner[key]
+
+    return indexing.LazilyIndexedArray(_Backend(arr))
+
+
+def to_xarray(
+    layer: Any,
+    dims: Sequence[str] | None = None,
+    *,
+    coords: dict[str, Any] | None = None,
+    field: int = 0,
+    chunks: Any = "store",
+) -> Any:
+    """A lazy, labelled ``xarray.DataArray`` of the layer.
+
+    Parameters
+    ----------
+    dims : sequence of str, optional
+        Names of the record's axes (``("time", "batch", "neuron")``), with or
+        without the leading ``"step"``. Default: ``step, dim_0, dim_1, ...``, as
+        in the store's ``dimension_names``.
+    coords : dict, optional
+        Extra or replacement coordinates; every dimension gets an integer range
+        by default.
+    chunks : "store", None, or dask chunks
+        ``"store"`` (default): a dask array chunked like the store when dask is
+        installed, else xarray's own lazy indexing. ``None``: always xarray's
+        lazy indexing (no dask). Anything else is passed to :func:`to_dask`.
+
+    Nothing is read until values are used; selecting (``.isel``/``.sel``) then
+    reads only the chunks under the selection. Requires ``xarray``.
+
+    Examples
+    --------
+    >>> da = to_xarray(store["output"]["sn1"], dims=("time", "batch", "neuron"))  # doctest: +SKIP
+    >>> da.isel(batch=0).sum("neuron").compute()                                  # doctest: +SKIP
+    """
+    try:
+        import xarray as xr
+    except ImportError as exc:
+        raise ImportError("spikestore.analysis.to_xarray needs xarray: pip install xarray") from exc
+    arr = LayerArray(layer, field)
+    if dims is None:
+        names = ("step", *[f"dim_{i}" for i in range(len(arr.record_shape))])
+    else:
+        names = tuple(dims)
+        if len(names) == arr.ndim - 1:
+            names = ("step", *names)
+        if len(names) != arr.ndim:
+            raise ValueError(
+                f"dims {tuple(dims)} do not match records of shape {arr.record_shape} "
+                f"(give {arr.ndim - 1} names, or {arr.ndim} starting with the step axis)"
+            )
+    data: Any
+    if chunks is None:
+        data = _xarray_backend(arr)
+    else:
+        try:
+            data = to_dask(layer, field=field, chunks=None if chunks == "store" else chunks)
+        except ImportError:
+            if chunks != "store":
+                raise
+            data = _xarray_backend(arr)
+    all_coords = {name: np.arange(n) for name, n in zip(names, arr.shape, strict=True)}
+    all_coords.update(coords or {})
+    fld = _field(layer, field)
+    attrs = {
+        "monitor": layer.monitor,
+        "layer": layer.name,
+        "dtype": _field_dtype(fld),
+        "encodings": ",".join(sorted({s["encoding"] for s in fld.segments})),
+    }
+    return xr.DataArray(
+        data, dims=names, coords=all_coords, name=f"{layer.monitor}/{layer.name}", attrs=attrs
+    )

@@ -1,0 +1,477 @@
+"""Summaries written at record time, and the analysis, interop and plot helpers."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from zarr.storage import LocalStore
+
+import spikestore
+from spikestore import analysis as A
+from spikestore.summary import COLUMNS, MAX_AXIS0, SUMMARY, SUMMARY_AXIS0, SUMMARY_CHUNK
+
+
+# ----------------------------------------------------------------- fixtures
+def _expected_summary(rec: torch.Tensor | float | None) -> tuple[np.ndarray, np.ndarray | None]:
+    if rec is None:
+        return np.full(len(COLUMNS), np.nan), None
+    x = torch.as_tensor(rec).detach().to(torch.float64).numpy()
+    flat = x.reshape(-1)
+    good = flat[~np.isnan(flat)]
+    if good.size:
+        row = [flat.size, good.sum(), good.min(), good.max(), good.mean()]
+    else:
+        row = [flat.size, 0.0, np.nan, np.nan, np.nan]
+    axis0 = np.nansum(x, axis=tuple(range(1, x.ndim))) if x.ndim >= 2 and len(x) else None
+    return np.array(row, dtype=np.float64), axis0
+
+
+class CountingStore(LocalStore):
+    """A read-only local store that logs the keys it reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, read_only=True)
+        self.keys: list[str] = []
+
+    async def get(self, key, prototype=None, byte_range=None):  # type: ignore[no-untyped-def]
+        self.keys.append(key)
+        return await super().get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):  # type: ignore[no-untyped-def]
+        key_ranges = list(key_ranges)
+        self.keys.extend(k for k, _ in key_ranges)
+        return await super().get_partial_values(prototype, key_ranges)
+
+    def data_reads(self, under: str) -> list[str]:
+        """Chunk reads under a path prefix; ``.../s`` means the segments ``s<k>``."""
+        if under.endswith("/s"):
+            pat = re.compile(re.escape(under) + r"\d+/")
+            return [k for k in self.keys if pat.match(k) and "zarr.json" not in k]
+        return [k for k in self.keys if k.startswith(under) and "zarr.json" not in k]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A store with multi-step spikes, float potentials, odd shapes, gaps and scalars."""
+    path = tmp_path_factory.mktemp("analysis") / "run.spikes"
+    g = torch.Generator().manual_seed(1)
+    steps = 150
+    rec: dict[str, list] = {k: [] for k in ("sn", "v", "odd", "rank1", "gaps", "norm", "bf")}
+    with spikestore.StoreWriter(path, flush_interval=0.05, chunk_bytes=1 << 10) as w:
+        for i in range(steps):
+            sn = (torch.rand(4, 3, 40, generator=g) < 0.2).float()  # [T, N, C]
+            v = torch.randn(4, 3, 40, generator=g)
+            v[0, 0, 0] = float("nan") if i % 5 == 0 else v[0, 0, 0]
+            odd = torch.rand(3, 7, generator=g) < 0.5  # 21 bits: leftover bits
+            r1 = (torch.rand(13, generator=g) < 0.3).to(torch.int8)
+            gap = None if i % 4 == 1 else torch.randn(2, 5, generator=g)
+            norm = torch.rand((), generator=g) * 10
+            bf = torch.randn(6, 2, generator=g).to(torch.bfloat16)
+            # SpikingJelly's ``v`` is the number 0.0 before the first step.
+            vnum: float | torch.Tensor = 0.0 if i == 0 else v
+            for name, val in (
+                ("sn", sn),
+                ("odd", odd),
+                ("rank1", r1),
+                ("gaps", gap),
+                ("norm", norm),
+                ("bf", bf),
+            ):
+                w.append("output", name, val)
+                rec[name].append(val)
+            w.append("v", "sn", vnum)
+            rec["v"].append(vnum)
+            if i == 70:
+                w.flush()
+        w.append("output", "pair", (torch.ones(2, 8), 3.5))
+    return {"path": path, "rec": rec, "steps": steps, "store": spikestore.open(path)}
+
+
+def _dense(recs: list, shape: tuple[int, ...]) -> np.ndarray:
+    out = []
+    for r in recs:
+        if r is None:
+            out.append(np.full(shape, np.nan))
+        else:
+            out.append(np.broadcast_to(torch.as_tensor(r).to(torch.float64).numpy(), shape))
+    return np.stack(out)
+
+
+# ---------------------------------------------------------------- summaries
+@pytest.mark.parametrize(
+    ("monitor", "layer"),
+    [
+        ("output", "sn"),
+        ("v", "sn"),
+        ("output", "odd"),
+        ("output", "rank1"),
+        ("output", "gaps"),
+        ("output", "norm"),
+        ("output", "bf"),
+    ],
+)
+def test_summaries_match_records(run: dict, monitor: str, layer: str) -> None:
+    lay = run["store"][monitor][layer]
+    recs = run["rec"]["v" if monitor == "v" else layer]
+    grp = lay._fields[0].group
+    assert grp[SUMMARY].shape == (run["steps"], len(COLUMNS))
+    stored = np.asarray(grp[SUMMARY][:])
+    for i, r in enumerate(recs):
+        want, want0 = _expected_summary(r)
+        np.testing.assert_allclose(stored[i], want, rtol=1e-6, atol=1e-9, equal_nan=True)
+        if want0 is not None:
+            np.testing.assert_allclose(
+                grp[SUMMARY_AXIS0][i], want0, rtol=1e-6, atol=1e-9, equal_nan=True
+            )
+    if all(r is None or torch.as_tensor(r).dim() < 2 for r in recs):
+        assert SUMMARY_AXIS0 not in grp
+
+
+def test_summary_metadata(run: dict) -> None:
+    grp = run["store"]["output"]["sn"]._fields[0].group
+    arr = grp[SUMMARY]
+    assert arr.dtype == np.float64
+    assert arr.shards == (SUMMARY_CHUNK, len(COLUMNS))
+    assert arr.chunks[0] * 8 * len(COLUMNS) <= 1 << 19
+    assert arr.metadata.dimension_names == ("step", "stat")
+    assert dict(arr.attrs)["spikestore"] == {"node": "summary", "columns": list(COLUMNS)}
+    ax0 = grp[SUMMARY_AXIS0]
+    assert ax0.shape == (run["steps"], 4)
+    assert ax0.metadata.dimension_names == ("step", "axis0")
+    assert dict(ax0.attrs)["spikestore"]["axis0_length"] == 4
+    # Only spikes were stored for this layer, and their counts are integers.
+    assert np.all(np.asarray(arr[:, 1]) == np.round(arr[:, 1]))
+
+
+def test_summary_of_tuple_fields(run: dict) -> None:
+    lay = run["store"]["output"]["pair"]
+    np.testing.assert_array_equal(A.summary(lay, field=0)[0], [16, 16, 1, 1, 1])
+    np.testing.assert_array_equal(A.summary(lay, field=1)[0], [1, 3.5, 3.5, 3.5, 3.5])
+
+
+def test_axis0_mismatch_and_wide_first_axis(tmp_path: Path) -> None:
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        w.append("o", "x", torch.ones(3, 2))
+        w.append("o", "x", torch.ones(5, 2))  # other first-axis length: NaN per-index sums
+        w.append("o", "wide", torch.ones(MAX_AXIS0 + 1, 1))
+    s = spikestore.open(tmp_path / "s")
+    ax0 = A.summary(s["o"]["x"], axis0=True)
+    np.testing.assert_array_equal(ax0[0], [2, 2, 2])
+    assert np.isnan(ax0[1]).all()
+    np.testing.assert_array_equal(A.summary(s["o"]["x"])[:, 1], [6, 10])
+    assert SUMMARY_AXIS0 not in s["o"]["wide"]._fields[0].group
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_summary_special_values(tmp_path: Path) -> None:
+    recs = [
+        torch.tensor([[1.0, float("inf")], [float("-inf"), 2.0]]),
+        torch.full((2, 2), float("nan")),
+        torch.zeros(0, 3),
+        torch.tensor([[5, -7], [2**40, 0]]),
+        torch.tensor([[True, False], [True, True]]),
+    ]
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        for i, r in enumerate(recs):
+            w.append("o", str(i), r)
+    s = spikestore.open(tmp_path / "s")
+    for i, r in enumerate(recs):
+        with np.errstate(all="ignore"):
+            want, want0 = _expected_summary(r)
+        np.testing.assert_array_equal(A.summary(s["o"][str(i)])[0], want)
+        if want0 is None:
+            with pytest.raises(ValueError, match="rank >= 2"):
+                A.summary(s["o"][str(i)], axis0=True)
+        else:
+            np.testing.assert_array_equal(A.summary(s["o"][str(i)], axis0=True)[0], want0)
+
+
+def test_summary_continues_in_append_mode(tmp_path: Path) -> None:
+    p = tmp_path / "s"
+    with spikestore.StoreWriter(p) as w:
+        for i in range(5):
+            w.append("o", "x", torch.full((2, 3), float(i)))
+    with spikestore.StoreWriter(p, mode="a") as w:
+        for i in range(5, 9):
+            w.append("o", "x", torch.full((2, 3), float(i)))
+    s = A.summary(spikestore.open(p)["o"]["x"])
+    np.testing.assert_array_equal(s[:, 4], np.arange(9))
+    np.testing.assert_array_equal(
+        A.summary(spikestore.open(p)["o"]["x"], axis0=True)[:, 1], np.arange(9) * 3
+    )
+
+
+def test_store_without_summaries_is_decoded(tmp_path: Path) -> None:
+    p = tmp_path / "s"
+    g = torch.Generator().manual_seed(3)
+    recs = [(torch.rand(2, 16, generator=g) < 0.4).float() for _ in range(20)]
+    with spikestore.StoreWriter(p) as w:
+        for r in recs:
+            w.append("o", "x", r)
+    want = A.summary(spikestore.open(p)["o"]["x"])
+    want0 = A.firing_rate(spikestore.open(p)["o"]["x"], over="time")
+    grp = zarr.open_group(p / "o" / "x" / "f0", mode="a")
+    del grp[SUMMARY]
+    del grp[SUMMARY_AXIS0]
+    lay = spikestore.open(p)["o"]["x"]
+    np.testing.assert_array_equal(A.summary(lay), want)
+    np.testing.assert_array_equal(A.firing_rate(lay, over="time"), want0)
+    # Appending to a field without summaries does not start a misleading one.
+    with spikestore.StoreWriter(p, mode="a") as w:
+        w.append("o", "x", recs[0])
+    assert SUMMARY not in zarr.open_group(p / "o" / "x" / "f0", mode="r")
+    assert A.summary(spikestore.open(p)["o"]["x"]).shape == (21, 5)
+
+
+# ------------------------------------------------------------------- rates
+def test_firing_rate_over_steps_and_time(run: dict) -> None:
+    lay = run["store"]["output"]["sn"]
+    x = torch.stack(run["rec"]["sn"]).numpy()
+    np.testing.assert_allclose(A.firing_rate(lay), x.mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(A.firing_rate(lay, over="time"), x.mean(axis=(2, 3)))
+    np.testing.assert_allclose(A.firing_rate(lay, slice(10, 20)), x[10:20].mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(A.firing_rate(lay, [3, 1, -1]), x[[3, 1, -1]].mean(axis=(1, 2, 3)))
+    gaps = A.firing_rate(run["store"]["output"]["gaps"])
+    assert np.isnan(gaps[1::4]).all() and not np.isnan(gaps[::4]).any()
+    with pytest.raises(ValueError, match="over"):
+        A.firing_rate(lay, over="neuron")
+
+
+def test_firing_rate_reads_no_records(run: dict) -> None:
+    cs = CountingStore(run["path"])
+    lay = spikestore.StoreReader(store=cs)["output"]["sn"]
+    A.firing_rate(lay)
+    A.firing_rate(lay, over="time")
+    assert cs.data_reads("output/sn/f0/s") == []
+    assert cs.data_reads("output/sn/f0/summary")
+
+
+# --------------------------------------------------- counts, rasters, traces
+def test_spike_counts(run: dict) -> None:
+    lay = run["store"]["output"]["sn"]
+    x = torch.stack(run["rec"]["sn"]).numpy()
+    got = A.spike_counts(lay, slice(30, 90))
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, x[30:90].sum(0))
+    np.testing.assert_array_equal(A.spike_counts(lay, axis=(0, 1)), x.sum(axis=(0, 1, 2)))
+    odd = torch.stack(run["rec"]["odd"]).numpy()
+    np.testing.assert_array_equal(A.spike_counts(run["store"]["output"]["odd"]), odd.sum(0))
+
+
+def test_raster_matches_numpy(run: dict) -> None:
+    lay = run["store"]["output"]["sn"]
+    x = torch.stack(run["rec"]["sn"]).numpy().reshape(run["steps"], -1)
+    neurons = [5, 0, 477, 100]
+    t, n = A.raster(lay, slice(20, 60), neurons)
+    s, j = np.nonzero(x[20:60][:, neurons])
+    np.testing.assert_array_equal(t, s + 20)
+    np.testing.assert_array_equal(n, np.array(neurons)[j])
+    t, n = A.raster(lay)
+    s, j = np.nonzero(x)
+    np.testing.assert_array_equal(t, s)
+    np.testing.assert_array_equal(n, j)
+
+
+def test_raster_over_time_inside_records(run: dict) -> None:
+    lay = run["store"]["output"]["sn"]
+    x = torch.stack(run["rec"]["sn"]).numpy().reshape(run["steps"] * 4, 120)
+    t, n = A.raster(lay, slice(10, 30), [(0, 3), (2, 39)], time_axis=True)
+    cols = [3, 2 * 40 + 39]
+    s, j = np.nonzero(x[40:120][:, cols])
+    np.testing.assert_array_equal(t, s + 40)
+    np.testing.assert_array_equal(n, np.array(cols)[j])
+
+
+def test_traces_match_numpy(run: dict) -> None:
+    lay = run["store"]["v"]["sn"]
+    v = _dense(run["rec"]["v"], (4, 3, 40)).reshape(run["steps"], -1)
+    tr = A.traces(lay, [0, (1, 2, 3), 479])
+    np.testing.assert_array_equal(tr, v[:, [0, 1 * 120 + 2 * 40 + 3, 479]])
+    assert (tr[0] == 0).all()  # the Python number 0.0 broadcast to every neuron
+    tt = A.traces(lay, [(0, 0), (2, 7)], slice(5, 9), time_axis=True)
+    vt = _dense(run["rec"]["v"], (4, 3, 40))[5:9].reshape(16, 120)
+    np.testing.assert_array_equal(tt, vt[:, [0, 87]])
+    gaps = A.traces(run["store"]["output"]["gaps"], [0, 9])
+    np.testing.assert_array_equal(
+        gaps, _dense(run["rec"]["gaps"], (2, 5)).reshape(-1, 10)[:, [0, 9]]
+    )
+    bf = A.traces(run["store"]["output"]["bf"], [3])
+    np.testing.assert_array_equal(
+        bf[:, 0], torch.stack(run["rec"]["bf"]).float().reshape(-1, 12)[:, 3]
+    )
+    with pytest.raises(IndexError):
+        A.traces(lay, [480])
+
+
+def test_neuron_reads_read_only_their_chunks(tmp_path: Path) -> None:
+    p = tmp_path / "s"
+    g = torch.Generator().manual_seed(0)
+    with spikestore.StoreWriter(p, chunk_bytes=64) as w:
+        for _ in range(64):
+            w.append("o", "x", (torch.rand(512, generator=g) < 0.3).float())
+            w.append("v", "x", torch.randn(64, generator=g))
+    counts = {}
+    for what in ("one", "all"):
+        cs = CountingStore(p)
+        s = spikestore.StoreReader(store=cs)
+        if what == "one":
+            A.raster(s["o"]["x"], neurons=[7])
+            A.traces(s["v"]["x"], [3])
+        else:
+            A.raster(s["o"]["x"])
+            A.traces(s["v"]["x"], list(range(64)))
+        counts[what] = (len(cs.data_reads("o/x/f0/s0")), len(cs.data_reads("v/x/f0/s0")))
+    assert counts["one"][0] < counts["all"][0] / 4
+    assert counts["one"][1] < counts["all"][1] / 4
+
+
+# ------------------------------------------------------------------ interop
+def test_to_numpy(run: dict) -> None:
+    v = _dense(run["rec"]["v"], (4, 3, 40))
+    got = A.to_numpy(run["store"]["v"]["sn"], slice(0, 50))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, v[:50])
+    gaps = A.to_numpy(run["store"]["output"]["gaps"])
+    np.testing.assert_array_equal(gaps, _dense(run["rec"]["gaps"], (2, 5)))
+    bf = A.to_numpy(run["store"]["output"]["bf"])
+    assert bf.dtype == np.float32
+    np.testing.assert_array_equal(bf, torch.stack(run["rec"]["bf"]).float().numpy())
+    odd = A.to_numpy(run["store"]["output"]["odd"])
+    assert odd.dtype == np.bool_
+    np.testing.assert_array_equal(odd, torch.stack(run["rec"]["odd"]).numpy())
+
+
+def test_layer_array_indexing(run: dict) -> None:
+    arr = A.LayerArray(run["store"]["output"]["rank1"])
+    x = torch.stack(run["rec"]["rank1"]).numpy()
+    assert arr.shape == (run["steps"], 13) and arr.dtype == np.int8
+    np.testing.assert_array_equal(arr[3], x[3])
+    np.testing.assert_array_equal(arr[-5:, 2:9:3], x[-5:, 2:9:3])
+    np.testing.assert_array_equal(arr[..., 4], x[..., 4])
+    np.testing.assert_array_equal(np.asarray(arr), x)
+
+
+def test_to_dask(run: dict) -> None:
+    da = pytest.importorskip("dask.array")
+    lay = run["store"]["v"]["sn"]
+    x = A.to_dask(lay)
+    assert isinstance(x, da.Array)
+    assert x.shape == (run["steps"], 4, 3, 40) and x.dtype == np.float32
+    seg = lay._fields[0].array(1)  # the tensor segment (s0 holds the step-0 number)
+    assert x.chunks[0][0] == seg.chunks[0]
+    assert x.chunks[1:] == tuple(
+        tuple(min(c, n - i) for i in range(0, n, c))
+        for c, n in zip(seg.chunks[1:], (4, 3, 40), strict=True)
+    )
+    v = _dense(run["rec"]["v"], (4, 3, 40))
+    np.testing.assert_array_equal(x[10:40, 2].compute(), v[10:40, 2])
+    np.testing.assert_allclose(
+        da.nanmean(x, axis=(1, 2, 3)).compute(), np.nanmean(v, axis=(1, 2, 3)), rtol=1e-5, atol=1e-6
+    )
+    spikes = A.to_dask(run["store"]["output"]["sn"])
+    assert spikes.chunks[1:] == ((4,), (3,), (40,))
+    np.testing.assert_array_equal(
+        spikes.sum(axis=(2, 3)).compute(), torch.stack(run["rec"]["sn"]).numpy().sum(axis=(2, 3))
+    )
+    custom = A.to_dask(run["store"]["output"]["sn"], chunks=(16, 2, 3, 40))
+    assert custom.chunks[0][0] == 16 and custom.chunks[1] == (2, 2)
+
+
+def test_to_dask_is_lazy(run: dict) -> None:
+    pytest.importorskip("dask.array")
+    cs = CountingStore(run["path"])
+    lay = spikestore.StoreReader(store=cs)["output"]["sn"]
+    x = A.to_dask(lay)
+    assert cs.data_reads("output/sn/f0/s") == []
+    x[:5].sum().compute()
+    assert cs.data_reads("output/sn/f0/s")
+
+
+def test_to_xarray(run: dict) -> None:
+    pytest.importorskip("xarray")
+    pytest.importorskip("dask.array")
+    lay = run["store"]["output"]["sn"]
+    xa = A.to_xarray(lay, dims=("time", "batch", "neuron"))
+    assert xa.dims == ("step", "time", "batch", "neuron")
+    assert xa.shape == (run["steps"], 4, 3, 40)
+    np.testing.assert_array_equal(xa.coords["step"].values, np.arange(run["steps"]))
+    assert xa.attrs["layer"] == "sn" and xa.attrs["encodings"] == "bitpack"
+    x = torch.stack(run["rec"]["sn"]).numpy()
+    got = xa.sel(batch=1, neuron=slice(5, 9)).sum("time").values
+    np.testing.assert_array_equal(got, x[:, :, 1, 5:10].sum(1))
+    default = A.to_xarray(run["store"]["v"]["sn"])
+    assert default.dims == ("step", "dim_0", "dim_1", "dim_2")
+    assert default.chunks is not None
+    coords = A.to_xarray(lay, ("step", "t", "b", "n"), coords={"n": np.arange(40) * 10})
+    assert coords.sel(n=50).shape == (run["steps"], 4, 3)
+    with pytest.raises(ValueError, match="dims"):
+        A.to_xarray(lay, dims=("a", "b"))
+
+
+def test_to_xarray_without_dask(run: dict) -> None:
+    pytest.importorskip("xarray")
+    cs = CountingStore(run["path"])
+    lay = spikestore.StoreReader(store=cs)["v"]["sn"]
+    xa = A.to_xarray(lay, chunks=None)
+    assert xa.chunks is None
+    assert cs.data_reads("v/sn/f0/s") == []
+    v = _dense(run["rec"]["v"], (4, 3, 40))
+    np.testing.assert_array_equal(xa.isel(step=[3, 7], dim_2=[0, 5]).values, v[[3, 7]][..., [0, 5]])
+
+
+def test_raw_segments_open_with_plain_xarray_and_dask(run: dict) -> None:
+    xr = pytest.importorskip("xarray")
+    da = pytest.importorskip("dask.array")
+    # One raw segment, no None steps: rows are steps.
+    ds = xr.open_zarr(run["path"], group="output/bf/f0", consolidated=False)
+    assert ds["s0"].dims == ("step", "dim_0", "dim_1")
+    assert ds["summary"].dims == ("step", "stat")
+    x = da.from_zarr(str(run["path"]), component="output/bf/f0/s0")
+    got = torch.from_numpy(np.asarray(x[7])).view(torch.bfloat16)
+    assert torch.equal(got, run["rec"]["bf"][7])
+
+
+# -------------------------------------------------------------------- plots
+@pytest.fixture
+def plt():  # type: ignore[no-untyped-def]
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+def test_plots_produce_figures(run: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    s = run["store"]
+    ax = plot.raster_plot(s["output"]["sn"], slice(0, 20), range(50))
+    assert len(ax.collections) == 1 and ax.figure is not None
+    ax = plot.raster_plot(s["output"]["sn"], slice(0, 5), [1, 2], time_axis=True, color="r")
+    assert ax.get_xlabel() == "time step"
+    ax = plot.rate_heatmap({k: s["output"][k] for k in ("sn", "odd", "rank1")}, bins=30)
+    assert ax.images[0].get_array().shape == (3, 30)
+    ax = plot.rate_heatmap([s["output"]["sn"]], over="time")
+    assert ax.images[0].get_array().shape == (1, run["steps"] * 4)
+    ax = plot.membrane_traces(s["v"]["sn"], [0, 7], slice(0, 30), threshold=1.0)
+    assert len(ax.lines) == 3
+    ax = plot.membrane_traces(s["v"]["sn"], [(0, 7)], time_axis=True)
+    assert len(ax.lines[0].get_xdata()) == run["steps"] * 4
+    fig, axes = plt.subplots(1, 2)
+    ax = plot.gradient_norms({"norm": s["output"]["norm"], "gaps": s["output"]["gaps"]}, ax=axes[0])
+    assert ax.figure is fig and len(ax.lines) == 2
+    want = torch.stack(run["rec"]["norm"]).numpy()
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), want, rtol=1e-6)
+    gaps = ax.lines[1].get_ydata()
+    for i, r in enumerate(run["rec"]["gaps"]):
+        if r is None:
+            assert gaps[i] == 0 or np.isnan(gaps[i])
+        else:
+            assert math.isclose(gaps[i], float(r.double().norm()), rel_tol=1e-6)
