@@ -36,22 +36,10 @@ import torch
 from torch import nn
 
 from spikestore.demo import LIF
+from spikestore.demo import _SeqConv as SeqConv
 
 T, BATCH = 8, 16
 RSS_CAP = 3 << 30  # stop a long run whose memory grows past this
-
-
-class SeqConv(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-        self.pool = nn.MaxPool2d(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t, b = x.shape[:2]
-        y = self.pool(self.bn(self.conv(x.flatten(0, 1))))
-        return y.reshape(t, b, *y.shape[1:])
 
 
 class Net(nn.Module):

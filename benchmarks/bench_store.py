@@ -94,7 +94,8 @@ def time_recipe(records, repeats):
         n = records[0].numel()
         t0 = time.perf_counter()
         for b in blobs:
-            torch.from_numpy(np.unpackbits(np.frombuffer(zlib.decompress(b), np.uint8), count=n)).float()
+            bits = np.unpackbits(np.frombuffer(zlib.decompress(b), np.uint8), count=n)
+            torch.from_numpy(bits).float()
         dec.append(time.perf_counter() - t0)
     return size, statistics.median(enc), statistics.median(dec), 0
 
@@ -168,7 +169,9 @@ def part2(n_steps: int, shape: tuple[int, ...], tmp: Path, repeats: int) -> list
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--layout-steps", type=int, default=10_000)
     args = ap.parse_args()

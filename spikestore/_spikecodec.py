@@ -67,7 +67,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numcodecs.zstd import Zstd
@@ -234,7 +234,8 @@ def decode_chunk(
         exp_rows, exp_cols = shape
     else:
         raise ValueError(f"spike chunks must be 1-D or 2-D, got shape {shape}")
-    buf = memoryview(data if not isinstance(data, np.ndarray) else data.reshape(-1)).cast("B")
+    raw: Any = data.reshape(-1) if isinstance(data, np.ndarray) else data
+    buf = memoryview(raw).cast("B")
     if len(buf) < _HEADER.size:
         raise ValueError(
             f"spike chunk: {len(buf)} bytes is shorter than the {_HEADER.size}-byte header"

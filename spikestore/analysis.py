@@ -45,6 +45,7 @@ import torch
 
 from .codecs import decode_rows
 from .format import SPIKE_ENCODING
+from .reader import read_retrying
 from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
 
 __all__ = [
@@ -122,9 +123,10 @@ def _read_rows(arr: Any, rows: np.ndarray, rest: tuple[Any, ...]) -> tuple[np.nd
     r0, r1 = int(urows[0]), int(urows[-1]) + 1
     rest = tuple(_as_slice(r) for r in rest)
     if r1 - r0 <= 2 * len(urows):
-        data = np.asarray(arr.get_orthogonal_selection((slice(r0, r1), *rest)))[urows - r0]
+        sel = (slice(r0, r1), *rest)
+        data = read_retrying(arr.get_orthogonal_selection, sel)[urows - r0]
     else:
-        data = np.asarray(arr.get_orthogonal_selection((urows, *rest)))
+        data = read_retrying(arr.get_orthogonal_selection, (urows, *rest))
     return data, pos
 
 
@@ -234,6 +236,17 @@ def _neurons(neurons: Any, shape: tuple[int, ...]) -> np.ndarray:
     return flat
 
 
+def _time_columns(
+    shape: tuple[int, ...], layer: Any, neurons: Any
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """For ``[T, ...]`` records: T, the chosen neurons' flat ids within one time step,
+    and their flat ids at every time step (``t * per_step + id``, t-major)."""
+    t_len, rest = _time_split(shape, layer)
+    ids = _neurons(neurons, rest)
+    flat = (np.arange(t_len)[:, None] * math.prod(rest) + ids[None, :]).reshape(-1)
+    return t_len, ids, flat
+
+
 def _time_split(shape: tuple[int, ...], layer: Any) -> tuple[int, tuple[int, ...]]:
     if len(shape) < 1:
         raise ValueError(f"layer {layer.name!r} records scalars; there is no time axis")
@@ -281,8 +294,8 @@ def summary(layer: Any, steps: Any = None, *, field: int = 0, axis0: bool = Fals
     if arr is not None and arr.shape[0] >= n:
         lo, hi = int(sel.min()), int(sel.max()) + 1
         if hi - lo <= 2 * len(sel):
-            return np.asarray(arr[lo:hi])[sel - lo]
-        return np.asarray(arr.get_orthogonal_selection((sel,)))
+            return read_retrying(arr.__getitem__, slice(lo, hi))[sel - lo]
+        return read_retrying(arr.get_orthogonal_selection, (sel,))
     if axis0 and SUMMARY in grp and grp[SUMMARY].shape[0] >= n:
         # The field never recorded a tensor of rank >= 2.
         raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
@@ -453,10 +466,7 @@ def raster(
     fld = _field(layer, field)
     shape = _record_shape(fld, layer)
     if time_axis:
-        t_len, rest = _time_split(shape, layer)
-        ids = _neurons(neurons, rest)
-        per = math.prod(rest)
-        flat = (np.arange(t_len)[:, None] * per + ids[None, :]).reshape(-1)
+        t_len, ids, flat = _time_columns(shape, layer, neurons)
         vals = _columns(layer, sel, flat, field=field).reshape(len(sel), t_len, len(ids))
         s, t, j = np.nonzero(np.nan_to_num(vals))
         return sel[s] * t_len + t, ids[j]
@@ -497,9 +507,7 @@ def traces(
     fld = _field(layer, field)
     shape = _record_shape(fld, layer)
     if time_axis:
-        t_len, rest = _time_split(shape, layer)
-        ids = _neurons(neurons, rest)
-        flat = (np.arange(t_len)[:, None] * math.prod(rest) + ids[None, :]).reshape(-1)
+        t_len, ids, flat = _time_columns(shape, layer, neurons)
         vals = _columns(layer, sel, flat, field=field)
         return vals.reshape(len(sel) * t_len, len(ids))
     ids = _neurons(neurons, shape)

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_SPIKES",
     "Encoded",
     "compressor_codecs",
+    "checksum",
     "dtype_name",
     "torch_dtype",
     "spike_bits",
@@ -47,7 +48,7 @@ _TORCH_DTYPES: dict[str, torch.dtype] = {
     name: getattr(torch, name) for name in DTYPES if hasattr(torch, name)
 }
 _NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
-_BIT_WEIGHTS = {}
+_BIT_WEIGHTS: dict[torch.device, torch.Tensor] = {}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -65,29 +66,37 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def compressor_codecs(name: str, level: int | None, *, itemsize: int, shuffle: bool) -> list[Any]:
-    """Zarr v3 bytes-to-bytes codecs for one of :data:`COMPRESSORS`.
+    """Zarr v3 bytes-to-bytes codecs: one of :data:`COMPRESSORS`, then a checksum.
 
     ``zlib`` uses Zarr's standard ``gzip`` codec (DEFLATE, as zlib writes it, in a
-    gzip frame) so that every Zarr v3 implementation can read it.
+    gzip frame) so that every Zarr v3 implementation can read it. Every chunk ends
+    with a CRC-32C (:func:`checksum`), so damaged or torn chunks are detected.
     """
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
     if name not in COMPRESSORS:
         raise ValueError(f"unknown compressor {name!r}; choose one of {sorted(COMPRESSORS)}")
     lvl = COMPRESSORS[name] if level is None else int(level)
+    compressor: Any
     if name == "zstd":
-        return [ZstdCodec(level=lvl)]
-    if name == "zlib":
-        return [GzipCodec(level=lvl)]
-    cname = name.split("-", 1)[1]
-    return [
-        BloscCodec(
-            cname=cname,
+        compressor = ZstdCodec(level=lvl)
+    elif name == "zlib":
+        compressor = GzipCodec(level=lvl)
+    else:
+        compressor = BloscCodec(
+            cname=name.split("-", 1)[1],  # type: ignore[arg-type]
             clevel=lvl,
             shuffle="shuffle" if shuffle and itemsize > 1 else "noshuffle",
             typesize=itemsize,
         )
-    ]
+    return [compressor, checksum()]
+
+
+def checksum() -> Any:
+    """The codec that ends every chunk's codec chain: Zarr's ``crc32c``."""
+    from zarr.codecs import Crc32cCodec
+
+    return Crc32cCodec()
 
 
 def spike_bits(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ A store is a Zarr v3 group::
           f0/, f1/, ...           group, one per field of a record
             index                 int32 array (steps, 2): [segment, row]
             s0, s1, ...           the segments holding the data
+            summary, summary_axis0  optional per-step statistics (format 1.1)
 
 A *record* is what a monitor hook produced for one layer at one step: a tensor,
 a number, ``None``, or a tuple/list of those. Each element of a record is a
@@ -174,7 +175,9 @@ def layer_attrs(name: str, structure: str, fields: int) -> dict[str, Any]:
 
 
 def field_attrs(committed_steps: int, segments: list[dict[str, Any]]) -> dict[str, Any]:
-    return {FORMAT_NAME: {"node": "field", "committed_steps": committed_steps, "segments": segments}}
+    return {
+        FORMAT_NAME: {"node": "field", "committed_steps": committed_steps, "segments": segments}
+    }
 
 
 def _entry(attrs: Any, node: str, where: str) -> dict[str, Any]:

@@ -241,6 +241,7 @@ class BaseMonitor:
         # Per layer id: the first step still visible (after a clear), calls seen.
         self._first: list[int] = []
         self._calls: list[int] = []
+        self._time_axis: list[int | None] = []
         self._lids: dict[str, int] = {}
         self._reader: StoreReader | None = None
         self._layer_readers: dict[int, LayerReader] = {}
@@ -277,11 +278,15 @@ class BaseMonitor:
     def _monitor_modules(self, net: nn.Module, instance: Instance) -> list[tuple[str, nn.Module]]:
         match = _matcher(net, instance)
         modules = [(n, m) for n, m in net.named_modules() if match(n, m)]
-        for n, _ in modules:
+        for n, m in modules:
             self._lids[n] = len(self.monitored_layers)
             self.monitored_layers.append(n)
             self._first.append(self._writer.steps(self.name, n))
             self._calls.append(0)
+            # SpikingJelly's multi-step modules take and give [T, B, ...]: tell the
+            # writer, which then packs spikes with T last (each neuron's series
+            # contiguous: several times smaller on conv layers).
+            self._time_axis.append(0 if getattr(m, "step_mode", None) == "m" else None)
         return modules
 
     def _hook(self, lid: int, value: Callable[[BaseMonitor, Any, tuple[Any, ...]], Any]) -> Any:
@@ -307,7 +312,9 @@ class BaseMonitor:
 
     def _record(self, lid: int, value: Any) -> None:
         try:
-            step = self._writer.append(self.name, self.monitored_layers[lid], value)
+            step = self._writer.append(
+                self.name, self.monitored_layers[lid], value, time_axis=self._time_axis[lid]
+            )
         except TypeError as exc:
             raise TypeError(
                 f"{type(self).__name__}: {exc}; the function_on_* must return a tensor, a "

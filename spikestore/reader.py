@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,25 @@ INDEX_CHUNK = 65536
 
 class ReadError(RuntimeError):
     """Stored data could not be read back; the message names monitor, layer and steps."""
+
+
+def read_retrying(read: Callable[..., Any], *args: Any) -> np.ndarray:
+    """``np.asarray(read(*args))`` for a Zarr read, tried again a few times if it fails.
+
+    A shard that a live writer rewrites (atomically, by renaming a new file over it)
+    between Zarr's read of the shard index and its read of a chunk's bytes gives bytes
+    of the new file at the old offsets; the chunk's checksum or its codec's header
+    then fails, and reading again sees one consistent file. Damage on disk fails
+    every time and is raised after the last try (about 0.3 s).
+    """
+    for attempt in range(5):
+        try:
+            return np.asarray(read(*args))
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def open(
@@ -396,10 +416,10 @@ class _FieldReader:
         r0, r1 = int(rows.min()), int(rows.max()) + 1
         try:
             if r1 - r0 == len(rows) and np.all(np.diff(rows) > 0):
-                return np.asarray(arr[r0:r1])
+                return read_retrying(arr.__getitem__, slice(r0, r1))
             if r1 - r0 <= 2 * len(rows):
-                return np.asarray(arr[r0:r1])[rows - r0]
-            return np.asarray(arr.get_orthogonal_selection((rows,)))
+                return read_retrying(arr.__getitem__, slice(r0, r1))[rows - r0]
+            return read_retrying(arr.get_orthogonal_selection, (rows,))
         except Exception as exc:
             raise ReadError(
                 f"{self.where}: cannot read steps {int(steps.min())}..{int(steps.max())} "
@@ -491,7 +511,9 @@ class LayerReader(Sequence[Any]):
             if arr.size and (arr.min() < 0 or arr.max() >= n):
                 raise IndexError(f"steps out of range for {self.name!r} with {n} steps")
             return arr, True
-        raise TypeError(f"layer indices must be int, slice or a list of ints, not {type(key).__name__}")
+        raise TypeError(
+            f"layer indices must be int, slice or a list of ints, not {type(key).__name__}"
+        )
 
     def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
         return self.read(key)
@@ -508,7 +530,7 @@ class LayerReader(Sequence[Any]):
 
     def records(self, key: Any = slice(None)) -> list[Any]:
         """Like ``layer[key]`` but always a list, never stacked."""
-        steps, many = self._steps(key)
+        steps, _ = self._steps(key)
         device = self._monitor.store.device
         cols = [f.read(steps, device) for f in self._fields]
         return [self._assemble([c[j] for c in cols]) for j in range(len(steps))]
@@ -552,16 +574,17 @@ class LayerReader(Sequence[Any]):
             if seg["encoding"] == SPIKE_ENCODING:
                 perm = seg.get("permute")
                 if perm is not None:
-                    flat = int(np.ravel_multi_index([nd[p] for p in perm], [shape[p] for p in perm]))
+                    pnd = [nd[p] for p in perm]
+                    flat = int(np.ravel_multi_index(pnd, [shape[p] for p in perm]))
                 else:
                     flat = int(np.ravel_multi_index(nd, shape))
                 r0, r1 = int(rows.min()), int(rows.max()) + 1
-                col = np.asarray(arr[r0:r1, flat // 8])[rows - r0]
+                col = read_retrying(arr.__getitem__, (slice(r0, r1), flat // 8))[rows - r0]
                 vals = torch.from_numpy(((col >> (7 - flat % 8)) & 1).astype(np.uint8))
                 out[torch.from_numpy(pos)] = vals.to(out.dtype)
             else:
                 r0, r1 = int(rows.min()), int(rows.max()) + 1
-                col = np.asarray(arr[(slice(r0, r1), *nd)])[rows - r0]
+                col = read_retrying(arr.__getitem__, (slice(r0, r1), *nd))[rows - r0]
                 dec = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
                 out[torch.from_numpy(pos)] = dec
         return out

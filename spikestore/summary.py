@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import Encoded, torch_dtype
+from .codecs import Encoded, checksum, torch_dtype
 from .format import FORMAT_NAME, SPIKE_ENCODING
 
 __all__ = [
@@ -223,7 +223,7 @@ def _create(
         # one summary file per SUMMARY_CHUNK steps.
         chunks=(min(SUMMARY_CHUNK, max(256, 1 << ((1 << 19) // (8 * k)).bit_length() - 1)), k),
         shards=(SUMMARY_CHUNK, k),
-        compressors=[ZstdCodec(level=3)],
+        compressors=[ZstdCodec(level=3), checksum()],
         config={"write_empty_chunks": True},
         fill_value=np.nan,
         dimension_names=dims,

@@ -20,17 +20,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from . import __version__
+from ._spikecodec import SpikeCodec
 from .codecs import (
     COMPRESSORS,
     DEFAULT_DENSE,
     DEFAULT_SPIKES,
     Encoded,
+    checksum,
     compressor_codecs,
     dtype_name,
     encode,
@@ -38,9 +40,7 @@ from .codecs import (
     spike_bits,
 )
 from .format import (
-    DTYPES,
     FORMAT_NAME,
-    RAW_ENCODING,
     SPIKE_ENCODING,
     FormatError,
     check_field_attrs,
@@ -52,7 +52,6 @@ from .format import (
     node_key,
     root_attrs,
 )
-from ._spikecodec import SpikeCodec
 from .summary import FieldSummary
 
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
@@ -60,7 +59,36 @@ __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK
 LOCK_FILE = ".spikestore.lock"
 INDEX_CHUNK = 65536
 _SINGLE = ("tensor", "number", "none")
-_MAX_SHARD_BYTES = 64 << 20
+# Every flush of a shard that is not yet full makes Zarr read, merge and rewrite the
+# whole shard file, so an open shard costs 2-3x its stored size in memory for a moment.
+# Shards are capped by the bytes of their rows: dense values hardly compress, packed
+# spikes compress 3-100x (so a 1024-step shard of a [64, 16384] spike layer stays whole).
+_MAX_SHARD_BYTES = {"raw": 16 << 20, "bitpack": 128 << 20}
+_M_MMAP_THRESHOLD = -3
+_allocator_tuned = False
+
+
+def _tune_allocator() -> None:
+    """Make glibc return large freed blocks to the system at once (Linux only).
+
+    glibc raises its mmap threshold each time a large block is freed, after which
+    blocks of record size (hundreds of KiB to MiB, allocated and freed on two threads)
+    come from per-thread heaps that keep their memory: a writer's peak RSS then grows
+    by hundreds of MiB over what it actually holds. Fixing the threshold at 128 KiB
+    (glibc's default starting value) keeps large blocks on mmap. Process-wide; done
+    once, when the first writer opens; ``StoreWriter(tune_allocator=False)`` skips it.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
 
 
 class RecordError(ValueError):
@@ -119,6 +147,12 @@ class _Item:
 
 @dataclass
 class _DeviceLeaf:
+    """A record's spike test and packed bits, made on its device; the values too.
+
+    ``tensor`` is the record itself (kept in case it is not spikes) or, for records
+    already known to be spikes, a ``meta`` tensor that carries only dtype and shape.
+    """
+
     tensor: torch.Tensor
     flag: torch.Tensor
     packed: torch.Tensor
@@ -126,12 +160,42 @@ class _DeviceLeaf:
     permute: tuple[int, ...] | None
 
 
+_SAMPLE = 64
+
+
+def _pack_cpu(t: torch.Tensor, permute: tuple[int, ...] | None) -> _DeviceLeaf | None:
+    """Detect and pack spikes of a CPU tensor in the caller's thread, or return None.
+
+    Packing here, rather than copying the tensor for the writer thread, puts 8-32x
+    fewer bytes on the queue; it costs a few passes over the record. A look at the
+    first elements rejects most non-spike tensors (membrane potentials) at once.
+    """
+    if t.numel() == 0:
+        return None
+    try:
+        head_ok, _ = spike_bits(t.reshape(-1)[:_SAMPLE])
+    except (RuntimeError, TypeError):
+        return None
+    if not bool(head_ok):
+        return None
+    flag, bits = spike_bits(t.permute(permute) if permute is not None else t)
+    if not bool(flag):
+        return None
+    packed = pack_bits(bits.contiguous())
+    meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
+    return _DeviceLeaf(meta, flag, packed, None, permute)
+
+
 def _pow2_floor(x: int) -> int:
     return 1 << max(0, int(x).bit_length() - 1)
 
 
 def _layout(
-    row_shape: tuple[int, ...], itemsize: int, shard_steps: int, chunk_bytes: int
+    row_shape: tuple[int, ...],
+    itemsize: int,
+    shard_steps: int,
+    chunk_bytes: int,
+    max_shard_bytes: int = _MAX_SHARD_BYTES["raw"],
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Chunk and shard shapes for a segment of rows of ``row_shape``.
 
@@ -143,7 +207,7 @@ def _layout(
     steps = min(max(32, _pow2_floor(chunk_bytes // row_bytes)), 4096)
     shard = max(shard_steps, min(65536, _pow2_floor(max(1, (1 << 20) // row_bytes))), steps)
     # Each flush rewrites the open shard whole (in memory too): cap shards of big rows.
-    shard = min(shard, max(steps, _pow2_floor(max(1, _MAX_SHARD_BYTES // row_bytes))))
+    shard = min(shard, max(steps, _pow2_floor(max(1, max_shard_bytes // row_bytes))))
     shard -= shard % steps
     budget = max(1, chunk_bytes // (steps * itemsize))
     chunk = [1] * len(row_shape)
@@ -217,10 +281,15 @@ class StoreWriter:
         committed to disk, whether or not more records arrive (unless the disk is
         slower than the producer).
     max_queue_bytes, max_buffer_bytes : int
-        Bounds on the bytes waiting for the writer thread, and on encoded bytes
-        buffered before a write.
+        Bounds on the bytes waiting for the writer thread (16 MiB), and on encoded
+        bytes buffered before a write (8 MiB). When the queue is full, ``append``
+        waits: a slow disk slows the caller instead of filling memory.
     store : zarr Store, optional
         Write into this Zarr store instead of a local directory (tests, memory).
+    tune_allocator : bool
+        Fix glibc's mmap threshold at 128 KiB (process-wide, once) so that freed
+        record buffers go back to the system; without it peak RSS grows by hundreds
+        of MiB over what the writer holds (see ``benchmarks/bench_scale.py``).
 
     Notes
     -----
@@ -266,11 +335,12 @@ class StoreWriter:
         compressor: str | None = None,
         level: int | None = None,
         flush_interval: float = 1.0,
-        max_queue_bytes: int = 256 << 20,
-        max_buffer_bytes: int = 64 << 20,
+        max_queue_bytes: int = 16 << 20,
+        max_buffer_bytes: int = 8 << 20,
         shard_steps: int = 1024,
         chunk_bytes: int = 1 << 18,
         store: Any = None,
+        tune_allocator: bool = True,
     ) -> None:
         import zarr
         from zarr.storage import LocalStore
@@ -278,7 +348,9 @@ class StoreWriter:
         if mode not in ("w", "w-", "a"):
             raise ValueError(f"mode must be 'w', 'w-' or 'a', got {mode!r}")
         if compressor is not None and compressor not in COMPRESSORS:
-            raise ValueError(f"unknown compressor {compressor!r}; choose one of {sorted(COMPRESSORS)}")
+            raise ValueError(
+                f"unknown compressor {compressor!r}; choose one of {sorted(COMPRESSORS)}"
+            )
         if (path is None) == (store is None):
             raise ValueError("pass exactly one of path and store")
         self.path = Path(path) if path is not None else None
@@ -290,6 +362,8 @@ class StoreWriter:
         self.max_buffer_bytes = int(max_buffer_bytes)
         self.shard_steps = int(shard_steps)
         self.chunk_bytes = int(chunk_bytes)
+        if tune_allocator:
+            _tune_allocator()
         self._where = str(self.path) if self.path is not None else repr(store)
         self._lock_fd: int | None = None
 
@@ -298,17 +372,19 @@ class StoreWriter:
             store = LocalStore(self.path)
         # A directory was already cleared above (keeping the lock file); only a
         # caller-supplied store is cleared by Zarr.
-        zmode = "w" if (self.path is None and mode == "w") else "a"
-        self._root = zarr.open_group(store=store, mode=zmode, zarr_format=3)
-        if FORMAT_NAME in self._root.attrs or mode == "a":
-            if FORMAT_NAME in self._root.attrs:
-                check_root_attrs(dict(self._root.attrs), self._where)
-            elif len(list(self._root.keys())):
-                raise FormatError(f"{self._where} is a Zarr group but not a spikestore store")
-            else:
-                self._root.attrs.update(root_attrs(f"spikestore {__version__}"))
+        zmode: Literal["w", "a"] = "w" if (self.path is None and mode == "w") else "a"
+        # A new root is written with its attributes in one go, so that a reader
+        # never finds a root without the spikestore metadata.
+        attrs = root_attrs(f"spikestore {__version__}")
+        self._root: Any = zarr.open_group(
+            store=store, mode=zmode, zarr_format=3, attributes=attrs
+        )
+        if FORMAT_NAME in self._root.attrs:
+            check_root_attrs(dict(self._root.attrs), self._where)
+        elif len(list(self._root.keys())):
+            raise FormatError(f"{self._where} is a Zarr group but not a spikestore store")
         else:
-            self._root.attrs.update(root_attrs(f"spikestore {__version__}"))
+            self._root.attrs.update(attrs)
 
         self._layers: dict[tuple[str, str], _Layer] = {}
         self._state_lock = threading.Lock()
@@ -419,16 +495,24 @@ class StoreWriter:
         self._check(lay, structure, leaves, where)
         stored: list[Any] = []
         nbytes = 0
-        for t, _ in leaves:
+        for t, scalar in leaves:
             if t is None:
                 stored.append(None)
                 continue
             t = t.detach()
-            if t.device.type == "cpu":
-                stored.append(t.clone())
+            perm = _permutation(lay.time_axis, t.dim())
+            leaf: Any
+            if t.device.type != "cpu":
+                leaf = self._to_host_async(t, perm)
+                nbytes += t.numel() * t.element_size()
             else:
-                stored.append(self._to_host_async(t, _permutation(lay.time_axis, t.dim())))
-            nbytes += t.numel() * t.element_size()
+                leaf = None if scalar else _pack_cpu(t, perm)
+                if leaf is None:
+                    leaf = t.clone()
+                    nbytes += t.numel() * t.element_size()
+                else:
+                    nbytes += leaf.packed.numel()
+            stored.append(leaf)
         lay.next_step += 1
         self._put(_Item(lay, step, stored, [s for _, s in leaves], nbytes))
         return step
@@ -645,7 +729,7 @@ class StoreWriter:
                     or self._buffered_bytes >= self.max_buffer_bytes
                 ):
                     self._write_all()
-            except BaseException as exc:  # noqa: BLE001 - surfaced in the caller's thread
+            except BaseException as exc:
                 if self._error is None:
                     self._error = exc
                 if isinstance(item, threading.Event):
@@ -663,7 +747,8 @@ class StoreWriter:
                 fld.summary.add(None)
                 continue
             if isinstance(leaf, _DeviceLeaf):
-                leaf.event.synchronize()
+                if leaf.event is not None:
+                    leaf.event.synchronize()
                 enc = encode(
                     leaf.tensor,
                     python_scalar=scalar,
@@ -769,7 +854,10 @@ class StoreWriter:
         fld.index[n0:n1] = np.asarray(fld.pending_index, dtype=np.int32)
         fld.summary.write(self._root[fld.path], n0, n1)
         self._root[fld.path].attrs.update(
-            field_attrs(n1, [{k: v for k, v in s.items() if not k.startswith("_")} for s in fld.segments])
+            field_attrs(
+                n1,
+                [{k: v for k, v in s.items() if not k.startswith("_")} for s in fld.segments],
+            )
         )
         fld.committed = n1
         fld.pending_index.clear()
@@ -782,13 +870,19 @@ class StoreWriter:
         else:
             spikes = desc["encoding"] == SPIKE_ENCODING
             itemsize = row.dtype.itemsize
-            chunks, shards = _layout(row.shape, itemsize, self.shard_steps, self.chunk_bytes)
+            chunks, shards = _layout(
+                row.shape,
+                itemsize,
+                self.shard_steps,
+                self.chunk_bytes,
+                _MAX_SHARD_BYTES[desc["encoding"]],
+            )
             serializer: Any = "auto"
             if spikes and self.compressor is None:
                 # The default spike encoding: a registered codec that compresses
                 # packed bits close to their entropy (see spikestore._spikecodec).
                 serializer = SpikeCodec(level=self.level if self.level is not None else 1)
-                comp: Any = ()
+                comp: Any = [checksum()]
             else:
                 default = DEFAULT_SPIKES if spikes else DEFAULT_DENSE
                 comp = compressor_codecs(

@@ -16,7 +16,8 @@ def records() -> dict[tuple[str, str], list]:
     spikes = [(torch.rand(4, 3, 10, generator=g) < 0.2).float() for _ in range(40)]
     spikes.append((torch.rand(2, 3, 10, generator=g) < 0.2).float())  # smaller last batch
     v = [torch.randn(4, 10, generator=g, dtype=torch.float64) for _ in range(5)]
-    v[0][0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0], dtype=torch.float64)
+    special = [float("nan"), float("inf"), -float("inf"), -0.0]
+    v[0][0, :4] = torch.tensor(special, dtype=torch.float64)
     return {
         ("output", "features.0.sn"): spikes,
         ("output", ""): [(torch.rand(17, generator=g) < 0.5) for _ in range(3)],
@@ -24,8 +25,10 @@ def records() -> dict[tuple[str, str], list]:
         ("v", "bf16"): [torch.randn(6, generator=g).to(torch.bfloat16) for _ in range(3)],
         ("input", "../odd/name"): [torch.randint(-5, 5, (2, 2), generator=g) for _ in range(3)],
         ("grad_input", "sn"): [None, torch.tensor(0.5), torch.tensor(1.5)],
-        ("snntorch", "lif1"): [((torch.rand(3, generator=g) < 0.5).float(), torch.randn(3, generator=g))
-                               for _ in range(3)],
+        ("snntorch", "lif1"): [
+            ((torch.rand(3, generator=g) < 0.5).float(), torch.randn(3, generator=g))
+            for _ in range(3)
+        ],
         ("rate", "sn"): [0.125, 0.25, 0.5],
     }
 

@@ -29,7 +29,8 @@ def check_records(store: spikestore.StoreReader) -> None:
         for i, r in enumerate(recs):
             g = got[i]
             if isinstance(r, tuple):
-                assert isinstance(g, tuple) and all(bits_equal(a, b) for a, b in zip(g, r))
+                assert isinstance(g, tuple)
+                assert all(bits_equal(a, b) for a, b in zip(g, r, strict=True))
             elif isinstance(r, torch.Tensor):
                 assert bits_equal(g, r), (mon, layer, i)
             else:
@@ -164,7 +165,9 @@ def test_cli_info_and_errors(tmp_path, capsys):
     assert "features.0.sn" in out and "bitpack" in out and "x f32" in out
     assert cli_main(["info", "--json", str(FIXTURES / "store_v1.0")]) == 0
     info = json.loads(capsys.readouterr().out)
-    sn = next(x for x in info["layers"] if x["monitor"] == "output" and x["layer"] == "features.0.sn")
+    sn = next(
+        x for x in info["layers"] if (x["monitor"], x["layer"]) == ("output", "features.0.sn")
+    )
     assert sn["steps"] == 41 and sn["encoding"] == ["bitpack"] and sn["ratio_vs_float32"] > 1
     assert cli_main(["info", str(tmp_path / "missing")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -31,7 +31,10 @@ def _same(a, b) -> bool:
             isinstance(b, torch.Tensor)
             and a.dtype == b.dtype
             and a.shape == b.shape
-            and torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8))
+            and torch.equal(
+                a.detach().contiguous().view(-1).view(torch.uint8),
+                b.detach().contiguous().view(-1).view(torch.uint8),
+            )
         )
     if isinstance(a, (tuple, list)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))

@@ -12,24 +12,12 @@ sj_monitor = pytest.importorskip("spikingjelly.activation_based.monitor")
 
 import torch  # noqa: E402
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
+from test_monitor import _same  # noqa: E402  (bit-for-bit, dtype and type-exact)
 from torch import nn  # noqa: E402
 
 import spikestore.monitor as ss  # noqa: E402
 
 pytestmark = pytest.mark.sj
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return (
-            isinstance(b, torch.Tensor)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and torch.equal(a.detach(), b.detach())
-        )
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(map(_same, a, b))
-    return type(a) is type(b) and a == b
 
 
 def _check(ours, theirs) -> None:
