@@ -22,8 +22,8 @@ from spikestore.cli import main as cli_main
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def check_records(store: spikestore.StoreReader) -> None:
-    for (mon, layer), recs in records().items():
+def check_records(store: spikestore.StoreReader, version: str = "1.1") -> None:
+    for (mon, layer), recs in records(version).items():
         got = store[mon][layer]
         assert len(got) == len(recs), (mon, layer)
         for i, r in enumerate(recs):
@@ -37,11 +37,18 @@ def check_records(store: spikestore.StoreReader) -> None:
                 assert g == r
 
 
-@pytest.mark.parametrize("version", ["store_v1.0"])
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
 def test_committed_fixture_store_still_reads(version):
-    store = spikestore.open(FIXTURES / version)
-    assert store.version.startswith("1.")
-    check_records(store)
+    store = spikestore.open(FIXTURES / f"store_v{version}")
+    assert store.version == version
+    check_records(store, version)
+
+
+def test_fixture_v1_1_uses_the_new_encoding():
+    meta = (FIXTURES / "store_v1.1" / "output" / "ms.sn" / "f0" / "s0" / "zarr.json").read_text()
+    assert "spikestore.spikes" in meta and "crc32c" in meta
+    layer = spikestore.open(FIXTURES / "store_v1.1")["output"]["ms.sn"]
+    assert layer.segments[0]["permute"] == [1, 2, 3, 0]
 
 
 def test_this_version_writes_what_the_fixture_holds(tmp_path):
@@ -51,17 +58,71 @@ def test_this_version_writes_what_the_fixture_holds(tmp_path):
     check_records(spikestore.open(tmp_path / "s"))
 
 
-PLAIN_READER = r'''
-import json, sys
+PLAIN_READER = r"""
+import json, struct, sys
+from pathlib import Path
 import numpy as np
 import zarr
+from numcodecs import Zstd
 
-root = zarr.open_group(sys.argv[1], mode="r")
+root_dir = Path(sys.argv[1])
+
+
+def spike_chunk(data, rows, cols):
+    # The byte layout documented in spikestore/_spikecodec.py, with numpy + numcodecs.
+    magic, version, mode, r, c = struct.unpack_from("<2sBBII", data, 0)
+    assert magic == b"SK" and version == 1 and (r, c) == (rows, cols)
+    if mode == 0:
+        return np.zeros((r, c), np.uint8)
+    if mode == 1:
+        return np.frombuffer(data, np.uint8, r * c, 12).reshape(r, c)
+    d = data[12]
+    sizes = struct.unpack_from(f"<{d + 1}I", data, 16)  # L[d], ..., L[0]
+    pos = 16 + 4 * (d + 1)
+    streams = []
+    for size in sizes:
+        streams.append(bytes(data[pos:pos + size]))
+        pos += size
+    n = [r * c]
+    for _ in range(d):
+        n.append(-(-n[-1] // 8))
+    b = np.frombuffer(Zstd().decode(streams[0]), np.uint8) if sizes[0] else np.zeros(n[d], np.uint8)
+    for i in range(d - 1, -1, -1):
+        mask = np.unpackbits(b, count=n[i]).astype(bool)
+        out = np.zeros(n[i], np.uint8)
+        stream = streams[d - i]
+        if stream:
+            out[mask] = np.frombuffer(Zstd().decode(stream), np.uint8)
+        b = out
+    return b.reshape(r, c)
+
+
+def spike_row(array_dir, meta, row):
+    # Zarr's sharding_indexed layout: chunks back to back, then the index (offset,
+    # nbytes as uint64 little-endian per inner chunk, C order) and its CRC-32C.
+    shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    sharding = meta["codecs"][0]["configuration"]
+    cr, cc = sharding["chunk_shape"]
+    assert [c["name"] for c in sharding["codecs"]] == ["spikestore.spikes", "crc32c"]
+    blob = (array_dir / "c" / str(row // shard[0]) / "0").read_bytes()
+    grid = (shard[0] // cr, shard[1] // cc)
+    index = np.frombuffer(blob, "<u8", 2 * grid[0] * grid[1], len(blob) - 4 - 16 * grid[0] * grid[1])
+    index = index.reshape(grid[0], grid[1], 2)
+    i = (row % shard[0]) // cr
+    parts = []
+    for j in range(grid[1]):
+        off, size = (int(x) for x in index[i, j])
+        chunk = spike_chunk(memoryview(blob)[off:off + size - 4], cr, cc)  # drop the CRC
+        parts.append(chunk[row % cr])
+    return np.concatenate(parts)[: meta["shape"][1]]
+
+
+root = zarr.open_group(root_dir, mode="r")
 meta = root.attrs["spikestore"]
 assert meta["format"] == "spikestore" and meta["version"].startswith("1."), meta
 out = {}
-for _, mon in root.groups():
-    for _, layer in mon.groups():
+for mkey, mon in root.groups():
+    for lkey, layer in mon.groups():
         lmeta = layer.attrs["spikestore"]
         fields = []
         for f in range(lmeta["fields"]):
@@ -75,10 +136,18 @@ for _, mon in root.groups():
                     steps.append(None)
                     continue
                 seg = fmeta["segments"][k]
-                row = field[seg["array"]][r]
+                array_dir = root_dir / mkey / lkey / f"f{f}" / seg["array"]
+                ameta = json.loads((array_dir / "zarr.json").read_text())
+                if "spikestore.spikes" in json.dumps(ameta["codecs"]):
+                    row = spike_row(array_dir, ameta, int(r))
+                else:
+                    row = field[seg["array"]][r]
+                shape = seg["shape"]
                 if seg["encoding"] == "bitpack":
-                    numel = int(np.prod(seg["shape"]))
-                    rec = np.unpackbits(row, count=numel).reshape(seg["shape"]).astype(np.float64)
+                    perm = seg.get("permute") or list(range(len(shape)))
+                    bits = np.unpackbits(row, count=int(np.prod(shape)))
+                    rec = bits.reshape([shape[p] for p in perm]).transpose(np.argsort(perm))
+                    rec = rec.astype(np.float64)
                 else:
                     rec = np.asarray(row)
                     if seg["dtype"] == "bfloat16":  # upper half of a float32
@@ -88,20 +157,22 @@ for _, mon in root.groups():
             fields.append(steps)
         out[mon.attrs["spikestore"]["name"] + "|" + lmeta["name"]] = fields
 print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out}))
-'''
+"""
 
 
-def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path):
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
+    """docs/format.md and the codec's documented byte layout are enough to read a store."""
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_READER)
     res = subprocess.run(
-        [sys.executable, str(script), str(FIXTURES / "store_v1.0")],
+        [sys.executable, str(script), str(FIXTURES / f"store_v{version}")],
         capture_output=True, text=True, check=True, cwd=tmp_path,
     )
     result = json.loads(res.stdout)
     assert result["loaded_spikestore"] is False
     data = result["data"]
-    for (mon, layer), recs in records().items():
+    for (mon, layer), recs in records(version).items():
         fields = data[f"{mon}|{layer}"]
         for i, r in enumerate(recs):
             leaves = r if isinstance(r, tuple) else (r,)
