@@ -114,20 +114,15 @@ def _field_dtype(fld: Any) -> str:
     return segs[0]["dtype"]
 
 
-def _read_rows(arr: Any, rows: np.ndarray, rest: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``arr[rows, *rest]`` touching only the chunks involved.
+def _read_rows(
+    fld: Any, k: int, rows: np.ndarray, rest: tuple[Any, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``segment_k[rows, *rest]`` touching only the chunks involved.
 
-    Returns the data for the unique sorted rows and each requested row's position in it.
+    Returns the data, one entry per requested row, and each row's position in it.
     """
-    urows, pos = np.unique(rows, return_inverse=True)
-    r0, r1 = int(urows[0]), int(urows[-1]) + 1
-    rest = tuple(_as_slice(r) for r in rest)
-    if r1 - r0 <= 2 * len(urows):
-        sel = (slice(r0, r1), *rest)
-        data = read_retrying(arr.get_orthogonal_selection, sel)[urows - r0]
-    else:
-        data = read_retrying(arr.get_orthogonal_selection, (urows, *rest))
-    return data, pos
+    data = fld.take(k, rows, tuple(_as_slice(r) for r in rest))
+    return data, np.arange(len(rows))
 
 
 def _as_slice(sel: Any) -> Any:
@@ -172,7 +167,6 @@ def _columns(
             out[sel] = np.nan
             continue
         seg = fld.segments[int(k)]
-        arr = fld.array(int(k))
         rows = idx[sel, 1]
         if rows.max() >= seg["rows"]:
             raise ValueError(f"layer {layer.name!r}: index points past segment {seg['array']}")
@@ -181,7 +175,7 @@ def _columns(
             if math.prod(sshape) != 1:
                 raise ValueError(f"layer {layer.name!r}: a step has shape {sshape}, not {shape}")
             # A Python number (e.g. ``v`` before the first step) stands for every element.
-            data, pos = _read_rows(arr, rows, (slice(None),) * len(sshape))
+            data, pos = _read_rows(fld, int(k), rows, (slice(None),) * len(sshape))
             vals = decode_rows(data.reshape(len(data), -1), {**seg, "shape": [1]})
             out[sel] = vals.reshape(-1).to(torch.float64).numpy()[pos, None]
             continue
@@ -194,14 +188,14 @@ def _columns(
                 bitpos = flat
             bytecol = bitpos // 8
             ucols, cpos = np.unique(bytecol, return_inverse=True)
-            data, pos = _read_rows(arr, rows, (ucols,))
+            data, pos = _read_rows(fld, int(k), rows, (ucols,))
             shift = (7 - bitpos % 8).astype(np.uint8)
             bits = (data[:, cpos] >> shift) & 1
             out[sel] = bits[pos]
         else:
             nd = np.unravel_index(flat, shape) if shape else ()
             uniq = [np.unique(a, return_inverse=True) for a in nd]
-            data, pos = _read_rows(arr, rows, tuple(u for u, _ in uniq))
+            data, pos = _read_rows(fld, int(k), rows, tuple(u for u, _ in uniq))
             if shape:
                 picked = data[(pos[:, None], *[inv[None, :] for _, inv in uniq])]
             else:

@@ -57,6 +57,10 @@ class LIF(nn.Module):
     membrane potential after each step's reset.
     """
 
+    #: As in SpikingJelly: multi-step, ``[T, ...]`` in and out. Monitors read this and
+    #: have the writer pack spikes with T last, which compresses them better.
+    step_mode = "m"
+
     def __init__(self, tau: float = 2.0, v_threshold: float = 1.0) -> None:
         super().__init__()
         self.tau = tau

@@ -220,6 +220,9 @@ def check_segment(seg: Any, where: str) -> dict[str, Any]:
     rows = seg.get("rows")
     if not isinstance(rows, int) or rows < 0:
         raise FormatError(f"{where}: bad row count {rows!r}")
+    sealed = seg.get("sealed", rows)
+    if not isinstance(sealed, int) or not 0 <= sealed <= rows:
+        raise FormatError(f"{where}: bad sealed row count {sealed!r}")
     if not isinstance(seg.get("array"), str) or not re.fullmatch(r"s\d+", seg["array"]):
         raise FormatError(f"{where}: bad segment array name {seg.get('array')!r}")
     if not isinstance(seg.get("python_scalar", False), bool):

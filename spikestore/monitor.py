@@ -207,6 +207,11 @@ class BaseMonitor:
 
     Notes
     -----
+    Modules with ``step_mode == "m"`` (SpikingJelly's multi-step mode) record
+    ``[T, B, ...]`` tensors; their spikes are stored with T last (see
+    ``time_axis`` in :meth:`~spikestore.StoreWriter.append`), which compresses
+    them several times better and reads back identically.
+
     Hooks hold a monitor only weakly: keep a reference to it for as long as it
     should record (SpikingJelly's hooks keep an unreferenced monitor recording
     into a list nobody can reach; here it is collected and its hooks removed).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -263,6 +264,21 @@ def _shard_keys(arr: Any, r0: int, r1: int) -> list[tuple[int, str]]:
     return out
 
 
+class _TailGone(Exception):
+    """A tail chunk is missing: the writer sealed and dropped it (or it was damaged)."""
+
+
+def _is_tail_key(key: str) -> bool:
+    return any(re.fullmatch(r"s\d+t[01]", part) for part in key.split("/"))
+
+
+def _fresh_attrs(group: Any) -> dict[str, Any]:
+    """A group's attributes read from the store now (Zarr caches them per object)."""
+    import zarr
+
+    return dict(zarr.open_group(store=group.store, path=group.path, mode="r").attrs)
+
+
 class _FieldReader:
     def __init__(self, layer: LayerReader, group: Any, i: int) -> None:
         self.layer = layer
@@ -325,7 +341,10 @@ class _FieldReader:
             own = dict(arr.attrs).get(FORMAT_NAME)
             if isinstance(own, dict) and own.get("node") == "segment":
                 ok = ok and all(own.get(f) == seg.get(f) for f in ("encoding", "dtype", "shape"))
-            if not ok or arr.shape[0] < seg["rows"]:
+            sealed = seg.get("sealed", seg["rows"])
+            # Rows past ``sealed`` are in a tail, which holds at most one shard.
+            open_rows = seg["rows"] - sealed
+            if not ok or arr.shape[0] < sealed or open_rows > (arr.shards or arr.chunks)[0]:
                 raise FormatError(
                     f"{self.where}: segment {name} ({arr.shape}, {arr.dtype}) does not match "
                     f"its descriptor (shape {seg['shape']}, dtype {seg['dtype']}, "
@@ -411,20 +430,106 @@ class _FieldReader:
         return out
 
     def _rows(self, k: int, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        arr = self.array(k)
-        self._require(arr, rows, steps, self.segments[k]["array"])
-        r0, r1 = int(rows.min()), int(rows.max()) + 1
-        try:
-            if r1 - r0 == len(rows) and np.all(np.diff(rows) > 0):
-                return read_retrying(arr.__getitem__, slice(r0, r1))
-            if r1 - r0 <= 2 * len(rows):
-                return read_retrying(arr.__getitem__, slice(r0, r1))[rows - r0]
-            return read_retrying(arr.get_orthogonal_selection, (rows,))
-        except Exception as exc:
-            raise ReadError(
-                f"{self.where}: cannot read steps {int(steps.min())}..{int(steps.max())} "
-                f"({self.segments[k]['array']}): {type(exc).__name__}: {exc}"
-            ) from exc
+        return self.take(k, rows, (), steps)
+
+    def tail(self, k: int) -> Any:
+        """The unsharded array holding segment ``k``'s rows past ``sealed``."""
+        key = -1 - k
+        arr = self._arrays.get(key)
+        if arr is None:
+            seg = self.segments[k]
+            main = self.array(k)
+            shard = (main.shards or main.chunks)[0]
+            name = f"{seg['array']}t{(seg['sealed'] // shard) % 2}"
+            try:
+                arr = self.group[name]
+            except KeyError:
+                raise _TailGone from None  # sealed and dropped by the writer (take() checks)
+            except Exception as exc:
+                raise ReadError(f"{self.where}: cannot open tail {name}: {exc}") from exc
+            _check_array(arr, self.where, name)
+            if arr.shape != (shard, *main.shape[1:]) or seg["rows"] - seg["sealed"] > shard:
+                raise FormatError(f"{self.where}: tail {name} does not match segment {k}")
+            self._arrays[key] = arr
+        return arr
+
+    def take(
+        self, k: int, rows: np.ndarray, rest: tuple[Any, ...] = (), steps: Any = None
+    ) -> np.ndarray:
+        """``segment_k[rows, *rest]`` (orthogonal selection), reading only the chunks
+        involved, from the sharded array or, past ``sealed``, the tail.
+
+        A live writer moves rows from the tail into shards and then reuses the tail,
+        committing the new ``sealed`` first; so after reading from a tail the
+        field's metadata is read again, and if ``sealed`` moved meanwhile the rows
+        are read again from where they are now.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        steps = rows if steps is None else np.asarray(steps)
+        for _ in range(4):
+            sealed = self.segments[k].get("sealed", self.segments[k]["rows"])
+            try:
+                data = self._take(k, rows, rest, steps)
+            except _TailGone:
+                data = None
+            if data is not None and not (rows >= sealed).any():
+                return data
+            latest = check_field_attrs(
+                _fresh_attrs(self.group), f"{self.where} field {self.group.path}"
+            )["segments"]
+            if latest[k].get("sealed", latest[k]["rows"]) == sealed:
+                if data is not None:
+                    return data
+                raise ReadError(
+                    f"{self.where}: cannot read steps {int(steps.min())}..{int(steps.max())}: "
+                    f"a chunk of the tail of {self.segments[k]['array']} is missing"
+                )
+            # The writer sealed rows we took from a tail: look again.
+            for old, new in zip(self.segments, latest, strict=False):
+                old.update({"rows": new["rows"], "sealed": new.get("sealed", new["rows"])})
+            self._arrays.clear()
+            self._present.clear()
+        raise ReadError(f"{self.where}: segment {k} kept moving while being read; try again")
+
+    def _take(
+        self, k: int, rows: np.ndarray, rest: tuple[Any, ...], steps: np.ndarray
+    ) -> np.ndarray:
+        seg = self.segments[k]
+        sealed = seg.get("sealed", seg["rows"])
+        urows, inv = np.unique(rows, return_inverse=True)
+        parts = []
+        for in_tail in (False, True):
+            sel = urows[urows >= sealed] if in_tail else urows[urows < sealed]
+            if not sel.size:
+                continue
+            if in_tail:
+                arr, local, name = self.tail(k), sel - sealed, f"{seg['array']} (tail)"
+            else:
+                arr, local, name = self.array(k), sel, seg["array"]
+            hit = steps[np.isin(rows, sel)]
+            if in_tail:
+                # Tails are rewritten and dropped by the writer: never trust a cache.
+                self._present = {p for p in self._present if not _is_tail_key(p)}
+                try:
+                    self._require(arr, local, hit if hit.size else local, name)
+                except ReadError:
+                    raise _TailGone from None
+            else:
+                self._require(arr, local, hit if hit.size else local, name)
+            r0, r1 = int(local[0]), int(local[-1]) + 1
+            try:
+                if r1 - r0 <= 2 * len(local):
+                    data = read_retrying(arr.get_orthogonal_selection, (slice(r0, r1), *rest))
+                    parts.append(data[local - r0])
+                else:
+                    parts.append(read_retrying(arr.get_orthogonal_selection, (local, *rest)))
+            except Exception as exc:
+                raise ReadError(
+                    f"{self.where}: cannot read steps {int(hit.min())}..{int(hit.max())} "
+                    f"({name}): {type(exc).__name__}: {exc}"
+                ) from exc
+        data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return data[inv]
 
 
 class LayerReader(Sequence[Any]):
@@ -570,7 +675,6 @@ class LayerReader(Sequence[Any]):
             nd = np.unravel_index(index, shape) if isinstance(index, (int, np.integer)) else index
             nd = tuple(int(i) for i in nd)
             rows = idx[pos, 1]
-            arr = fld.array(int(k))
             if seg["encoding"] == SPIKE_ENCODING:
                 perm = seg.get("permute")
                 if perm is not None:
@@ -578,13 +682,11 @@ class LayerReader(Sequence[Any]):
                     flat = int(np.ravel_multi_index(pnd, [shape[p] for p in perm]))
                 else:
                     flat = int(np.ravel_multi_index(nd, shape))
-                r0, r1 = int(rows.min()), int(rows.max()) + 1
-                col = read_retrying(arr.__getitem__, (slice(r0, r1), flat // 8))[rows - r0]
+                col = fld.take(int(k), rows, (flat // 8,))
                 vals = torch.from_numpy(((col >> (7 - flat % 8)) & 1).astype(np.uint8))
                 out[torch.from_numpy(pos)] = vals.to(out.dtype)
             else:
-                r0, r1 = int(rows.min()), int(rows.max()) + 1
-                col = read_retrying(arr.__getitem__, (slice(r0, r1), *nd))[rows - r0]
+                col = fld.take(int(k), rows, nd)
                 dec = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
                 out[torch.from_numpy(pos)] = dec
         return out

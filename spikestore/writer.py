@@ -18,6 +18,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from ._shardfile import copy_from_shard, copy_to_shard
 from ._spikecodec import SpikeCodec
 from .codecs import (
     COMPRESSORS,
@@ -59,11 +61,10 @@ __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK
 LOCK_FILE = ".spikestore.lock"
 INDEX_CHUNK = 65536
 _SINGLE = ("tensor", "number", "none")
-# Every flush of a shard that is not yet full makes Zarr read, merge and rewrite the
-# whole shard file, so an open shard costs 2-3x its stored size in memory for a moment.
-# Shards are capped by the bytes of their rows: dense values hardly compress, packed
-# spikes compress 3-100x (so a 1024-step shard of a [64, 16384] spike layer stays whole).
-_MAX_SHARD_BYTES = {"raw": 16 << 20, "bitpack": 128 << 20}
+# Rows of the open shard go to a tail array and each shard file is written once
+# (see _shardfile), so shard size costs neither memory nor rewrites; the cap only keeps
+# single files of huge records reasonable.
+_MAX_SHARD_BYTES = {"raw": 1 << 30, "bitpack": 1 << 30}
 _M_MMAP_THRESHOLD = -3
 _allocator_tuned = False
 
@@ -186,6 +187,123 @@ def _pack_cpu(t: torch.Tensor, permute: tuple[int, ...] | None) -> _DeviceLeaf |
     return _DeviceLeaf(meta, flag, packed, None, permute)
 
 
+def _field_meta(fld: _Field) -> dict[str, Any]:
+    """The field's attributes: the commit point (see :mod:`spikestore.format`)."""
+    segs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in fld.segments]
+    return field_attrs(fld.committed, segs)
+
+
+class _Segment:
+    """A segment's sharded array plus the two tail arrays for its open shard.
+
+    Rows ``[0, sealed)`` are in the sharded array ``s<k>``; rows ``[sealed, rows)``
+    (the open shard ``j = sealed // shard``) in the unsharded ``s<k>t<j % 2>``, at
+    row ``row - sealed``, with the same inner chunks and codecs. A full shard's
+    chunks are copied into its shard file once (``_shardfile``). Tails alternate
+    between two arrays so that a live reader holding the previous ``sealed`` still
+    finds the rows it expects for a whole shard's time.
+    """
+
+    def __init__(
+        self, grp: Any, desc: dict[str, Any], main: Any, commit: Callable[[], None]
+    ) -> None:
+        self.grp = grp
+        self.desc = desc
+        self.main = main
+        self._commit = commit
+        self.disk_sealed = desc.get("sealed", desc["rows"])
+        self.shard = int(main.shards[0])
+        self._tails: dict[int, Any] = {}
+        desc.setdefault("sealed", desc["rows"])
+        if desc["sealed"] % self.shard:
+            self._reopen()
+
+    def tail(self, p: int) -> Any:
+        t = self._tails.get(p)
+        if t is not None:
+            return t
+        name = f"{self.desc['array']}t{p}"
+        shape = (self.shard, *self.main.shape[1:])
+        t = self.grp[name] if name in self.grp else None
+        if t is None or t.shape != shape or t.chunks != self.main.chunks:
+            inner = list(self.main.metadata.codecs[0].codecs)
+            t = self.grp.create_array(
+                name,
+                shape=shape,
+                dtype=self.main.dtype,
+                chunks=self.main.chunks,
+                serializer=inner[0],
+                compressors=inner[1:],
+                fill_value=0,
+                # Its rows are not steps: another name keeps xarray from aligning them.
+                dimension_names=["tail_row", *(self.main.metadata.dimension_names or [])[1:]]
+                if self.main.metadata.dimension_names
+                else None,
+                attributes={FORMAT_NAME: {"node": "tail", "of": self.desc["array"]}},
+                config={"write_empty_chunks": True},
+                overwrite=True,
+            )
+        self._tails[p] = t
+        return t
+
+    def _grow(self, rows: int) -> None:
+        if self.main.shape[0] < rows:
+            self.main.resize((rows, *self.main.shape[1:]))
+
+    def write(self, block: np.ndarray) -> None:
+        """Append rows; full shards are written once, the open shard to its tail."""
+        start = self.desc["rows"]
+        stop = start + len(block)
+        pos = start
+        while pos < stop:
+            j = pos // self.shard
+            s0, s1 = j * self.shard, (j + 1) * self.shard
+            end = min(stop, s1)
+            part = block[pos - start : end - start]
+            if pos == s0 and end == s1:
+                self._grow(s1)
+                self.main[s0:s1] = part  # a whole shard: Zarr writes it without reading
+            else:
+                if pos == s0 and self.disk_sealed < s0 - self.shard:
+                    # This tail last held shard j - 2; a reader that still thinks so
+                    # must see that shard j - 1 is sealed before the tail changes.
+                    self._commit()
+                tail = self.tail(j % 2)
+                tail[pos - s0 : end - s0] = part
+                if end == s1:
+                    self._grow(s1)
+                    copy_to_shard(tail, self.main, j, self.shard // self.main.chunks[0])
+            if end == s1:
+                self.desc["sealed"] = s1
+            self.desc["rows"] = end
+            pos = end
+
+    def seal_partial(self) -> bool:
+        """Copy the open shard's rows into a (partial) shard file; True if any."""
+        rows, sealed = self.desc["rows"], self.desc["sealed"]
+        if rows <= sealed:
+            return False
+        j = sealed // self.shard
+        self._grow(rows)
+        copy_to_shard(self.tail(j % 2), self.main, j, -(-(rows - sealed) // self.main.chunks[0]))
+        self.desc["sealed"] = rows
+        return True
+
+    def drop_tails(self) -> None:
+        """Delete the tail arrays (once everything is sealed and committed)."""
+        for p in (0, 1):
+            name = f"{self.desc['array']}t{p}"
+            if name in self.grp:
+                del self.grp[name]
+        self._tails.clear()
+
+    def _reopen(self) -> None:
+        """A closed store's last shard is partial: move it back to the tail to go on."""
+        j = self.desc["sealed"] // self.shard
+        copy_from_shard(self.main, j, self.tail(j % 2))
+        self.desc["sealed"] = j * self.shard
+
+
 def _pow2_floor(x: int) -> int:
     return 1 << max(0, int(x).bit_length() - 1)
 
@@ -199,12 +317,12 @@ def _layout(
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Chunk and shard shapes for a segment of rows of ``row_shape``.
 
-    Inner chunks hold at least 32 steps and about ``chunk_bytes`` bytes, split
+    Inner chunks hold at least 16 steps and about ``chunk_bytes`` bytes, split
     over the record's trailing axes, so one step and one neuron's history both
     decode little; a shard holds ``shard_steps`` steps (more for tiny records).
     """
     row_bytes = max(1, math.prod(row_shape) * itemsize)
-    steps = min(max(32, _pow2_floor(chunk_bytes // row_bytes)), 4096)
+    steps = min(max(16, _pow2_floor(chunk_bytes // row_bytes)), 4096)
     shard = max(shard_steps, min(65536, _pow2_floor(max(1, (1 << 20) // row_bytes))), steps)
     # Each flush rewrites the open shard whole (in memory too): cap shards of big rows.
     shard = min(shard, max(steps, _pow2_floor(max(1, max_shard_bytes // row_bytes))))
@@ -712,6 +830,7 @@ class StoreWriter:
                 if item is None:
                     if self._error is None:
                         self._write_all()
+                        self._seal_all()
                     return
                 if isinstance(item, threading.Event):
                     if self._error is None:
@@ -837,30 +956,25 @@ class StoreWriter:
         for k, rows in fld.pending_rows.items():
             if not rows:
                 continue
-            arr = fld.arrays.get(k)
-            if arr is None:
-                arr = self._open_segment(fld, k, rows[0])
-            start = fld.segments[k]["rows"]
-            stop = start + len(rows)
-            block = np.stack(rows)
-            if arr.shape[0] != stop:
-                arr.resize((stop, *arr.shape[1:]))
-            arr[start:stop] = block
-            fld.segments[k]["rows"] = stop
+            seg = fld.arrays.get(k)
+            if seg is None:
+                seg = self._open_segment(fld, k, rows[0])
+            seg.write(np.stack(rows))
         fld.pending_rows.clear()
         n0 = fld.committed
         n1 = n0 + len(fld.pending_index)
         fld.index.resize((n1, 2))
         fld.index[n0:n1] = np.asarray(fld.pending_index, dtype=np.int32)
         fld.summary.write(self._root[fld.path], n0, n1)
-        self._root[fld.path].attrs.update(
-            field_attrs(
-                n1,
-                [{k: v for k, v in s.items() if not k.startswith("_")} for s in fld.segments],
-            )
-        )
         fld.committed = n1
+        self._commit_field(fld)
         fld.pending_index.clear()
+
+    def _commit_field(self, fld: _Field) -> None:
+        """Write the field's attributes: the atomic commit point."""
+        self._root[fld.path].attrs.update(_field_meta(fld))
+        for seg in fld.arrays.values():
+            seg.disk_sealed = seg.desc["sealed"]
 
     def _open_segment(self, fld: _Field, k: int, row: np.ndarray) -> Any:
         desc = fld.segments[k]
@@ -913,7 +1027,23 @@ class StoreWriter:
                 # An array with no committed rows is left over from a killed run.
                 overwrite=True,
             )
-        desc["_shard_steps"] = arr.shards[0] if arr.shards else arr.chunks[0]
-        fld.arrays[k] = arr
-        return arr
+        seg = _Segment(grp, desc, arr, lambda: self._commit_field(fld))
+        desc["_shard_steps"] = seg.shard
+        fld.arrays[k] = seg
+        return seg
+
+    def _seal_all(self) -> None:
+        """On close: move every open shard's rows from its tail into a shard file.
+
+        A closed store then holds each segment in one sharded array, as plain Zarr
+        expects; a writer that appends later moves the partial shard back (see
+        :meth:`_Segment.reopen`).
+        """
+        for lay in self._layers.values():
+            for fld in lay.fields:
+                sealed = [seg.seal_partial() for seg in fld.arrays.values()]
+                if any(sealed):
+                    self._commit_field(fld)
+                for seg in fld.arrays.values():
+                    seg.drop_tails()
 

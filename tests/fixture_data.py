@@ -15,7 +15,6 @@ import sys
 
 import torch
 
-
 #: Layers recorded with ``time_axis=0`` (multi-step ``[T, B, ...]`` records).
 TIME_AXIS = {("output", "ms.sn")}
 

@@ -106,7 +106,8 @@ def spike_row(array_dir, meta, row):
     assert [c["name"] for c in sharding["codecs"]] == ["spikestore.spikes", "crc32c"]
     blob = (array_dir / "c" / str(row // shard[0]) / "0").read_bytes()
     grid = (shard[0] // cr, shard[1] // cc)
-    index = np.frombuffer(blob, "<u8", 2 * grid[0] * grid[1], len(blob) - 4 - 16 * grid[0] * grid[1])
+    n = grid[0] * grid[1]
+    index = np.frombuffer(blob, "<u8", 2 * n, len(blob) - 4 - 16 * n)
     index = index.reshape(grid[0], grid[1], 2)
     i = (row % shard[0]) // cr
     parts = []
