@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import tempfile
@@ -45,7 +46,12 @@ def dir_bytes(path: Path, chunks_only: bool = False) -> int:
     for f in path.rglob("*"):
         if not f.is_file() or f.name == ".spikestore.lock":
             continue
-        if chunks_only and not (f.parent.parent.parent.name.startswith("s") and "/c/" in str(f)):
+        parts = f.relative_to(path).parts
+        in_segment = any(
+            re.fullmatch(r"s\d+(t[01])?", p) and parts[i + 1 : i + 2] == ("c",)
+            for i, p in enumerate(parts)
+        )
+        if chunks_only and not in_segment:
             continue
         total += f.stat().st_size
     return total

@@ -167,7 +167,7 @@ def encode(
     *,
     python_scalar: bool = False,
     permute: tuple[int, ...] | None = None,
-    spikes: tuple[torch.Tensor, torch.Tensor] | None = None,
+    spikes: tuple[Any, Any] | None = None,
 ) -> Encoded:
     """Encode one tensor: bit-packed if it holds spikes, else raw.
 

@@ -173,8 +173,9 @@ class FieldSummary:
             self.pending.append(None if enc is None else summarize(enc))
 
     def write(self, group: Any, start: int, stop: int) -> None:
-        """Write the pending rows as steps ``[start, stop)``; call before the commit."""
-        pending, self.pending = self.pending, []
+        """Write the first pending rows as steps ``[start, stop)``; call before the commit."""
+        n = stop - start
+        pending, self.pending = self.pending[:n], self.pending[n:]
         if not self.enabled or not pending:
             return
         if len(pending) != stop - start:

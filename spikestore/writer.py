@@ -400,7 +400,8 @@ class StoreWriter:
         slower than the producer).
     max_queue_bytes, max_buffer_bytes : int
         Bounds on the bytes waiting for the writer thread (16 MiB), and on encoded
-        bytes buffered before a write (8 MiB). When the queue is full, ``append``
+        bytes buffered before a write (8 MiB; up to 4x that while records too large
+        to fill an inner chunk row are buffered). When the queue is full, ``append``
         waits: a slow disk slows the caller instead of filling memory.
     store : zarr Store, optional
         Write into this Zarr store instead of a local directory (tests, memory).
@@ -843,11 +844,11 @@ class StoreWriter:
                         self._space.notify_all()
                     if self._error is None:
                         self._take(item)
-                if self._error is None and self._oldest is not None and (
-                    time.monotonic() - self._oldest >= self.flush_interval
-                    or self._buffered_bytes >= self.max_buffer_bytes
-                ):
-                    self._write_all()
+                if self._error is None and self._oldest is not None:
+                    if time.monotonic() - self._oldest >= self.flush_interval:
+                        self._write_all()
+                    elif self._buffered_bytes >= self.max_buffer_bytes:
+                        self._write_all(aligned=True)
             except BaseException as exc:
                 if self._error is None:
                     self._error = exc
@@ -875,9 +876,9 @@ class StoreWriter:
                     spikes=(leaf.flag, leaf.packed),
                 )
             else:
-                enc = encode(
-                    leaf, python_scalar=scalar, permute=_permutation(lay.time_axis, leaf.dim())
-                )
+                # A CPU tensor that reaches the writer as values failed the spike test
+                # in append() already (or is a number): store it raw without testing again.
+                enc = encode(leaf, python_scalar=scalar, spikes=(False, None))
             fld.summary.add(enc)
             seg = self._segment(fld, enc)
             rows = fld.pending_rows.setdefault(seg, [])
@@ -913,15 +914,34 @@ class StoreWriter:
             fld.keys[enc.key] = k
         return k
 
-    def _write_all(self) -> None:
-        for lay in list(self._layers.values()):
-            self._write_layer(lay)
-        self._buffered_bytes = 0
-        self._oldest = None
+    def _write_all(self, aligned: bool = False) -> None:
+        """Write what is buffered; ``aligned``: only whole inner-chunk rows.
 
-    def _write_layer(self, lay: _Layer) -> None:
-        if not any(f.pending_index for f in lay.fields):
+        A write that ends inside an inner chunk makes the next one decode, merge and
+        encode that chunk again; so writes forced by the buffer's byte bound stop at
+        chunk boundaries and keep the rest (commits by time or ``flush`` take all).
+        """
+        wrote = sum(self._write_layer(lay, aligned) for lay in list(self._layers.values()))
+        if aligned and not wrote:
+            # No chunk row is complete yet (large records): keep buffering, up to a
+            # hard bound of 4x max_buffer_bytes.
+            if self._buffered_bytes < 4 * self.max_buffer_bytes:
+                return
+            self._write_all()
             return
+        self._buffered_bytes = sum(
+            row.nbytes
+            for lay in self._layers.values()
+            for fld in lay.fields
+            for rows in fld.pending_rows.values()
+            for row in rows
+        )
+        if not any(fld.pending_index for lay in self._layers.values() for fld in lay.fields):
+            self._oldest = None
+
+    def _write_layer(self, lay: _Layer, aligned: bool = False) -> int:
+        if not any(f.pending_index for f in lay.fields):
+            return 0
         self._error_where = f"monitor {lay.monitor!r}, layer {lay.name!r}"
         if not lay.created:
             mkey = node_key(lay.monitor)
@@ -931,12 +951,12 @@ class StoreWriter:
                 lay.path, attributes=layer_attrs(lay.name, lay.structure, len(lay.fields))
             )
             lay.created = True
-        for fld in lay.fields:
-            self._write_field(lay, fld)
+        return sum(self._write_field(lay, fld, aligned) for fld in lay.fields)
 
-    def _write_field(self, lay: _Layer, fld: _Field) -> None:
+    def _write_field(self, lay: _Layer, fld: _Field, aligned: bool = False) -> int:
+        """Write and commit the field's pending steps (a prefix of them if ``aligned``)."""
         if not fld.pending_index:
-            return
+            return 0
         if fld.index is None:
             try:
                 grp = self._root[fld.path]  # left by a run killed before its first commit
@@ -953,22 +973,39 @@ class StoreWriter:
                 config={"write_empty_chunks": True},
                 overwrite=True,
             )
+        segs = {}
         for k, rows in fld.pending_rows.items():
-            if not rows:
-                continue
-            seg = fld.arrays.get(k)
-            if seg is None:
-                seg = self._open_segment(fld, k, rows[0])
-            seg.write(np.stack(rows))
-        fld.pending_rows.clear()
+            if rows:
+                segs[k] = fld.arrays.get(k) or self._open_segment(fld, k, rows[0])
+        steps = len(fld.pending_index)
+        if aligned:
+            # The longest prefix of steps whose rows end on inner-chunk boundaries.
+            limit = {}
+            for k, seg in segs.items():
+                end = seg.desc["rows"] + len(fld.pending_rows[k])
+                limit[k] = end - end % seg.main.chunks[0]
+            steps = 0
+            for k, row in fld.pending_index:
+                if k >= 0 and row >= limit[k]:
+                    break
+                steps += 1
+            if not steps:
+                return 0
+        done = fld.pending_index[:steps]
+        for k, seg in segs.items():
+            n = sum(1 for kk, _ in done if kk == k)
+            if n:
+                seg.write(np.stack(fld.pending_rows[k][:n]))
+                del fld.pending_rows[k][:n]
         n0 = fld.committed
-        n1 = n0 + len(fld.pending_index)
+        n1 = n0 + steps
         fld.index.resize((n1, 2))
-        fld.index[n0:n1] = np.asarray(fld.pending_index, dtype=np.int32)
+        fld.index[n0:n1] = np.asarray(done, dtype=np.int32)
         fld.summary.write(self._root[fld.path], n0, n1)
         fld.committed = n1
         self._commit_field(fld)
-        fld.pending_index.clear()
+        del fld.pending_index[:steps]
+        return steps
 
     def _commit_field(self, fld: _Field) -> None:
         """Write the field's attributes: the atomic commit point."""

@@ -202,10 +202,11 @@ def test_buffered_bytes_are_bounded(tmp_path: Path) -> None:
     path = tmp_path / "s"
     row = 64 * 1024
     with StoreWriter(path, flush_interval=3600, max_buffer_bytes=4 * row) as w:
-        for i in range(8):
+        for i in range(20):
             w.append("v", "a", torch.full((row // 4,), float(i)))
-        # Far sooner than flush_interval, the byte bound forces a write.
-        _wait_for(lambda: _on_disk(path, "v", "a") >= 4, 5.0, "byte-bound write")
+        # Far sooner than flush_interval, the byte bound forces a write: at whole
+        # inner-chunk rows (16 steps here), and at the latest at 4x the bound.
+        _wait_for(lambda: _on_disk(path, "v", "a") >= 16, 5.0, "byte-bound write")
 
 
 # -------------------------------------------------------- 2. resume and append
