@@ -514,6 +514,7 @@ class StoreWriter:
         self._error_where = ""
         self._closed = False
         self._buffered_bytes = 0
+        self._buffer_mark = 0
         self._oldest: float | None = None
         self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
         self._thread.start()
@@ -847,7 +848,7 @@ class StoreWriter:
                 if self._error is None and self._oldest is not None:
                     if time.monotonic() - self._oldest >= self.flush_interval:
                         self._write_all()
-                    elif self._buffered_bytes >= self.max_buffer_bytes:
+                    elif self._buffered_bytes >= max(self.max_buffer_bytes, self._buffer_mark):
                         self._write_all(aligned=True)
             except BaseException as exc:
                 if self._error is None:
@@ -921,14 +922,11 @@ class StoreWriter:
         encode that chunk again; so writes forced by the buffer's byte bound stop at
         chunk boundaries and keep the rest (commits by time or ``flush`` take all).
         """
-        wrote = sum(self._write_layer(lay, aligned) for lay in list(self._layers.values()))
-        if aligned and not wrote:
-            # No chunk row is complete yet (large records): keep buffering, up to a
-            # hard bound of 4x max_buffer_bytes.
-            if self._buffered_bytes < 4 * self.max_buffer_bytes:
-                return
-            self._write_all()
-            return
+        # Records too large to fill an inner chunk row within the bound stay
+        # buffered, up to a hard bound of 4x max_buffer_bytes.
+        aligned = aligned and self._buffered_bytes < 4 * self.max_buffer_bytes
+        for lay in list(self._layers.values()):
+            self._write_layer(lay, aligned)
         self._buffered_bytes = sum(
             row.nbytes
             for lay in self._layers.values()
@@ -936,6 +934,9 @@ class StoreWriter:
             for rows in fld.pending_rows.values()
             for row in rows
         )
+        # After a partial write, wait for half a bound more before the next one
+        # (not at every record while what is left stays above the bound).
+        self._buffer_mark = self._buffered_bytes + self.max_buffer_bytes // 2 if aligned else 0
         if not any(fld.pending_index for lay in self._layers.values() for fld in lay.fields):
             self._oldest = None
 
