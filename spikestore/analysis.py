@@ -51,6 +51,7 @@ from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
 __all__ = [
     "summary",
     "firing_rate",
+    "mean_rate",
     "spike_counts",
     "raster",
     "traces",
@@ -330,6 +331,23 @@ def _summary_decoded(layer: Any, sel: np.ndarray, field: int, axis0: bool) -> np
         if r is not None:
             out[i] = r[0]
     return out
+
+
+def mean_rate(layer: Any, field: int = 0) -> float | None:
+    """Spikes per element over the whole layer, from its stored summary alone.
+
+    None when the store has no summary for the field (format 1.0): nothing is decoded.
+    """
+    fld = _field(layer, field)
+    n = len(layer)
+    if fld.group is None or not n or SUMMARY not in fld.group:
+        return None
+    arr = fld.group[SUMMARY]
+    if arr.shape[0] < n:
+        return None
+    s = read_retrying(arr.__getitem__, slice(0, n))
+    total = float(np.nansum(s[:, _STAT["numel"]]))
+    return float(np.nansum(s[:, _STAT["sum"]])) / total if total else None
 
 
 def firing_rate(layer: Any, steps: Any = None, *, over: str = "step", field: int = 0) -> np.ndarray:

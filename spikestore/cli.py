@@ -12,6 +12,7 @@ __all__ = ["main", "info"]
 
 def info(path: str) -> dict[str, Any]:
     """A summary of every monitor and layer of the store at ``path``."""
+    from .analysis import mean_rate
     from .reader import open as open_store
 
     store = open_store(path)
@@ -32,13 +33,14 @@ def info(path: str) -> dict[str, Any]:
                 "bytes": stored,
                 "float32_bytes": f32,
                 "ratio_vs_float32": round(f32 / stored, 2) if stored else None,
+                "spike_rate": mean_rate(layer) if layer.encodings == ["bitpack"] else None,
             }
         )
     return {"path": str(path), "format_version": store.version, "layers": layers}
 
 
 def _table(summary: dict[str, Any]) -> str:
-    head = ["monitor", "layer", "steps", "shape", "dtype", "encoding", "bytes", "x f32"]
+    head = ["monitor", "layer", "steps", "shape", "dtype", "encoding", "bytes", "x f32", "rate"]
     rows = [head]
     for r in summary["layers"]:
         rows.append(
@@ -52,6 +54,7 @@ def _table(summary: dict[str, Any]) -> str:
                 ",".join(r["encoding"]),
                 f"{r['bytes']:,}",
                 f"{r['ratio_vs_float32']:.1f}" if r["ratio_vs_float32"] else "-",
+                f"{r['spike_rate']:.4f}" if r["spike_rate"] is not None else "-",
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]

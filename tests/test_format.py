@@ -255,3 +255,21 @@ def test_cli_as_module_exits_nonzero_without_traceback(tmp_path):
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert zarr.__version__
+
+
+def test_cli_info_shows_the_spike_rate_from_summaries(tmp_path, capsys):
+    path = tmp_path / "s"
+    x = torch.zeros(10, 10)
+    x[0, :5] = 1  # 5 spikes of 100
+    with spikestore.StoreWriter(path) as w:
+        for _ in range(4):
+            w.append("output", "sn", x)
+            w.append("v", "sn", torch.randn(3))
+    assert cli_main(["info", "--json", str(path)]) == 0
+    layers = {(r["monitor"], r["layer"]): r for r in json.loads(capsys.readouterr().out)["layers"]}
+    assert layers[("output", "sn")]["spike_rate"] == pytest.approx(0.05)
+    assert layers[("v", "sn")]["spike_rate"] is None
+    # A 1.0 store has no summaries: info says nothing rather than decoding.
+    assert cli_main(["info", "--json", str(FIXTURES / "store_v1.0")]) == 0
+    old = json.loads(capsys.readouterr().out)["layers"]
+    assert all(r["spike_rate"] is None for r in old)
