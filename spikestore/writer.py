@@ -392,8 +392,8 @@ class StoreWriter:
         or creates one.
     compressor, level : str, int, optional
         One of ``zstd``, ``zlib``, ``blosc-lz4``, ``blosc-zstd`` and its level, for
-        every array of the store. By default spikes use zstd 1 and other tensors
-        Blosc zstd 1 with byte shuffle.
+        every array of the store. By default spikes use the ``spikestore.spikes``
+        codec (level 1) and other tensors Blosc zstd 1 with byte shuffle.
     flush_interval : float
         At most this many seconds pass between a record being taken and it being
         committed to disk, whether or not more records arrive (unless the disk is
@@ -403,6 +403,10 @@ class StoreWriter:
         bytes buffered before a write (8 MiB; up to 4x that while records too large
         to fill an inner chunk row are buffered). When the queue is full, ``append``
         waits: a slow disk slows the caller instead of filling memory.
+    shard_steps, chunk_bytes : int
+        Steps per shard file (2048; more for small records) and the target size of
+        an inner chunk (256 KiB, at least 16 steps): one step's read decodes one
+        chunk row, one neuron's history one chunk column.
     store : zarr Store, optional
         Write into this Zarr store instead of a local directory (tests, memory).
     tune_allocator : bool
@@ -418,7 +422,7 @@ class StoreWriter:
     (``SIGKILL``, power loss aside: nothing is ``fsync``-ed) leaves a store that
     opens and reads back every committed record exactly. What a crash loses is
     bounded by the flush policy: the records of the last ``flush_interval``
-    seconds, at most about ``max_queue_bytes + max_buffer_bytes`` bytes of them,
+    seconds, at most about ``max_queue_bytes + 4 * max_buffer_bytes`` bytes of them,
     and none appended before the last :meth:`flush` or :meth:`close` returned.
     Reopen with ``mode="a"`` to go on: each layer continues after its last
     committed step.
@@ -456,7 +460,7 @@ class StoreWriter:
         flush_interval: float = 1.0,
         max_queue_bytes: int = 16 << 20,
         max_buffer_bytes: int = 8 << 20,
-        shard_steps: int = 1024,
+        shard_steps: int = 2048,
         chunk_bytes: int = 1 << 18,
         store: Any = None,
         tune_allocator: bool = True,
