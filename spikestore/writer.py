@@ -64,7 +64,7 @@ _SINGLE = ("tensor", "number", "none")
 # Rows of the open shard go to a tail array and each shard file is written once
 # (see _shardfile), so shard size costs neither memory nor rewrites; the cap only keeps
 # single files of huge records reasonable.
-_MAX_SHARD_BYTES = {"raw": 1 << 30, "bitpack": 1 << 30}
+_MAX_SHARD_BYTES = 1 << 30
 _M_MMAP_THRESHOLD = -3
 _allocator_tuned = False
 
@@ -313,7 +313,7 @@ def _layout(
     itemsize: int,
     shard_steps: int,
     chunk_bytes: int,
-    max_shard_bytes: int = _MAX_SHARD_BYTES["raw"],
+    max_shard_bytes: int = _MAX_SHARD_BYTES,
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Chunk and shard shapes for a segment of rows of ``row_shape``.
 
@@ -1031,7 +1031,6 @@ class StoreWriter:
                 itemsize,
                 self.shard_steps,
                 self.chunk_bytes,
-                _MAX_SHARD_BYTES[desc["encoding"]],
             )
             serializer: Any = "auto"
             if spikes and self.compressor is None:
