@@ -99,13 +99,18 @@ def checksum() -> Any:
     return Crc32cCodec()
 
 
-def spike_bits(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def spike_bits(
+    t: torch.Tensor, permute: tuple[int, ...] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(is_spikes, bits)`` on ``t``'s device without synchronising.
 
     ``is_spikes`` is a 0-d bool tensor: every element is exactly 0 or 1 (for
     floats, ``+0.0`` or ``1.0``; ``-0.0`` is not a spike since it would not
-    round-trip). ``bits`` is ``t == 1`` as a bool tensor.
+    round-trip). ``bits`` is ``t == 1`` as a bool tensor, with its axes in the
+    order ``permute`` (a view; :func:`pack_bits` flattens it in that order).
     """
+    if permute is not None:
+        t = t.permute(permute)
     if t.dtype == torch.bool:
         return torch.ones((), dtype=torch.bool, device=t.device), t
     ones = t == 1
@@ -178,10 +183,9 @@ def encode(
     shape = tuple(t.shape)
     if t.numel() and not python_scalar:
         if spikes is None:
-            src = t.permute(permute) if permute is not None else t
-            flag, bits = spike_bits(src)
+            flag, bits = spike_bits(t, permute)
             if bool(flag):
-                packed = pack_bits(bits.contiguous())
+                packed = pack_bits(bits)
                 return Encoded(SPIKE_ENCODING, name, shape, packed.numpy(), permute=permute)
         elif bool(spikes[0]):
             return Encoded(SPIKE_ENCODING, name, shape, spikes[1].numpy(), permute=permute)

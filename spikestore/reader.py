@@ -416,7 +416,7 @@ class _FieldReader:
                     f"{self.where}: corrupt index at steps {int(hit.min())}..{int(hit.max())}: "
                     f"rows past the end of segment {seg['array']}"
                 )
-            data = self._rows(int(k), rows, steps[sel])
+            data = self.take(int(k), rows, (), steps[sel])
             try:
                 dec = decode_rows(data, seg, device)
             except Exception as exc:
@@ -428,9 +428,6 @@ class _FieldReader:
             for j, pos in enumerate(sel):
                 out[pos] = dec[j].item() if scalar else dec[j]
         return out
-
-    def _rows(self, k: int, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        return self.take(k, rows, (), steps)
 
     def tail(self, k: int) -> Any:
         """The unsharded array holding segment ``k``'s rows past ``sealed``."""
@@ -626,17 +623,15 @@ class LayerReader(Sequence[Any]):
     def read(self, key: Any, device: torch.device | str | None = None) -> Any:
         """Like ``layer[key]``, decoding onto ``device``."""
         steps, many = self._steps(key)
-        device = device if device is not None else self._monitor.store.device
-        cols = [f.read(steps, device) for f in self._fields]
-        records = [self._assemble([c[j] for c in cols]) for j in range(len(steps))]
-        if not many:
-            return records[0]
-        return _stack(records)
+        records = self._decode(steps, device)
+        return _stack(records) if many else records[0]
 
     def records(self, key: Any = slice(None)) -> list[Any]:
         """Like ``layer[key]`` but always a list, never stacked."""
-        steps, _ = self._steps(key)
-        device = self._monitor.store.device
+        return self._decode(self._steps(key)[0], None)
+
+    def _decode(self, steps: np.ndarray, device: torch.device | str | None) -> list[Any]:
+        device = device if device is not None else self._monitor.store.device
         cols = [f.read(steps, device) for f in self._fields]
         return [self._assemble([c[j] for c in cols]) for j in range(len(steps))]
 

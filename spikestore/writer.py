@@ -179,10 +179,10 @@ def _pack_cpu(t: torch.Tensor, permute: tuple[int, ...] | None) -> _DeviceLeaf |
         return None
     if not bool(head_ok):
         return None
-    flag, bits = spike_bits(t.permute(permute) if permute is not None else t)
+    flag, bits = spike_bits(t, permute)
     if not bool(flag):
         return None
-    packed = pack_bits(bits.contiguous())
+    packed = pack_bits(bits)
     meta = torch.empty(t.shape, dtype=t.dtype, device="meta")
     return _DeviceLeaf(meta, flag, packed, None, permute)
 
@@ -749,8 +749,8 @@ class StoreWriter:
 
     def _to_host_async(self, t: torch.Tensor, permute: tuple[int, ...] | None) -> _DeviceLeaf:
         """Detect and pack spikes on the device; copy only packed bits to the host."""
-        flag, bits = spike_bits(t.permute(permute) if permute is not None else t)
-        packed = pack_bits(bits.contiguous())
+        flag, bits = spike_bits(t, permute)
+        packed = pack_bits(bits)
         host = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
         host.copy_(packed, non_blocking=True)
         flag_h = torch.empty((), dtype=torch.bool, pin_memory=True)
