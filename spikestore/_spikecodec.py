@@ -13,8 +13,8 @@ All integers are unsigned little-endian. An encoded chunk is::
 
     offset  size  field
     0       2     magic b"SK"
-    2       1     format version, currently 1
-    3       1     mode: 0 = ZERO, 1 = RAW, 2 = TREE
+    2       1     chunk layout version: 1, or 2 for a MOTION chunk
+    3       1     mode: 0 = ZERO, 1 = RAW, 2 = TREE, 3 = MOTION (version 2 only)
     4       4     uint32 R, rows of the chunk (S)
     8       4     uint32 C, columns of the chunk in bytes (Cb)
     12      ...   payload of the mode
@@ -48,11 +48,41 @@ Let ``n0 = R * C`` be the number of chunk bytes, in C order (row-major).
       chunk = b.reshape(R, C)
 
   ``d = 0`` is plain Zstandard of the chunk bytes.
+- ``MOTION`` (context coding of spike planes, :mod:`spikestore._motion`): each row's
+  ``8 * C`` bits (``np.unpackbits``, bit order big) are ``P = 8 * C / (H * W * T)``
+  planes of ``H * W * T`` bits in C order ``(y, x, t)``: a neuron's ``T`` time steps
+  are contiguous. The chunk's ``Q = R * P`` planes, row by row, form bits
+  ``X[t, q, y, x]``. Payload::
+
+      12      4        uint32 H
+      16      4        uint32 W
+      20      4        uint32 T (>= 2)
+      24      32       flip: 256 bits (np.packbits, big), one per context
+      56      256      rank: uint8 per context, a permutation of 0..255
+      312     4        uint32 Lm
+      316     Lm       Zstandard frame of Q bytes: the motion m[q] of each plane, 0..4
+      316+Lm  ...      a nested chunk (this layout, version 1, R = 1, C = n0) holding
+                       the packed stream bits, np.packbits(stream)
+
+  Plane ``q`` moves by ``(dy, dx) = [(0,0), (0,1), (1,0), (0,-1), (-1,0)][m[q]]``; let
+  ``(ey, ex) = (dx, dy)``, or ``(1, 0)`` for ``(0, 0)``. With ``f(k, y, x)`` the bit
+  ``X[t - k, q, y, x]`` (0 when ``t - k < 0`` or ``(y, x)`` is off the plane), the
+  context of ``X[t, q, y, x]`` is the byte whose bits 0-7 are ``f(1, y-dy, x-dx)``,
+  ``f(1, y, x)``, ``f(2, y-dy, x-dx)``, ``f(2, y, x)``, ``f(2, y-2dy, x-2dx)``,
+  ``f(1, y-dy-ey, x-dx-ex)``, ``f(1, y-dy+ey, x-dx+ex)``, ``f(1, y+dy, x+dx)``. The
+  stream is frame 0's ``Q * H * W`` bits, then frame 1's, and so on; within a frame
+  the bits are sorted by ``rank[context]``, stably (ties keep C order ``(q, y, x)``),
+  and each is XORed with ``flip[context]``. A decoder rebuilds frame ``t`` from
+  frames ``t - 1`` and ``t - 2``: compute every context, sort the same way, and
+  scatter the frame's slice of the stream back.
 
 The encoder picks ZERO for an all-zero chunk, otherwise TREE, and RAW when TREE
 would not be smaller than the chunk. It deepens the tree while the current level
 has fewer than three quarters of its bytes non-zero, so dense chunks get ``d = 0``
-and sparse chunks 1-4. Decoders must accept any valid ``d``.
+and sparse chunks 1-4. Decoders must accept any valid ``d``. When the codec knows
+the plane shape (``frame``) and the chunk holds whole planes, the encoder also
+tries MOTION, choosing each plane's motion, ``rank`` and ``flip`` from the data
+(decoders accept any), and keeps it when smaller than TREE.
 
 Examples
 --------
@@ -75,6 +105,8 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import JSON, parse_named_configuration
 from zarr.registry import register_codec
 
+from . import _motion
+
 if TYPE_CHECKING:
     from typing import Self
 
@@ -86,12 +118,13 @@ if TYPE_CHECKING:
 __all__ = ["CODEC_NAME", "FORMAT_VERSION", "SpikeCodec", "decode_chunk", "encode_chunk"]
 
 CODEC_NAME = "spikestore.spikes"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_LEVEL = 1
 
 MODE_ZERO = 0
 MODE_RAW = 1
 MODE_TREE = 2
+MODE_MOTION = 3
 
 _MAGIC = b"SK"
 _HEADER = struct.Struct("<2sBBII")
@@ -103,6 +136,11 @@ _MAX_DEPTH = 8
 # spikes, 0.65-0.8 give the same sizes and 0.9 only costs time.
 _SPLIT_BELOW = 0.75
 _MIN_SPLIT_BYTES = 64
+# MOTION: after the common header, uint32 H, W, T, 32 bytes of flip bits, 256 bytes of
+# context ranks and the uint32 size of the motion stream.
+_MOTION_HEADER = struct.Struct("<III32s256sI")
+_MOTION_MIN_BYTES = 1024  # smaller TREE chunks are not worth the side information
+_MOTION_MIN_GAIN = 0.95  # try MOTION only if its estimate is this much below TREE
 
 
 def _level_sizes(n0: int, depth: int) -> list[int]:
@@ -112,34 +150,11 @@ def _level_sizes(n0: int, depth: int) -> list[int]:
     return sizes
 
 
-def encode_chunk(a: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
-    """Encode one chunk of packed spikes (uint8, 1-D or 2-D) to bytes.
-
-    Parameters
-    ----------
-    a : np.ndarray
-        ``uint8`` array of shape ``(S, Cb)`` (a 1-D array is one row).
-    level : int
-        Zstandard level of the streams.
-
-    Returns
-    -------
-    bytes
-        The encoded chunk, laid out as in the module docstring.
-    """
-    a = np.asarray(a)
-    if a.dtype != np.uint8:
-        raise TypeError(f"spike chunks must be uint8, got {a.dtype}")
-    if a.ndim == 1:
-        a = a.reshape(1, -1)
-    if a.ndim != 2:
-        raise ValueError(f"spike chunks must be 1-D or 2-D, got shape {a.shape}")
-    rows, cols = a.shape
-    flat = np.ascontiguousarray(a).reshape(-1)
+def _encode_flat(flat: np.ndarray, rows: int, cols: int, level: int) -> bytes:
+    """ZERO, TREE or RAW encoding of the ``rows * cols`` bytes ``flat`` (version 1)."""
     nonzero = np.count_nonzero(flat)
     if nonzero == 0:
-        return _HEADER.pack(_MAGIC, FORMAT_VERSION, MODE_ZERO, rows, cols)
-
+        return _HEADER.pack(_MAGIC, 1, MODE_ZERO, rows, cols)
     zstd = Zstd(level=level)
     streams: list[bytes] = []
     cur = flat
@@ -159,15 +174,98 @@ def encode_chunk(a: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
     body = b"".join(streams)
     payload_size = _TREE_HEADER.size + 4 * len(streams) + len(body)
     if payload_size >= flat.size:
-        return _HEADER.pack(_MAGIC, FORMAT_VERSION, MODE_RAW, rows, cols) + flat.tobytes()
+        return _HEADER.pack(_MAGIC, 1, MODE_RAW, rows, cols) + flat.tobytes()
     return b"".join(
         (
-            _HEADER.pack(_MAGIC, FORMAT_VERSION, MODE_TREE, rows, cols),
+            _HEADER.pack(_MAGIC, 1, MODE_TREE, rows, cols),
             _TREE_HEADER.pack(depth),
             struct.pack(f"<{len(sizes)}I", *sizes),
             body,
         )
     )
+
+
+def _planes(frame: tuple[int, int, int] | None, rows: int, cols: int) -> int:
+    """Planes of ``frame`` bits in the chunk, or 0 when MOTION does not apply."""
+    if frame is None:
+        return 0
+    h, w, t = frame
+    plane = h * w * t
+    if t < 2 or plane == 0 or (cols * 8) % plane:
+        return 0
+    return rows * (cols * 8 // plane)
+
+
+def _encode_motion(
+    a: np.ndarray, frame: tuple[int, int, int], planes: int, level: int, budget: int
+) -> bytes | None:
+    """MOTION encoding of chunk ``a``, or None when it would not beat ``budget`` bytes."""
+    h, w, t = frame
+    rows, cols = a.shape
+    x = np.unpackbits(a, axis=1).reshape(planes, h, w, t).transpose(3, 0, 1, 2)
+    x = np.ascontiguousarray(x)
+    motion = _motion.choose_motion(x)
+    # Context coding costs about the conditional entropy: estimate it (on a quarter of
+    # the planes of big chunks) and skip the sort when it cannot beat the TREE bytes.
+    step = 4 if planes >= 32 else 1
+    sub = x[:, ::step]
+    ctx = _motion.contexts(sub, motion[::step])
+    estimate = _motion.entropy_bits(ctx, sub) / 8 * step + _MOTION_HEADER.size
+    if estimate >= _MOTION_MIN_GAIN * budget:
+        return None
+    if step != 1:
+        ctx = _motion.contexts(x, motion)
+    stream, rank, flip = _motion.order_bits(x, motion, ctx)
+    motion_frame = Zstd(level=level).encode(motion.tobytes())
+    bits = _encode_flat(np.packbits(stream), 1, rows * cols, level)
+    out = b"".join(
+        (
+            _HEADER.pack(_MAGIC, 2, MODE_MOTION, rows, cols),
+            _MOTION_HEADER.pack(h, w, t, np.packbits(flip).tobytes(), rank.tobytes(), len(motion_frame)),
+            motion_frame,
+            bits,
+        )
+    )
+    return out if len(out) < budget else None
+
+
+def encode_chunk(
+    a: np.ndarray, level: int = DEFAULT_LEVEL, frame: tuple[int, int, int] | None = None
+) -> bytes:
+    """Encode one chunk of packed spikes (uint8, 1-D or 2-D) to bytes.
+
+    Parameters
+    ----------
+    a : np.ndarray
+        ``uint8`` array of shape ``(S, Cb)`` (a 1-D array is one row).
+    level : int
+        Zstandard level of the streams.
+    frame : (H, W, T), optional
+        Each row is a sequence of planes of ``H * W * T`` bits, time last (a
+        convolutional layer's ``[..., H, W, T]`` record). Enables the MOTION mode,
+        used when it is smaller than TREE.
+
+    Returns
+    -------
+    bytes
+        The encoded chunk, laid out as in the module docstring.
+    """
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        raise TypeError(f"spike chunks must be uint8, got {a.dtype}")
+    if a.ndim == 1:
+        a = a.reshape(1, -1)
+    if a.ndim != 2:
+        raise ValueError(f"spike chunks must be 1-D or 2-D, got shape {a.shape}")
+    rows, cols = a.shape
+    flat = np.ascontiguousarray(a).reshape(-1)
+    tree = _encode_flat(flat, rows, cols, level)
+    planes = _planes(frame, rows, cols)
+    if planes and len(tree) > _MOTION_MIN_BYTES and frame is not None:
+        motion = _encode_motion(a, frame, planes, level, len(tree))
+        if motion is not None:
+            return motion
+    return tree
 
 
 def _zstd_content_size(frame: memoryview) -> int | None:
@@ -202,6 +300,34 @@ def _decode_stream(frame: memoryview, expected: int, what: str) -> np.ndarray:
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"spike chunk: {what} is not a valid zstd frame: {err}") from err
     return out
+
+
+def _decode_motion(rest: memoryview, rows: int, cols: int) -> np.ndarray:
+    if len(rest) < _MOTION_HEADER.size:
+        raise ValueError("spike chunk: truncated MOTION header")
+    h, w, t, flip_bits, rank_bytes, motion_size = _MOTION_HEADER.unpack_from(rest)
+    planes = _planes((h, w, t), rows, cols)
+    if not planes:
+        raise ValueError(
+            f"spike chunk: MOTION frame ({h}, {w}, {t}) does not divide rows of {cols} bytes"
+        )
+    rank = np.frombuffer(rank_bytes, np.uint8)
+    if not np.array_equal(np.sort(rank), np.arange(_motion.NCTX)):
+        raise ValueError("spike chunk: MOTION context ranks are not a permutation of 0..255")
+    flip = np.unpackbits(np.frombuffer(flip_bits, np.uint8))
+    pos = _MOTION_HEADER.size
+    if len(rest) < pos + motion_size:
+        raise ValueError("spike chunk: truncated MOTION motion stream")
+    motion = _decode_stream(rest[pos : pos + motion_size], planes, "motion stream")
+    if motion.size and motion.max() >= len(_motion.MOTIONS):
+        raise ValueError(f"spike chunk: motion index {int(motion.max())} is out of range")
+    nested = rest[pos + motion_size :]
+    if len(nested) > 3 and nested[3] == MODE_MOTION:
+        raise ValueError("spike chunk: a MOTION chunk cannot nest another MOTION chunk")
+    packed = decode_chunk(nested, (rows * cols,))
+    stream = np.unpackbits(packed)
+    x = _motion.unorder_bits(stream, (t, planes, h, w), motion, rank, flip)
+    return np.packbits(x.transpose(1, 2, 3, 0).reshape(rows, cols * 8), axis=1)
 
 
 def decode_chunk(
@@ -262,8 +388,10 @@ def decode_chunk(
         if len(rest) != n0:
             raise ValueError(f"spike chunk: RAW payload has {len(rest)} bytes, expected {n0}")
         return np.frombuffer(rest, np.uint8).copy().reshape(shape)
+    if mode == MODE_MOTION and version >= 2:
+        return _decode_motion(rest, rows, cols).reshape(shape)
     if mode != MODE_TREE:
-        raise ValueError(f"spike chunk: unknown mode {mode}")
+        raise ValueError(f"spike chunk: unknown mode {mode} in a version-{version} chunk")
 
     if len(rest) < _TREE_HEADER.size:
         raise ValueError("spike chunk: truncated TREE header")
@@ -316,6 +444,18 @@ def _parse_level(data: JSON) -> int:
     return data
 
 
+def _parse_frame(data: Any) -> tuple[int, int, int] | None:
+    if data is None:
+        return None
+    if (
+        not isinstance(data, (list, tuple))
+        or len(data) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in data)
+    ):
+        raise ValueError(f"frame must be three positive ints [H, W, T], got {data!r}")
+    return (int(data[0]), int(data[1]), int(data[2]))
+
+
 @dataclass(frozen=True)
 class SpikeCodec(ArrayBytesCodec):
     """Array-to-bytes codec for packed spike chunks (``uint8``), name ``spikestore.spikes``.
@@ -324,6 +464,9 @@ class SpikeCodec(ArrayBytesCodec):
     ----------
     level : int
         Zstandard level of the compressed streams (default 1).
+    frame : [H, W, T], optional
+        The rows hold planes of ``H * W * T`` bits, time last; lets the encoder use
+        the MOTION mode (see the module docstring). Decoding never needs it.
 
     Examples
     --------
@@ -335,14 +478,22 @@ class SpikeCodec(ArrayBytesCodec):
     is_fixed_size = False
 
     level: int = DEFAULT_LEVEL
+    frame: tuple[int, int, int] | None = None
 
-    def __init__(self, *, level: int = DEFAULT_LEVEL, version: int = FORMAT_VERSION) -> None:
-        if version != FORMAT_VERSION:
+    def __init__(
+        self,
+        *,
+        level: int = DEFAULT_LEVEL,
+        frame: Any = None,
+        version: int = FORMAT_VERSION,
+    ) -> None:
+        if isinstance(version, bool) or version not in (1, FORMAT_VERSION):
             raise ValueError(
                 f"{CODEC_NAME} configuration version {version} is not supported "
-                f"(this build writes and reads version {FORMAT_VERSION})"
+                f"(this build reads versions 1 and {FORMAT_VERSION})"
             )
         object.__setattr__(self, "level", _parse_level(level))
+        object.__setattr__(self, "frame", _parse_frame(frame))
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
@@ -350,10 +501,13 @@ class SpikeCodec(ArrayBytesCodec):
         return cls(**(configuration or {}))  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, JSON]:
-        return {
-            "name": CODEC_NAME,
-            "configuration": {"level": self.level, "version": FORMAT_VERSION},
-        }
+        # Without a frame no chunk is MOTION: such arrays stay readable by version-1
+        # decoders (spikestore < 0.2), so they say version 1.
+        config: dict[str, JSON] = {"level": self.level, "version": 1}
+        if self.frame is not None:
+            config["version"] = FORMAT_VERSION
+            config["frame"] = list(self.frame)
+        return {"name": CODEC_NAME, "configuration": config}
 
     def validate(
         self,
@@ -375,7 +529,7 @@ class SpikeCodec(ArrayBytesCodec):
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        data = encode_chunk(chunk_array.as_numpy_array(), self.level)
+        data = encode_chunk(chunk_array.as_numpy_array(), self.level, self.frame)
         return chunk_spec.prototype.buffer.from_bytes(data)
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:

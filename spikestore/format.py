@@ -1,4 +1,4 @@
-"""The on-disk layout of a spikestore store (format version 1.1).
+"""The on-disk layout of a spikestore store (format version 1.2).
 
 This module is the contract between the writer and the reader. It imports
 nothing from the rest of the package, only the standard library, so the layout
@@ -55,7 +55,7 @@ __all__ = [
 
 FORMAT_NAME = "spikestore"
 #: (major, minor). A reader refuses a store whose major version is newer than its own.
-FORMAT_VERSION = (1, 1)
+FORMAT_VERSION = (1, 2)
 
 #: Spikes: each record flattened (C order), bit-packed 8 to a byte, MSB first.
 SPIKE_ENCODING = "bitpack"

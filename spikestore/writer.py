@@ -308,18 +308,25 @@ def _pow2_floor(x: int) -> int:
     return 1 << max(0, int(x).bit_length() - 1)
 
 
+# Larger planes would make chunks of whole planes too big; they get TREE coding only.
+_MAX_FRAME_BITS = 1 << 20
+
+
 def _layout(
     row_shape: tuple[int, ...],
     itemsize: int,
     shard_steps: int,
     chunk_bytes: int,
     max_shard_bytes: int = _MAX_SHARD_BYTES,
+    unit: int = 1,
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Chunk and shard shapes for a segment of rows of ``row_shape``.
 
     Inner chunks hold at least 16 steps and about ``chunk_bytes`` bytes, split
     over the record's trailing axes, so one step and one neuron's history both
     decode little; a shard holds ``shard_steps`` steps (more for tiny records).
+    For 1-D rows, ``unit`` makes the chunk width a multiple of it (whole spike
+    planes for the MOTION coding), even if that pads the last chunk.
     """
     row_bytes = max(1, math.prod(row_shape) * itemsize)
     steps = min(max(16, _pow2_floor(chunk_bytes // row_bytes)), 4096)
@@ -337,8 +344,24 @@ def _layout(
         else:
             chunk[ax] = max(1, budget)
             break
+    if unit > 1 and len(row_shape) == 1:
+        whole = math.ceil(max(1, row_shape[0]) / unit) * unit
+        chunk[0] = min(whole, max(unit, budget // unit * unit))
     shard_rest = [math.ceil(max(1, d) / c) * c for d, c in zip(row_shape, chunk, strict=True)]
     return (steps, *chunk), (shard, *shard_rest)
+
+
+def _spike_frame(
+    shape: tuple[int, ...], permute: tuple[int, ...] | None
+) -> tuple[int, int, int] | None:
+    """``(H, W, T)`` planes of a time-last spike record of 4 or more axes (a conv
+    layer's ``[T, (B,) C, H, W]``), for the MOTION coding; None for other records."""
+    if permute is None or len(shape) < 4:
+        return None
+    h, w, t = (shape[p] for p in permute[-3:])
+    if t < 2 or h * w < 2 or h * w * t > _MAX_FRAME_BITS:
+        return None
+    return h, w, t
 
 
 def _permutation(time_axis: int | None, ndim: int) -> tuple[int, ...] | None:
@@ -1026,17 +1049,25 @@ class StoreWriter:
         else:
             spikes = desc["encoding"] == SPIKE_ENCODING
             itemsize = row.dtype.itemsize
+            frame = None
+            if spikes and self.compressor is None:
+                perm = desc.get("permute")
+                frame = _spike_frame(tuple(desc["shape"]), tuple(perm) if perm else None)
+            unit = math.lcm(8, math.prod(frame)) // 8 if frame else 1
             chunks, shards = _layout(
                 row.shape,
                 itemsize,
                 self.shard_steps,
                 self.chunk_bytes,
+                unit=unit,
             )
             serializer: Any = "auto"
             if spikes and self.compressor is None:
                 # The default spike encoding: a registered codec that compresses
                 # packed bits close to their entropy (see spikestore._spikecodec).
-                serializer = SpikeCodec(level=self.level if self.level is not None else 1)
+                serializer = SpikeCodec(
+                    level=self.level if self.level is not None else 1, frame=frame
+                )
                 comp: Any = [checksum()]
             else:
                 default = DEFAULT_SPIKES if spikes else DEFAULT_DENSE

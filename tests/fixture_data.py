@@ -7,6 +7,8 @@ way (by the spikestore of that format version) and must keep reading.
 - 1.0: spikes packed and compressed with zstd, no summaries.
 - 1.1: the ``spikestore.spikes`` codec, a multi-step layer packed time-last
   (``time_axis=0``), summaries and CRC-32C checksums.
+- 1.2: a multi-step conv-like layer ``[T, B, C, H, W]`` with moving input, whose
+  chunks the ``spikestore.spikes`` codec stores in its MOTION mode.
 """
 
 from __future__ import annotations
@@ -16,10 +18,22 @@ import sys
 import torch
 
 #: Layers recorded with ``time_axis=0`` (multi-step ``[T, B, ...]`` records).
-TIME_AXIS = {("output", "ms.sn")}
+TIME_AXIS = {("output", "ms.sn"), ("output", "conv.sn")}
 
 
-def records(version: str = "1.1") -> dict[tuple[str, str], list]:
+def moving_spikes(g: torch.Generator, steps: int, t: int = 8, hw: int = 12) -> list[torch.Tensor]:
+    """``[T, 2, 3, hw, hw]`` spikes of edges moving one pixel per time step, plus 0.2 % noise."""
+    out = []
+    for _ in range(steps):
+        base = (torch.rand(2, 3, hw, hw, generator=g) < 0.25).float()
+        frames = [torch.roll(base, (0, k), (2, 3)) for k in range(t + 1)]
+        ev = torch.stack([(b - a) > 0 for a, b in zip(frames, frames[1:], strict=False)])
+        noise = torch.rand(ev.shape, generator=g) < 0.002
+        out.append((ev | noise).float())
+    return out
+
+
+def records(version: str = "1.2") -> dict[tuple[str, str], list]:
     g = torch.Generator().manual_seed(1234)
     spikes = [(torch.rand(4, 3, 10, generator=g) < 0.2).float() for _ in range(40)]
     spikes.append((torch.rand(2, 3, 10, generator=g) < 0.2).float())  # smaller last batch
@@ -43,10 +57,12 @@ def records(version: str = "1.1") -> dict[tuple[str, str], list]:
         out[("output", "ms.sn")] = [
             (torch.rand(4, 2, 3, 5, generator=g) < 0.1).float() for _ in range(6)
         ]
+    if version >= "1.2":
+        out[("output", "conv.sn")] = moving_spikes(g, 24)
     return out
 
 
-def write(path: str, version: str = "1.1") -> None:
+def write(path: str, version: str = "1.2") -> None:
     import spikestore
 
     with spikestore.StoreWriter(path) as w:
@@ -57,4 +73,4 @@ def write(path: str, version: str = "1.1") -> None:
 
 
 if __name__ == "__main__":
-    write(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "1.1")
+    write(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "1.2")

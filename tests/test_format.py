@@ -22,7 +22,7 @@ from spikestore.cli import main as cli_main
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def check_records(store: spikestore.StoreReader, version: str = "1.1") -> None:
+def check_records(store: spikestore.StoreReader, version: str = "1.2") -> None:
     for (mon, layer), recs in records(version).items():
         got = store[mon][layer]
         assert len(got) == len(recs), (mon, layer)
@@ -37,7 +37,7 @@ def check_records(store: spikestore.StoreReader, version: str = "1.1") -> None:
                 assert g == r
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
 def test_committed_fixture_store_still_reads(version):
     store = spikestore.open(FIXTURES / f"store_v{version}")
     assert store.version == version
@@ -68,10 +68,52 @@ from numcodecs import Zstd
 root_dir = Path(sys.argv[1])
 
 
+MOTIONS = [(0, 0), (0, 1), (1, 0), (0, -1), (-1, 0)]
+MODES = set()
+
+
+def motion_chunk(data, r, c):
+    # MOTION mode (3), from the documented layout: planes of H*W*T bits, time last.
+    h, w, t = struct.unpack_from("<3I", data, 12)
+    flip = np.unpackbits(np.frombuffer(data, np.uint8, 32, 24))
+    rank = np.frombuffer(data, np.uint8, 256, 56)
+    (lm,) = struct.unpack_from("<I", data, 312)
+    q = r * (c * 8 // (h * w * t))
+    motion = np.frombuffer(Zstd().decode(bytes(data[316:316 + lm])), np.uint8)
+    stream = np.unpackbits(spike_chunk(data[316 + lm:], 1, r * c).reshape(-1))
+    x = np.zeros((t, q, h, w), np.uint8)
+    n = q * h * w
+    for i in range(t):
+        ctx = np.zeros((q, h, w), np.int64)
+        for j in range(q):
+            dy, dx = MOTIONS[motion[j]]
+            ey, ex = (dx, dy) if (dy, dx) != (0, 0) else (1, 0)
+            past = [np.pad(x[i - k, j], 2) if i - k >= 0 else np.zeros((h + 4, w + 4), np.uint8)
+                    for k in (1, 2)]
+
+            def f(k, oy, ox):  # X[i - k, j, y + oy, x + ox] for every (y, x)
+                return past[k - 1][2 + oy:2 + oy + h, 2 + ox:2 + ox + w].astype(np.int64)
+
+            terms = [f(1, -dy, -dx), f(1, 0, 0), f(2, -dy, -dx), f(2, 0, 0),
+                     f(2, -2 * dy, -2 * dx), f(1, -dy - ey, -dx - ex),
+                     f(1, -dy + ey, -dx + ex), f(1, dy, dx)]
+            ctx[j] = sum(term << k for k, term in enumerate(terms))
+        ctx = ctx.reshape(-1)
+        order = np.argsort(rank[ctx], kind="stable")
+        frame = np.zeros(n, np.uint8)
+        frame[order] = stream[i * n:(i + 1) * n] ^ flip[ctx[order]]
+        x[i] = frame.reshape(q, h, w)
+    return np.packbits(x.transpose(1, 2, 3, 0).reshape(r, c * 8), axis=1)
+
+
 def spike_chunk(data, rows, cols):
     # The byte layout documented in spikestore/_spikecodec.py, with numpy + numcodecs.
     magic, version, mode, r, c = struct.unpack_from("<2sBBII", data, 0)
-    assert magic == b"SK" and version == 1 and (r, c) == (rows, cols)
+    assert magic == b"SK" and version in (1, 2) and (r, c) == (rows, cols)
+    MODES.add(mode)
+    if mode == 3:
+        assert version == 2
+        return motion_chunk(data, r, c)
     if mode == 0:
         return np.zeros((r, c), np.uint8)
     if mode == 1:
@@ -97,6 +139,9 @@ def spike_chunk(data, rows, cols):
     return b.reshape(r, c)
 
 
+CHUNKS = {}
+
+
 def spike_row(array_dir, meta, row):
     # Zarr's sharding_indexed layout: chunks back to back, then the index (offset,
     # nbytes as uint64 little-endian per inner chunk, C order) and its CRC-32C.
@@ -113,7 +158,10 @@ def spike_row(array_dir, meta, row):
     parts = []
     for j in range(grid[1]):
         off, size = (int(x) for x in index[i, j])
-        chunk = spike_chunk(memoryview(blob)[off:off + size - 4], cr, cc)  # drop the CRC
+        key = (str(array_dir), row // shard[0], i, j)
+        if key not in CHUNKS:  # drop the CRC
+            CHUNKS[key] = spike_chunk(memoryview(blob)[off:off + size - 4], cr, cc)
+        chunk = CHUNKS[key]
         parts.append(chunk[row % cr])
     return np.concatenate(parts)[: meta["shape"][1]]
 
@@ -157,11 +205,12 @@ for mkey, mon in root.groups():
                 steps.append(rec.tolist())
             fields.append(steps)
         out[mon.attrs["spikestore"]["name"] + "|" + lmeta["name"]] = fields
-print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out}))
+print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out,
+                  "modes": sorted(MODES)}))
 """
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
 def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
     """docs/format.md and the codec's documented byte layout are enough to read a store."""
     script = tmp_path / "plain.py"
@@ -172,6 +221,8 @@ def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
     )
     result = json.loads(res.stdout)
     assert result["loaded_spikestore"] is False
+    if version >= "1.2":  # TREE and MOTION chunks (with TREE nested)
+        assert result["modes"] == [2, 3]
     data = result["data"]
     for (mon, layer), recs in records(version).items():
         fields = data[f"{mon}|{layer}"]
