@@ -189,7 +189,7 @@ def test_codec_dict_roundtrip() -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [{"level": 1, "version": 2}, {"level": 99}, {"level": "1"}, {"level": 1, "extra": True}],
+    [{"level": 1, "version": 3}, {"level": 99}, {"level": "1"}, {"level": 1, "extra": True}],
 )
 def test_codec_rejects_unknown_configuration(config: dict) -> None:
     with pytest.raises((TypeError, ValueError)):

@@ -1,0 +1,273 @@
+"""Tests of the MOTION mode of ``spikestore.spikes`` (spikestore/_motion.py) and of the
+writer's use of it for time-last convolutional records."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spikestore
+from spikestore import _motion
+from spikestore._spikecodec import (
+    CODEC_NAME,
+    MODE_MOTION,
+    SpikeCodec,
+    _encode_flat,
+    _encode_motion,
+    decode_chunk,
+    encode_chunk,
+)
+from spikestore.writer import _layout, _spike_frame
+
+
+def moving_planes(
+    q: int, h: int, w: int, t: int, seed: int = 0, noise: float = 0.005
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(T, Q, H, W)`` bits: random edges, each plane moving by its own candidate
+    motion one pixel per time step (zeros enter at the edge), plus noise; and the
+    motion index of each plane."""
+    rng = np.random.default_rng(seed)
+    motions = rng.integers(0, len(_motion.MOTIONS), q)
+    x = np.zeros((t, q, h, w), np.uint8)
+    for j, m in enumerate(motions):
+        dy, dx = _motion.MOTIONS[m]
+        big = rng.random((h + 2 * t, w + 2 * t)) < 0.2
+        for i in range(t):
+            oy, ox = t - i * dy, t - i * dx
+            x[i, j] = big[oy : oy + h, ox : ox + w]
+    x |= (rng.random(x.shape) < noise).astype(np.uint8)
+    return x, motions
+
+
+def to_chunk(x: np.ndarray, rows: int) -> np.ndarray:
+    """``(T, Q, H, W)`` bits -> ``(rows, Cb)`` packed rows of whole time-last planes."""
+    t, q, h, w = x.shape
+    return np.packbits(x.transpose(1, 2, 3, 0).reshape(rows, -1), axis=1)
+
+
+def test_motion_mode_roundtrips_and_beats_tree() -> None:
+    x, _ = moving_planes(64, 16, 16, 8)
+    a = to_chunk(x, 16)
+    tree = encode_chunk(a)
+    data = encode_chunk(a, frame=(16, 16, 8))
+    assert data[2:4] == bytes([2, MODE_MOTION])
+    assert len(data) < 0.6 * len(tree)
+    np.testing.assert_array_equal(decode_chunk(data, a.shape), a)
+
+
+def test_choose_motion_finds_each_planes_motion() -> None:
+    x, motions = moving_planes(40, 12, 12, 6, noise=0.0)
+    np.testing.assert_array_equal(_motion.choose_motion(x), motions)
+
+
+def test_contexts_follow_the_documented_definition() -> None:
+    x, motions = moving_planes(5, 6, 7, 4, seed=3)
+    ctx = _motion.contexts(x, motions)
+    t, q, h, w = x.shape
+
+    def f(i: int, k: int, j: int, y: int, xx: int) -> int:
+        if i - k < 0 or not (0 <= y < h and 0 <= xx < w):
+            return 0
+        return int(x[i - k, j, y, xx])
+
+    for i in range(t):
+        for j in range(q):
+            dy, dx = _motion.MOTIONS[motions[j]]
+            ey, ex = (dx, dy) if (dy, dx) != (0, 0) else (1, 0)
+            for y in range(h):
+                for xx in range(w):
+                    bits = [
+                        f(i, 1, j, y - dy, xx - dx),
+                        f(i, 1, j, y, xx),
+                        f(i, 2, j, y - dy, xx - dx),
+                        f(i, 2, j, y, xx),
+                        f(i, 2, j, y - 2 * dy, xx - 2 * dx),
+                        f(i, 1, j, y - dy - ey, xx - dx - ex),
+                        f(i, 1, j, y - dy + ey, xx - dx + ex),
+                        f(i, 1, j, y + dy, xx + dx),
+                    ]
+                    assert ctx[i, j, y, xx] == sum(b << n for n, b in enumerate(bits))
+
+
+@pytest.mark.parametrize(
+    ("frame", "rows"),
+    [((1, 5, 2), 8), ((3, 3, 3), 4), ((5, 7, 16), 3), ((2, 2, 2), 1), ((16, 16, 8), 2)],
+)
+@pytest.mark.parametrize("p", [0.0, 0.01, 0.3, 1.0])
+def test_forced_motion_roundtrips_any_geometry(frame: tuple[int, int, int], rows: int, p: float):
+    h, w, t = frame
+    # whole planes per row: 8 planes when a plane is not a whole number of bytes
+    per_row = 8 // math.gcd(8, h * w * t) * 2
+    rng = np.random.default_rng(1)
+    x = (rng.random((t, rows * per_row, h, w)) < p).astype(np.uint8)
+    a = to_chunk(x, rows)
+    data = _encode_motion(a, frame, rows * per_row, 1, budget=1 << 30)
+    assert data is not None and data[3] == MODE_MOTION
+    np.testing.assert_array_equal(decode_chunk(data, a.shape), a)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    t=st.integers(2, 5),
+    rows=st.integers(1, 4),
+    p=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_forced_motion_roundtrips_hypothesis(h, w, t, rows, p, seed) -> None:
+    per_row = 8 // math.gcd(8, h * w * t)
+    rng = np.random.default_rng(seed)
+    x = (rng.random((t, rows * per_row, h, w)) < p).astype(np.uint8)
+    a = to_chunk(x, rows)
+    data = _encode_motion(a, (h, w, t), rows * per_row, 1, budget=1 << 30)
+    assert data is not None
+    np.testing.assert_array_equal(decode_chunk(data, a.shape), a)
+
+
+def test_motion_is_skipped_when_it_cannot_win_or_does_not_apply() -> None:
+    rng = np.random.default_rng(0)
+    iid = np.packbits(rng.random((16, 64 * 8 * 8 * 8)) < 0.05, axis=1)
+    assert encode_chunk(iid, frame=(8, 8, 8)) == encode_chunk(iid)  # no structure: TREE
+    x, _ = moving_planes(64, 16, 16, 8)
+    a = to_chunk(x, 16)
+    # rows that are not whole planes, T = 1, or no frame: never MOTION
+    assert encode_chunk(a, frame=(16, 15, 8))[3] != MODE_MOTION
+    assert encode_chunk(a, frame=(16, 16, 1))[3] != MODE_MOTION
+    assert encode_chunk(a)[3] != MODE_MOTION
+
+
+def motion_chunk() -> tuple[np.ndarray, bytes]:
+    x, _ = moving_planes(16, 8, 8, 4, seed=2)
+    a = to_chunk(x, 4)
+    data = _encode_motion(a, (8, 8, 4), 16, 1, budget=1 << 30)
+    assert data is not None and data[3] == MODE_MOTION
+    return a, data
+
+
+def test_corrupt_motion_chunks_raise_value_error() -> None:
+    a, data = motion_chunk()
+    for n in list(range(0, 330, 3)) + list(range(330, len(data), 5)):
+        with pytest.raises(ValueError):
+            decode_chunk(data[:n], a.shape)
+    with pytest.raises(ValueError, match="version-1"):
+        decode_chunk(data[:2] + b"\x01" + data[3:], a.shape)  # MOTION needs version 2
+    bad = bytearray(data)
+    bad[56] = bad[57]  # rank no longer a permutation
+    with pytest.raises(ValueError, match="permutation"):
+        decode_chunk(bytes(bad), a.shape)
+    bad = bytearray(data)
+    struct.pack_into("<I", bad, 12, 7)  # H = 7 does not divide the rows
+    with pytest.raises(ValueError, match="does not divide"):
+        decode_chunk(bytes(bad), a.shape)
+    (lm,) = struct.unpack_from("<I", data, 312)
+    nested = 316 + lm
+    bad = bytearray(data)
+    bad[nested + 3] = MODE_MOTION
+    with pytest.raises(ValueError, match="nest"):
+        decode_chunk(bytes(bad), a.shape)
+    from numcodecs.zstd import Zstd
+
+    motion = np.full(16, 9, np.uint8)  # out-of-range motion index
+    frame = Zstd(1).encode(motion.tobytes())
+    bad = bytearray(data[:312]) + struct.pack("<I", len(frame)) + frame + data[nested:]
+    with pytest.raises(ValueError, match="motion index"):
+        decode_chunk(bytes(bad), a.shape)
+
+
+def test_flipped_bytes_in_motion_chunks_raise_or_decode() -> None:
+    a, data = motion_chunk()
+    rng = np.random.default_rng(0)
+    for pos in range(0, len(data), 2):
+        bad = bytearray(data)
+        bad[pos] ^= int(rng.integers(1, 256))
+        try:
+            out = decode_chunk(bytes(bad), a.shape)
+        except ValueError:
+            continue
+        assert out.shape == a.shape and out.dtype == np.uint8
+
+
+def test_codec_configuration_with_frame() -> None:
+    codec = SpikeCodec(frame=[34, 34, 16])
+    d = codec.to_dict()
+    assert d == {
+        "name": CODEC_NAME,
+        "configuration": {"level": 1, "version": 2, "frame": [34, 34, 16]},
+    }
+    assert SpikeCodec.from_dict(json.loads(json.dumps(d))) == codec
+    assert SpikeCodec().to_dict()["configuration"] == {"level": 1, "version": 1}
+    for bad in ([1, 2], [0, 1, 1], "x", [1.5, 2, 2], [True, 2, 2]):
+        with pytest.raises(ValueError, match="frame"):
+            SpikeCodec(frame=bad)
+    with pytest.raises(ValueError, match="version"):
+        SpikeCodec.from_dict({"name": CODEC_NAME, "configuration": {"version": 3}})
+
+
+def test_layout_aligns_chunks_to_whole_planes() -> None:
+    for frame in [(34, 34, 16), (3, 3, 3), (17, 17, 16), (28, 28, 16)]:
+        unit = math.lcm(8, math.prod(frame)) // 8
+        for planes in (1, 7, 256):
+            row = math.ceil(planes * math.prod(frame) / 8)
+            chunks, shards = _layout((row,), 1, 2048, 1 << 18, unit=unit)
+            assert chunks[1] % unit == 0 and chunks[1] >= unit
+            assert shards[1] % chunks[1] == 0 and shards[1] >= row
+    assert _spike_frame((16, 8, 4, 12, 12), (1, 2, 3, 4, 0)) == (12, 12, 16)
+    assert _spike_frame((16, 8, 12, 12), (1, 2, 3, 0)) == (12, 12, 16)
+    assert _spike_frame((16, 8, 256), (1, 2, 0)) is None  # fully connected
+    assert _spike_frame((16, 8, 4, 12, 12), None) is None  # not time-last
+    assert _spike_frame((1, 8, 4, 12, 12), (1, 2, 3, 4, 0)) is None  # T = 1
+
+
+def shard_modes(path: Path) -> set[tuple[int, int]]:
+    """(version, mode) of every spike chunk header found in the shard files under path."""
+    found = set()
+    for f in path.rglob("c/*/*"):
+        blob = f.read_bytes()
+        pos = blob.find(b"SK")
+        while pos >= 0:
+            if pos + 4 <= len(blob) and blob[pos + 2] in (1, 2) and blob[pos + 3] <= 3:
+                found.add((blob[pos + 2], blob[pos + 3]))
+            pos = blob.find(b"SK", pos + 1)
+    return found
+
+
+def test_writer_codes_moving_conv_records_with_motion(tmp_path: Path) -> None:
+    # [T, B, C, H, W] records of moving edges, recorded time-last
+    recs = []
+    for s in range(20):
+        x, _ = moving_planes(2 * 3, 12, 12, 8, seed=s)
+        recs.append(torch.from_numpy(x.reshape(8, 2, 3, 12, 12)).float())
+    fc = [(torch.rand(8, 2, 40) < 0.1).float() for _ in range(20)]
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        for r, f in zip(recs, fc, strict=True):
+            w.append("output", "conv", r, time_axis=0)
+            w.append("output", "fc", f, time_axis=0)
+    meta = json.loads((tmp_path / "s/output/conv/f0/s0/zarr.json").read_text())
+    sharding = meta["codecs"][0]["configuration"]
+    assert sharding["codecs"][0]["configuration"]["frame"] == [12, 12, 8]
+    assert sharding["chunk_shape"][1] % (12 * 12 * 8 // 8) == 0
+    fc_meta = json.loads((tmp_path / "s/output/fc/f0/s0/zarr.json").read_text())
+    assert "frame" not in json.dumps(fc_meta["codecs"])
+    assert (2, MODE_MOTION) in shard_modes(tmp_path / "s/output/conv")
+    layer = spikestore.open(tmp_path / "s")["output"]["conv"]
+    for i, r in enumerate(recs):
+        torch.testing.assert_close(layer[i], r, rtol=0, atol=0)
+    torch.testing.assert_close(layer[3:7], torch.stack(recs[3:7]), rtol=0, atol=0)
+    fcl = spikestore.open(tmp_path / "s")["output"]["fc"]
+    torch.testing.assert_close(fcl[:], torch.stack(fc), rtol=0, atol=0)
+
+
+def test_motion_chunks_are_smaller_than_tree_on_the_same_rows() -> None:
+    x, _ = moving_planes(48, 20, 20, 16, seed=5)
+    a = to_chunk(x, 16)
+    flat = _encode_flat(a.reshape(-1), *a.shape, 1)
+    assert len(encode_chunk(a, frame=(20, 20, 16))) < 0.5 * len(flat)
