@@ -334,7 +334,7 @@ def _layout(
     # Each flush rewrites the open shard whole (in memory too): cap shards of big rows.
     shard = min(shard, max(steps, _pow2_floor(max(1, max_shard_bytes // row_bytes))))
     shard -= shard % steps
-    budget = max(1, chunk_bytes // (steps * itemsize))
+    budget = row_budget = max(1, chunk_bytes // (steps * itemsize))
     chunk = [1] * len(row_shape)
     for ax in range(len(row_shape) - 1, -1, -1):
         d = max(1, row_shape[ax])
@@ -346,7 +346,7 @@ def _layout(
             break
     if unit > 1 and len(row_shape) == 1:
         whole = math.ceil(max(1, row_shape[0]) / unit) * unit
-        chunk[0] = min(whole, max(unit, budget // unit * unit))
+        chunk[0] = min(whole, max(unit, row_budget // unit * unit))
     shard_rest = [math.ceil(max(1, d) / c) * c for d, c in zip(row_shape, chunk, strict=True)]
     return (steps, *chunk), (shard, *shard_rest)
 

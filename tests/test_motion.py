@@ -219,6 +219,9 @@ def test_layout_aligns_chunks_to_whole_planes() -> None:
             row = math.ceil(planes * math.prod(frame) / 8)
             chunks, shards = _layout((row,), 1, 2048, 1 << 18, unit=unit)
             assert chunks[1] % unit == 0 and chunks[1] >= unit
+            # as wide as the byte budget allows: whole row, or within one unit of it
+            budget = (1 << 18) // chunks[0]
+            assert chunks[1] >= min(math.ceil(row / unit) * unit, budget - unit + 1)
             assert shards[1] % chunks[1] == 0 and shards[1] >= row
     assert _spike_frame((16, 8, 4, 12, 12), (1, 2, 3, 4, 0)) == (12, 12, 16)
     assert _spike_frame((16, 8, 12, 12), (1, 2, 3, 0)) == (12, 12, 16)
