@@ -28,6 +28,7 @@ plus noise), and compares the encodings on the record as recorded and time-last
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import zlib
@@ -42,6 +43,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spikestore._spikecodec import decode_chunk, encode_chunk
+from spikestore.writer import _layout, _spike_frame
 
 PS = (0.001, 0.01, 0.05, 0.2, 0.5)
 
@@ -107,8 +109,8 @@ def zstd_packbits(level: int) -> Encoding:
 
 
 def spikestore_codec(level: int, name: str) -> Encoding:
-    def enc(chunks: list[np.ndarray]) -> list[bytes]:
-        return [encode_chunk(c, level) for c in chunks]
+    def enc(chunks: list[np.ndarray], frame: tuple[int, int, int] | None = None) -> list[bytes]:
+        return [encode_chunk(c, level, frame) for c in chunks]
 
     def dec(blobs: list[bytes], chunks: list[np.ndarray]) -> list[np.ndarray]:
         return [np.unpackbits(decode_chunk(b, c.shape)) for b, c in zip(blobs, chunks, strict=True)]
@@ -262,15 +264,34 @@ def record_network(kind: str, steps: int, t: int, b: int, seed: int = 0) -> list
     return [np.stack(r) for r in recs]
 
 
-def bench_network(steps: int, t: int, b: int) -> list[dict]:
+def store_chunks(x: np.ndarray, time_last: bool) -> tuple[list[np.ndarray], tuple | None]:
+    """Chunks of the [steps, T, B, ...] bool record ``x`` as the store writes them (same
+    chunk shape, same plane alignment), and the codec's ``frame`` (time-last only)."""
+    steps = x.shape[0]
+    shape = x.shape[1:]
+    perm = (*range(1, len(shape)), 0) if time_last else None
+    y = np.moveaxis(x, 1, -1) if time_last else x
+    rows = np.packbits(y.reshape(steps, -1), axis=1)
+    frame = _spike_frame(shape, perm)
+    unit = math.lcm(8, math.prod(frame)) // 8 if frame else 1
+    chunks, _ = _layout((rows.shape[1],), 1, 2048, 1 << 18, unit=unit)
+    return chunked(rows, chunks[0], chunks[1]), frame
+
+
+def bench_network(steps: int, t: int, b: int, repeats: int) -> list[dict]:
     results = []
     codec_encs = [e for e in ENCODINGS if e.name != "zlib recipe"]
+    dflt = next(e for e in ENCODINGS if e.name.startswith("spikestore (default"))
     for kind in ("static", "moving"):
         layers = record_network(kind, steps, t, b)
         for li, rec in enumerate(layers):
             n = rec.size
+            gb = 4.0 * n / 1e9
             p_hat = float(rec.mean())
-            zl = 4.0 * n / len(zlib.compress(np.packbits(rec)))
+            packed = np.packbits(rec)
+            t_zl, blob = timeit(lambda packed=packed: zlib.compress(packed), repeats)
+            t_zd, _ = timeit(lambda blob=blob: np.unpackbits(np.frombuffer(zlib.decompress(blob), np.uint8)), repeats)
+            zl = 4.0 * n / len(blob)
             row = dict(
                 kind=kind,
                 layer=f"L{li} {'conv' if li < 2 else 'fc'}",
@@ -278,17 +299,27 @@ def bench_network(steps: int, t: int, b: int) -> list[dict]:
                 p=p_hat,
                 iid=32 / entropy(p_hat),
                 zlib_rec=zl,
+                zlib_enc=gb / t_zl,
+                zlib_dec=gb / t_zd,
             )
             for layout in ("recorded", "time-last"):
                 # rec is [steps, T, B, ...]; time-last moves T behind the neuron axes
+                chunks, frame = store_chunks(rec, layout == "time-last")
                 x = rec if layout == "recorded" else np.moveaxis(rec, 1, -1)
-                rows = np.packbits(x.reshape(steps, -1), axis=1)
-                s = 32
-                chunks = chunked(rows, s, min(rows.shape[1], (1 << 20) // s))
                 row[f"zlib {layout}"] = 4.0 * n / len(zlib.compress(np.packbits(x)))
                 for e in codec_encs:
-                    blobs = e.enc(chunks)
+                    fr = frame if e.name.startswith("spikestore") else None
+                    blobs = e.enc(chunks, fr) if fr is not None else e.enc(chunks)
                     row[f"{e.name} {layout}"] = 4.0 * n / sum(len(bl) for bl in blobs)
+                if layout == "time-last":
+                    t_enc, blobs = timeit(lambda c=chunks, f=frame: dflt.enc(c, f), repeats)
+                    t_dec, back = timeit(lambda bl=blobs, c=chunks: dflt.dec(bl, c), repeats)
+                    assert all(
+                        np.array_equal(np.packbits(b), c.reshape(-1))
+                        for b, c in zip(back, chunks, strict=True)
+                    )
+                    row["enc"], row["dec"] = gb / t_enc, gb / t_dec
+                    row["motion"] = sum(bl[3] == 3 for bl in blobs) / len(blobs)
             results.append(row)
     return results
 
@@ -357,7 +388,7 @@ def report(iid: list[dict], net: list[dict], cmd: str) -> tuple[str, list[str]]:
     hdr = (
         ["input", "layer", "shape [T,B,...]", "p", "iid 32/H"]
         + [f"{nm} {lay}" for lay in ("recorded", "time-last") for nm in names]
-        + ["default time-last / zlib recipe"]
+        + ["MOTION chunks", "enc / dec GB/s (zlib recipe)", "default time-last / zlib recipe"]
     )
     lines.append("| " + " | ".join(hdr) + " |")
     lines.append("|" + "---|" * len(hdr))
@@ -367,7 +398,8 @@ def report(iid: list[dict], net: list[dict], cmd: str) -> tuple[str, list[str]]:
         lines.append(
             f"| {r['kind']} | {r['layer']} | {r['shape']} | {r['p']:.4f} | {r['iid']:.1f} | "
             + " | ".join(vals)
-            + f" | {gain:.2f}x |"
+            + f" | {r['motion']:.0%} | {r['enc']:.2f} / {r['dec']:.2f} "
+            f"({r['zlib_enc']:.2f} / {r['zlib_dec']:.2f}) | {gain:.2f}x |"
         )
         g_rec = r[f"{dflt} recorded"] / r["zlib_rec"]
         need = 2.0 if "conv" in r["layer"] else 1.0
@@ -390,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     steps, t, b = (3, 4, 2) if args.quick else (24, 16, 16)
     t0 = time.perf_counter()
     iid = bench_iid(n, repeats)
-    net = bench_network(steps, t, b)
+    net = bench_network(steps, t, b, repeats)
     cmd = "python benchmarks/bench_encoding.py" + (" --quick" if args.quick else "")
     text, checks = report(iid, net, cmd)
     text += "\n\nTargets:\n\n" + "\n".join(f"- {c}" for c in checks)

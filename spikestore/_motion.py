@@ -127,11 +127,12 @@ def order_bits(
     ctx = ctx.reshape(t, -1)
     bits = x.reshape(t, -1)
     rank, flip = _rank_flip(ctx.reshape(-1), bits.reshape(-1))
-    key = rank[ctx].astype(np.uint16)
-    key |= (np.arange(t, dtype=np.uint16) << np.uint16(8))[:, None]
-    order = np.argsort(key.reshape(-1), kind="stable")
-    flat = ctx.reshape(-1)[order]
-    stream = bits.reshape(-1)[order] ^ flip[flat]
+    stream = np.empty(bits.size, np.uint8)
+    frame = bits.shape[1]
+    for i in range(t):
+        # one radix sort of uint8 keys per frame (a 16-bit key over all frames is slower)
+        order = np.argsort(rank[ctx[i]], kind="stable")
+        stream[i * frame : (i + 1) * frame] = bits[i, order] ^ flip[ctx[i, order]]
     return stream, rank, flip
 
 
