@@ -143,6 +143,9 @@ _MOTION_MIN_BYTES = 1024  # smaller TREE chunks are not worth the side informati
 # Try MOTION only if its estimate is below this share of the TREE bytes (on i.i.d.
 # spikes the estimate is 0.93-0.98 of TREE, on moving input 0.5-0.85).
 _MOTION_TRY_BELOW = 0.92
+# The estimate looks at about this many non-zero planes, and at least this many bits.
+_MOTION_SAMPLE_PLANES = 16
+_MOTION_SAMPLE_BITS = 1 << 18
 
 
 def _level_sizes(n0: int, depth: int) -> list[int]:
@@ -204,18 +207,21 @@ def _encode_motion(
     """MOTION encoding of chunk ``a``, or None when it would not beat ``budget`` bytes."""
     h, w, t = frame
     rows, cols = a.shape
-    x = np.unpackbits(a, axis=1).reshape(planes, h, w, t).transpose(3, 0, 1, 2)
-    x = np.ascontiguousarray(x)
-    motion = _motion.choose_motion(x)
-    # Context coding costs about the conditional entropy: estimate it (on a quarter of
-    # the planes of big chunks; all-zero planes, such as the padding of a partial
-    # chunk, cost next to nothing either way) and skip the sort when it cannot win.
-    live = np.flatnonzero(x.any(axis=(0, 2, 3)))
-    step = 4 if live.size >= 32 else 1
-    sub = x[:, live[::step]]
-    estimate = _motion.entropy_bits(_motion.contexts(sub, motion[live[::step]]), sub) / 8
-    if estimate * step + _MOTION_HEADER.size >= _MOTION_TRY_BELOW * budget:
+    bits = np.unpackbits(a, axis=1).reshape(planes, h * w * t)
+    # Context coding costs about the conditional entropy: estimate it on a sample of
+    # the non-zero planes (all-zero planes, such as the padding of a partial chunk,
+    # cost next to nothing either way) and stop here when it cannot win.
+    live = np.flatnonzero(bits.any(axis=1))
+    sample = max(_MOTION_SAMPLE_PLANES, -(-_MOTION_SAMPLE_BITS // (h * w * t)))
+    step = max(1, live.size // sample)
+    picked = live[::step]
+    sub = np.ascontiguousarray(bits[picked].reshape(-1, h, w, t).transpose(3, 0, 1, 2))
+    sub_ctx = _motion.contexts(sub, _motion.choose_motion(sub))
+    estimate = _motion.entropy_bits(sub_ctx, sub) / 8 * (live.size / max(1, picked.size))
+    if estimate + _MOTION_HEADER.size >= _MOTION_TRY_BELOW * budget:
         return None
+    x = np.ascontiguousarray(bits.reshape(planes, h, w, t).transpose(3, 0, 1, 2))
+    motion = _motion.choose_motion(x)
     ctx = _motion.contexts(x, motion)
     stream, rank, flip = _motion.order_bits(x, motion, ctx)
     motion_frame = Zstd(level=level).encode(motion.tobytes())
