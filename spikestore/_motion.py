@@ -47,17 +47,17 @@ def _padded(x: np.ndarray) -> np.ndarray:
     return xp
 
 
-def _features(xp: np.ndarray, t0: int, t1: int, planes: np.ndarray, motion: int) -> np.ndarray:
-    """Context (uint8) of frames ``t0 <= t < t1`` of ``planes``, all with one motion."""
+def _features(xp: np.ndarray, t0: int, t1: int, planes: slice, motion: int) -> np.ndarray:
+    """Context (uint8) of frames ``t0 <= t < t1`` of the ``planes`` of ``xp`` (a slice:
+    planes are kept grouped by motion, so every term is a view), all with one motion."""
     dy, dx = MOTIONS[motion]
     ey, ex = _perpendicular(dy, dx)
     h = xp.shape[2] - 2 * _PAD
     w = xp.shape[3] - 2 * _PAD
-    sel = slice(None) if planes.size == xp.shape[1] else planes
 
     def f(k: int, oy: int, ox: int) -> np.ndarray:
         # bit of frame t - k at (y - oy, x - ox); zero before frame 0 and off the plane
-        return xp[t0 + 2 - k : t1 + 2 - k, sel, _PAD - oy : _PAD - oy + h, _PAD - ox : _PAD - ox + w]
+        return xp[t0 + 2 - k : t1 + 2 - k, planes, _PAD - oy : _PAD - oy + h, _PAD - ox : _PAD - ox + w]
 
     terms = (
         f(1, dy, dx),
@@ -73,6 +73,17 @@ def _features(xp: np.ndarray, t0: int, t1: int, planes: np.ndarray, motion: int)
     for i, term in enumerate(terms[1:], 1):
         ctx |= term << np.uint8(i)
     return ctx
+
+
+def _grouped(motion: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, slice]]]:
+    """Plane order that groups planes by motion (None if they already are), and each
+    motion's slice of that order."""
+    perm = np.argsort(motion, kind="stable")
+    counts = np.bincount(motion, minlength=len(MOTIONS))
+    ends = np.cumsum(counts)
+    groups = [(m, slice(int(e - c), int(e))) for m, (c, e) in enumerate(zip(counts, ends)) if c]
+    same = bool(np.array_equal(perm, np.arange(perm.size)))
+    return (None if same else perm), groups
 
 
 def choose_motion(x: np.ndarray) -> np.ndarray:
@@ -92,12 +103,13 @@ def choose_motion(x: np.ndarray) -> np.ndarray:
 
 def contexts(x: np.ndarray, motion: np.ndarray) -> np.ndarray:
     """Context of every bit of ``x`` (``(T, Q, H, W)``), all frames at once (encoder)."""
-    xp = _padded(x)
+    perm, groups = _grouped(motion)
+    xp = _padded(x if perm is None else x[:, perm])
     ctx = np.empty(x.shape, np.uint8)
-    for m in range(len(MOTIONS)):
-        planes = np.flatnonzero(motion == m)
-        if planes.size:
-            ctx[:, planes] = _features(xp, 0, x.shape[0], planes, m)
+    for m, planes in groups:
+        ctx[:, planes] = _features(xp, 0, x.shape[0], planes, m)
+    if perm is not None:
+        ctx[:, perm] = ctx.copy()
     return ctx
 
 
@@ -162,17 +174,20 @@ def unorder_bits(
     """Inverse of :func:`order_bits`: rebuild the ``(T, Q, H, W)`` bits frame by frame."""
     t, q, h, w = shape
     frame = q * h * w
+    # xp holds the decoded frames with planes grouped by motion (see contexts)
+    perm, groups = _grouped(motion)
+    inverse = None if perm is None else np.argsort(perm)
     xp = np.zeros((t + 2, q, h + 2 * _PAD, w + 2 * _PAD), np.uint8)
-    groups = [(m, np.flatnonzero(motion == m)) for m in range(len(MOTIONS))]
-    groups = [(m, g) for m, g in groups if g.size]
-    ctx = np.empty((q, h, w), np.uint8)
+    grouped = np.empty((q, h, w), np.uint8)
     for i in range(t):
         for m, planes in groups:
-            ctx[planes] = _features(xp, i, i + 1, planes, m)[0]
+            grouped[planes] = _features(xp, i, i + 1, planes, m)[0]
+        ctx = grouped if inverse is None else grouped[inverse]
         flat = ctx.reshape(-1)
         order = np.argsort(rank[flat], kind="stable")
-        vals = stream[i * frame : (i + 1) * frame] ^ flip[flat[order]]
         out = np.empty(frame, np.uint8)
-        out[order] = vals
-        xp[i + 2, :, _PAD : _PAD + h, _PAD : _PAD + w] = out.reshape(q, h, w)
-    return np.ascontiguousarray(xp[2:, :, _PAD : _PAD + h, _PAD : _PAD + w])
+        out[order] = stream[i * frame : (i + 1) * frame] ^ flip[flat[order]]
+        decoded = out.reshape(q, h, w)
+        xp[i + 2, :, _PAD : _PAD + h, _PAD : _PAD + w] = decoded if perm is None else decoded[perm]
+    x = xp[2:, :, _PAD : _PAD + h, _PAD : _PAD + w]
+    return np.ascontiguousarray(x if inverse is None else x[:, inverse])
