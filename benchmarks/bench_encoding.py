@@ -22,7 +22,12 @@ Part 2 records the LIF outputs [T, B, ...] of a small multi-step conv SNN (plain
 Conv-BN-LIF x2 + Linear-LIF, T=16) over a few dozen steps, with a static input (the
 same image at every time step) and a moving input (a shifting pattern as ON/OFF events
 plus noise), and compares the encodings on the record as recorded and time-last
-(each neuron's T series contiguous, ``x.permute(1, ..., 0)``).
+(each neuron's T series contiguous, ``x.permute(1, ..., 0)``). Chunks have the shapes
+the store's writer gives them (``spikestore.writer._layout``: whole ``[H, W, T]``
+planes for time-last conv records) and the default codec gets the writer's ``frame``,
+so it may code chunks in its MOTION mode (the "MOTION chunks" column). Encode and
+decode GB/s of the default on the time-last layout, and of the zlib recipe on the
+whole record, are medians of ``--repeats``.
 """
 
 from __future__ import annotations
@@ -290,7 +295,10 @@ def bench_network(steps: int, t: int, b: int, repeats: int) -> list[dict]:
             p_hat = float(rec.mean())
             packed = np.packbits(rec)
             t_zl, blob = timeit(lambda packed=packed: zlib.compress(packed), repeats)
-            t_zd, _ = timeit(lambda blob=blob: np.unpackbits(np.frombuffer(zlib.decompress(blob), np.uint8)), repeats)
+            t_zd, _ = timeit(
+                lambda blob=blob: np.unpackbits(np.frombuffer(zlib.decompress(blob), np.uint8)),
+                repeats,
+            )
             zl = 4.0 * n / len(blob)
             row = dict(
                 kind=kind,

@@ -57,7 +57,8 @@ def _features(xp: np.ndarray, t0: int, t1: int, planes: slice, motion: int) -> n
 
     def f(k: int, oy: int, ox: int) -> np.ndarray:
         # bit of frame t - k at (y - oy, x - ox); zero before frame 0 and off the plane
-        return xp[t0 + 2 - k : t1 + 2 - k, planes, _PAD - oy : _PAD - oy + h, _PAD - ox : _PAD - ox + w]
+        ys = slice(_PAD - oy, _PAD - oy + h)
+        return xp[t0 + 2 - k : t1 + 2 - k, planes, ys, _PAD - ox : _PAD - ox + w]
 
     terms = (
         f(1, dy, dx),
@@ -81,7 +82,11 @@ def _grouped(motion: np.ndarray) -> tuple[np.ndarray | None, list[tuple[int, sli
     perm = np.argsort(motion, kind="stable")
     counts = np.bincount(motion, minlength=len(MOTIONS))
     ends = np.cumsum(counts)
-    groups = [(m, slice(int(e - c), int(e))) for m, (c, e) in enumerate(zip(counts, ends)) if c]
+    groups = [
+        (m, slice(int(e - c), int(e)))
+        for m, (c, e) in enumerate(zip(counts, ends, strict=True))
+        if c
+    ]
     same = bool(np.array_equal(perm, np.arange(perm.size)))
     return (None if same else perm), groups
 
@@ -153,9 +158,9 @@ def entropy_bits(ctx: np.ndarray, x: np.ndarray) -> float:
     in bits: about what context coding costs (the TREE coding of the stream adapts to
     each frame's groups), so the encoder can skip it when it cannot win."""
     t = x.shape[0]
-    key = ctx.reshape(t, -1).astype(np.intp)
-    key += (np.arange(t, dtype=np.intp) * NCTX)[:, None]
-    key = key.reshape(-1)
+    keys = ctx.reshape(t, -1).astype(np.intp)
+    keys += (np.arange(t, dtype=np.intp) * NCTX)[:, None]
+    key = keys.reshape(-1)
     n = np.bincount(key, minlength=t * NCTX).astype(np.float64)
     ones = np.bincount(key[x.reshape(-1).view(np.bool_)], minlength=t * NCTX)
     p = ones / np.maximum(n, 1)

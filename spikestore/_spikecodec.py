@@ -225,14 +225,12 @@ def _encode_motion(
     ctx = _motion.contexts(x, motion)
     stream, rank, flip = _motion.order_bits(x, motion, ctx)
     motion_frame = Zstd(level=level).encode(motion.tobytes())
-    bits = _encode_flat(np.packbits(stream), 1, rows * cols, level)
+    nested = _encode_flat(np.packbits(stream), 1, rows * cols, level)
+    header = _MOTION_HEADER.pack(
+        h, w, t, np.packbits(flip).tobytes(), rank.tobytes(), len(motion_frame)
+    )
     out = b"".join(
-        (
-            _HEADER.pack(_MAGIC, 2, MODE_MOTION, rows, cols),
-            _MOTION_HEADER.pack(h, w, t, np.packbits(flip).tobytes(), rank.tobytes(), len(motion_frame)),
-            motion_frame,
-            bits,
-        )
+        (_HEADER.pack(_MAGIC, 2, MODE_MOTION, rows, cols), header, motion_frame, nested)
     )
     return out if len(out) < budget else None
 

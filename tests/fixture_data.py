@@ -13,6 +13,7 @@ way (by the spikestore of that format version) and must keep reading.
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import torch
@@ -27,7 +28,7 @@ def moving_spikes(g: torch.Generator, steps: int, t: int = 8, hw: int = 12) -> l
     for _ in range(steps):
         base = (torch.rand(2, 3, hw, hw, generator=g) < 0.25).float()
         frames = [torch.roll(base, (0, k), (2, 3)) for k in range(t + 1)]
-        ev = torch.stack([(b - a) > 0 for a, b in zip(frames, frames[1:], strict=False)])
+        ev = torch.stack([(b - a) > 0 for a, b in itertools.pairwise(frames)])
         noise = torch.rand(ev.shape, generator=g) < 0.002
         out.append((ev | noise).float())
     return out

@@ -49,7 +49,6 @@ def moving_planes(
 
 def to_chunk(x: np.ndarray, rows: int) -> np.ndarray:
     """``(T, Q, H, W)`` bits -> ``(rows, Cb)`` packed rows of whole time-last planes."""
-    t, q, h, w = x.shape
     return np.packbits(x.transpose(1, 2, 3, 0).reshape(rows, -1), axis=1)
 
 
