@@ -43,6 +43,7 @@ from .codecs import (
 )
 from .format import (
     FORMAT_NAME,
+    FORMAT_VERSION,
     SPIKE_ENCODING,
     FormatError,
     check_field_attrs,
@@ -526,7 +527,12 @@ class StoreWriter:
             store=store, mode=zmode, zarr_format=3, attributes=attrs
         )
         if FORMAT_NAME in self._root.attrs:
-            check_root_attrs(dict(self._root.attrs), self._where)
+            meta = check_root_attrs(dict(self._root.attrs), self._where)
+            current = attrs[FORMAT_NAME]["version"]
+            if tuple(map(int, meta["version"].split("."))) < FORMAT_VERSION:
+                # Arrays added from now on may use this version's features (a 1.1
+                # reader cannot decode MOTION chunks): say so in the root.
+                self._root.attrs.update({FORMAT_NAME: {**meta, "version": current}})
         elif len(list(self._root.keys())):
             raise FormatError(f"{self._where} is a Zarr group but not a spikestore store")
         else:

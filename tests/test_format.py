@@ -58,6 +58,26 @@ def test_this_version_writes_what_the_fixture_holds(tmp_path):
     check_records(spikestore.open(tmp_path / "s"))
 
 
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_appending_to_an_older_store_raises_its_version(tmp_path, version):
+    import shutil
+
+    from fixture_data import moving_spikes
+
+    path = tmp_path / "s"
+    shutil.copytree(FIXTURES / f"store_v{version}", path)
+    recs = moving_spikes(torch.Generator().manual_seed(7), 20)
+    with spikestore.StoreWriter(path, mode="a") as w:
+        for r in recs:
+            w.append("output", "conv.new", r, time_axis=0)
+    store = spikestore.open(path)
+    assert store.version == "1.2"  # the new arrays may hold MOTION chunks
+    check_records(store, version)  # the old records are untouched
+    layer = store["output"]["conv.new"]
+    for i, r in enumerate(recs):
+        assert torch.equal(layer[i], r)
+
+
 PLAIN_READER = r"""
 import json, struct, sys
 from pathlib import Path
