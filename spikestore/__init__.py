@@ -5,7 +5,7 @@ v3 store; spikes are bit-packed and compressed; a lazy reader decodes only what
 is indexed back to tensors of the original dtype and shape.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .format import FORMAT_VERSION, FormatError
 from .reader import LayerReader, MonitorReader, ReadError, StoreReader, open

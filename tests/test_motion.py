@@ -273,3 +273,17 @@ def test_motion_chunks_are_smaller_than_tree_on_the_same_rows() -> None:
     a = to_chunk(x, 16)
     flat = _encode_flat(a.reshape(-1), *a.shape, 1)
     assert len(encode_chunk(a, frame=(20, 20, 16))) < 0.5 * len(flat)
+
+
+def test_predictability_benchmark_quick_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "benchmarks"))
+    try:
+        import bench_predictability
+    finally:
+        sys.path.pop(0)
+    assert bench_predictability.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "| L0 conv" in out and "| L1 conv" in out
