@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .codecs import decode_rows
+from .codecs import bit_positions, decode_rows
 from .format import SPIKE_ENCODING
 from .reader import read_retrying
 from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
@@ -181,12 +181,7 @@ def _columns(
             out[sel] = vals.reshape(-1).to(torch.float64).numpy()[pos, None]
             continue
         if seg["encoding"] == SPIKE_ENCODING:
-            perm = seg.get("permute")
-            if perm is not None:
-                nd = np.unravel_index(flat, shape)
-                bitpos = np.ravel_multi_index([nd[p] for p in perm], [shape[p] for p in perm])
-            else:
-                bitpos = flat
+            bitpos = bit_positions(flat, shape, seg.get("permute"))
             bytecol = bitpos // 8
             ucols, cpos = np.unique(bytecol, return_inverse=True)
             data, pos = _read_rows(fld, int(k), rows, (ucols,))

@@ -35,6 +35,7 @@ __all__ = [
     "spike_bits",
     "pack_bits",
     "unpack_bits",
+    "bit_positions",
     "encode",
     "decode_rows",
 ]
@@ -118,6 +119,21 @@ def spike_bits(
     if t.is_floating_point():
         zeros &= ~torch.signbit(t)
     return (ones | zeros).all(), ones
+
+
+def bit_positions(
+    flat: Any, shape: tuple[int, ...], permute: list[int] | tuple[int, ...] | None
+) -> np.ndarray:
+    """Bit index, in a packed spike row, of each C-order flat element index ``flat`` of a
+    record of ``shape`` packed after ``permute`` (the byte is ``// 8``, the bit in it
+    ``7 - % 8``: bit order big)."""
+    flat = np.asarray(flat, dtype=np.int64)
+    if permute is None:
+        return flat
+    nd = np.unravel_index(flat, shape)
+    return np.asarray(
+        np.ravel_multi_index([nd[p] for p in permute], [shape[p] for p in permute]), np.int64
+    )
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .codecs import decode_rows
+from .codecs import bit_positions, decode_rows
 from .format import (
     DTYPES,
     FORMAT_NAME,
@@ -671,12 +671,9 @@ class LayerReader(Sequence[Any]):
             nd = tuple(int(i) for i in nd)
             rows = idx[pos, 1]
             if seg["encoding"] == SPIKE_ENCODING:
-                perm = seg.get("permute")
-                if perm is not None:
-                    pnd = [nd[p] for p in perm]
-                    flat = int(np.ravel_multi_index(pnd, [shape[p] for p in perm]))
-                else:
-                    flat = int(np.ravel_multi_index(nd, shape))
+                flat = int(
+                    bit_positions(np.ravel_multi_index(nd, shape), shape, seg.get("permute"))
+                )
                 col = fld.take(int(k), rows, (flat // 8,))
                 vals = torch.from_numpy(((col >> (7 - flat % 8)) & 1).astype(np.uint8))
                 out[torch.from_numpy(pos)] = vals.to(out.dtype)

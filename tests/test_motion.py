@@ -264,6 +264,14 @@ def test_writer_codes_moving_conv_records_with_motion(tmp_path: Path) -> None:
     for i, r in enumerate(recs):
         torch.testing.assert_close(layer[i], r, rtol=0, atol=0)
     torch.testing.assert_close(layer[3:7], torch.stack(recs[3:7]), rtol=0, atol=0)
+    stacked = torch.stack(recs)
+    for nd in [(0, 0, 0, 0, 0), (7, 1, 2, 11, 11), (3, 0, 1, 5, 6)]:
+        torch.testing.assert_close(layer.neuron(nd), stacked[(slice(None), *nd)], rtol=0, atol=0)
+    from spikestore import analysis
+
+    ids = [0, 17, 863]
+    got = analysis.traces(layer, ids)
+    np.testing.assert_array_equal(np.asarray(got), stacked.reshape(20, -1)[:, ids].numpy())
     fcl = spikestore.open(tmp_path / "s")["output"]["fc"]
     torch.testing.assert_close(fcl[:], torch.stack(fc), rtol=0, atol=0)
 
