@@ -360,7 +360,7 @@ def _spike_frame(
     if permute is None or len(shape) < 4:
         return None
     h, w, t = (shape[p] for p in permute[-3:])
-    if t < 2 or h * w < 2 or h * w * t > _MAX_FRAME_BITS:
+    if not 2 <= t <= 4096 or h * w < 2 or h * w * t > _MAX_FRAME_BITS:
         return None
     return h, w, t
 

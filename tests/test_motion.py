@@ -141,6 +141,7 @@ def test_motion_is_skipped_when_it_cannot_win_or_does_not_apply() -> None:
     # rows that are not whole planes, T = 1, or no frame: never MOTION
     assert encode_chunk(a, frame=(16, 15, 8))[3] != MODE_MOTION
     assert encode_chunk(a, frame=(16, 16, 1))[3] != MODE_MOTION
+    assert _spike_frame((5000, 2, 4, 4), (1, 2, 3, 0)) is None  # T > 4096
     assert encode_chunk(a)[3] != MODE_MOTION
 
 
