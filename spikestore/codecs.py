@@ -124,9 +124,9 @@ def spike_bits(
 def bit_positions(
     flat: Any, shape: tuple[int, ...], permute: list[int] | tuple[int, ...] | None
 ) -> np.ndarray:
-    """Bit index, in a packed spike row, of each C-order flat element index ``flat`` of a
-    record of ``shape`` packed after ``permute`` (the byte is ``// 8``, the bit in it
-    ``7 - % 8``: bit order big)."""
+    """Bit index ``i``, in a packed spike row, of each C-order flat element index
+    ``flat`` of a record of ``shape`` packed after ``permute``; the element is bit
+    ``7 - i % 8`` of byte ``i // 8`` (bit order big)."""
     flat = np.asarray(flat, dtype=np.int64)
     if permute is None:
         return flat
