@@ -33,7 +33,6 @@ whole record, are medians of ``--repeats``.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 import zlib
@@ -278,8 +277,7 @@ def store_chunks(x: np.ndarray, time_last: bool) -> tuple[list[np.ndarray], tupl
     y = np.moveaxis(x, 1, -1) if time_last else x
     rows = np.packbits(y.reshape(steps, -1), axis=1)
     frame = _spike_frame(shape, perm)
-    unit = math.lcm(8, math.prod(frame)) // 8 if frame else 1
-    chunks, _ = _layout((rows.shape[1],), 1, 2048, 1 << 18, unit=unit)
+    chunks, _ = _layout((rows.shape[1],), 1, 2048, 1 << 18, frame=frame)
     return chunked(rows, chunks[0], chunks[1]), frame
 
 

@@ -115,7 +115,14 @@ if TYPE_CHECKING:
     from zarr.core.chunk_grids import ChunkGrid
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
 
-__all__ = ["CODEC_NAME", "FORMAT_VERSION", "SpikeCodec", "decode_chunk", "encode_chunk"]
+__all__ = [
+    "CODEC_NAME",
+    "FORMAT_VERSION",
+    "MOTION_MAX_T",
+    "SpikeCodec",
+    "decode_chunk",
+    "encode_chunk",
+]
 
 CODEC_NAME = "spikestore.spikes"
 FORMAT_VERSION = 2
@@ -139,7 +146,7 @@ _MIN_SPLIT_BYTES = 64
 # MOTION: after the common header, uint32 H, W, T, 32 bytes of flip bits, 256 bytes of
 # context ranks and the uint32 size of the motion stream.
 _MOTION_HEADER = struct.Struct("<III32s256sI")
-_MOTION_MAX_T = 4096  # frames are decoded one by one: bound the loop
+MOTION_MAX_T = 4096  # frames are decoded one by one: bound the loop
 _MOTION_MIN_BYTES = 1024  # smaller TREE chunks are not worth the side information
 # Try MOTION only if its estimate is below this share of the TREE bytes (on i.i.d.
 # spikes the estimate is 0.93-0.98 of TREE, on moving input 0.5-0.85).
@@ -197,7 +204,7 @@ def _planes(frame: tuple[int, int, int] | None, rows: int, cols: int) -> int:
         return 0
     h, w, t = frame
     plane = h * w * t
-    if not 2 <= t <= _MOTION_MAX_T or plane == 0 or (cols * 8) % plane:
+    if not 2 <= t <= MOTION_MAX_T or plane == 0 or (cols * 8) % plane:
         return 0
     return rows * (cols * 8 // plane)
 
@@ -317,7 +324,7 @@ def _decode_motion(rest: memoryview, rows: int, cols: int) -> np.ndarray:
     if not planes:
         raise ValueError(
             f"spike chunk: MOTION frame ({h}, {w}, {t}) does not divide rows of {cols} bytes "
-            f"or has T outside 2..{_MOTION_MAX_T}"
+            f"or has T outside 2..{MOTION_MAX_T}"
         )
     rank = np.frombuffer(rank_bytes, np.uint8)
     if not np.array_equal(np.sort(rank), np.arange(_motion.NCTX)):

@@ -28,7 +28,7 @@ import torch
 
 from . import __version__
 from ._shardfile import copy_from_shard, copy_to_shard
-from ._spikecodec import SpikeCodec
+from ._spikecodec import MOTION_MAX_T, SpikeCodec
 from .codecs import (
     COMPRESSORS,
     DEFAULT_DENSE,
@@ -319,15 +319,16 @@ def _layout(
     shard_steps: int,
     chunk_bytes: int,
     max_shard_bytes: int = _MAX_SHARD_BYTES,
-    unit: int = 1,
+    frame: tuple[int, int, int] | None = None,
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Chunk and shard shapes for a segment of rows of ``row_shape``.
 
     Inner chunks hold at least 16 steps and about ``chunk_bytes`` bytes, split
     over the record's trailing axes, so one step and one neuron's history both
     decode little; a shard holds ``shard_steps`` steps (more for tiny records).
-    For 1-D rows, ``unit`` makes the chunk width a multiple of it (whole spike
-    planes for the MOTION coding), even if that pads the last chunk.
+    For 1-D packed spike rows with a MOTION ``frame`` (see :func:`_spike_frame`), the
+    chunk width is a whole number of ``H * W * T``-bit planes, even if that pads the
+    last chunk.
     """
     row_bytes = max(1, math.prod(row_shape) * itemsize)
     steps = min(max(16, _pow2_floor(chunk_bytes // row_bytes)), 4096)
@@ -345,6 +346,7 @@ def _layout(
         else:
             chunk[ax] = max(1, budget)
             break
+    unit = math.lcm(8, math.prod(frame)) // 8 if frame else 1
     if unit > 1 and len(row_shape) == 1:
         whole = math.ceil(max(1, row_shape[0]) / unit) * unit
         chunk[0] = min(whole, max(unit, row_budget // unit * unit))
@@ -360,7 +362,7 @@ def _spike_frame(
     if permute is None or len(shape) < 4:
         return None
     h, w, t = (shape[p] for p in permute[-3:])
-    if not 2 <= t <= 4096 or h * w < 2 or h * w * t > _MAX_FRAME_BITS:
+    if not 2 <= t <= MOTION_MAX_T or h * w < 2 or h * w * t > _MAX_FRAME_BITS:
         return None
     return h, w, t
 
@@ -1059,13 +1061,12 @@ class StoreWriter:
             if spikes and self.compressor is None:
                 perm = desc.get("permute")
                 frame = _spike_frame(tuple(desc["shape"]), tuple(perm) if perm else None)
-            unit = math.lcm(8, math.prod(frame)) // 8 if frame else 1
             chunks, shards = _layout(
                 row.shape,
                 itemsize,
                 self.shard_steps,
                 self.chunk_bytes,
-                unit=unit,
+                frame=frame,
             )
             serializer: Any = "auto"
             if spikes and self.compressor is None:

@@ -217,7 +217,7 @@ def test_layout_aligns_chunks_to_whole_planes() -> None:
         unit = math.lcm(8, math.prod(frame)) // 8
         for planes in (1, 7, 256):
             row = math.ceil(planes * math.prod(frame) / 8)
-            chunks, shards = _layout((row,), 1, 2048, 1 << 18, unit=unit)
+            chunks, shards = _layout((row,), 1, 2048, 1 << 18, frame=frame)
             assert chunks[1] % unit == 0 and chunks[1] >= unit
             # as wide as the byte budget allows: whole row, or within one unit of it
             budget = (1 << 18) // chunks[0]
