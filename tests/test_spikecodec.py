@@ -226,10 +226,11 @@ def test_truncated_bytes_raise_value_error() -> None:
         decode_chunk(data + b"\0", a.shape)
 
 
-def test_flipped_bytes_raise_value_error_or_decode() -> None:
-    a, data = tree_chunk()
+def assert_flips_raise_or_decode(a: np.ndarray, data: bytes, stride: int = 1) -> None:
+    """Flipping any byte of the encoded chunk ``data`` (every ``stride``-th) either
+    raises ValueError or decodes to an array of ``a``'s shape and dtype."""
     rng = np.random.default_rng(0)
-    for pos in range(len(data)):
+    for pos in range(0, len(data), stride):
         bad = bytearray(data)
         bad[pos] ^= int(rng.integers(1, 256))
         try:
@@ -237,6 +238,10 @@ def test_flipped_bytes_raise_value_error_or_decode() -> None:
         except ValueError:
             continue
         assert out.shape == a.shape and out.dtype == np.uint8
+
+
+def test_flipped_bytes_raise_value_error_or_decode() -> None:
+    assert_flips_raise_or_decode(*tree_chunk())
 
 
 def test_header_checks() -> None:
