@@ -9,7 +9,7 @@ Part 1 encodes i.i.d. Bernoulli(p) spikes (2**24 elements) with:
 
 - ``zlib recipe``: ``zlib.compress(np.packbits(x != 0))`` at the default level,
 - ``packbits+zstd1``: numcodecs ``Zstd(1)`` on the packed bytes,
-- ``spikestore`` (default) and variants: :func:`spikestore._spikecodec.encode_chunk` on
+- ``spikestore`` (default) and variants: :func:`spikestore.codecs.spikes.encode_chunk` on
   ``(64, 8192)``-byte chunks of the ``(steps, nbytes)`` packed array.
 
 Ratios count float32 input bytes (4 per element). Encode GB/s is float32 bytes over the
@@ -46,8 +46,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spikestore._spikecodec import decode_chunk, encode_chunk
-from spikestore.writer import _layout, _spike_frame
+from spikestore.codecs.spikes import decode_chunk, encode_chunk
+from spikestore.codecs.layout import layout as _layout, spike_frame as _spike_frame
 
 PS = (0.001, 0.01, 0.05, 0.2, 0.5)
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_encoding import entropy, record_network, store_chunks
 
-from spikestore._spikecodec import encode_chunk
+from spikestore.codecs.spikes import encode_chunk
 
 
 def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:

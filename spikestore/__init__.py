@@ -5,8 +5,7 @@ v3 store; spikes are bit-packed and compressed; a lazy reader decodes only what
 is indexed back to tensors of the original dtype and shape.
 """
 
-__version__ = "0.2.0"
-
+from ._version import __version__
 from .format import FORMAT_VERSION, FormatError
 from .reader import LayerReader, MonitorReader, ReadError, StoreReader, open
 from .writer import RecordError, StoreLockedError, StoreWriter, WriteError

@@ -1,4 +1,4 @@
-"""The on-disk layout of a spikestore store (format version 1.2).
+"""The on-disk layout of a spikestore store (format version 1.3).
 
 This module is the contract between the writer and the reader. It imports
 nothing from the rest of the package, only the standard library, so the layout
@@ -14,7 +14,8 @@ A store is a Zarr v3 group::
         <layer key>/              group, one per monitored module
           f0/, f1/, ...           group, one per field of a record
             index                 int32 array (steps, 2): [segment, row]
-            s0, s1, ...           the segments holding the data
+            s0, s1, ...           the segments holding the data (sharded arrays)
+            s0t0, s0t1, ...       tails: rows of a segment's open shard (see below)
             summary, summary_axis0  optional per-step statistics (format 1.1)
 
 A *record* is what a monitor hook produced for one layer at one step: a tensor,
@@ -25,6 +26,18 @@ a number, ``None``, or a tuple/list of those. Each element of a record is a
 ``None``). Only the first ``committed_steps`` rows of ``index`` are valid: the
 writer updates that attribute last, in one atomic write, so a reader never
 sees a half-written record.
+
+Rows of a segment's open (last, incomplete) shard live in one of two unsharded
+*tail* arrays ``s<k>t0`` / ``s<k>t1`` (shard ``j`` uses tail ``j % 2``); the
+segment descriptor's ``sealed`` rows are in the sharded array. A writer that
+closes copies the open shard into the sharded array and deletes the tails.
+
+Format 1.3 adds the layer's ``time_axis`` (the axis of a multi-step record that
+is time, or null). A 1.3 writer creates every field group before it writes that
+key, so in a layer that has it a missing field group is damage, not a writer
+killed before its first commit.
+
+Every format fact (names, chunk sizes, the sharding codec) is defined here once.
 """
 
 from __future__ import annotations
@@ -35,6 +48,14 @@ from typing import Any
 
 __all__ = [
     "FORMAT_NAME",
+    "INDEX_CHUNK",
+    "LOCK_FILE",
+    "TRASH_PREFIX",
+    "field_key",
+    "segment_name",
+    "tail_name",
+    "is_tail_name",
+    "sharding_codec",
     "FORMAT_VERSION",
     "FormatError",
     "SPIKE_ENCODING",
@@ -55,7 +76,15 @@ __all__ = [
 
 FORMAT_NAME = "spikestore"
 #: (major, minor). A reader refuses a store whose major version is newer than its own.
-FORMAT_VERSION = (1, 2)
+FORMAT_VERSION = (1, 3)
+
+#: Steps per chunk of a field's ``index`` array.
+INDEX_CHUNK = 65536
+#: The writer's lock file in a local store's root (not a Zarr node).
+LOCK_FILE = ".spikestore.lock"
+#: Folders a writer moves an old store's nodes into while replacing it (``mode="w"``),
+#: then deletes; one left by a killed writer is deleted by the next writer.
+TRASH_PREFIX = ".spikestore-trash-"
 
 #: Spikes: each record flattened (C order), bit-packed 8 to a byte, MSB first.
 SPIKE_ENCODING = "bitpack"
@@ -137,6 +166,45 @@ def node_key(name: str) -> str:
     return key
 
 
+def field_key(i: int) -> str:
+    """The group of field ``i`` of a layer."""
+    return f"f{i}"
+
+
+def segment_name(k: int) -> str:
+    """The sharded array of segment ``k`` of a field."""
+    return f"s{k}"
+
+
+def tail_name(array: str, parity: int) -> str:
+    """The tail array that holds the open shard ``j`` of segment array ``array``
+    when ``j % 2 == parity``."""
+    return f"{array}t{parity}"
+
+
+def is_tail_name(key: str) -> bool:
+    """Whether some part of a store key names a tail array."""
+    return any(re.fullmatch(r"s\d+t[01]", part) for part in key.split("/"))
+
+
+def sharding_codec(chunks: tuple[int, ...], codecs: list[Any]) -> Any:
+    """Zarr's ``sharding_indexed`` codec as every segment uses it.
+
+    ``spikestore._segments`` writes shard files itself and relies on exactly this:
+    the index at the end, ``(offset, nbytes)`` as little-endian uint64 per inner
+    chunk in C order, followed by its CRC-32C. Built explicitly so that no change
+    of Zarr's defaults can silently break that.
+    """
+    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+
+    return ShardingCodec(
+        chunk_shape=chunks,
+        codecs=codecs,
+        index_codecs=[BytesCodec(endian="little"), Crc32cCodec()],
+        index_location="end",
+    )
+
+
 def root_attrs(created_by: str) -> dict[str, Any]:
     major, minor = FORMAT_VERSION
     return {
@@ -170,8 +238,16 @@ def monitor_attrs(name: str) -> dict[str, Any]:
     return {FORMAT_NAME: {"node": "monitor", "name": name}}
 
 
-def layer_attrs(name: str, structure: str, fields: int) -> dict[str, Any]:
-    return {FORMAT_NAME: {"node": "layer", "name": name, "structure": structure, "fields": fields}}
+def layer_attrs(
+    name: str, structure: str, fields: int, time_axis: int | None = None, *, complete: bool = True
+) -> dict[str, Any]:
+    """A layer's attributes; ``complete=False`` leaves out ``time_axis`` (written only
+    once every field group exists, see the module docstring)."""
+    meta: dict[str, Any] = {"node": "layer", "name": name, "structure": structure}
+    meta["fields"] = fields
+    if complete:
+        meta["time_axis"] = time_axis
+    return {FORMAT_NAME: meta}
 
 
 def field_attrs(committed_steps: int, segments: list[dict[str, Any]]) -> dict[str, Any]:
@@ -198,6 +274,10 @@ def check_layer_attrs(attrs: Any, where: str) -> dict[str, Any]:
         raise FormatError(f"{where}: bad field count {fields!r}")
     if meta["structure"] in ("tensor", "number") and fields != 1:
         raise FormatError(f"{where}: a {meta['structure']} record has exactly one field")
+    t = meta.get("time_axis")
+    bad = not isinstance(t, int) or isinstance(t, bool) or not -MAX_RANK <= t < MAX_RANK
+    if t is not None and bad:
+        raise FormatError(f"{where}: bad time_axis {t!r}")
     return meta
 
 

@@ -270,11 +270,13 @@ class BaseMonitor:
                 if tmpdir is not None:
                     shutil.rmtree(tmpdir, ignore_errors=True)
             raise ValueError(
-                f"another open monitor already records as {self.name!r} into {writer._where}; "
+                f"another open monitor already records as {self.name!r} into {writer.where}; "
                 "give this one a different name="
             )
         claimed.add(self.name)
         self._claim = (weakref.ref(writer), self.name)
+        # The monitor's group exists from now on, even if the run dies before a record.
+        writer.add_monitor(self.name)
         self._finalizer = weakref.finalize(
             self, _cleanup, self.hooks, writer if self._owns_writer else None, tmpdir, self._claim
         )
@@ -333,13 +335,13 @@ class BaseMonitor:
     def _layer_reader(self, lid: int) -> LayerReader:
         if self._appended != self._seen or self._reader is None:
             w = self._writer
-            if not w._closed:
+            if not w.closed:
                 w.flush()
             if self._reader is None:
                 if w.path is not None:
                     self._reader = StoreReader(w.path)
                 else:
-                    self._reader = StoreReader(store=w._root.store)
+                    self._reader = StoreReader(store=w.store)
             else:
                 self._reader.refresh()
             self._layer_readers.clear()
@@ -406,7 +408,7 @@ class BaseMonitor:
 
     def flush(self) -> None:
         """Block until every record taken so far is on disk."""
-        if not self._writer._closed:
+        if not self._writer.closed:
             self._writer.flush()
 
     def close(self) -> None:
@@ -432,7 +434,7 @@ class BaseMonitor:
         self.close()
 
     def __repr__(self) -> str:
-        where = self.path if self.path is not None else self._writer._where
+        where = self.path if self.path is not None else self._writer.where
         return (
             f"<{type(self).__name__} {self.name!r} -> {where}: {len(self._order)} records, "
             f"layers {self.monitored_layers}{'' if self._enable else ', disabled'}>"

@@ -1,13 +1,13 @@
 """Long runs: crash safety, resume and append, live reading, one writer, faults, hostile metadata.
 
-Crash and live-reading tests drive ``tests/_recorder.py`` in a subprocess; its
+Crash and live-reading tests drive ``python -m spikestore.testing recorder`` in a
+subprocess; its
 records are a pure function of (layer, step), so every record that survives a
 ``SIGKILL`` can be checked exactly.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import LocalStore
 
 import spikestore
 from spikestore import (
@@ -34,27 +34,15 @@ from spikestore import (
     StoreWriter,
     WriteError,
 )
+from spikestore.testing import (
+    RECORDER_LAYERS,
+    FullDiskStore,
+    WriteBudget,
+    recorder_value,
+    same_record,
+)
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-import _recorder  # noqa: E402
-
-RECORDER = str(HERE / "_recorder.py")
-
-
-# ---------------------------------------------------------------- helpers
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (
-            isinstance(a, torch.Tensor)
-            and isinstance(b, torch.Tensor)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and torch.equal(a, b)
-        )
-    if isinstance(a, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
-    return type(a) is type(b) and a == b
 
 
 class Expected:
@@ -66,14 +54,14 @@ class Expected:
     def __call__(self, mon: str, lay: str, step: int) -> Any:
         key = (mon, lay, step)
         if key not in self._cache:
-            self._cache[key] = _recorder.value(mon, lay, step)
+            self._cache[key] = recorder_value(mon, lay, step)
         return self._cache[key]
 
 
 def check_all(reader: spikestore.StoreReader, expected: Expected, start: int = 0) -> dict:
     """Check every record from ``start`` on; return {"mon/lay": steps}."""
     counts = {}
-    for mon, lay in _recorder.LAYERS:
+    for mon, lay in RECORDER_LAYERS:
         if mon not in reader or lay not in reader[mon]:
             counts[f"{mon}/{lay}"] = 0
             continue
@@ -81,14 +69,14 @@ def check_all(reader: spikestore.StoreReader, expected: Expected, start: int = 0
         n = len(layer)
         for step, rec in enumerate(layer.records(slice(start, n)), start):
             want = expected(mon, lay, step)
-            assert _same(rec, want), f"{mon}/{lay} step {step}: read {rec!r}, expected {want!r}"
+            assert same_record(rec, want), f"{mon}/{lay} step {step}: {rec!r} != {want!r}"
         counts[f"{mon}/{lay}"] = n
     return counts
 
 
 def _spawn(path: Path, log: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, RECORDER, str(path), *args],
+        [sys.executable, "-m", "spikestore.testing", "recorder", str(path), *args],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         cwd=HERE.parent,
@@ -215,10 +203,10 @@ def test_append_mode_continues_numbering(tmp_path: Path) -> None:
     expected = Expected()
     for run in range(3):
         with StoreWriter(path, mode="w" if run == 0 else "a") as w:
-            for mon, lay in _recorder.LAYERS:
+            for mon, lay in RECORDER_LAYERS:
                 assert w.steps(mon, lay) == 10 * run
             for i in range(10):
-                for mon, lay in _recorder.LAYERS:
+                for mon, lay in RECORDER_LAYERS:
                     step = 10 * run + i
                     assert w.append(mon, lay, expected(mon, lay, step)) == step
     counts = check_all(spikestore.open(path), expected)
@@ -244,7 +232,7 @@ def test_append_mismatch_is_record_error_and_changes_nothing(
     expected = Expected()
     with StoreWriter(path) as w:
         for step in range(20):
-            for m, n in _recorder.LAYERS:
+            for m, n in RECORDER_LAYERS:
                 w.append(m, n, expected(m, n, step))
     before = snapshot(path)
     with StoreWriter(path, mode="a") as w:
@@ -271,7 +259,7 @@ def test_reader_sees_consistent_prefix_of_a_live_recording(tmp_path: Path) -> No
     try:
         _wait_for(lambda: (path / "zarr.json").exists(), what="the store")
         reader = spikestore.open(path)
-        seen = {f"{m}/{n}": 0 for m, n in _recorder.LAYERS}
+        seen = {f"{m}/{n}": 0 for m, n in RECORDER_LAYERS}
         polls = grew = 0
         while True:
             running = proc.poll() is None
@@ -315,48 +303,25 @@ def test_second_writer_is_refused_and_killed_writer_does_not_block(tmp_path: Pat
     assert (path / spikestore.writer.LOCK_FILE).exists()  # left behind, but not held
     with StoreWriter(path, mode="a") as w:
         n = w.steps("output", "sn1")
-        assert w.append("output", "sn1", _recorder.value("output", "sn1", n)) == n
+        assert w.append("output", "sn1", recorder_value("output", "sn1", n)) == n
     assert len(spikestore.open(path)["output"]["sn1"]) == n + 1
 
 
 # -------------------------------------------------------------------- 5. faults
-class _Budget:
-    def __init__(self, writes: int | None) -> None:
-        self.writes = writes
-
-
-class FullDiskStore(WrapperStore):
-    """Fails every ``set`` with ENOSPC once ``budget.writes`` reaches 0 (None: unlimited)."""
-
-    def __init__(self, store: Any, budget: _Budget | None = None) -> None:
-        super().__init__(store)
-        self.budget = budget or _Budget(None)
-
-    def _with_store(self, store: Any) -> FullDiskStore:
-        return type(self)(store, self.budget)
-
-    async def set(self, key: str, value: Any) -> None:
-        if self.budget.writes is not None:
-            if self.budget.writes <= 0:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
-            self.budget.writes -= 1
-        await self._store.set(key, value)
-
-
 @pytest.mark.parametrize("writes", [0, 1, 2, 3, 5, 8, 13])
 def test_full_disk_surfaces_as_write_error(tmp_path: Path, writes: int) -> None:
     path = tmp_path / "s"
-    budget = _Budget(None)
+    budget = WriteBudget(None)
     store = FullDiskStore(LocalStore(path), budget)
     expected = Expected()
     w = StoreWriter(store=store, flush_interval=3600)
     for step in range(30):
-        for m, n in _recorder.LAYERS:
+        for m, n in RECORDER_LAYERS:
             w.append(m, n, expected(m, n, step))
     w.flush()
     budget.writes = writes
     for step in range(30, 100):
-        for m, n in _recorder.LAYERS:
+        for m, n in RECORDER_LAYERS:
             w.append(m, n, expected(m, n, step))
     with pytest.raises(WriteError, match=rf"{path.name}.*monitor '\w+', layer '\w+'") as ei:
         w.flush()
@@ -370,7 +335,7 @@ def test_full_disk_surfaces_as_write_error(tmp_path: Path, writes: int) -> None:
 
 
 def test_background_failure_raises_at_next_append(tmp_path: Path) -> None:
-    budget = _Budget(None)
+    budget = WriteBudget(None)
     w = StoreWriter(store=FullDiskStore(LocalStore(tmp_path / "s"), budget), flush_interval=0.05)
     w.append("output", "a", torch.ones(4))
     w.flush()

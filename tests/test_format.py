@@ -12,18 +12,17 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from fixture_data import records
-from test_store import bits_equal
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import LocalStore
 
 import spikestore
 from spikestore.cli import main as cli_main
+from spikestore.testing import CountingStore, bits_equal, fixture_records
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def check_records(store: spikestore.StoreReader, version: str = "1.2") -> None:
-    for (mon, layer), recs in records(version).items():
+def check_records(store: spikestore.StoreReader, version: str = "1.3") -> None:
+    for (mon, layer), recs in fixture_records(version).items():
         got = store[mon][layer]
         assert len(got) == len(recs), (mon, layer)
         for i, r in enumerate(recs):
@@ -37,7 +36,7 @@ def check_records(store: spikestore.StoreReader, version: str = "1.2") -> None:
                 assert g == r
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3"])
 def test_committed_fixture_store_still_reads(version):
     store = spikestore.open(FIXTURES / f"store_v{version}")
     assert store.version == version
@@ -52,17 +51,17 @@ def test_fixture_v1_1_uses_the_new_encoding():
 
 
 def test_this_version_writes_what_the_fixture_holds(tmp_path):
-    from fixture_data import write
+    from spikestore.testing import write_fixture
 
-    write(str(tmp_path / "s"))
+    write_fixture(str(tmp_path / "s"))
     check_records(spikestore.open(tmp_path / "s"))
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
 def test_appending_to_an_older_store_raises_its_version(tmp_path, version):
     import shutil
 
-    from fixture_data import moving_spikes
+    from spikestore.testing import moving_spikes
 
     path = tmp_path / "s"
     shutil.copytree(FIXTURES / f"store_v{version}", path)
@@ -71,7 +70,7 @@ def test_appending_to_an_older_store_raises_its_version(tmp_path, version):
         for r in recs:
             w.append("output", "conv.new", r, time_axis=0)
     store = spikestore.open(path)
-    assert store.version == "1.2"  # the new arrays may hold MOTION chunks
+    assert store.version == "1.3"  # the new arrays may hold MOTION chunks, layers time_axis
     check_records(store, version)  # the old records are untouched
     layer = store["output"]["conv.new"]
     for i, r in enumerate(recs):
@@ -127,7 +126,7 @@ def motion_chunk(data, r, c):
 
 
 def spike_chunk(data, rows, cols):
-    # The byte layout documented in spikestore/_spikecodec.py, with numpy + numcodecs.
+    # The byte layout documented in spikestore/codecs/spikes.py, with numpy + numcodecs.
     magic, version, mode, r, c = struct.unpack_from("<2sBBII", data, 0)
     assert magic == b"SK" and version in (1, 2) and (r, c) == (rows, cols)
     MODES.add(mode)
@@ -230,7 +229,7 @@ print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out,
 """
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3"])
 def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
     """docs/format.md and the codec's documented byte layout are enough to read a store."""
     script = tmp_path / "plain.py"
@@ -244,7 +243,7 @@ def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
     if version >= "1.2":  # TREE and MOTION chunks (with TREE nested)
         assert result["modes"] == [2, 3]
     data = result["data"]
-    for (mon, layer), recs in records(version).items():
+    for (mon, layer), recs in fixture_records(version).items():
         fields = data[f"{mon}|{layer}"]
         for i, r in enumerate(recs):
             leaves = r if isinstance(r, tuple) else (r,)
@@ -255,23 +254,6 @@ def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
                     continue
                 want = torch.as_tensor(leaf).to(torch.float64).numpy()
                 np.testing.assert_array_equal(np.asarray(got, dtype=np.float64), want)
-
-
-class CountingStore(WrapperStore):
-    """Counts the chunk reads that reach the wrapped store."""
-
-    def __init__(self, store):
-        super().__init__(store)
-        self.reads: list[str] = []
-
-    async def get(self, key, prototype, byte_range=None):
-        self.reads.append(key)
-        return await self._store.get(key, prototype, byte_range)
-
-    async def get_partial_values(self, prototype, key_ranges):
-        key_ranges = list(key_ranges)
-        self.reads.extend(k for k, _ in key_ranges)
-        return await self._store.get_partial_values(prototype, key_ranges)
 
 
 def test_one_step_reads_only_its_chunks(tmp_path):

@@ -22,23 +22,9 @@ from spikestore.monitor import (
     InputMonitor,
     OutputMonitor,
 )
+from spikestore.testing import same_record
 
-
-def _same(a, b) -> bool:
-    """Bit-for-bit equality of records (tensors, numbers, None, tuples/lists of those)."""
-    if isinstance(a, torch.Tensor):
-        return (
-            isinstance(b, torch.Tensor)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and torch.equal(
-                a.detach().contiguous().view(-1).view(torch.uint8),
-                b.detach().contiguous().view(-1).view(torch.uint8),
-            )
-        )
-    if isinstance(a, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
-    return type(a) is type(b) and a == b
+_same = same_record
 
 
 def _all_same(xs, ys) -> bool:

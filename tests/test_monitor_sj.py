@@ -12,10 +12,10 @@ sj_monitor = pytest.importorskip("spikingjelly.activation_based.monitor")
 
 import torch  # noqa: E402
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
-from test_monitor import _same  # noqa: E402  (bit-for-bit, dtype and type-exact)
 from torch import nn  # noqa: E402
 
 import spikestore.monitor as ss  # noqa: E402
+from spikestore.testing import same_record as _same  # noqa: E402
 
 pytestmark = pytest.mark.sj
 

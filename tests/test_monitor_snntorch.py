@@ -11,14 +11,9 @@ from torch import nn  # noqa: E402
 
 import spikestore  # noqa: E402
 from spikestore.monitor import AttributeMonitor, GradOutputMonitor, OutputMonitor  # noqa: E402
+from spikestore.testing import same_record  # noqa: E402
 
-
-def _same(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
-    return type(a) is type(b) and a == b
+_same = same_record
 
 
 def _hooks(net, cls, out):

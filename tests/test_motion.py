@@ -1,4 +1,4 @@
-"""Tests of the MOTION mode of ``spikestore.spikes`` (spikestore/_motion.py) and of the
+"""Tests of the MOTION mode of ``spikestore.spikes`` (spikestore/codecs/motion.py) and of the
 writer's use of it for time-last convolutional records."""
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_spikecodec import assert_flips_raise_or_decode
 
 import spikestore
-from spikestore import _motion
-from spikestore._spikecodec import (
+from spikestore.codecs import motion as _motion
+from spikestore.codecs.layout import layout as _layout
+from spikestore.codecs.layout import spike_frame as _spike_frame
+from spikestore.codecs.spikes import (
     CODEC_NAME,
     MODE_MOTION,
     SpikeCodec,
@@ -26,7 +27,7 @@ from spikestore._spikecodec import (
     decode_chunk,
     encode_chunk,
 )
-from spikestore.writer import _layout, _spike_frame
+from spikestore.testing import assert_chunk_flips_raise_or_decode
 
 
 def moving_planes(
@@ -185,7 +186,7 @@ def test_corrupt_motion_chunks_raise_value_error() -> None:
 
 
 def test_flipped_bytes_in_motion_chunks_raise_or_decode() -> None:
-    assert_flips_raise_or_decode(*motion_chunk(), stride=2)
+    assert_chunk_flips_raise_or_decode(*motion_chunk(), stride=2)
 
 
 def test_codec_configuration_with_frame() -> None:

@@ -7,10 +7,10 @@ import collections
 import numpy as np
 import torch
 import zarr
-from test_store import bits_equal
 from zarr.storage import LocalStore, WrapperStore
 
 import spikestore
+from spikestore.testing import bits_equal
 
 
 class CountingWrites(WrapperStore):

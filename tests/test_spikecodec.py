@@ -1,4 +1,4 @@
-"""Tests of the spike chunk codec ``spikestore.spikes`` (spikestore/_spikecodec.py).
+"""Tests of the spike chunk codec ``spikestore.spikes`` (spikestore/codecs/spikes.py).
 
 Regenerate the committed fixtures (only when the format version changes)::
 
@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from spikestore._spikecodec import (
+from spikestore.codecs.spikes import (
     CODEC_NAME,
     MODE_RAW,
     MODE_TREE,
@@ -29,6 +29,7 @@ from spikestore._spikecodec import (
     decode_chunk,
     encode_chunk,
 )
+from spikestore.testing import assert_chunk_flips_raise_or_decode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "spikecodec_v1"
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +166,7 @@ def test_plain_zarr_open_in_a_fresh_process(tmp_path: Path) -> None:
     make_array(tmp_path / "c.zarr", data, chunks=(16, 33), shards=(64, 33))
     np.save(tmp_path / "expected.npy", data)
     script = (
-        "import sys, numpy as np, zarr, spikestore._spikecodec\n"
+        "import sys, numpy as np, zarr, spikestore.codecs.spikes\n"
         "a = zarr.open(sys.argv[1], mode='r')\n"
         "assert np.array_equal(a[...], np.load(sys.argv[2]))\n"
     )
@@ -226,22 +227,8 @@ def test_truncated_bytes_raise_value_error() -> None:
         decode_chunk(data + b"\0", a.shape)
 
 
-def assert_flips_raise_or_decode(a: np.ndarray, data: bytes, stride: int = 1) -> None:
-    """Flipping any byte of the encoded chunk ``data`` (every ``stride``-th) either
-    raises ValueError or decodes to an array of ``a``'s shape and dtype."""
-    rng = np.random.default_rng(0)
-    for pos in range(0, len(data), stride):
-        bad = bytearray(data)
-        bad[pos] ^= int(rng.integers(1, 256))
-        try:
-            out = decode_chunk(bytes(bad), a.shape)
-        except ValueError:
-            continue
-        assert out.shape == a.shape and out.dtype == np.uint8
-
-
 def test_flipped_bytes_raise_value_error_or_decode() -> None:
-    assert_flips_raise_or_decode(*tree_chunk())
+    assert_chunk_flips_raise_or_decode(*tree_chunk())
 
 
 def test_header_checks() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -13,21 +12,12 @@ from hypothesis import strategies as st
 
 import spikestore
 from spikestore.format import node_key
+from spikestore.testing import bits_equal, records_strategy
 from spikestore.writer import RecordError
 
 FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 INT_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
 ALL_DTYPES = [torch.bool, *FLOAT_DTYPES, *INT_DTYPES]
-
-
-def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal dtype, shape and bit pattern (so NaN == NaN and -0.0 != 0.0)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.dtype.is_floating_point:
-        width = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
-        return torch.equal(a.contiguous().view(width), b.contiguous().view(width))
-    return torch.equal(a, b)
 
 
 def roundtrip(tmp_path, records, **kw):
@@ -38,34 +28,7 @@ def roundtrip(tmp_path, records, **kw):
     return spikestore.open(path)["m"]["layer"]
 
 
-shapes = st.one_of(
-    st.just(()),
-    st.lists(st.integers(0, 17), min_size=1, max_size=3).map(tuple),
-)
-
-
-@st.composite
-def records(draw):
-    dtype = draw(st.sampled_from(ALL_DTYPES))
-    shape = draw(shapes)
-    kind = draw(st.sampled_from(["spikes", "random", "special"]))
-    n = math.prod(shape)
-    seed = draw(st.integers(0, 2**31 - 1))
-    g = torch.Generator().manual_seed(seed)
-    if kind == "spikes" or dtype == torch.bool:
-        p = draw(st.sampled_from([0.0, 0.05, 0.5, 1.0]))
-        return (torch.rand(shape, generator=g) < p).to(dtype)
-    if dtype.is_floating_point:
-        x = torch.randn(shape, generator=g, dtype=torch.float64) * 1e3
-        if kind == "special" and n:
-            specials = torch.tensor(
-                [float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 1.0], dtype=torch.float64
-            )
-            pick = torch.randint(0, len(specials), shape, generator=g)
-            x = torch.where(torch.rand(shape, generator=g) < 0.5, specials[pick], x)
-        return x.to(dtype)
-    info = torch.iinfo(dtype)
-    return torch.randint(info.min, info.max, shape, generator=g, dtype=torch.int64).to(dtype)
+records = records_strategy
 
 
 @settings(

@@ -1,0 +1,435 @@
+"""Per-field buffering and the commit protocol: everything the writer thread writes.
+
+The commit protocol
+-------------------
+A field's steps become visible to readers, and survive a crash, only when its
+group's attributes (``committed_steps`` and the segment descriptors) are
+rewritten; Zarr writes that ``zarr.json`` in one atomic rename, and it is always
+the last write of a commit. In order, :meth:`FieldWriter.write`:
+
+1. appends the steps' rows to their segments (the open shard's tail, or whole
+   shard files; see ``spikestore._segments``);
+2. writes the steps' rows of the ``index`` array (``[segment, row]`` per step);
+3. writes their ``summary`` rows (``spikestore.summary``);
+4. writes the field's attributes: the commit point.
+
+Rows past ``committed_steps`` in any array are garbage a reader never looks at,
+and the next writer overwrites them. With ``durable=True`` every write of steps
+1-3 is ``fsync``-ed before step 4 starts (see ``spikestore.storage``).
+
+Groups are created as soon as a layer's first record is taken: the monitor group,
+the layer group without ``time_axis``, every field group (``committed_steps = 0``,
+an empty index), then the layer's ``time_axis``: once that key is there every
+field group exists (format 1.3).
+
+Thread ownership: a :class:`Sink` and everything it holds belong to the writer
+thread; :func:`load_layer` and :func:`open_root` are also called by the thread
+that opens the writer, before that thread starts or for layers it has not seen.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from ._segments import Segment, SegmentOptions, create_segment
+from .codecs import Encoded, compressor_codecs
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    INDEX_CHUNK,
+    SPIKE_ENCODING,
+    FormatError,
+    check_field_attrs,
+    check_layer_attrs,
+    check_root_attrs,
+    field_attrs,
+    field_key,
+    layer_attrs,
+    monitor_attrs,
+    node_key,
+    root_attrs,
+    segment_name,
+)
+from .summary import FieldSummary
+
+__all__ = ["Sink", "StoredLayer", "load_layer", "open_root", "layer_path"]
+
+
+def layer_path(monitor: str, layer: str) -> str:
+    return f"{node_key(monitor)}/{node_key(layer)}"
+
+
+def open_root(store: Any, zarr_mode: Literal["w", "w-", "a"], created_by: str, where: str) -> Any:
+    """Open (or create) the root group and check or write its metadata.
+
+    A new root is written with its attributes in one go, so that a reader never
+    finds a root without the spikestore metadata. ``zarr_mode="w"`` (a store
+    passed in) is cleared by Zarr. An older store's version is raised to this
+    one's: arrays added from now on may use its features.
+    """
+    import zarr
+
+    attrs = root_attrs(created_by)
+    root = zarr.open_group(store=store, mode=zarr_mode, zarr_format=3, attributes=attrs)
+    current = dict(root.attrs)
+    if FORMAT_NAME in current:
+        meta = check_root_attrs(current, where)
+        if tuple(map(int, meta["version"].split("."))) < FORMAT_VERSION:
+            root.attrs.update({FORMAT_NAME: {**meta, "version": attrs[FORMAT_NAME]["version"]}})
+    elif len(list(root.keys())):
+        raise FormatError(f"{where} is a Zarr group but not a spikestore store")
+    else:
+        root.attrs.update(attrs)
+    return root
+
+
+def fresh_root(root: Any, created_by: str) -> None:
+    """Replace the root's attributes with a new store's (after the old store was cleared)."""
+    root.attrs.put(root_attrs(created_by))
+
+
+@dataclass
+class StoredField:
+    committed: int
+    segments: list[dict[str, Any]]
+    group: Any  # None if the field group does not exist
+
+
+@dataclass
+class StoredLayer:
+    """What a store already holds of a layer (append mode)."""
+
+    structure: str
+    time_axis: int | None
+    complete: bool  # every field group exists (format 1.3 layers)
+    fields: list[StoredField]
+
+    @property
+    def steps(self) -> int:
+        """Steps every field has committed: where the layer goes on."""
+        return min((f.committed for f in self.fields), default=0)
+
+
+def load_layer(root: Any, monitor: str, layer: str, where: str) -> StoredLayer | None:
+    """The stored state of a layer, or None if the store has no such layer."""
+    path = layer_path(monitor, layer)
+    try:
+        grp = root[path]
+    except KeyError:
+        return None
+    lwhere = f"{where} monitor {monitor!r} layer {layer!r}"
+    meta = check_layer_attrs(dict(grp.attrs), lwhere)
+    fields = []
+    time_axis = meta.get("time_axis")
+    for i in range(meta["fields"]):
+        try:
+            fgrp = root[f"{path}/{field_key(i)}"]
+        except KeyError:
+            # Killed before this field's group was made: it holds no steps.
+            fields.append(StoredField(0, [], None))
+            continue
+        fmeta = check_field_attrs(dict(fgrp.attrs), f"{lwhere} field {i}")
+        segs = [dict(s) for s in fmeta["segments"]]
+        fields.append(StoredField(fmeta["committed_steps"], segs, fgrp))
+        if time_axis is None and "time_axis" not in meta:
+            # Before format 1.3 the time axis shows only in how spikes were packed.
+            for s in segs:
+                if s["encoding"] == SPIKE_ENCODING and s.get("permute") is not None:
+                    time_axis = int(s["permute"][-1])
+    return StoredLayer(meta["structure"], time_axis, "time_axis" in meta, fields)
+
+
+def _segment_key(desc: dict[str, Any]) -> tuple[Any, ...]:
+    perm = desc.get("permute")
+    return (
+        desc["encoding"],
+        desc["dtype"],
+        tuple(desc["shape"]),
+        desc.get("python_scalar", False),
+        tuple(perm) if perm is not None else None,
+    )
+
+
+class FieldWriter:
+    """One field: its buffered rows, index, summary and segments, and its commit."""
+
+    def __init__(
+        self, root: Any, path: str, opts: SegmentOptions, stored: StoredField | None = None
+    ) -> None:
+        self.root = root
+        self.path = path
+        self.opts = opts
+        self.committed = 0
+        self.segments: list[dict[str, Any]] = []
+        self.keys: dict[tuple[Any, ...], int] = {}
+        self.arrays: dict[int, Segment] = {}
+        self.pending_index: list[tuple[int, int]] = []
+        self.pending_rows: dict[int, list[np.ndarray]] = {}
+        self.buffered_bytes = 0
+        self.summary = FieldSummary()
+        grp = stored.group if stored is not None else None
+        if grp is None:
+            grp = root.create_group(path, attributes=field_attrs(0, []), overwrite=True)
+            self.index = self._create_index(grp)
+        else:
+            self.committed = stored.committed if stored is not None else 0
+            self.segments = stored.segments if stored is not None else []
+            self.keys = {_segment_key(s): k for k, s in enumerate(self.segments)}
+            self.index = grp["index"] if "index" in grp else self._create_index(grp)
+            self.summary.load(grp, self.committed)
+        self.group = grp
+
+    @staticmethod
+    def _create_index(grp: Any) -> Any:
+        return grp.create_array(
+            "index",
+            shape=(0, 2),
+            dtype="int32",
+            chunks=(INDEX_CHUNK, 2),
+            compressors=compressor_codecs("zstd", 3, itemsize=4, shuffle=False),
+            fill_value=-1,
+            dimension_names=["step", "segment_row"],
+            config={"write_empty_chunks": True},
+            overwrite=True,
+        )
+
+    @property
+    def pending(self) -> int:
+        return len(self.pending_index)
+
+    def add(self, enc: Encoded | None) -> bool:
+        """Buffer one step; True when it fills its segment's open shard."""
+        self.summary.add(enc)
+        if enc is None:
+            self.pending_index.append((-1, 0))
+            return False
+        k = self._segment(enc)
+        rows = self.pending_rows.setdefault(k, [])
+        row = self.segments[k]["rows"] + len(rows)
+        rows.append(enc.row)
+        self.pending_index.append((k, row))
+        self.buffered_bytes += enc.row.nbytes
+        seg = self.arrays.get(k)
+        return seg is not None and (row + 1) % seg.shard == 0
+
+    def _segment(self, enc: Encoded) -> int:
+        k = self.keys.get(enc.key)
+        if k is None:
+            k = len(self.segments)
+            desc: dict[str, Any] = {
+                "array": segment_name(k),
+                "encoding": enc.encoding,
+                "dtype": enc.dtype,
+                "shape": list(enc.shape),
+                "rows": 0,
+            }
+            if enc.python_scalar:
+                desc["python_scalar"] = True
+            if enc.encoding == SPIKE_ENCODING:
+                desc["bit_order"] = "big"
+                desc["permute"] = list(enc.permute) if enc.permute is not None else None
+            self.segments.append(desc)
+            self.keys[enc.key] = k
+        return k
+
+    def _open_segment(self, k: int, row: np.ndarray) -> None:
+        desc = self.segments[k]
+        if desc["rows"] and desc["array"] in self.group:
+            arr = self.group[desc["array"]]
+        else:
+            arr = create_segment(self.group, desc, row, self.opts)
+        self.arrays[k] = Segment(self.group, desc, arr, self.commit)
+
+    def write(self, aligned: bool = False) -> tuple[int, int]:
+        """Write and commit the pending steps (a prefix of them if ``aligned``).
+
+        ``aligned``: only steps whose rows end on inner-chunk boundaries, so that
+        the next write does not decode, merge and encode a chunk again. Returns the
+        committed step range ``(start, stop)``.
+        """
+        for k, rows in self.pending_rows.items():
+            if rows and k not in self.arrays:
+                # Created at the first write, not when a record is taken: the store is
+                # written in commits only (and once per layer, for its groups).
+                self._open_segment(k, rows[0])
+        steps = len(self.pending_index)
+        if aligned:
+            limit = {}
+            for k, rows in self.pending_rows.items():
+                seg = self.arrays[k]
+                end = seg.desc["rows"] + len(rows)
+                limit[k] = end - end % seg.chunk_rows
+            steps = 0
+            for k, row in self.pending_index:
+                if k >= 0 and row >= limit[k]:
+                    break
+                steps += 1
+        n0 = self.committed
+        if not steps:
+            return n0, n0
+        done = self.pending_index[:steps]
+        for k, seg in self.arrays.items():
+            n = sum(1 for kk, _ in done if kk == k)
+            if n:
+                rows = self.pending_rows[k]
+                seg.write(np.stack(rows[:n]))
+                self.buffered_bytes -= sum(r.nbytes for r in rows[:n])
+                del rows[:n]
+        n1 = n0 + steps
+        self.index.resize((n1, 2))
+        self.index[n0:n1] = np.asarray(done, dtype=np.int32)
+        self.summary.write(self.group, n0, n1)
+        self.committed = n1
+        self.commit()
+        del self.pending_index[:steps]
+        return n0, n1
+
+    def commit(self) -> None:
+        """Write the field's attributes: the atomic commit point."""
+        segs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.segments]
+        self.group.attrs.update(field_attrs(self.committed, segs))
+        for seg in self.arrays.values():
+            seg.disk_sealed = seg.desc["sealed"]
+
+    def seal(self) -> None:
+        """On close: every open shard into its shard file, committed; tails deleted.
+
+        A closed store then holds each segment in one sharded array, as plain Zarr
+        expects; a writer that appends later moves the partial shard back.
+        """
+        if any([seg.seal_partial() for seg in self.arrays.values()]):
+            self.commit()
+        for seg in self.arrays.values():
+            seg.drop_tails()
+
+
+@dataclass
+class LayerWriter:
+    monitor: str
+    name: str
+    fields: list[FieldWriter]
+    next_step: int  # the step the next record taken must have
+    #: (step, append time) of each step not yet committed by every field, oldest first.
+    times: deque[tuple[int, float]] = field(default_factory=deque)
+
+    @property
+    def pending(self) -> bool:
+        return any(f.pending_index for f in self.fields)
+
+    @property
+    def oldest(self) -> float | None:
+        return self.times[0][1] if self.times else None
+
+
+@dataclass
+class Sink:
+    """The writer thread's state: every layer it writes, and what is buffered."""
+
+    root: Any
+    opts: SegmentOptions
+    where: str
+    layers: dict[tuple[str, str], LayerWriter] = field(default_factory=dict)
+    #: What is being written now, for error messages.
+    doing: str = ""
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(f.buffered_bytes for lay in self.layers.values() for f in lay.fields)
+
+    @property
+    def oldest(self) -> float | None:
+        """Append time (``time.monotonic()``) of the oldest record not yet committed."""
+        times = [lay.oldest for lay in self.layers.values() if lay.oldest is not None]
+        return min(times) if times else None
+
+    def declare_monitor(self, monitor: str) -> None:
+        key = node_key(monitor)
+        if key not in self.root:
+            self.root.create_group(key, attributes=monitor_attrs(monitor))
+
+    def _layer(
+        self, monitor: str, name: str, structure: str, nfields: int, t: int | None
+    ) -> LayerWriter:
+        lay = self.layers.get((monitor, name))
+        if lay is not None:
+            return lay
+        self.doing = f"monitor {monitor!r}, layer {name!r}"
+        path = layer_path(monitor, name)
+        stored = load_layer(self.root, monitor, name, self.where)
+        if stored is None:
+            self.declare_monitor(monitor)
+            self.root.create_group(
+                path, attributes=layer_attrs(name, structure, nfields, complete=False)
+            )
+            fields = [
+                FieldWriter(self.root, f"{path}/{field_key(i)}", self.opts) for i in range(nfields)
+            ]
+            self.root[path].attrs.update(layer_attrs(name, structure, nfields, t))
+            lay = LayerWriter(monitor, name, fields, 0)
+        else:
+            fields = [
+                FieldWriter(self.root, f"{path}/{field_key(i)}", self.opts, f)
+                for i, f in enumerate(stored.fields)
+            ]
+            steps = stored.steps
+            for f in fields:
+                # Steps past the slowest field's were not committed as a whole record.
+                f.committed = steps
+            if not stored.complete:
+                axis = stored.time_axis if stored.time_axis is not None else t
+                self.root[path].attrs.update(layer_attrs(name, stored.structure, nfields, axis))
+            lay = LayerWriter(monitor, name, fields, steps)
+        self.layers[(monitor, name)] = lay
+        return lay
+
+    def take(
+        self,
+        monitor: str,
+        name: str,
+        structure: str,
+        time_axis: int | None,
+        step: int,
+        encoded: list[Encoded | None],
+        appended: float,
+    ) -> None:
+        """Buffer one record; write the layer at once if a shard filled."""
+        lay = self._layer(monitor, name, structure, len(encoded), time_axis)
+        self.doing = f"monitor {monitor!r}, layer {name!r}, step {step}"
+        if step != lay.next_step or len(encoded) != len(lay.fields):
+            raise RuntimeError(
+                f"internal error: step {step} with {len(encoded)} fields arrived where step "
+                f"{lay.next_step} with {len(lay.fields)} was expected"
+            )
+        full = False
+        for fld, enc in zip(lay.fields, encoded, strict=True):
+            full |= fld.add(enc)
+        lay.next_step += 1
+        lay.times.append((step, appended))
+        if full:
+            self.write_layer(lay)
+
+    def write_layer(self, lay: LayerWriter, aligned: bool = False) -> None:
+        if not lay.pending:
+            return
+        first = lay.fields[0].committed
+        last = first + lay.fields[0].pending - 1
+        self.doing = f"monitor {lay.monitor!r}, layer {lay.name!r}, steps {first}..{last}"
+        for fld in lay.fields:
+            fld.write(aligned)
+        done = min(f.committed for f in lay.fields)
+        while lay.times and lay.times[0][0] < done:
+            lay.times.popleft()
+
+    def write_all(self, aligned: bool = False) -> None:
+        for lay in list(self.layers.values()):
+            self.write_layer(lay, aligned)
+
+    def seal_all(self) -> None:
+        for lay in self.layers.values():
+            self.doing = f"monitor {lay.monitor!r}, layer {lay.name!r} (closing)"
+            for fld in lay.fields:
+                fld.seal()

@@ -1,0 +1,155 @@
+"""Records in the caller's thread: flattening into fields, validation, and each layer's schema.
+
+A *record* is what a hook produced: a tensor, a number, ``None``, or a tuple or
+list of those; each element is a *field*. Everything that can make a record
+unstorable is checked here, in the caller's thread, so that no value the writer
+thread cannot encode is ever queued (:class:`~spikestore.RecordError` at once,
+nothing recorded before affected).
+
+Thread ownership: functions here are pure. A :class:`Schema` belongs to its
+layer's entry in the writer's registry and is read and changed only under that
+entry's lock (see ``spikestore._worker``); :meth:`Schema.check` never changes it,
+:meth:`Schema.adopt` does, once the record is accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .codecs import dtype_name
+from .errors import RecordError
+
+__all__ = ["Leaf", "Schema", "FieldSpec", "flatten", "SINGLE"]
+
+#: Structures whose records have one field; they may follow each other in a layer.
+SINGLE = ("tensor", "number", "none")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One field of a record: a detached strided tensor (or None) and whether it was
+    a Python number."""
+
+    tensor: torch.Tensor | None
+    scalar: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "number" if self.scalar else "tensor"
+
+
+def _check_tensor(t: torch.Tensor) -> None:
+    """Refuse tensors the writer cannot store, with what to do instead."""
+    if t.is_nested:
+        raise RecordError("nested tensors cannot be stored; record each tensor of it instead")
+    if t.layout != torch.strided:
+        raise RecordError(f"{t.layout} tensors cannot be stored; record t.to_dense() instead")
+    if t.device.type == "meta":
+        raise RecordError("meta tensors have no values to store")
+    if t.is_quantized:
+        raise RecordError("quantized tensors cannot be stored; record t.dequantize() instead")
+    try:
+        dtype_name(t.dtype)
+    except TypeError as exc:
+        raise RecordError(str(exc)) from None
+
+
+def _leaf(value: Any) -> Leaf:
+    if value is None:
+        return Leaf(None)
+    if isinstance(value, torch.Tensor):
+        _check_tensor(value)
+        return Leaf(value.detach())
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        value = value.item()
+    if isinstance(value, bool):
+        return Leaf(torch.tensor(value, dtype=torch.bool), True)
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise RecordError(f"the integer {value} does not fit in int64")
+        return Leaf(torch.tensor(value, dtype=torch.int64), True)
+    if isinstance(value, float):
+        return Leaf(torch.tensor(value, dtype=torch.float64), True)
+    raise TypeError(f"unsupported value of type {type(value).__name__}")
+
+
+def flatten(value: Any) -> tuple[str, list[Leaf]]:
+    """A record's structure name and its fields.
+
+    Raises ``TypeError`` for unsupported types and :class:`RecordError` for
+    tensors or numbers that cannot be stored (the caller adds where).
+    """
+    if isinstance(value, (tuple, list)):
+        return type(value).__name__, [_leaf(v) for v in value]
+    leaf = _leaf(value)
+    if leaf.tensor is None:
+        return "none", [leaf]
+    return leaf.kind, [leaf]
+
+
+@dataclass
+class FieldSpec:
+    """What a field holds, fixed by its first non-None value."""
+
+    kind: str | None = None  # "tensor" or "number"
+    dtype: str | None = None
+    ndim: int | None = None
+
+
+@dataclass
+class Schema:
+    """A layer's record structure and each field's kind, dtype and rank."""
+
+    structure: str | None = None  # None until the first record is accepted
+    specs: list[FieldSpec] = field(default_factory=list)
+
+    def check(self, structure: str, leaves: list[Leaf], where: str) -> list[FieldSpec]:
+        """The specs the layer would have after this record; ``RecordError`` if it
+        does not fit. Changes nothing."""
+        if self.structure is None:
+            return [self._spec(leaf) for leaf in leaves]
+        # A single value may be None, a number or a tensor from step to step (a neuron's
+        # ``v`` is the float 0.0 before its first step, then a tensor); each kind gets
+        # its own segment, and the reader returns each step as it was recorded.
+        single = structure in SINGLE and self.structure in SINGLE
+        if (structure != self.structure and not single) or len(leaves) != len(self.specs):
+            raise RecordError(
+                f"cannot record {where}: this layer records {self.structure} values with "
+                f"{len(self.specs)} field(s), got {structure} with {len(leaves)}"
+            )
+        out = []
+        for i, (leaf, spec) in enumerate(zip(leaves, self.specs, strict=True)):
+            t = leaf.tensor
+            if t is None or spec.dtype is None:
+                out.append(self._spec(leaf) if spec.dtype is None else spec)
+                continue
+            if single and leaf.kind != spec.kind:
+                out.append(spec)
+                continue
+            name = dtype_name(t.dtype)
+            if (leaf.kind, name, t.dim()) != (spec.kind, spec.dtype, spec.ndim):
+                raise RecordError(
+                    f"cannot record {where} (field {i}): the layer holds {spec.kind}s of dtype "
+                    f"{spec.dtype} and rank {spec.ndim}, got a {leaf.kind} of dtype {name} and "
+                    f"rank {t.dim()}"
+                )
+            out.append(spec)
+        return out
+
+    def adopt(self, structure: str, specs: list[FieldSpec]) -> None:
+        """Take the result of :meth:`check` once the record is accepted."""
+        if self.structure is None:
+            self.structure = structure
+        self.specs = specs
+
+    @staticmethod
+    def _spec(leaf: Leaf) -> FieldSpec:
+        t = leaf.tensor
+        if t is None:
+            return FieldSpec()
+        return FieldSpec(leaf.kind, dtype_name(t.dtype), t.dim())

@@ -1,0 +1,287 @@
+"""The layer registry (caller side) and the writer thread with its byte-bounded queue.
+
+Thread ownership
+----------------
+:class:`Registry`
+    Shared by every thread that appends (hooks under ``nn.DataParallel`` run in
+    threads). Its dict is guarded by one lock; each :class:`LayerEntry` by its own
+    lock, held while a record is checked against the layer's schema, given its
+    step number and put on the queue, so that steps are unique, dense, and reach
+    the writer thread in order.
+:class:`Worker`
+    Owns the writer thread, which alone touches the :class:`~spikestore._commit.Sink`
+    (every Zarr write). Callers talk to it only through the queue; the count of
+    queued bytes is guarded by a condition variable. The first exception on the
+    writer thread is kept; from then on nothing more is written (what is on disk
+    stays what was committed), the queue is still drained so that callers never
+    block, and every later call raises :class:`~spikestore.WriteError`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._commit import Sink, StoredLayer
+from ._records import FieldSpec, Schema
+from ._staging import Staged
+from .errors import WriteError
+
+__all__ = ["LayerEntry", "Registry", "Item", "Worker"]
+
+
+@dataclass
+class LayerEntry:
+    """A layer as the callers see it; change it only under ``lock``."""
+
+    monitor: str
+    name: str
+    schema: Schema
+    time_axis: int | None
+    next_step: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Registry:
+    """Every layer appended to, by ``(monitor, layer)``; safe from any thread.
+
+    ``load`` gives what the store already holds of a layer (append mode), or None.
+    """
+
+    def __init__(self, load: Callable[[str, str], StoredLayer | None]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], LayerEntry] = {}
+
+    def entry(self, monitor: str, layer: str, time_axis: int | None = None) -> LayerEntry:
+        """The layer's entry, made (or loaded from the store) on first use.
+
+        ``time_axis`` applies to a new layer, or to one loaded from a store that did
+        not record it.
+        """
+        key = (monitor, layer)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._make(monitor, layer, time_axis)
+                self._entries[key] = entry
+        if entry.time_axis is None and time_axis is not None and entry.schema.structure is None:
+            with entry.lock:
+                if entry.schema.structure is None:
+                    entry.time_axis = int(time_axis)
+        return entry
+
+    def _make(self, monitor: str, layer: str, time_axis: int | None) -> LayerEntry:
+        stored = self._load(monitor, layer)
+        if stored is None:
+            axis = int(time_axis) if time_axis is not None else None
+            return LayerEntry(monitor, layer, Schema(), axis, 0)
+        schema = Schema(stored.structure, [FieldSpec() for _ in stored.fields])
+        for spec, fld in zip(schema.specs, stored.fields, strict=True):
+            for seg in fld.segments:
+                spec.kind = "number" if seg.get("python_scalar") else "tensor"
+                spec.dtype = seg["dtype"]
+                spec.ndim = len(seg["shape"])
+        axis = stored.time_axis
+        if axis is None and time_axis is not None:
+            axis = int(time_axis)
+        return LayerEntry(monitor, layer, schema, axis, stored.steps)
+
+    def peek(self, monitor: str, layer: str) -> int:
+        """Steps recorded so far (committed or not), loading the layer if need be."""
+        key = (monitor, layer)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                stored = self._load(monitor, layer)
+                return stored.steps if stored is not None else 0
+        with entry.lock:
+            return entry.next_step
+
+    def keys(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._entries)
+
+
+@dataclass
+class Item:
+    """One record on the queue."""
+
+    monitor: str
+    name: str
+    structure: str
+    time_axis: int | None
+    step: int
+    staged: list[Staged | None]
+    nbytes: int
+    appended: float  # time.monotonic() at append
+
+
+@dataclass
+class _Call:
+    """Run ``fn`` on the writer thread; ``done`` is set afterwards, even on failure."""
+
+    fn: Callable[[], None]
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_STOP = object()
+
+
+class Worker:
+    """The writer thread (see the module docstring).
+
+    Records are committed when a shard fills, when the oldest uncommitted record
+    was appended ``flush_interval`` seconds ago, when the buffered encoded bytes
+    pass ``max_buffer_bytes`` (writing whole inner-chunk rows only), on
+    :meth:`call` of a flush, and on :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        where: str,
+        *,
+        flush_interval: float,
+        max_queue_bytes: int,
+        max_buffer_bytes: int,
+    ) -> None:
+        self._sink = sink
+        self._where = where
+        self.flush_interval = flush_interval
+        self.max_queue_bytes = max_queue_bytes
+        self.max_buffer_bytes = max_buffer_bytes
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._space = threading.Condition()
+        self._queued_bytes = 0  # guarded by _space
+        self._error: BaseException | None = None  # set once, by the writer thread
+        self._error_where = ""
+        self._buffer_mark = 0  # writer thread only
+        self._stopping = False  # guarded by _space
+        self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
+        self._thread.start()
+
+    # ----------------------------------------------------------- caller side
+    def check(self) -> None:
+        """Raise :class:`WriteError` if the writer thread has failed."""
+        if self._error is not None:
+            raise WriteError(
+                f"writing {self._where} failed at {self._error_where}: "
+                f"{type(self._error).__name__}: {self._error}"
+            ) from self._error
+
+    def put(self, item: Item) -> None:
+        """Queue a record, waiting while the queue holds ``max_queue_bytes``.
+
+        A record larger than the bound waits for an empty queue and then goes alone,
+        so the queue holds at most ``max(max_queue_bytes, one record)`` bytes.
+        """
+        with self._space:
+            bound = self.max_queue_bytes
+            while self._queued_bytes > 0 and self._queued_bytes + item.nbytes > bound:
+                self._space.wait(0.1)
+                self.check()
+            self.check()
+            if self._stopping:
+                raise RuntimeError(f"{self._where} is closed")
+            self._queued_bytes += item.nbytes
+            # Under the lock: a record accepted before close() is queued before the stop.
+            self._queue.put(item)
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the writer thread after everything queued so far; wait for it."""
+        self.check()
+        c = _Call(fn)
+        self._queue.put(c)
+        while not c.done.wait(0.1):
+            if not self._thread.is_alive():
+                break
+        self.check()
+
+    def close(self) -> None:
+        """Commit everything, seal open shards and stop the thread."""
+        with self._space:
+            if not self._stopping:
+                self._stopping = True
+                self._queue.put(_STOP)
+        self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ----------------------------------------------------------- writer side
+    def _run(self) -> None:
+        sink = self._sink
+        while True:
+            oldest = sink.oldest
+            timeout = None
+            if oldest is not None:
+                timeout = max(0.0, oldest + self.flush_interval - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            try:
+                if item is _STOP:
+                    if self._error is None:
+                        sink.write_all()
+                        sink.seal_all()
+                    return
+                if isinstance(item, _Call):
+                    try:
+                        if self._error is None:
+                            item.fn()
+                    finally:
+                        item.done.set()
+                    continue
+                if isinstance(item, Item):
+                    with self._space:
+                        self._queued_bytes -= item.nbytes
+                        self._space.notify_all()
+                    if self._error is None:
+                        self._take(item)
+                if self._error is None:
+                    self._maybe_write()
+            except BaseException as exc:
+                if self._error is None:
+                    self._error_where = sink.doing or "the writer thread"
+                    self._error = exc
+                if item is _STOP:
+                    return
+
+    def _take(self, item: Item) -> None:
+        self._sink.doing = f"monitor {item.monitor!r}, layer {item.name!r}, step {item.step}"
+        encoded = [None if s is None else s.encode() for s in item.staged]
+        self._sink.take(
+            item.monitor,
+            item.name,
+            item.structure,
+            item.time_axis,
+            item.step,
+            encoded,
+            item.appended,
+        )
+
+    def _maybe_write(self) -> None:
+        sink = self._sink
+        oldest = sink.oldest
+        if oldest is None:
+            return
+        if time.monotonic() - oldest >= self.flush_interval:
+            sink.write_all()
+            self._buffer_mark = 0
+            return
+        buffered = sink.buffered_bytes
+        if buffered >= max(self.max_buffer_bytes, self._buffer_mark):
+            # Writes forced by the byte bound stop at inner-chunk boundaries (the next
+            # write then need not decode and merge a chunk); records too large to fill
+            # a chunk row within the bound stay buffered up to 4x the bound.
+            sink.write_all(aligned=buffered < 4 * self.max_buffer_bytes)
+            left = sink.buffered_bytes
+            # After a partial write, wait for half a bound more before the next one.
+            self._buffer_mark = left + self.max_buffer_bytes // 2 if left else 0

@@ -1,0 +1,57 @@
+"""Records to stored rows and back, and the Zarr codecs that compress them.
+
+Bytes in, bytes out: nothing in this package touches a store or a thread.
+
+- :mod:`~spikestore.codecs.rows`: a record's tensor to a row (bit-packed spikes or
+  raw values) and rows back to tensors; the compressor codec chains.
+- :mod:`~spikestore.codecs.spikes`: the ``spikestore.spikes`` Zarr codec for packed
+  spike chunks (its byte layout is in that module's docstring).
+- :mod:`~spikestore.codecs.motion`: the MOTION contexts of that codec.
+- :mod:`~spikestore.codecs.layout`: chunk and shard shapes, and the time-last order.
+"""
+
+from .layout import layout, spike_frame, time_last
+from .rows import (
+    COMPRESSORS,
+    DEFAULT_DENSE,
+    DEFAULT_SPIKES,
+    Encoded,
+    bit_positions,
+    checksum,
+    compressor_codecs,
+    decode_rows,
+    dtype_name,
+    encode,
+    encode_packed,
+    encode_values,
+    pack_bits,
+    spike_bits,
+    torch_dtype,
+    unpack_bits,
+)
+from .spikes import CODEC_NAME, MOTION_MAX_T, SpikeCodec
+
+__all__ = [
+    "CODEC_NAME",
+    "COMPRESSORS",
+    "DEFAULT_DENSE",
+    "DEFAULT_SPIKES",
+    "MOTION_MAX_T",
+    "Encoded",
+    "SpikeCodec",
+    "bit_positions",
+    "checksum",
+    "compressor_codecs",
+    "decode_rows",
+    "dtype_name",
+    "encode",
+    "encode_packed",
+    "encode_values",
+    "layout",
+    "pack_bits",
+    "spike_bits",
+    "spike_frame",
+    "time_last",
+    "torch_dtype",
+    "unpack_bits",
+]
