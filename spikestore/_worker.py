@@ -217,15 +217,19 @@ class Worker:
     # ----------------------------------------------------------- writer side
     def _run(self) -> None:
         sink = self._sink
+        carry: Any = None  # an item taken from the queue but not yet handled
         while True:
-            oldest = sink.oldest
-            timeout = None
-            if oldest is not None:
-                timeout = max(0.0, oldest + self.flush_interval - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
+            if carry is not None:
+                item, carry = carry, None
+            else:
+                oldest = sink.oldest
+                timeout = None
+                if oldest is not None:
+                    timeout = max(0.0, oldest + self.flush_interval - time.monotonic())
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
             try:
                 if item is _STOP:
                     if self._error is None:
@@ -240,12 +244,15 @@ class Worker:
                         item.done.set()
                     continue
                 if isinstance(item, Item):
-                    with self._space:
-                        self._queued_bytes -= item.nbytes
-                        self._space.notify_all()
+                    self._taken(item)
+                if self._error is None and self._overdue():
+                    # Take what else is queued first: a writer that has fallen behind
+                    # commits everything it can in one go instead of one record at a time.
+                    carry = self._drain()
                     if self._error is None:
-                        self._take(item)
-                if self._error is None:
+                        sink.write_all()
+                        self._buffer_mark = 0
+                elif self._error is None:
                     self._maybe_write()
             except BaseException as exc:
                 if self._error is None:
@@ -253,6 +260,30 @@ class Worker:
                     self._error = exc
                 if item is _STOP:
                     return
+
+    def _taken(self, item: Item) -> None:
+        with self._space:
+            self._queued_bytes -= item.nbytes
+            self._space.notify_all()
+        if self._error is None:
+            self._take(item)
+
+    def _overdue(self) -> bool:
+        oldest = self._sink.oldest
+        return oldest is not None and time.monotonic() - oldest >= self.flush_interval
+
+    def _drain(self) -> Any:
+        """Take the records already queued (up to 4x the buffer bound); return the first
+        other item met, to be handled next."""
+        while self._sink.buffered_bytes < 4 * self.max_buffer_bytes:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                return None
+            if not isinstance(nxt, Item):
+                return nxt
+            self._taken(nxt)
+        return None
 
     def _take(self, item: Item) -> None:
         self._sink.doing = f"monitor {item.monitor!r}, layer {item.name!r}, step {item.step}"
@@ -268,20 +299,12 @@ class Worker:
         )
 
     def _maybe_write(self) -> None:
-        sink = self._sink
-        oldest = sink.oldest
-        if oldest is None:
-            return
-        if time.monotonic() - oldest >= self.flush_interval:
-            sink.write_all()
-            self._buffer_mark = 0
-            return
-        buffered = sink.buffered_bytes
+        buffered = self._sink.buffered_bytes
         if buffered >= max(self.max_buffer_bytes, self._buffer_mark):
             # Writes forced by the byte bound stop at inner-chunk boundaries (the next
             # write then need not decode and merge a chunk); records too large to fill
             # a chunk row within the bound stay buffered up to 4x the bound.
-            sink.write_all(aligned=buffered < 4 * self.max_buffer_bytes)
-            left = sink.buffered_bytes
+            self._sink.write_all(aligned=buffered < 4 * self.max_buffer_bytes)
+            left = self._sink.buffered_bytes
             # After a partial write, wait for half a bound more before the next one.
             self._buffer_mark = left + self.max_buffer_bytes // 2 if left else 0

@@ -225,10 +225,14 @@ class LocalStorage(Storage):
         if mode == "w-" and p.exists() and any(p.iterdir()):
             raise FileExistsError(f"{p} already exists")
         p.mkdir(parents=True, exist_ok=True)
+        had_lock_file = (p / LOCK_FILE).exists()
         self._lock()
         try:
             self._prepare(mode)
         except BaseException:
+            if not had_lock_file:
+                # Refused: leave the folder as it was found.
+                (p / LOCK_FILE).unlink(missing_ok=True)
             self.release()
             raise
         cls = DurableLocalStore if self.durable else LocalStore

@@ -1,0 +1,160 @@
+"""The storage layer (spikestore.storage): locks, preparing a directory, durable writes."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import spikestore
+from spikestore.format import LOCK_FILE, TRASH_PREFIX
+from spikestore.storage import LocalStorage, ZarrStorage, storage_for
+from spikestore.testing import bits_equal
+
+
+def _store(path: Path, layers: tuple[str, ...] = ("a", "b")) -> None:
+    with spikestore.StoreWriter(path) as w:
+        for name in layers:
+            for i in range(3):
+                w.append("output", name, torch.full((4,), float(i)))
+
+
+def test_filesystem_without_locks_gets_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    """ENOLCK/ENOSYS from flock (some network file systems) says what to do."""
+
+    def refuse(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with pytest.raises(OSError, match="refuses file locks") as ei:
+        spikestore.StoreWriter(tmp_path / "s")
+    assert ei.value.errno == errno.ENOLCK
+
+
+def test_trash_left_by_a_killed_clear_is_ignored_and_removed(tmp_path: Path) -> None:
+    """A trash folder (a writer killed while replacing a store) neither breaks readers
+    nor survives the next writer."""
+    path = tmp_path / "s"
+    _store(path)
+    trash = path / f"{TRASH_PREFIX}0123"
+    (trash / "old" / "layer").mkdir(parents=True)
+    (trash / "old" / "zarr.json").write_text("{}")
+    store = spikestore.open(path)
+    assert store.monitors == ["output"] and len(store["output"]["a"]) == 3
+    with spikestore.StoreWriter(path, mode="a") as w:
+        w.append("output", "a", torch.zeros(4))
+    assert not trash.exists()
+    assert len(spikestore.open(path)["output"]["a"]) == 4
+
+
+def test_store_whose_root_metadata_an_older_writer_lost_is_replaceable(tmp_path: Path) -> None:
+    """spikestore 0.2 deleted the root zarr.json first when replacing a store; a run killed
+    then left monitor groups and the lock file only. mode="w" replaces that."""
+    path = tmp_path / "s"
+    _store(path)
+    (path / "zarr.json").unlink()
+    with pytest.raises(spikestore.FormatError):
+        spikestore.open(path)
+    with spikestore.StoreWriter(path, mode="w") as w:
+        w.append("output", "new", torch.ones(2))
+    assert spikestore.open(path)["output"].layers == ["new"]
+
+
+def test_folder_with_other_files_is_never_cleared(tmp_path: Path) -> None:
+    """A folder holding anything that is not a spikestore node is refused in every mode."""
+    path = tmp_path / "s"
+    _store(path)
+    (path / "zarr.json").unlink()
+    (path / "notes.txt").write_text("mine")
+    for mode in ("w", "a"):
+        with pytest.raises(FileExistsError, match="not a spikestore store"):
+            spikestore.StoreWriter(path, mode=mode)
+    assert (path / "notes.txt").read_text() == "mine"
+    assert (path / "output").is_dir()
+
+
+def test_appending_to_a_newer_major_version_is_refused_before_anything(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _store(path)
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"]["spikestore"]["version"] = "2.0"
+    (path / "zarr.json").write_text(json.dumps(meta))
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+    with pytest.raises(spikestore.FormatError, match=r"format 2\.0"):
+        spikestore.StoreWriter(path, mode="a")
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+
+
+def test_lock_is_released_by_its_owner_only(tmp_path: Path) -> None:
+    """release() in a process other than the owner leaves the lock held."""
+    st = LocalStorage(tmp_path / "s")
+    st.open("w")
+    assert st.owned
+    pid = os.fork()
+    if pid == 0:  # the child: releasing must not unlock the parent
+        st.release()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    with pytest.raises(spikestore.StoreLockedError):
+        LocalStorage(tmp_path / "s").open("a")
+    st.release()
+    other = LocalStorage(tmp_path / "s")
+    other.open("a")
+    other.release()
+    assert (tmp_path / "s" / LOCK_FILE).exists()
+
+
+def test_one_writer_per_zarr_store_object(tmp_path: Path) -> None:
+    from zarr.storage import MemoryStore
+
+    store = MemoryStore()
+    with spikestore.StoreWriter(store=store) as w:
+        w.append("m", "l", torch.ones(3))
+        with pytest.raises(spikestore.StoreLockedError):
+            spikestore.StoreWriter(store=store, mode="a")
+    with spikestore.StoreWriter(store=store, mode="a") as w:
+        assert w.append("m", "l", torch.ones(3)) == 1
+    assert bits_equal(spikestore.open(store=store)["m"]["l"][1], torch.ones(3))
+
+
+def test_storage_for_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        storage_for(None, None, durable=False)
+    with pytest.raises(ValueError, match="durable"):
+        storage_for(None, object(), durable=True)
+    assert isinstance(storage_for(tmp_path, None, durable=True), LocalStorage)
+    assert isinstance(storage_for(None, object(), durable=False), ZarrStorage)
+
+
+def test_durable_store_fsyncs_data_before_the_commit(tmp_path: Path, monkeypatch) -> None:
+    """With durable=True every file is fsync-ed (then its directory) before the commit
+    (the field's zarr.json) is written."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path, durable=True, flush_interval=3600) as w:
+        w.append("output", "a", torch.ones(8))
+        w.flush()
+        start = len(synced)
+        for i in range(5):
+            w.append("output", "a", torch.full((8,), float(i)))
+        w.flush()
+    flush = synced[start:]
+    field_meta = str(path / "output" / "a" / "f0" / "zarr.json")
+    commits = [i for i, p in enumerate(flush) if p.startswith(field_meta)]
+    data = [i for i, p in enumerate(flush) if "/c/" in p or "/c." in p]
+    assert commits and data, flush
+    assert max(data) < commits[-1]
+    assert any(os.path.isdir(p) for p in flush)
+    assert bits_equal(spikestore.open(path)["output"]["a"][5], torch.full((8,), 4.0))
