@@ -5,7 +5,7 @@ run, medians over repeats:
 
 - commit latency: one record appended to each of 4 layers, then ``flush()`` (one
   commit per field), timed per flush;
-- throughput with the default flush policy: 2000 steps of 4 layers of ``[64, 4096]``
+- throughput with the default flush policy: 300 steps of 4 layers of ``[64, 4096]``
   spikes at p = 0.05, then ``close()``.
 
 Usage: python benchmarks/bench_durable.py [--repeats 5]
@@ -54,8 +54,8 @@ def throughput(root: Path, durable: bool, steps: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--flushes", type=int, default=40)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--flushes", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=300)
     args = ap.parse_args()
     torch.set_num_threads(1)
     lat: dict[bool, list[float]] = {False: [], True: []}

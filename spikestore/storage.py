@@ -79,6 +79,9 @@ class Storage:
         """Whether this process opened the storage (False in a forked child)."""
         raise NotImplementedError
 
+    #: The process that opened the storage.
+    owner_pid: int | None = None
+
 
 def storage_for(path: str | os.PathLike[str] | None, store: Any, *, durable: bool) -> Storage:
     """The storage for a writer's ``path`` or ``store`` argument."""
@@ -311,7 +314,7 @@ class LocalStorage(Storage):
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._fd = fd
-        self._pid = os.getpid()
+        self._pid = self.owner_pid = os.getpid()
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -346,10 +349,9 @@ class ZarrStorage(Storage):
         if ZarrStorage._open.get(key) == os.getpid():
             raise StoreLockedError(f"{self.where} is open for writing by another writer")
         ZarrStorage._open[key] = os.getpid()
-        self._pid = os.getpid()
+        self._pid = self.owner_pid = os.getpid()
         return self.store, mode
 
     def release(self) -> None:
-        if self._pid is not None and self._pid == os.getpid():
-            ZarrStorage._open.pop(id(self.store), None)
-        self._pid = None
+        if self._pid == os.getpid() and ZarrStorage._open.get(id(self.store)) == self._pid:
+            del ZarrStorage._open[id(self.store)]

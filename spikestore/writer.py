@@ -254,16 +254,21 @@ class StoreWriter:
         In append mode this counts the steps already in the store, so it is the
         step number the next :meth:`append` to the layer will return.
         """
+        self._check_owner()
         return self._registry.peek(monitor, layer)
 
     # ---------------------------------------------------------------- writing
-    def _check_usable(self) -> None:
+    def _check_owner(self) -> None:
+        # Checked before any lock is touched: a forked child may have inherited them held.
         if not self._storage.owned:
             raise RuntimeError(
-                f"this writer of {self.where} belongs to process {os.getppid()} or another "
-                f"ancestor, not to this forked process {os.getpid()}; open a writer of its own "
-                "(another path) in the child"
+                f"this writer of {self.where} belongs to process {self._storage.owner_pid}, "
+                f"not to this forked process {os.getpid()}; open a writer of its own (on "
+                "another path) in the child"
             )
+
+    def _check_usable(self) -> None:
+        self._check_owner()
         self._worker.check()
         if self._closed:
             raise RuntimeError(f"{self.where} is closed")
