@@ -11,6 +11,9 @@ and reads only what it needs:
 * :func:`spike_counts` decodes the step window block by block.
 * :func:`to_dask` and :func:`to_xarray` are lazy: each block reads its own chunks
   when computed.
+* :func:`step_selection`, :func:`record_shape` and :func:`neuron_ids` turn the
+  ``steps``, ``field`` and ``neurons`` arguments these functions take into indices,
+  for plots and code of your own.
 
 Reading the store without spikestore
 ------------------------------------
@@ -45,10 +48,13 @@ import torch
 
 from .codecs import bit_positions, decode_rows
 from .format import SPIKE_ENCODING
-from .reader import read_retrying
+from .reader import FieldReader, step_indices
 from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
 
 __all__ = [
+    "step_selection",
+    "record_shape",
+    "neuron_ids",
     "summary",
     "firing_rate",
     "mean_rate",
@@ -65,36 +71,49 @@ _STAT = {name: i for i, name in enumerate(COLUMNS)}
 
 
 # --------------------------------------------------------------------- helpers
-def _steps(layer: Any, steps: Any) -> np.ndarray:
-    """Normalise ``steps`` (None, int, slice, range or index array) to step indices."""
-    n = len(layer)
+def step_selection(layer: Any, steps: Any = None) -> np.ndarray:
+    """The steps of ``layer`` that ``steps`` selects, as an int64 array.
+
+    ``steps`` is None (every committed step) or any key of
+    :func:`spikestore.reader.step_indices`; a tuple of ints is taken as a list.
+    Every function of this module takes its ``steps`` argument through here.
+
+    Examples
+    --------
+    >>> step_selection(layer, slice(-3, None))  # doctest: +SKIP
+    array([297, 298, 299])
+    """
     if steps is None:
-        return np.arange(n, dtype=np.int64)
-    if isinstance(steps, slice):
-        return np.arange(*steps.indices(n), dtype=np.int64)
-    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
-        steps = [int(steps)]
-    arr = np.asarray(steps, dtype=np.int64).reshape(-1)
-    arr = np.where(arr < 0, arr + n, arr)
-    if arr.size and (arr.min() < 0 or arr.max() >= n):
-        raise IndexError(f"steps out of range for layer {layer.name!r} with {n} steps")
-    return arr
+        steps = slice(None)
+    elif isinstance(steps, tuple):
+        steps = list(steps)
+    where = f"monitor {layer.monitor!r}, layer {layer.name!r}"
+    return step_indices(steps, len(layer), where=where)[0]
 
 
-def _field(layer: Any, field: int) -> Any:
-    fields = layer._fields
-    if not 0 <= field < len(fields):
-        raise IndexError(f"layer {layer.name!r} has {len(fields)} field(s), no field {field}")
-    return fields[field]
+def _field(layer: Any, field: int) -> FieldReader:
+    fld: FieldReader = layer.field(field)
+    return fld
 
 
 def _np_dtype(name: str) -> np.dtype:
+    """The NumPy dtype decoded values take: the record's own, except that the dtypes
+    NumPy lacks (bfloat16, float8) widen to float32; float16 stays float16."""
     if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
         return np.dtype("float32")
     return np.dtype(name)
 
 
-def _record_shape(fld: Any, layer: Any) -> tuple[int, ...]:
+def record_shape(layer: Any, field: int = 0) -> tuple[int, ...]:
+    """The one tensor shape of a layer's records (of field ``field``).
+
+    Steps that recorded a Python number broadcast to it; a layer whose records
+    have several tensor shapes raises ValueError.
+    """
+    return _record_shape(_field(layer, field), layer)
+
+
+def _record_shape(fld: FieldReader, layer: Any) -> tuple[int, ...]:
     """The one tensor shape of a field; Python-number steps broadcast to it."""
     shapes = {tuple(s["shape"]) for s in fld.segments if not s.get("python_scalar", False)}
     if not shapes:
@@ -107,7 +126,7 @@ def _record_shape(fld: Any, layer: Any) -> tuple[int, ...]:
     return shapes.pop()
 
 
-def _field_dtype(fld: Any) -> str:
+def _field_dtype(fld: FieldReader) -> str:
     tensors = [s for s in fld.segments if not s.get("python_scalar", False)]
     segs = tensors or fld.segments
     if not segs:
@@ -116,7 +135,7 @@ def _field_dtype(fld: Any) -> str:
 
 
 def _read_rows(
-    fld: Any, k: int, rows: np.ndarray, rest: tuple[Any, ...]
+    fld: FieldReader, k: int, rows: np.ndarray, rest: tuple[Any, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read ``segment_k[rows, *rest]`` touching only the chunks involved.
 
@@ -203,8 +222,17 @@ def _columns(
     return out
 
 
-def _neurons(neurons: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """Flat indices from None (all), an int, a list of flat ints or a list of index tuples."""
+def neuron_ids(neurons: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Flat (C-order) indices into records of ``shape`` from a neuron selection.
+
+    ``neurons`` is None (all), an int, or a sequence of flat ints or of index
+    tuples, as the ``neurons`` argument of :func:`raster` and :func:`traces`.
+
+    Examples
+    --------
+    >>> neuron_ids([(0, 1), 5], (2, 3)).tolist()
+    [1, 5]
+    """
     numel = math.prod(shape)
     if neurons is None:
         return np.arange(numel, dtype=np.int64)
@@ -232,7 +260,7 @@ def _time_columns(
     """For ``[T, ...]`` records: T, the chosen neurons' flat ids within one time step,
     and their flat ids at every time step (``t * per_step + id``, t-major)."""
     t_len, rest = _time_split(shape, layer)
-    ids = _neurons(neurons, rest)
+    ids = neuron_ids(neurons, rest)
     flat = (np.arange(t_len)[:, None] * math.prod(rest) + ids[None, :]).reshape(-1)
     return t_len, ids, flat
 
@@ -262,37 +290,30 @@ def summary(layer: Any, steps: Any = None, *, field: int = 0, axis0: bool = Fals
         record).
 
     Rows of steps that recorded ``None`` are NaN. A store written without
-    summaries is decoded instead (slower, same result).
+    summaries is decoded instead (slower, same result). A summary that is there
+    but cannot be read raises :class:`~spikestore.ReadError` (damaged or missing
+    chunks) or :class:`~spikestore.FormatError` (malformed metadata).
 
     Examples
     --------
     >>> s = spikestore.open("run.spikes")              # doctest: +SKIP
     >>> counts = summary(s["output"]["sn1"])[:, 1]     # doctest: +SKIP
     """
-    sel = _steps(layer, steps)
+    sel = step_selection(layer, steps)
     fld = _field(layer, field)
-    grp = fld.group
-    name = SUMMARY_AXIS0 if axis0 else SUMMARY
-    n = len(layer)
     if sel.size == 0:
         width = len(COLUMNS) if not axis0 else _axis0_len(layer, fld)
         return np.zeros((0, width))
-    try:
-        arr = grp[name]
-    except KeyError:
-        arr = None
-    if arr is not None and arr.shape[0] >= n:
-        lo, hi = int(sel.min()), int(sel.max()) + 1
-        if hi - lo <= 2 * len(sel):
-            return read_retrying(arr.__getitem__, slice(lo, hi))[sel - lo]
-        return read_retrying(arr.get_orthogonal_selection, (sel,))
-    if axis0 and SUMMARY in grp and grp[SUMMARY].shape[0] >= n:
+    stored = fld.summary(SUMMARY_AXIS0 if axis0 else SUMMARY, sel)
+    if stored is not None:
+        return stored
+    if axis0 and fld.has_summary(SUMMARY):
         # The field never recorded a tensor of rank >= 2.
         raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
     return _summary_decoded(layer, sel, field, axis0)
 
 
-def _axis0_len(layer: Any, fld: Any) -> int:
+def _axis0_len(layer: Any, fld: FieldReader) -> int:
     shape = _record_shape(fld, layer)
     if len(shape) < 2:
         raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
@@ -331,16 +352,16 @@ def _summary_decoded(layer: Any, sel: np.ndarray, field: int, axis0: bool) -> np
 def mean_rate(layer: Any, field: int = 0) -> float | None:
     """Spikes per element over the whole layer, from its stored summary alone.
 
-    None when the store has no summary for the field (format 1.0): nothing is decoded.
+    None when the store has no summary for the field (format 1.0): nothing is
+    decoded. A summary that cannot be read raises :class:`~spikestore.ReadError`
+    (or :class:`~spikestore.FormatError` for malformed metadata) naming the
+    monitor and layer.
     """
     fld = _field(layer, field)
     n = len(layer)
-    if fld.group is None or not n or SUMMARY not in fld.group:
+    s = fld.summary(SUMMARY, np.arange(n)) if n else None
+    if s is None:
         return None
-    arr = fld.group[SUMMARY]
-    if arr.shape[0] < n:
-        return None
-    s = read_retrying(arr.__getitem__, slice(0, n))
     total = float(np.nansum(s[:, _STAT["numel"]]))
     return float(np.nansum(s[:, _STAT["sum"]])) / total if total else None
 
@@ -424,7 +445,7 @@ def spike_counts(
     --------
     >>> counts = spike_counts(layer, slice(1000, 2000), axis=0)  # doctest: +SKIP
     """
-    sel = _steps(layer, steps)
+    sel = step_selection(layer, steps)
     fld = _field(layer, field)
     shape = _record_shape(fld, layer)
     total = np.zeros(shape, dtype=np.float64)
@@ -469,7 +490,7 @@ def raster(
     --------
     >>> t, n = raster(layer, slice(0, 500), neurons=range(100))  # doctest: +SKIP
     """
-    sel = _steps(layer, steps)
+    sel = step_selection(layer, steps)
     fld = _field(layer, field)
     shape = _record_shape(fld, layer)
     if time_axis:
@@ -477,7 +498,7 @@ def raster(
         vals = _columns(layer, sel, flat, field=field).reshape(len(sel), t_len, len(ids))
         s, t, j = np.nonzero(np.nan_to_num(vals))
         return sel[s] * t_len + t, ids[j]
-    ids = _neurons(neurons, shape)
+    ids = neuron_ids(neurons, shape)
     vals = _columns(layer, sel, ids, field=field)
     s, j = np.nonzero(np.nan_to_num(vals))
     return sel[s], ids[j]
@@ -510,14 +531,14 @@ def traces(
     --------
     >>> v = traces(store["v"]["sn1"], neurons=[0, 5, 9])  # doctest: +SKIP
     """
-    sel = _steps(layer, steps)
+    sel = step_selection(layer, steps)
     fld = _field(layer, field)
     shape = _record_shape(fld, layer)
     if time_axis:
         t_len, ids, flat = _time_columns(shape, layer, neurons)
         vals = _columns(layer, sel, flat, field=field)
         return vals.reshape(len(sel) * t_len, len(ids))
-    ids = _neurons(neurons, shape)
+    ids = neuron_ids(neurons, shape)
     return _columns(layer, sel, ids, field=field)
 
 
@@ -600,10 +621,12 @@ class LayerArray:
 def to_numpy(layer: Any, steps: Any = None, *, field: int = 0) -> np.ndarray:
     """Decode a window of steps to a NumPy array ``(len(steps), *record shape)``.
 
-    bfloat16/float16/float8 records come back as float32; Python-number steps
-    broadcast to the record shape; ``None`` steps are NaN.
+    Values keep the record's dtype where NumPy has it (float16 included);
+    bfloat16 and float8 records, which NumPy lacks, come back as float32.
+    Python-number steps broadcast to the record shape; ``None`` steps are NaN
+    (integer and bool records with such steps come back as float64).
     """
-    sel = _steps(layer, steps)
+    sel = step_selection(layer, steps)
     arr = LayerArray(layer, field)
     if sel.size == 0:
         return np.zeros((0, *arr.record_shape), dtype=arr.dtype)

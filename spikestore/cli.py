@@ -1,4 +1,9 @@
-"""Command line: ``spikestore info PATH`` and ``spikestore demo [PATH]``."""
+"""Command line: ``spikestore info PATH`` and ``spikestore demo [PATH]``.
+
+Errors that come from the store or the file system (a missing, damaged or locked
+store, a full disk) print one line ``spikestore: error: ...`` on stderr and exit
+with status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +16,30 @@ __all__ = ["main", "info"]
 
 
 def info(path: str) -> dict[str, Any]:
-    """A summary of every monitor and layer of the store at ``path``."""
+    """A summary of every monitor and layer of the store at ``path``.
+
+    The spike rate comes from the stored summaries alone (nothing is decoded). A
+    layer whose summary cannot be read gets ``"spike_rate": None`` and a line in
+    the result's ``"warnings"``; any other error reading the store is raised.
+    """
     from .analysis import mean_rate
+    from .format import FormatError
+    from .reader import ReadError
     from .reader import open as open_store
 
     store = open_store(path)
     layers = []
+    warnings: list[str] = []
     for layer in store.layers():
         stored = layer.nbytes_stored()
         f32 = layer.nbytes_float32()
         shapes = sorted({tuple(s["shape"]) for s in layer.segments})
+        rate = None
+        if layer.encodings == ["bitpack"]:
+            try:
+                rate = mean_rate(layer)
+            except (ReadError, FormatError) as exc:
+                warnings.append(f"no spike rate: {exc}")
         layers.append(
             {
                 "monitor": layer.monitor,
@@ -33,10 +52,15 @@ def info(path: str) -> dict[str, Any]:
                 "bytes": stored,
                 "float32_bytes": f32,
                 "ratio_vs_float32": round(f32 / stored, 2) if stored else None,
-                "spike_rate": mean_rate(layer) if layer.encodings == ["bitpack"] else None,
+                "spike_rate": rate,
             }
         )
-    return {"path": str(path), "format_version": store.version, "layers": layers}
+    return {
+        "path": str(path),
+        "format_version": store.version,
+        "layers": layers,
+        "warnings": warnings,
+    }
 
 
 def _table(summary: dict[str, Any]) -> str:
@@ -48,7 +72,8 @@ def _table(summary: dict[str, Any]) -> str:
                 r["monitor"],
                 r["layer"] or "''",
                 str(r["steps"]),
-                "x".join(map(str, r["shape"])) if r["shape"] and isinstance(r["shape"][0], int)
+                "x".join(map(str, r["shape"]))
+                if r["shape"] and isinstance(r["shape"][0], int)
                 else str(r["shape"]),
                 ",".join(r["dtype"]),
                 ",".join(r["encoding"]),
@@ -66,6 +91,11 @@ def _table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spikestore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,11 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from .format import FormatError
+    from . import FormatError, ReadError, StoreLockedError, WriteError
 
     try:
         if args.command == "info":
             summary = info(args.path)
+            for line in summary["warnings"]:
+                print(f"spikestore: warning: {' '.join(line.split())}", file=sys.stderr)
             print(json.dumps(summary, indent=2) if args.json else _table(summary))
             return 0
         from .demo import run
@@ -94,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({result['steps'] / result['seconds']:.1f} steps/s) into {args.path}"
         )
         return 0
-    except (FileNotFoundError, FormatError, NotADirectoryError, PermissionError) as exc:
-        print(f"spikestore: error: {exc}", file=sys.stderr)
+    except (OSError, FormatError, ReadError, StoreLockedError, WriteError) as exc:
+        print(f"spikestore: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from .reader import LayerReader, StoreReader
+from .reader import LayerReader, StoreReader, step_indices
 from .writer import StoreWriter
 
 __all__ = [
@@ -128,7 +128,8 @@ def _release(writer_ref: weakref.ref[StoreWriter], name: str) -> None:
 class Records(Sequence[Any]):
     """A monitor's records in the order the hooks produced them, read from disk.
 
-    Supports ``len``, integer indexing (negative too), slices (a list),
+    Supports ``len``, integer indexing (negative too), slices and lists of indices
+    (a list of records; see :func:`spikestore.reader.step_indices`),
     iteration, ``print`` and :meth:`clear` (same as the monitor's
     ``clear_recorded_data``). Each access decodes the records it needs.
     """
@@ -141,21 +142,13 @@ class Records(Sequence[Any]):
 
     def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
         m = self._m
-        n = len(m._order)
-        if isinstance(key, slice):
-            return self._read(*key.indices(n))
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            i = int(key)
-            if i < 0:
-                i += n
-            if not 0 <= i < n:
-                raise IndexError(f"record index {key} out of range ({n} records)")
-            return m._layer_reader(m._order[i])[m._steps[i]]
-        raise TypeError(f"record indices must be int or slice, not {type(key).__name__}")
+        idx, many = step_indices(key, len(m._order), "record", where=f"monitor {m.name!r}")
+        out = self._take(idx)
+        return out if many else out[0]
 
-    def _read(self, start: int, stop: int, stride: int = 1) -> list[Any]:
+    def _take(self, idx: np.ndarray) -> list[Any]:
+        """The records at positions ``idx`` (any order), decoded a layer at a time."""
         m = self._m
-        idx = np.arange(start, stop, stride, dtype=np.int64)
         if idx.size == 0:
             return []
         lo, hi = int(idx.min()), int(idx.max()) + 1
@@ -172,7 +165,7 @@ class Records(Sequence[Any]):
     def __iter__(self) -> Iterator[Any]:
         n, block = len(self), 256
         for a in range(0, n, block):
-            yield from self._read(a, min(n, a + block))
+            yield from self._take(np.arange(a, min(n, a + block), dtype=np.int64))
 
     def clear(self) -> None:
         self._m.clear_recorded_data()

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from . import analysis
+from .reader import LayerReader
+from .summary import COLUMNS
 
 __all__ = ["raster_plot", "rate_heatmap", "membrane_traces", "gradient_norms"]
 
@@ -36,15 +38,11 @@ def _named(layers: Any) -> list[tuple[str, Any]]:
     """(label, LayerReader) pairs from a MonitorReader/dict, a list, or one layer."""
     if isinstance(layers, Mapping):
         return [(str(k), v) for k, v in layers.items()]
-    if hasattr(layers, "_fields") and hasattr(layers, "name"):
+    if isinstance(layers, LayerReader):
         return [(layers.name, layers)]
     if isinstance(layers, Iterable):
         return [(lay.name, lay) for lay in layers]
     raise TypeError(f"expected layers (a monitor, dict, list or one layer), got {type(layers)}")
-
-
-def _steps(layer: Any, steps: Any) -> np.ndarray:
-    return analysis._steps(layer, steps)
 
 
 def raster_plot(
@@ -120,7 +118,7 @@ def rate_heatmap(
             )
     style = {"aspect": "auto", "interpolation": "nearest", "cmap": "viridis"}
     style.update(imshow)
-    sel = _steps(named[0][1], steps) if named else np.zeros(0, dtype=np.int64)
+    sel = analysis.step_selection(named[0][1], steps) if named else np.zeros(0, dtype=np.int64)
     start = int(sel[0]) * (width // len(sel)) if len(sel) else 0
     im = ax.imshow(grid, extent=(start - 0.5, start + width - 0.5, len(rows) - 0.5, -0.5), **style)
     ax.set_yticks(range(len(rows)))
@@ -151,14 +149,14 @@ def membrane_traces(
     """
     ax = _axes(ax)
     vals = analysis.traces(layer, neurons, steps, time_axis=time_axis)
-    sel = _steps(layer, steps)
+    sel = analysis.step_selection(layer, steps)
     if time_axis:
         t_len = vals.shape[0] // max(1, len(sel))
         x = (sel[:, None] * t_len + np.arange(t_len)[None, :]).reshape(-1)
     else:
         x = sel
-    shape = analysis._record_shape(analysis._field(layer, 0), layer)
-    ids = analysis._neurons(neurons, shape[1:] if time_axis else shape)
+    shape = analysis.record_shape(layer)
+    ids = analysis.neuron_ids(neurons, shape[1:] if time_axis else shape)
     for j, i in enumerate(ids):
         ax.plot(x, vals[:, j], label=f"neuron {int(i)}", **plot)
     if threshold is not None:
@@ -200,10 +198,10 @@ def gradient_norms(
     """
     ax = _axes(ax)
     for name, lay in _named(layers):
-        sel = _steps(lay, steps)
+        sel = analysis.step_selection(lay, steps)
         s = analysis.summary(lay, sel)
         if np.all((s[:, 0] == 1) | np.isnan(s[:, 0])):
-            norms = s[:, analysis._STAT["mean"]]
+            norms = s[:, COLUMNS.index("mean")]
         else:
             vals = analysis.to_numpy(lay, sel).reshape(len(sel), -1)
             norms = np.sqrt(np.nansum(vals.astype(np.float64) ** 2, axis=1))

@@ -8,10 +8,9 @@ the original dtype and shape.
 from __future__ import annotations
 
 import itertools
+import operator
 import os
-import re
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,16 +22,27 @@ from .codecs import bit_positions, decode_rows
 from .format import (
     DTYPES,
     FORMAT_NAME,
+    INDEX_CHUNK,
     SPIKE_ENCODING,
     FormatError,
     check_field_attrs,
     check_layer_attrs,
     check_root_attrs,
+    field_key,
+    is_tail_name,
+    tail_name,
 )
+from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
 
-__all__ = ["open", "StoreReader", "MonitorReader", "LayerReader", "ReadError"]
-
-INDEX_CHUNK = 65536
+__all__ = [
+    "open",
+    "StoreReader",
+    "MonitorReader",
+    "LayerReader",
+    "FieldReader",
+    "ReadError",
+    "step_indices",
+]
 
 
 class ReadError(RuntimeError):
@@ -56,6 +66,97 @@ def read_retrying(read: Callable[..., Any], *args: Any) -> np.ndarray:
                 raise
             time.sleep(0.01 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def step_indices(
+    key: Any, n: int, what: str = "step", *, where: str = ""
+) -> tuple[np.ndarray, bool]:
+    """Positions in ``range(n)`` that an index ``key`` selects, and whether it selects many.
+
+    The one place where spikestore turns a user's index over steps (or records)
+    into positions, so that every sequence of steps accepts the same keys and
+    says the same thing about bad ones.
+
+    Parameters
+    ----------
+    key : int, slice, or list, range, NumPy array or torch tensor of ints
+        Negative integers count from the end, as in Python. An int selects one
+        position (``many`` is False); everything else selects zero or more, in
+        the order given, repeats allowed (``many`` is True). Tuples are refused:
+        ``layer[3, 0]`` reads like indexing two axes, which a step index is not.
+    n : int
+        How many items there are.
+    what : str
+        The items' name in error messages (``"step"``, ``"record"``).
+    where : str, optional
+        Whose items they are in error messages (``"monitor 'output', layer 'sn1'"``).
+
+    Returns
+    -------
+    positions : ndarray of int64, 1-D, each in ``[0, n)``
+    many : bool
+
+    Raises
+    ------
+    IndexError
+        A position outside ``-n .. n - 1``; the message names ``what``, ``where``,
+        ``n`` and the valid range.
+    TypeError
+        Any other key: bool, float, str, None, tuple, boolean masks, arrays of
+        non-integer values.
+
+    Examples
+    --------
+    >>> step_indices(-1, 5)
+    (array([4]), False)
+    >>> step_indices(slice(1, None, 2), 5)
+    (array([1, 3]), True)
+    >>> step_indices([0, -2], 5)
+    (array([0, 3]), True)
+    """
+    if isinstance(key, slice):
+        return np.arange(*key.indices(n), dtype=np.int64), True
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        i = int(key)
+        if not -n <= i < n:
+            raise IndexError(f"{what} {i} is out of range{_range_text(what, where, n)}")
+        return np.array([i + n if i < 0 else i], dtype=np.int64), False
+    if isinstance(key, torch.Tensor):
+        arr = key.detach().cpu().numpy()
+    elif isinstance(key, (list, range, np.ndarray)):
+        arr = np.asarray(key)
+    else:
+        raise TypeError(
+            f"{what} indices must be an int, a slice, or a list, range, array or tensor "
+            f"of ints, not {type(key).__name__}"
+        )
+    arr = arr.reshape(-1)
+    if not arr.size:  # np.asarray([]) is float64
+        return np.zeros(0, dtype=np.int64), True
+    if arr.dtype.kind == "O":  # e.g. Python ints beyond int64, 0-d tensors
+        for v in arr:
+            if isinstance(v, (bool, np.bool_)) or not hasattr(v, "__index__"):
+                raise TypeError(f"{what} indices must be integers, not {type(v).__name__}")
+        arr = np.array([operator.index(v) for v in arr], dtype=object)
+        bad = np.array([not -n <= v < n for v in arr])
+    elif arr.dtype.kind in "iu":
+        bad = arr >= n if arr.dtype.kind == "u" else (arr < -n) | (arr >= n)
+    else:
+        raise TypeError(f"{what} indices must be integers, not {arr.dtype} values")
+    if bad.any():
+        vals = [int(v) for v in arr[bad][:5]]
+        more = ", ..." if int(bad.sum()) > 5 else ""
+        listed = ", ".join(map(str, vals))
+        raise IndexError(f"{what}s [{listed}{more}] are out of range{_range_text(what, where, n)}")
+    arr = arr.astype(np.int64)
+    return np.where(arr < 0, arr + n, arr), True
+
+
+def _range_text(what: str, where: str, n: int) -> str:
+    whose = f" for {where}" if where else ""
+    if not n:
+        return f"{whose}: there are no {what}s"
+    return f"{whose}: {n} {what}{'s' if n != 1 else ''}, valid indices {-n} to {n - 1}"
 
 
 def open(
@@ -123,15 +224,7 @@ class StoreReader(Mapping[str, "MonitorReader"]):
         self._root = _open_group(self.path, self._store)
         self.meta = check_root_attrs(dict(self._root.attrs), self._where)
         monitors: dict[str, MonitorReader] = {}
-        with warnings.catch_warnings():
-            # The writer's lock file sits in the root; Zarr warns about files it
-            # does not recognise while listing the root's members.
-            warnings.filterwarnings("ignore", message=".*not recognized as a component")
-            try:
-                members = sorted(self._root.groups())
-            except ValueError as exc:  # an unparseable zarr.json
-                raise FormatError(f"{self._where}: malformed metadata: {exc}") from exc
-        for key, grp in members:
+        for key, grp in _child_groups(self._root, self._where):
             attrs = dict(grp.attrs).get(FORMAT_NAME)
             if not isinstance(attrs, dict) or attrs.get("node") != "monitor":
                 continue
@@ -186,13 +279,7 @@ class MonitorReader(Mapping[str, "LayerReader"]):
     def _load(self) -> dict[str, LayerReader]:
         if self._layers is None:
             layers = {}
-            try:
-                with warnings.catch_warnings():
-                    # Directories a live (or killed) writer has not finished creating.
-                    warnings.filterwarnings("ignore", message=".*not recognized as a component")
-                    members = sorted(self._group.groups())
-            except ValueError as exc:
-                raise FormatError(f"{self.store._where} monitor {self.name!r}: {exc}") from exc
+            members = _child_groups(self._group, f"{self.store._where} monitor {self.name!r}")
             for key, grp in members:
                 where = f"{self.store._where} monitor {self.name!r} node {key!r}"
                 meta = check_layer_attrs(dict(grp.attrs), where)
@@ -228,14 +315,43 @@ MAX_CHUNKS_PER_SHARD = 1 << 24
 MAX_STEPS = 1 << 53
 
 
-def _child(group: Any, key: str) -> Any:
-    """``group[key]``, or None if a live or killed writer has not created it yet."""
+def _child(group: Any, key: str, where: str) -> Any:
+    """``group[key]``, or None if there is no such node."""
     try:
         return group[key]
     except KeyError:
         return None
-    except ValueError as exc:  # unparseable zarr.json
-        raise FormatError(f"{group.path}/{key}: malformed metadata: {exc}") from exc
+    except (ValueError, TypeError) as exc:  # an unparseable zarr.json
+        raise FormatError(f"{where}: malformed metadata of {key}: {exc}") from exc
+
+
+def _child_groups(group: Any, where: str) -> list[tuple[str, Any]]:
+    """(key, group) of each child group, in key order, opened one at a time.
+
+    Other entries are skipped: the writer's lock file, its temporary files, and
+    directories a live (or killed) writer has not finished creating. A child
+    whose ``zarr.json`` cannot be parsed raises FormatError. (Zarr's own
+    ``groups()`` opens the children concurrently and, when one fails, leaves the
+    others' exceptions unretrieved, which asyncio prints later as tracebacks.)
+    """
+    import zarr
+    from zarr.core.sync import sync
+
+    async def names() -> list[str]:
+        return [k async for k in group.store.list_dir(group.path)]
+
+    try:
+        keys = sorted(sync(names()))
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise FormatError(f"{where}: cannot list its members: {exc}") from exc
+    out = []
+    for key in keys:
+        if key == "zarr.json" or key.startswith("."):
+            continue  # node keys never start with "." (see format.node_key)
+        child = _child(group, key, where)
+        if isinstance(child, zarr.Group):
+            out.append((key, child))
+    return out
 
 
 def _check_array(arr: Any, where: str, name: str) -> None:
@@ -268,8 +384,12 @@ class _TailGone(Exception):
     """A tail chunk is missing: the writer sealed and dropped it (or it was damaged)."""
 
 
-def _is_tail_key(key: str) -> bool:
-    return any(re.fullmatch(r"s\d+t[01]", part) for part in key.split("/"))
+def _exists(group: Any, key: str) -> bool:
+    """Whether ``key`` (relative to ``group``) is in the group's store."""
+    from zarr.core.sync import sync
+
+    full = f"{group.path}/{key}" if group.path else key
+    return bool(sync(group.store.exists(full)))
 
 
 def _fresh_attrs(group: Any) -> dict[str, Any]:
@@ -279,7 +399,34 @@ def _fresh_attrs(group: Any) -> dict[str, Any]:
     return dict(zarr.open_group(store=group.store, path=group.path, mode="r").attrs)
 
 
-class _FieldReader:
+class FieldReader:
+    """One field of a layer's records (``f<i>``): its step index, segments and summaries.
+
+    A tensor, number or ``None`` record has one field; a tuple or list record has
+    one per element. :attr:`LayerReader.fields` lists them. This is the level
+    :mod:`spikestore.analysis` reads at: step ``s`` of the field is row
+    ``index(s, s + 1)[0, 1]`` of segment ``index(s, s + 1)[0, 0]`` (``-1``: the
+    field was ``None``), and :meth:`take` reads any rows and columns of a segment
+    touching only the chunks that hold them.
+
+    Attributes
+    ----------
+    committed : int
+        Steps committed when the store was opened (or last refreshed).
+    segments : list of dict
+        The segment descriptors (see ``docs/format.md``).
+    group : zarr.Group or None
+        The field's Zarr group; None for a field a writer had not created yet.
+    where : str
+        ``"monitor '...', layer '...'"``, for messages.
+
+    Examples
+    --------
+    >>> fld = spikestore.open("run.spikes")["output"]["sn1"].field(0)  # doctest: +SKIP
+    >>> fld.committed, [s["encoding"] for s in fld.segments]            # doctest: +SKIP
+    (300, ['bitpack'])
+    """
+
     def __init__(self, layer: LayerReader, group: Any, i: int) -> None:
         self.layer = layer
         self.where = f"monitor {layer.monitor!r}, layer {layer.name!r}"
@@ -288,6 +435,7 @@ class _FieldReader:
         self._index: Any = None
         self._index_cache: dict[int, np.ndarray] = {}
         self._present: set[str] = set()
+        self._summaries: dict[str, Any] = {}
         self.committed: int = 0
         self.segments: list[dict[str, Any]] = []
         if group is None:
@@ -298,6 +446,76 @@ class _FieldReader:
             raise FormatError(f"{self.where}: bad committed_steps {meta['committed_steps']}")
         self.committed = meta["committed_steps"]
         self.segments = meta["segments"]
+
+    # -- summaries
+    def _summary_array(self, name: str) -> Any:
+        """The summary array ``name`` if it holds a row for every committed step, else None."""
+        if name not in (SUMMARY, SUMMARY_AXIS0):
+            raise ValueError(f"{name!r} is not a summary array ({SUMMARY!r}, {SUMMARY_AXIS0!r})")
+        if name in self._summaries:
+            return self._summaries[name]
+        arr = None
+        if self.group is not None:
+            where = f"{self.where} field {self.group.basename}"
+            arr = _child(self.group, name, where)
+            if arr is None and _exists(self.group, f"{name}/zarr.json"):
+                # Zarr reads some malformed metadata as "no such node".
+                raise FormatError(f"{where}: malformed metadata of {name}: not a Zarr array")
+            if arr is not None:
+                width = len(COLUMNS) if name == SUMMARY else None
+                if (
+                    not hasattr(arr, "dtype")
+                    or arr.ndim != 2
+                    or arr.dtype != np.float64
+                    or (width is not None and arr.shape[1] != width)
+                ):
+                    raise FormatError(
+                        f"{where}: summary array {name} is not a float64 (steps, "
+                        f"{width or 'T'}) array"
+                    )
+                _check_array(arr, where, name)
+                if arr.shape[0] < self.committed:
+                    arr = None  # written by a writer that did not keep it up: not usable
+        self._summaries[name] = arr
+        return arr
+
+    def has_summary(self, name: str = SUMMARY) -> bool:
+        """Whether the field has the summary array ``name`` (``"summary"`` or
+        ``"summary_axis0"``, see :mod:`spikestore.summary`) for all its steps.
+
+        Raises FormatError if the array is there but its metadata cannot be read.
+        """
+        return self._summary_array(name) is not None
+
+    def summary(self, name: str, steps: np.ndarray) -> np.ndarray | None:
+        """Rows ``steps`` of the summary array ``name``, or None if the field has none.
+
+        ``steps`` are positions below :attr:`committed` (see :func:`step_indices`).
+        Returns a float64 array ``(len(steps), columns)``. Raises ReadError if the
+        rows cannot be read (a damaged or missing chunk), FormatError if the
+        array's metadata is malformed.
+        """
+        arr = self._summary_array(name)
+        if arr is None:
+            return None
+        steps = np.asarray(steps, dtype=np.int64)
+        if not steps.size:
+            return np.zeros((0, arr.shape[1]))
+        lo, hi = int(steps.min()), int(steps.max()) + 1
+        if lo < 0 or hi > self.committed:
+            raise IndexError(f"{self.where}: steps {lo}..{hi - 1} of {self.committed} committed")
+        self._require(arr, steps, steps, name)
+        try:
+            if hi - lo == len(steps) and bool((np.diff(steps) == 1).all()):
+                return read_retrying(arr.__getitem__, slice(lo, hi))  # a range: no copy
+            if hi - lo <= 2 * len(steps):
+                return read_retrying(arr.__getitem__, slice(lo, hi))[steps - lo]
+            return read_retrying(arr.get_orthogonal_selection, (steps,))
+        except Exception as exc:
+            raise ReadError(
+                f"{self.where}: cannot read the {name} of steps {lo}..{hi - 1}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def _require(self, arr: Any, rows: np.ndarray, steps: np.ndarray, name: str) -> None:
         """Raise ReadError if a shard holding ``rows`` is missing from the store.
@@ -437,7 +655,7 @@ class _FieldReader:
             seg = self.segments[k]
             main = self.array(k)
             shard = (main.shards or main.chunks)[0]
-            name = f"{seg['array']}t{(seg['sealed'] // shard) % 2}"
+            name = tail_name(seg["array"], (seg["sealed"] // shard) % 2)
             try:
                 arr = self.group[name]
             except KeyError:
@@ -506,7 +724,7 @@ class _FieldReader:
             hit = steps[np.isin(rows, sel)]
             if in_tail:
                 # Tails are rewritten and dropped by the writer: never trust a cache.
-                self._present = {p for p in self._present if not _is_tail_key(p)}
+                self._present = {p for p in self._present if not is_tail_name(p)}
                 try:
                     self._require(arr, local, hit if hit.size else local, name)
                 except ReadError:
@@ -535,7 +753,21 @@ class LayerReader(Sequence[Any]):
     ``layer[i]`` decodes step ``i`` (negative indices count from the end) to a
     tensor of the original dtype and shape (or the tuple, list, number or
     ``None`` that was recorded). ``layer[a:b]`` decodes several steps, stacked
-    into one tensor when they are tensors of one shape, else a list.
+    into one tensor when they are tensors of one shape, else a list. Indices are
+    those of :func:`step_indices`.
+
+    A field group missing from a layer whose metadata has ``time_axis`` (format
+    1.3, whose writer creates every field group before writing that key) is
+    damage: the layer still opens and lists, but ``len``, :attr:`fields` and every
+    read raise :class:`ReadError` naming the monitor, layer and field. In older
+    stores a missing field group is a writer killed before its first commit,
+    and the layer has 0 steps.
+
+    Examples
+    --------
+    >>> layer = spikestore.open("run.spikes")["output"]["sn1"]  # doctest: +SKIP
+    >>> len(layer), layer.shape, layer[-1].dtype                 # doctest: +SKIP
+    (300, (16, 64), torch.float32)
     """
 
     def __init__(self, monitor: MonitorReader, meta: dict[str, Any], group: Any) -> None:
@@ -543,19 +775,44 @@ class LayerReader(Sequence[Any]):
         self.monitor = monitor.name
         self.name: str = meta["name"]
         self.structure: str = meta["structure"]
+        #: The record axis that is time (format 1.3), or None (not time-major, or unknown).
+        self.time_axis: int | None = meta.get("time_axis")
         self._group = group
-        self._fields = [
-            _FieldReader(self, _child(group, f"f{i}"), i) for i in range(meta["fields"])
-        ]
+        where = f"monitor {self.monitor!r}, layer {self.name!r}"
+        self._damage: str | None = None
+        groups = [_child(group, field_key(i), where) for i in range(meta["fields"])]
+        missing = [field_key(i) for i, g in enumerate(groups) if g is None]
+        if missing and "time_axis" in meta:
+            groups_are = "field group is" if len(missing) == 1 else "field groups are"
+            self._damage = (
+                f"{where}: {groups_are} missing from the store "
+                f"({self._monitor.store._where}): {', '.join(missing)}"
+            )
+        self._fields = [FieldReader(self, g, i) for i, g in enumerate(groups)]
 
     # -- description
+    @property
+    def fields(self) -> list[FieldReader]:
+        """One :class:`FieldReader` per field of the records (one unless tuples or lists)."""
+        if self._damage is not None:
+            raise ReadError(self._damage)
+        return self._fields
+
+    def field(self, i: int = 0) -> FieldReader:
+        """Field ``i`` (the ``i``-th element of tuple or list records)."""
+        fields = self.fields
+        if not isinstance(i, (int, np.integer)) or not 0 <= i < len(fields):
+            raise IndexError(f"layer {self.name!r} has {len(fields)} field(s), no field {i}")
+        return fields[int(i)]
+
     def __len__(self) -> int:
-        return min((f.committed for f in self._fields), default=0)
+        return min((f.committed for f in self.fields), default=0)
 
     @property
     def segments(self) -> list[dict[str, Any]]:
         """Segment descriptors of the first field (see ``docs/format.md``)."""
-        return self._fields[0].segments if self._fields else []
+        fields = self.fields
+        return fields[0].segments if fields else []
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -572,24 +829,46 @@ class LayerReader(Sequence[Any]):
 
     @property
     def encodings(self) -> list[str]:
-        return sorted({s["encoding"] for f in self._fields for s in f.segments})
+        return sorted({s["encoding"] for f in self.fields for s in f.segments})
 
     def nbytes_stored(self) -> int:
-        """Bytes this layer takes in the store (compressed chunks and metadata)."""
-        from zarr.core.sync import sync
+        """Bytes this layer takes in the store (compressed chunks and metadata).
 
-        prefix = self._group.path
-        return int(sync(self._group.store.getsize_prefix(prefix)))
+        Safe while a writer is writing the store: a live writer renames temporary
+        files into place and drops tails, so files vanish between listing and
+        measuring them. In a local directory vanished files and the writers'
+        ``*.partial`` temporary files are skipped; other stores are asked again
+        a few times.
+        """
+        from zarr.core.sync import sync
+        from zarr.storage import LocalStore
+
+        store, prefix = self._group.store, self._group.path
+        if isinstance(store, LocalStore):
+            return _tree_size(Path(store.root) / prefix if prefix else Path(store.root))
+        for attempt in range(5):
+            try:
+                return int(sync(store.getsize_prefix(prefix)))
+            except (FileNotFoundError, KeyError) as exc:
+                if attempt == 4:
+                    raise ReadError(
+                        f"monitor {self.monitor!r}, layer {self.name!r}: cannot measure "
+                        f"its size: {type(exc).__name__}: {exc}"
+                    ) from exc
+                time.sleep(0.01 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def nbytes_float32(self) -> int:
         """What the layer's records would take as float32 tensors."""
         total = 0
-        for f in self._fields:
+        for f in self.fields:
             for s in f.segments:
                 total += 4 * s["rows"] * int(np.prod(s["shape"], dtype=np.int64))
         return total
 
     def __repr__(self) -> str:
+        if self._damage is not None:
+            return f"<spikestore layer {self.monitor!r}/{self.name!r}: damaged ({self._damage})>"
         return (
             f"<spikestore layer {self.monitor!r}/{self.name!r}: {len(self)} steps, "
             f"shape {self.shape}, dtype {self.dtype}, encodings {self.encodings}>"
@@ -597,25 +876,7 @@ class LayerReader(Sequence[Any]):
 
     # -- reading
     def _steps(self, key: Any) -> tuple[np.ndarray, bool]:
-        n = len(self)
-        if isinstance(key, slice):
-            return np.arange(*key.indices(n), dtype=np.int64), True
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            i = int(key)
-            if i < 0:
-                i += n
-            if not 0 <= i < n:
-                raise IndexError(f"step {key} out of range for {self.name!r} with {n} steps")
-            return np.array([i], dtype=np.int64), False
-        if isinstance(key, (list, np.ndarray, torch.Tensor)):
-            arr = np.asarray(key, dtype=np.int64).reshape(-1)
-            arr = np.where(arr < 0, arr + n, arr)
-            if arr.size and (arr.min() < 0 or arr.max() >= n):
-                raise IndexError(f"steps out of range for {self.name!r} with {n} steps")
-            return arr, True
-        raise TypeError(
-            f"layer indices must be int, slice or a list of ints, not {type(key).__name__}"
-        )
+        return step_indices(key, len(self), where=f"monitor {self.monitor!r}, layer {self.name!r}")
 
     def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
         return self.read(key)
@@ -632,7 +893,7 @@ class LayerReader(Sequence[Any]):
 
     def _decode(self, steps: np.ndarray, device: torch.device | str | None) -> list[Any]:
         device = device if device is not None else self._monitor.store.device
-        cols = [f.read(steps, device) for f in self._fields]
+        cols = [f.read(steps, device) for f in self.fields]
         return [self._assemble([c[j] for c in cols]) for j in range(len(steps))]
 
     def _assemble(self, leaves: list[Any]) -> Any:
@@ -652,9 +913,9 @@ class LayerReader(Sequence[Any]):
         ``index`` is a flat index into the record or a tuple of per-axis indices.
         Returns a 1-D tensor (one value per step) of the layer's dtype.
         """
-        if len(self._fields) != 1:
+        if len(self.fields) != 1:
             raise TypeError(f"layer {self.name!r} records {self.structure}s; read fields by step")
-        fld = self._fields[0]
+        fld = self.fields[0]
         sel, _ = self._steps(steps)
         out = torch.empty(len(sel), dtype=self.dtype)
         if not len(sel):
@@ -684,10 +945,31 @@ class LayerReader(Sequence[Any]):
         return out
 
 
+def _tree_size(top: Path) -> int:
+    """Bytes of the files under ``top``, skipping files that vanish while it looks
+    and ``*.partial`` files (temporary files a writer renames into place)."""
+    total = 0
+    todo = [top]
+    while todo:
+        try:
+            with os.scandir(todo.pop()) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append(Path(entry.path))
+                elif not entry.name.endswith(".partial") and entry.is_file():
+                    total += entry.stat().st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
 def _stack(records: list[Any]) -> Any:
     if records and all(isinstance(r, torch.Tensor) for r in records):
         shapes = {tuple(r.shape) for r in records}
         if len(shapes) == 1:
             return torch.stack(records)
     return records
-

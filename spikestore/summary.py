@@ -10,7 +10,7 @@ Layout
 ------
 Each field group ``<monitor>/<layer>/f<i>/`` may hold two float64 arrays:
 
-``summary`` : (steps, 5), chunks (65536, 5), ``dimension_names = ["step", "stat"]``
+``summary`` : (steps, 5), ``dimension_names = ["step", "stat"]``
     Columns ``numel, sum, min, max, mean`` of each record. For a bit-packed
     spike record ``sum`` is the spike count (a popcount of the packed bytes) and
     ``min``, ``max``, ``mean`` follow from it. For a raw record they are
@@ -18,7 +18,7 @@ Each field group ``<monitor>/<layer>/f<i>/`` may hold two float64 arrays:
     float64 (bfloat16 and float8 are widened first; integers above 2**53 lose
     precision). A record holding only NaN, or no element, has NaN ``min``,
     ``max`` and ``mean``. A step that recorded ``None`` is all NaN.
-``summary_axis0`` : (steps, T), chunks (65536, T), ``dimension_names = ["step", "axis0"]``
+``summary_axis0`` : (steps, T), ``dimension_names = ["step", "axis0"]``
     Created when the field first records a tensor of rank >= 2; ``T`` is the
     length of that record's first axis (the time axis of a multi-step record
     ``[T, N, ...]``, the batch axis of a single-step ``[N, ...]`` one), from 1 to
@@ -26,6 +26,16 @@ Each field group ``<monitor>/<layer>/f<i>/`` may hold two float64 arrays:
     first of ``record[t]``: for spikes, the spike count at time step ``t``.
     Rows are NaN where the record is ``None``, has rank < 2, or a first axis of
     another length than ``T``, and for steps written before the array existed.
+
+Both arrays are sharded along steps, :data:`SUMMARY_CHUNK` (65536) steps to a
+shard file, whatever their width. Inside a shard the inner chunks hold the largest
+power of two of steps whose chunk is at most 512 KiB (``8 * columns * steps <=
+2**19``), but at least 256 steps: 8192 steps for ``summary``, ``2**16 / T`` rounded
+down to a power of two for ``summary_axis0`` (256 steps, up to 8 MiB, when
+``T > 256``). So a flush re-encodes only the inner chunk it touches (Zarr rewrites
+the shard file with the other chunks' bytes as they were), and a layer makes one
+summary file per 65536 steps. Chunks are Zstandard-compressed (level 3) with a
+CRC-32C; the fill value is NaN.
 
 Both arrays carry ``attrs["spikestore"] = {"node": "summary", "columns": [...]}``
 (the ``summary_axis0`` entry also has ``"axis0_length": T``). A store written

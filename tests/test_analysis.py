@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from pathlib import Path
@@ -119,7 +120,7 @@ def _dense(recs: list, shape: tuple[int, ...]) -> np.ndarray:
 def test_summaries_match_records(run: dict, monitor: str, layer: str) -> None:
     lay = run["store"][monitor][layer]
     recs = run["rec"]["v" if monitor == "v" else layer]
-    grp = lay._fields[0].group
+    grp = lay.field(0).group
     assert grp[SUMMARY].shape == (run["steps"], len(COLUMNS))
     stored = np.asarray(grp[SUMMARY][:])
     for i, r in enumerate(recs):
@@ -134,7 +135,7 @@ def test_summaries_match_records(run: dict, monitor: str, layer: str) -> None:
 
 
 def test_summary_metadata(run: dict) -> None:
-    grp = run["store"]["output"]["sn"]._fields[0].group
+    grp = run["store"]["output"]["sn"].field(0).group
     arr = grp[SUMMARY]
     assert arr.dtype == np.float64
     assert arr.shards == (SUMMARY_CHUNK, len(COLUMNS))
@@ -165,7 +166,7 @@ def test_axis0_mismatch_and_wide_first_axis(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ax0[0], [2, 2, 2])
     assert np.isnan(ax0[1]).all()
     np.testing.assert_array_equal(A.summary(s["o"]["x"])[:, 1], [6, 10])
-    assert SUMMARY_AXIS0 not in s["o"]["wide"]._fields[0].group
+    assert SUMMARY_AXIS0 not in s["o"]["wide"].field(0).group
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
@@ -227,6 +228,88 @@ def test_store_without_summaries_is_decoded(tmp_path: Path) -> None:
         w.append("o", "x", recs[0])
     assert SUMMARY not in zarr.open_group(p / "o" / "x" / "f0", mode="r")
     assert A.summary(spikestore.open(p)["o"]["x"]).shape == (21, 5)
+
+
+# ---------------------------------------------------- public helpers and names
+def test_public_helpers(run: dict) -> None:
+    lay = run["store"]["output"]["sn"]
+    np.testing.assert_array_equal(A.step_selection(lay), np.arange(run["steps"]))
+    np.testing.assert_array_equal(A.step_selection(lay, -1), [run["steps"] - 1])
+    np.testing.assert_array_equal(A.step_selection(lay, (3, -1)), [3, run["steps"] - 1])
+    np.testing.assert_array_equal(A.step_selection(lay, range(2, 8, 3)), [2, 5])
+    assert A.record_shape(lay) == (4, 3, 40)
+    assert A.record_shape(run["store"]["v"]["sn"]) == (4, 3, 40)  # the 0.0 step broadcasts
+    assert A.record_shape(run["store"]["output"]["pair"], field=1) == ()
+    assert A.neuron_ids([(0, 1), 5], (2, 3)).tolist() == [1, 5]
+    assert A.neuron_ids(None, (2, 3)).tolist() == list(range(6))
+    with pytest.raises(IndexError, match="out of range"):
+        A.neuron_ids([6], (2, 3))
+    with pytest.raises(IndexError, match="no field 2"):
+        A.record_shape(run["store"]["output"]["pair"], field=2)
+
+
+@pytest.mark.parametrize("steps", [True, np.array([0.0, 1.0]), [False, True], "3"])
+def test_steps_of_the_wrong_type_are_refused(run: dict, steps: object) -> None:
+    # Booleans and floats used to be cast to step numbers (True was step 1).
+    lay = run["store"]["output"]["sn"]
+    for read in (A.summary, A.firing_rate, A.raster, A.to_numpy):
+        with pytest.raises(TypeError, match="step indices must be"):
+            read(lay, steps)
+
+
+def test_steps_out_of_range_name_the_layer(run: dict) -> None:
+    with pytest.raises(IndexError, match=r"monitor 'output', layer 'sn': 150 steps"):
+        A.raster(run["store"]["output"]["sn"], [0, 150])
+
+
+def _foreign_private_attributes(source: str) -> list[str]:
+    """``x._name`` where ``_name`` is not defined in the module itself."""
+    tree = ast.parse(source)
+    own = {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }
+    own |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    own |= {
+        t.attr
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Attribute)
+    }
+    return [
+        f"line {node.lineno}: .{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and node.attr not in own
+    ]
+
+
+@pytest.mark.parametrize("module", ["analysis", "plot"])
+def test_analysis_and_plot_use_only_public_names(module: str) -> None:
+    import spikestore
+
+    source = (Path(spikestore.__file__).parent / f"{module}.py").read_text()
+    assert _foreign_private_attributes(source) == []
+
+
+def test_float16_stays_float16_and_bfloat16_widens(tmp_path: Path) -> None:
+    recs = [torch.randn(2, 3, dtype=torch.float32) for _ in range(3)]
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        for r in recs:
+            w.append("o", "h", r.half())
+            w.append("o", "b", r.bfloat16())
+    s = spikestore.open(tmp_path / "s")
+    h = A.to_numpy(s["o"]["h"])
+    assert h.dtype == np.float16
+    np.testing.assert_array_equal(h, torch.stack(recs).half().numpy())
+    b = A.to_numpy(s["o"]["b"])
+    assert b.dtype == np.float32
+    np.testing.assert_array_equal(b, torch.stack(recs).bfloat16().float().numpy())
+    assert A.LayerArray(s["o"]["h"]).dtype == np.float16
 
 
 # ------------------------------------------------------------------- rates
@@ -363,7 +446,7 @@ def test_to_dask(run: dict) -> None:
     x = A.to_dask(lay)
     assert isinstance(x, da.Array)
     assert x.shape == (run["steps"], 4, 3, 40) and x.dtype == np.float32
-    seg = lay._fields[0].array(1)  # the tensor segment (s0 holds the step-0 number)
+    seg = lay.field(0).array(1)  # the tensor segment (s0 holds the step-0 number)
     assert x.chunks[0][0] == seg.chunks[0]
     assert x.chunks[1:] == tuple(
         tuple(min(c, n - i) for i in range(0, n, c))
@@ -460,6 +543,8 @@ def test_plots_produce_figures(run: dict, plt) -> None:  # type: ignore[no-untyp
     assert ax.images[0].get_array().shape == (3, 30)
     ax = plot.rate_heatmap([s["output"]["sn"]], over="time")
     assert ax.images[0].get_array().shape == (1, run["steps"] * 4)
+    ax = plot.rate_heatmap(s["output"]["sn"], slice(10, 20))  # one layer
+    assert ax.images[0].get_array().shape == (1, 10) and ax.get_yticklabels()[0].get_text() == "sn"
     ax = plot.membrane_traces(s["v"]["sn"], [0, 7], slice(0, 30), threshold=1.0)
     assert len(ax.lines) == 3
     ax = plot.membrane_traces(s["v"]["sn"], [(0, 7)], time_axis=True)

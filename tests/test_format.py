@@ -275,7 +275,7 @@ def test_one_step_reads_only_its_chunks(tmp_path):
     # nothing from shards 0 and 1.
     assert data_reads and all("/s0/c/2/" in k for k in data_reads), counting.reads
     assert len(index_reads) == 1 and len(meta_reads) <= 2
-    arr = layer._fields[0].array(0)
+    arr = layer.field(0).array(0)
     inner_per_row = -(-arr.shape[1] // arr.chunks[1])
     # Each inner chunk: one range read; plus the shard index (read once per shard).
     assert len(data_reads) <= inner_per_row + 1, data_reads

@@ -43,7 +43,7 @@ def test_each_shard_file_is_written_once_despite_frequent_commits(tmp_path):
                 w.flush()  # commit often: each 32-step shard is committed ~7 times
     r = spikestore.open(tmp_path / "s")
     for layer in (r["output"]["sn"], r["v"]["sn"]):
-        assert layer._fields[0].array(0).shards[0] == 32
+        assert layer.field(0).array(0).shards[0] == 32
     shard_writes = {k: n for k, n in store.sets.items() if "/s0/c/" in k}
     assert len(shard_writes) == 2 * 4  # 3 full shards and the partial one, two layers
     assert set(shard_writes.values()) == {1}, shard_writes
@@ -91,6 +91,6 @@ def test_stale_reader_follows_rows_into_shards(tmp_path):
             # reused for shards 2, 4, ...: the stale reader must still get them right.
             j = int(rng.integers(10))
             assert bits_equal(stale[j], dense[j])
-    assert stale._fields[0].array(0).shards[0] == 16
+    assert stale.field(0).array(0).shards[0] == 16
     w.close()
     assert bits_equal(stale[:], torch.stack(dense[:10]))

@@ -61,7 +61,7 @@ def test_spikes_are_bitpacked_every_dtype_and_size(tmp_path, dtype, n):
     assert layer.encodings == ["bitpack"]
     assert bits_equal(layer[0], x)
     seg = layer.segments[0]
-    arr = layer._fields[0].array(0)
+    arr = layer.field(0).array(0)
     assert arr.dtype == np.dtype("uint8") and arr.shape == (2, (n + 7) // 8)
     assert seg["dtype"] == str(dtype).removeprefix("torch.")
 
@@ -300,7 +300,7 @@ def test_time_axis_packs_time_last_and_reads_back(tmp_path):
     assert layer.segments[0]["permute"] == [1, 2, 3, 0]
     assert bits_equal(layer[:], torch.stack(recs))
     assert bits_equal(layer.neuron((2, 1, 2, 4)), torch.stack(recs)[:, 2, 1, 2, 4])
-    row = layer._fields[0].array(0)[7]
+    row = layer.field(0).array(0)[7]
     assert np.array_equal(row, np.packbits(recs[7].permute(1, 2, 3, 0).flatten().numpy() != 0))
 
 

@@ -1,0 +1,279 @@
+"""The reader's public pieces: step indices, fields, sizes, and damage it must report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from zarr.core.sync import sync
+from zarr.storage import LocalStore
+
+import spikestore
+from spikestore.reader import FieldReader, step_indices
+
+
+# ------------------------------------------------------------- step_indices
+@pytest.mark.parametrize(
+    ("key", "want", "many"),
+    [
+        (0, [0], False),
+        (-1, [4], False),
+        (np.int32(-5), [0], False),
+        (slice(None), [0, 1, 2, 3, 4], True),
+        (slice(-2, None), [3, 4], True),
+        (slice(None, None, -2), [4, 2, 0], True),
+        (slice(7, 9), [], True),
+        ([3, -1, 3], [3, 4, 3], True),
+        ([], [], True),
+        (range(1, 4), [1, 2, 3], True),
+        (np.array([[1], [2]], dtype=np.uint8), [1, 2], True),
+        (torch.tensor([0, -5]), [0, 0], True),
+        (torch.tensor(2), [2], True),
+        ([torch.tensor(1), np.int64(-1)], [1, 4], True),
+        (np.array([3, 1], dtype=object), [3, 1], True),
+        (np.array([], dtype=np.float64), [], True),
+    ],
+)
+def test_step_indices_accepts(key, want, many) -> None:
+    got, got_many = step_indices(key, 5)
+    assert got.dtype == np.int64 and got.ndim == 1
+    assert got.tolist() == want and got_many is many
+
+
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [
+        (5, r"^step 5 is out of range for layer 'x': 5 steps, valid indices -5 to 4$"),
+        (-6, r"step -6 is out of range .* -5 to 4"),
+        ([0, 7, -9, 12, 5, 6, 8], r"^steps \[7, -9, 12, 5, 6, \.\.\.\] are out of range"),
+        (np.array([2**63 + 1], dtype=np.uint64), r"steps \[9223372036854775809\] are out"),
+        ([2**70, 1], r"steps \[1180591620717411303424\] are out"),
+    ],
+)
+def test_step_indices_out_of_range(key, match) -> None:
+    with pytest.raises(IndexError, match=match):
+        step_indices(key, 5, where="layer 'x'")
+
+
+def test_step_indices_names_what_and_empty_ranges() -> None:
+    with pytest.raises(IndexError, match=r"^record 0 is out of range: there are no records$"):
+        step_indices(0, 0, "record")
+    with pytest.raises(IndexError, match=r"1 record, valid indices -1 to 0"):
+        step_indices([1], 1, "record")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        True,
+        np.bool_(False),
+        1.0,
+        "1",
+        None,
+        (1, 2),
+        [True, False],
+        np.array([0.5]),
+        [1, None],
+        np.array([1, 2.5], dtype=object),
+        torch.tensor([1.0]),
+    ],
+)
+def test_step_indices_refuses(key) -> None:
+    with pytest.raises(TypeError, match=r"^record indices must be"):
+        step_indices(key, 5, "record")
+
+
+# ----------------------------------------------------------------- fixtures
+def _write(path: Path) -> None:
+    with spikestore.StoreWriter(path) as w:
+        for i in range(6):
+            w.append("o", "x", (torch.arange(8) % (i + 2) == 0).float())
+            w.append("o", "y", torch.full((3,), i + 0.5))
+            w.append("o", "pair", (torch.ones(2) * i, float(i)))
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("reader") / "s"
+    _write(path)
+    return path
+
+
+# ------------------------------------------------------------ layer / fields
+def test_layer_fields_are_public(store_path: Path) -> None:
+    s = spikestore.open(store_path)
+    pair = s["o"]["pair"]
+    assert [type(f) for f in pair.fields] == [FieldReader, FieldReader]
+    assert pair.field(1) is pair.fields[1]
+    with pytest.raises(IndexError, match="2 field"):
+        pair.field(2)
+    fld = s["o"]["y"].field()
+    assert fld.committed == 6 and [seg["encoding"] for seg in fld.segments] == ["raw"]
+    idx = fld.index(0, 6)
+    assert idx.shape == (6, 2) and (idx[:, 0] == 0).all()
+    np.testing.assert_array_equal(fld.take(0, idx[[4, 1], 1], (slice(1, 2),)), [[4.5], [1.5]])
+    assert [float(r[0]) for r in fld.read(np.array([5, 2]), None)] == [5.5, 2.5]
+    assert fld.has_summary("summary")
+    row = fld.summary("summary", np.array([3]))
+    np.testing.assert_array_equal(row, [[3, 10.5, 3.5, 3.5, 3.5]])
+    with pytest.raises(ValueError, match="not a summary array"):
+        fld.summary("s0", np.array([0]))
+
+
+def test_layer_index_errors_name_the_layer(store_path: Path) -> None:
+    lay = spikestore.open(store_path)["o"]["x"]
+    with pytest.raises(IndexError, match=r"monitor 'o', layer 'x': 6 steps, valid indices -6 to 5"):
+        lay[6]
+    with pytest.raises(TypeError):
+        lay[1, 0]
+    with pytest.raises(TypeError):
+        lay[np.array([1.7])]  # was silently step 1
+    with pytest.raises(TypeError):
+        lay[[True, False]]  # was silently steps 1 and 0
+    assert lay[np.array([], dtype=np.int64)] == []
+
+
+def test_nbytes_stored_counts_files_and_skips_temporary_ones(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    _write(path)
+    lay = spikestore.open(path)["o"]["x"]
+    on_disk = sum(f.stat().st_size for f in (path / "o" / "x").rglob("*") if f.is_file())
+    assert lay.nbytes_stored() == on_disk
+    assert lay.nbytes_stored() == sync(LocalStore(path).getsize_prefix("o/x"))
+    (path / "o" / "x" / "f0" / "zarr.json.0123abcd.partial").write_bytes(b"x" * 1000)
+    assert lay.nbytes_stored() == on_disk
+
+
+def test_nbytes_stored_while_a_writer_appends(tmp_path: Path) -> None:
+    # A live writer renames temporary files into place all the time; measuring
+    # used to stat files that had vanished since the listing (a few calls in a
+    # thousand failed with FileNotFoundError).
+    path = tmp_path / "s"
+    g = torch.Generator().manual_seed(0)
+    names = [f"l{i}" for i in range(4)]
+    stop = threading.Event()
+    with spikestore.StoreWriter(path, flush_interval=0.01, shard_steps=32) as w:
+        for name in names:
+            w.append("o", name, torch.randn(8192, generator=g))  # 32 KiB: 32-step shards
+        w.flush()
+
+        def append() -> None:
+            while not stop.is_set():
+                for name in names:
+                    w.append("o", name, torch.randn(8192, generator=g))
+
+        t = threading.Thread(target=append)
+        t.start()
+        try:
+            layers = list(spikestore.open(path).layers())
+            calls, t0 = 0, time.monotonic()
+            while calls < 2000 and time.monotonic() - t0 < 10:
+                for lay in layers:
+                    assert lay.nbytes_stored() > 0
+                    calls += 1
+        finally:
+            stop.set()
+            t.join()
+    assert len(spikestore.open(path)["o"]["l0"]) > 64
+
+
+# --------------------------------------------------- missing field groups
+def _edit_layer(path: Path, key: str, **change: object) -> None:
+    meta = path / key / "zarr.json"
+    doc = json.loads(meta.read_text())
+    entry = doc["attributes"]["spikestore"]
+    for k, v in change.items():
+        if v is _DROP:
+            entry.pop(k, None)
+        else:
+            entry[k] = v
+    meta.write_text(json.dumps(doc))
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(("layer", "field"), [("x", "f0"), ("pair", "f1")])
+def test_missing_field_group_of_a_complete_layer_is_damage(
+    tmp_path: Path, store_path: Path, layer: str, field: str
+) -> None:
+    path = tmp_path / "s"
+    shutil.copytree(store_path, path)
+    _edit_layer(path, f"o/{layer}", time_axis=None)
+    shutil.rmtree(path / "o" / layer / field)
+    s = spikestore.open(path)
+    lay = s["o"][layer]  # still opens and lists, so the other layers stay readable
+    assert sorted(s["o"]) == ["pair", "x", "y"]
+    want = rf"^monitor 'o', layer '{layer}': field group is missing from the store .*: {field}$"
+    for read in (len, lambda la: la[0], lambda la: la.fields, lambda la: la.segments):
+        with pytest.raises(spikestore.ReadError, match=want):
+            read(lay)
+    assert "damaged" in repr(lay)
+    assert len(s["o"]["y"]) == 6
+
+
+def test_missing_field_group_of_an_old_layer_is_no_steps(tmp_path: Path, store_path: Path) -> None:
+    # Stores before format 1.3 have no time_axis: a writer killed before the
+    # field's first commit left the layer without its field group.
+    path = tmp_path / "s"
+    shutil.copytree(store_path, path)
+    _edit_layer(path, "o/x", time_axis=_DROP)
+    shutil.rmtree(path / "o" / "x" / "f0")
+    lay = spikestore.open(path)["o"]["x"]
+    assert len(lay) == 0 and lay[:] == [] and lay.segments == []
+
+
+def test_time_axis_is_read(tmp_path: Path, store_path: Path) -> None:
+    path = tmp_path / "s"
+    shutil.copytree(store_path, path)
+    _edit_layer(path, "o/x", time_axis=0)
+    _edit_layer(path, "o/y", time_axis=_DROP)
+    s = spikestore.open(path)
+    assert s["o"]["x"].time_axis == 0 and s["o"]["y"].time_axis is None
+
+
+# ------------------------------------------------------------ damaged summaries
+def _damage(path: Path, how: str) -> None:
+    summary = path / "o" / "x" / "f0" / "summary"
+    chunks = [f for f in (summary / "c").rglob("*") if f.is_file()]
+    assert chunks
+    for f in chunks:
+        if how == "garbage":
+            f.write_bytes(os.urandom(f.stat().st_size))
+        elif how == "missing":
+            f.unlink()
+    if how == "json":
+        (summary / "zarr.json").write_bytes(b"\x00 not json {")
+    elif how == "json-not-array":
+        (summary / "zarr.json").write_text('{"zarr_format": 3, "node_type": "array"}')
+
+
+@pytest.mark.parametrize(
+    ("how", "error"),
+    [
+        ("garbage", spikestore.ReadError),
+        ("missing", spikestore.ReadError),  # was read as NaN: a rate of None, NaN rows
+        ("json", spikestore.FormatError),
+        ("json-not-array", spikestore.FormatError),  # was taken for "no summary"
+    ],
+)
+def test_damaged_summary_raises_naming_the_layer(
+    tmp_path: Path, store_path: Path, how: str, error: type
+) -> None:
+    from spikestore import analysis
+
+    path = tmp_path / "s"
+    shutil.copytree(store_path, path)
+    _damage(path, how)
+    lay = spikestore.open(path)["o"]["x"]
+    for read in (analysis.mean_rate, analysis.summary, analysis.firing_rate):
+        with pytest.raises(error, match=r"monitor 'o', layer 'x'"):
+            read(lay)
+    assert len(lay[:]) == 6  # the records themselves still read
