@@ -474,11 +474,12 @@ def test_records_take_the_same_keys_as_a_layer() -> None:
     """Records index like a layer (spikestore.reader.step_indices): ints, slices, lists."""
     net = nn.Sequential(nn.Linear(3, 2))
     xs = [torch.full((1, 3), float(i)) for i in range(5)]
+    last = net(xs[4]).detach()
     with OutputMonitor(net, nn.Linear) as mon:
         for x in xs:
             net(x)
         recs = mon.records
-        assert _same(recs[-1], net(xs[4]).detach())
+        assert _same(recs[-1], last)
         assert _all_same(recs[[4, 0, 4]], [recs[4], recs[0], recs[4]])
         assert _all_same(recs[1:3], [recs[1], recs[2]])
         with pytest.raises(IndexError, match=r"record 5 is out of range for monitor 'output'"):
