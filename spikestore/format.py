@@ -21,7 +21,7 @@ A store is a Zarr v3 group::
 A *record* is what a monitor hook produced for one layer at one step: a tensor,
 a number, ``None``, or a tuple/list of those. Each element of a record is a
 *field*. A field's records are stored in *segments*, one per distinct
-``(encoding, dtype, shape)``; step ``i`` of a field lives at row
+``(encoding, dtype, shape, python_scalar, permute)``; step ``i`` of a field lives at row
 ``index[i, 1]`` of segment ``index[i, 0]`` (``-1`` means the record was
 ``None``). Only the first ``committed_steps`` rows of ``index`` are valid: the
 writer updates that attribute last, in one atomic write, so a reader never

@@ -2,7 +2,7 @@
 
 Regenerate the committed fixtures (only when the format version changes)::
 
-    python tests/test_spikecodec.py --write-fixtures
+    python tests/test_codecs_spikes.py --write-fixtures
 """
 
 from __future__ import annotations
