@@ -289,6 +289,24 @@ def test_cuda_records_pack_on_device(tmp_path):
     assert bits_equal(s["m"]["s"].read(0, device="cuda").cpu(), x.cpu())
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_records_from_several_devices_in_one_store(tmp_path):
+    """cuda and cpu records of one layer, and a tensor on a device other than the current
+    one (its packing is ordered by an event on its own device), all read back exactly."""
+    devices = ["cpu", "cuda:0"] + (["cuda:1"] if torch.cuda.device_count() > 1 else [])
+    g = torch.Generator().manual_seed(3)
+    recs = [(torch.rand(4, 257, generator=g) < 0.2).float() for _ in range(12)]
+    path = tmp_path / "s.spikes"
+    with torch.cuda.device(0), spikestore.StoreWriter(path) as w:
+        for i, r in enumerate(recs):
+            w.append("m", "s", r.to(devices[i % len(devices)]))
+            w.append("m", "v", (r * 0.5).to(devices[i % len(devices)]))
+    s = spikestore.open(path)
+    for i, r in enumerate(recs):
+        assert bits_equal(s["m"]["s"][i], r) and bits_equal(s["m"]["v"][i], r * 0.5)
+
+
 def test_time_axis_packs_time_last_and_reads_back(tmp_path):
     g = torch.Generator().manual_seed(3)
     recs = [(torch.rand(4, 2, 3, 5, generator=g) < 0.2).float() for _ in range(40)]
