@@ -117,22 +117,26 @@ class StoredLayer:
 def load_layer(root: Any, monitor: str, layer: str, where: str) -> StoredLayer | None:
     """The stored state of a layer, or None if the store has no such layer."""
     path = layer_path(monitor, layer)
-    try:
-        grp = root[path]
-    except KeyError:
-        return None
     lwhere = f"{where} monitor {monitor!r} layer {layer!r}"
+    grp = _node(root, path, lwhere)
+    if grp is None:
+        return None
     meta = check_layer_attrs(dict(grp.attrs), lwhere)
     fields = []
     time_axis = meta.get("time_axis")
     for i in range(meta["fields"]):
-        try:
-            fgrp = root[f"{path}/{field_key(i)}"]
-        except KeyError:
+        fwhere = f"{lwhere} field {i}"
+        fgrp = _node(root, f"{path}/{field_key(i)}", fwhere)
+        if fgrp is None:
+            if "time_axis" in meta:
+                # A 1.3 layer has every field group (see the module docstring).
+                raise FormatError(f"{fwhere}: the field group is missing (damaged store)")
             # Killed before this field's group was made: it holds no steps.
             fields.append(StoredField(0, [], None))
             continue
-        fmeta = check_field_attrs(dict(fgrp.attrs), f"{lwhere} field {i}")
+        fmeta = check_field_attrs(dict(fgrp.attrs), fwhere)
+        if fmeta["committed_steps"] and "index" not in fgrp:
+            raise FormatError(f"{fwhere}: the step index is missing (damaged store)")
         segs = [dict(s) for s in fmeta["segments"]]
         fields.append(StoredField(fmeta["committed_steps"], segs, fgrp))
         if time_axis is None and "time_axis" not in meta:
@@ -141,6 +145,18 @@ def load_layer(root: Any, monitor: str, layer: str, where: str) -> StoredLayer |
                 if s["encoding"] == SPIKE_ENCODING and s.get("permute") is not None:
                     time_axis = int(s["permute"][-1])
     return StoredLayer(meta["structure"], time_axis, "time_axis" in meta, fields)
+
+
+def _node(root: Any, path: str, where: str) -> Any:
+    """``root[path]``, None if absent; FormatError if its metadata cannot be read."""
+    try:
+        return root[path]
+    except KeyError:
+        return None
+    except FormatError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"{where}: unreadable metadata: {exc}") from exc
 
 
 def _segment_key(desc: dict[str, Any]) -> tuple[Any, ...]:

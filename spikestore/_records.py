@@ -85,6 +85,8 @@ def flatten(value: Any) -> tuple[str, list[Leaf]]:
     tensors or numbers that cannot be stored (the caller adds where).
     """
     if isinstance(value, (tuple, list)):
+        if not value:
+            raise RecordError(f"an empty {type(value).__name__} has no field to record")
         return type(value).__name__, [_leaf(v) for v in value]
     leaf = _leaf(value)
     if leaf.tensor is None:

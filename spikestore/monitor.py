@@ -328,7 +328,7 @@ class BaseMonitor:
     def _layer_reader(self, lid: int) -> LayerReader:
         if self._appended != self._seen or self._reader is None:
             w = self._writer
-            if not w.closed:
+            if not w.closed and w.owned:
                 w.flush()
             if self._reader is None:
                 if w.path is not None:
@@ -401,7 +401,7 @@ class BaseMonitor:
 
     def flush(self) -> None:
         """Block until every record taken so far is on disk."""
-        if not self._writer.closed:
+        if not self._writer.closed and self._writer.owned:
             self._writer.flush()
 
     def close(self) -> None:

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal
 from zarr.storage import LocalStore
 
 from .errors import StoreLockedError
-from .format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError
+from .format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
 
 __all__ = [
     "Storage",
@@ -197,13 +197,14 @@ def _root_kind(path: Path) -> str:
     return "zarr" if isinstance(meta, dict) and meta.get("node_type") == "group" else "other"
 
 
-def _is_monitor_dir(path: Path) -> bool:
+def _is_store_node(path: Path) -> bool:
+    """Whether ``path`` is a group a spikestore writer made in a store's root (a monitor)."""
     try:
         attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
     except (OSError, ValueError, AttributeError):
         return False
     entry = attrs.get(FORMAT_NAME) if isinstance(attrs, dict) else None
-    return isinstance(entry, dict) and entry.get("node") == "monitor"
+    return path.is_dir() and isinstance(entry, dict) and entry.get("node") == "monitor"
 
 
 class LocalStorage(Storage):
@@ -231,7 +232,7 @@ class LocalStorage(Storage):
         had_lock_file = (p / LOCK_FILE).exists()
         self._lock()
         try:
-            self._prepare(mode)
+            self._prepare(mode, had_lock_file)
         except BaseException:
             if not had_lock_file:
                 # Refused: leave the folder as it was found.
@@ -242,45 +243,61 @@ class LocalStorage(Storage):
         # The directory is prepared (cleared for "w"): Zarr only adds to it.
         return cls(p), "a"
 
-    def _prepare(self, mode: Mode) -> None:
+    def _prepare(self, mode: Mode, had_lock_file: bool) -> None:
         p = self.root
         entries = [x for x in p.iterdir() if x.name != LOCK_FILE]
-        trash = [x for x in entries if x.name.startswith(TRASH_PREFIX)]
-        rest = [x for x in entries if not x.name.startswith(TRASH_PREFIX)]
-        if rest:
-            kind = _root_kind(p)
-            if kind == "zarr":
-                raise FormatError(f"{p} is a Zarr group but not a spikestore store")
-            # A root zarr.json lost by an older writer killed while replacing a store:
-            # what is left is a lock file and monitor groups only.
-            interrupted = (
-                kind == "other"
-                and (p / LOCK_FILE).exists()
-                and all(x.is_dir() and _is_monitor_dir(x) for x in rest)
-            )
-            if kind != "store" and not interrupted:
+        if not entries:
+            return
+        kind = _root_kind(p)
+        if kind == "zarr":
+            raise FormatError(f"{p} is a Zarr group but not a spikestore store")
+        nodes = [x for x in entries if _is_store_node(x)]
+        if kind != "store":
+            # No valid root metadata: a store only if all there is are a lock file and
+            # monitor groups (its zarr.json lost by a spikestore 0.2 writer killed while
+            # replacing it, or damaged), never anything of the user's.
+            trash = [x for x in entries if x.name.startswith(TRASH_PREFIX) and x.is_dir()]
+            known = {"zarr.json", *(x.name for x in nodes + trash)}
+            others = [x for x in entries if x.name not in known]
+            if others or not (nodes or trash) or not had_lock_file:
                 what = "overwrite it" if mode == "w" else "write into it"
                 raise FileExistsError(
                     f"{p} exists, is not empty and is not a spikestore store; refusing to {what}"
                 )
-            if mode == "w":
-                self._clear(rest)
-        for x in trash:
-            shutil.rmtree(x, ignore_errors=True)
+            if mode == "a":
+                raise FormatError(
+                    f"{p}: the store's root metadata (zarr.json) is missing or damaged; "
+                    "replace the store with mode='w', or restore that file"
+                )
+        else:
+            meta = json.loads((p / "zarr.json").read_text())
+            if mode == "a":
+                check_root_attrs(meta.get("attributes"), str(p))
+        if mode == "w":
+            if kind != "store" and (p / "zarr.json").exists():
+                nodes.append(p / "zarr.json")  # damaged: the writer makes a new one
+            self._clear(nodes)
+        # Trash left by a writer killed while replacing this store (only in a store).
+        for x in entries:
+            if x.name.startswith(TRASH_PREFIX) and x.is_dir():
+                shutil.rmtree(x, ignore_errors=True)
 
-    def _clear(self, entries: list[Path]) -> None:
+    def _clear(self, nodes: list[Path]) -> None:
         """Replace an old store crash-safely.
 
-        Its nodes are moved (renamed, atomic each) into a trash folder that is then
-        deleted; the root ``zarr.json`` stays until the writer replaces it in one
-        write. Killed at any point, the path is a store (the old one, partly moved
-        away, or an empty one) that opens and that the next writer accepts.
+        Its monitor groups, and nothing else (files of the user's in the root stay; a
+        damaged root ``zarr.json`` goes too), are moved (renamed, atomic each) into a
+        trash folder that is then deleted; a valid root ``zarr.json`` stays until the
+        writer replaces it in one write. Killed at any point, the path is a store (the
+        old one, partly moved away, or an empty one) that opens, or a folder of trash
+        and a lock file, and the next writer accepts either.
         """
+        if not nodes:
+            return
         trash = self.root / f"{TRASH_PREFIX}{uuid.uuid4().hex}"
         trash.mkdir()
-        for x in entries:
-            if x.name != "zarr.json":
-                os.rename(x, trash / x.name)
+        for x in nodes:
+            os.rename(x, trash / x.name)
         if self.durable:
             _fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)

@@ -16,8 +16,10 @@ This module holds no state of its own beyond the objects it delegates to.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
+import threading
 import time
 import weakref
 from typing import Any, cast
@@ -28,7 +30,7 @@ from ._segments import SegmentOptions
 from ._staging import Staged, stage
 from ._version import __version__
 from ._worker import Item, Registry, Worker
-from .codecs import COMPRESSORS, time_last
+from .codecs import COMPRESSORS, LEVELS, time_last
 from .errors import RecordError, StoreLockedError, WriteError
 from .format import LOCK_FILE, root_attrs
 from .storage import Mode, Storage, storage_for
@@ -58,6 +60,44 @@ def _tune_allocator() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
     except (OSError, AttributeError):
         pass
+
+
+#: Writers not yet closed, committed by :func:`_close_at_exit`.
+_OPEN: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
+_OPEN_LOCK = threading.Lock()
+_exit_hook_pid: int | None = None
+
+
+def _close_at_exit() -> None:
+    """Commit and close every writer still open at interpreter exit.
+
+    It must run while writes can still happen: Zarr's local store writes through
+    ``asyncio.to_thread``, whose executor refuses new work once ``threading`` has
+    run its exit functions, and Zarr's ``atexit`` handler stops its event loop. So it
+    is registered as a ``threading`` exit function, after ``concurrent.futures``
+    registered its own (they run last in, first out), as ``concurrent.futures`` itself
+    does; ``atexit`` where that hook is missing.
+    """
+    with _OPEN_LOCK:
+        writers = list(_OPEN)
+    for w in writers:
+        try:
+            w.close()
+        except Exception:
+            pass  # the error was the writer's to raise; exit goes on
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_pid
+    if _exit_hook_pid != os.getpid():  # once per process (a forked child too)
+        _exit_hook_pid = os.getpid()
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is None:
+                raise RuntimeError
+            register(_close_at_exit)
+        except RuntimeError:  # no such hook, or the interpreter is already shutting down
+            atexit.register(_close_at_exit)
 
 
 def _shutdown(worker: Worker, storage: Storage) -> None:
@@ -184,6 +224,23 @@ class StoreWriter:
             raise ValueError(
                 f"unknown compressor {compressor!r}; choose one of {sorted(COMPRESSORS)}"
             )
+        if level is not None:
+            lo, hi = LEVELS[compressor or "zstd"]
+            if isinstance(level, bool) or not isinstance(level, int) or not lo <= level <= hi:
+                raise ValueError(
+                    f"level must be an int from {lo} to {hi} for "
+                    f"{compressor or 'the default codecs (zstd levels)'}, got {level!r}"
+                )
+        if not float(flush_interval) > 0:
+            raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
+        for name, value in (
+            ("max_queue_bytes", max_queue_bytes),
+            ("max_buffer_bytes", max_buffer_bytes),
+            ("shard_steps", shard_steps),
+            ("chunk_bytes", chunk_bytes),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         self._storage = storage_for(path, store, durable=durable)
         self.path = self._storage.path
         self.mode: Mode = mode
@@ -215,6 +272,11 @@ class StoreWriter:
             self._storage.release()
             raise
         self._finalizer = weakref.finalize(self, _shutdown, self._worker, self._storage)
+        # At exit the writers are closed by _close_at_exit, before Zarr stops its loop.
+        self._finalizer.atexit = False
+        with _OPEN_LOCK:
+            _OPEN.add(self)
+        _register_exit_hook()
 
     # ------------------------------------------------------------- properties
     @property
@@ -230,6 +292,12 @@ class StoreWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def owned(self) -> bool:
+        """Whether this process opened the writer (False in a forked child, where the
+        writer refuses to write and ``close()`` does nothing to the parent's store)."""
+        return self._storage.owned
 
     @property
     def flush_interval(self) -> float:

@@ -158,3 +158,41 @@ def test_durable_store_fsyncs_data_before_the_commit(tmp_path: Path, monkeypatch
     assert max(data) < commits[-1]
     assert any(os.path.isdir(p) for p in flush)
     assert bits_equal(spikestore.open(path)["output"]["a"][5], torch.full((8,), 4.0))
+
+
+def test_replacing_a_store_keeps_the_users_other_files(tmp_path: Path) -> None:
+    """mode="w" replaces the store's monitors only; files of the user's in its root stay."""
+    path = tmp_path / "s"
+    _store(path)
+    (path / "NOTES.txt").write_text("mine")
+    (path / "plots").mkdir()
+    (path / "plots" / "fig.png").write_bytes(b"png")
+    with spikestore.StoreWriter(path, mode="w") as w:
+        w.append("output", "new", torch.ones(2))
+    assert (path / "NOTES.txt").read_text() == "mine"
+    assert (path / "plots" / "fig.png").read_bytes() == b"png"
+    assert spikestore.open(path)["output"].layers == ["new"]
+
+
+def test_a_folder_of_trash_lookalikes_is_not_adopted(tmp_path: Path) -> None:
+    """A folder holding only a user's folder named like spikestore's trash is no store."""
+    path = tmp_path / "s"
+    (path / f"{TRASH_PREFIX}mine").mkdir(parents=True)
+    (path / f"{TRASH_PREFIX}mine" / "data.txt").write_text("mine")
+    for mode in ("a", "w"):
+        with pytest.raises(FileExistsError):
+            spikestore.StoreWriter(path, mode=mode)
+    assert (path / f"{TRASH_PREFIX}mine" / "data.txt").read_text() == "mine"
+    assert sorted(x.name for x in path.iterdir()) == [f"{TRASH_PREFIX}mine"]
+
+
+def test_store_with_damaged_root_metadata_is_replaceable_not_appendable(tmp_path: Path) -> None:
+    """A damaged root zarr.json: mode="a" says what is wrong, mode="w" replaces the store."""
+    path = tmp_path / "s"
+    _store(path)
+    (path / "zarr.json").write_text("{not json")
+    with pytest.raises(spikestore.FormatError, match="root metadata"):
+        spikestore.StoreWriter(path, mode="a")
+    with spikestore.StoreWriter(path, mode="w") as w:
+        w.append("output", "new", torch.ones(2))
+    assert spikestore.open(path)["output"].layers == ["new"]

@@ -307,6 +307,22 @@ def test_records_from_several_devices_in_one_store(tmp_path):
         assert bits_equal(s["m"]["s"][i], r) and bits_equal(s["m"]["v"][i], r * 0.5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_records_round_trip_and_spikes_are_packed(tmp_path, dtype):
+    """float8 records (which have no signbit or comparison on the CPU) are stored; 0/1
+    values as packed spikes, others (with -0.0 and NaN) bit-exactly."""
+    g = torch.Generator().manual_seed(5)
+    spikes = (torch.rand(4, 9, generator=g) < 0.3).to(dtype)
+    other = torch.tensor([0.0, 1.0, -0.0, float("nan"), 2.0]).to(dtype)
+    path = tmp_path / "s.spikes"
+    with spikestore.StoreWriter(path) as w:
+        w.append("m", "s", spikes)
+        w.append("m", "o", other)
+    s = spikestore.open(path)
+    assert s["m"]["s"].encodings == ["bitpack"] and s["m"]["o"].encodings == ["raw"]
+    assert bits_equal(s["m"]["s"][0], spikes) and bits_equal(s["m"]["o"][0], other)
+
+
 def test_time_axis_packs_time_last_and_reads_back(tmp_path):
     g = torch.Generator().manual_seed(3)
     recs = [(torch.rand(4, 2, 3, 5, generator=g) < 0.2).float() for _ in range(40)]

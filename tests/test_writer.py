@@ -763,3 +763,130 @@ def test_durable_fsyncs_data_before_the_commit(tmp_path: Path, monkeypatch: Any)
         w.close()
     layer = spikestore.open(path)["v"]["lif"]
     assert len(layer) == 40 and torch.equal(layer[39], torch.full((3,), 39.0))
+
+
+# ------------------------------------------------ exit, arguments, odd records
+_EXIT_SCRIPT = r"""
+import sys, threading, torch, spikestore
+from torch import nn
+how, path = sys.argv[1], sys.argv[2]
+if how == "monitor":
+    from spikestore.monitor import OutputMonitor
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    mon = OutputMonitor(net, nn.ReLU, store=path)
+    for i in range(50):
+        net(torch.full((2, 4), float(i)))
+elif how == "thread":
+    box = []
+    t = threading.Thread(target=lambda: box.append(spikestore.StoreWriter(path)))
+    t.start(); t.join()
+    for i in range(50):
+        box[0].append("m", "l", torch.full((3,), float(i)))
+    sys.exit(3)
+else:
+    w = spikestore.StoreWriter(path)
+    for i in range(50):
+        w.append("m", "l", torch.full((3,), float(i)))
+    if how == "raise":
+        raise SystemExit(0)
+"""
+
+
+@pytest.mark.parametrize("how", ["plain", "raise", "thread", "monitor"])
+def test_writers_left_open_are_committed_at_exit(tmp_path: Path, how: str) -> None:
+    """A process that ends without close() (normally, by sys.exit, with a monitor it never
+    closed) exits promptly with every record committed."""
+    path = tmp_path / "s"
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, how, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode in (0, 3), proc.stderr[-2000:]
+    store = spikestore.open(path)
+    if how == "monitor":
+        assert len(store["output"]["1"]) == 50
+    else:
+        layer = store["m"]["l"]
+        assert len(layer) == 50 and torch.equal(layer[49], torch.full((3,), 49.0))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"level": 99},
+        {"level": -(1 << 20)},
+        {"compressor": "zlib", "level": 10},
+        {"compressor": "blosc-lz4", "level": -1},
+        {"level": 1.5},
+        {"flush_interval": -1},
+        {"flush_interval": 0},
+        {"shard_steps": 0},
+        {"max_queue_bytes": 0},
+        {"max_buffer_bytes": -1},
+        {"chunk_bytes": -5},
+    ],
+)
+def test_bad_writer_arguments_are_refused_at_once(tmp_path: Path, kwargs: dict) -> None:
+    """Arguments that would make every later write fail are refused by the constructor,
+    which leaves nothing behind."""
+    with pytest.raises(ValueError):
+        StoreWriter(tmp_path / "s", **kwargs)
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+@pytest.mark.parametrize("value", [(), []])
+def test_empty_tuple_or_list_is_refused(tmp_path: Path, value: Any) -> None:
+    """An empty tuple or list has no field: RecordError, and it takes no step."""
+    with StoreWriter(tmp_path / "s") as w:
+        with pytest.raises(RecordError, match=r"layer 'l', step 0.*no field"):
+            w.append("m", "l", value)
+        assert w.append("m", "l", (torch.ones(2), 1)) == 0
+    assert len(spikestore.open(tmp_path / "s")["m"]["l"]) == 1
+
+
+def test_monitor_sharing_a_writer_closes_quietly_in_a_forked_child(tmp_path: Path) -> None:
+    """monitor.close() in a forked child neither raises nor touches the parent's store."""
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    w = StoreWriter(tmp_path / "s")
+    mon = OutputMonitor(net, nn.ReLU, store=w)
+    net(torch.ones(1, 3))
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            mon.close()
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    net(torch.ones(1, 3))
+    mon.close()
+    w.close()
+    assert len(spikestore.open(tmp_path / "s")["output"]["1"]) == 2
+
+
+@pytest.mark.parametrize("damage", ["layer_json", "field_json", "field_group", "index"])
+def test_appending_to_a_damaged_layer_is_a_format_error(tmp_path: Path, damage: str) -> None:
+    """mode="a" on a layer with damaged metadata raises FormatError naming the layer, and
+    never renumbers its steps; other layers still append."""
+    path = tmp_path / "s"
+    with StoreWriter(path) as w:
+        for i in range(3):
+            w.append("m", "bad", torch.full((2,), float(i)))
+            w.append("m", "good", torch.full((2,), float(i)))
+    lay = path / "m" / "bad"
+    if damage == "layer_json":
+        (lay / "zarr.json").write_text("{not json")
+    elif damage == "field_json":
+        (lay / "f0" / "zarr.json").write_text("{not json")
+    elif damage == "field_group":
+        shutil.rmtree(lay / "f0")
+    else:
+        shutil.rmtree(lay / "f0" / "index")
+    with StoreWriter(path, mode="a") as w:
+        with pytest.raises(spikestore.FormatError, match="layer 'bad'"):
+            w.append("m", "bad", torch.zeros(2))
+        assert w.append("m", "good", torch.zeros(2)) == 3

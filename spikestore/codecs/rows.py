@@ -25,6 +25,7 @@ from ..format import DTYPES, RAW_ENCODING, SPIKE_ENCODING
 
 __all__ = [
     "COMPRESSORS",
+    "LEVELS",
     "DEFAULT_DENSE",
     "DEFAULT_SPIKES",
     "Encoded",
@@ -44,6 +45,13 @@ __all__ = [
 
 #: Compressors a user may choose per store, with their default levels.
 COMPRESSORS: dict[str, int] = {"zstd": 1, "zlib": 6, "blosc-lz4": 5, "blosc-zstd": 1}
+#: The levels each compressor accepts (the default spike codec takes zstd's).
+LEVELS: dict[str, tuple[int, int]] = {
+    "zstd": (-(1 << 17), 22),
+    "zlib": (0, 9),
+    "blosc-lz4": (0, 9),
+    "blosc-zstd": (0, 9),
+}
 DEFAULT_SPIKES = "zstd"
 DEFAULT_DENSE = "blosc-zstd"
 
@@ -52,6 +60,12 @@ _TORCH_DTYPES: dict[str, torch.dtype] = {
 }
 _NAMES = {v: k for k, v in _TORCH_DTYPES.items()}
 _BIT_WEIGHTS: dict[torch.device, torch.Tensor] = {}
+#: The bit pattern of 1.0 of each float8 dtype.
+_FLOAT8 = {
+    d: int(torch.ones((), dtype=d).view(torch.uint8))
+    for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None))
+    if d is not None
+}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -116,6 +130,12 @@ def spike_bits(
         t = t.permute(permute)
     if t.dtype == torch.bool:
         return torch.ones((), dtype=torch.bool, device=t.device), t
+    if t.dtype in _FLOAT8:
+        # No comparisons or signbit for float8 on every device: compare the bit patterns
+        # (+0.0 is all zero bits; -0.0 and NaN are other patterns).
+        u = t.view(torch.uint8)
+        ones = u == _FLOAT8[t.dtype]
+        return (ones | (u == 0)).all(), ones
     ones = t == 1
     zeros = t == 0
     if t.is_floating_point():
