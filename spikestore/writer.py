@@ -78,6 +78,12 @@ def _close_at_exit() -> None:
     registered its own (they run last in, first out), as ``concurrent.futures`` itself
     does; ``atexit`` where that hook is missing.
     """
+    # Python joins the threads that are still running after this hook: those threads
+    # may still be appending, so wait for them first (as the interpreter would anyway).
+    me = threading.current_thread()
+    for t in threading.enumerate():
+        if t is not me and not t.daemon and t is not threading.main_thread():
+            t.join()
     with _OPEN_LOCK:
         writers = list(_OPEN)
     for w in writers:
@@ -231,8 +237,8 @@ class StoreWriter:
                     f"level must be an int from {lo} to {hi} for "
                     f"{compressor or 'the default codecs (zstd levels)'}, got {level!r}"
                 )
-        if not float(flush_interval) > 0:
-            raise ValueError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
+        if not float(flush_interval) >= 0:
+            raise ValueError(f"flush_interval must be >= 0 seconds, got {flush_interval!r}")
         for name, value in (
             ("max_queue_bytes", max_queue_bytes),
             ("max_buffer_bytes", max_buffer_bytes),

@@ -176,3 +176,42 @@ def test_info_as_a_command_prints_one_line_for_garbage_metadata(
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("spikestore: error: ")
     assert "malformed metadata" in res.stderr
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_cli_info_and_errors(tmp_path, capsys):
+    assert main(["info", str(FIXTURES / "store_v1.0")]) == 0
+    out = capsys.readouterr().out
+    assert "features.0.sn" in out and "bitpack" in out and "x f32" in out
+    assert main(["info", "--json", str(FIXTURES / "store_v1.0")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    sn = next(
+        x for x in info["layers"] if (x["monitor"], x["layer"]) == ("output", "features.0.sn")
+    )
+    assert sn["steps"] == 41 and sn["encoding"] == ["bitpack"] and sn["ratio_vs_float32"] > 1
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a spikestore store" in err
+
+
+def test_cli_as_module_exits_nonzero_without_traceback(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "spikestore", "info", str(tmp_path / "nope")],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_cli_info_shows_the_spike_rate_from_summaries(healthy, capsys):
+    assert main(["info", "--json", str(healthy)]) == 0
+    layers = {(r["monitor"], r["layer"]): r for r in json.loads(capsys.readouterr().out)["layers"]}
+    assert layers[("output", "sn")]["spike_rate"] == pytest.approx(0.05)
+    assert layers[("v", "sn")]["spike_rate"] is None
+    # A 1.0 store has no summaries: info says nothing rather than decoding.
+    assert main(["info", "--json", str(FIXTURES / "store_v1.0")]) == 0
+    old = json.loads(capsys.readouterr().out)["layers"]
+    assert all(r["spike_rate"] is None for r in old)

@@ -11,11 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 from zarr.storage import LocalStore
 
 import spikestore
-from spikestore.cli import main as cli_main
 from spikestore.testing import CountingStore, bits_equal, fixture_records
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -282,47 +280,3 @@ def test_one_step_reads_only_its_chunks(tmp_path):
     counting.reads.clear()
     assert bits_equal(layer[2501], recs[2501])
     assert not [k for k in counting.reads if "/index/" in k]  # index chunk cached
-
-
-def test_cli_info_and_errors(tmp_path, capsys):
-    assert cli_main(["info", str(FIXTURES / "store_v1.0")]) == 0
-    out = capsys.readouterr().out
-    assert "features.0.sn" in out and "bitpack" in out and "x f32" in out
-    assert cli_main(["info", "--json", str(FIXTURES / "store_v1.0")]) == 0
-    info = json.loads(capsys.readouterr().out)
-    sn = next(
-        x for x in info["layers"] if (x["monitor"], x["layer"]) == ("output", "features.0.sn")
-    )
-    assert sn["steps"] == 41 and sn["encoding"] == ["bitpack"] and sn["ratio_vs_float32"] > 1
-    assert cli_main(["info", str(tmp_path / "missing")]) == 2
-    assert "no such file" in capsys.readouterr().err
-    assert cli_main(["info", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not a spikestore store" in err
-
-
-def test_cli_as_module_exits_nonzero_without_traceback(tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-m", "spikestore", "info", str(tmp_path / "nope")],
-        capture_output=True, text=True,
-    )
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert zarr.__version__
-
-
-def test_cli_info_shows_the_spike_rate_from_summaries(tmp_path, capsys):
-    path = tmp_path / "s"
-    x = torch.zeros(10, 10)
-    x[0, :5] = 1  # 5 spikes of 100
-    with spikestore.StoreWriter(path) as w:
-        for _ in range(4):
-            w.append("output", "sn", x)
-            w.append("v", "sn", torch.randn(3))
-    assert cli_main(["info", "--json", str(path)]) == 0
-    layers = {(r["monitor"], r["layer"]): r for r in json.loads(capsys.readouterr().out)["layers"]}
-    assert layers[("output", "sn")]["spike_rate"] == pytest.approx(0.05)
-    assert layers[("v", "sn")]["spike_rate"] is None
-    # A 1.0 store has no summaries: info says nothing rather than decoding.
-    assert cli_main(["info", "--json", str(FIXTURES / "store_v1.0")]) == 0
-    old = json.loads(capsys.readouterr().out)["layers"]
-    assert all(r["spike_rate"] is None for r in old)

@@ -767,7 +767,7 @@ def test_durable_fsyncs_data_before_the_commit(tmp_path: Path, monkeypatch: Any)
 
 # ------------------------------------------------ exit, arguments, odd records
 _EXIT_SCRIPT = r"""
-import sys, threading, torch, spikestore
+import sys, threading, time, torch, spikestore
 from torch import nn
 how, path = sys.argv[1], sys.argv[2]
 if how == "monitor":
@@ -776,6 +776,15 @@ if how == "monitor":
     mon = OutputMonitor(net, nn.ReLU, store=path)
     for i in range(50):
         net(torch.full((2, 4), float(i)))
+elif how == "nondaemon":
+    w = spikestore.StoreWriter(path)
+
+    def run():
+        for i in range(50):
+            w.append("m", "l", torch.full((3,), float(i)))
+            time.sleep(0.01)
+
+    threading.Thread(target=run).start()  # still appending when the main thread ends
 elif how == "thread":
     box = []
     t = threading.Thread(target=lambda: box.append(spikestore.StoreWriter(path)))
@@ -792,7 +801,7 @@ else:
 """
 
 
-@pytest.mark.parametrize("how", ["plain", "raise", "thread", "monitor"])
+@pytest.mark.parametrize("how", ["plain", "raise", "thread", "nondaemon", "monitor"])
 def test_writers_left_open_are_committed_at_exit(tmp_path: Path, how: str) -> None:
     """A process that ends without close() (normally, by sys.exit, with a monitor it never
     closed) exits promptly with every record committed."""
@@ -821,7 +830,7 @@ def test_writers_left_open_are_committed_at_exit(tmp_path: Path, how: str) -> No
         {"compressor": "blosc-lz4", "level": -1},
         {"level": 1.5},
         {"flush_interval": -1},
-        {"flush_interval": 0},
+        {"flush_interval": float("nan")},
         {"shard_steps": 0},
         {"max_queue_bytes": 0},
         {"max_buffer_bytes": -1},
