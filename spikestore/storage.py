@@ -74,6 +74,11 @@ class Storage:
         """Give the lock back (idempotent; a no-op in a forked child)."""
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """Give the lock back after the writer failed to open: leave no lock file that
+        :meth:`open` created."""
+        self.release()
+
     @property
     def owned(self) -> bool:
         """Whether this process opened the storage (False in a forked child)."""
@@ -217,6 +222,7 @@ class LocalStorage(Storage):
         self.durable = bool(durable)
         self._fd: int | None = None
         self._pid: int | None = None
+        self._made_lock_file = False
 
     @property
     def owned(self) -> bool:
@@ -231,13 +237,11 @@ class LocalStorage(Storage):
         p.mkdir(parents=True, exist_ok=True)
         had_lock_file = (p / LOCK_FILE).exists()
         self._lock()
+        self._made_lock_file = not had_lock_file
         try:
             self._prepare(mode, had_lock_file)
         except BaseException:
-            if not had_lock_file:
-                # Refused: leave the folder as it was found.
-                (p / LOCK_FILE).unlink(missing_ok=True)
-            self.release()
+            self.abort()  # refused: leave the folder as it was found
             raise
         cls = DurableLocalStore if self.durable else LocalStore
         # The directory is prepared (cleared for "w"): Zarr only adds to it.
@@ -332,6 +336,11 @@ class LocalStorage(Storage):
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._fd = fd
         self._pid = self.owner_pid = os.getpid()
+
+    def abort(self) -> None:
+        if self._made_lock_file and self._fd is not None and self.owned:
+            (self.root / LOCK_FILE).unlink(missing_ok=True)
+        self.release()
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

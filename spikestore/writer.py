@@ -275,7 +275,7 @@ class StoreWriter:
                 max_buffer_bytes=int(max_buffer_bytes),
             )
         except BaseException:
-            self._storage.release()
+            self._storage.abort()
             raise
         self._finalizer = weakref.finalize(self, _shutdown, self._worker, self._storage)
         # At exit the writers are closed by _close_at_exit, before Zarr stops its loop.

@@ -196,3 +196,21 @@ def test_store_with_damaged_root_metadata_is_replaceable_not_appendable(tmp_path
     with spikestore.StoreWriter(path, mode="w") as w:
         w.append("output", "new", torch.ones(2))
     assert spikestore.open(path)["output"].layers == ["new"]
+
+
+def test_a_writer_that_fails_to_open_leaves_no_lock_file(tmp_path: Path, monkeypatch) -> None:
+    """A constructor that fails after taking the lock (here: the root cannot be opened)
+    releases it and removes the lock file it made; a retry is not refused."""
+    import spikestore.writer as writer_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("cannot open the root")
+
+    monkeypatch.setattr(writer_module, "open_root", fail)
+    path = tmp_path / "s"
+    with pytest.raises(RuntimeError, match="cannot open the root"):
+        spikestore.StoreWriter(path)
+    assert not (path / LOCK_FILE).exists()
+    monkeypatch.undo()
+    with spikestore.StoreWriter(path) as w:
+        w.append("m", "l", torch.ones(1))
