@@ -103,8 +103,9 @@ class Registry:
             return entry.next_step
 
     def keys(self) -> list[tuple[str, str]]:
+        """Layers that have accepted a record (or hold steps from before)."""
         with self._lock:
-            return list(self._entries)
+            return [k for k, e in self._entries.items() if e.schema.structure is not None]
 
 
 @dataclass

@@ -899,3 +899,13 @@ def test_appending_to_a_damaged_layer_is_a_format_error(tmp_path: Path, damage: 
         with pytest.raises(spikestore.FormatError, match="layer 'bad'"):
             w.append("m", "bad", torch.zeros(2))
         assert w.append("m", "good", torch.zeros(2)) == 3
+
+
+def test_a_refused_first_record_makes_no_layer(tmp_path: Path) -> None:
+    """A layer whose only record was refused is not among the writer's layers."""
+    with StoreWriter(tmp_path / "s") as w:
+        with pytest.raises(RecordError):
+            w.append("m", "l", torch.zeros(3).to_sparse())
+        w.append("m", "ok", torch.zeros(3))
+        assert w.layers == [("m", "ok")]
+    assert spikestore.open(tmp_path / "s")["m"].layers == ["ok"]
