@@ -17,6 +17,8 @@ This module holds no state of its own beyond the objects it delegates to.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.process
+import concurrent.futures.thread
 import ctypes
 import os
 import threading
@@ -78,14 +80,19 @@ def _close_at_exit() -> None:
     registered its own (they run last in, first out), as ``concurrent.futures`` itself
     does; ``atexit`` where that hook is missing.
     """
-    # Python joins the threads that are still running after this hook: those threads
-    # may still be appending, so wait for them first (as the interpreter would anyway).
-    me = threading.current_thread()
-    for t in threading.enumerate():
-        if t is not me and not t.daemon and t is not threading.main_thread():
-            t.join()
     with _OPEN_LOCK:
         writers = list(_OPEN)
+    # Python joins the threads still running only after this hook, and they may still
+    # append: wait for them first, as the interpreter would. Not for daemon threads
+    # (never joined), nor for the workers of thread and process pools: those end only
+    # when their pool's own exit hook, which runs after this one, tells them to.
+    if writers:
+        pools = set(getattr(concurrent.futures.thread, "_threads_queues", {}))
+        pools |= set(getattr(concurrent.futures.process, "_threads_wakeups", {}))
+        me, main = threading.current_thread(), threading.main_thread()
+        for t in threading.enumerate():
+            if t not in (me, main) and not t.daemon and t not in pools:
+                t.join()
     for w in writers:
         try:
             w.close()
