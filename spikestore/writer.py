@@ -26,7 +26,7 @@ import time
 import weakref
 from typing import Any, cast
 
-from ._commit import Sink, load_layer, open_root
+from ._commit import Sink, fresh_root, load_layer, open_root
 from ._records import flatten
 from ._segments import SegmentOptions
 from ._staging import Staged, stage
@@ -34,7 +34,7 @@ from ._version import __version__
 from ._worker import Item, Registry, Worker
 from .codecs import COMPRESSORS, LEVELS, time_last
 from .errors import RecordError, StoreLockedError, WriteError
-from .format import LOCK_FILE, root_attrs
+from .format import LOCK_FILE
 from .storage import Mode, Storage, storage_for
 
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
@@ -270,12 +270,13 @@ class StoreWriter:
             root = open_root(zstore, zmode, created_by, where)
             if mode == "w":
                 # The old store's nodes are gone; its root metadata is replaced in one write.
-                root.attrs.put(root_attrs(created_by))
+                fresh_root(root, created_by)
             self._root = root
             opts = SegmentOptions(compressor, level, int(shard_steps), int(chunk_bytes))
             self._registry = Registry(lambda m, lay: load_layer(root, m, lay, where))
+            self._sink = Sink(root, opts, where)  # the writer thread's; used only via calls
             self._worker = Worker(
-                Sink(root, opts, where),
+                self._sink,
                 where,
                 flush_interval=float(flush_interval),
                 max_queue_bytes=int(max_queue_bytes),
@@ -360,12 +361,8 @@ class StoreWriter:
         if not isinstance(monitor, str):
             raise TypeError("monitor names must be str")
         self._check_usable()
-        sink = self._worker_sink
+        sink = self._sink
         self._worker.call(lambda: sink.declare_monitor(monitor))
-
-    @property
-    def _worker_sink(self) -> Sink:
-        return self._worker._sink
 
     def append(self, monitor: str, layer: str, value: Any, *, time_axis: int | None = None) -> int:
         """Record ``value`` as the next step of ``monitor``/``layer``; return its step.
@@ -433,8 +430,7 @@ class StoreWriter:
             self._worker.check()
             return
         self._check_usable()
-        sink = self._worker_sink
-        self._worker.call(sink.write_all)
+        self._worker.call(self._sink.write_all)
 
     def close(self) -> None:
         """Commit everything, stop the writer thread and release the store. Idempotent.
