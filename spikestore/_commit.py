@@ -159,17 +159,6 @@ def _node(root: Any, path: str, where: str) -> Any:
         raise FormatError(f"{where}: unreadable metadata: {exc}") from exc
 
 
-def _segment_key(desc: dict[str, Any]) -> tuple[Any, ...]:
-    perm = desc.get("permute")
-    return (
-        desc["encoding"],
-        desc["dtype"],
-        tuple(desc["shape"]),
-        desc.get("python_scalar", False),
-        tuple(perm) if perm is not None else None,
-    )
-
-
 class FieldWriter:
     """One field: its buffered rows, index, summary and segments, and its commit."""
 
@@ -194,7 +183,7 @@ class FieldWriter:
         else:
             self.committed = stored.committed if stored is not None else 0
             self.segments = stored.segments if stored is not None else []
-            self.keys = {_segment_key(s): k for k, s in enumerate(self.segments)}
+            self.keys = {Encoded.segment_key(s): k for k, s in enumerate(self.segments)}
             self.index = grp["index"] if "index" in grp else self._create_index(grp)
             self.summary.load(grp, self.committed)
         self.group = grp

@@ -193,7 +193,20 @@ class Encoded:
 
     @property
     def key(self) -> tuple[Any, ...]:
+        """Which segment the row goes to (see :meth:`segment_key`)."""
         return (self.encoding, self.dtype, self.shape, self.python_scalar, self.permute)
+
+    @staticmethod
+    def segment_key(desc: dict[str, Any]) -> tuple[Any, ...]:
+        """The :attr:`key` of the rows a stored segment descriptor holds."""
+        perm = desc.get("permute")
+        return (
+            desc["encoding"],
+            desc["dtype"],
+            tuple(desc["shape"]),
+            desc.get("python_scalar", False),
+            tuple(perm) if perm is not None else None,
+        )
 
 
 def _raw_row(t: torch.Tensor, name: str) -> np.ndarray:
