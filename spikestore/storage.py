@@ -189,27 +189,31 @@ def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
     sync(store.set(key, proto.buffer.from_bytes(b"".join(parts))))
 
 
-def _root_kind(path: Path) -> str:
-    """``"store"``, ``"zarr"`` (a Zarr group of something else) or ``"other"``."""
+def _node_meta(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A folder's parsed ``zarr.json`` and its spikestore entry (each None if absent or
+    unreadable)."""
     try:
         meta = json.loads((path / "zarr.json").read_text())
     except (OSError, ValueError):
-        return "other"
-    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        return None, None
+    if not isinstance(meta, dict):
+        return None, None
+    attrs = meta.get("attributes")
     entry = attrs.get(FORMAT_NAME) if isinstance(attrs, dict) else None
-    if isinstance(entry, dict) and entry.get("format") == FORMAT_NAME:
+    return meta, entry if isinstance(entry, dict) else None
+
+
+def _root_kind(meta: dict[str, Any] | None, entry: dict[str, Any] | None) -> str:
+    """``"store"``, ``"zarr"`` (a Zarr group of something else) or ``"other"``."""
+    if entry is not None and entry.get("format") == FORMAT_NAME:
         return "store"
-    return "zarr" if isinstance(meta, dict) and meta.get("node_type") == "group" else "other"
+    return "zarr" if meta is not None and meta.get("node_type") == "group" else "other"
 
 
 def _is_store_node(path: Path) -> bool:
     """Whether ``path`` is a group a spikestore writer made in a store's root (a monitor)."""
-    try:
-        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
-        return False
-    entry = attrs.get(FORMAT_NAME) if isinstance(attrs, dict) else None
-    return path.is_dir() and isinstance(entry, dict) and entry.get("node") == "monitor"
+    entry = _node_meta(path)[1]
+    return path.is_dir() and entry is not None and entry.get("node") == "monitor"
 
 
 class LocalStorage(Storage):
@@ -252,7 +256,8 @@ class LocalStorage(Storage):
         entries = [x for x in p.iterdir() if x.name != LOCK_FILE]
         if not entries:
             return
-        kind = _root_kind(p)
+        meta, entry = _node_meta(p)
+        kind = _root_kind(meta, entry)
         if kind == "zarr":
             raise FormatError(f"{p} is a Zarr group but not a spikestore store")
         nodes = [x for x in entries if _is_store_node(x)]
@@ -273,10 +278,9 @@ class LocalStorage(Storage):
                     f"{p}: the store's root metadata (zarr.json) is missing or damaged; "
                     "replace the store with mode='w', or restore that file"
                 )
-        else:
-            meta = json.loads((p / "zarr.json").read_text())
-            if mode == "a":
-                check_root_attrs(meta.get("attributes"), str(p))
+        elif mode == "a":
+            assert meta is not None
+            check_root_attrs(meta.get("attributes"), str(p))
         if mode == "w":
             if kind != "store" and (p / "zarr.json").exists():
                 nodes.append(p / "zarr.json")  # damaged: the writer makes a new one
