@@ -38,6 +38,7 @@ from zarr.storage import WrapperStore
 __all__ = [
     "bits_equal",
     "assert_chunk_flips_raise_or_decode",
+    "wait_for",
     "same_record",
     "CountingStore",
     "FullDiskStore",
@@ -97,6 +98,15 @@ def assert_chunk_flips_raise_or_decode(a: Any, data: bytes, stride: int = 1) -> 
         except ValueError:
             continue
         assert out.shape == a.shape and out.dtype == np.uint8
+
+
+def wait_for(pred: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``pred()`` every 10 ms until it is true; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------- stores

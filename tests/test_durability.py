@@ -41,6 +41,7 @@ from spikestore.testing import (
     recorder_value,
     same_record,
 )
+from spikestore.testing import wait_for as _wait_for
 
 HERE = Path(__file__).parent
 
@@ -91,14 +92,6 @@ def _lines(log: Path) -> list[dict]:
         except ValueError:
             continue
     return out
-
-
-def _wait_for(pred, timeout: float = 30.0, what: str = "condition") -> None:
-    t0 = time.monotonic()
-    while not pred():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _on_disk(path: Path, mon: str, lay: str) -> int:

@@ -39,17 +39,10 @@ from spikestore import (
 from spikestore.cli import main as cli_main
 from spikestore.monitor import OutputMonitor
 from spikestore.testing import FullDiskStore, WriteBudget, same_record
+from spikestore.testing import wait_for as _wait_for
 
 # ---------------------------------------------------------------- helpers
 _same = same_record
-
-
-def _wait_for(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def _has_layer(path: Path, mon: str, lay: str) -> bool:
