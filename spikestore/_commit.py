@@ -15,7 +15,21 @@ the last write of a commit. In order, :meth:`FieldWriter.write`:
 
 Rows past ``committed_steps`` in any array are garbage a reader never looks at,
 and the next writer overwrites them. With ``durable=True`` every write of steps
-1-3 is ``fsync``-ed before step 4 starts (see ``spikestore.storage``).
+1-3 is ``fsync``-ed before step 4 starts (see ``spikestore.storage``). Where a
+writer holds a lease instead of a lock (object storage), the Sink's ``fence`` is
+called before every commit point and raises if another writer took over.
+
+Requests per commit
+-------------------
+On object storage every write and read is a request. A commit of one field
+writes one chunk of its segment's tail, one of its ``index``, one of each summary
+array and its ``zarr.json``: five writes and, through
+``spikestore.storage.CachingStore``, no reads (Zarr rewrites a partly written
+chunk by reading it back, and the cache holds what this writer wrote). The
+``index`` and summary arrays grow a whole chunk (a shard for summaries) at a
+time, so their ``zarr.json`` is rewritten once per chunk rather than at every
+commit; rows past ``committed_steps`` hold the fill value, and :meth:`FieldWriter.seal`
+cuts the arrays to ``committed_steps`` when the writer closes.
 
 Groups are created as soon as a layer's first record is taken: the monitor group,
 the layer group without ``time_axis``, every field group (``committed_steps = 0``,
@@ -30,6 +44,7 @@ that opens the writer, before that thread starts or for layers it has not seen.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -163,11 +178,17 @@ class FieldWriter:
     """One field: its buffered rows, index, summary and segments, and its commit."""
 
     def __init__(
-        self, root: Any, path: str, opts: SegmentOptions, stored: StoredField | None = None
+        self,
+        root: Any,
+        path: str,
+        opts: SegmentOptions,
+        stored: StoredField | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.root = root
         self.path = path
         self.opts = opts
+        self.fence = fence
         self.committed = 0
         self.segments: list[dict[str, Any]] = []
         self.keys: dict[tuple[Any, ...], int] = {}
@@ -285,7 +306,9 @@ class FieldWriter:
                 self.buffered_bytes -= sum(r.nbytes for r in rows[:n])
                 del rows[:n]
         n1 = n0 + steps
-        self.index.resize((n1, 2))
+        if self.index.shape[0] < n1:
+            # A chunk at a time: the index's zarr.json is not rewritten at every commit.
+            self.index.resize((-(-n1 // INDEX_CHUNK) * INDEX_CHUNK, 2))
         self.index[n0:n1] = np.asarray(done, dtype=np.int32)
         self.summary.write(self.group, n0, n1)
         self.committed = n1
@@ -295,6 +318,8 @@ class FieldWriter:
 
     def commit(self) -> None:
         """Write the field's attributes: the atomic commit point."""
+        if self.fence is not None:
+            self.fence()
         segs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.segments]
         self.group.attrs.update(field_attrs(self.committed, segs))
         for seg in self.arrays.values():
@@ -310,6 +335,11 @@ class FieldWriter:
             self.commit()
         for seg in self.arrays.values():
             seg.drop_tails()
+        # Arrays grown ahead of the commits (see the module docstring) get their exact
+        # length back: a closed store's index has exactly committed_steps rows.
+        if self.index.shape[0] > self.committed:
+            self.index.resize((self.committed, 2))
+        self.summary.trim(self.committed)
 
 
 @dataclass
@@ -337,6 +367,9 @@ class Sink:
     root: Any
     opts: SegmentOptions
     where: str
+    #: Raises if this writer may no longer write (its lease was taken over); called
+    #: before every commit point and before a layer's groups are made.
+    fence: Callable[[], None] | None = None
     layers: dict[tuple[str, str], LayerWriter] = field(default_factory=dict)
     #: What is being written now, for error messages.
     doing: str = ""
@@ -354,6 +387,8 @@ class Sink:
     def declare_monitor(self, monitor: str) -> None:
         key = node_key(monitor)
         if key not in self.root:
+            if self.fence is not None:
+                self.fence()
             self.root.create_group(key, attributes=monitor_attrs(monitor))
 
     def _layer(
@@ -365,19 +400,22 @@ class Sink:
         self.doing = f"monitor {monitor!r}, layer {name!r}"
         path = layer_path(monitor, name)
         stored = load_layer(self.root, monitor, name, self.where)
+        if self.fence is not None:
+            self.fence()
         if stored is None:
             self.declare_monitor(monitor)
             self.root.create_group(
                 path, attributes=layer_attrs(name, structure, nfields, complete=False)
             )
             fields = [
-                FieldWriter(self.root, f"{path}/{field_key(i)}", self.opts) for i in range(nfields)
+                FieldWriter(self.root, f"{path}/{field_key(i)}", self.opts, fence=self.fence)
+                for i in range(nfields)
             ]
             self.root[path].attrs.update(layer_attrs(name, structure, nfields, t))
             lay = LayerWriter(monitor, name, fields, 0)
         else:
             fields = [
-                FieldWriter(self.root, f"{path}/{field_key(i)}", self.opts, f)
+                FieldWriter(self.root, f"{path}/{field_key(i)}", self.opts, f, self.fence)
                 for i, f in enumerate(stored.fields)
             ]
             steps = stored.steps

@@ -19,8 +19,24 @@ Backends
     makes every file write ``fsync`` the file and then its directory, so that a
     commit (the last write) is on disk after the data it points to.
 :class:`ZarrStorage`
-    Any Zarr store passed in (memory, a wrapper in tests). One writer per store
-    object within a process; no lock across processes.
+    A Zarr store in this process's memory (a ``MemoryStore``, or a wrapper of one in
+    tests). One writer per store object within a process; nothing else can see it.
+:class:`ObjectStorage`
+    Object storage (``s3://bucket/prefix``, any fsspec URL) or any other Zarr store
+    passed in (``ObjectStore``, ``FsspecStore``, ``LocalStore``), locked with a lease
+    (``spikestore._lease``): there is no ``flock`` on a bucket. Replacing a store
+    (``mode="w"``) deletes its monitors' objects, journaled so that a writer killed
+    meanwhile leaves a store that opens and that the next writer finishes clearing.
+
+Stores for URLs
+---------------
+:func:`url_store` makes the Zarr store for a URL: ``s3://`` through Zarr's
+``ObjectStore`` (obstore), anything else (or ``s3://`` without obstore) through
+``FsspecStore``. ``storage_options`` follow fsspec's (s3fs's) names, mapped to
+obstore's: ``endpoint_url``, ``key``, ``secret``, ``token``, ``anon``,
+``client_kwargs={"region_name": ...}`` (``region`` also accepted). Options obstore has
+no name for send the URL to ``FsspecStore``. :func:`prefixed` gives the same store
+with every key under a prefix (per-rank sub-stores).
 """
 
 from __future__ import annotations
@@ -29,15 +45,20 @@ import asyncio
 import errno
 import json
 import os
+import re
 import shutil
 import socket
+import threading
 import uuid
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from zarr.storage import LocalStore
+from zarr.abc.store import Store
+from zarr.storage import LocalStore, WrapperStore
 
+from . import _lease
 from .errors import StoreLockedError
 from .format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
 
@@ -45,9 +66,14 @@ __all__ = [
     "Storage",
     "LocalStorage",
     "ZarrStorage",
+    "ObjectStorage",
     "DurableLocalStore",
+    "CachingStore",
     "storage_for",
     "write_parts",
+    "is_url",
+    "url_store",
+    "prefixed",
 ]
 
 Mode = Literal["w", "w-", "a"]
@@ -62,6 +88,9 @@ class Storage:
     path: Path | None = None
     #: Whether writes are ``fsync``-ed (see :class:`LocalStorage`).
     durable: bool = False
+    #: The writer's ``flush_interval`` unless the caller gives one: how often a commit
+    #: is worth its requests on this backend.
+    default_flush_interval: float = 1.0
 
     def open(self, mode: Mode) -> tuple[Any, Literal["w", "w-", "a"]]:
         """Take the lock and prepare the location; return ``(zarr store, zarr mode)``.
@@ -79,6 +108,11 @@ class Storage:
         :meth:`open` created."""
         self.release()
 
+    def check_fence(self) -> None:
+        """Raise :class:`StoreLockedError` if this writer may no longer write (its lease
+        was taken over); called before every commit point. A no-op where the lock
+        cannot be lost."""
+
     @property
     def owned(self) -> bool:
         """Whether this process opened the storage (False in a forked child)."""
@@ -88,15 +122,61 @@ class Storage:
     owner_pid: int | None = None
 
 
-def storage_for(path: str | os.PathLike[str] | None, store: Any, *, durable: bool) -> Storage:
-    """The storage for a writer's ``path`` or ``store`` argument."""
+def storage_for(
+    path: str | os.PathLike[str] | None,
+    store: Any,
+    *,
+    durable: bool,
+    storage_options: dict[str, Any] | None = None,
+    lease_timeout: float | None = None,
+) -> Storage:
+    """The storage for a writer's ``path`` or ``store`` argument.
+
+    A ``path`` that is a URL (:func:`is_url`) is object storage, opened with
+    :func:`url_store` and ``storage_options``; ``file://`` URLs are local paths. A
+    ``store`` in this process's memory gets :class:`ZarrStorage`, any other Zarr store
+    :class:`ObjectStorage`. ``lease_timeout`` (seconds) is the lease's, for object
+    storage.
+    """
     if (path is None) == (store is None):
         raise ValueError("pass exactly one of path and store")
     if path is not None:
+        if isinstance(path, str) and is_url(path):
+            local = _file_url_path(path)
+            if local is None:
+                if durable:
+                    raise ValueError(
+                        "durable=True needs a local path (object storage writes "
+                        "each object whole, or not at all)"
+                    )
+                zstore = url_store(path, storage_options=storage_options)
+                return ObjectStorage(zstore, where=_safe_url(path), lease_timeout=lease_timeout)
+            path = local
+        if storage_options:
+            raise ValueError("storage_options are for URL paths (s3://bucket/prefix)")
         return LocalStorage(Path(path), durable=durable)
     if durable:
         raise ValueError("durable=True needs a local path (a store passed in writes as it does)")
-    return ZarrStorage(store)
+    if storage_options:
+        raise ValueError("storage_options are for URL paths; a store passed in has its own")
+    if _in_process(store):
+        return ZarrStorage(store)
+    return ObjectStorage(store, lease_timeout=lease_timeout)
+
+
+def _innermost(store: Any) -> Any:
+    while isinstance(store, WrapperStore):
+        store = store._store
+    return store
+
+
+def _in_process(store: Any) -> bool:
+    """Whether ``store`` lives in this process only (no other process can write it), or
+    cannot hold a lease (a zip file cannot delete or overwrite)."""
+    from zarr.storage import MemoryStore, ZipStore
+
+    inner = _innermost(store)
+    return not isinstance(inner, Store) or isinstance(inner, (MemoryStore, ZipStore))
 
 
 # ------------------------------------------------------------------ local files
@@ -179,6 +259,9 @@ def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
     A local store gets the parts streamed into a file (one part in memory at a
     time), ``fsync``-ed if the store is durable; other stores get one ``set``.
     """
+    if isinstance(store, CachingStore):
+        store.forget(key)
+        store = store._store
     if isinstance(store, LocalStore):
         _write_file(Path(str(store.root)) / key, parts, durable=getattr(store, "durable", False))
         return
@@ -380,8 +463,518 @@ class ZarrStorage(Storage):
             raise StoreLockedError(f"{self.where} is open for writing by another writer")
         ZarrStorage._open[key] = os.getpid()
         self._pid = self.owner_pid = os.getpid()
-        return self.store, mode
+        # The one writer of the store: what it wrote need not be read back (see CachingStore).
+        return CachingStore(self.store), mode
 
     def release(self) -> None:
         if self._pid == os.getpid() and ZarrStorage._open.get(id(self.store)) == self._pid:
             del ZarrStorage._open[id(self.store)]
+
+
+# --------------------------------------------------------------- URLs and prefixes
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def is_url(s: Any) -> bool:
+    """Whether ``s`` is a URL string (``scheme://...``) rather than a local path.
+
+    >>> is_url("s3://bucket/run"), is_url("runs/a.spikes"), is_url("C:/x")
+    (True, False, False)
+    """
+    return isinstance(s, str) and _SCHEME.match(s) is not None
+
+
+def _file_url_path(url: str) -> Path | None:
+    """The local path of a ``file://`` URL, None for other schemes."""
+    if not url.lower().startswith("file://"):
+        return None
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(f"{url}: only local file:// URLs are supported")
+    return Path(unquote(parsed.path))
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without credentials written into it (``s3://key:secret@bucket``)."""
+    return re.sub(r"://[^/@]*@", "://", url)
+
+
+#: fsspec (s3fs) option names accepted for the same thing under another name.
+_S3_ALIASES = {
+    "aws_access_key_id": "key",
+    "aws_secret_access_key": "secret",
+    "aws_session_token": "token",
+    "region_name": "region",
+}
+
+
+def _s3_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``storage_options`` in s3fs's names (aliases mapped, the region into client_kwargs)."""
+    out = dict(options)
+    for alias, name in _S3_ALIASES.items():
+        if alias in out:
+            out.setdefault(name, out.pop(alias))
+    region = out.pop("region", None)
+    if region is not None:
+        out["client_kwargs"] = {"region_name": region, **out.get("client_kwargs", {})}
+    return out
+
+
+def _obstore_s3_kwargs(options: dict[str, Any]) -> dict[str, Any] | None:
+    """s3fs-style options as obstore ``S3Store`` arguments; None if one has no match."""
+    options = dict(options)
+    client = dict(options.pop("client_kwargs", {}) or {})
+    config: dict[str, Any] = {}
+    names = {"key": "access_key_id", "secret": "secret_access_key", "token": "session_token"}
+    for name, target in names.items():
+        if options.get(name) is not None:
+            config[target] = options.pop(name)
+        options.pop(name, None)
+    endpoint = options.pop("endpoint_url", None) or client.pop("endpoint_url", None)
+    region = client.pop("region_name", None)
+    if options.pop("anon", False):
+        config["skip_signature"] = True
+    if options or client:
+        return None
+    kwargs: dict[str, Any] = {"config": config}
+    if region is not None:
+        config["region"] = region
+    if endpoint is not None:
+        config["endpoint"] = endpoint
+        if str(endpoint).startswith("http://"):
+            kwargs["client_options"] = {"allow_http": True}
+    return kwargs
+
+
+def url_store(
+    url: str, *, storage_options: dict[str, Any] | None = None, read_only: bool = False
+) -> Any:
+    """The Zarr store for a URL (see the module docstring).
+
+    ``s3://bucket/prefix`` gives Zarr's ``ObjectStore`` over obstore's ``S3Store`` when
+    obstore is installed and every option has an obstore name; other URLs, and S3
+    otherwise, ``FsspecStore``; ``file://`` URLs a ``LocalStore``.
+
+    Examples
+    --------
+    >>> opts = {"endpoint_url": "http://127.0.0.1:9000", "key": "k", "secret": "s"}
+    >>> url_store("s3://bucket/run", storage_options=opts)  # doctest: +SKIP
+    ObjectStore(object_store://S3Store(bucket="bucket", prefix="run"))
+    """
+    if not is_url(url):
+        raise ValueError(f"{url!r} is not a URL (scheme://...)")
+    local = _file_url_path(url)
+    if local is not None:
+        return LocalStore(local, read_only=read_only)
+    scheme, rest = url.split("://", 1)
+    options = dict(storage_options or {})
+    if scheme.lower() in ("s3", "s3a"):
+        options = _s3_options(options)
+        kwargs = _obstore_s3_kwargs(options)
+        if kwargs is not None and "@" not in rest.split("/", 1)[0]:
+            try:
+                from obstore.store import S3Store
+            except ImportError:
+                pass
+            else:
+                from zarr.storage import ObjectStore
+
+                bucket, _, prefix = rest.partition("/")
+                inner = S3Store(bucket, prefix=prefix.strip("/") or None, **kwargs)
+                return ObjectStore(inner, read_only=read_only)
+        url = f"s3://{rest}"
+    from zarr.storage import FsspecStore
+
+    return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
+
+
+def prefixed(store: Any, prefix: str) -> Any:
+    """``store`` with every key under ``prefix/`` (a sub-store, e.g. per rank).
+
+    Stores that have a root of their own (``LocalStore``, ``FsspecStore``, Zarr's
+    ``ObjectStore`` over obstore's cloud and local stores) are rebuilt with the longer
+    root, wrappers around their wrapped store; others are wrapped in a store that
+    prefixes keys.
+
+    >>> from zarr.storage import MemoryStore
+    >>> prefixed(MemoryStore(), "rank00003")  # doctest: +ELLIPSIS
+    PrefixStore(MemoryStore, 'rank00003')
+    """
+    from zarr.storage import FsspecStore, ObjectStore
+
+    parts = [p for p in str(prefix).split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f"bad store prefix {prefix!r}")
+    prefix = "/".join(parts)
+    if not prefix:
+        return store
+    if isinstance(store, PrefixStore):
+        return PrefixStore(store._store, f"{store.prefix}/{prefix}")
+    if isinstance(store, WrapperStore):
+        try:
+            return store._with_store(prefixed(store._store, prefix))
+        except TypeError:  # a wrapper that cannot be rebuilt around another store
+            return PrefixStore(store, prefix)
+    if isinstance(store, LocalStore):
+        return type(store)(Path(store.root) / prefix, read_only=store.read_only)
+    if isinstance(store, FsspecStore):
+        return FsspecStore(
+            store.fs,
+            read_only=store.read_only,
+            path=f"{store.path.rstrip('/')}/{prefix}",
+            allowed_exceptions=store.allowed_exceptions,
+        )
+    if isinstance(store, ObjectStore):
+        inner = _obstore_prefixed(store.store, prefix)
+        if inner is not None:
+            return ObjectStore(inner, read_only=store.read_only)
+    return PrefixStore(store, prefix)
+
+
+def _obstore_prefixed(inner: Any, prefix: str) -> Any:
+    """obstore store ``inner`` rebuilt with ``prefix`` under its own; None if it cannot be."""
+    from obstore.store import AzureStore, GCSStore, S3Store
+    from obstore.store import LocalStore as ObsLocalStore
+
+    try:
+        if isinstance(inner, (S3Store, GCSStore, AzureStore)):
+            old = str(inner.prefix or "").strip("/")
+            cls: Any = type(inner)
+            return cls(
+                prefix=f"{old}/{prefix}" if old else prefix,
+                config=inner.config,
+                client_options=inner.client_options,
+                retry_config=inner.retry_config,
+                credential_provider=inner.credential_provider,
+            )
+        if isinstance(inner, ObsLocalStore) and inner.prefix is not None:
+            return ObsLocalStore(Path(inner.prefix) / prefix, mkdir=True)
+    except BaseException as exc:
+        # obstore raises a Rust panic (a BaseException) for some configurations it
+        # cannot give back; the generic prefix wrapper does the job then.
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+    return None
+
+
+class PrefixStore(WrapperStore):  # type: ignore[type-arg]
+    """A store whose keys are those of the wrapped store under ``prefix/``."""
+
+    def __init__(self, store: Any, prefix: str) -> None:
+        super().__init__(store)
+        self.prefix = prefix.strip("/")
+
+    def _with_store(self, store: Any) -> PrefixStore:
+        return type(self)(store, self.prefix)
+
+    def _k(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if key else self.prefix
+
+    def _strip(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if key.startswith(self.prefix + "/") else key
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, PrefixStore)
+            and other.prefix == self.prefix
+            and other._store == self._store
+        )
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __str__(self) -> str:
+        return f"{self._store}/{self.prefix}"
+
+    def __repr__(self) -> str:
+        return f"PrefixStore({type(self._store).__name__}, {self.prefix!r})"
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        return await self._store.get(self._k(key), prototype, byte_range)
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Iterable[Any]) -> Any:
+        ranges = [(self._k(k), r) for k, r in key_ranges]
+        return await self._store.get_partial_values(prototype, ranges)
+
+    async def _get_many(self, requests: Iterable[Any]) -> Any:
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+    async def exists(self, key: str) -> bool:
+        return bool(await self._store.exists(self._k(key)))
+
+    async def set(self, key: str, value: Any) -> None:
+        await self._store.set(self._k(key), value)
+
+    async def set_if_not_exists(self, key: str, value: Any) -> None:
+        await self._store.set_if_not_exists(self._k(key), value)
+
+    async def _set_many(self, values: Iterable[Any]) -> None:
+        await self._store._set_many([(self._k(k), v) for k, v in values])
+
+    async def delete(self, key: str) -> None:
+        await self._store.delete(self._k(key))
+
+    async def delete_dir(self, prefix: str) -> None:
+        await self._store.delete_dir(self._k(prefix))
+
+    async def clear(self) -> None:
+        await self._store.delete_dir(self.prefix)
+
+    async def is_empty(self, prefix: str) -> bool:
+        return bool(await self._store.is_empty(self._k(prefix)))
+
+    async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
+        async for key in self._store.list_prefix(self.prefix + "/"):
+            yield self._strip(key)
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        async for key in self._store.list_prefix(f"{self.prefix}/{prefix}"):
+            yield self._strip(key)
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        return self._store.list_dir(self._k(prefix.rstrip("/")))
+
+    async def getsize(self, key: str) -> int:
+        return int(await self._store.getsize(self._k(key)))
+
+    async def getsize_prefix(self, prefix: str) -> int:
+        return int(await self._store.getsize_prefix(self._k(prefix)))
+
+
+# ------------------------------------------------------------------ write cache
+class CachingStore(WrapperStore):  # type: ignore[type-arg]
+    """Keeps what was last written to each key (up to ``max_bytes``, least recently
+    used first out) and answers whole-object reads of those keys from memory.
+
+    Only for the one writer of a store: nobody else changes the objects, so the copy
+    is the object. A commit rewrites the open chunks of a field's tail, index and
+    summaries, which Zarr would otherwise read back first (one GET each, the cost
+    that dominates on object storage). Writes go through at once, in order: the
+    commit protocol is unchanged.
+    """
+
+    def __init__(self, store: Any, max_bytes: int = 32 << 20) -> None:
+        super().__init__(store)
+        self.max_bytes = max_bytes
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def _with_store(self, store: Any) -> CachingStore:
+        return type(self)(store, self.max_bytes)
+
+    def __repr__(self) -> str:
+        return repr(self._store)
+
+    def __str__(self) -> str:
+        return str(self._store)
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+
+    def _forget_prefix(self, prefix: str) -> None:
+        prefix = prefix.rstrip("/") + "/" if prefix else ""
+        with self._lock:
+            for key in [k for k in self._cache if k.startswith(prefix)]:
+                self._bytes -= len(self._cache.pop(key))
+
+    def _keep(self, key: str, value: Any) -> None:
+        self.forget(key)
+        n = len(value)
+        if n > self.max_bytes // 8:
+            return
+        with self._lock:
+            self._cache[key] = value
+            self._bytes += n
+            while self._bytes > self.max_bytes:
+                self._bytes -= len(self._cache.popitem(last=False)[1])
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        if byte_range is None:
+            with self._lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+            if hit is not None:
+                if isinstance(hit, prototype.buffer):
+                    return hit
+                return prototype.buffer.from_bytes(hit.to_bytes())
+        return await self._store.get(key, prototype, byte_range)
+
+    async def _get_many(self, requests: Iterable[Any]) -> Any:
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+    async def set(self, key: str, value: Any) -> None:
+        self.forget(key)
+        await self._store.set(key, value)
+        self._keep(key, value)
+
+    async def set_if_not_exists(self, key: str, value: Any) -> None:
+        self.forget(key)
+        await self._store.set_if_not_exists(key, value)
+
+    async def _set_many(self, values: Iterable[Any]) -> None:
+        for key, value in values:
+            await self.set(key, value)
+
+    async def delete(self, key: str) -> None:
+        self.forget(key)
+        await self._store.delete(key)
+
+    async def delete_dir(self, prefix: str) -> None:
+        self._forget_prefix(prefix)
+        await self._store.delete_dir(prefix)
+
+    async def clear(self) -> None:
+        self._forget_prefix("")
+        await self._store.clear()
+
+
+# ------------------------------------------------------------------ object storage
+async def _list_dir(store: Any, prefix: str) -> list[str]:
+    # Called in the coroutine: some stores start the listing when list_dir is called.
+    return [k async for k in store.list_dir(prefix)]
+
+
+def _sync(coro: Any) -> Any:
+    from zarr.core.sync import sync
+
+    return sync(coro)
+
+
+class ObjectStorage(Storage):
+    """A store in object storage, or any Zarr store another process could write: a
+    lease instead of a lock (see the module docstring and ``spikestore._lease``).
+
+    ``default_flush_interval`` is 10 s: a commit costs about 5 requests per field
+    (each tens of ms on a real service, and billed), so committing every second
+    would cost a model with tens of fields more time than the training step.
+    """
+
+    default_flush_interval = 10.0
+
+    def __init__(
+        self, store: Any, *, where: str | None = None, lease_timeout: float | None = None
+    ) -> None:
+        self.store = store
+        self.where = where or str(store)
+        timeout = _lease.DEFAULT_LEASE_TIMEOUT if lease_timeout is None else lease_timeout
+        self.lease = _lease.Lease(store, self.where, timeout=float(timeout))
+        self._pid: int | None = None
+
+    @property
+    def owned(self) -> bool:
+        return self._pid == os.getpid()
+
+    def open(self, mode: Mode) -> tuple[Any, Literal["w", "w-", "a"]]:
+        self.lease.acquire()
+        self._pid = self.owner_pid = os.getpid()
+        try:
+            self._prepare(mode)
+        except BaseException:
+            self.abort()
+            raise
+        # Prepared (cleared for "w", never by Zarr: the lease objects stay).
+        return CachingStore(self.store), "a"
+
+    def check_fence(self) -> None:
+        self.lease.check()
+
+    def release(self) -> None:
+        self.lease.release()
+
+    # ------------------------------------------------------------- preparing
+    def _json(self, key: str) -> Any:
+        return _lease.read_json(self.store, key)
+
+    def _entries(self) -> list[str]:
+        try:
+            keys = _sync(_list_dir(self.store, ""))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted({k.rstrip("/") for k in keys} - {_lease.LEASE_DIR, ""})
+
+    def _prepare(self, mode: Mode) -> None:
+        self._finish_clearing()
+        entries = self._entries()
+        if not entries:
+            return
+        if mode == "w-":
+            raise FileExistsError(f"{self.where} already exists")
+        meta = self._json("zarr.json")
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        entry = attrs.get(FORMAT_NAME) if isinstance(attrs, dict) else None
+        kind = _root_kind(
+            meta if isinstance(meta, dict) else None, entry if isinstance(entry, dict) else None
+        )
+        if kind == "zarr":
+            raise FormatError(f"{self.where} is a Zarr group but not a spikestore store")
+        nodes = [e for e in entries if e != "zarr.json" and self._is_monitor(e)]
+        if kind != "store":
+            others = [e for e in entries if e not in {"zarr.json", *nodes}]
+            if others or not nodes or not self.lease.previous:
+                what = "overwrite it" if mode == "w" else "write into it"
+                raise FileExistsError(
+                    f"{self.where} exists, is not empty and is not a spikestore store; "
+                    f"refusing to {what}"
+                )
+            if mode == "a":
+                raise FormatError(
+                    f"{self.where}: the store's root metadata (zarr.json) is missing or "
+                    "damaged; replace the store with mode='w', or restore that object"
+                )
+        elif mode == "a":
+            assert isinstance(meta, dict)
+            check_root_attrs(meta.get("attributes"), self.where)
+        if mode == "w":
+            if kind != "store" and "zarr.json" in entries:
+                nodes.append("zarr.json")  # damaged: the writer makes a new one
+            self._clear(nodes)
+
+    def _is_monitor(self, key: str) -> bool:
+        meta = self._json(f"{key}/zarr.json")
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        entry = attrs.get(FORMAT_NAME) if isinstance(attrs, dict) else None
+        return isinstance(entry, dict) and entry.get("node") == "monitor"
+
+    def _clear(self, keys: list[str]) -> None:
+        """Replace an old store: delete its monitors (and a damaged root ``zarr.json``).
+
+        Object storage has no rename, so this cannot be one atomic step per monitor as
+        locally. It is journaled instead: the keys go to ``.spikestore-lease/clearing.json``
+        first; each monitor's ``zarr.json`` is deleted before its other objects, so a
+        reader never opens a half-deleted monitor; the journal goes last. A writer killed
+        meanwhile leaves a store that opens (with fewer monitors) and a journal that the
+        next writer, in any mode, finishes before it looks at the store. A valid root
+        ``zarr.json`` stays until the writer replaces it in one write.
+        """
+        if not keys:
+            return
+        _lease.write(self.store, _lease.CLEARING_KEY, json.dumps({"keys": keys}).encode())
+        self._finish_clearing()
+
+    def _finish_clearing(self) -> None:
+        data = _lease.read_bytes(self.store, _lease.CLEARING_KEY)
+        if data is None:
+            return
+        try:
+            journal = json.loads(data)
+        except ValueError:
+            journal = None  # damaged: nothing to replay
+        keys = journal.get("keys") if isinstance(journal, dict) else None
+        for key in keys if isinstance(keys, list) else []:
+            if not isinstance(key, str) or "/" in key or key.startswith(".") or not key:
+                continue  # never a monitor key (see format.node_key): not ours to delete
+            if key == "zarr.json":
+                _sync(self.store.delete(key))
+                continue
+            _sync(self.store.delete(f"{key}/zarr.json"))
+            _sync(self.store.delete_dir(key))
+        _sync(self.store.delete(_lease.CLEARING_KEY))

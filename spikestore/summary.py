@@ -196,7 +196,7 @@ class FieldSummary:
         for i, p in enumerate(pending):
             if p is not None:
                 block[i] = p[0]
-        self.array.resize((stop, len(COLUMNS)))
+        _grow(self.array, stop)
         self.array[start:stop] = block
         if self.axis0_len is None:
             first = next((p[1] for p in pending if p is not None and p[1] is not None), None)
@@ -216,8 +216,22 @@ class FieldSummary:
         for i, p in enumerate(pending):
             if p is not None and p[1] is not None and len(p[1]) == t:
                 block[i, :t] = p[1]
-        self.axis0.resize((stop, max(1, t)))
+        _grow(self.axis0, stop)
         self.axis0[start:stop] = block
+
+    def trim(self, committed: int) -> None:
+        """Cut the arrays to ``committed`` rows (a closing writer; see :func:`_grow`)."""
+        for arr in (self.array, self.axis0):
+            if arr is not None and arr.shape[0] > committed:
+                arr.resize((committed, *arr.shape[1:]))
+
+
+def _grow(arr: Any, stop: int) -> None:
+    """Make ``arr`` at least ``stop`` rows long, a shard at a time: its ``zarr.json`` is
+    then rewritten once per shard, not at every commit (each write is a request on
+    object storage). Rows past ``committed_steps`` are NaN, never read."""
+    if arr.shape[0] < stop:
+        arr.resize((-(-stop // SUMMARY_CHUNK) * SUMMARY_CHUNK, *arr.shape[1:]))
 
 
 def _create(

@@ -7,14 +7,16 @@ Needs the ``test`` extra (``hypothesis``) for :func:`records_strategy` only.
 Command line::
 
     python -m spikestore.testing recorder STORE [--mode a] [--steps N] [--flush-every K]
-        [--flush-interval S] [--sleep S] [--shard-steps N]
+        [--flush-interval S] [--sleep S] [--shard-steps N] [--storage-options JSON]
+        [--lease-timeout S]
     python -m spikestore.testing fixture DIR [VERSION]
 
 ``recorder`` appends, forever or for ``--steps`` steps, records whose values are a pure
 function of (layer, step) (:func:`recorder_value`), so a test that kills it can check
 every record that survived. Every ``--flush-every`` steps it calls ``flush()`` and prints
 one JSON line ``{"flushed": {"monitor/layer": steps, ...}}``: those steps were committed
-before the line was printed. ``fixture`` writes the records of a committed fixture store
+before the line was printed. STORE may be a URL (``s3://bucket/run``, with
+``--storage-options``). ``fixture`` writes the records of a committed fixture store
 (``tests/fixtures/store_v<VERSION>`` were written that way, by the spikestore of that
 format version, and must keep reading).
 """
@@ -22,13 +24,22 @@ format version, and must keep reading).
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import errno
 import itertools
 import json
 import math
 import os
+import socket
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +52,10 @@ __all__ = [
     "wait_for",
     "same_record",
     "CountingStore",
+    "RequestCountingStore",
     "FullDiskStore",
+    "S3Server",
+    "s3_server",
     "WriteBudget",
     "records_strategy",
     "ALL_DTYPES",
@@ -52,6 +66,7 @@ __all__ = [
     "RECORDER_LAYERS",
     "recorder_value",
     "recorder_existing_steps",
+    "recorder_check",
     "recorder_main",
 ]
 
@@ -127,6 +142,76 @@ class CountingStore(WrapperStore):  # type: ignore[type-arg]
         return await self._store.get_partial_values(prototype, key_ranges)
 
 
+class RequestCountingStore(WrapperStore):  # type: ignore[type-arg]
+    """Counts every request that reaches the wrapped store, by kind: ``get`` (one per
+    key, ranges too), ``set``, ``exists``, ``delete`` and ``list`` (``counts``), and
+    logs ``(kind, key)`` in order (``log``). On object storage each is one request."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.log: list[tuple[str, str]] = []
+
+    def _with_store(self, store: Any) -> RequestCountingStore:
+        other = type(self)(store)
+        other.counts, other.log = self.counts, self.log  # one tally for derived stores
+        return other
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self.log.clear()
+
+    def _count(self, kind: str, key: str) -> None:
+        self.counts[kind] += 1
+        self.log.append((kind, key))
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        self._count("get", key)
+        return await self._store.get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+        key_ranges = list(key_ranges)
+        for k, _ in key_ranges:
+            self._count("get", k)
+        return await self._store.get_partial_values(prototype, key_ranges)
+
+    async def _get_many(self, requests: Any) -> Any:
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+    async def exists(self, key: str) -> bool:
+        self._count("exists", key)
+        return bool(await self._store.exists(key))
+
+    async def set(self, key: str, value: Any) -> None:
+        self._count("set", key)
+        await self._store.set(key, value)
+
+    async def set_if_not_exists(self, key: str, value: Any) -> None:
+        self._count("set", key)
+        await self._store.set_if_not_exists(key, value)
+
+    async def _set_many(self, values: Any) -> None:
+        for key, value in values:
+            await self.set(key, value)
+
+    async def delete(self, key: str) -> None:
+        self._count("delete", key)
+        await self._store.delete(key)
+
+    def list(self) -> Any:
+        self._count("list", "")
+        return self._store.list()
+
+    def list_prefix(self, prefix: str) -> Any:
+        self._count("list", prefix)
+        return self._store.list_prefix(prefix)
+
+    def list_dir(self, prefix: str) -> Any:
+        self._count("list", prefix)
+        return self._store.list_dir(prefix)
+
+
 class WriteBudget:
     """How many more writes a :class:`FullDiskStore` accepts (None: unlimited)."""
 
@@ -150,6 +235,84 @@ class FullDiskStore(WrapperStore):  # type: ignore[type-arg]
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
             self.budget.writes -= 1
         await self._store.set(key, value)
+
+
+# ------------------------------------------------------------------- S3 server
+@dataclass
+class S3Server:
+    """A running S3-compatible server (see :func:`s3_server`)."""
+
+    endpoint_url: str
+    bucket: str
+    #: ``storage_options`` for ``StoreWriter``/``url_store`` (s3fs's names).
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    process: Any = None
+
+    def url(self, name: str) -> str:
+        """``s3://<bucket>/<name>``."""
+        return f"s3://{self.bucket}/{name}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str = "spikestore-test", timeout: float = 60.0) -> Iterator[S3Server]:
+    """Run moto's S3 server (``python -m moto.server``, the ``moto[server]`` package)
+    on 127.0.0.1 at a free port, with ``bucket`` created; stopped on exit.
+
+    Examples
+    --------
+    >>> with s3_server() as s3:                                   # doctest: +SKIP
+    ...     w = spikestore.StoreWriter(s3.url("run"), storage_options=s3.storage_options)
+    """
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"moto server exited: {log.read().decode(errors='replace')}")
+            try:
+                urllib.request.urlopen(endpoint, timeout=2).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not answer at {endpoint}") from None
+                time.sleep(0.1)
+        # moto accepts unsigned requests: create the bucket without an S3 client.
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10
+        ).close()
+        options = {
+            "endpoint_url": endpoint,
+            "key": "testing",
+            "secret": "testing",
+            "region": "us-east-1",
+        }
+        yield S3Server(endpoint, bucket, options, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 # ------------------------------------------------------------------ strategies
@@ -279,35 +442,74 @@ def recorder_value(monitor: str, layer: str, step: int) -> Any:
     raise KeyError(layer)
 
 
-def recorder_existing_steps(path: Path) -> dict[tuple[str, str], int]:
-    """Committed steps of each layer already in the store (0 if none)."""
+def recorder_existing_steps(
+    path: Path | str, storage_options: dict[str, Any] | None = None
+) -> dict[tuple[str, str], int]:
+    """Committed steps of each layer already in the store (0 if none); ``path`` may be
+    a URL (with ``storage_options``)."""
     import spikestore
+    from spikestore.storage import is_url, url_store
 
     out = {key: 0 for key in RECORDER_LAYERS}
-    if not (path / "zarr.json").exists():
-        return out
-    store = spikestore.open(path)
+    if is_url(path):
+        from zarr.core.sync import sync
+
+        zstore = url_store(str(path), storage_options=storage_options, read_only=True)
+        if not sync(zstore.exists("zarr.json")):
+            return out
+        store = spikestore.open(store=zstore)
+    else:
+        path = Path(path)
+        if not (path / "zarr.json").exists():
+            return out
+        store = spikestore.open(path)
     for mon, lay in RECORDER_LAYERS:
         if mon in store and lay in store[mon]:
             out[(mon, lay)] = len(store[mon][lay])
     return out
 
 
+def recorder_check(reader: Any, start: int = 0) -> dict[str, int]:
+    """Assert that every record of the recorder's layers in ``reader`` from step ``start``
+    on is :func:`recorder_value`; return ``{"monitor/layer": committed steps}``."""
+    counts = {}
+    for mon, lay in RECORDER_LAYERS:
+        if mon not in reader or lay not in reader[mon]:
+            counts[f"{mon}/{lay}"] = 0
+            continue
+        layer = reader[mon][lay]
+        n = len(layer)
+        for step, rec in enumerate(layer.records(slice(start, n)), start):
+            want = recorder_value(mon, lay, step)
+            assert same_record(rec, want), f"{mon}/{lay} step {step}: {rec!r} != {want!r}"
+        counts[f"{mon}/{lay}"] = n
+    return counts
+
+
 def recorder_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m spikestore.testing recorder")
-    p.add_argument("path", type=Path)
+    p.add_argument("path")
     p.add_argument("--mode", default="a")
     p.add_argument("--steps", type=int, default=0, help="0: run until killed")
     p.add_argument("--flush-every", type=int, default=50)
     p.add_argument("--flush-interval", type=float, default=0.2)
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--shard-steps", type=int, default=64)
+    p.add_argument("--storage-options", type=json.loads, default=None, help="JSON, for URLs")
+    p.add_argument("--lease-timeout", type=float, default=None)
     args = p.parse_args(argv)
 
     import spikestore
 
+    options: dict[str, Any] = {}
+    if args.storage_options is not None:
+        options["storage_options"] = args.storage_options
+    if args.lease_timeout is not None:
+        options["lease_timeout"] = args.lease_timeout
     start = (
-        recorder_existing_steps(args.path) if args.mode == "a" else {k: 0 for k in RECORDER_LAYERS}
+        recorder_existing_steps(args.path, args.storage_options)
+        if args.mode == "a"
+        else {k: 0 for k in RECORDER_LAYERS}
     )
     w = spikestore.StoreWriter(
         args.path,
@@ -315,6 +517,7 @@ def recorder_main(argv: list[str] | None = None) -> int:
         flush_interval=args.flush_interval,
         shard_steps=args.shard_steps,
         chunk_bytes=1 << 12,
+        **options,
     )
     print(json.dumps({"ready": {f"{m}/{n}": s for (m, n), s in start.items()}}), flush=True)
     i = 0

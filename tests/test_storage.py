@@ -6,6 +6,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,109 @@ def test_a_writer_that_fails_to_open_leaves_no_lock_file(tmp_path: Path, monkeyp
     monkeypatch.undo()
     with spikestore.StoreWriter(path) as w:
         w.append("m", "l", torch.ones(1))
+
+
+# ------------------------------------------------------ stores passed in, prefixes, leases
+def test_prefixed_store_keeps_keys_under_its_prefix() -> None:
+    """prefixed() on a store without a root of its own wraps it: every operation
+    stays under the prefix, and a writer and reader work through it."""
+    from zarr.core.sync import sync
+    from zarr.storage import MemoryStore
+
+    from spikestore.storage import PrefixStore, prefixed
+
+    base = MemoryStore()
+    sub = prefixed(base, "rank00003")
+    assert isinstance(sub, PrefixStore) and prefixed(sub, "x").prefix == "rank00003/x"
+    with spikestore.StoreWriter(store=sub) as w:
+        w.append("m", "l", torch.ones(3))
+
+    async def keys(store, prefix=None):
+        it = store.list() if prefix is None else store.list_dir(prefix)
+        return sorted([k async for k in it])
+
+    assert all(k.startswith("rank00003/") for k in sync(keys(base)))
+    assert sync(keys(sub, "")) == ["m", "zarr.json"]
+    assert bits_equal(spikestore.open(store=sub)["m"]["l"][0], torch.ones(3))
+    sync(sub.delete_dir("m"))
+    assert sync(keys(sub)) == ["zarr.json"]
+
+
+def test_prefixed_rebuilds_local_and_wrapped_stores(tmp_path: Path) -> None:
+    from zarr.storage import LocalStore
+
+    from spikestore.storage import prefixed
+    from spikestore.testing import FullDiskStore
+
+    sub = prefixed(LocalStore(tmp_path), "a/b")
+    assert isinstance(sub, LocalStore) and Path(sub.root) == tmp_path / "a" / "b"
+    wrapped = prefixed(FullDiskStore(LocalStore(tmp_path)), "r1")
+    assert isinstance(wrapped, FullDiskStore) and Path(wrapped._store.root) == tmp_path / "r1"
+    with pytest.raises(ValueError):
+        prefixed(LocalStore(tmp_path), "../up")
+
+
+def test_stores_passed_in_get_a_lease_unless_in_memory(tmp_path: Path) -> None:
+    from zarr.storage import LocalStore, MemoryStore
+
+    from spikestore.storage import ObjectStorage
+    from spikestore.testing import FullDiskStore
+
+    assert isinstance(storage_for(None, MemoryStore(), durable=False), ZarrStorage)
+    assert isinstance(storage_for(None, FullDiskStore(MemoryStore()), durable=False), ZarrStorage)
+    assert isinstance(storage_for(None, LocalStore(tmp_path), durable=False), ObjectStorage)
+    assert isinstance(storage_for(f"file://{tmp_path}/x", None, durable=True), LocalStorage)
+    with pytest.raises(ValueError, match="storage_options"):
+        storage_for(tmp_path, None, durable=False, storage_options={"anon": True})
+
+
+def test_lease_on_a_store_passed_in(tmp_path: Path) -> None:
+    """Two processes could open the same LocalStore object: a lease, not flock, guards
+    it. A live lease refuses; a released one is taken at once; an expired one after
+    its timeout; the holder that lost it is fenced."""
+    from zarr.storage import LocalStore
+
+    from spikestore._lease import Lease
+
+    store = LocalStore(tmp_path / "s")
+    w = spikestore.StoreWriter(store=store, lease_timeout=0.5)
+    w.append("m", "l", torch.ones(2))
+    w.flush()
+    with pytest.raises(spikestore.StoreLockedError, match="open for writing"):
+        spikestore.StoreWriter(store=LocalStore(tmp_path / "s"), mode="a")
+    lease = w._storage.lease
+    lease._stop.set()  # the holder stops renewing (as if frozen)
+    lease._thread.join()
+    time.sleep(0.6)
+    other = Lease(LocalStore(tmp_path / "s"), "other", timeout=5)
+    other.acquire()
+    w.append("m", "l", torch.zeros(2))
+    with pytest.raises(spikestore.WriteError, match="lease lost"):
+        w.flush()
+    with pytest.raises(spikestore.WriteError):
+        w.close()
+    assert len(spikestore.open(tmp_path / "s")["m"]["l"]) == 1
+    other.release()
+    with spikestore.StoreWriter(store=LocalStore(tmp_path / "s"), mode="a") as w2:
+        assert w2.append("m", "l", torch.zeros(2)) == 1
+
+
+def test_caching_store_answers_reads_of_what_it_wrote() -> None:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+    from zarr.storage import MemoryStore
+
+    from spikestore.storage import CachingStore
+    from spikestore.testing import RequestCountingStore
+
+    inner = RequestCountingStore(MemoryStore())
+    cache = CachingStore(inner, max_bytes=64)
+    proto = default_buffer_prototype()
+    sync(cache.set("a", proto.buffer.from_bytes(b"x" * 8)))
+    sync(cache.set("big", proto.buffer.from_bytes(b"y" * 9)))  # over max_bytes / 8: not kept
+    inner.reset()
+    assert sync(cache.get("a", proto)).to_bytes() == b"x" * 8
+    assert sync(cache.get("big", proto)).to_bytes() == b"y" * 9
+    assert inner.counts == {"get": 1}
+    sync(cache.delete_dir(""))
+    assert sync(cache.get("a", proto)) is None

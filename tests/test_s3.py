@@ -1,0 +1,378 @@
+"""Object storage against a real S3-compatible server (moto, on 127.0.0.1): URLs, the
+lease that replaces flock, crash safety, and the requests a commit costs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, MemoryStore, ObjectStore
+
+import spikestore
+from spikestore import StoreLockedError, WriteError
+from spikestore._lease import CLEARING_KEY, LEASE_DIR
+from spikestore.storage import ObjectStorage, is_url, prefixed, storage_for, url_store
+from spikestore.testing import (
+    RECORDER_LAYERS,
+    RequestCountingStore,
+    S3Server,
+    fixture_records,
+    recorder_check,
+    recorder_value,
+    same_record,
+    wait_for,
+)
+
+HERE = Path(__file__).parent
+BACKENDS = ["obstore", "fsspec"]
+
+
+@pytest.fixture
+def url(s3: S3Server) -> str:
+    """A fresh prefix in the server's bucket."""
+    return s3.url(f"run-{uuid.uuid4().hex[:12]}")
+
+
+def _options(s3: S3Server, backend: str = "obstore") -> dict[str, Any]:
+    if backend == "obstore":
+        return dict(s3.storage_options)
+    # An option obstore has no name for sends the URL to s3fs (FsspecStore).
+    return {**s3.storage_options, "use_listings_cache": False}
+
+
+def _keys(s3: S3Server, url: str) -> list[str]:
+    store = url_store(url, storage_options=s3.storage_options)
+
+    async def keys() -> list[str]:
+        return [k async for k in store.list()]
+
+    return sorted(sync(keys()))
+
+
+def _read(s3: S3Server, url: str) -> spikestore.StoreReader:
+    return spikestore.open(store=url_store(url, storage_options=s3.storage_options, read_only=True))
+
+
+def _put(store: Any, key: str, data: bytes) -> None:
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+
+# ------------------------------------------------------------------ URLs, stores
+def test_url_store_backends(s3: S3Server) -> None:
+    assert is_url("s3://b/p") and is_url("file:///tmp/x") and not is_url("/tmp/x")
+    assert not is_url(Path("s3:/x"))
+    assert isinstance(url_store(s3.url("x"), storage_options=_options(s3)), ObjectStore)
+    fs = url_store(s3.url("x"), storage_options=_options(s3, "fsspec"))
+    assert isinstance(fs, FsspecStore)
+    st = storage_for(s3.url("x"), None, durable=False, storage_options=_options(s3))
+    assert isinstance(st, ObjectStorage) and st.default_flush_interval > 1
+    with pytest.raises(ValueError, match="durable"):
+        storage_for(s3.url("x"), None, durable=True, storage_options=_options(s3))
+    # The secret never shows in messages.
+    st = storage_for("s3://k:secret@b/p", None, durable=False, storage_options={"anon": True})
+    assert "secret" not in st.where
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_round_trip_every_record_kind(s3: S3Server, url: str, backend: str) -> None:
+    records = fixture_records()
+    opts = _options(s3, backend)
+    with spikestore.StoreWriter(url, storage_options=opts, shard_steps=16) as w:
+        assert w.flush_interval == 10.0  # object storage's default
+        for (mon, lay), recs in records.items():
+            axis = 0 if lay in ("ms.sn", "conv.sn") else None
+            for r in recs:
+                w.append(mon, lay, r, time_axis=axis)
+    reader = spikestore.open(store=url_store(url, storage_options=opts, read_only=True))
+    for (mon, lay), recs in records.items():
+        got = list(reader[mon][lay])
+        assert len(got) == len(recs)
+        assert all(same_record(a, b) for a, b in zip(got, recs, strict=True)), (mon, lay)
+    # A closed store holds no tails and exactly committed rows, as locally.
+    keys = _keys(s3, url)
+    assert not [k for k in keys if "/s0t" in k]
+    assert any(k.startswith(f"{LEASE_DIR}/") for k in keys)
+
+
+def test_modes(s3: S3Server, url: str) -> None:
+    opts = _options(s3)
+    with spikestore.StoreWriter(url, storage_options=opts) as w:
+        w.append("old", "a", torch.ones(3))
+    with pytest.raises(FileExistsError, match="already exists"):
+        spikestore.StoreWriter(url, mode="w-", storage_options=opts)
+    with spikestore.StoreWriter(url, mode="a", storage_options=opts) as w:
+        assert w.append("old", "a", torch.zeros(3)) == 1
+    assert len(_read(s3, url)["old"]["a"]) == 2
+    with spikestore.StoreWriter(url, mode="w", storage_options=opts) as w:
+        w.append("new", "b", torch.ones(2))
+    assert _read(s3, url).monitors == ["new"]
+    keys = _keys(s3, url)
+    assert not [k for k in keys if k.startswith("old/")]
+    assert [k for k in keys if k.startswith(f"{LEASE_DIR}/")]  # "w" keeps the lease
+
+
+def test_a_prefix_of_other_objects_is_never_cleared(s3: S3Server, url: str) -> None:
+    store = url_store(url, storage_options=s3.storage_options)
+    _put(store, "notes.txt", b"mine")
+    for mode in ("w", "a"):
+        with pytest.raises(FileExistsError, match="not a spikestore store"):
+            spikestore.StoreWriter(url, mode=mode, storage_options=s3.storage_options)
+    assert "notes.txt" in _keys(s3, url)
+
+
+def test_interrupted_replacement_is_finished_by_the_next_writer(s3: S3Server, url: str) -> None:
+    """A writer killed while deleting an old store's monitors (mode="w") leaves a store
+    that opens, and a journal that the next writer (any mode) carries out first."""
+    opts = _options(s3)
+    with spikestore.StoreWriter(url, storage_options=opts) as w:
+        w.append("old", "a", torch.ones(3))
+        w.append("keep", "a", torch.ones(3))
+    store = url_store(url, storage_options=opts)
+    # Killed after the journal and the monitor's zarr.json, before its other objects.
+    _put(store, CLEARING_KEY, json.dumps({"keys": ["old"]}).encode())
+    sync(store.delete("old/zarr.json"))
+    assert _read(s3, url).monitors == ["keep"]
+    with spikestore.StoreWriter(url, mode="a", storage_options=opts) as w:
+        assert w.append("keep", "a", torch.zeros(3)) == 1
+    keys = _keys(s3, url)
+    assert CLEARING_KEY not in keys and not [k for k in keys if k.startswith("old/")]
+    assert len(_read(s3, url)["keep"]["a"]) == 2
+
+
+def test_prefixed_stores_per_rank(s3: S3Server, url: str) -> None:
+    """A sub-store of an S3 store is the S3 store of the longer prefix."""
+    base = url_store(url, storage_options=s3.storage_options)
+    sub = prefixed(base, "rank00003")
+    assert isinstance(sub, ObjectStore)
+    with spikestore.StoreWriter(store=sub) as w:
+        w.append("m", "l", torch.arange(4))
+    assert same_record(_read(s3, f"{url}/rank00003")["m"]["l"][0], torch.arange(4))
+    fs = prefixed(url_store(url, storage_options=_options(s3, "fsspec")), "rank00001")
+    assert isinstance(fs, FsspecStore) and fs.path.endswith("/rank00001")
+
+
+# ----------------------------------------------------------------------- lease
+def test_second_live_writer_is_refused(s3: S3Server, url: str) -> None:
+    opts = _options(s3)
+    with spikestore.StoreWriter(url, storage_options=opts) as w:
+        w.append("m", "l", torch.ones(2))
+        with pytest.raises(StoreLockedError, match=rf"pid {os.getpid()}.*wait \d"):
+            spikestore.StoreWriter(url, mode="a", storage_options=opts)
+        # Through a store object too (another process would build its own).
+        with pytest.raises(StoreLockedError):
+            spikestore.StoreWriter(store=url_store(url, storage_options=opts), mode="a")
+    # Released on close: the next writer need not wait for the timeout.
+    with spikestore.StoreWriter(url, mode="a", storage_options=opts) as w:
+        assert w.append("m", "l", torch.ones(2)) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_expired_lease_goes_to_exactly_one_contender(
+    s3: S3Server, url: str, backend: str
+) -> None:
+    """Contenders that all saw the lease expire race to create the next generation:
+    the create-if-absent write (If-None-Match) lets exactly one win."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spikestore._lease import Lease, create_exclusive
+
+    opts = _options(s3, backend)
+    first = Lease(url_store(url, storage_options=opts), "first", timeout=0.5)
+    first.acquire()
+    first._stop.set()  # it stops renewing: as good as dead
+    time.sleep(0.6)
+    key = f"{LEASE_DIR}/{2:010d}"
+
+    def contend(i: int) -> bool:
+        body = {"holder": f"contender {i}", "heartbeat": time.time(), "timeout": 30}
+        data = json.dumps({**body, "released": False}).encode()
+        return create_exclusive(url_store(url, storage_options=opts), key, data)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(contend, range(8))) == 1
+    # The holder's fence sees generation 2; a newcomer sees it live (just written).
+    with pytest.raises(StoreLockedError, match="lease lost"):
+        first.check()
+    later = Lease(url_store(url, storage_options=opts), "later", timeout=5)
+    with pytest.raises(StoreLockedError):
+        later.acquire()
+
+
+def test_fenced_writer_refuses_to_commit(s3: S3Server, url: str) -> None:
+    """A writer whose lease was taken over writes nothing more."""
+    opts = _options(s3)
+    w = spikestore.StoreWriter(url, storage_options=opts, flush_interval=3600)
+    w.append("m", "l", torch.ones(2))
+    w.flush()
+    gen = w._storage.lease.generation
+    store = url_store(url, storage_options=opts)
+    body = {"holder": "someone else", "heartbeat": time.time(), "timeout": 30, "released": False}
+    _put(store, f"{LEASE_DIR}/{gen + 1:010d}", json.dumps(body).encode())
+    before = {k for k in _keys(s3, url) if not k.startswith(LEASE_DIR)}
+    w.append("m", "l", torch.zeros(2))
+    w.append("m", "other", torch.zeros(2))
+    with pytest.raises(WriteError, match="lease lost"):
+        w.flush()
+    with pytest.raises(WriteError):
+        w.close()
+    assert {k for k in _keys(s3, url) if not k.startswith(LEASE_DIR)} == before
+    assert len(_read(s3, url)["m"]["l"]) == 1
+    # The writer did not mark the new holder's lease released.
+    newer = sync(store.get(f"{LEASE_DIR}/{gen + 1:010d}", default_buffer_prototype()))
+    assert not json.loads(newer.to_bytes())["released"]
+
+
+def test_forked_child_leaves_the_lease_alone(s3: S3Server, url: str) -> None:
+    opts = _options(s3)
+    with spikestore.StoreWriter(url, storage_options=opts) as w:
+        w.append("m", "l", torch.ones(2))
+        pid = os.fork()
+        if pid == 0:  # the child: closing its copy must not release the parent's lease
+            try:
+                w.close()
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        with pytest.raises(StoreLockedError):
+            spikestore.StoreWriter(url, mode="a", storage_options=opts)
+        w.append("m", "l", torch.ones(2))
+    assert len(_read(s3, url)["m"]["l"]) == 2
+
+
+# ---------------------------------------------------------------- crash safety
+def _spawn(url: str, s3: S3Server, log: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "spikestore.testing", "recorder", url,
+            "--storage-options", json.dumps(s3.storage_options), *args,
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=HERE.parent,
+    )  # fmt: skip
+
+
+def _lines(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def test_sigkill_keeps_committed_steps_and_append_resumes_after_takeover(
+    s3: S3Server, url: str, tmp_path: Path
+) -> None:
+    """A writer SIGKILLed mid-run leaves every committed step exact; its lease blocks a
+    new writer until it expires, then mode="a" goes on from what survived."""
+    timeout = 2.0
+    floor = {f"{m}/{n}": 0 for m, n in RECORDER_LAYERS}
+    for k in range(3):
+        log = tmp_path / f"log{k}.txt"
+        proc = _spawn(
+            url, s3, log, "--flush-every", "7", "--flush-interval", "0.2",
+            "--lease-timeout", str(timeout), "--mode", "w" if k == 0 else "a",
+        )  # fmt: skip
+
+        def flushes(log: Path = log) -> int:
+            return len([x for x in _lines(log) if "flushed" in x])
+
+        wait_for(lambda want=2 + k: flushes() >= want, timeout=60, what="recorder flushes")
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL, log.read_text()
+        flushed = [x["flushed"] for x in _lines(log) if "flushed" in x][-1]
+        counts = recorder_check(_read(s3, url))
+        for key, n in counts.items():
+            assert n >= flushed[key] >= floor[key], (key, n, flushed[key])
+        floor = counts
+        # The dead writer's lease is still fresh: a new writer is refused, then waits it out.
+        with pytest.raises(StoreLockedError, match="wait"):
+            spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options)
+        time.sleep(timeout)
+    log = tmp_path / "final.txt"
+    proc = _spawn(url, s3, log, "--steps", "10", "--flush-every", "5")
+    assert proc.wait(120) == 0, log.read_text()
+    done = next(x["done"] for x in _lines(log) if "done" in x)
+    assert done == {key: n + 10 for key, n in floor.items()}
+    assert recorder_check(_read(s3, url)) == done
+
+
+def test_frozen_writer_is_fenced_after_takeover(s3: S3Server, url: str, tmp_path: Path) -> None:
+    """A holder frozen (SIGSTOP) past its lease loses it; resumed, it commits nothing."""
+    log = tmp_path / "a.txt"
+    proc = _spawn(url, s3, log, "--mode", "w", "--flush-every", "5", "--lease-timeout", "1.5")
+    try:
+        wait_for(lambda: any("flushed" in x for x in _lines(log)), timeout=60, what="flush")
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.6)
+        with spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options) as w:
+            n = w.steps("output", "sn1")
+            for step in range(n, n + 3):
+                w.append("output", "sn1", recorder_value("output", "sn1", step))
+        after = recorder_check(_read(s3, url))
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(60) != 0
+        assert "lease lost" in log.read_text()
+        assert recorder_check(_read(s3, url)) == after
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_live_reader_sees_new_commits(s3: S3Server, url: str) -> None:
+    with spikestore.StoreWriter(url, storage_options=s3.storage_options, flush_interval=3600) as w:
+        w.append("m", "l", torch.ones(3))
+        w.flush()
+        reader = _read(s3, url)
+        assert len(reader["m"]["l"]) == 1
+        for i in range(5):
+            w.append("m", "l", torch.full((3,), float(i)))
+        w.flush()
+        layer = reader.refresh()["m"]["l"]
+        assert len(layer) == 6 and same_record(layer[5], torch.full((3,), 4.0))
+
+
+# -------------------------------------------------------------------- requests
+#: Requests of one field's commit: its tail chunk, index chunk, two summary shards and
+#: its zarr.json (the commit point); no reads. (Before: 8 writes and 4 reads.)
+COMMIT_WRITES = 5
+
+
+def _commit_requests(store: RequestCountingStore) -> dict[str, int]:
+    w = spikestore.StoreWriter(store=store, flush_interval=3600, shard_steps=64)
+    try:
+        for _ in range(3):
+            w.append("output", "sn", (torch.rand(4, 10) < 0.3).float())
+            w.flush()
+        store.reset()
+        w.append("output", "sn", (torch.rand(4, 10) < 0.3).float())
+        w.flush()
+        return dict(store.counts)
+    finally:
+        w.close()
+
+
+def test_requests_per_field_commit_in_memory() -> None:
+    counts = _commit_requests(RequestCountingStore(MemoryStore()))
+    assert counts.get("set", 0) <= COMMIT_WRITES and counts.get("get", 0) == 0, counts
+
+
+def test_requests_per_field_commit_on_s3(s3: S3Server, url: str) -> None:
+    """On object storage the fence adds one exists (HEAD) to the commit."""
+    counts = _commit_requests(RequestCountingStore(url_store(url, storage_options=_options(s3))))
+    assert counts.get("set", 0) <= COMMIT_WRITES and counts.get("get", 0) == 0, counts
+    assert counts.get("exists", 0) <= 1 and not counts.get("list"), counts
