@@ -60,6 +60,7 @@ import uuid
 from typing import Any
 
 from .errors import StoreLockedError
+from .format import CLEARING_KEY, LEASE_DIR
 
 __all__ = [
     "LEASE_DIR",
@@ -72,10 +73,6 @@ __all__ = [
     "write",
 ]
 
-#: The prefix of lease objects in a store's root (not a Zarr node).
-LEASE_DIR = ".spikestore-lease"
-#: The journal of a store replacement in progress (``mode="w"``), see ``spikestore.storage``.
-CLEARING_KEY = f"{LEASE_DIR}/clearing.json"
 #: Seconds without a heartbeat after which a lease may be taken over.
 DEFAULT_LEASE_TIMEOUT = 30.0
 

@@ -15,60 +15,74 @@ from typing import Any
 __all__ = ["main", "info"]
 
 
-def info(path: str) -> dict[str, Any]:
-    """A summary of every monitor and layer of the store at ``path``.
+def info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A summary of every monitor and layer of the store at ``path`` (a directory or a
+    URL).
 
     The spike rate comes from the stored summaries alone (nothing is decoded). A
     layer whose summary cannot be read gets ``"spike_rate": None`` and a line in
-    the result's ``"warnings"``; any other error reading the store is raised.
+    the result's ``"warnings"``; any other error reading the store is raised. A
+    ranked store (written by the ranks of a ``torch.distributed`` job) has a row
+    per rank and layer, with its ``"rank"``, and its ``"ranks"`` at the top.
     """
+    from .reader import RankedStoreReader
+    from .reader import open as open_store
+
+    store = open_store(path, storage_options=storage_options)
+    layers: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    out: dict[str, Any] = {"path": str(path), "format_version": store.version}
+    if isinstance(store, RankedStoreReader):
+        out["ranks"] = {
+            "world_size": store.world_size,
+            "recorded": store.recorded,
+            "present": store.ranks,
+        }
+        for r in store.ranks:
+            layers.extend({"rank": r, **_row(lay, warnings)} for lay in store.rank(r).layers())
+    else:
+        layers.extend(_row(lay, warnings) for lay in store.layers())
+    return {**out, "layers": layers, "warnings": warnings}
+
+
+def _row(layer: Any, warnings: list[str]) -> dict[str, Any]:
     from .analysis import mean_rate
     from .format import FormatError
     from .reader import ReadError
-    from .reader import open as open_store
 
-    store = open_store(path)
-    layers = []
-    warnings: list[str] = []
-    for layer in store.layers():
-        stored = layer.nbytes_stored()
-        f32 = layer.nbytes_float32()
-        shapes = sorted({tuple(s["shape"]) for s in layer.segments})
-        rate = None
-        if layer.encodings == ["bitpack"]:
-            try:
-                rate = mean_rate(layer)
-            except (ReadError, FormatError) as exc:
-                warnings.append(f"no spike rate: {exc}")
-        layers.append(
-            {
-                "monitor": layer.monitor,
-                "layer": layer.name,
-                "steps": len(layer),
-                "structure": layer.structure,
-                "shape": list(shapes[-1]) if len(shapes) == 1 else [list(s) for s in shapes],
-                "dtype": sorted({s["dtype"] for s in layer.segments}),
-                "encoding": layer.encodings,
-                "bytes": stored,
-                "float32_bytes": f32,
-                "ratio_vs_float32": round(f32 / stored, 2) if stored else None,
-                "spike_rate": rate,
-            }
-        )
+    stored = layer.nbytes_stored()
+    f32 = layer.nbytes_float32()
+    shapes = sorted({tuple(s["shape"]) for s in layer.segments})
+    rate = None
+    if layer.encodings == ["bitpack"]:
+        try:
+            rate = mean_rate(layer)
+        except (ReadError, FormatError) as exc:
+            warnings.append(f"no spike rate: {exc}")
     return {
-        "path": str(path),
-        "format_version": store.version,
-        "layers": layers,
-        "warnings": warnings,
+        "monitor": layer.monitor,
+        "layer": layer.name,
+        "steps": len(layer),
+        "structure": layer.structure,
+        "shape": list(shapes[-1]) if len(shapes) == 1 else [list(s) for s in shapes],
+        "dtype": sorted({s["dtype"] for s in layer.segments}),
+        "encoding": layer.encodings,
+        "bytes": stored,
+        "float32_bytes": f32,
+        "ratio_vs_float32": round(f32 / stored, 2) if stored else None,
+        "spike_rate": rate,
     }
 
 
 def _table(summary: dict[str, Any]) -> str:
+    ranked = "ranks" in summary
     head = ["monitor", "layer", "steps", "shape", "dtype", "encoding", "bytes", "x f32", "rate"]
+    head = ["rank", *head] if ranked else head
     rows = [head]
     for r in summary["layers"]:
         rows.append(
-            [
+            ([str(r["rank"])] if ranked else [])
+            + [
                 r["monitor"],
                 r["layer"] or "''",
                 str(r["steps"]),
@@ -84,6 +98,11 @@ def _table(summary: dict[str, Any]) -> str:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [f"{summary['path']} (spikestore format {summary['format_version']})"]
+    if ranked:
+        rk = summary["ranks"]
+        lines[0] += f", ranks {rk['present']} of world size {rk['world_size']}" + (
+            f" (recorded {rk['recorded']})" if rk["recorded"] != rk["present"] else ""
+        )
     for k, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if k == 0:
@@ -102,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     p_info = sub.add_parser("info", help="summarise a store")
     p_info.add_argument("path")
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
+    p_info.add_argument(
+        "--storage-options",
+        type=json.loads,
+        default=None,
+        help='for a URL: JSON, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'',
+    )
     p_demo = sub.add_parser("demo", help="record a small SNN into a store (the main job)")
     p_demo.add_argument("path", nargs="?", default="demo.spikes")
     p_demo.add_argument("--steps", type=int, default=300)
@@ -112,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "info":
-            summary = info(args.path)
+            summary = info(args.path, args.storage_options)
             for line in summary["warnings"]:
                 print(f"spikestore: warning: {' '.join(line.split())}", file=sys.stderr)
             print(json.dumps(summary, indent=2) if args.json else _table(summary))

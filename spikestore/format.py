@@ -1,4 +1,4 @@
-"""The on-disk layout of a spikestore store (format version 1.3).
+"""The on-disk layout of a spikestore store (format version 1.4).
 
 This module is the contract between the writer and the reader. It imports
 nothing from the rest of the package, only the standard library, so the layout
@@ -37,6 +37,13 @@ is time, or null). A 1.3 writer creates every field group before it writes that
 key, so in a layer that has it a missing field group is damage, not a writer
 killed before its first commit.
 
+Format 1.4 adds *ranked* stores, written by the ranks of a ``torch.distributed``
+job: the root group holds no monitors but one complete store per recorded rank,
+``rank00000/``, ``rank00001/``, ... (:func:`rank_key`), and its metadata has a
+``ranks`` entry (:func:`ranked_root_attrs`): the job's ``world_size`` and the
+``recorded`` ranks. Each rank's store is an ordinary store of this format, written
+by that rank alone; ranks never write each other's folders.
+
 Every format fact (names, chunk sizes, the sharding codec) is defined here once.
 """
 
@@ -50,8 +57,14 @@ __all__ = [
     "FORMAT_NAME",
     "INDEX_CHUNK",
     "LOCK_FILE",
+    "LEASE_DIR",
+    "CLEARING_KEY",
     "TRASH_PREFIX",
     "field_key",
+    "rank_key",
+    "rank_of_key",
+    "ranked_root_attrs",
+    "root_ranks",
     "segment_name",
     "tail_name",
     "is_tail_name",
@@ -76,12 +89,17 @@ __all__ = [
 
 FORMAT_NAME = "spikestore"
 #: (major, minor). A reader refuses a store whose major version is newer than its own.
-FORMAT_VERSION = (1, 3)
+FORMAT_VERSION = (1, 4)
 
 #: Steps per chunk of a field's ``index`` array.
 INDEX_CHUNK = 65536
 #: The writer's lock file in a local store's root (not a Zarr node).
 LOCK_FILE = ".spikestore.lock"
+#: The prefix of a writer's lease objects in a store on object storage (not Zarr
+#: nodes): ``<LEASE_DIR>/<generation:010d>``, and the journal of a ``mode="w"``
+#: that replaces a store there (see ``spikestore._lease``).
+LEASE_DIR = ".spikestore-lease"
+CLEARING_KEY = f"{LEASE_DIR}/clearing.json"
 #: Folders a writer moves an old store's nodes into while replacing it (``mode="w"``),
 #: then deletes; one left by a killed writer is deleted by the next writer.
 TRASH_PREFIX = ".spikestore-trash-"
@@ -121,6 +139,8 @@ MAX_RANK = 32
 MAX_FIELDS = 1024
 MAX_SEGMENTS = 100_000
 MAX_NUMEL = 2**40
+#: Ranks of a ranked store (``rank_key`` has five digits).
+MAX_WORLD = 100_000
 
 _SAFE = re.compile(r"[A-Za-z0-9_.\-]")
 _MAX_KEY = 120
@@ -171,6 +191,19 @@ def field_key(i: int) -> str:
     return f"f{i}"
 
 
+def rank_key(rank: int) -> str:
+    """The folder of rank ``rank``'s store in a ranked store (format 1.4)."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < MAX_WORLD:
+        raise ValueError(f"rank must be an int from 0 to {MAX_WORLD - 1}, got {rank!r}")
+    return f"rank{rank:05d}"
+
+
+def rank_of_key(key: str) -> int | None:
+    """The rank whose store folder is ``key``, or None if ``key`` is not one."""
+    m = re.fullmatch(r"rank(\d{5})", key)
+    return int(m.group(1)) if m else None
+
+
 def segment_name(k: int) -> str:
     """The sharded array of segment ``k`` of a field."""
     return f"s{k}"
@@ -215,6 +248,37 @@ def root_attrs(created_by: str) -> dict[str, Any]:
             "layout": "monitor/layer/field/{index,s<k>}",
         }
     }
+
+
+def ranked_root_attrs(created_by: str, world_size: int, recorded: list[int]) -> dict[str, Any]:
+    """The root metadata of a ranked store (format 1.4): ``ranks`` says which rank
+    folders there are."""
+    attrs = root_attrs(created_by)
+    entry = attrs[FORMAT_NAME]
+    entry["layout"] = "rank<rank:05d>/ (each a store)"
+    entry["ranks"] = {"world_size": int(world_size), "recorded": sorted(int(r) for r in recorded)}
+    return attrs
+
+
+def root_ranks(meta: dict[str, Any], where: str) -> tuple[int, list[int]] | None:
+    """``(world_size, recorded ranks)`` of a ranked store's root metadata (the entry
+    :func:`check_root_attrs` returns), or None for a store of one process."""
+    ranks = meta.get("ranks")
+    if ranks is None:
+        return None
+    world = ranks.get("world_size") if isinstance(ranks, dict) else None
+    recorded = ranks.get("recorded") if isinstance(ranks, dict) else None
+    if (
+        isinstance(world, bool)
+        or not isinstance(world, int)
+        or not 1 <= world <= MAX_WORLD
+        or not isinstance(recorded, list)
+        or not all(isinstance(r, int) and not isinstance(r, bool) for r in recorded)
+        or not all(0 <= r < world for r in recorded)
+        or len(set(recorded)) != len(recorded)
+    ):
+        raise FormatError(f"{where}: malformed ranks metadata {ranks!r}")
+    return world, sorted(recorded)
 
 
 def check_root_attrs(attrs: Any, where: str) -> dict[str, Any]:

@@ -191,7 +191,11 @@ class BaseMonitor:
         monitor needs its own ``name`` on it). By default a new store in a
         ``tempfile.mkdtemp()`` directory, given by :attr:`path`; that directory is
         deleted when the monitor is garbage collected or the interpreter exits, so
-        pass ``store=`` to keep the data.
+        pass ``store=`` to keep the data. A URL (``"s3://bucket/run"``) writes to
+        object storage; for its ``storage_options``, or to record on some ranks
+        of a ``torch.distributed`` job only, pass a ``StoreWriter(..., ranks=[0])``.
+        Under ``torch.distributed`` every rank writes its own part of one ranked
+        store, and :attr:`records` are this rank's.
     name : str
         The monitor's key in the store (``reader[name][layer]``).
     every : int
@@ -320,6 +324,8 @@ class BaseMonitor:
                 f"{type(self).__name__}: {exc}; the function_on_* must return a tensor, a "
                 "tuple or list of tensors, a number or None"
             ) from None
+        if step < 0:  # a rank that does not record (StoreWriter(ranks=...))
+            return
         self._order.append(lid)
         self._steps.append(step)
         self._appended += 1

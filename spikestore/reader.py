@@ -12,6 +12,7 @@ import operator
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from .format import (
     check_root_attrs,
     field_key,
     is_tail_name,
+    rank_key,
+    root_ranks,
     tail_name,
 )
 from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
@@ -41,6 +44,10 @@ __all__ = [
     "LayerReader",
     "FieldReader",
     "ReadError",
+    "RankedStoreReader",
+    "RankedMonitorReader",
+    "RankedLayerReader",
+    "Source",
     "step_indices",
 ]
 
@@ -159,29 +166,103 @@ def _range_text(what: str, where: str, n: int) -> str:
     return f"{whose}: {n} {what}{'s' if n != 1 else ''}, valid indices {-n} to {n - 1}"
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a store lives, as a small picklable value: a local path or a URL, and the
+    ``storage_options`` of a URL. :meth:`open` opens it; ``to_dask`` ships this to
+    workers instead of an opened store."""
+
+    location: str
+    storage_options: dict[str, Any] | None = None
+
+    def __hash__(self) -> int:
+        import json
+
+        return hash((self.location, json.dumps(self.storage_options, sort_keys=True, default=str)))
+
+    def open(self, device: torch.device | str | None = None) -> Any:
+        """The store's reader (:class:`StoreReader`, or :class:`RankedStoreReader`)."""
+        return open(self.location, storage_options=self.storage_options, device=device)
+
+
 def open(
     path: str | os.PathLike[str] | None = None,
     *,
     store: Any = None,
     device: torch.device | str | None = None,
-) -> StoreReader:
+    storage_options: dict[str, Any] | None = None,
+) -> Any:
     """Open a spikestore store read-only.
 
     Parameters
     ----------
     path : str or Path
-        The store's directory.
+        The store's directory, or a URL of object storage (``"s3://bucket/run"``).
     store : zarr Store, optional
-        Read from this Zarr store instead of a directory.
+        Read from this Zarr store instead.
     device : torch device, optional
         Where decoded tensors are put (default: CPU).
+    storage_options : dict, optional
+        For a URL: endpoint and credentials (see ``spikestore.storage.url_store``).
+
+    Returns
+    -------
+    A :class:`StoreReader`, or for a store written by the ranks of a
+    ``torch.distributed`` job a :class:`RankedStoreReader`, whose layers give the
+    ranks side by side.
 
     Examples
     --------
     >>> s = spikestore.open("demo.spikes")          # doctest: +SKIP
     >>> s["output"]["sn1"][-1].shape                 # doctest: +SKIP
     """
-    return StoreReader(path, store=store, device=device)
+    loc = _Location(path, store, storage_options)
+    meta = check_root_attrs(dict(_open_group(loc.path, loc.store).attrs), loc.where)
+    if root_ranks(meta, loc.where) is not None:
+        return RankedStoreReader(path, store=store, device=device, storage_options=storage_options)
+    return StoreReader(path, store=store, device=device, storage_options=storage_options)
+
+
+class _Location:
+    """A reader's ``path``/``store``/``storage_options`` arguments, resolved."""
+
+    def __init__(self, path: Any, store: Any, storage_options: dict[str, Any] | None) -> None:
+        if (path is None) == (store is None):
+            raise ValueError("pass exactly one of path and store")
+        self.path: Path | None = None
+        self.store = store
+        self.source: Source | None = None
+        if path is not None:
+            if not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+            from .storage import is_url
+
+            if isinstance(path, str) and is_url(path):
+                from .storage import url_store
+
+                self.store = url_store(path, storage_options=storage_options, read_only=True)
+                self.source = Source(path, storage_options)
+                self.where = path
+                return
+            if storage_options is not None:
+                raise ValueError("storage_options are for URLs; a local path takes none")
+            self.path = Path(path)
+            self.source = Source(str(self.path))
+            self.where = str(self.path)
+        else:
+            if storage_options is not None:
+                raise ValueError("storage_options are for URLs; a store passed in takes none")
+            self.where = repr(store)
+
+    def child(self, key: str) -> tuple[Any, Any]:
+        """``(path, store)`` arguments of a reader of the store in folder ``key``."""
+        if self.source is not None and self.path is None:
+            return f"{self.source.location.rstrip('/')}/{key}", None
+        if self.path is not None:
+            return self.path / key, None
+        from .storage import prefixed
+
+        return None, prefixed(self.store, key)
 
 
 def _open_group(path: Path | None, store: Any) -> Any:
@@ -197,12 +278,17 @@ def _open_group(path: Path | None, store: Any) -> Any:
         store = LocalStore(path, read_only=True)
     try:
         return zarr.open_group(store=store, mode="r", zarr_format=3)
-    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path or store}: no spikestore store there ({exc})") from exc
+    except (ValueError, KeyError, TypeError) as exc:
         raise FormatError(f"{path or store} is not a readable Zarr v3 group: {exc}") from exc
 
 
 class StoreReader(Mapping[str, "MonitorReader"]):
-    """A read-only view of a store: a mapping from monitor name to :class:`MonitorReader`."""
+    """A read-only view of a store: a mapping from monitor name to :class:`MonitorReader`.
+
+    ``source`` is the store's :class:`Source` (None when opened from a store object).
+    """
 
     def __init__(
         self,
@@ -210,19 +296,26 @@ class StoreReader(Mapping[str, "MonitorReader"]):
         *,
         store: Any = None,
         device: torch.device | str | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
-        if (path is None) == (store is None):
-            raise ValueError("pass exactly one of path and store")
-        self.path = Path(path) if path is not None else None
-        self._store = store
+        loc = _Location(path, store, storage_options)
+        self.path = loc.path
+        self._store = loc.store
+        self.source = loc.source
         self.device = device
-        self._where = str(self.path) if self.path is not None else repr(store)
+        self._where = loc.where
         self.refresh()
 
     def refresh(self) -> StoreReader:
         """Re-read the metadata so that steps committed since opening become visible."""
         self._root = _open_group(self.path, self._store)
         self.meta = check_root_attrs(dict(self._root.attrs), self._where)
+        if root_ranks(self.meta, self._where) is not None:
+            raise FormatError(
+                f"{self._where} is a ranked store (written by the ranks of a "
+                "torch.distributed job): open it with spikestore.open(), and one rank's "
+                "records with .rank(r)"
+            )
         monitors: dict[str, MonitorReader] = {}
         for key, grp in _child_groups(self._root, self._where):
             attrs = dict(grp.attrs).get(FORMAT_NAME)
@@ -973,3 +1066,279 @@ def _stack(records: list[Any]) -> Any:
         if len(shapes) == 1:
             return torch.stack(records)
     return records
+
+
+# ------------------------------------------------------------------ ranked stores
+class RankedStoreReader(Mapping[str, "RankedMonitorReader"]):
+    """A store written by the ranks of a ``torch.distributed`` job (format 1.4).
+
+    Each recorded rank wrote a store of its own; :meth:`rank` opens one as an
+    ordinary :class:`StoreReader`. As a mapping, monitor name to
+    :class:`RankedMonitorReader`, whose layers (:class:`RankedLayerReader`) give
+    the ranks side by side. A rank recorded in the root but without a store of its
+    own (killed before it opened one) has no records.
+
+    Examples
+    --------
+    >>> s = spikestore.open("ddp.spikes")            # doctest: +SKIP
+    >>> s.ranks, s.rank(0)["output"]["sn1"][0].shape  # doctest: +SKIP
+    ([0, 1, 2, 3], torch.Size([16, 64]))
+    >>> s["output"]["sn1"][0].shape                   # doctest: +SKIP
+    torch.Size([4, 16, 64])
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        store: Any = None,
+        device: torch.device | str | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._loc = _Location(path, store, storage_options)
+        self.path = self._loc.path
+        self.source = self._loc.source
+        self.device = device
+        self._where = self._loc.where
+        self._readers: dict[int, StoreReader] = {}
+        self.refresh()
+
+    def refresh(self) -> RankedStoreReader:
+        """Re-read every rank's metadata (steps committed since opening become visible)."""
+        root = _open_group(self._loc.path, self._loc.store)
+        self.meta = check_root_attrs(dict(root.attrs), self._where)
+        ranked = root_ranks(self.meta, self._where)
+        if ranked is None:
+            raise FormatError(f"{self._where} is a store of one process, not a ranked store")
+        self.world_size, recorded = ranked
+        present = {k for k, _ in _child_groups(root, self._where)}
+        readers: dict[int, StoreReader] = {}
+        for r in recorded:
+            key = rank_key(r)
+            if key not in present:
+                continue
+            old = self._readers.get(r)
+            if old is not None:
+                readers[r] = old.refresh()
+            else:
+                path, store = self._loc.child(key)
+                so = self._loc.source.storage_options if self._loc.source else None
+                readers[r] = StoreReader(path, store=store, device=self.device, storage_options=so)
+        self._readers = readers
+        self.recorded = recorded
+        names: dict[str, None] = {}
+        for rd in readers.values():
+            names.update(dict.fromkeys(rd.monitors))
+        self._monitors = {m: RankedMonitorReader(self, m) for m in names}
+        return self
+
+    @property
+    def ranks(self) -> list[int]:
+        """The ranks that have a store here (a recorded rank killed before it opened
+        one has none)."""
+        return list(self._readers)
+
+    def rank(self, r: int) -> StoreReader:
+        """Rank ``r``'s records: an ordinary :class:`StoreReader`."""
+        try:
+            return self._readers[r]
+        except (KeyError, TypeError):
+            raise KeyError(
+                f"{self._where} has no store of rank {r!r}; ranks: {self.ranks} "
+                f"(world size {self.world_size}, recorded {self.recorded})"
+            ) from None
+
+    @property
+    def monitors(self) -> list[str]:
+        return list(self._monitors)
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["version"])
+
+    def __getitem__(self, name: str) -> RankedMonitorReader:
+        try:
+            return self._monitors[name]
+        except KeyError:
+            raise KeyError(
+                f"no monitor {name!r} in {self._where}; monitors: {self.monitors}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._monitors)
+
+    def __len__(self) -> int:
+        return len(self._monitors)
+
+    def layers(self) -> Iterator[RankedLayerReader]:
+        """Every layer of every monitor."""
+        for mon in self._monitors.values():
+            yield from mon.values()
+
+    def __repr__(self) -> str:
+        return (
+            f"<spikestore {self._where} (format {self.version}, ranks {self.ranks} of "
+            f"{self.world_size}) {{{', '.join(self._monitors)}}}>"
+        )
+
+
+class RankedMonitorReader(Mapping[str, "RankedLayerReader"]):
+    """One monitor across ranks: layer name to :class:`RankedLayerReader` (the layers
+    any rank recorded)."""
+
+    def __init__(self, store: RankedStoreReader, name: str) -> None:
+        self.store = store
+        self.name = name
+        self._layers: dict[str, RankedLayerReader] | None = None
+
+    def _load(self) -> dict[str, RankedLayerReader]:
+        if self._layers is None:
+            per: dict[str, dict[int, LayerReader]] = {}
+            for r in self.store.ranks:
+                rd = self.store.rank(r)
+                if self.name in rd:
+                    for lname, lay in rd[self.name].items():
+                        per.setdefault(lname, {})[r] = lay
+            self._layers = {n: RankedLayerReader(self, n, lays) for n, lays in per.items()}
+        return self._layers
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._load())
+
+    def __getitem__(self, name: str) -> RankedLayerReader:
+        try:
+            return self._load()[name]
+        except KeyError:
+            raise KeyError(
+                f"monitor {self.name!r} has no layer {name!r}; layers: {self.layers}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return f"<spikestore monitor {self.name!r} (ranks {self.store.ranks}): {self.layers}>"
+
+
+class RankedLayerReader(Sequence[Any]):
+    """One layer across ranks: a sequence over the steps that every rank has.
+
+    ``layer[i]`` stacks the ranks' records of step ``i`` on a new leading axis
+    (rank order as in :attr:`ranks`) when they are tensors of one shape, else gives
+    a list, one record per rank; ``layer[a:b]`` gives ``[ranks, steps, ...]``.
+    :meth:`concat` joins the ranks' batches instead (data-parallel shards of one
+    global batch). :attr:`lengths` has each rank's own count: a rank that was
+    killed has fewer steps, and ``len(layer)`` is the smallest; :meth:`layer`
+    reads one rank's records, all of them.
+    """
+
+    def __init__(
+        self, monitor: RankedMonitorReader, name: str, layers: dict[int, LayerReader]
+    ) -> None:
+        self._monitor = monitor
+        self.monitor = monitor.name
+        self.name = name
+        self._layers = layers
+        first = next(iter(layers.values()))
+        self.structure = first.structure
+        #: The record axis that is time, as the first rank stored it.
+        self.time_axis: int | None = first.time_axis
+
+    @property
+    def ranks(self) -> list[int]:
+        """The ranks that recorded this layer."""
+        return list(self._layers)
+
+    def layer(self, r: int) -> LayerReader:
+        """Rank ``r``'s records of this layer: an ordinary :class:`LayerReader`."""
+        try:
+            return self._layers[r]
+        except (KeyError, TypeError):
+            raise KeyError(
+                f"monitor {self.monitor!r}, layer {self.name!r}: no records of rank {r!r}; "
+                f"ranks: {self.ranks}"
+            ) from None
+
+    @property
+    def lengths(self) -> dict[int, int]:
+        """Committed steps of each rank."""
+        return {r: len(lay) for r, lay in self._layers.items()}
+
+    def __len__(self) -> int:
+        return min(self.lengths.values())
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The record shape when every rank's every step has the same one, else None."""
+        shapes = {lay.shape for lay in self._layers.values()}
+        return shapes.pop() if len(shapes) == 1 else None
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        dtypes = {lay.dtype for lay in self._layers.values()} - {None}
+        return dtypes.pop() if len(dtypes) == 1 else None
+
+    @property
+    def encodings(self) -> list[str]:
+        return sorted({e for lay in self._layers.values() for e in lay.encodings})
+
+    def nbytes_stored(self) -> int:
+        return sum(lay.nbytes_stored() for lay in self._layers.values())
+
+    def nbytes_float32(self) -> int:
+        return sum(lay.nbytes_float32() for lay in self._layers.values())
+
+    @property
+    def batch_axis(self) -> int:
+        """The record axis :meth:`concat` joins: 1 for time-major ``[T, B, ...]``
+        records, else 0."""
+        return 1 if self.time_axis == 0 else 0
+
+    def _steps(self, key: Any) -> tuple[np.ndarray, bool]:
+        return step_indices(
+            key, len(self), where=f"monitor {self.monitor!r}, layer {self.name!r} (all ranks)"
+        )
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        return self.read(key)
+
+    def read(self, key: Any, device: torch.device | str | None = None) -> Any:
+        """Like ``layer[key]``, decoding onto ``device``."""
+        steps, many = self._steps(key)
+        per_rank = [
+            lay.read(steps if many else int(steps[0]), device) for lay in self._layers.values()
+        ]
+        return _stack(per_rank)
+
+    def concat(self, key: Any, device: torch.device | str | None = None) -> Any:
+        """The ranks' records of ``key`` joined along :attr:`batch_axis` (one global
+        batch), for tensor records."""
+        steps, many = self._steps(key)
+        per_rank = [
+            lay.read(steps if many else int(steps[0]), device) for lay in self._layers.values()
+        ]
+        if not all(isinstance(t, torch.Tensor) for t in per_rank):
+            raise TypeError(
+                f"monitor {self.monitor!r}, layer {self.name!r}: concat joins tensor records; "
+                "these records are not tensors of one shape per step"
+            )
+        return torch.cat(per_rank, dim=self.batch_axis + (1 if many else 0))
+
+    def neuron(self, index: int | tuple[int, ...], steps: Any = slice(None)) -> torch.Tensor:
+        """One element's values over steps, for every rank: ``[ranks, steps]``."""
+        sel, _ = self._steps(steps)
+        return torch.stack([lay.neuron(index, sel) for lay in self._layers.values()])
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (
+            f"<spikestore layer {self.monitor!r}/{self.name!r}: ranks {self.ranks}, "
+            f"steps {self.lengths}, shape {self.shape}, dtype {self.dtype}>"
+        )

@@ -21,9 +21,12 @@ import concurrent.futures.process
 import concurrent.futures.thread
 import ctypes
 import os
+import signal
 import threading
 import time
 import weakref
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, cast
 
 from ._commit import Sink, fresh_root, load_layer, open_root
@@ -35,6 +38,8 @@ from ._worker import Item, Registry, Worker
 from .codecs import COMPRESSORS, LEVELS, time_last
 from .errors import RecordError, StoreLockedError, WriteError
 from .format import LOCK_FILE
+from .ranks import plan as rank_plan
+from .ranks import prepare_root
 from .storage import Mode, Storage, storage_for
 
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
@@ -113,6 +118,37 @@ def _register_exit_hook() -> None:
             atexit.register(_close_at_exit)
 
 
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM with writers open: exit through ``SystemExit`` so that they commit.
+
+    ``torchrun`` sends SIGTERM to the ranks that survive a failed one; Python's default
+    would end the process at once and lose every record not yet committed. Raised in
+    the main thread, ``SystemExit`` runs ``finally`` blocks and ``with`` exits (which
+    close monitors and writers), then the interpreter's exit, where
+    :func:`_close_at_exit` commits the writers still open. A second SIGTERM kills at
+    once (the default is back).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with _OPEN_LOCK:
+        any_open = any(not w.closed for w in _OPEN)
+    if not any_open:  # nothing to commit: die as the default would
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm_handler() -> None:
+    """Handle SIGTERM with :func:`_on_sigterm`, when called from the main thread and
+    nobody else handles it (Python's default is in place)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # no signals here (an embedded interpreter)
+        pass
+
+
 def _shutdown(worker: Worker, storage: Storage) -> None:
     """Commit and release; run once, by close(), at collection or at interpreter exit."""
     if storage.owned:
@@ -128,7 +164,8 @@ class StoreWriter:
     Parameters
     ----------
     path : str or Path
-        A directory. ``mode="w"`` creates it (replacing an existing *spikestore*
+        A directory, or a URL of object storage (``"s3://bucket/prefix"``, with
+        ``storage_options``). ``mode="w"`` creates it (replacing an existing *spikestore*
         store, never any other folder), ``"w-"`` fails if it exists, ``"a"``
         appends to an existing store (each layer continues its step numbering)
         or creates one in a new or empty folder (never in a folder of other files).
@@ -136,10 +173,11 @@ class StoreWriter:
         One of ``zstd``, ``zlib``, ``blosc-lz4``, ``blosc-zstd`` and its level, for
         every array of the store. By default spikes use the ``spikestore.spikes``
         codec (level 1) and other tensors Blosc zstd 1 with byte shuffle.
-    flush_interval : float
+    flush_interval : float, optional
         At most this many seconds pass between a record being taken and it being
         committed to disk, whether or not more records arrive (unless the disk is
-        slower than the producer).
+        slower than the producer). Default: 1 s on a local disk, longer on object
+        storage, where every commit costs requests.
     max_queue_bytes, max_buffer_bytes : int
         Bounds on the bytes waiting for the writer thread (16 MiB), and on encoded
         bytes buffered before a write (8 MiB; up to 4x that while records too large
@@ -150,12 +188,27 @@ class StoreWriter:
         an inner chunk (256 KiB, at least 16 steps): one step's read decodes one
         chunk row, one neuron's history one chunk column.
     store : zarr Store, optional
-        Write into this Zarr store instead of a local directory (tests, memory).
-        One writer per store object in a process; nothing locks it across processes.
+        Write into this Zarr store instead of a local directory: an object store
+        (``zarr.storage.ObjectStore``, ``FsspecStore``) gets the same lease as a
+        URL; a ``MemoryStore`` (tests) allows one writer per store object in a
+        process.
     tune_allocator : bool
         Fix glibc's mmap threshold at 128 KiB (process-wide, once) so that freed
         record buffers go back to the system; without it peak RSS grows by hundreds
         of MiB over what the writer holds (see ``benchmarks/bench_scale.py``).
+    storage_options : dict, optional
+        For a URL ``path``: the object store's endpoint and credentials (see
+        ``spikestore.storage.url_store``).
+    ranks : "all", int, ints or None
+        Under ``torch.distributed`` (initialised when the writer opens), the ranks
+        that record: each writes a store of its own in ``<path>/rank00003/``, and
+        ``spikestore.open(path)`` reads them side by side (see
+        :mod:`spikestore.ranks`). On a rank left out the writer records nothing.
+        None ignores ``torch.distributed``: a store of one process at ``path``.
+    lease_timeout : float, optional
+        On object storage, where there is no ``flock``: seconds (default 30) after
+        which a writer's lease, no longer renewed because its process died, may be
+        taken over by a new writer (see ``spikestore._lease``).
     durable : bool
         ``fsync`` every file written (then its directory) before the commit that
         points to it, so a committed step survives power loss, not only a killed
@@ -190,6 +243,14 @@ class StoreWriter:
     may open the store while it is written (:func:`spikestore.open`, then
     ``refresh()``); they see committed steps only.
 
+    **Exit paths.** Records are committed when the writer is closed, collected, at
+    interpreter exit (an uncaught exception too: for example a collective that
+    fails because another rank died), and on SIGTERM, which ``torchrun`` sends to
+    the ranks that survive a failed one: while a writer is open and no other
+    SIGTERM handler is installed, SIGTERM raises ``SystemExit(143)`` in the main
+    thread, so ``finally`` blocks run and the exit hook commits (a second SIGTERM
+    kills at once). SIGKILL loses what was not yet committed (see above).
+
     **Threads.** ``append`` may be called from any number of threads (hooks under
     ``nn.DataParallel``); steps are numbered in the order the calls reach the
     layer, and every record lands at its own step.
@@ -221,7 +282,7 @@ class StoreWriter:
         *,
         compressor: str | None = None,
         level: int | None = None,
-        flush_interval: float = 1.0,
+        flush_interval: float | None = None,
         max_queue_bytes: int = 16 << 20,
         max_buffer_bytes: int = 8 << 20,
         shard_steps: int = 2048,
@@ -229,6 +290,9 @@ class StoreWriter:
         store: Any = None,
         tune_allocator: bool = True,
         durable: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        ranks: str | int | Iterable[int] | None = "all",
+        lease_timeout: float | None = None,
     ) -> None:
         if mode not in ("w", "w-", "a"):
             raise ValueError(f"mode must be 'w', 'w-' or 'a', got {mode!r}")
@@ -244,7 +308,7 @@ class StoreWriter:
                     f"level must be an int from {lo} to {hi} for "
                     f"{compressor or 'the default codecs (zstd levels)'}, got {level!r}"
                 )
-        if not float(flush_interval) >= 0:
+        if flush_interval is not None and not float(flush_interval) >= 0:
             raise ValueError(f"flush_interval must be >= 0 seconds, got {flush_interval!r}")
         for name, value in (
             ("max_queue_bytes", max_queue_bytes),
@@ -254,13 +318,31 @@ class StoreWriter:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self._storage = storage_for(path, store, durable=durable)
-        self.path = self._storage.path
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         self.mode: Mode = mode
         self.compressor = compressor
         self.level = level
         self.durable = bool(durable)
         self._closed = False
+        #: This process's part in a ranked store (None: a store of one process).
+        self._plan = rank_plan(ranks)
+        self._active = self._plan is None or self._plan.active
+        options: dict[str, Any] = {}
+        if storage_options is not None:
+            options["storage_options"] = storage_options
+        if lease_timeout is not None:
+            options["lease_timeout"] = lease_timeout
+        if self._plan is not None:
+            path, store = self._rank_location(path, store, storage_options)
+            if not self._active:
+                self.path = None
+                self._where = f"{self._root_where} (rank {self._plan.rank} does not record)"
+                return
+        self._storage = storage_for(path, store, durable=durable, **options)
+        self.path = self._storage.path
+        if flush_interval is None:
+            flush_interval = self._storage.default_flush_interval
         if tune_allocator:
             _tune_allocator()
         where = self._storage.where
@@ -274,7 +356,8 @@ class StoreWriter:
             self._root = root
             opts = SegmentOptions(compressor, level, int(shard_steps), int(chunk_bytes))
             self._registry = Registry(lambda m, lay: load_layer(root, m, lay, where))
-            self._sink = Sink(root, opts, where)  # the writer thread's; used only via calls
+            # The writer thread's; used only via calls.
+            self._sink = Sink(root, opts, where, fence=self._storage.check_fence)
             self._worker = Worker(
                 self._sink,
                 where,
@@ -291,17 +374,67 @@ class StoreWriter:
         with _OPEN_LOCK:
             _OPEN.add(self)
         _register_exit_hook()
+        _install_sigterm_handler()
+
+    def _rank_location(
+        self, path: Any, store: Any, storage_options: dict[str, Any] | None
+    ) -> tuple[Any, Any]:
+        """Prepare the ranked store's root and return this rank's ``(path, store)``."""
+        from . import storage as st
+
+        p = self._plan
+        assert p is not None
+        if (path is None) == (store is None):
+            raise ValueError("pass exactly one of path and store")
+        if path is not None and st.is_url(str(path)):
+            root_store = st.url_store(str(path), storage_options=storage_options)
+            where = str(path)
+            sub: tuple[Any, Any] = (f"{str(path).rstrip('/')}/{p.key}", None)
+        elif path is not None:
+            from zarr.storage import LocalStore
+
+            root = Path(path)
+            if root.exists() and not root.is_dir():
+                raise FileExistsError(f"{root} exists and is not a directory")
+            root.mkdir(parents=True, exist_ok=True)
+            root_store, where = LocalStore(root), str(root)
+            sub = (root / p.key, None)
+        else:
+            root_store, where = store, repr(store)
+            sub = (None, st.prefixed(store, p.key))
+        self._root_where = where
+        if p.active:
+            prepare_root(root_store, p, self.mode, f"spikestore {__version__}", where)
+        return sub
 
     # ------------------------------------------------------------- properties
     @property
     def where(self) -> str:
         """How messages name this store (its path, or the Zarr store's repr)."""
-        return self._storage.where
+        return self._storage.where if self._active else self._where
 
     @property
     def store(self) -> Any:
-        """The Zarr store written to; ``spikestore.open(store=writer.store)`` reads it."""
-        return self._root.store
+        """The Zarr store written to (this rank's, in a ranked store; None on a rank that
+        does not record); ``spikestore.open(store=writer.store)`` reads it."""
+        return self._root.store if self._active else None
+
+    @property
+    def recording(self) -> bool:
+        """False on a rank that the ``ranks`` argument left out: there the writer records
+        nothing (``append`` returns -1)."""
+        return self._active
+
+    @property
+    def rank(self) -> int | None:
+        """This process's rank when it writes a ranked store (``torch.distributed``), else
+        None."""
+        return None if self._plan is None else self._plan.rank
+
+    @property
+    def world_size(self) -> int | None:
+        """The job's world size when this writer writes a ranked store, else None."""
+        return None if self._plan is None else self._plan.world_size
 
     @property
     def closed(self) -> bool:
@@ -311,24 +444,24 @@ class StoreWriter:
     def owned(self) -> bool:
         """Whether this process opened the writer (False in a forked child, where the
         writer refuses to write and ``close()`` does nothing to the parent's store)."""
-        return self._storage.owned
+        return self._storage.owned if self._active else True
 
     @property
     def flush_interval(self) -> float:
-        return self._worker.flush_interval
+        return self._worker.flush_interval if self._active else 0.0
 
     @property
     def max_queue_bytes(self) -> int:
-        return self._worker.max_queue_bytes
+        return self._worker.max_queue_bytes if self._active else 0
 
     @property
     def max_buffer_bytes(self) -> int:
-        return self._worker.max_buffer_bytes
+        return self._worker.max_buffer_bytes if self._active else 0
 
     @property
     def layers(self) -> list[tuple[str, str]]:
         """(monitor, layer) pairs this writer has recorded into."""
-        return self._registry.keys()
+        return self._registry.keys() if self._active else []
 
     def steps(self, monitor: str, layer: str) -> int:
         """Steps recorded so far for a layer (committed or not).
@@ -336,6 +469,8 @@ class StoreWriter:
         In append mode this counts the steps already in the store, so it is the
         step number the next :meth:`append` to the layer will return.
         """
+        if not self._active:
+            return 0
         self._check_owner()
         return self._registry.peek(monitor, layer)
 
@@ -360,6 +495,8 @@ class StoreWriter:
         a store killed before its first record still lists the monitor."""
         if not isinstance(monitor, str):
             raise TypeError("monitor names must be str")
+        if not self._active:
+            return
         self._check_usable()
         sink = self._sink
         self._worker.call(lambda: sink.declare_monitor(monitor))
@@ -380,7 +517,14 @@ class StoreWriter:
         :class:`RecordError` (a ``TypeError`` for unsupported types) naming the
         monitor, layer and step, before anything is queued: nothing already recorded
         is affected, and the layer is left as it was.
+
+        On a rank that the ``ranks`` argument left out nothing is recorded and the
+        step returned is -1.
         """
+        if not self._active:
+            if self._closed:
+                raise RuntimeError(f"{self.where} is closed")
+            return -1
         self._check_usable()
         if not isinstance(monitor, str) or not isinstance(layer, str):
             raise TypeError("monitor and layer names must be str")
@@ -426,6 +570,8 @@ class StoreWriter:
 
     def flush(self) -> None:
         """Block until every record appended so far is committed to disk."""
+        if not self._active:
+            return
         if self._closed:
             self._worker.check()
             return
@@ -441,6 +587,8 @@ class StoreWriter:
         if self._closed:
             return
         self._closed = True
+        if not self._active:
+            return
         owned = self._storage.owned
         self._finalizer()
         if owned:

@@ -201,7 +201,8 @@ def test_cli_info_and_errors(tmp_path, capsys):
 def test_cli_as_module_exits_nonzero_without_traceback(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "spikestore", "info", str(tmp_path / "nope")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr
 
@@ -215,3 +216,22 @@ def test_cli_info_shows_the_spike_rate_from_summaries(healthy, capsys):
     assert main(["info", "--json", str(FIXTURES / "store_v1.0")]) == 0
     old = json.loads(capsys.readouterr().out)["layers"]
     assert all(r["spike_rate"] is None for r in old)
+
+
+def test_info_on_a_ranked_store_has_a_row_per_rank_and_layer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "store_v1.4_ranked"
+    assert main(["info", str(fixture), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ranks"] == {"world_size": 2, "recorded": [0, 1], "present": [0, 1]}
+    rows = {(r["rank"], r["monitor"], r["layer"]): r for r in summary["layers"]}
+    one = spikestore.open(fixture).rank(1)
+    assert {(m, lay.name) for m in one for lay in one[m].values()} == {
+        (m, lay) for r, m, lay in rows if r == 1
+    }
+    assert rows[(1, "output", "features.0.sn")]["steps"] == 41
+    assert main(["info", str(fixture)]) == 0
+    out = capsys.readouterr().out
+    assert "ranks [0, 1] of world size 2" in out.splitlines()[0]
+    assert out.splitlines()[1].split()[:2] == ["rank", "monitor"]

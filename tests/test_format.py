@@ -14,6 +14,7 @@ import torch
 from zarr.storage import LocalStore
 
 import spikestore
+from spikestore.reader import RankedStoreReader
 from spikestore.testing import CountingStore, bits_equal, fixture_records
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,6 +42,20 @@ def test_committed_fixture_store_still_reads(version):
     check_records(store, version)
 
 
+def test_committed_ranked_fixture_store_still_reads():
+    """Format 1.4: two ranks (gloo) each wrote the fixture records into one store."""
+    store = spikestore.open(FIXTURES / "store_v1.4_ranked")
+    assert isinstance(store, RankedStoreReader)
+    assert store.version == "1.4" and store.ranks == [0, 1] and store.world_size == 2
+    for r in store.ranks:
+        assert store.rank(r).version == "1.4"
+        check_records(store.rank(r), "1.4")
+    recs = fixture_records("1.4")[("output", "features.0.sn")]
+    layer = store["output"]["features.0.sn"]
+    assert layer.lengths == {0: len(recs), 1: len(recs)}
+    assert bits_equal(layer[3], torch.stack([recs[3], recs[3]]))
+
+
 def test_fixture_v1_1_uses_the_new_encoding():
     meta = (FIXTURES / "store_v1.1" / "output" / "ms.sn" / "f0" / "s0" / "zarr.json").read_text()
     assert "spikestore.spikes" in meta and "crc32c" in meta
@@ -55,7 +70,7 @@ def test_this_version_writes_what_the_fixture_holds(tmp_path):
     check_records(spikestore.open(tmp_path / "s"))
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3"])
 def test_appending_to_an_older_store_raises_its_version(tmp_path, version):
     import shutil
 
@@ -68,7 +83,7 @@ def test_appending_to_an_older_store_raises_its_version(tmp_path, version):
         for r in recs:
             w.append("output", "conv.new", r, time_axis=0)
     store = spikestore.open(path)
-    assert store.version == "1.3"  # the new arrays may hold MOTION chunks, layers time_axis
+    assert store.version == "1.4"  # the new arrays may hold MOTION chunks, layers time_axis
     check_records(store, version)  # the old records are untouched
     layer = store["output"]["conv.new"]
     for i, r in enumerate(recs):
@@ -227,17 +242,22 @@ print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out,
 """
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3", "1.4_ranked/rank00001"])
 def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
-    """docs/format.md and the codec's documented byte layout are enough to read a store."""
+    """docs/format.md and the codec's documented byte layout are enough to read a store
+    (in a ranked store, each rank's folder is a store)."""
     script = tmp_path / "plain.py"
     script.write_text(PLAIN_READER)
     res = subprocess.run(
         [sys.executable, str(script), str(FIXTURES / f"store_v{version}")],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     )
     result = json.loads(res.stdout)
     assert result["loaded_spikestore"] is False
+    version = version[:3]
     if version >= "1.2":  # TREE and MOTION chunks (with TREE nested)
         assert result["modes"] == [2, 3]
     data = result["data"]

@@ -1,0 +1,321 @@
+"""Ranked stores: the ranks of a torch.distributed job (gloo on CPU) writing one store.
+
+The jobs run ``tests/ranks_job.py`` in real processes: started by hand with gloo's
+``file://`` rendezvous, or under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import zarr
+
+import spikestore
+from spikestore.format import FormatError, rank_key
+from spikestore.reader import RankedLayerReader, RankedStoreReader
+from spikestore.testing import bits_equal
+
+JOB = Path(__file__).with_name("ranks_job.py")
+sys.path.insert(0, str(JOB.parent))
+from ranks_job import spikes, values  # noqa: E402  (the job's record generators)
+
+TIMEOUT = 120
+
+
+def run_job(tmp: Path, root: Path, world: int = 2, *args: str, check: bool = True) -> list[int]:
+    """Run the job's ranks as separate processes; return their exit codes."""
+    out = tmp / "out"
+    out.mkdir(exist_ok=True)
+    init = tmp / f"init-{time.monotonic_ns()}"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(JOB),
+                str(root),
+                "--out",
+                str(out),
+                "--rank",
+                str(r),
+                "--world",
+                str(world),
+                "--init",
+                str(init),
+                *args,
+            ],
+        )
+        for r in range(world)
+    ]
+    codes = [p.wait(TIMEOUT) for p in procs]
+    if check:
+        assert codes == [0] * world
+    return codes
+
+
+def appended(tmp: Path, rank: int) -> int:
+    f = tmp / "out" / f"appended{rank}"
+    return int(f.read_text()) if f.exists() else 0
+
+
+def check_rank(layer: tuple[Any, Any], rank: int, n: int) -> None:
+    """Rank ``rank``'s first ``n`` records of both layers are exactly the job's."""
+    sn, fc = layer
+    for i in range(n):
+        assert bits_equal(sn[i], spikes(rank, i)), (rank, i)
+        assert bits_equal(fc[i], values(rank, i)), (rank, i)
+
+
+def test_ranks_write_one_store(tmp_path: Path) -> None:
+    root = tmp_path / "run.spikes"
+    run_job(tmp_path, root, 2, "--steps", "6")
+    s = spikestore.open(root)
+    assert isinstance(s, RankedStoreReader)
+    assert s.ranks == [0, 1] and s.world_size == 2 and s.version == "1.4"
+    assert sorted(os.listdir(root)) == ["rank00000", "rank00001", "zarr.json"]
+    sn = s["output"]["sn"]
+    assert isinstance(sn, RankedLayerReader)
+    assert sn.lengths == {0: 6, 1: 6} and len(sn) == 6
+    assert sn.time_axis == 0 and sn.batch_axis == 1
+    # Side by side: a leading rank axis.
+    assert bits_equal(sn[2], torch.stack([spikes(0, 2), spikes(1, 2)]))
+    assert bits_equal(
+        sn[1:4], torch.stack([torch.stack([spikes(r, i) for i in range(1, 4)]) for r in (0, 1)])
+    )
+    assert bits_equal(sn[-1], torch.stack([spikes(0, 5), spikes(1, 5)]))
+    # One global batch: [T, B0 + B1, N].
+    assert bits_equal(sn.concat(3), torch.cat([spikes(0, 3), spikes(1, 3)], dim=1))
+    assert bits_equal(
+        sn.concat(slice(0, 2)),
+        torch.cat([torch.stack([spikes(r, i) for i in range(2)]) for r in (0, 1)], dim=2),
+    )
+    fc = s["output"]["fc"]
+    assert bits_equal(fc.concat(0), torch.cat([values(0, 0), values(1, 0)], dim=0))
+    assert bits_equal(
+        fc.neuron((1, 2)),
+        torch.stack([torch.stack([values(r, i)[1, 2] for i in range(6)]) for r in (0, 1)]),
+    )
+    # Each rank: an ordinary store, readable with plain zarr too.
+    for r in (0, 1):
+        rd = s.rank(r)
+        assert isinstance(rd, spikestore.StoreReader)
+        check_rank((rd["output"]["sn"], rd["output"]["fc"]), r, 6)
+        assert bits_equal(sn.layer(r)[4], spikes(r, 4))
+    meta = json.loads((root / "zarr.json").read_text())["attributes"]["spikestore"]
+    assert meta["ranks"] == {"world_size": 2, "recorded": [0, 1]}
+    g = zarr.open_group(str(root / rank_key(1)), mode="r")
+    assert g["output/sn"].attrs["spikestore"]["name"] == "sn"
+    with pytest.raises(KeyError, match="no store of rank 2"):
+        s.rank(2)
+    with pytest.raises(FormatError, match="ranked store"):
+        spikestore.StoreReader(root)
+    # Append: each rank continues its own steps.
+    run_job(tmp_path, root, 2, "--steps", "2", "--mode", "a")
+    s.refresh()
+    assert s["output"]["sn"].lengths == {0: 8, 1: 8}
+    assert bits_equal(s["output"]["sn"][6], torch.stack([spikes(0, 0), spikes(1, 0)]))
+
+
+def test_ranks_option_and_monitor(tmp_path: Path) -> None:
+    root = tmp_path / "r0"
+    run_job(tmp_path, root, 2, "--steps", "3", "--ranks", "0", "--monitor")
+    s = spikestore.open(root)
+    assert s.ranks == [0] and s.recorded == [0]
+    assert not (root / rank_key(1)).exists()
+    assert (tmp_path / "out" / "records0").read_text() == "6"  # 3 steps x 2 layers
+    assert (tmp_path / "out" / "records1").read_text() == "0"  # rank 1 recorded nothing
+    assert len(s["output"]["sn"]) == 3
+    assert bits_equal(s["output"]["fc"][2], values(0, 2)[None])  # one rank: axis of 1
+
+
+def test_world_size_mismatch_and_plain_store(tmp_path: Path) -> None:
+    root = tmp_path / "w"
+    with spikestore.StoreWriter(root) as w:  # no process group: a store of one process
+        w.append("output", "x", torch.ones(2))
+    # Appending ranks to it is refused, and nothing is lost.
+    codes = run_job(tmp_path, root, 2, "--steps", "1", "--mode", "a", check=False)
+    assert codes != [0, 0]
+    assert len(spikestore.open(root)["output"]["x"]) == 1
+    # mode="w" replaces it with a ranked store.
+    run_job(tmp_path, root, 2, "--steps", "1")
+    s = spikestore.open(root)
+    assert s.ranks == [0, 1] and "x" not in s["output"]
+    assert not (root / "output").exists()
+    # A different world size cannot append.
+    codes = run_job(tmp_path, root, 3, "--steps", "1", "--mode", "a", check=False)
+    assert all(c != 0 for c in codes)
+    assert spikestore.open(root)["output"]["sn"].lengths == {0: 1, 1: 1}
+    # A folder of other files is never a ranked store's root.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    codes = run_job(tmp_path, other, 2, "--steps", "1", check=False)
+    assert all(c != 0 for c in codes)
+    assert sorted(os.listdir(other)) == ["notes.txt"]
+
+
+def test_killed_rank_leaves_others_exact(tmp_path: Path) -> None:
+    root = tmp_path / "k"
+    codes = run_job(
+        tmp_path,
+        root,
+        2,
+        "--steps",
+        "8",
+        "--die-rank",
+        "1",
+        "--die-at",
+        "5",
+        "--flush-each",
+        check=False,
+    )
+    assert codes[0] == 0 and codes[1] == -signal.SIGKILL
+    s = spikestore.open(root)
+    sn = s["output"]["sn"]
+    assert sn.lengths[0] == 8
+    n1 = sn.lengths[1]
+    assert n1 == appended(tmp_path, 1) == 5  # each step was flushed before it was counted
+    assert len(sn) == n1
+    check_rank((s.rank(0)["output"]["sn"], s.rank(0)["output"]["fc"]), 0, 8)
+    n = min(n1, len(s.rank(1)["output"]["fc"]))
+    check_rank((s.rank(1)["output"]["sn"], s.rank(1)["output"]["fc"]), 1, n)
+
+
+def test_process_group_failure_commits_survivors(tmp_path: Path) -> None:
+    """A rank dies; the survivor's next collective fails and the process exits with
+    that error: what it appended is committed (flush timer far away)."""
+    root = tmp_path / "pg"
+    codes = run_job(
+        tmp_path,
+        root,
+        2,
+        "--steps",
+        "50",
+        "--collective",
+        "--die-rank",
+        "1",
+        "--die-at",
+        "4",
+        "--flush-interval",
+        "1000",
+        check=False,
+    )
+    assert codes[0] not in (0, -signal.SIGKILL) and codes[1] == -signal.SIGKILL
+    s = spikestore.open(root)
+    n0 = appended(tmp_path, 0)
+    assert 4 <= n0 < 50
+    assert s.rank(0)["output"]["sn"].__len__() == n0
+    check_rank((s.rank(0)["output"]["sn"], s.rank(0)["output"]["fc"]), 0, n0)
+
+
+def test_torchrun_sigterm_commits_survivors(tmp_path: Path) -> None:
+    """Under torchrun a failed rank makes the agent SIGTERM the others: they commit."""
+    root = tmp_path / "tr"
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(JOB),
+            str(root),
+            "--out",
+            str(out),
+            "--forever",
+            "--die-rank",
+            "1",
+            "--die-at",
+            "20",
+            "--die-how",
+            "exit",
+            "--flush-interval",
+            "1000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    s = spikestore.open(root)
+    n0 = len(s.rank(0)["output"]["sn"])
+    # SIGTERM may land between an append and the count file's update.
+    assert n0 in (appended(tmp_path, 0), appended(tmp_path, 0) + 1), proc.stderr[-2000:]
+    assert n0 > 0
+    check_rank((s.rank(0)["output"]["sn"], s.rank(0)["output"]["fc"]), 0, n0)
+
+
+SIGTERM_CHILD = textwrap.dedent(
+    """
+    import sys, time, torch, spikestore
+    w = spikestore.StoreWriter(sys.argv[1], flush_interval=1000)
+    n = 0
+    while True:
+        w.append("output", "x", torch.full((3,), float(n)))
+        n += 1
+        open(sys.argv[2], "w").write(str(n))
+        time.sleep(0.01)
+    """
+)
+
+
+def test_sigterm_commits_a_single_process(tmp_path: Path) -> None:
+    root, count = tmp_path / "st", tmp_path / "count"
+    p = subprocess.Popen([sys.executable, "-c", SIGTERM_CHILD, str(root), str(count)])
+    deadline = time.monotonic() + 60
+    while not (count.exists() and count.read_text() and int(count.read_text()) >= 10):
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 128 + signal.SIGTERM
+    x = spikestore.open(root)["output"]["x"]
+    n = int(count.read_text())
+    assert len(x) in (n, n + 1)
+    assert bits_equal(
+        x[:], torch.arange(len(x), dtype=torch.float32)[:, None].expand(-1, 3).contiguous()
+    )
+
+
+def test_own_sigterm_handler_is_kept(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import signal, sys, torch, spikestore
+        def mine(*a): print("mine", flush=True); sys.exit(7)
+        signal.signal(signal.SIGTERM, mine)
+        w = spikestore.StoreWriter(sys.argv[1])
+        assert signal.getsignal(signal.SIGTERM) is mine
+        w.append("output", "x", torch.ones(1))
+        import os; os.kill(os.getpid(), signal.SIGTERM)
+        """
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 7 and "mine" in p.stdout
+    assert len(spikestore.open(tmp_path / "s")["output"]["x"]) == 1
+
+
+def test_ranks_argument_checked() -> None:
+    with pytest.raises(ValueError, match="ranks"):
+        spikestore.StoreWriter(store=zarr.storage.MemoryStore(), ranks="some")
+    with pytest.raises(TypeError, match="ranks"):
+        spikestore.StoreWriter(store=zarr.storage.MemoryStore(), ranks=[0.5])
+    # Without torch.distributed, "all" and explicit ranks write a store of one process.
+    w = spikestore.StoreWriter(store=zarr.storage.MemoryStore(), ranks=[0])
+    assert w.rank is None and w.world_size is None and w.recording
+    w.close()
