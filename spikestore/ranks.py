@@ -26,6 +26,7 @@ from typing import Any
 
 from .format import (
     FORMAT_NAME,
+    LEASE_DIR,
     LOCK_FILE,
     TRASH_PREFIX,
     FormatError,
@@ -152,7 +153,10 @@ def prepare_root(store: Any, p: RankPlan, mode: str, created_by: str, where: str
         others = [
             n
             for n in names
-            if rank_of_key(n) is None and n != LOCK_FILE and not n.startswith(TRASH_PREFIX)
+            # zarr.json: written by another rank since this one read it.
+            if rank_of_key(n) is None
+            and n not in ("zarr.json", LOCK_FILE, LEASE_DIR)
+            and not n.startswith(TRASH_PREFIX)
         ]
         if others:
             what = "write into it" if mode == "a" else "overwrite it"

@@ -13,6 +13,7 @@ started by hand with ``--rank``, ``--world`` and ``--init`` (a file for gloo's
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import time
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--mode", default="w")
     ap.add_argument("--ranks", default="all", help="'all', 'none' or comma-separated ranks")
     ap.add_argument("--flush-interval", type=float, default=None)
+    ap.add_argument("--options", help="storage_options as JSON (object storage)")
     ap.add_argument("--flush-each", action="store_true", help="flush after every step")
     ap.add_argument("--monitor", action="store_true", help="record through an OutputMonitor")
     ap.add_argument("--collective", action="store_true", help="all_reduce at every step")
@@ -69,7 +71,11 @@ def main() -> None:
     elif args.ranks != "all":
         ranks = [int(r) for r in args.ranks.split(",")]
     writer = spikestore.StoreWriter(
-        args.root, args.mode, ranks=ranks, flush_interval=args.flush_interval
+        args.root,
+        args.mode,
+        ranks=ranks,
+        flush_interval=args.flush_interval,
+        storage_options=json.loads(args.options) if args.options else None,
     )
     out = Path(args.out)
 
