@@ -15,6 +15,30 @@ and reads only what it needs:
   ``steps``, ``field`` and ``neurons`` arguments these functions take into indices,
   for plots and code of your own.
 
+Ranked stores
+-------------
+A layer of a store written by the ranks of a ``torch.distributed`` job
+(:class:`~spikestore.reader.RankedLayerReader`) is read by one rule everywhere:
+without ``rank=``, a function reads every rank over the steps that every rank has
+(``len(layer)``; ``steps`` index those) and returns what it returns for one rank
+with a new leading rank axis, ranks in ``layer.ranks`` order: ``summary`` gives
+``(ranks, steps, 5)``, ``firing_rate`` ``(ranks, steps)``, ``spike_counts``
+``(ranks, *counts)``, ``traces`` ``(ranks, steps, neurons)``, ``to_numpy`` and
+``to_dask`` ``(ranks, steps, *record shape)``, ``to_xarray`` a ``rank`` dimension
+whose coordinate is the rank numbers, ``mean_rate`` one rate per rank. Events
+are ragged, so :func:`raster` gives a list of ``(times, neurons)`` pairs, one per
+rank. With ``rank=r``, a function reads rank ``r`` alone, all its steps, exactly
+as it reads ``layer.layer(r)``. ``rank=`` on a layer of an ordinary store is a
+ValueError.
+
+Dask and dask.distributed
+-------------------------
+:func:`to_dask` builds a graph that describes the store (its path or URL, the
+layer, the step count) rather than holding it open: it pickles to a few
+kilobytes, each worker process opens the store once and keeps it for every graph
+it runs, and the array is the prefix committed when ``to_dask`` was called, so a
+writer appending to the store meanwhile never changes a result.
+
 Reading the store without spikestore
 ------------------------------------
 Each field group (``<store>/<monitor key>/<layer key>/f0``) is a plain Zarr v3 group
@@ -40,6 +64,8 @@ whose arrays carry ``dimension_names``, so ``xarray.open_zarr`` and
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,6 +117,40 @@ def step_selection(layer: Any, steps: Any = None) -> np.ndarray:
     return step_indices(steps, len(layer), where=where)[0]
 
 
+def _ranks(layer: Any) -> list[int] | None:
+    """The ranks of a layer of a ranked store
+    (:class:`~spikestore.reader.RankedLayerReader`); None for any other layer."""
+    ranks = getattr(layer, "ranks", None)
+    if ranks is None or not callable(getattr(layer, "layer", None)):
+        return None
+    return list(ranks)
+
+
+def _over_ranks(layer: Any, steps: Any, rank: int | None, read: Any, *, stack: bool = True) -> Any:
+    """``read(layer, steps)`` for a ranked layer, by the module's rule for ranks.
+
+    ``rank=r``: rank ``r``'s own layer, its own steps. ``rank=None``: every rank over
+    the steps that every rank has, stacked on a new leading axis (a list when
+    ``stack`` is False).
+    """
+    if rank is not None:
+        return read(_pick_rank(layer, rank), steps)
+    ranks = _ranks(layer)
+    assert ranks is not None
+    sel = step_selection(layer, steps)
+    out = [read(layer.layer(r), sel) for r in ranks]
+    return np.stack(out) if stack else out
+
+
+def _pick_rank(layer: Any, rank: int | None) -> Any:
+    """``layer``, or with ``rank`` given that rank's layer of a ranked layer."""
+    if rank is None:
+        return layer
+    if _ranks(layer) is None:
+        raise ValueError(f"rank={rank!r}: layer {layer.name!r} is not a layer of a ranked store")
+    return layer.layer(rank)
+
+
 def _field(layer: Any, field: int) -> FieldReader:
     fld: FieldReader = layer.field(field)
     return fld
@@ -104,12 +164,26 @@ def _np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def record_shape(layer: Any, field: int = 0) -> tuple[int, ...]:
+def record_shape(layer: Any, field: int = 0, *, rank: int | None = None) -> tuple[int, ...]:
     """The one tensor shape of a layer's records (of field ``field``).
 
     Steps that recorded a Python number broadcast to it; a layer whose records
-    have several tensor shapes raises ValueError.
+    have several tensor shapes raises ValueError, and so does a ranked layer
+    whose ranks recorded different shapes (pick one with ``rank=``). The shape
+    never includes the rank axis.
     """
+    if rank is not None or _ranks(layer) is not None:
+        shapes = _over_ranks(
+            layer, None, rank, lambda lay, _: record_shape(lay, field), stack=False
+        )
+        if rank is not None:
+            return shapes  # type: ignore[no-any-return]
+        if len(set(shapes)) != 1:
+            raise ValueError(
+                f"layer {layer.name!r}: ranks {layer.ranks} recorded shapes {shapes}; "
+                "choose a rank with rank="
+            )
+        return shapes[0]  # type: ignore[no-any-return]
     return _record_shape(_field(layer, field), layer)
 
 
@@ -159,17 +233,21 @@ def _columns(
     *,
     dtype: Any = np.float64,
     field: int = 0,
+    shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """Values of the record elements ``flat`` (C-order flat indices) at ``steps``.
 
-    Returns an array ``(len(steps), len(flat))``. Only the chunks holding those
+    ``shape`` is the record shape (default: the field's one shape now; a lazy array
+    passes the shape it was built with, which steps a writer adds later cannot
+    change). Returns an array ``(len(steps), len(flat))``. Only the chunks holding those
     elements are read: the bytes that pack them for spike segments, the elements
     themselves for raw ones. Steps that recorded a Python number give that number
     for every element; steps that recorded ``None`` give NaN (an error for
     integer ``dtype``).
     """
     fld = _field(layer, field)
-    shape = _record_shape(fld, layer)
+    if shape is None:
+        shape = _record_shape(fld, layer)
     numel = math.prod(shape)
     flat = np.asarray(flat, dtype=np.int64).reshape(-1)
     if flat.size and (flat.min() < 0 or flat.max() >= max(numel, 1)):
@@ -272,7 +350,14 @@ def _time_split(shape: tuple[int, ...], layer: Any) -> tuple[int, tuple[int, ...
 
 
 # ------------------------------------------------------------------- summaries
-def summary(layer: Any, steps: Any = None, *, field: int = 0, axis0: bool = False) -> np.ndarray:
+def summary(
+    layer: Any,
+    steps: Any = None,
+    *,
+    field: int = 0,
+    axis0: bool = False,
+    rank: int | None = None,
+) -> np.ndarray:
     """Per-step summary rows, read from the store without decoding any record.
 
     Parameters
@@ -299,6 +384,10 @@ def summary(layer: Any, steps: Any = None, *, field: int = 0, axis0: bool = Fals
     >>> s = spikestore.open("run.spikes")              # doctest: +SKIP
     >>> counts = summary(s["output"]["sn1"])[:, 1]     # doctest: +SKIP
     """
+    if rank is not None or _ranks(layer) is not None:
+        return _over_ranks(  # type: ignore[no-any-return]
+            layer, steps, rank, lambda lay, st: summary(lay, st, field=field, axis0=axis0)
+        )
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
     if sel.size == 0:
@@ -349,24 +438,44 @@ def _summary_decoded(layer: Any, sel: np.ndarray, field: int, axis0: bool) -> np
     return out
 
 
-def mean_rate(layer: Any, field: int = 0) -> float | None:
+def mean_rate(layer: Any, field: int = 0, *, rank: int | None = None) -> Any:
     """Spikes per element over the whole layer, from its stored summary alone.
 
     None when the store has no summary for the field (format 1.0): nothing is
     decoded. A summary that cannot be read raises :class:`~spikestore.ReadError`
     (or :class:`~spikestore.FormatError` for malformed metadata) naming the
-    monitor and layer.
+    monitor and layer. For a ranked layer, a float64 array with one rate per
+    rank over the steps every rank has (NaN for None), or with ``rank=`` that
+    rank's float over all its steps.
     """
+    if rank is not None or _ranks(layer) is not None:
+        rates = _over_ranks(
+            layer, None, rank, lambda lay, st: _mean_rate(lay, st, field), stack=False
+        )
+        if rank is not None:
+            return rates
+        return np.array([np.nan if r is None else r for r in rates], dtype=np.float64)
+    return _mean_rate(layer, None, field)
+
+
+def _mean_rate(layer: Any, steps: Any, field: int) -> float | None:
     fld = _field(layer, field)
-    n = len(layer)
-    s = fld.summary(SUMMARY, np.arange(n)) if n else None
+    sel = step_selection(layer, steps)
+    s = fld.summary(SUMMARY, sel) if sel.size else None
     if s is None:
         return None
     total = float(np.nansum(s[:, _STAT["numel"]]))
     return float(np.nansum(s[:, _STAT["sum"]])) / total if total else None
 
 
-def firing_rate(layer: Any, steps: Any = None, *, over: str = "step", field: int = 0) -> np.ndarray:
+def firing_rate(
+    layer: Any,
+    steps: Any = None,
+    *,
+    over: str = "step",
+    field: int = 0,
+    rank: int | None = None,
+) -> np.ndarray:
     """Mean firing rate (spikes per neuron per record element) from the stored summaries.
 
     Parameters
@@ -383,6 +492,10 @@ def firing_rate(layer: Any, steps: Any = None, *, over: str = "step", field: int
     --------
     >>> rate = firing_rate(spikestore.open("run.spikes")["output"]["sn1"])  # doctest: +SKIP
     """
+    if rank is not None or _ranks(layer) is not None:
+        return _over_ranks(  # type: ignore[no-any-return]
+            layer, steps, rank, lambda lay, st: firing_rate(lay, st, over=over, field=field)
+        )
     if over == "step":
         s = summary(layer, steps, field=field)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -427,6 +540,7 @@ def spike_counts(
     *,
     axis: int | Sequence[int] | None = None,
     field: int = 0,
+    rank: int | None = None,
 ) -> np.ndarray:
     """Per-neuron spike counts (sums of the records) over a window of steps.
 
@@ -445,6 +559,10 @@ def spike_counts(
     --------
     >>> counts = spike_counts(layer, slice(1000, 2000), axis=0)  # doctest: +SKIP
     """
+    if rank is not None or _ranks(layer) is not None:
+        return _over_ranks(  # type: ignore[no-any-return]
+            layer, steps, rank, lambda lay, st: spike_counts(lay, st, axis=axis, field=field)
+        )
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
     shape = _record_shape(fld, layer)
@@ -465,7 +583,8 @@ def raster(
     *,
     time_axis: bool = False,
     field: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+    rank: int | None = None,
+) -> Any:
     """Spike events ``(times, neurons)`` in a window of steps, for a subset of neurons.
 
     Parameters
@@ -484,12 +603,21 @@ def raster(
     -------
     times, neurons : int64 arrays of equal length
         Sorted by time, then by position in ``neurons``. An event is any nonzero
-        element.
+        element. For a ranked layer without ``rank=``, a list with one such pair
+        per rank (events are ragged: the rank axis is a list).
 
     Examples
     --------
     >>> t, n = raster(layer, slice(0, 500), neurons=range(100))  # doctest: +SKIP
     """
+    if rank is not None or _ranks(layer) is not None:
+        return _over_ranks(
+            layer,
+            steps,
+            rank,
+            lambda lay, st: raster(lay, st, neurons, time_axis=time_axis, field=field),
+            stack=False,
+        )
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
     shape = _record_shape(fld, layer)
@@ -511,6 +639,7 @@ def traces(
     *,
     time_axis: bool = False,
     field: int = 0,
+    rank: int | None = None,
 ) -> np.ndarray:
     """Chosen neurons' values (e.g. membrane potential) over steps, reading only their chunks.
 
@@ -531,6 +660,13 @@ def traces(
     --------
     >>> v = traces(store["v"]["sn1"], neurons=[0, 5, 9])  # doctest: +SKIP
     """
+    if rank is not None or _ranks(layer) is not None:
+        return _over_ranks(  # type: ignore[no-any-return]
+            layer,
+            steps,
+            rank,
+            lambda lay, st: traces(lay, neurons, st, time_axis=time_axis, field=field),
+        )
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
     shape = _record_shape(fld, layer)
@@ -543,6 +679,60 @@ def traces(
 
 
 # ------------------------------------------------------------------ interop
+# Readers opened by unpickled lazy arrays, one per store and process: a dask worker
+# opens each store once, however many tasks and graphs read it. Keyed by the process
+# id too, so that a forked child opens its own.
+_READERS: dict[tuple[int, str], Any] = {}
+_READERS_LOCK = threading.Lock()
+_OPENS = {"open": 0, "refresh": 0}
+
+
+def _source_of(layer: Any) -> Any:
+    """The picklable description of the store ``layer`` was read from, or None
+    when the store was opened from a Zarr store object rather than a path or URL."""
+    source = getattr(layer, "source", None)
+    if source is None:
+        # LayerReader has no public way to its StoreReader yet; until it has one
+        # (a ``source`` of its own), go through its monitor.
+        monitor = getattr(layer, "_monitor", None)
+        source = getattr(getattr(monitor, "store", None), "source", None)
+    return source
+
+
+def _cached_layer(source: Any, monitor: str, name: str, steps: int) -> Any:
+    """Layer ``monitor/name`` of this process's reader of ``source``, opening the
+    store on first use and reading its metadata again only when the reader has
+    fewer than ``steps`` committed steps (a graph built after the store was opened)."""
+    key = (os.getpid(), repr(source))
+    with _READERS_LOCK:
+        store = _READERS.get(key)
+        if store is None:
+            store = source.open()
+            _READERS[key] = store
+            _OPENS["open"] += 1
+        layer = store[monitor][name]
+        if len(layer) < steps:
+            store.refresh()
+            _OPENS["refresh"] += 1
+            layer = store[monitor][name]
+    if len(layer) < steps:
+        raise ValueError(
+            f"{source.location}: monitor {monitor!r}, layer {name!r} has {len(layer)} "
+            f"committed steps, fewer than the {steps} this array was built with "
+            "(was the store replaced?)"
+        )
+    return layer
+
+
+def _cached_readers() -> dict[str, int]:
+    """How often this process opened a store for a lazy array (``"open"``, one per
+    store) and re-read one's metadata (``"refresh"``), and how many are open
+    (``"readers"``). Run it on dask workers with ``client.run``."""
+    with _READERS_LOCK:
+        mine = sum(1 for pid, _ in _READERS if pid == os.getpid())
+        return {**_OPENS, "readers": mine}
+
+
 class LayerArray:
     """A lazy NumPy-style array over one field of a layer: shape ``(steps, *record shape)``.
 
@@ -551,25 +741,60 @@ class LayerArray:
     to the record shape; ``None`` steps read as NaN. This is what
     :func:`to_dask` and :func:`to_xarray` wrap.
 
+    The array covers the steps committed when it was made (or the first
+    ``length`` of them): a writer appending meanwhile changes neither its shape
+    nor its values. It pickles as a
+    description (the store's :attr:`~spikestore.StoreReader.source`, the monitor,
+    layer and field names, the shape and dtype), a few hundred bytes; the
+    unpickled copy opens the store on first read, once per process (see
+    :func:`to_dask`). A layer of a store opened from a Zarr store object has no
+    source, and its array pickles the reader itself.
+
     Examples
     --------
     >>> a = LayerArray(spikestore.open("run.spikes")["output"]["sn1"])  # doctest: +SKIP
     >>> a[100:200, 0].shape                                             # doctest: +SKIP
     """
 
-    def __init__(self, layer: Any, field: int = 0) -> None:
-        self.layer = layer
+    def __init__(self, layer: Any, field: int = 0, *, length: int | None = None) -> None:
+        if _ranks(layer) is not None:
+            raise TypeError(
+                f"layer {layer.name!r} is a ranked layer: use RankedArray, or .layer(rank)"
+            )
+        self._layer = layer
+        self.monitor: str = layer.monitor
+        self.name: str = layer.name
+        self.source = _source_of(layer)
         self.field = field
         fld = _field(layer, field)
         self.record_shape = _record_shape(fld, layer)
-        self.shape: tuple[int, ...] = (len(layer), *self.record_shape)
+        steps = len(layer)
+        if length is not None:
+            if not 0 <= length <= steps:
+                raise ValueError(f"length {length} is not in 0..{steps} (committed steps)")
+            steps = length
+        self.shape: tuple[int, ...] = (steps, *self.record_shape)
         dt = _np_dtype(_field_dtype(fld))
-        has_gaps = bool(len(layer)) and int(fld.index(0, len(layer))[:, 0].min()) < 0
+        has_gaps = bool(steps) and int(fld.index(0, steps)[:, 0].min()) < 0
         if has_gaps or any(s.get("python_scalar", False) for s in fld.segments):
             if not np.issubdtype(dt, np.floating):
                 dt = np.dtype("float64")
         self.dtype = dt
         self.ndim = len(self.shape)
+
+    @property
+    def layer(self) -> Any:
+        """The :class:`~spikestore.reader.LayerReader` read from (in an unpickled
+        copy: this process's reader of the store, opened on first use)."""
+        if self._layer is None:
+            self._layer = _cached_layer(self.source, self.monitor, self.name, self.shape[0])
+        return self._layer
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if self.source is not None:
+            state["_layer"] = None
+        return state
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -579,7 +804,7 @@ class LayerArray:
         return out.astype(dtype) if dtype is not None else out
 
     def __repr__(self) -> str:
-        return f"<LayerArray {self.layer.monitor!r}/{self.layer.name!r} {self.shape} {self.dtype}>"
+        return f"<LayerArray {self.monitor!r}/{self.name!r} {self.shape} {self.dtype}>"
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
@@ -603,7 +828,10 @@ class LayerArray:
                 drop.append(ax)
             else:
                 arr = np.asarray(k, dtype=np.int64).reshape(-1)
-                ranges.append(np.where(arr < 0, arr + n, arr))
+                arr = np.where(arr < 0, arr + n, arr)
+                if arr.size and (arr.min() < 0 or arr.max() >= n):
+                    raise IndexError(f"index out of range for axis {ax} of size {n}")
+                ranges.append(arr)
         steps, rest = ranges[0], ranges[1:]
         box = tuple(len(r) for r in rest)
         if rest:
@@ -611,21 +839,107 @@ class LayerArray:
             flat = np.ravel_multi_index(tuple(g.reshape(-1) for g in grids), self.record_shape)
         else:
             flat = np.zeros(1, dtype=np.int64)
-        vals = _columns(self.layer, steps, flat, dtype=self.dtype, field=self.field)
+        vals = _columns(
+            self.layer, steps, flat, dtype=self.dtype, field=self.field, shape=self.record_shape
+        )
         out = vals.reshape(len(steps), *box)
         if drop:
             out = out.reshape([s for ax, s in enumerate(out.shape) if ax not in drop])
         return out
 
 
-def to_numpy(layer: Any, steps: Any = None, *, field: int = 0) -> np.ndarray:
+class RankedArray:
+    """A lazy array over one field of a ranked layer: shape ``(ranks, steps, *record shape)``.
+
+    One :class:`LayerArray` per rank (in :attr:`ranks` order), each over the
+    steps every rank had committed when the array was made. Indexing works as on
+    :class:`LayerArray`, the first key picking ranks by position. It pickles as
+    the ranks' descriptions.
+
+    Examples
+    --------
+    >>> a = RankedArray(spikestore.open("ddp.spikes")["output"]["sn1"])  # doctest: +SKIP
+    >>> a[:, -1].shape                                                   # doctest: +SKIP
+    (2, 16, 64)
+    """
+
+    def __init__(self, layer: Any, field: int = 0) -> None:
+        ranks = _ranks(layer)
+        if ranks is None:
+            raise TypeError(f"layer {layer.name!r} is not a layer of a ranked store")
+        self.ranks = ranks
+        self.monitor: str = layer.monitor
+        self.name: str = layer.name
+        self.field = field
+        n = len(layer)
+        self.arrays = [LayerArray(layer.layer(r), field, length=n) for r in ranks]
+        shapes = {a.record_shape for a in self.arrays}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"layer {layer.name!r}: ranks {ranks} recorded shapes {sorted(shapes)}; "
+                "read one rank with .layer(rank)"
+            )
+        self.record_shape = shapes.pop()
+        self.dtype = np.result_type(*[a.dtype for a in self.arrays])
+        self.shape: tuple[int, ...] = (len(ranks), n, *self.record_shape)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out.astype(dtype) if dtype is not None else out
+
+    def __repr__(self) -> str:
+        return (
+            f"<RankedArray {self.monitor!r}/{self.name!r} ranks {self.ranks} "
+            f"{self.shape} {self.dtype}>"
+        )
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
+        if not key:
+            key = (slice(None),)
+        first, rest = key[0], key[1:]
+        n = len(self.arrays)
+        if isinstance(first, (int, np.integer)):
+            i = int(first) + n if first < 0 else int(first)
+            if not 0 <= i < n:
+                raise IndexError(f"rank position {first} out of range for {n} ranks")
+            return self.arrays[i][rest].astype(self.dtype, copy=False)
+        if isinstance(first, slice):
+            picked = list(range(*first.indices(n)))
+        else:
+            picked = [int(i) + n if i < 0 else int(i) for i in np.asarray(first).reshape(-1)]
+            if any(not 0 <= i < n for i in picked):
+                raise IndexError(f"rank position out of range for {n} ranks")
+        parts = [self.arrays[i][rest].astype(self.dtype, copy=False) for i in picked]
+        if not parts:
+            shape = np.empty(self.shape[1:], dtype=np.bool_)[rest].shape
+            return np.zeros((0, *shape), dtype=self.dtype)
+        return np.stack(parts)
+
+
+def to_numpy(
+    layer: Any, steps: Any = None, *, field: int = 0, rank: int | None = None
+) -> np.ndarray:
     """Decode a window of steps to a NumPy array ``(len(steps), *record shape)``.
 
     Values keep the record's dtype where NumPy has it (float16 included);
     bfloat16 and float8 records, which NumPy lacks, come back as float32.
     Python-number steps broadcast to the record shape; ``None`` steps are NaN
-    (integer and bool records with such steps come back as float64).
+    (integer and bool records with such steps come back as float64). A ranked
+    layer gives ``(ranks, len(steps), *record shape)``.
     """
+    if rank is not None or _ranks(layer) is not None:
+        return _over_ranks(  # type: ignore[no-any-return]
+            layer, steps, rank, lambda lay, st: to_numpy(lay, st, field=field)
+        )
     sel = step_selection(layer, steps)
     arr = LayerArray(layer, field)
     if sel.size == 0:
@@ -633,7 +947,7 @@ def to_numpy(layer: Any, steps: Any = None, *, field: int = 0) -> np.ndarray:
     return np.concatenate([vals.astype(arr.dtype) for _, vals in _blocks(layer, sel, field)])
 
 
-def _store_chunks(layer: Any, arr: LayerArray) -> tuple[Any, ...]:
+def _store_chunks(layer: Any, arr: Any) -> tuple[Any, ...]:
     fld = _field(layer, arr.field)
     segs = [(k, s) for k, s in enumerate(fld.segments) if tuple(s["shape"]) == arr.record_shape]
     step_chunk = 256
@@ -647,13 +961,28 @@ def _store_chunks(layer: Any, arr: LayerArray) -> tuple[Any, ...]:
     return (step_chunk, *rest)
 
 
-def to_dask(layer: Any, *, field: int = 0, chunks: Any = None) -> Any:
+def to_dask(layer: Any, *, field: int = 0, chunks: Any = None, rank: int | None = None) -> Any:
     """A lazy ``dask.array.Array`` of the layer, ``(steps, *record shape)``.
+
+    A ranked layer gives ``(ranks, steps, *record shape)`` over the steps every
+    rank has, one block per rank along the first axis (``chunks``, when given,
+    names that axis too); ``rank=r`` gives rank ``r``'s layer alone.
 
     Blocks follow the store's chunks (steps per chunk; for raw records also the
     chunks along the record's axes; spike records are chunked along steps only,
     since their chunks split packed bytes, not axes) unless ``chunks`` is given.
     Computing a block reads and decodes only the chunks under it.
+
+    The array holds the steps committed when ``to_dask`` is called; a writer
+    appending to a live store meanwhile never changes its shape or its values.
+    The graph describes the store rather than holding it open: its tasks carry the
+    store's :attr:`~spikestore.StoreReader.source` (path or URL), the monitor,
+    layer and field names, the step count and the record's shape and dtype, so it
+    pickles to a few kilobytes however long the run, and each process of a
+    ``dask.distributed`` cluster opens the store once, on its first task, for
+    every graph it runs. A store opened from a Zarr store object
+    (``spikestore.open(store=...)``) has no source: its graph carries the reader
+    itself, which suits the threaded scheduler.
 
     Requires ``dask[array]``.
 
@@ -664,14 +993,32 @@ def to_dask(layer: Any, *, field: int = 0, chunks: Any = None) -> Any:
     """
     try:
         import dask.array as da
+        from dask.base import tokenize
     except ImportError as exc:
         raise ImportError(
             "spikestore.analysis.to_dask needs dask: pip install 'dask[array]'"
         ) from exc
-    arr = LayerArray(layer, field)
-    if chunks is None:
-        chunks = _store_chunks(layer, arr)
-    name = f"spikestore-{layer.monitor}-{layer.name}-{field}-{len(layer)}-{id(layer):x}"
+    layer = _pick_rank(layer, rank)
+    arr: LayerArray | RankedArray
+    if _ranks(layer) is not None:
+        arr = RankedArray(layer, field)
+        if chunks is None:
+            chunks = (1, *_store_chunks(layer.layer(arr.ranks[0]), arr.arrays[0]))
+        parts: list[Any] = [(repr(a.source), a.shape) for a in arr.arrays]
+        if any(a.source is None for a in arr.arrays):
+            parts.append(f"{id(layer):x}")
+        token = tokenize(parts, arr.monitor, arr.name, field, str(arr.dtype))
+    else:
+        arr = LayerArray(layer, field)
+        if chunks is None:
+            chunks = _store_chunks(layer, arr)
+        if arr.source is not None:
+            token = tokenize(
+                repr(arr.source), arr.monitor, arr.name, field, arr.shape, str(arr.dtype)
+            )
+        else:
+            token = f"{id(layer):x}"
+    name = f"spikestore-{layer.monitor}-{layer.name}-{field}-{arr.shape[0]}-{token}"
     return da.from_array(
         arr,
         chunks=chunks,
@@ -679,16 +1026,17 @@ def to_dask(layer: Any, *, field: int = 0, chunks: Any = None) -> Any:
         lock=False,
         fancy=False,
         asarray=False,
+        inline_array=False,
         meta=np.empty((0,) * arr.ndim, dtype=arr.dtype),
     )
 
 
-def _xarray_backend(arr: LayerArray) -> Any:
+def _xarray_backend(arr: LayerArray | RankedArray) -> Any:
     from xarray.backends import BackendArray
     from xarray.core import indexing
 
     class _Backend(BackendArray):
-        def __init__(self, inner: LayerArray) -> None:
+        def __init__(self, inner: LayerArray | RankedArray) -> None:
             self.inner = inner
             self.shape = inner.shape
             self.dtype = inner.dtype
@@ -699,7 +1047,7 @@ def _xarray_backend(arr: LayerArray) -> Any:
             )
 
         def _raw(self, key: tuple[Any, ...]) -> np.ndarray:
-            return self.inner[key]
+            return np.asarray(self.inner[key])
 
     return indexing.LazilyIndexedArray(_Backend(arr))
 
@@ -711,6 +1059,7 @@ def to_xarray(
     coords: dict[str, Any] | None = None,
     field: int = 0,
     chunks: Any = "store",
+    rank: int | None = None,
 ) -> Any:
     """A lazy, labelled ``xarray.DataArray`` of the layer.
 
@@ -718,18 +1067,22 @@ def to_xarray(
     ----------
     dims : sequence of str, optional
         Names of the record's axes (``("time", "batch", "neuron")``), with or
-        without the leading ``"step"``. Default: ``step, dim_0, dim_1, ...``, as
-        in the store's ``dimension_names``.
+        without the leading ``"step"`` (and for a ranked layer ``"rank"`` before
+        it). Default: ``step, dim_0, dim_1, ...``, as in the store's
+        ``dimension_names``.
     coords : dict, optional
         Extra or replacement coordinates; every dimension gets an integer range
-        by default.
+        by default, and the ``rank`` dimension the rank numbers.
     chunks : "store", None, or dask chunks
         ``"store"`` (default): a dask array chunked like the store when dask is
         installed, else xarray's own lazy indexing. ``None``: always xarray's
         lazy indexing (no dask). Anything else is passed to :func:`to_dask`.
+    rank : int, optional
+        For a ranked layer, that rank's layer alone (no ``rank`` dimension).
 
-    Nothing is read until values are used; selecting (``.isel``/``.sel``) then
-    reads only the chunks under the selection. Requires ``xarray``.
+    A ranked layer gives a ``rank`` dimension first, over the steps every rank
+    has. Nothing is read until values are used; selecting (``.isel``/``.sel``)
+    then reads only the chunks under the selection. Requires ``xarray``.
 
     Examples
     --------
@@ -740,17 +1093,26 @@ def to_xarray(
         import xarray as xr
     except ImportError as exc:
         raise ImportError("spikestore.analysis.to_xarray needs xarray: pip install xarray") from exc
-    arr = LayerArray(layer, field)
+    layer = _pick_rank(layer, rank)
+    arr: LayerArray | RankedArray
+    lead: tuple[str, ...]
+    if _ranks(layer) is not None:
+        arr, lead = RankedArray(layer, field), ("rank", "step")
+        first = layer.layer(arr.ranks[0])
+    else:
+        arr, lead, first = LayerArray(layer, field), ("step",), layer
+    n_rec = len(arr.record_shape)
     if dims is None:
-        names = ("step", *[f"dim_{i}" for i in range(len(arr.record_shape))])
+        names = (*lead, *[f"dim_{i}" for i in range(n_rec)])
     else:
         names = tuple(dims)
-        if len(names) == arr.ndim - 1:
-            names = ("step", *names)
-        if len(names) != arr.ndim:
+        missing = arr.ndim - len(names)
+        if 0 < missing <= len(lead):
+            names = (*lead[:missing], *names)
+        if len(names) != arr.ndim or (len(lead) > 1 and names[0] != lead[0]):
             raise ValueError(
                 f"dims {tuple(dims)} do not match records of shape {arr.record_shape} "
-                f"(give {arr.ndim - 1} names, or {arr.ndim} starting with the step axis)"
+                f"(give {n_rec} names, or {arr.ndim} starting with {', '.join(lead)})"
             )
     data: Any
     if chunks is None:
@@ -762,9 +1124,13 @@ def to_xarray(
             if chunks != "store":
                 raise
             data = _xarray_backend(arr)
-    all_coords = {name: np.arange(n) for name, n in zip(names, arr.shape, strict=True)}
+    all_coords: dict[str, Any] = {
+        name: np.arange(n) for name, n in zip(names, arr.shape, strict=True)
+    }
+    if isinstance(arr, RankedArray):
+        all_coords["rank"] = np.array(arr.ranks, dtype=np.int64)
     all_coords.update(coords or {})
-    fld = _field(layer, field)
+    fld = _field(first, field)
     attrs = {
         "monitor": layer.monitor,
         "layer": layer.name,

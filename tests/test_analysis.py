@@ -560,3 +560,96 @@ def test_plots_produce_figures(run: dict, plt) -> None:  # type: ignore[no-untyp
             assert gaps[i] == 0 or np.isnan(gaps[i])
         else:
             assert math.isclose(gaps[i], float(r.double().norm()), rel_tol=1e-6)
+
+
+# -------------------------------------------------------------------- ranked stores
+def _ranked_store(root: Path, steps: dict[int, int]) -> None:
+    """A ranked store as the ranks of a job write it: one store per rank in
+    ``root/rank<r>``, and the ranked root metadata."""
+    from spikestore.format import rank_key, ranked_root_attrs
+
+    for r, n in steps.items():
+        g = torch.Generator().manual_seed(100 + r)
+        with spikestore.StoreWriter(root / rank_key(r)) as w:
+            for _ in range(n):
+                w.append("output", "sn", (torch.rand(4, 3, 10, generator=g) < 0.3).float())
+                w.append("output", "ms", (torch.rand(3, 2, 4, generator=g) < 0.4).float(),
+                         time_axis=0)
+                w.append("v", "sn", torch.randn(2, 5, generator=g))
+    zarr.create_group(
+        store=LocalStore(root),
+        attributes=ranked_root_attrs("spikestore tests", max(steps) + 1, sorted(steps)),
+        zarr_format=3,
+    )
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory: pytest.TempPathFactory) -> spikestore.reader.RankedStoreReader:
+    root = tmp_path_factory.mktemp("ranked") / "ddp.spikes"
+    _ranked_store(root, {0: 30, 1: 25})
+    return spikestore.open(root)
+
+
+def test_ranked_layers_have_a_leading_rank_axis(ranked) -> None:  # type: ignore[no-untyped-def]
+    sn = ranked["output"]["sn"]
+    assert sn.ranks == [0, 1] and sn.lengths == {0: 30, 1: 25} and len(sn) == 25
+    per_rank = [A.to_numpy(sn.layer(r))[:25] for r in sn.ranks]
+    x = A.to_numpy(sn)
+    assert x.shape == (2, 25, 4, 3, 10) and np.array_equal(x, np.stack(per_rank))
+    assert np.array_equal(x[:, 7], sn[7].numpy())  # the reader stacks ranks the same way
+    assert A.to_numpy(sn, rank=0).shape == (30, 4, 3, 10)
+    assert A.record_shape(sn) == (4, 3, 10) and A.step_selection(sn).tolist() == list(range(25))
+    # Summaries, rates and counts: one row per rank, over the steps every rank has.
+    assert A.summary(sn).shape == (2, 25, len(COLUMNS))
+    rate = A.firing_rate(sn)
+    assert rate.shape == (2, 25)
+    np.testing.assert_array_equal(rate, x.reshape(2, 25, -1).sum(axis=2, dtype=float) / 120)
+    np.testing.assert_array_equal(A.firing_rate(sn, rank=0), A.firing_rate(sn.layer(0)))
+    assert A.firing_rate(sn, slice(-5, None)).shape == (2, 5)
+    ms = ranked["output"]["ms"]
+    assert A.firing_rate(ms, over="time").shape == (2, 25, 3)
+    counts = A.spike_counts(sn, axis=0)
+    assert counts.dtype == np.int64 and np.array_equal(counts, x.sum(axis=(1, 2)))
+    np.testing.assert_allclose(A.mean_rate(sn), x.reshape(2, -1).mean(axis=1, dtype=float))
+    assert A.mean_rate(sn, rank=0) == pytest.approx(A.to_numpy(sn.layer(0)).mean())
+    # Events are ragged: one (times, neurons) pair per rank.
+    events = A.raster(sn, slice(0, 10), neurons=range(20))
+    assert len(events) == 2
+    for r, (t, n) in zip(sn.ranks, events, strict=True):
+        want = A.raster(sn.layer(r), slice(0, 10), neurons=range(20))
+        assert np.array_equal(t, want[0]) and np.array_equal(n, want[1])
+    v = ranked["v"]["sn"]
+    tr = A.traces(v, neurons=[0, 7])
+    assert tr.shape == (2, 25, 2)
+    np.testing.assert_array_equal(tr[1], A.to_numpy(v, rank=1).reshape(25, -1)[:, [0, 7]])
+    with pytest.raises(ValueError, match="not a layer of a ranked store"):
+        A.firing_rate(sn.layer(0), rank=0)
+    with pytest.raises(KeyError):
+        A.firing_rate(sn, rank=5)
+
+
+def test_ranked_dask_and_xarray(ranked) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    pytest.importorskip("dask.array")
+    xr = pytest.importorskip("xarray")
+    sn, v = ranked["output"]["sn"], ranked["v"]["sn"]
+    x = A.to_dask(v)
+    assert x.shape == (2, 25, 2, 5) and x.chunks[0] == (1, 1)
+    np.testing.assert_array_equal(x.compute(), A.to_numpy(v))
+    np.testing.assert_array_equal(x[1, 3:9, 1].compute(), A.to_numpy(v)[1, 3:9, 1])
+    graph = pickle.dumps(x.__dask_graph__())
+    assert len(graph) < 20_000 and b"StoreReader" not in graph and b"LocalStore" not in graph
+    assert A.to_dask(v, rank=0).shape == (30, 2, 5)
+    da = A.to_xarray(sn, dims=("batch", "channel", "neuron"))
+    assert da.dims == ("rank", "step", "batch", "channel", "neuron")
+    assert da["rank"].values.tolist() == [0, 1]
+    np.testing.assert_array_equal(da.sel(rank=1).values, A.to_numpy(sn)[1])
+    lazy = A.to_xarray(sn, chunks=None)
+    assert lazy.dims[:2] == ("rank", "step") and isinstance(lazy, xr.DataArray)
+    np.testing.assert_array_equal(lazy.isel(rank=0, step=slice(2, 4)).values,
+                                  A.to_numpy(sn)[0, 2:4])
+    one = A.to_xarray(sn, rank=1)
+    assert one.dims[0] == "step" and one.shape[0] == 25
+    with pytest.raises(ValueError, match="dims"):
+        A.to_xarray(sn, dims=("a", "b"))
