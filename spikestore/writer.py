@@ -85,6 +85,8 @@ def _close_at_exit() -> None:
     registered its own (they run last in, first out), as ``concurrent.futures`` itself
     does; ``atexit`` where that hook is missing.
     """
+    global _exiting
+    _exiting = True  # SIGTERM from now on waits for the commits (see _on_sigterm)
     with _OPEN_LOCK:
         writers = list(_OPEN)
     # Python joins the threads still running only after this hook, and they may still
@@ -118,6 +120,14 @@ def _register_exit_hook() -> None:
             atexit.register(_close_at_exit)
 
 
+#: Set when the exit hook starts committing; from then on SIGTERM waits for it.
+_exiting = False
+#: close() calls running in the main thread (where SIGTERM handlers run).
+_closing_in_main = 0
+#: A SIGTERM that came while the main thread was committing, to act on after it.
+_term_pending = False
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM with writers open: exit through ``SystemExit`` so that they commit.
 
@@ -125,14 +135,24 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     would end the process at once and lose every record not yet committed. Raised in
     the main thread, ``SystemExit`` runs ``finally`` blocks and ``with`` exits (which
     close monitors and writers), then the interpreter's exit, where
-    :func:`_close_at_exit` commits the writers still open. A second SIGTERM kills at
-    once (the default is back).
+    :func:`_close_at_exit` commits the writers still open. While the main thread is
+    committing (in ``close()`` or at exit), SIGTERM only waits for it: ``close()``
+    raises the ``SystemExit`` when it is done, and at exit nothing more is needed.
+    With no writer left to commit, SIGTERM ends the process as the default would.
+    Python runs this handler when the main thread next runs Python code, not while it
+    is blocked in a C call (a collective still waiting on a dead peer).
     """
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    with _OPEN_LOCK:
-        any_open = any(not w.closed for w in _OPEN)
-    if not any_open:  # nothing to commit: die as the default would
+    global _term_pending
+    try:
+        writers = list(_OPEN)
+    except RuntimeError:  # the set changed meanwhile (another thread): assume open ones
+        writers = [None]  # type: ignore[list-item]
+    if not any(w is None or not w._finished for w in writers):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if _exiting or _closing_in_main:
+        _term_pending = True
         return
     raise SystemExit(128 + signum)
 
@@ -248,8 +268,13 @@ class StoreWriter:
     fails because another rank died), and on SIGTERM, which ``torchrun`` sends to
     the ranks that survive a failed one: while a writer is open and no other
     SIGTERM handler is installed, SIGTERM raises ``SystemExit(143)`` in the main
-    thread, so ``finally`` blocks run and the exit hook commits (a second SIGTERM
-    kills at once). SIGKILL loses what was not yet committed (see above).
+    thread, so ``finally`` blocks run and the exit hook commits; a SIGTERM that comes
+    while the main thread is committing (in ``close()`` or at exit) waits for the
+    commit. Python acts on SIGTERM only when the main thread runs Python code: a main
+    thread blocked in a C call (a collective waiting on a dead peer) handles it when
+    that call returns or fails; meanwhile the writer thread keeps committing every
+    ``flush_interval``. SIGKILL ends the process at once and loses what was not yet
+    committed (see above).
 
     **Threads.** ``append`` may be called from any number of threads (hooks under
     ``nn.DataParallel``); steps are numbered in the order the calls reach the
@@ -325,6 +350,7 @@ class StoreWriter:
         self.level = level
         self.durable = bool(durable)
         self._closed = False
+        self._finished = False  # committed and released (close() has returned)
         #: This process's part in a ranked store (None: a store of one process).
         self._plan = rank_plan(ranks)
         self._active = self._plan is None or self._plan.active
@@ -584,13 +610,26 @@ class StoreWriter:
         In a forked child it only lets go of the child's copy of the lock: the parent
         keeps writing (and keeps its lock).
         """
+        global _closing_in_main, _term_pending
         if self._closed:
             return
         self._closed = True
         if not self._active:
+            self._finished = True
             return
         owned = self._storage.owned
-        self._finalizer()
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            _closing_in_main += 1
+        try:
+            self._finalizer()
+            self._finished = True
+        finally:
+            if in_main:
+                _closing_in_main -= 1
+        if in_main and _term_pending and not _exiting and not _closing_in_main:
+            _term_pending = False
+            raise SystemExit(128 + signal.SIGTERM)  # the SIGTERM that came meanwhile
         if owned:
             self._worker.check()
 

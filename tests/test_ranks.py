@@ -376,3 +376,45 @@ def test_root_written_by_another_rank_meanwhile_is_accepted() -> None:
     prepare_root(LateRoot(base), RankPlan(1, 2, (0, 1)), "w", "test", "mem")
     meta = json.loads(base._store_dict["zarr.json"].to_bytes())
     assert meta["attributes"]["spikestore"]["ranks"] == {"world_size": 2, "recorded": [0, 1]}
+
+
+SIGTERM_WHILE_COMMITTING = textwrap.dedent(
+    """
+    import os, signal, sys, torch, spikestore
+    from zarr.storage import LocalStore, WrapperStore
+
+    class TermOnWrite(WrapperStore):
+        armed = False
+        async def set(self, key, value):
+            if TermOnWrite.armed:  # SIGTERM lands while the records are being committed
+                TermOnWrite.armed = False
+                os.kill(os.getpid(), signal.SIGTERM)
+            await self._store.set(key, value)
+
+    w = spikestore.StoreWriter(store=TermOnWrite(LocalStore(sys.argv[1])), flush_interval=600)
+    for i in range(50):
+        w.append("output", "x", torch.full((64, 256), float(i)))
+    TermOnWrite.armed = True
+    if sys.argv[2] == "close":
+        w.close()
+        print("not reached", flush=True)
+    else:
+        raise RuntimeError("a collective failed")  # uncaught: the exit hook commits
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["close", "exit"])
+def test_sigterm_while_committing_waits_for_the_commit(tmp_path: Path, how: str) -> None:
+    """torchrun's SIGTERM often lands while a survivor is committing (its collective
+    failed, its exit hook runs): the commit finishes, nothing is lost."""
+    root = tmp_path / "s"
+    p = subprocess.run(
+        [sys.executable, "-c", SIGTERM_WHILE_COMMITTING, str(root), how],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == (143 if how == "close" else 1), p.stderr[-2000:]
+    assert "not reached" not in p.stdout
+    x = spikestore.open(root)["output"]["x"]
+    assert len(x) == 50
+    assert bits_equal(x[49], torch.full((64, 256), 49.0))
