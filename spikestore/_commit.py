@@ -276,7 +276,15 @@ class FieldWriter:
         ``aligned``: only steps whose rows end on inner-chunk boundaries, so that
         the next write does not decode, merge and encode a chunk again. Returns the
         committed step range ``(start, stop)``.
+
+        The fence (a lease's check) runs before the first write, not only before the
+        commit point: a writer that lost its lease (frozen past its timeout, then
+        resumed) must not overwrite the chunks of the writer that took over.
         """
+        if not self.pending_index:
+            return self.committed, self.committed
+        if self.fence is not None:
+            self.fence()
         for k, rows in self.pending_rows.items():
             if rows and k not in self.arrays:
                 # Created at the first write, not when a record is taken: the store is
@@ -312,13 +320,14 @@ class FieldWriter:
         self.index[n0:n1] = np.asarray(done, dtype=np.int32)
         self.summary.write(self.group, n0, n1)
         self.committed = n1
-        self.commit()
+        self.commit(fenced=True)
         del self.pending_index[:steps]
         return n0, n1
 
-    def commit(self) -> None:
-        """Write the field's attributes: the atomic commit point."""
-        if self.fence is not None:
+    def commit(self, fenced: bool = False) -> None:
+        """Write the field's attributes: the atomic commit point (after the fence,
+        unless the caller ran it before this commit's first write)."""
+        if self.fence is not None and not fenced:
             self.fence()
         segs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.segments]
         self.group.attrs.update(field_attrs(self.committed, segs))

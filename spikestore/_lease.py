@@ -26,7 +26,8 @@ over. Generations older than the one taken over are then deleted.
 is still the highest, rewrites it with a new heartbeat; if a higher one exists the
 lease is *lost* for good.
 
-*Fence* (:meth:`Lease.check`, before every commit point): the lease is refused if it
+*Fence* (:meth:`Lease.check`, before a field's first write of each commit, and
+before group creation): the lease is refused if it
 was lost, renewed synchronously if its last renewal is older than ``timeout / 2``
 (the daemon thread may be starved), and otherwise one ``exists`` of generation + 1
 tells whether another writer took over. A writer whose lease is lost writes nothing
@@ -38,9 +39,10 @@ more.
 Assumptions, stated so they can be checked: the hosts' clocks agree to well under
 the timeout (heartbeats are wall times), and the store's ``set_if_not_exists`` is
 atomic (S3 through obstore or s3fs, local files, memory). A holder frozen for more
-than ``timeout / 2`` between its fence check and its commit write (a stopped
-process, a VM migration) can still write one commit after a takeover: only
-conditional writes of the commit itself (``If-Match``) would close that gap.
+than ``timeout / 2`` between its fence check and the end of that field's writes (a
+stopped process, a VM migration) can still write them after a takeover, overwriting
+chunks the new holder wrote: S3 has no fenced ordinary PUTs, and only conditional
+writes of every chunk (``If-Match``) would close that gap.
 
 Thread ownership: a :class:`Lease` is used by the thread that opens the writer
 (acquire, release), the writer thread (:meth:`check`) and its own renewal thread;
@@ -277,7 +279,7 @@ class Lease:
                     pass  # a failed request; the next renewal, or the fence, tries again
 
     def check(self) -> None:
-        """The fence before a commit point: raise :class:`StoreLockedError` if the
+        """The fence before a field's writes: raise :class:`StoreLockedError` if the
         lease is lost (another writer may have taken over)."""
         with self._lock:
             if self._lost:

@@ -110,7 +110,7 @@ class Storage:
 
     def check_fence(self) -> None:
         """Raise :class:`StoreLockedError` if this writer may no longer write (its lease
-        was taken over); called before every commit point. A no-op where the lock
+        was taken over); called before each field's writes of a commit. A no-op where the lock
         cannot be lost."""
 
     @property

@@ -321,3 +321,33 @@ def test_caching_store_answers_reads_of_what_it_wrote() -> None:
     assert inner.counts == {"get": 1}
     sync(cache.delete_dir(""))
     assert sync(cache.get("a", proto)) is None
+
+
+def test_writer_that_lost_its_lease_leaves_the_new_holders_chunks_alone(tmp_path: Path) -> None:
+    """A holder frozen past its lease (its renewal thread stopped too) resumes after
+    another writer took over and committed into the same open shard: its first write
+    is fenced, so the new holder's committed steps stay exact (the fence used to run
+    only before the commit point, after the stale writer had rewritten the tail,
+    index and summary chunks)."""
+    from zarr.storage import LocalStore
+
+    a = spikestore.StoreWriter(store=LocalStore(tmp_path / "s"), lease_timeout=0.5)
+    for i in range(3):
+        a.append("m", "l", torch.full((4,), float(i)))
+    a.flush()
+    lease = a._storage.lease
+    lease._stop.set()  # frozen: no renewals
+    lease._thread.join()
+    time.sleep(0.6)
+    with spikestore.StoreWriter(store=LocalStore(tmp_path / "s"), mode="a", lease_timeout=5) as b:
+        for i in range(3, 6):
+            b.append("m", "l", torch.full((4,), float(i)))
+    a.append("m", "l", torch.full((4,), -1.0))  # resumed: tries to write step 3 again
+    with pytest.raises(spikestore.WriteError, match="lease lost"):
+        a.flush()
+    with pytest.raises(spikestore.WriteError):
+        a.close()
+    layer = spikestore.open(tmp_path / "s")["m"]["l"]
+    assert len(layer) == 6
+    for i in range(6):
+        assert torch.equal(layer[i], torch.full((4,), float(i)))
