@@ -6,21 +6,26 @@ recording rank a complete store of its own in ``<root>/rank00003/`` (see
 :func:`spikestore.format.rank_key`), the root's metadata recording the world
 size and the recorded ranks. Ranks do not coordinate while writing: each writes
 its own folder, under its own lock (``flock`` locally, a lease on object storage),
-so a rank that dies never damages another's records. The root's metadata is the
-same for every rank of a run, so each recording rank writes it (one atomic write;
-identical content, whichever lands last).
+so a rank that dies never damages another's records.
 
-``mode="w"`` replaces a store at the root: each rank replaces its own folder, and
-the lowest recorded rank removes what no rank of this run will write (the
-monitors of a store of one process, folders of ranks not recorded now).
-``mode="a"`` appends, rank by rank, to a ranked store of the same world size.
+Opening, each recording rank checks the root (reading only: a folder of the user's,
+or a store of one process in any mode but ``"w"``, is refused), then takes its own
+folder's lock, then (:func:`finish_root`) the lowest recorded rank rewrites the root's
+metadata under the root's lock while the others only create it if it is missing.
+``mode="w"`` replaces a store at the root: each rank replaces its own folder, and the
+lowest recorded rank removes what no rank of this run will write (the monitors of a
+store of one process, the stores in folders of ranks not recorded now), each under
+its own lock, so the live writers of another job make it fail before it deletes
+anything of theirs. ``mode="a"`` appends, rank by rank, to a ranked store of the
+same world size.
 
 Thread ownership: stateless functions, called by the thread that opens a writer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +42,7 @@ from .format import (
     root_ranks,
 )
 
-__all__ = ["RankPlan", "plan", "distributed_rank", "prepare_root"]
+__all__ = ["RankPlan", "plan", "distributed_rank", "check_root", "finish_root"]
 
 
 def distributed_rank() -> tuple[int, int] | None:
@@ -139,12 +144,14 @@ def _is_monitor(store: Any, name: str) -> bool:
     return isinstance(entry, dict) and entry.get("node") == "monitor"
 
 
-def prepare_root(store: Any, p: RankPlan, mode: str, created_by: str, where: str) -> None:
-    """Check the root of a ranked store for ``mode`` and write its metadata.
+def check_root(store: Any, p: RankPlan, mode: str, where: str) -> set[int]:
+    """Check the root of a ranked store for ``mode`` (reading only); return the ranks
+    its metadata will record.
 
-    Refuses a root that holds anything but a spikestore store; ``mode="a"`` needs
-    a ranked store of the same world size (or none yet). Called by every
-    recording rank before it opens its own folder.
+    Refuses a root that holds anything but a spikestore store; ``mode="a"`` needs a
+    ranked store of the same world size (or none yet), and only ``mode="w"`` may
+    replace a store of one process. Every recording rank calls it before it creates
+    its own folder, so a refused root is left as it was.
     """
     meta = _read_json(store, "zarr.json")
     names = list(_sync(_list_dir(store)))
@@ -153,54 +160,119 @@ def prepare_root(store: Any, p: RankPlan, mode: str, created_by: str, where: str
         others = [
             n
             for n in names
-            # zarr.json: written by another rank since this one read it.
+            # zarr.json: written by another rank since this one read it (and its
+            # temporary file, *.partial, while that write is under way).
             if rank_of_key(n) is None
             and n not in ("zarr.json", LOCK_FILE, LEASE_DIR)
             and not n.startswith(TRASH_PREFIX)
+            and not n.endswith(".partial")
         ]
         if others:
             what = "write into it" if mode == "a" else "overwrite it"
             raise FileExistsError(
-                f"{where} exists, is not empty and is not a spikestore store; refusing to {what}"
+                f"{where} exists, is not empty and is not a spikestore store (it holds "
+                f"{', '.join(sorted(others)[:5])}); refusing to {what}"
+            )
+        return recorded
+    attrs = meta.get("attributes")
+    if meta.get("node_type") != "group" or not isinstance(attrs, dict):
+        raise FormatError(f"{where} is Zarr but not a spikestore store")
+    entry = check_root_attrs(attrs, where)
+    ranked = root_ranks(entry, where)
+    if ranked is None:
+        monitors = [n for n in names if _is_monitor(store, n)]
+        if monitors and mode != "w":
+            raise FormatError(
+                f"{where} holds a store recorded by one process (monitors {monitors}); "
+                f"this rank ({p.rank} of {p.world_size}) cannot "
+                f"{'append to' if mode == 'a' else 'write'} it as a ranked store: pass "
+                "mode='w' to replace it, another path, or ranks=None to write one "
+                "store per process at paths of your own"
             )
     else:
-        attrs = meta.get("attributes")
-        if meta.get("node_type") != "group" or not isinstance(attrs, dict):
-            raise FormatError(f"{where} is Zarr but not a spikestore store")
-        entry = check_root_attrs(attrs, where)
-        ranked = root_ranks(entry, where)
-        if ranked is None:
-            monitors = [n for n in names if _is_monitor(store, n)]
-            if monitors and mode != "w":
+        world, before = ranked
+        if mode == "a":
+            if world != p.world_size:
                 raise FormatError(
-                    f"{where} holds a store recorded by one process (monitors {monitors}); "
-                    f"this rank ({p.rank} of {p.world_size}) cannot "
-                    f"{'append to' if mode == 'a' else 'write'} it as a ranked store: pass "
-                    "mode='w' to replace it, another path, or ranks=None to write one "
-                    "store per process at paths of your own"
+                    f"{where} was recorded by {world} ranks; this job has "
+                    f"{p.world_size}: append with the same world size, or write a new store"
                 )
-        else:
-            world, before = ranked
-            if mode == "a":
-                if world != p.world_size:
-                    raise FormatError(
-                        f"{where} was recorded by {world} ranks; this job has "
-                        f"{p.world_size}: append with the same world size, or write a new store"
-                    )
-                recorded |= set(before)
-    if mode == "w" and p.rank == min(p.recorded):
-        # Remove what no rank of this run writes: the monitors of a store of one
-        # process, and the folders of ranks not recorded now.
-        for n in names:
-            r = rank_of_key(n)
-            if (r is not None and r not in recorded) or (r is None and _is_monitor(store, n)):
-                _sync(store.delete_dir(n))
-    _write_group_meta(store, ranked_root_attrs(created_by, p.world_size, sorted(recorded)))
+            recorded |= set(before)
+    return recorded
+
+
+def finish_root(
+    store: Any,
+    p: RankPlan,
+    mode: str,
+    created_by: str,
+    where: str,
+    storage_at: Callable[[str | None], Any],
+) -> None:
+    """Write the root's metadata, and for ``mode="w"`` remove what no rank of this run
+    writes. Called after this rank holds its own folder's lock.
+
+    The lowest recorded rank does it under the root's own lock (``storage_at(None)``;
+    a live writer of a store of one process there makes it fail before anything
+    changes). For ``mode="w"``, the folders of ranks not recorded now must be stores
+    (a user's folder named like a rank is refused, never deleted), and each is
+    emptied under its own lock (a live writer of another job there makes it fail);
+    then the metadata is rewritten, those folders stop being stores (the user's files
+    in them stay), and the monitors of a store of one process at the root go. The
+    other ranks only create the root's metadata if it is missing.
+    """
+    if p.rank != min(p.recorded):
+        _create_group_meta(store, ranked_root_attrs(created_by, p.world_size, sorted(p.recorded)))
+        return
+    with storage_at(None).hold(), contextlib.ExitStack() as held:
+        recorded = check_root(store, p, mode, where)  # again, under the root's lock
+        names = list(_sync(_list_dir(store)))
+        stale = [n for n in names if (r := rank_of_key(n)) is not None and r not in recorded]
+        if mode != "w":
+            stale = []
+        for n in stale:  # all refused before anything changes
+            if _store_entry(store, n) is None:
+                raise FileExistsError(
+                    f"{where}: {n} is named like a rank's folder but is not a spikestore "
+                    "store; refusing to delete it"
+                )
+        opened = []
+        for n in stale:  # each under its own lock: a live writer there stops this here
+            sub = storage_at(n)
+            zsub, _ = sub.open("w")  # its monitors go, crash-safely
+            held.callback(sub.discard)
+            held.callback(sub.release)
+            opened.append(zsub)
+        _write_group_meta(store, ranked_root_attrs(created_by, p.world_size, sorted(recorded)))
+        for zsub in opened:  # no longer a store; the user's files in it stay
+            _sync(zsub.delete("zarr.json"))
+        if mode == "w":
+            for n in names:
+                if rank_of_key(n) is None and _is_monitor(store, n):
+                    _sync(store.delete_dir(n))
+
+
+def _store_entry(store: Any, key: str) -> dict[str, Any] | None:
+    """The spikestore root entry of the store in folder ``key``, or None."""
+    meta = _read_json(store, f"{key}/zarr.json")
+    attrs = meta.get("attributes") if meta else None
+    entry = attrs.get(FORMAT_NAME) if isinstance(attrs, dict) else None
+    return entry if isinstance(entry, dict) and entry.get("format") == FORMAT_NAME else None
+
+
+def _create_group_meta(store: Any, attrs: dict[str, Any]) -> None:
+    """Write a group's ``zarr.json`` unless there is one (an atomic create)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import GroupMetadata
+
+    for key, buf in (
+        GroupMetadata(attributes=attrs).to_buffer_dict(default_buffer_prototype()).items()
+    ):
+        _sync(store.set_if_not_exists(key, buf))
 
 
 def _write_group_meta(store: Any, attrs: dict[str, Any]) -> None:
-    """Write a group's ``zarr.json`` in one write, as Zarr writes it (whichever rank's
-    write lands last, the content is the same)."""
+    """Write a group's ``zarr.json`` in one write, as Zarr writes it."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.group import GroupMetadata
 

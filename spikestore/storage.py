@@ -42,6 +42,7 @@ with every key under a prefix (per-rank sub-stores).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -51,7 +52,7 @@ import socket
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -107,6 +108,24 @@ class Storage:
         """Give the lock back after the writer failed to open: leave no lock file that
         :meth:`open` created."""
         self.release()
+
+    def _take(self) -> None:
+        """Take the lock (or lease) only, preparing nothing (see :meth:`hold`)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Hold the lock (or lease) for a while without opening the store for writing:
+        :class:`~spikestore.errors.StoreLockedError` if a writer holds it."""
+        self._take()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def discard(self) -> None:
+        """Remove the lock file (or lease objects), and the folder if nothing else is
+        in it: after its store was emptied and the lock released."""
 
     def check_fence(self) -> None:
         """Raise :class:`StoreLockedError` if this writer may no longer write (its lease
@@ -424,6 +443,17 @@ class LocalStorage(Storage):
         self._fd = fd
         self._pid = self.owner_pid = os.getpid()
 
+    def _take(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock()
+
+    def discard(self) -> None:
+        (self.root / LOCK_FILE).unlink(missing_ok=True)
+        try:
+            self.root.rmdir()
+        except OSError:
+            pass  # not empty: the user's files stay
+
     def abort(self) -> None:
         if self._made_lock_file and self._fd is not None and self.owned:
             (self.root / LOCK_FILE).unlink(missing_ok=True)
@@ -465,6 +495,9 @@ class ZarrStorage(Storage):
         self._pid = self.owner_pid = os.getpid()
         # The one writer of the store: what it wrote need not be read back (see CachingStore).
         return CachingStore(self.store), mode
+
+    def _take(self) -> None:
+        self.open("a")
 
     def release(self) -> None:
         if self._pid == os.getpid() and ZarrStorage._open.get(id(self.store)) == self._pid:
@@ -886,6 +919,13 @@ class ObjectStorage(Storage):
 
     def check_fence(self) -> None:
         self.lease.check()
+
+    def _take(self) -> None:
+        self.lease.acquire()
+        self._pid = self.owner_pid = os.getpid()
+
+    def discard(self) -> None:
+        _sync(self.store.delete_dir(_lease.LEASE_DIR))
 
     def release(self) -> None:
         self.lease.release()

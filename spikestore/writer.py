@@ -38,8 +38,8 @@ from ._worker import Item, Registry, Worker
 from .codecs import COMPRESSORS, LEVELS, time_last
 from .errors import RecordError, StoreLockedError, WriteError
 from .format import LOCK_FILE
+from .ranks import check_root, finish_root
 from .ranks import plan as rank_plan
-from .ranks import prepare_root
 from .storage import Mode, Storage, storage_for
 
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
@@ -354,25 +354,28 @@ class StoreWriter:
         #: This process's part in a ranked store (None: a store of one process).
         self._plan = rank_plan(ranks)
         self._active = self._plan is None or self._plan.active
-        options: dict[str, Any] = {}
-        if storage_options is not None:
-            options["storage_options"] = storage_options
-        if lease_timeout is not None:
-            options["lease_timeout"] = lease_timeout
         if self._plan is not None:
-            path, store = self._rank_location(path, store, storage_options)
-            if not self._active:
+            opened = self._open_ranked(path, store, durable, storage_options, lease_timeout)
+            if opened is None:  # this rank does not record
                 self.path = None
                 self._where = f"{self._root_where} (rank {self._plan.rank} does not record)"
                 return
-        self._storage = storage_for(path, store, durable=durable, **options)
+            self._storage, zstore, zmode = opened
+        else:
+            self._storage = storage_for(
+                path,
+                store,
+                durable=durable,
+                storage_options=storage_options,
+                lease_timeout=lease_timeout,
+            )
+            zstore, zmode = self._storage.open(mode)  # holds the lock from here on
         self.path = self._storage.path
         if flush_interval is None:
             flush_interval = self._storage.default_flush_interval
         if tune_allocator:
             _tune_allocator()
         where = self._storage.where
-        zstore, zmode = self._storage.open(mode)  # holds the lock from here on
         try:
             created_by = f"spikestore {__version__}"
             root = open_root(zstore, zmode, created_by, where)
@@ -402,20 +405,41 @@ class StoreWriter:
         _register_exit_hook()
         _install_sigterm_handler()
 
-    def _rank_location(
-        self, path: Any, store: Any, storage_options: dict[str, Any] | None
-    ) -> tuple[Any, Any]:
-        """Prepare the ranked store's root and return this rank's ``(path, store)``."""
+    def _open_ranked(
+        self,
+        path: Any,
+        store: Any,
+        durable: bool,
+        storage_options: dict[str, Any] | None,
+        lease_timeout: float | None,
+    ) -> tuple[Storage, Any, Mode] | None:
+        """Open this rank's store in a ranked store (see :mod:`spikestore.ranks`):
+        check the root, take this rank's folder, then write the root's metadata.
+        Returns ``(storage, zarr store, zarr mode)``, or None on a rank that does not
+        record."""
         from . import storage as st
 
         p = self._plan
         assert p is not None
         if (path is None) == (store is None):
             raise ValueError("pass exactly one of path and store")
+
+        def storage_at(key: str | None) -> Storage:
+            """The storage of the root's folder ``key`` (None: the root itself)."""
+            if path is not None and st.is_url(str(path)):
+                url = str(path).rstrip("/") + (f"/{key}" if key else "")
+                return storage_for(
+                    url, None, durable=False, storage_options=storage_options,
+                    lease_timeout=lease_timeout,
+                )  # fmt: skip
+            if path is not None:
+                return storage_for(Path(path) / key if key else Path(path), None, durable=durable)
+            sub = st.prefixed(store, key) if key else store
+            return storage_for(None, sub, durable=False, lease_timeout=lease_timeout)
+
         if path is not None and st.is_url(str(path)):
             root_store = st.url_store(str(path), storage_options=storage_options)
             where = str(path)
-            sub: tuple[Any, Any] = (f"{str(path).rstrip('/')}/{p.key}", None)
         elif path is not None:
             from zarr.storage import LocalStore
 
@@ -424,14 +448,20 @@ class StoreWriter:
                 raise FileExistsError(f"{root} exists and is not a directory")
             root.mkdir(parents=True, exist_ok=True)
             root_store, where = LocalStore(root), str(root)
-            sub = (root / p.key, None)
         else:
             root_store, where = store, repr(store)
-            sub = (None, st.prefixed(store, p.key))
         self._root_where = where
-        if p.active:
-            prepare_root(root_store, p, self.mode, f"spikestore {__version__}", where)
-        return sub
+        if not p.active:
+            return None
+        check_root(root_store, p, self.mode, where)
+        storage = storage_at(p.key)
+        zstore, zmode = storage.open(self.mode)  # this rank's lock from here on
+        try:
+            finish_root(root_store, p, self.mode, f"spikestore {__version__}", where, storage_at)
+        except BaseException:
+            storage.abort()
+            raise
+        return storage, zstore, zmode
 
     # ------------------------------------------------------------- properties
     @property

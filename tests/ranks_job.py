@@ -108,7 +108,8 @@ def main() -> None:
         if args.flush_each:
             writer.flush()
         step += 1
-        (out / f"appended{rank}").write_text(str(step))
+        (out / f"appended{rank}.tmp").write_text(str(step))
+        os.replace(out / f"appended{rank}.tmp", out / f"appended{rank}")  # never half-written
         if args.forever:
             time.sleep(0.02)
     if mon is not None:

@@ -81,7 +81,11 @@ def test_ranks_write_one_store(tmp_path: Path) -> None:
     s = spikestore.open(root)
     assert isinstance(s, RankedStoreReader)
     assert s.ranks == [0, 1] and s.world_size == 2 and s.version == "1.4"
-    assert sorted(os.listdir(root)) == ["rank00000", "rank00001", "zarr.json"]
+    assert sorted(x for x in os.listdir(root) if x[0] != ".") == [
+        "rank00000",
+        "rank00001",
+        "zarr.json",
+    ]
     sn = s["output"]["sn"]
     assert isinstance(sn, RankedLayerReader)
     assert sn.lengths == {0: 6, 1: 6} and len(sn) == 6
@@ -212,7 +216,16 @@ def test_ranks_on_object_storage(tmp_path: Path, s3: S3Server) -> None:
     store = url_store(url, storage_options=s3.storage_options)
     keys = set(_list(store))
     assert any(k.startswith("rank00001/.spikestore-lease/") for k in keys)
-    assert not any(k.startswith(".spikestore-lease/") for k in keys)  # the root has none
+    # The root's lease (held by rank 0 while it wrote the root) was released.
+    roots = [k for k in keys if k.startswith(".spikestore-lease/")]
+    assert roots and all(json.loads(_get(store, k))["released"] for k in roots)
+
+
+def _get(store: Any, key: str) -> bytes:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    return bytes(sync(store.get(key, default_buffer_prototype())).to_bytes())
 
 
 def _list(store: Any) -> list[str]:
@@ -293,13 +306,14 @@ def test_torchrun_sigterm_commits_survivors(tmp_path: Path) -> None:
 
 SIGTERM_CHILD = textwrap.dedent(
     """
-    import sys, time, torch, spikestore
+    import os, sys, time, torch, spikestore
     w = spikestore.StoreWriter(sys.argv[1], flush_interval=1000)
     n = 0
     while True:
         w.append("output", "x", torch.full((3,), float(n)))
         n += 1
-        open(sys.argv[2], "w").write(str(n))
+        open(sys.argv[2] + ".tmp", "w").write(str(n))
+        os.replace(sys.argv[2] + ".tmp", sys.argv[2])  # never half-written
         time.sleep(0.01)
     """
 )
@@ -358,9 +372,18 @@ def test_ranks_argument_checked() -> None:
 def test_root_written_by_another_rank_meanwhile_is_accepted() -> None:
     """Rank 1 reads no root metadata, then lists the root after rank 0 wrote it: the
     root's zarr.json is not 'a file of someone else's'."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
     from zarr.storage import MemoryStore, WrapperStore
 
-    from spikestore.ranks import RankPlan, prepare_root
+    from spikestore.format import ranked_root_attrs
+    from spikestore.ranks import RankPlan, check_root
+
+    def root_meta(store: Any) -> None:
+        attrs = {"node_type": "group", "zarr_format": 3}
+        attrs["attributes"] = ranked_root_attrs("test", 2, [0, 1])
+        buf = default_buffer_prototype().buffer.from_bytes(json.dumps(attrs).encode())
+        sync(store.set("zarr.json", buf))
 
     class LateRoot(WrapperStore):  # type: ignore[type-arg]
         first = True
@@ -372,10 +395,11 @@ def test_root_written_by_another_rank_meanwhile_is_accepted() -> None:
             return await self._store.get(key, prototype, byte_range)
 
     base = MemoryStore()
-    prepare_root(base, RankPlan(0, 2, (0, 1)), "w", "test", "mem")
-    prepare_root(LateRoot(base), RankPlan(1, 2, (0, 1)), "w", "test", "mem")
-    meta = json.loads(base._store_dict["zarr.json"].to_bytes())
-    assert meta["attributes"]["spikestore"]["ranks"] == {"world_size": 2, "recorded": [0, 1]}
+    check_root(base, RankPlan(0, 2, (0, 1)), "w", "mem")
+    root_meta(base)  # rank 0 writes the root's zarr.json, through a temporary file:
+    partial = default_buffer_prototype().buffer.from_bytes(b"{")
+    sync(base.set("zarr.a1b2c3.partial", partial))
+    check_root(LateRoot(base), RankPlan(1, 2, (0, 1)), "w", "mem")
 
 
 SIGTERM_WHILE_COMMITTING = textwrap.dedent(
@@ -418,3 +442,83 @@ def test_sigterm_while_committing_waits_for_the_commit(tmp_path: Path, how: str)
     x = spikestore.open(root)["output"]["x"]
     assert len(x) == 50
     assert bits_equal(x[49], torch.full((64, 256), 49.0))
+
+
+# ------------------------------------------------- replacing a ranked store's root
+def _ranked_root(root: Path, world: int, ranks: list[int]) -> None:
+    """A ranked store written rank by rank (as the ranks of a job would)."""
+    from spikestore.format import ranked_root_attrs
+
+    for r in ranks:
+        with spikestore.StoreWriter(root / rank_key(r), ranks=None) as w:
+            w.append("output", "sn", spikes(r, 0))
+    meta = {"attributes": ranked_root_attrs("test", world, ranks), "zarr_format": 3}
+    (root / "zarr.json").write_text(json.dumps({**meta, "node_type": "group"}))
+
+
+def _finish(root: Path, plan: Any, mode: str = "w") -> None:
+    from zarr.storage import LocalStore
+
+    from spikestore.ranks import check_root, finish_root
+    from spikestore.storage import storage_for
+
+    def storage_at(key: str | None) -> Any:
+        return storage_for(root / key if key else root, None, durable=False)
+
+    check_root(LocalStore(root), plan, mode, str(root))
+    finish_root(LocalStore(root), plan, mode, "test", str(root), storage_at)
+
+
+def test_replacing_refuses_a_live_plain_writer_at_the_root(tmp_path: Path) -> None:
+    """A ranked job must not turn the root of a live store of one process into a
+    ranked store (its writer would go on writing records no reader finds)."""
+    from spikestore.ranks import RankPlan
+
+    root = tmp_path / "p"
+    plain = spikestore.StoreWriter(root, ranks=None)
+    plain.append("output", "x", torch.ones(3))
+    plain.flush()
+    before = (root / "zarr.json").read_text()
+    with pytest.raises(spikestore.StoreLockedError):
+        _finish(root, RankPlan(0, 2, (0, 1)))
+    assert (root / "zarr.json").read_text() == before
+    plain.append("output", "x", torch.zeros(3))
+    plain.close()
+    assert len(spikestore.open(root)["output"]["x"]) == 2
+
+
+def test_replacing_refuses_a_live_writer_in_a_stale_rank_folder(tmp_path: Path) -> None:
+    """Another job still writes rank 2 of a 3-rank store: a 2-rank job replacing the
+    store fails before it deletes or rewrites anything."""
+    from spikestore.ranks import RankPlan
+
+    root = tmp_path / "r"
+    _ranked_root(root, 3, [0, 1, 2])
+    live = spikestore.StoreWriter(root / rank_key(2), mode="a", ranks=None)
+    before = (root / "zarr.json").read_text()
+    with pytest.raises(spikestore.StoreLockedError):
+        _finish(root, RankPlan(0, 2, (0, 1)))
+    assert (root / "zarr.json").read_text() == before
+    live.append("output", "sn", spikes(2, 1))
+    live.close()
+    assert len(spikestore.open(root).rank(2)["output"]["sn"]) == 2
+
+
+def test_replacing_never_deletes_a_users_folder_named_like_a_rank(tmp_path: Path) -> None:
+    from spikestore.ranks import RankPlan
+
+    root = tmp_path / "u"
+    (root / "rank00001").mkdir(parents=True)
+    (root / "rank00001" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="rank00001 is named like a rank"):
+        _finish(root, RankPlan(0, 2, (0,)))
+    assert (root / "rank00001" / "notes.txt").read_text() == "mine"
+    assert not (root / "zarr.json").exists()
+    # A stale rank's store goes, the user's files in its folder stay.
+    root = tmp_path / "s"
+    _ranked_root(root, 3, [0, 1, 2])
+    (root / "rank00002" / "notes.txt").write_text("mine too")
+    _finish(root, RankPlan(0, 2, (0, 1)))
+    assert sorted(os.listdir(root / "rank00002")) == ["notes.txt"]
+    s = spikestore.open(root)
+    assert s.world_size == 2 and s.ranks == [0, 1]
