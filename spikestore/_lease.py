@@ -68,6 +68,7 @@ __all__ = [
     "LEASE_DIR",
     "CLEARING_KEY",
     "DEFAULT_LEASE_TIMEOUT",
+    "MAX_LEASE_TIMEOUT",
     "Lease",
     "create_exclusive",
     "read_bytes",
@@ -77,8 +78,10 @@ __all__ = [
 
 #: Seconds without a heartbeat after which a lease may be taken over.
 DEFAULT_LEASE_TIMEOUT = 30.0
+#: The longest timeout a lease object may claim (one day).
+MAX_LEASE_TIMEOUT = 86400.0
 
-_GEN = re.compile(r"\d{10}")
+_GEN = re.compile(r"\d{10,}")  # zero-padded to 10 digits; more past 9999999999
 
 
 def _sync(coro: Any) -> Any:
@@ -151,8 +154,11 @@ class Lease:
     """
 
     def __init__(self, store: Any, where: str, timeout: float = DEFAULT_LEASE_TIMEOUT) -> None:
-        if not float(timeout) > 0:
-            raise ValueError(f"lease_timeout must be > 0 seconds, got {timeout!r}")
+        if not 0 < float(timeout) <= MAX_LEASE_TIMEOUT:
+            raise ValueError(
+                f"lease_timeout must be > 0 and at most {MAX_LEASE_TIMEOUT:.0f} seconds, "
+                f"got {timeout!r}"
+            )
         self.store = store
         self.where = where
         self.timeout = float(timeout)
@@ -213,16 +219,23 @@ class Lease:
             if not body.get("released", False):
                 try:
                     beat = float(body["heartbeat"])
-                    timeout = float(body.get("timeout", self.timeout))
+                    # A hostile or damaged timeout cannot lock the store for ages.
+                    timeout = min(float(body.get("timeout", self.timeout)), MAX_LEASE_TIMEOUT)
                 except (KeyError, TypeError, ValueError):
                     beat, timeout = float("-inf"), 0.0
                 age = time.time() - beat
                 if age < timeout:
+                    skew = (
+                        f"; its heartbeat is {-age:.1f} s in the future: the hosts' clocks "
+                        "disagree (leases assume they agree)"
+                        if age < 0
+                        else ""
+                    )
                     raise StoreLockedError(
                         f"{self.where} is open for writing by another writer "
                         f"({body.get('holder', 'unknown')}, lease generation {top}, last "
-                        f"heartbeat {age:.1f} s ago); close it first, or wait "
-                        f"{timeout - age:.1f} s for its lease to expire if it died"
+                        f"heartbeat {max(age, 0.0):.1f} s ago{skew}); close it first, or "
+                        f"wait {timeout - age:.1f} s for its lease to expire if it died"
                     )
         self.previous = top
         self.generation = top + 1

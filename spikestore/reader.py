@@ -217,7 +217,14 @@ def open(
     >>> s["output"]["sn1"][-1].shape                 # doctest: +SKIP
     """
     loc = _Location(path, store, storage_options)
-    meta = check_root_attrs(dict(_open_group(loc.path, loc.store).attrs), loc.where)
+    try:
+        meta = check_root_attrs(dict(_open_group(loc.path, loc.store).attrs), loc.where)
+    except (OSError, FormatError, ValueError):
+        raise
+    except Exception as exc:  # an object store's own error (obstore, s3fs)
+        from .storage import unreachable
+
+        raise unreachable(loc.where, exc) from exc
     if root_ranks(meta, loc.where) is not None:
         return RankedStoreReader(path, store=store, device=device, storage_options=storage_options)
     return StoreReader(path, store=store, device=device, storage_options=storage_options)

@@ -72,6 +72,7 @@ __all__ = [
     "CachingStore",
     "storage_for",
     "write_parts",
+    "unreachable",
     "is_url",
     "url_store",
     "prefixed",
@@ -139,6 +140,17 @@ class Storage:
 
     #: The process that opened the storage.
     owner_pid: int | None = None
+
+
+def unreachable(where: str, exc: BaseException) -> OSError:
+    """An object store's own error (obstore's, s3fs's), as an ``OSError`` that says
+    where and what to check."""
+    text = " ".join(str(exc).split())[:500]
+    return OSError(
+        f"{where}: the object store did not answer as expected ({type(exc).__name__}: "
+        f"{text}); check storage_options (endpoint_url, credentials, region) and that the "
+        "bucket exists"
+    )
 
 
 def storage_for(
@@ -907,7 +919,12 @@ class ObjectStorage(Storage):
         return self._pid == os.getpid()
 
     def open(self, mode: Mode) -> tuple[Any, Literal["w", "w-", "a"]]:
-        self.lease.acquire()
+        try:
+            self.lease.acquire()
+        except (StoreLockedError, OSError, ValueError):
+            raise
+        except Exception as exc:  # the backend's own errors (obstore, botocore, ...)
+            raise unreachable(self.where, exc) from exc
         self._pid = self.owner_pid = os.getpid()
         try:
             self._prepare(mode)

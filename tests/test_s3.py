@@ -376,3 +376,13 @@ def test_requests_per_field_commit_on_s3(s3: S3Server, url: str) -> None:
     counts = _commit_requests(RequestCountingStore(url_store(url, storage_options=_options(s3))))
     assert counts.get("set", 0) <= COMMIT_WRITES and counts.get("get", 0) == 0, counts
     assert counts.get("exists", 0) <= 1 and not counts.get("list"), counts
+
+
+def test_unreachable_endpoint_says_what_to_check() -> None:
+    """obstore's own error (after its retries) comes back as an OSError naming the URL
+    and what to check, from the writer and from the reader."""
+    opts = {"endpoint_url": "http://127.0.0.1:9", "key": "a", "secret": "b"}
+    with pytest.raises(OSError, match=r"s3://nobucket/x: .*check storage_options"):
+        spikestore.StoreWriter("s3://nobucket/x", storage_options=opts)
+    with pytest.raises(OSError, match=r"s3://nobucket/x: .*check storage_options"):
+        spikestore.open("s3://nobucket/x", storage_options=opts)

@@ -351,3 +351,35 @@ def test_writer_that_lost_its_lease_leaves_the_new_holders_chunks_alone(tmp_path
     assert len(layer) == 6
     for i in range(6):
         assert torch.equal(layer[i], torch.full((4,), float(i)))
+
+
+def test_hostile_lease_objects(tmp_path: Path) -> None:
+    """Lease objects planted in the store: a stale one at the last 10-digit generation
+    is taken over (generation 10**10 is still a generation), a heartbeat from the
+    future says the clocks disagree, and a huge timeout cannot lock a store for ages."""
+    import json as _json
+    import re
+
+    from zarr.storage import LocalStore
+
+    root = tmp_path / "s"
+    lease_dir = root / ".spikestore-lease"
+    lease_dir.mkdir(parents=True)
+    stale = {"holder": "x", "heartbeat": time.time() - 100, "timeout": 1, "released": False}
+    (lease_dir / "9999999999").write_text(_json.dumps(stale))
+    with spikestore.StoreWriter(store=LocalStore(root), lease_timeout=0.3) as w:
+        for i in range(3):
+            w.append("m", "l", torch.full((2,), float(i)))
+            w.flush()
+            time.sleep(0.2)  # renewals see their own generation
+    assert len(spikestore.open(root)["m"]["l"]) == 3
+    future = {"holder": "y", "heartbeat": time.time() + 3600, "timeout": 30, "released": False}
+    (lease_dir / "10000000001").write_text(_json.dumps(future))
+    with pytest.raises(spikestore.StoreLockedError, match="in the future: the hosts' clocks"):
+        spikestore.StoreWriter(store=LocalStore(root), mode="a")
+    huge = {"holder": "z", "heartbeat": time.time(), "timeout": 1e300, "released": False}
+    (lease_dir / "10000000002").write_text(_json.dumps(huge))
+    with pytest.raises(spikestore.StoreLockedError) as ei:
+        spikestore.StoreWriter(store=LocalStore(root), mode="a")
+    wait = float(re.search(r"wait ([0-9.]+) s", str(ei.value)).group(1))  # type: ignore[union-attr]
+    assert wait <= 86400
