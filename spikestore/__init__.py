@@ -20,7 +20,16 @@ from .errors import RecordError, StoreLockedError, WriteError
 from .format import FORMAT_VERSION, FormatError
 
 if TYPE_CHECKING:
-    from .reader import LayerReader, MonitorReader, ReadError, StoreReader, open
+    from .reader import (
+        LayerReader,
+        MonitorReader,
+        RankedLayerReader,
+        RankedMonitorReader,
+        RankedStoreReader,
+        ReadError,
+        StoreReader,
+        open,
+    )
     from .writer import StoreWriter
 
 __all__ = [
@@ -29,6 +38,9 @@ __all__ = [
     "FormatError",
     "LayerReader",
     "MonitorReader",
+    "RankedLayerReader",
+    "RankedMonitorReader",
+    "RankedStoreReader",
     "ReadError",
     "RecordError",
     "StoreLockedError",
@@ -42,6 +54,9 @@ __all__ = [
 _LAZY = {
     "LayerReader": "reader",
     "MonitorReader": "reader",
+    "RankedLayerReader": "reader",
+    "RankedMonitorReader": "reader",
+    "RankedStoreReader": "reader",
     "ReadError": "reader",
     "StoreReader": "reader",
     "open": "reader",
@@ -50,8 +65,21 @@ _LAZY = {
 #: Submodules that ``spikestore.<name>`` imports on first use (as an eager import of
 #: the reader and writer used to make them attributes of the package).
 _SUBMODULES = frozenset(
-    {"analysis", "cli", "codecs", "demo", "format", "monitor", "plot", "reader", "summary",
-     "testing", "writer"}
+    {
+        "analysis",
+        "cli",
+        "codecs",
+        "demo",
+        "format",
+        "monitor",
+        "plot",
+        "ranks",
+        "reader",
+        "storage",
+        "summary",
+        "testing",
+        "writer",
+    }
 )
 
 

@@ -690,13 +690,7 @@ _OPENS = {"open": 0, "refresh": 0}
 def _source_of(layer: Any) -> Any:
     """The picklable description of the store ``layer`` was read from, or None
     when the store was opened from a Zarr store object rather than a path or URL."""
-    source = getattr(layer, "source", None)
-    if source is None:
-        # LayerReader has no public way to its StoreReader yet; until it has one
-        # (a ``source`` of its own), go through its monitor.
-        monitor = getattr(layer, "_monitor", None)
-        source = getattr(getattr(monitor, "store", None), "source", None)
-    return source
+    return layer.source
 
 
 def _cached_layer(source: Any, monitor: str, name: str, steps: int) -> Any:

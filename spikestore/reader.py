@@ -892,6 +892,12 @@ class LayerReader(Sequence[Any]):
 
     # -- description
     @property
+    def source(self) -> Source | None:
+        """The :class:`Source` of the store this layer was read from (None when it was
+        opened from a store object): enough to open the layer again elsewhere."""
+        return self._monitor.store.source
+
+    @property
     def fields(self) -> list[FieldReader]:
         """One :class:`FieldReader` per field of the records (one unless tuples or lists)."""
         if self._damage is not None:
@@ -1254,6 +1260,12 @@ class RankedLayerReader(Sequence[Any]):
         self.structure = first.structure
         #: The record axis that is time, as the first rank stored it.
         self.time_axis: int | None = first.time_axis
+
+    @property
+    def source(self) -> Source | None:
+        """The :class:`Source` of the ranked store (None when opened from a store
+        object)."""
+        return self._monitor.store.source
 
     @property
     def ranks(self) -> list[int]:
