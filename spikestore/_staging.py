@@ -4,7 +4,9 @@ In the caller's thread, each tensor is tested for spikes and, if it holds them,
 bit-packed on its own device, so that from a GPU only packed bits (one bit an
 element) cross to the host, by a pinned, non-blocking copy ordered by a CUDA
 event on the tensor's own device (no host synchronisation in the hook). A CPU
-record that holds spikes is packed at once (8-32x fewer bytes queued); any other
+record is tested and packed in numpy on a view of its bits
+(:func:`~spikestore.codecs.rows.spike_pack`: no torch pass, no copy of the values)
+and, if it holds spikes, queued as packed bytes (8-64x fewer bytes); any other
 record is copied, so the caller may change its tensor afterwards. Devices other
 than CUDA are copied to the host and staged as CPU tensors.
 
@@ -21,12 +23,9 @@ from typing import Any
 import torch
 
 from .codecs import Encoded, encode_packed, encode_values, pack_bits, spike_bits
+from .codecs.rows import spike_pack
 
 __all__ = ["Staged", "stage"]
-
-# A look at the first elements rejects most non-spike tensors (membrane potentials)
-# before a full pass over the record.
-_SAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -74,12 +73,10 @@ def stage(t: torch.Tensor, scalar: bool, permute: tuple[int, ...] | None) -> Sta
 def _stage_cpu(t: torch.Tensor, scalar: bool, permute: tuple[int, ...] | None) -> Staged:
     shape = tuple(t.shape)
     if not scalar and t.numel():
-        head_ok, _ = spike_bits(t.reshape(-1)[:_SAMPLE])
-        if bool(head_ok):
-            flag, bits = spike_bits(t, permute)
-            if bool(flag):
-                packed = pack_bits(bits)
-                return Staged(t.dtype, shape, permute, False, packed.numel(), packed=packed)
+        bits = spike_pack(t, permute)
+        if bits is not None:
+            packed = torch.from_numpy(bits)
+            return Staged(t.dtype, shape, permute, False, packed.numel(), packed=packed)
     values = t.clone()
     return Staged(t.dtype, shape, permute, scalar, _nbytes(values), values=values)
 

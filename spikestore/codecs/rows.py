@@ -11,10 +11,17 @@ not spikes) is flattened in C order, optionally after permuting its axes
 (``permute``), and packed 8 elements to a byte with the first element in the
 most significant bit, exactly like ``numpy.packbits(bits, bitorder="big")``.
 The last byte is padded with zero bits.
+
+On the CPU (:func:`spike_pack`) the test and the packing run in numpy on an
+integer view of the tensor's bits: two comparisons and a count, then
+``numpy.packbits`` (a record packed time-last is packed with shifts along its
+time axis instead of a transposed copy), each a vectorised pass; on a GPU
+(:func:`spike_bits` then :func:`pack_bits`) in torch, on the tensor's device.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +41,7 @@ __all__ = [
     "dtype_name",
     "torch_dtype",
     "spike_bits",
+    "spike_pack",
     "pack_bits",
     "unpack_bits",
     "bit_positions",
@@ -143,6 +151,148 @@ def spike_bits(
     return (ones | zeros).all(), ones
 
 
+#: The signed integer dtype of each element width: a view of a tensor's bits.
+_INT_VIEWS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+#: The bit pattern of 1 of each dtype, as an integer of that width (see :func:`_one_bits`).
+_ONE_BITS: dict[torch.dtype, Any] = {}
+#: Elements looked at before a whole record is tested.
+_HEAD = 64
+#: A record packed time-last with fewer elements than this is transposed and packed;
+#: larger ones are packed along their time axis with shifts (no transposed copy).
+_SHIFT_MIN = 1 << 15
+#: The most shift-and-or passes (bits of a group of neurons) worth a Python loop.
+_SHIFT_MAX_BITS = 64
+
+
+def _one_bits(dtype: torch.dtype) -> Any:
+    one = _ONE_BITS.get(dtype)
+    if one is None:
+        bits = torch.ones((), dtype=dtype).view(_INT_VIEWS[dtype.itemsize]).numpy()
+        one = _ONE_BITS[dtype] = bits[()]
+    return one
+
+
+def spike_pack(t: torch.Tensor, permute: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """The packed bits of a CPU tensor that holds spikes, or None if it does not.
+
+    The same test and the same bytes as :func:`spike_bits` then :func:`pack_bits`,
+    in numpy on a view of the tensor's bits (no copy of the values): an element is
+    a spike if its bits are those of ``0`` or of ``1`` in its dtype, so ``-0.0``,
+    NaN, denormals and ``1.0000001`` are not. ``ones = bits == one`` and a spike
+    record has as many ``ones`` as nonzero bit patterns; ``ones`` is then packed,
+    in ``permute``'s axis order.
+    """
+    if t.dtype == torch.bool:
+        ones = t.numpy()
+    else:
+        u = t.view(_INT_VIEWS[t.element_size()]).numpy()
+        one = _one_bits(t.dtype)
+        if u.size > _HEAD:
+            # Most records that are not spikes (membrane potentials) fail here.
+            head = u.flat[:_HEAD]
+            if np.count_nonzero(head) != np.count_nonzero(head == one):
+                return None
+        ones = np.asarray(np.equal(u, one, order="C"))
+        if np.count_nonzero(u) != np.count_nonzero(ones):
+            return None
+    return pack_ones(ones, tuple(t.shape), permute)
+
+
+def pack_ones(
+    ones: np.ndarray, shape: tuple[int, ...], permute: tuple[int, ...] | None
+) -> np.ndarray:
+    """``np.packbits`` of a bool array of ``shape`` flattened after ``permute``.
+
+    A permutation that moves one axis (time) last, as :func:`~.layout.time_last`
+    makes, is packed without a transposed copy when the record is large: a
+    group of ``G`` neurons with ``T`` steps each fills ``L = lcm(T, 8) / 8``
+    bytes, so bit ``b`` of a group (neuron ``b // T``, step ``b % T``) is one
+    shift and one or over all groups at once: ``L * 8`` vectorised passes over
+    ``1 / G`` of the bits each.
+    """
+    n = ones.size
+    if permute is not None:
+        permute = tuple(permute)
+        # Axes of length 1 do not change the order of the elements.
+        kept = [p for p in permute if shape[p] != 1]
+        if kept != sorted(kept):
+            ones = np.ascontiguousarray(ones).reshape(shape)
+            moved = _moved_last(permute)
+            if moved is not None and n >= _SHIFT_MIN:
+                p_ = math.prod(shape[:moved])
+                steps = shape[moved]
+                r = n // (p_ * steps) if n else 0
+                group = math.lcm(steps, 8) // steps
+                if r % group == 0 and steps * group <= _SHIFT_MAX_BITS:
+                    return _pack_time_last(ones.view(np.uint8), p_, steps, r, group)
+            return np.packbits(ones.transpose(permute))
+    return np.packbits(ones.reshape(-1))
+
+
+def _moved_last(permute: tuple[int, ...]) -> int | None:
+    """The axis ``permute`` moves last keeping the others in order, or None."""
+    a = permute[-1]
+    if permute[:-1] == tuple(i for i in range(len(permute)) if i != a):
+        return a
+    return None
+
+
+def _pack_time_last(o8: np.ndarray, p_: int, steps: int, r: int, group: int) -> np.ndarray:
+    """Pack ``o8`` (0/1 bytes, shape ``[p_, steps, r]``) as ``[p_, r, steps]``.
+
+    ``group`` neurons (``lcm(steps, 8)`` bits) fill whole bytes; every pass below
+    is a vectorised shift-or over all groups.
+    """
+    src = o8.reshape(p_, steps, r // group, group)
+    nbytes = steps * group // 8
+    out = np.empty((p_, r // group, nbytes), np.uint8)
+    acc8 = np.empty((p_, r // group), np.uint8)
+    tmp8 = np.empty_like(acc8)
+    if group == 1:
+        # Byte j of a neuron: its steps 8j .. 8j + 7, one contiguous pass each, on
+        # 8 neurons a word where they fill words (a 0/1 byte shifted by < 8 stays in
+        # its byte; wide shifts vectorise better than byte shifts).
+        w = 8 if r % 8 == 0 else 1
+        word = np.dtype(f"<u{w}")
+        acc = acc8.view(word)
+        tmp = tmp8.view(word)
+        for j in range(nbytes):
+            np.left_shift(src[:, 8 * j, :, 0].view(word), 7, out=acc)
+            for k in range(1, 8):
+                np.left_shift(src[:, 8 * j + k, :, 0].view(word), 7 - k, out=tmp)
+                acc |= tmp
+            out[:, :, j] = acc8
+        return out.reshape(-1)
+    if steps < 8:
+        # Take the group's neurons as one little-endian word: after the shifts, byte q
+        # of ``acc`` holds neuron q's steps at bits 7 .. 8 - steps; each output byte
+        # then takes the neurons whose bits it holds.
+        word = np.dtype(f"<u{group}")
+        acc = np.zeros((p_, r // group), word)
+        tmp = np.empty_like(acc)
+        for s in range(steps):
+            row = np.ascontiguousarray(src[:, s]).view(word).reshape(acc.shape)
+            np.left_shift(row, 7 - s, out=tmp)
+            acc |= tmp
+        for j in range(nbytes):
+            acc8.fill(0)
+            for q in range(group):
+                d = q * steps - 8 * j  # neuron q's first bit, from byte j's first bit
+                if not -steps < d < 8:
+                    continue
+                byte = (acc >> (8 * q)).astype(np.uint8)  # byte q (astype truncates)
+                np.bitwise_or(acc8, byte >> d if d >= 0 else byte << -d, out=acc8)
+            out[:, :, j] = acc8
+        return out.reshape(-1)
+    out.fill(0)
+    for b in range(steps * group):
+        q, s = divmod(b, steps)
+        np.left_shift(src[:, s, :, q], 7 - b % 8, out=tmp8)
+        col = out[:, :, b // 8]
+        np.bitwise_or(col, tmp8, out=col)
+    return out.reshape(-1)
+
+
 def bit_positions(
     flat: Any, shape: tuple[int, ...], permute: list[int] | tuple[int, ...] | None
 ) -> np.ndarray:
@@ -223,9 +373,14 @@ def encode(
 ) -> Encoded:
     """Encode one tensor: bit-packed if it holds spikes (see :func:`spike_bits`), else raw."""
     if t.numel() and not python_scalar:
-        flag, bits = spike_bits(t, permute)
-        if bool(flag):
-            return encode_packed(t.dtype, tuple(t.shape), pack_bits(bits).numpy(), permute)
+        if t.device.type == "cpu":
+            packed = spike_pack(t.detach(), permute)
+            if packed is not None:
+                return encode_packed(t.dtype, tuple(t.shape), packed, permute)
+        else:
+            flag, bits = spike_bits(t, permute)
+            if bool(flag):
+                return encode_packed(t.dtype, tuple(t.shape), pack_bits(bits).numpy(), permute)
     return encode_values(t, python_scalar=python_scalar)
 
 
