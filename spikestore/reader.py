@@ -736,7 +736,7 @@ class FieldReader:
                 )
             data = self.take(int(k), rows, (), steps[sel])
             try:
-                dec = decode_rows(data, seg, device)
+                dec = _decode_segment_rows(data, seg, device)
             except Exception as exc:
                 raise ReadError(
                     f"{self.where}: cannot decode steps {int(steps[sel].min())}.."
@@ -746,6 +746,34 @@ class FieldReader:
             for j, pos in enumerate(sel):
                 out[pos] = dec[j].item() if scalar else dec[j]
         return out
+
+    def read_block(self, steps: np.ndarray, device: Any) -> torch.Tensor | None:
+        """The given steps decoded into one tensor ``(len(steps), *shape)`` when they are
+        all tensors of one segment, else None (then use :meth:`read`).
+
+        Decodes straight into the stacked output: no per-step tensors, no copy.
+        """
+        if steps.size == 0:
+            return None
+        lo, hi = int(steps.min()), int(steps.max()) + 1
+        idx = self.index(lo, hi)[steps - lo]
+        k = int(idx[0, 0])
+        if k < 0 or not bool((idx[:, 0] == k).all()):
+            return None
+        seg = self.segments[k]
+        if seg.get("python_scalar", False):
+            return None
+        rows = idx[:, 1]
+        if bool((rows >= seg["rows"]).any()):
+            return None  # read() names the corrupt steps
+        data = self.take(k, rows, (), steps)
+        try:
+            return _decode_segment_rows(data, seg, device)
+        except Exception as exc:
+            raise ReadError(
+                f"{self.where}: cannot decode steps {lo}..{hi - 1} ({seg['array']}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def tail(self, k: int) -> Any:
         """The unsharded array holding segment ``k``'s rows past ``sealed``."""
@@ -990,6 +1018,11 @@ class LayerReader(Sequence[Any]):
     def read(self, key: Any, device: torch.device | str | None = None) -> Any:
         """Like ``layer[key]``, decoding onto ``device``."""
         steps, many = self._steps(key)
+        if many and self.structure == "tensor" and len(self.fields) == 1:
+            device = device if device is not None else self._monitor.store.device
+            block = self.fields[0].read_block(steps, device)
+            if block is not None:
+                return block
         records = self._decode(steps, device)
         return _stack(records) if many else records[0]
 
@@ -1076,9 +1109,91 @@ def _tree_size(top: Path) -> int:
 def _stack(records: list[Any]) -> Any:
     if records and all(isinstance(r, torch.Tensor) for r in records):
         shapes = {tuple(r.shape) for r in records}
+        dtypes = {r.dtype for r in records}
+        devices = {r.device for r in records}
         if len(shapes) == 1:
+            if len(dtypes) == 1 and devices == {torch.device("cpu")}:
+                out = _empty_cpu((len(records), *shapes.pop()), dtypes.pop())
+                return torch.stack(records, out=out)
             return torch.stack(records)
     return records
+
+
+#: numpy dtypes with the itemsize of each torch dtype, for :func:`_empty_cpu`.
+_UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _empty_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype)`` in memory allocated by numpy.
+
+    Large outputs are written once, so the cost of a read is mostly the first touch
+    of each page: numpy asks for transparent huge pages on large arrays and torch's
+    CPU allocator does not, which makes filling a fresh 64 MB tensor several times
+    slower (measured in ``benchmarks/bench_read.py``).
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    arr = np.empty(shape, _UINT_OF_SIZE[itemsize])
+    out = torch.from_numpy(arr)
+    return out if dtype == out.dtype else out.view(dtype)
+
+
+def _decode_segment_rows(rows: np.ndarray, seg: dict[str, Any], device: Any) -> torch.Tensor:
+    """``decode_rows`` of ``rows`` of segment ``seg``; bit-packed rows decoded on the
+    CPU are unpacked into an output allocated by :func:`_empty_cpu`, converted to the
+    record's dtype and axis order in one pass."""
+    if seg["encoding"] != SPIKE_ENCODING or (
+        device is not None and torch.device(device).type != "cpu"
+    ):
+        return decode_rows(rows, seg, device)
+    from .codecs import torch_dtype
+
+    shape = tuple(int(d) for d in seg["shape"])
+    n = rows.shape[0]
+    numel = int(np.prod(shape, dtype=np.int64))
+    out = _empty_cpu((n, *shape), torch_dtype(seg["dtype"]))
+    if not n or not numel:
+        return out
+    rows = np.ascontiguousarray(rows).reshape(n, -1)
+    perm = seg.get("permute")
+    if perm is not None:
+        # the rows hold the record in the axis order ``perm``: write through that view
+        dst = out.permute(0, *[int(p) + 1 for p in perm])
+    else:
+        dst = out
+    # Unpack a few rows at a time, so the unpacked bits stay in cache between the two
+    # passes, and spread the blocks over two threads (both passes release the GIL).
+    block = max(1, (1 << 21) // numel)
+
+    def fill(a: int) -> None:
+        bits = np.unpackbits(rows[a : a + block], axis=1, count=numel)
+        dst[a : a + block].copy_(torch.from_numpy(bits).view(bits.shape[0], *dst.shape[1:]))
+
+    starts = range(0, n, block)
+    if len(starts) > 1 and n * numel >= _PARALLEL_BITS:
+        list(_unpack_pool().map(fill, starts))
+    else:
+        for a in starts:
+            fill(a)
+    return out
+
+
+#: Outputs of at least this many elements are unpacked by two threads.
+_PARALLEL_BITS = 1 << 23
+_POOL: dict[int, Any] = {}
+
+
+def _unpack_pool() -> Any:
+    """The reader's thread pool, made on first use (never at import) and once per
+    process: a forked child (a DataLoader worker) has none of its parent's threads, and
+    the parent's pool would wait for them forever."""
+    pid = os.getpid()
+    pool = _POOL.get(pid)
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.clear()
+        pool = _POOL[pid] = ThreadPoolExecutor(2, thread_name_prefix="spikestore-read")
+    return pool
 
 
 # ------------------------------------------------------------------ ranked stores
