@@ -277,7 +277,7 @@ class FieldWriter:
         the next write does not decode, merge and encode a chunk again. Returns the
         committed step range ``(start, stop)``.
 
-        The fence (a lease's check) runs before the first write, not only before the
+        The fence (a lease's check) runs before the first write and again before the
         commit point: a writer that lost its lease (frozen past its timeout, then
         resumed) must not overwrite the chunks of the writer that took over.
         """
@@ -320,14 +320,14 @@ class FieldWriter:
         self.index[n0:n1] = np.asarray(done, dtype=np.int32)
         self.summary.write(self.group, n0, n1)
         self.committed = n1
-        self.commit(fenced=True)
+        self.commit()
         del self.pending_index[:steps]
         return n0, n1
 
-    def commit(self, fenced: bool = False) -> None:
-        """Write the field's attributes: the atomic commit point (after the fence,
-        unless the caller ran it before this commit's first write)."""
-        if self.fence is not None and not fenced:
+    def commit(self) -> None:
+        """Write the field's attributes: the atomic commit point, fenced again (a
+        writer frozen during this commit's writes must not land its commit point)."""
+        if self.fence is not None:
             self.fence()
         segs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.segments]
         self.group.attrs.update(field_attrs(self.committed, segs))
@@ -338,8 +338,12 @@ class FieldWriter:
         """On close: every open shard into its shard file, committed; tails deleted.
 
         A closed store then holds each segment in one sharded array, as plain Zarr
-        expects; a writer that appends later moves the partial shard back.
+        expects; a writer that appends later moves the partial shard back. Fenced
+        first: a writer whose lease was taken over must not seal (rewrite shard
+        files, drop tails, cut arrays) in the store of the writer that took over.
         """
+        if self.fence is not None:
+            self.fence()
         if any([seg.seal_partial() for seg in self.arrays.values()]):
             self.commit()
         for seg in self.arrays.values():

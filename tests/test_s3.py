@@ -311,9 +311,16 @@ def test_sigkill_keeps_committed_steps_and_append_resumes_after_takeover(
 
 
 def test_frozen_writer_is_fenced_after_takeover(s3: S3Server, url: str, tmp_path: Path) -> None:
-    """A holder frozen (SIGSTOP) past its lease loses it; resumed, it commits nothing."""
+    """A holder frozen (SIGSTOP) past its lease loses it; resumed, it writes nothing.
+
+    It is stopped while idle (it commits only at its flushes, 2.5 s apart): a holder
+    frozen in the middle of a commit's writes can still land them (the documented gap,
+    see ``spikestore._lease``), which made this test fail now and then."""
     log = tmp_path / "a.txt"
-    proc = _spawn(url, s3, log, "--mode", "w", "--flush-every", "5", "--lease-timeout", "1.5")
+    proc = _spawn(
+        url, s3, log, "--mode", "w", "--flush-every", "5", "--lease-timeout", "1.5",
+        "--flush-interval", "1000", "--sleep", "0.5",
+    )  # fmt: skip
     try:
         wait_for(lambda: any("flushed" in x for x in _lines(log)), timeout=60, what="flush")
         proc.send_signal(signal.SIGSTOP)
@@ -372,10 +379,11 @@ def test_requests_per_field_commit_in_memory() -> None:
 
 
 def test_requests_per_field_commit_on_s3(s3: S3Server, url: str) -> None:
-    """On object storage the fence adds one exists (HEAD) to the commit."""
+    """On object storage the fence adds two exists (HEAD) to the commit: before the
+    field's first write and before its commit point."""
     counts = _commit_requests(RequestCountingStore(url_store(url, storage_options=_options(s3))))
     assert counts.get("set", 0) <= COMMIT_WRITES and counts.get("get", 0) == 0, counts
-    assert counts.get("exists", 0) <= 1 and not counts.get("list"), counts
+    assert counts.get("exists", 0) <= 2 and not counts.get("list"), counts
 
 
 def test_unreachable_endpoint_says_what_to_check() -> None:
