@@ -25,6 +25,7 @@ Thread ownership: stateless functions, called by the thread that opens a writer.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -223,7 +224,22 @@ def finish_root(
     """
     if p.rank != min(p.recorded):
         _create_group_meta(store, ranked_root_attrs(created_by, p.world_size, sorted(p.recorded)))
-        return
+        # A store of one process at the root: the lowest rank replaces it (or fails,
+        # if its writer is live). Wait for that, so that no rank records into the
+        # folder of a store that stays what it was.
+        deadline = time.monotonic() + ROOT_WAIT
+        while True:
+            meta = _read_json(store, "zarr.json")
+            attrs = meta.get("attributes") if meta else None
+            entry = attrs.get(FORMAT_NAME) if isinstance(attrs, dict) else None
+            if isinstance(entry, dict) and entry.get("ranks") is not None:
+                return
+            if time.monotonic() > deadline:
+                raise FormatError(
+                    f"{where} is still a store of one process after {ROOT_WAIT:.0f} s: "
+                    f"rank {min(p.recorded)}, which replaces it, failed or has not started"
+                )
+            time.sleep(0.05)
     with storage_at(None).hold(), contextlib.ExitStack() as held:
         recorded = check_root(store, p, mode, where)  # again, under the root's lock
         names = list(_sync(_list_dir(store)))
@@ -250,6 +266,10 @@ def finish_root(
             for n in names:
                 if rank_of_key(n) is None and _is_monitor(store, n):
                     _sync(store.delete_dir(n))
+
+
+#: Seconds a rank waits for the lowest recorded rank to replace a store of one process.
+ROOT_WAIT = 60.0
 
 
 def _store_entry(store: Any, key: str) -> dict[str, Any] | None:

@@ -522,3 +522,28 @@ def test_replacing_never_deletes_a_users_folder_named_like_a_rank(tmp_path: Path
     assert sorted(os.listdir(root / "rank00002")) == ["notes.txt"]
     s = spikestore.open(root)
     assert s.world_size == 2 and s.ranks == [0, 1]
+
+
+def test_other_ranks_wait_for_the_lowest_to_replace_a_plain_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 1 must not record into a store of one process that rank 0 failed to
+    replace (its writer was live): it waits for the ranked root, then gives up."""
+    import threading
+
+    from spikestore import ranks
+    from spikestore.ranks import RankPlan
+
+    root = tmp_path / "p"
+    with spikestore.StoreWriter(root, ranks=None) as w:
+        w.append("output", "x", torch.ones(2))
+    monkeypatch.setattr(ranks, "ROOT_WAIT", 0.3)
+    with pytest.raises(FormatError, match="still a store of one process"):
+        _finish(root, RankPlan(1, 2, (0, 1)))
+    # Rank 0 replaces it meanwhile: rank 1 goes on.
+    monkeypatch.setattr(ranks, "ROOT_WAIT", 30)
+    t = threading.Timer(0.3, _finish, (root, RankPlan(0, 2, (0, 1))))
+    t.start()
+    _finish(root, RankPlan(1, 2, (0, 1)))
+    t.join()
+    assert spikestore.open(root).world_size == 2
