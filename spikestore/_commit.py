@@ -8,7 +8,8 @@ rewritten; Zarr writes that ``zarr.json`` in one atomic rename, and it is always
 the last write of a commit. In order, :meth:`FieldWriter.write`:
 
 1. appends the steps' rows to their segments (the open shard's tail, or whole
-   shard files; see ``spikestore._segments``);
+   shard files; see ``spikestore._segments``), the chunks encoded and written on
+   the Sink's encoder threads, all of them finished before step 2;
 2. writes the steps' rows of the ``index`` array (``[segment, row]`` per step);
 3. writes their ``summary`` rows (``spikestore.summary``);
 4. writes the field's attributes: the commit point.
@@ -37,7 +38,8 @@ an empty index), then the layer's ``time_axis``: once that key is there every
 field group exists (format 1.3).
 
 Thread ownership: a :class:`Sink` and everything it holds belong to the writer
-thread; :func:`load_layer` and :func:`open_root` are also called by the thread
+thread (its :class:`~spikestore._segments.Encoder`'s threads run only while the
+writer thread waits for them, on chunks handed to them, never on the Sink's state); :func:`load_layer` and :func:`open_root` are also called by the thread
 that opens the writer, before that thread starts or for layers it has not seen.
 """
 
@@ -50,7 +52,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._segments import Segment, SegmentOptions, create_segment
+from ._segments import Encoder, Segment, SegmentOptions, create_segment
 from .codecs import Encoded, compressor_codecs
 from .format import (
     FORMAT_NAME,
@@ -69,7 +71,7 @@ from .format import (
     root_attrs,
     segment_name,
 )
-from .summary import FieldSummary
+from .summary import FieldSummary, SpikeBlock
 
 __all__ = ["Sink", "StoredLayer", "load_layer", "open_root", "layer_path"]
 
@@ -184,11 +186,13 @@ class FieldWriter:
         opts: SegmentOptions,
         stored: StoredField | None = None,
         fence: Callable[[], None] | None = None,
+        encoder: Encoder | None = None,
     ) -> None:
         self.root = root
         self.path = path
         self.opts = opts
         self.fence = fence
+        self.encoder = encoder
         self.committed = 0
         self.segments: list[dict[str, Any]] = []
         self.keys: dict[tuple[Any, ...], int] = {}
@@ -268,7 +272,7 @@ class FieldWriter:
             arr = self.group[desc["array"]]
         else:
             arr = create_segment(self.group, desc, row, self.opts)
-        self.arrays[k] = Segment(self.group, desc, arr, self.commit)
+        self.arrays[k] = Segment(self.group, desc, arr, self.commit, self.encoder)
 
     def write(self, aligned: bool = False) -> tuple[int, int]:
         """Write and commit the pending steps (a prefix of them if ``aligned``).
@@ -305,20 +309,29 @@ class FieldWriter:
         n0 = self.committed
         if not steps:
             return n0, n0
-        done = self.pending_index[:steps]
+        done = np.asarray(self.pending_index[:steps], dtype=np.int32).reshape(steps, 2)
+        spikes = []
         for k, seg in self.arrays.items():
-            n = sum(1 for kk, _ in done if kk == k)
+            pos = np.flatnonzero(done[:, 0] == k)
+            n = len(pos)
             if n:
                 rows = self.pending_rows[k]
-                seg.write(np.stack(rows[:n]))
-                self.buffered_bytes -= sum(r.nbytes for r in rows[:n])
+                block = np.stack(rows[:n])
+                seg.write(block)
+                self.buffered_bytes -= block.nbytes
                 del rows[:n]
+                desc = seg.desc
+                if desc["encoding"] == SPIKE_ENCODING:
+                    perm = desc.get("permute")
+                    shape = tuple(desc["shape"])
+                    permute = tuple(perm) if perm is not None else None
+                    spikes.append(SpikeBlock(pos, shape, permute, block))
         n1 = n0 + steps
         if self.index.shape[0] < n1:
             # A chunk at a time: the index's zarr.json is not rewritten at every commit.
             self.index.resize((-(-n1 // INDEX_CHUNK) * INDEX_CHUNK, 2))
-        self.index[n0:n1] = np.asarray(done, dtype=np.int32)
-        self.summary.write(self.group, n0, n1)
+        self.index[n0:n1] = done
+        self.summary.write(self.group, n0, n1, spikes)
         self.committed = n1
         self.commit()
         del self.pending_index[:steps]
@@ -361,21 +374,21 @@ class LayerWriter:
     name: str
     fields: list[FieldWriter]
     next_step: int  # the step the next record taken must have
-    #: (step, append time) of each step not yet committed by every field, oldest first.
-    times: deque[tuple[int, float]] = field(default_factory=deque)
+    #: Steps below this are committed by every field.
+    done: int = 0
 
     @property
     def pending(self) -> bool:
         return any(f.pending_index for f in self.fields)
 
-    @property
-    def oldest(self) -> float | None:
-        return self.times[0][1] if self.times else None
-
 
 @dataclass
 class Sink:
-    """The writer thread's state: every layer it writes, and what is buffered."""
+    """The writer thread's state: every layer it writes, and what is buffered.
+
+    ``buffered_bytes`` and ``oldest`` are asked after every record: both are kept up
+    to date as records are taken and written, never summed over the layers.
+    """
 
     root: Any
     opts: SegmentOptions
@@ -386,16 +399,34 @@ class Sink:
     layers: dict[tuple[str, str], LayerWriter] = field(default_factory=dict)
     #: What is being written now, for error messages.
     doing: str = ""
+    #: Encodes each commit's chunks on a pool of threads (``spikestore._segments``).
+    encoder: Encoder = field(default_factory=Encoder)
+    #: Bytes of rows taken and not yet written, over all layers.
+    _buffered: int = 0
+    #: ``(layer, step, append time)`` of the records not yet committed (and of some that
+    #: were: dropped from the front when met), in the order they were taken.
+    _order: deque[tuple[LayerWriter, int, float]] = field(default_factory=deque)
 
     @property
     def buffered_bytes(self) -> int:
-        return sum(f.buffered_bytes for lay in self.layers.values() for f in lay.fields)
+        return self._buffered
 
     @property
     def oldest(self) -> float | None:
-        """Append time (``time.monotonic()``) of the oldest record not yet committed."""
-        times = [lay.oldest for lay in self.layers.values() if lay.oldest is not None]
-        return min(times) if times else None
+        """Append time (``time.monotonic()``) of the oldest record not yet committed.
+
+        Records are taken in the order they were queued, which is the order of their
+        append times but for callers in several threads racing by microseconds: the
+        first record taken and not committed stands for the oldest.
+        """
+        order = self._order
+        while order and order[0][1] < order[0][0].done:
+            order.popleft()
+        return order[0][2] if order else None
+
+    def close(self) -> None:
+        """Stop the encoder's threads (the writer thread's last act)."""
+        self.encoder.close()
 
     def declare_monitor(self, monitor: str) -> None:
         key = node_key(monitor)
@@ -421,14 +452,22 @@ class Sink:
                 path, attributes=layer_attrs(name, structure, nfields, complete=False)
             )
             fields = [
-                FieldWriter(self.root, f"{path}/{field_key(i)}", self.opts, fence=self.fence)
+                FieldWriter(
+                    self.root,
+                    f"{path}/{field_key(i)}",
+                    self.opts,
+                    fence=self.fence,
+                    encoder=self.encoder,
+                )
                 for i in range(nfields)
             ]
             self.root[path].attrs.update(layer_attrs(name, structure, nfields, t))
             lay = LayerWriter(monitor, name, fields, 0)
         else:
             fields = [
-                FieldWriter(self.root, f"{path}/{field_key(i)}", self.opts, f, self.fence)
+                FieldWriter(
+                    self.root, f"{path}/{field_key(i)}", self.opts, f, self.fence, self.encoder
+                )
                 for i, f in enumerate(stored.fields)
             ]
             steps = stored.steps
@@ -438,7 +477,7 @@ class Sink:
             if not stored.complete:
                 axis = stored.time_axis if stored.time_axis is not None else t
                 self.root[path].attrs.update(layer_attrs(name, stored.structure, nfields, axis))
-            lay = LayerWriter(monitor, name, fields, steps)
+            lay = LayerWriter(monitor, name, fields, steps, steps)
         self.layers[(monitor, name)] = lay
         return lay
 
@@ -463,8 +502,10 @@ class Sink:
         full = False
         for fld, enc in zip(lay.fields, encoded, strict=True):
             full |= fld.add(enc)
+            if enc is not None:
+                self._buffered += enc.row.nbytes
         lay.next_step += 1
-        lay.times.append((step, appended))
+        self._order.append((lay, step, appended))
         if full:
             self.write_layer(lay)
 
@@ -474,11 +515,13 @@ class Sink:
         first = lay.fields[0].committed
         last = first + lay.fields[0].pending - 1
         self.doing = f"monitor {lay.monitor!r}, layer {lay.name!r}, steps {first}..{last}"
-        for fld in lay.fields:
-            fld.write(aligned)
-        done = min(f.committed for f in lay.fields)
-        while lay.times and lay.times[0][0] < done:
-            lay.times.popleft()
+        before = sum(f.buffered_bytes for f in lay.fields)
+        try:
+            for fld in lay.fields:
+                fld.write(aligned)
+        finally:
+            self._buffered += sum(f.buffered_bytes for f in lay.fields) - before
+            lay.done = min(f.committed for f in lay.fields)
 
     def write_all(self, aligned: bool = False) -> None:
         for lay in list(self.layers.values()):

@@ -6,8 +6,8 @@ of it is written, so a writer that commits every second would rewrite (and hold
 in memory) the open shard again and again. Instead, rows of the open shard go to
 an unsharded *tail* array with the same inner chunk shape and codecs; when the
 shard is complete (or the writer closes) its chunks are copied, as encoded bytes,
-into one shard file, written once. Nothing is decoded or encoded again, and only
-one chunk is in memory at a time.
+into one shard file, written once. Nothing is decoded or encoded again, and (on
+local disk) only one chunk is in memory at a time.
 
 The shard file follows Zarr's ``sharding_indexed`` layout as
 :func:`spikestore.format.sharding_codec` builds it: the chunks back to back, then
@@ -15,20 +15,31 @@ The shard file follows Zarr's ``sharding_indexed`` layout as
 (``2**64 - 1`` twice for an absent chunk), then the CRC-32C of that index as a
 little-endian uint32.
 
-Thread ownership: the writer thread only.
+The writer thread encodes a tail's chunks itself rather than through Zarr's
+``__setitem__`` (:class:`_ChunkWriter`: the array's own codec chain, so the bytes
+are Zarr's): every chunk a commit touches is encoded on the :class:`Encoder`'s
+threads and written as its own file (or, off local disk, in one round trip), and
+the rows of a partly written chunk row stay in memory, so completing it reads
+nothing back.
+
+Thread ownership: the writer thread only; an :class:`Encoder`'s threads run the
+jobs the writer thread hands them (encode a chunk, write its file) while it waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable, Iterator
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import google_crc32c
 import numpy as np
 
 from .codecs import (
-    DEFAULT_DENSE,
     DEFAULT_SPIKES,
     SpikeCodec,
     checksum,
@@ -36,10 +47,82 @@ from .codecs import (
     spike_frame,
 )
 from .codecs import layout as chunk_layout
+from .codecs.rows import dense_codecs
 from .format import FORMAT_NAME, SPIKE_ENCODING, sharding_codec, tail_name
-from .storage import write_parts
+from .storage import delete_prefix, file_writer, local_root, set_many, write_parts
 
-__all__ = ["Segment", "SegmentOptions", "create_segment", "copy_to_shard", "copy_from_shard"]
+__all__ = [
+    "ENCODE_THREADS",
+    "Encoder",
+    "Segment",
+    "SegmentOptions",
+    "create_segment",
+    "copy_to_shard",
+    "copy_from_shard",
+    "encode_threads",
+]
+
+#: Threads that encode (compress) a commit's chunks: None for the environment variable
+#: ``SPIKESTORE_ENCODE_THREADS``, else ``min(4, os.cpu_count())``; 1 encodes on the
+#: writer thread itself. Read when a writer starts.
+ENCODE_THREADS: int | None = None
+
+
+def encode_threads() -> int:
+    """The number of encoder threads a writer starting now gets (see :data:`ENCODE_THREADS`)."""
+    n: int | str | None = ENCODE_THREADS
+    if n is None:
+        n = os.environ.get("SPIKESTORE_ENCODE_THREADS") or min(4, os.cpu_count() or 1)
+    try:
+        threads = int(n)
+    except ValueError:
+        raise ValueError(f"SPIKESTORE_ENCODE_THREADS must be a whole number, got {n!r}") from None
+    if threads < 1:
+        raise ValueError(f"encoder threads must be at least 1, got {threads}")
+    return threads
+
+
+class Encoder:
+    """Runs a commit's chunk encodings (and local file writes) on a pool of threads.
+
+    Zstandard and Blosc release the GIL, so chunks compress in parallel. The writer
+    thread owns the encoder: it hands over one commit's chunks with :meth:`run` and
+    waits for all of them before it writes the index and the commit point, so the
+    commit protocol's order holds and the work in flight is at most one commit's
+    chunks. With one thread the writer thread does the work itself. The pool is made
+    at the first :meth:`run` that needs it, and again in a forked child.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = encode_threads() if threads is None else int(threads)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[fn(x) for x in items]``, in parallel; every call has ended when this
+        returns or raises (the first exception, in the order of ``items``)."""
+        if self.threads <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        pool = self._get_pool()
+        futures: list[Future[Any]] = [pool.submit(fn, x) for x in items]
+        wait(futures)
+        return [f.result() for f in futures]
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="spikestore-enc")
+                self._pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the threads (a writer that ends); a later :meth:`run` starts new ones."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=True)
+
 
 _EMPTY = np.uint64(2**64 - 1)
 
@@ -71,16 +154,32 @@ def copy_to_shard(tail: Any, main: Any, shard: int, chunk_rows: int) -> None:
     grid = _grid(main)
     proto = default_buffer_prototype()
 
+    wanted = [c for c in itertools.product(*(range(g) for g in grid)) if c[0] < chunk_rows]
+    root = local_root(store)
+
+    def chunks() -> Iterator[bytes | None]:
+        if root is not None:
+            # Local files are read one at a time: one chunk in memory at a time.
+            for c in wanted:
+                try:
+                    yield (root / _key(tail, c)).read_bytes()
+                except FileNotFoundError:
+                    yield None
+            return
+
+        # Elsewhere one round trip to Zarr's event loop reads all the chunks at once.
+        async def get_all() -> list[Any]:
+            return await asyncio.gather(*(store.get(_key(tail, c), proto) for c in wanted))
+
+        for buf in _sync(get_all()):
+            yield None if buf is None else buf.to_bytes()
+
     def parts() -> Iterator[bytes]:
         index = np.full((*grid, 2), _EMPTY, dtype="<u8")
         offset = 0
-        for coords in itertools.product(*(range(g) for g in grid)):
-            if coords[0] >= chunk_rows:
+        for coords, data in zip(wanted, chunks(), strict=True):
+            if data is None:
                 continue
-            buf = _sync(store.get(_key(tail, coords), proto))
-            if buf is None:
-                continue
-            data = buf.as_numpy_array().tobytes()
             index[coords] = (offset, len(data))
             offset += len(data)
             yield data
@@ -122,15 +221,25 @@ def copy_from_shard(main: Any, shard: int, tail: Any) -> int:
 
 
 class SegmentOptions:
-    """How new segments are chunked and compressed (a writer's settings)."""
+    """How new segments are chunked and compressed (a writer's settings).
+
+    ``precision``: mantissa bits kept in float rows of raw segments (lossy; see
+    :func:`spikestore.codecs.rows.dense_codecs`), None to store them exactly.
+    """
 
     def __init__(
-        self, compressor: str | None, level: int | None, shard_steps: int, chunk_bytes: int
+        self,
+        compressor: str | None,
+        level: int | None,
+        shard_steps: int,
+        chunk_bytes: int,
+        precision: int | None = None,
     ) -> None:
         self.compressor = compressor
         self.level = level
         self.shard_steps = shard_steps
         self.chunk_bytes = chunk_bytes
+        self.precision = precision
 
 
 def create_segment(grp: Any, desc: dict[str, Any], row: np.ndarray, opts: SegmentOptions) -> Any:
@@ -154,16 +263,18 @@ def create_segment(grp: Any, desc: dict[str, Any], row: np.ndarray, opts: Segmen
         # close to their entropy (see spikestore.codecs.spikes).
         level = opts.level if opts.level is not None else 1
         inner = [SpikeCodec(level=level, frame=frame), checksum()]
-    else:
+    elif spikes:
         from zarr.codecs import BytesCodec
 
-        default = DEFAULT_SPIKES if spikes else DEFAULT_DENSE
         inner = [
             BytesCodec(),
             *compressor_codecs(
-                opts.compressor or default, opts.level, itemsize=itemsize, shuffle=not spikes
+                opts.compressor or DEFAULT_SPIKES, opts.level, itemsize=itemsize, shuffle=False
             ),
         ]
+    else:
+        # Raw rows: optional rounding, then a compressor only where it pays.
+        inner = dense_codecs(row, opts.compressor, opts.level, opts.precision)
     dims = ["step", "packed_bits"] if spikes else ["step", *[f"dim_{i}" for i in range(row.ndim)]]
     return grp.create_array(
         desc["array"],
@@ -197,17 +308,28 @@ class Segment:
     """
 
     def __init__(
-        self, grp: Any, desc: dict[str, Any], main: Any, commit: Callable[[], None]
+        self,
+        grp: Any,
+        desc: dict[str, Any],
+        main: Any,
+        commit: Callable[[], None],
+        encoder: Encoder | None = None,
     ) -> None:
         self.grp = grp
         self.desc = desc
         self.main = main
         self._commit = commit
+        self._encoder = encoder if encoder is not None else Encoder(1)
         desc.setdefault("sealed", desc["rows"])
         #: ``sealed`` as last committed (what a live reader may hold).
         self.disk_sealed = desc["sealed"]
         self.shard = int(main.shards[0])
         self._tails: dict[int, Any] = {}
+        #: The rows of the tail's last, partly written chunk row, from its first row:
+        #: ``(shard, first tail row, rows)``. The next write completes that chunk row
+        #: from memory instead of reading and decoding its chunks back.
+        self._open: tuple[int, int, np.ndarray] | None = None
+        self._direct: dict[int, _ChunkWriter | None] = {}
         if desc["sealed"] % self.shard:
             self._reopen()
 
@@ -224,15 +346,20 @@ class Segment:
         shape = (self.shard, *self.main.shape[1:])
         t = self.grp[name] if name in self.grp else None
         if t is None or t.shape != shape or t.chunks != self.main.chunks:
+            from zarr.abc.codec import ArrayBytesCodec
+
             inner = list(self.main.metadata.codecs[0].codecs)
+            # Array-to-array codecs (a precision's BitRound) come before the serializer.
+            k = next(i for i, c in enumerate(inner) if isinstance(c, ArrayBytesCodec))
             dims = self.main.metadata.dimension_names
             t = self.grp.create_array(
                 name,
                 shape=shape,
                 dtype=self.main.dtype,
                 chunks=self.main.chunks,
-                serializer=inner[0],
-                compressors=inner[1:],
+                filters=inner[:k],
+                serializer=inner[k],
+                compressors=inner[k + 1 :],
                 fill_value=0,
                 # Its rows are not steps: another name keeps xarray from aligning them.
                 dimension_names=["tail_row", *dims[1:]] if dims else None,
@@ -266,7 +393,7 @@ class Segment:
                     # must see that shard j - 1 is sealed before the tail changes.
                     self._commit()
                 tail = self.tail(j % 2)
-                tail[pos - s0 : end - s0] = part
+                self._write_tail(tail, j, pos - s0, end - s0, part)
                 if end == s1:
                     self._grow(s1)
                     copy_to_shard(tail, self.main, j, self.shard // self.chunk_rows)
@@ -274,6 +401,37 @@ class Segment:
                 self.desc["sealed"] = s1
             self.desc["rows"] = end
             pos = end
+
+    def _write_tail(self, tail: Any, j: int, r0: int, r1: int, part: np.ndarray) -> None:
+        """Tail rows ``[r0, r1)`` (of shard ``j``) become ``part``.
+
+        Every inner chunk touched is encoded whole (rows past ``r1`` hold the fill
+        value, as Zarr would write them) on the encoder's threads and written as its
+        own file or object: one round trip for the lot, and no read of what earlier
+        rows of a partly written chunk row held while they are in memory. Codec
+        chains without synchronous encoders go through Zarr.
+        """
+        p = j % 2
+        writer = self._direct.get(p)
+        if p not in self._direct or (writer is not None and writer.arr is not tail):
+            writer = self._direct[p] = _ChunkWriter.make(tail)
+        if writer is None:
+            tail[r0:r1] = part
+            self._open = None
+            return
+        cr = self.chunk_rows
+        c0 = r0 - r0 % cr
+        data = part
+        if r0 > c0:
+            held = self._open
+            if held is not None and held[0] == j and held[1] == c0 and len(held[2]) == r0 - c0:
+                before = held[2]
+            else:
+                before = tail[c0:r0]  # not in memory (a reopened store): decode it
+            data = np.concatenate([before, part])
+        writer.write(self._encoder, c0, data)
+        last = (r1 - c0) % cr
+        self._open = (j, r1 - last, data[len(data) - last :].copy()) if last else None
 
     def seal_partial(self) -> bool:
         """Copy the open shard's rows into a (partial) shard file; True if any."""
@@ -290,12 +448,90 @@ class Segment:
         """Delete the tail arrays (once everything is sealed and committed)."""
         for p in (0, 1):
             name = tail_name(self.desc["array"], p)
-            if name in self.grp:
-                del self.grp[name]
+            if p in self._tails or name in self.grp:
+                # One removal of the folder (Zarr would delete its files one by one).
+                path = f"{self.grp.path}/{name}" if self.grp.path else name
+                delete_prefix(self.grp.store_path.store, path)
         self._tails.clear()
+        self._direct.clear()
+        self._open = None
 
     def _reopen(self) -> None:
         """A closed store's last shard is partial: move it back to the tail to go on."""
         j = self.desc["sealed"] // self.shard
         copy_from_shard(self.main, j, self.tail(j % 2))
         self.desc["sealed"] = j * self.shard
+        self._open = None
+
+
+class _ChunkWriter:
+    """Encodes and writes whole inner chunks of an unsharded array (a tail) without
+    Zarr's per-call machinery, byte for byte as Zarr would: the array's own codec
+    chain (each codec's synchronous encoder, in order) on each chunk, fill value
+    past the rows given; then each chunk under its own key. Writer thread only
+    (the encoder's threads run :meth:`_one`)."""
+
+    def __init__(self, arr: Any, codecs: list[Any], spec: Any) -> None:
+        self.arr = arr
+        self.codecs = codecs
+        self.spec = spec
+        self.chunks = tuple(int(c) for c in arr.chunks)
+        self.shape = tuple(int(n) for n in arr.shape)
+        self.dtype = np.dtype(arr.dtype)
+        self.fill = arr.metadata.fill_value
+        self.store = arr.store_path.store
+        self.put = file_writer(self.store)
+
+    @classmethod
+    def make(cls, arr: Any) -> _ChunkWriter | None:
+        """A writer for ``arr``, or None if its codecs cannot encode synchronously."""
+        from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
+        from zarr.core.array_spec import ArrayConfig
+        from zarr.core.buffer import default_buffer_prototype
+
+        meta = arr.metadata
+        codecs = list(meta.codecs)
+        if not codecs or not isinstance(codecs[0], ArrayBytesCodec):
+            return None
+        if not all(isinstance(c, BytesBytesCodec) for c in codecs[1:]):
+            return None
+        if not all(hasattr(c, "_encode_sync") for c in codecs):
+            return None
+        if type(codecs[0]).__name__ == "ShardingCodec":
+            return None
+        config = ArrayConfig.from_dict({"write_empty_chunks": True})
+        spec = meta.get_chunk_spec((0,) * arr.ndim, config, default_buffer_prototype())
+        return cls(arr, codecs, spec)
+
+    def write(self, encoder: Encoder, row0: int, data: np.ndarray) -> None:
+        """Rows ``[row0, row0 + len(data))`` of the array, ``row0`` a chunk boundary:
+        every chunk they touch, encoded and written (all done when this returns)."""
+        cr = self.chunks[0]
+        jobs = []
+        grids = [range(-(-n // c)) for n, c in zip(self.shape[1:], self.chunks[1:], strict=True)]
+        for i in range(0, len(data), cr):
+            for cc in itertools.product(*grids):
+                coords = (row0 // cr + i // cr, *cc)
+                cols = [slice(k * c, (k + 1) * c) for k, c in zip(cc, self.chunks[1:], strict=True)]
+                sel = (slice(i, i + cr), *cols)
+                jobs.append((coords, data[sel]))
+        put = self.put
+        if put is not None:
+            encoder.run(lambda job: put(_key(self.arr, job[0]), self._one(job[1])), jobs)
+            return
+        encoded = encoder.run(lambda job: self._one(job[1]), jobs)
+        keys = [_key(self.arr, job[0]) for job in jobs]
+        set_many(self.store, list(zip(keys, encoded, strict=True)))
+
+    def _one(self, block: np.ndarray) -> bytes:
+        if block.shape != self.chunks:
+            full = np.full(self.chunks, self.fill, dtype=self.dtype)
+            full[tuple(slice(0, n) for n in block.shape)] = block
+            block = full
+        spec = self.spec
+        buf = self.codecs[0]._encode_sync(
+            spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(block)), spec
+        )
+        for codec in self.codecs[1:]:
+            buf = codec._encode_sync(buf, spec)
+        return bytes(buf.to_bytes())

@@ -10,7 +10,10 @@ Thread ownership
     the writer thread in order.
 :class:`Worker`
     Owns the writer thread, which alone touches the :class:`~spikestore._commit.Sink`
-    (every Zarr write). Callers talk to it only through the queue; the count of
+    (every Zarr write). The Sink's encoder threads (``spikestore._segments.Encoder``)
+    encode and write a commit's chunks while the writer thread waits for them, so
+    they never run beside it on the Sink's state, and stop when the writer thread
+    ends. Callers talk to it only through the queue; the count of
     queued bytes is guarded by a condition variable. The first exception on the
     writer thread is kept; from then on nothing more is written (what is on disk
     stays what was committed), the queue is still drained so that callers never
@@ -217,6 +220,13 @@ class Worker:
 
     # ----------------------------------------------------------- writer side
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            # The encoder's threads are the writer thread's: they end with it.
+            self._sink.close()
+
+    def _loop(self) -> None:
         sink = self._sink
         carry: Any = None  # an item taken from the queue but not yet handled
         while True:

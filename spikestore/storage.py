@@ -52,7 +52,7 @@ import socket
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -72,6 +72,10 @@ __all__ = [
     "CachingStore",
     "storage_for",
     "write_parts",
+    "file_writer",
+    "delete_prefix",
+    "local_root",
+    "set_many",
     "unreachable",
     "is_url",
     "url_store",
@@ -232,13 +236,21 @@ def _makedirs_durable(path: Path) -> None:
 
 
 def _write_file(
-    path: Path, parts: Iterable[bytes], *, durable: bool, exclusive: bool = False
+    path: Path,
+    parts: Iterable[bytes],
+    *,
+    durable: bool,
+    exclusive: bool = False,
+    mkdir: bool = True,
 ) -> int:
     """Write ``parts`` to ``path`` through a temporary name and a rename (atomic).
 
     ``durable``: the file is ``fsync``-ed before the rename and its directory after.
+    ``mkdir=False``: the caller knows the folder exists (durably, if ``durable``).
     """
-    if durable:
+    if not mkdir:
+        pass
+    elif durable:
         _makedirs_durable(path.parent)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,6 +313,72 @@ def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
 
     proto = default_buffer_prototype()
     sync(store.set(key, proto.buffer.from_bytes(b"".join(parts))))
+
+
+def local_root(store: Any) -> Path | None:
+    """The folder whose files are the keys of ``store`` (a ``LocalStore``, perhaps in a
+    :class:`CachingStore`), or None for any other store."""
+    inner = store._store if isinstance(store, CachingStore) else store
+    return Path(str(inner.root)) if isinstance(inner, LocalStore) else None
+
+
+def file_writer(store: Any) -> Callable[[str, bytes], None] | None:
+    """A function writing one key of ``store`` as a file, atomically (and ``fsync``-ed
+    if the store is durable), or None if ``store`` does not keep its keys in local files.
+
+    The function may be called from any thread, for different keys at the same time:
+    the encoder threads of a commit write the chunks they encode (see
+    ``spikestore._segments``). Each call forgets what a :class:`CachingStore` held of
+    the key.
+    """
+    cache = store if isinstance(store, CachingStore) else None
+    inner = store._store if cache is not None else store
+    root = local_root(store)
+    if root is None:
+        return None
+    durable = getattr(inner, "durable", False)
+    made: set[Path] = set()  # folders this function made or found (set.add is atomic)
+
+    def write(key: str, data: bytes) -> None:
+        if cache is not None:
+            cache.forget(key)
+        path = root / key
+        known = path.parent in made
+        _write_file(path, [data], durable=durable, mkdir=not known)
+        if not known:
+            made.add(path.parent)
+
+    return write
+
+
+def delete_prefix(store: Any, prefix: str) -> None:
+    """Delete every key under ``prefix`` (a node and what it holds): a local store's
+    folder is removed in one go (its parent ``fsync``-ed if the store is durable)."""
+    if isinstance(store, CachingStore):
+        store._forget_prefix(prefix)
+    root = local_root(store)
+    if root is None:
+        _sync(store.delete_dir(prefix))
+        return
+    path = root / prefix
+    shutil.rmtree(path, ignore_errors=True)
+    inner = store._store if isinstance(store, CachingStore) else store
+    if getattr(inner, "durable", False) and path.parent.exists():
+        _fsync_dir(path.parent)
+
+
+def set_many(store: Any, items: Iterable[tuple[str, bytes]]) -> None:
+    """Write every ``(key, data)`` of ``items`` in one round trip to Zarr's event loop
+    (the writes run concurrently; all have finished when this returns)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    proto = default_buffer_prototype()
+
+    async def put_all() -> None:
+        await asyncio.gather(*(store.set(k, proto.buffer.from_bytes(v)) for k, v in items))
+
+    sync(put_all())
 
 
 def _node_meta(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:

@@ -3,7 +3,10 @@
 The writer computes one summary row per step on its own thread, from the row it
 is about to store (packed spike bytes or raw values), and writes the summary in
 the same block write as the data, before the commit point (the field's
-``committed_steps`` attribute). Readers may trust the first ``committed_steps``
+``committed_steps`` attribute). Raw records are summarised as they are taken;
+packed spikes a block of steps at a time when the block is written (popcounts of
+the packed bytes, exact integers: the same values as step by step, at a few numpy
+calls per commit). Readers may trust the first ``committed_steps``
 rows of a summary like those of the index.
 
 Layout
@@ -45,6 +48,7 @@ no ``summary`` array; readers then decode the records instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +64,8 @@ __all__ = [
     "MAX_AXIS0",
     "SUMMARY_CHUNK",
     "summarize",
+    "summarize_spikes",
+    "SpikeBlock",
     "FieldSummary",
 ]
 
@@ -71,8 +77,22 @@ COLUMNS = ("numel", "sum", "min", "max", "mean")
 MAX_AXIS0 = 4096
 SUMMARY_CHUNK = 65536
 
-# Set bits in each byte value: a popcount of packed spikes without unpacking them.
+# Set bits in each byte value: a popcount of packed spikes without unpacking them
+# (numpy < 2.0 has no ``bitwise_count``).
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(np.int64)
+_BITWISE_COUNT = getattr(np, "bitwise_count", None)
+#: Bytes of bits unpacked at a time where a block's per-first-axis sums need unpacking.
+_UNPACK_BYTES = 1 << 22
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    """Set bits along the last axis of a C-contiguous ``uint8`` array, as int64."""
+    if _BITWISE_COUNT is None:
+        return _POPCOUNT[a].sum(axis=-1)
+    if a.shape[-1] % 8 == 0 and a.flags.c_contiguous:
+        # Eight bytes at a time: one eighth of the elements to count and to sum.
+        a = a.view(np.uint64)
+    return _BITWISE_COUNT(a).sum(axis=-1, dtype=np.int64)
 
 
 def _as_float(enc: Encoded) -> np.ndarray:
@@ -88,6 +108,10 @@ def _as_float(enc: Encoded) -> np.ndarray:
     return row.astype(np.float64)
 
 
+def _has_axis0(shape: tuple[int, ...]) -> bool:
+    return len(shape) >= 2 and 0 < shape[0] <= MAX_AXIS0
+
+
 def summarize(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
     """One record's summary row (see :data:`COLUMNS`) and its per-first-axis sums.
 
@@ -99,26 +123,71 @@ def summarize(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
     >>> row.tolist(), per_t.tolist()
     ([6.0, 3.0, 0.0, 1.0, 0.5], [2.0, 1.0])
     """
+    if enc.encoding == SPIKE_ENCODING:
+        rows, axis0 = summarize_spikes(enc.shape, enc.permute, enc.row[None])
+        return rows[0], (None if axis0 is None else axis0[0])
     # inf - inf, all-NaN rows and the like are data, not errors: no warnings on the writer thread.
     with np.errstate(all="ignore"):
-        return _summarize(enc)
+        return _summarize_raw(enc)
 
 
-def _summarize(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
+def summarize_spikes(
+    shape: tuple[int, ...], permute: tuple[int, ...] | None, block: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The summary rows of a block of packed spike rows (``uint8``, one row per step).
+
+    Returns ``(rows, axis0)``: ``rows`` of shape ``(m, 5)`` (see :data:`COLUMNS`), and
+    the per-first-axis spike counts ``(m, shape[0])`` or None for records of rank < 2.
+    Counts are exact integers, so a block gives the values :func:`summarize` gives for
+    each of its rows; computing them a block at a time costs a few numpy calls per
+    commit instead of per step.
+    """
+    block = np.ascontiguousarray(block)
+    m = block.shape[0]
+    numel = int(np.prod(shape, dtype=np.int64))
+    count = _popcount(block).astype(np.float64)
+    rows = np.empty((m, len(COLUMNS)), np.float64)
+    rows[:, 0] = numel
+    rows[:, 1] = count
+    rows[:, 2] = count == numel
+    rows[:, 3] = count > 0
+    with np.errstate(all="ignore"):
+        rows[:, 4] = count / numel
+    axis0 = _spike_axis0(shape, permute, block, numel) if _has_axis0(shape) else None
+    return rows, axis0
+
+
+def _spike_axis0(
+    shape: tuple[int, ...], permute: tuple[int, ...] | None, block: np.ndarray, numel: int
+) -> np.ndarray:
+    m, t = block.shape[0], shape[0]
+    per = numel // t
+    if (permute is None or permute[0] == 0) and per % 8 == 0:
+        # Each index of the first axis owns whole bytes: popcount them.
+        return _popcount(block[:, : numel // 8].reshape(m, t, per // 8)).astype(np.float64)
+    out = np.empty((m, t), np.float64)
+    step = max(1, _UNPACK_BYTES // max(1, numel))
+    for i in range(0, m, step):
+        part = block[i : i + step]
+        bits = np.unpackbits(part, axis=1, count=numel)
+        k = len(part)
+        if permute is None:
+            per_t = bits.reshape(k, t, -1).sum(axis=2, dtype=np.int64)
+        else:
+            permuted = bits.reshape([k] + [shape[p] for p in permute])
+            moved = np.moveaxis(permuted, 1 + list(permute).index(0), 1)
+            per_t = moved.reshape(k, t, -1).sum(axis=2, dtype=np.int64)
+        out[i : i + k] = per_t
+    return out
+
+
+def _summarize_raw(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
     shape = enc.shape
     numel = int(np.prod(shape, dtype=np.int64))
     axis0 = None
-    if enc.encoding == SPIKE_ENCODING:
-        count = int(_POPCOUNT[enc.row].sum())
-        row = np.array(
-            [numel, count, float(count == numel), float(count > 0), count / numel], np.float64
-        )
-        if len(shape) >= 2 and 0 < shape[0] <= MAX_AXIS0:
-            axis0 = _spike_axis0(enc, numel)
-        return row, axis0
     if numel == 0:
         row = np.array([0, 0, np.nan, np.nan, np.nan], np.float64)
-        return row, (np.zeros(shape[0]) if len(shape) >= 2 and 0 < shape[0] <= MAX_AXIS0 else None)
+        return row, (np.zeros(shape[0]) if _has_axis0(shape) else None)
     vals = _as_float(enc).reshape(-1)
     total = vals.sum(dtype=np.float64)
     lo, hi = vals.min(), vals.max()
@@ -134,32 +203,36 @@ def _summarize(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
     else:
         mean = total / numel
     row = np.array([numel, total, lo, hi, mean], np.float64)
-    if len(shape) >= 2 and 0 < shape[0] <= MAX_AXIS0:
+    if _has_axis0(shape):
         axis0 = np.asarray(np.nansum(vals.reshape(shape[0], -1), axis=1, dtype=np.float64))
     return row, axis0
 
 
-def _spike_axis0(enc: Encoded, numel: int) -> np.ndarray:
-    t = enc.shape[0]
-    per = numel // t if t else 0
-    perm = enc.permute
-    if (perm is None or perm[0] == 0) and per % 8 == 0:
-        # Each index of the first axis owns whole bytes: popcount them.
-        return _POPCOUNT[enc.row.reshape(t, -1)].sum(axis=1).astype(np.float64)
-    bits = np.unpackbits(enc.row, count=numel)
-    if perm is None:
-        return bits.reshape(t, -1).sum(axis=1, dtype=np.int64).astype(np.float64)
-    permuted = bits.reshape([enc.shape[p] for p in perm])
-    moved = np.moveaxis(permuted, list(perm).index(0), 0)
-    return moved.reshape(t, -1).sum(axis=1, dtype=np.int64).astype(np.float64)
+#: A pending step whose record is packed spikes: summarised at :meth:`FieldSummary.write`.
+_SPIKES: Any = object()
+
+
+@dataclass(frozen=True)
+class SpikeBlock:
+    """Packed spike rows of one segment among the steps a write commits."""
+
+    positions: np.ndarray  # the steps of the rows, counted from the write's first step
+    shape: tuple[int, ...]
+    permute: tuple[int, ...] | None
+    block: np.ndarray  # uint8, one packed row per position
 
 
 @dataclass
 class FieldSummary:
-    """The writer's per-field summary state (writer thread only)."""
+    """The writer's per-field summary state (writer thread only).
+
+    ``pending`` holds one entry per buffered step: None (the field was None), the
+    summary of a raw record, or a marker for packed spikes, which :meth:`write`
+    summarises a block of rows at a time from the rows being written.
+    """
 
     enabled: bool = True
-    pending: list[tuple[np.ndarray, np.ndarray | None] | None] = field(default_factory=list)
+    pending: list[Any] = field(default_factory=list)
     array: Any = None
     axis0: Any = None
     axis0_len: int | None = None
@@ -179,30 +252,64 @@ class FieldSummary:
             self.enabled = False
 
     def add(self, enc: Encoded | None) -> None:
+        """Note one step; a raw record is summarised now, packed spikes at :meth:`write`
+        (a block of rows at a time)."""
         if self.enabled:
-            self.pending.append(None if enc is None else summarize(enc))
+            if enc is None:
+                self.pending.append(None)
+            elif enc.encoding == SPIKE_ENCODING:
+                self.pending.append(_SPIKES)
+            else:
+                self.pending.append(summarize(enc))
 
-    def write(self, group: Any, start: int, stop: int) -> None:
-        """Write the first pending rows as steps ``[start, stop)``; call before the commit."""
+    def write(
+        self,
+        group: Any,
+        start: int,
+        stop: int,
+        spikes: Iterable[SpikeBlock] = (),
+    ) -> None:
+        """Write the first pending rows as steps ``[start, stop)``; call before the commit.
+
+        ``spikes`` gives the packed rows of the steps whose records were spikes, one
+        :class:`SpikeBlock` per segment (``positions`` counted from ``start``).
+        """
         n = stop - start
         pending, self.pending = self.pending[:n], self.pending[n:]
         if not self.enabled or not pending:
             return
-        if len(pending) != stop - start:
-            raise RuntimeError(f"summary rows out of step: {len(pending)} for {stop - start} steps")
+        if len(pending) != n:
+            raise RuntimeError(f"summary rows out of step: {len(pending)} for {n} steps")
+        rows = np.full((n, len(COLUMNS)), np.nan)
+        #: (positions, per-first-axis sums), by position of the first step.
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        n_spikes = 0
+        for i, p in enumerate(pending):
+            if p is None:
+                continue
+            if p is _SPIKES:
+                n_spikes += 1
+                continue
+            rows[i] = p[0]
+            if p[1] is not None:
+                parts.append((np.array([i]), p[1][None]))
+        for blk in spikes:
+            r, a0 = summarize_spikes(blk.shape, blk.permute, blk.block)
+            rows[blk.positions] = r
+            n_spikes -= len(blk.positions)
+            if a0 is not None and len(blk.positions):
+                parts.append((blk.positions, a0))
+        if n_spikes:
+            raise RuntimeError(f"summary rows out of step: {n_spikes} spike rows not given")
         if self.array is None:
             self.array = _create(group, SUMMARY, len(COLUMNS), ["step", "stat"], list(COLUMNS))
-        block = np.full((len(pending), len(COLUMNS)), np.nan)
-        for i, p in enumerate(pending):
-            if p is not None:
-                block[i] = p[0]
         _grow(self.array, stop)
-        self.array[start:stop] = block
+        self.array[start:stop] = rows
+        if not parts and self.axis0_len is None:
+            return
         if self.axis0_len is None:
-            first = next((p[1] for p in pending if p is not None and p[1] is not None), None)
-            if first is None:
-                return
-            self.axis0_len = len(first)
+            first = min(parts, key=lambda part: int(part[0][0]))
+            self.axis0_len = int(first[1].shape[1])
             self.axis0 = _create(
                 group,
                 SUMMARY_AXIS0,
@@ -212,10 +319,10 @@ class FieldSummary:
                 axis0_length=self.axis0_len,
             )
         t = self.axis0_len
-        block = np.full((len(pending), max(1, t)), np.nan)
-        for i, p in enumerate(pending):
-            if p is not None and p[1] is not None and len(p[1]) == t:
-                block[i, :t] = p[1]
+        block = np.full((n, max(1, t)), np.nan)
+        for pos, a0 in parts:
+            if a0.shape[1] == t:
+                block[pos, :t] = a0
         _grow(self.axis0, stop)
         self.axis0[start:stop] = block
 

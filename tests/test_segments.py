@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import collections
+import itertools
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import zarr
 from zarr.storage import LocalStore, WrapperStore
@@ -94,3 +99,136 @@ def test_stale_reader_follows_rows_into_shards(tmp_path):
     assert stale.field(0).array(0).shards[0] == 16
     w.close()
     assert bits_equal(stale[:], torch.stack(dense[:10]))
+
+
+# ------------------------------------------------- chunks encoded off Zarr's path
+def _tail_pair(tmp_path, row, compressor):
+    """Two identical tails of a new segment: one for the direct path, one for Zarr."""
+    from spikestore._segments import SegmentOptions, create_segment
+
+    grp = zarr.open_group(LocalStore(tmp_path / "t"), mode="w")
+    spikes = row.dtype == np.uint8
+    desc = {
+        "array": "s0",
+        "encoding": "bitpack" if spikes else "raw",
+        "dtype": "float32",
+        "shape": [3, 40] if spikes else list(row.shape),
+        "rows": 0,
+    }
+    if spikes:
+        desc.update(bit_order="big", permute=None)
+    opts = SegmentOptions(compressor, None, 64, 1 << 10)
+    main = create_segment(grp, desc, row, opts)
+    return grp, desc, main
+
+
+def _chunk_files(arr):
+    root = arr.store_path.store.root / arr.path
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("compressor", [None, "zstd", "blosc-zstd"])
+@pytest.mark.parametrize("spikes", [True, False])
+def test_direct_tail_chunks_are_zarrs_bytes(tmp_path, compressor, spikes):
+    """The writer encodes a tail's chunks itself (on its encoder threads), completing a
+    partly written chunk row from memory; the files are byte for byte Zarr's."""
+    from spikestore._segments import Encoder, Segment
+
+    g = torch.Generator().manual_seed(1)
+    n = 50
+    if spikes:
+        bits = torch.rand(n, 120, generator=g) < 0.2
+        rows = np.packbits(bits.numpy(), axis=1)
+    else:
+        rows = torch.randn(n, 6, 70, generator=g).numpy()
+    grp, desc, main = _tail_pair(tmp_path, rows[0], compressor)
+    seg = Segment(grp, desc, main, lambda: None, Encoder(2))
+    # Zarr's own writes of the same rows into a copy of the tail.
+    ref = seg.tail(0)
+    ref_arr = grp.create_array(
+        "ref",
+        shape=ref.shape,
+        dtype=ref.dtype,
+        chunks=ref.chunks,
+        serializer=ref.metadata.codecs[0],
+        compressors=ref.metadata.codecs[1:],
+        fill_value=0,
+        config={"write_empty_chunks": True},
+    )
+    cuts = [0, 3, 4, 21, 40, n]  # unaligned pieces: each completes the last chunk row
+    for a, b in itertools.pairwise(cuts):
+        seg.write(rows[a:b])
+        ref_arr[a:b] = rows[a:b]
+        assert _chunk_files(seg.tail(0)).keys() >= _chunk_files(ref_arr).keys() - {
+            Path("zarr.json")
+        }
+    mine, theirs = _chunk_files(seg.tail(0)), _chunk_files(ref_arr)
+    theirs.pop(Path("zarr.json"))
+    assert {k: mine[k] for k in theirs} == theirs
+    np.testing.assert_array_equal(seg.tail(0)[:n], rows)
+
+
+def test_direct_tail_write_reads_back_a_chunk_row_it_does_not_hold(tmp_path):
+    """A writer that reopened a store does not hold the partial chunk row: it decodes it."""
+    from spikestore._segments import Encoder, Segment
+
+    rows = np.packbits((np.random.default_rng(2).random((30, 120)) < 0.3), axis=1)
+    grp, desc, main = _tail_pair(tmp_path, rows[0], None)
+    seg = Segment(grp, desc, main, lambda: None, Encoder(1))
+    seg.write(rows[:5])
+    seg._open = None
+    seg.write(rows[5:30])
+    np.testing.assert_array_equal(seg.tail(0)[:30], rows)
+
+
+def test_encoder_waits_for_every_job_and_raises_the_first_error():
+    from spikestore._segments import Encoder
+
+    done = []
+
+    def job(x):
+        time.sleep(0.01 * (5 - x))
+        if x in (1, 3):
+            raise ValueError(f"job {x}")
+        done.append(x)
+        return x
+
+    enc = Encoder(3)
+    with pytest.raises(ValueError, match="job 1"):
+        enc.run(job, range(5))
+    assert sorted(done) == [0, 2, 4]  # all ended before run() returned
+    assert enc.run(lambda x: x * 2, [1, 2, 3]) == [2, 4, 6]
+    enc.close()
+
+
+def test_encode_threads_setting(monkeypatch):
+    from spikestore import _segments
+
+    monkeypatch.setattr(_segments, "ENCODE_THREADS", None)
+    monkeypatch.setenv("SPIKESTORE_ENCODE_THREADS", "3")
+    assert _segments.encode_threads() == 3
+    monkeypatch.setattr(_segments, "ENCODE_THREADS", 2)
+    assert _segments.encode_threads() == 2
+    monkeypatch.setattr(_segments, "ENCODE_THREADS", None)
+    monkeypatch.setenv("SPIKESTORE_ENCODE_THREADS", "many")
+    with pytest.raises(ValueError, match="SPIKESTORE_ENCODE_THREADS"):
+        _segments.encode_threads()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_store_written_with_encoder_threads_reads_back(tmp_path, monkeypatch, threads):
+    from spikestore import _segments
+
+    monkeypatch.setattr(_segments, "ENCODE_THREADS", threads)
+    spikes, dense = records(300, shape=(64, 64))
+    before = {t.ident for t in threading.enumerate()}
+    with spikestore.StoreWriter(tmp_path / "s", shard_steps=64, flush_interval=0.0) as w:
+        for s, d in zip(spikes, dense, strict=True):
+            w.append("o", "sn", s)
+            w.append("o", "v", d)
+    # The encoder threads end with the writer thread.
+    left = [t for t in threading.enumerate() if t.ident not in before]
+    assert not [t for t in left if t.name.startswith("spikestore-enc")]
+    st = spikestore.open(tmp_path / "s")
+    assert all(bits_equal(a, b) for a, b in zip(st["o"]["sn"], spikes, strict=True))
+    assert all(bits_equal(a, b) for a, b in zip(st["o"]["v"], dense, strict=True))

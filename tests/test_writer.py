@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import zarr
@@ -911,3 +912,87 @@ def test_a_refused_first_record_makes_no_layer(tmp_path: Path) -> None:
         w.append("m", "ok", torch.zeros(3))
         assert w.layers == [("m", "ok")]
     assert spikestore.open(tmp_path / "s")["m"].layers == ["ok"]
+
+
+# ------------------------------------------------ the writer thread's bookkeeping
+def _sink(tmp_path):
+    from spikestore._commit import Sink, fresh_root, open_root
+    from spikestore._segments import SegmentOptions
+    from spikestore.storage import storage_for
+
+    st = storage_for(tmp_path / "s", None, durable=False)
+    zstore, zmode = st.open("w")
+    root = open_root(zstore, zmode, "test", "s")
+    fresh_root(root, "test")
+    return st, Sink(root, SegmentOptions(None, None, 64, 1 << 12), "s")
+
+
+def test_sink_tracks_buffered_bytes_and_the_oldest_record(tmp_path):
+    """Kept up to date per record and per write, not summed over every layer."""
+    from spikestore.codecs import encode
+
+    st, sink = _sink(tmp_path)
+    try:
+        spikes = encode((torch.rand(8, 64) < 0.2).float())
+        dense = encode(torch.randn(4, 5))
+        assert sink.buffered_bytes == 0 and sink.oldest is None
+        sink.take("m", "a", "tensor", None, 0, [spikes], 10.0)
+        sink.take("m", "b", "tuple", None, 0, [dense, None], 11.0)
+        sink.take("m", "a", "tensor", None, 1, [spikes], 12.0)
+        want = 2 * spikes.row.nbytes + dense.row.nbytes
+        assert sink.buffered_bytes == want
+        assert sink.oldest == 10.0
+        sink.write_layer(sink.layers[("m", "a")])
+        assert sink.buffered_bytes == dense.row.nbytes
+        assert sink.oldest == 11.0
+        sink.write_all()
+        assert sink.buffered_bytes == 0 and sink.oldest is None
+        sink.take("m", "a", "tensor", None, 2, [spikes], 13.0)
+        assert sink.oldest == 13.0
+        fields = [f for lay in sink.layers.values() for f in lay.fields]
+        assert sink.buffered_bytes == sum(f.buffered_bytes for f in fields)
+    finally:
+        sink.close()
+        st.release()
+
+
+@pytest.mark.parametrize(
+    ("shape", "permute"),
+    [
+        ((64,), None),
+        ((3, 40), None),  # 40 bits per first-axis index: whole bytes
+        ((3, 7), None),  # 7 bits: unpacked
+        ((5, 2, 3), None),
+        ((4, 3, 8), (1, 2, 0)),  # time axis packed last
+        ((2, 3, 4, 5), (1, 2, 3, 0)),
+        ((1, 5000), None),
+    ],
+)
+def test_block_spike_summaries_equal_per_step_summaries(shape, permute):
+    """Spike summaries are computed a block of steps at a time; the stored values are
+    those of each step on its own."""
+    from spikestore.codecs import encode
+    from spikestore.summary import _summarize_raw, summarize, summarize_spikes
+
+    g = torch.Generator().manual_seed(3)
+    recs = [(torch.rand(shape, generator=g) < p).float() for p in (0.0, 1.0, 0.1, 0.5, 0.9)]
+    encs = [encode(r, permute=permute) for r in recs]
+    assert all(e.encoding == "bitpack" for e in encs)
+    rows, axis0 = summarize_spikes(shape, permute, np.stack([e.row for e in encs]))
+    for i, (r, e) in enumerate(zip(recs, encs, strict=True)):
+        one, one0 = summarize(e)
+        np.testing.assert_array_equal(rows[i], one)
+        # ... and those of the record summarised as plain values.
+        raw, raw0 = _summarize_raw(_raw(r))
+        np.testing.assert_array_equal(one, raw)
+        if len(shape) >= 2:
+            np.testing.assert_array_equal(axis0[i], one0)
+            np.testing.assert_array_equal(one0, raw0)
+        else:
+            assert axis0 is None and one0 is None
+
+
+def _raw(t):
+    from spikestore.codecs import encode_values
+
+    return encode_values(t)
