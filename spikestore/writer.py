@@ -192,7 +192,20 @@ class StoreWriter:
     compressor, level : str, int, optional
         One of ``zstd``, ``zlib``, ``blosc-lz4``, ``blosc-zstd`` and its level, for
         every array of the store. By default spikes use the ``spikestore.spikes``
-        codec (level 1) and other tensors Blosc zstd 1 with byte shuffle.
+        codec (level 1), and other tensors Blosc LZ4 with bit shuffle where it makes
+        a segment's first record at least 20 % smaller, else no compression (what
+        pays is chosen per segment and recorded in its codec chain).
+    precision : int, optional
+        Lossy, opt-in: keep ``precision`` mantissa bits (0 to 52) of float16,
+        float32 and float64 records that are not spikes, rounding to nearest (Zarr's
+        ``numcodecs.bitround`` codec, recorded in each array's codec chain), then
+        compress them (Blosc LZ4 with bit shuffle unless ``compressor`` is given).
+        Each value's relative error is at most ``2**-(precision + 1)`` (for float32
+        and ``precision=7``, 0.4 %; subnormal numbers keep an absolute error of at
+        most ``2**-(precision + 1)`` times the smallest normal number); a value within
+        that of the largest finite float may round to infinity, and a NaN whose
+        payload lies only in the dropped bits becomes infinity. Spikes, integers,
+        bfloat16 and float8 are stored exactly. None (default): everything lossless.
     flush_interval : float, optional
         At most this many seconds pass between a record being taken and it being
         committed to disk, whether or not more records arrive (unless the disk is
@@ -318,6 +331,7 @@ class StoreWriter:
         storage_options: dict[str, Any] | None = None,
         ranks: str | int | Iterable[int] | None = "all",
         lease_timeout: float | None = None,
+        precision: int | None = None,
     ) -> None:
         if mode not in ("w", "w-", "a"):
             raise ValueError(f"mode must be 'w', 'w-' or 'a', got {mode!r}")
@@ -333,6 +347,14 @@ class StoreWriter:
                     f"level must be an int from {lo} to {hi} for "
                     f"{compressor or 'the default codecs (zstd levels)'}, got {level!r}"
                 )
+        if precision is not None and (
+            isinstance(precision, bool)
+            or not isinstance(precision, int)
+            or not 0 <= precision <= 52
+        ):
+            raise ValueError(
+                f"precision must be an int from 0 to 52 (mantissa bits kept), got {precision!r}"
+            )
         if flush_interval is not None and not float(flush_interval) >= 0:
             raise ValueError(f"flush_interval must be >= 0 seconds, got {flush_interval!r}")
         for name, value in (
@@ -348,6 +370,7 @@ class StoreWriter:
         self.mode: Mode = mode
         self.compressor = compressor
         self.level = level
+        self.precision = precision
         self.durable = bool(durable)
         self._closed = False
         self._finished = False  # committed and released (close() has returned)
@@ -383,7 +406,9 @@ class StoreWriter:
                 # The old store's nodes are gone; its root metadata is replaced in one write.
                 fresh_root(root, created_by)
             self._root = root
-            opts = SegmentOptions(compressor, level, int(shard_steps), int(chunk_bytes))
+            opts = SegmentOptions(
+                compressor, level, int(shard_steps), int(chunk_bytes), precision=precision
+            )
             self._registry = Registry(lambda m, lay: load_layer(root, m, lay, where))
             # The writer thread's; used only via calls.
             self._sink = Sink(root, opts, where, fence=self._storage.check_fence)

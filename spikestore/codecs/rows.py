@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_SPIKES",
     "Encoded",
     "compressor_codecs",
+    "dense_codecs",
     "checksum",
     "dtype_name",
     "torch_dtype",
@@ -61,7 +62,19 @@ LEVELS: dict[str, tuple[int, int]] = {
     "blosc-zstd": (0, 9),
 }
 DEFAULT_SPIKES = "zstd"
-DEFAULT_DENSE = "blosc-zstd"
+#: The default compressor of raw (dense) rows, with bit shuffle, where it pays (see
+#: :func:`dense_codecs`).
+DEFAULT_DENSE = "blosc-lz4"
+#: Raw rows are compressed by default only if :data:`DEFAULT_DENSE` makes a segment's
+#: first record at least this much smaller; otherwise they are stored uncompressed
+#: (membrane potentials save 8-15 %, at a fraction of the speed of writing them raw).
+DENSE_MIN_SAVING = 0.2
+#: Bytes of a first record compressed to decide.
+_PROBE_BYTES = 1 << 20
+#: Mantissa bits of each float dtype :func:`dense_codecs` may round (numpy's names).
+MANTISSA_BITS = {"float16": 10, "float32": 23, "float64": 52}
+#: The codec of the opt-in lossy precision, as Zarr names it in an array's metadata.
+PRECISION_CODEC = "numcodecs.bitround"
 
 _TORCH_DTYPES: dict[str, torch.dtype] = {
     name: getattr(torch, name) for name in DTYPES if hasattr(torch, name)
@@ -115,6 +128,77 @@ def compressor_codecs(name: str, level: int | None, *, itemsize: int, shuffle: b
             typesize=itemsize,
         )
     return [compressor, checksum()]
+
+
+def dense_codecs(
+    row: np.ndarray, compressor: str | None, level: int | None, precision: int | None
+) -> list[Any]:
+    """The inner codec chain of a raw (dense) segment whose rows are like ``row``.
+
+    ``precision=N`` (floats only: float16, float32, float64 rows) first keeps ``N``
+    mantissa bits, rounding to nearest, ties to even (numcodecs' ``BitRound``,
+    ``numcodecs.bitround`` in the metadata): lossy, relative error at most
+    ``2**-(N + 1)`` for normal numbers. The rounded rows are then compressed with
+    ``compressor`` (default: Blosc LZ4 with bit shuffle, always: the zeroed low bits
+    make it pay). Without ``precision``
+    a chosen ``compressor`` is used as given; by default Blosc LZ4 with bit shuffle
+    (``level``: its clevel, 5 if None) is used if it makes ``row`` (its first
+    MiB) at least :data:`DENSE_MIN_SAVING` smaller, else the rows are stored
+    uncompressed. Each chain is Zarr's ``bytes`` codec, the compressor if any, and
+    :func:`checksum`; all are codecs that Zarr and numcodecs ship.
+    """
+    from zarr.codecs import BloscCodec, BytesCodec
+
+    itemsize = row.dtype.itemsize
+    head: list[Any] = [BytesCodec()]
+    bits = MANTISSA_BITS.get(row.dtype.name)
+    if precision is not None and bits is not None:
+        if precision < bits:
+            head = [_bitround(precision), *head]
+        if compressor is None:
+            clevel = 5 if level is None else min(max(int(level), 0), 9)
+            return [
+                *head,
+                BloscCodec(cname="lz4", clevel=clevel, shuffle="bitshuffle", typesize=itemsize),
+                checksum(),
+            ]
+    if compressor is not None:
+        return [*head, *compressor_codecs(compressor, level, itemsize=itemsize, shuffle=True)]
+    clevel = 5 if level is None else min(max(int(level), 0), 9)
+    if clevel and _saving(row, clevel) >= DENSE_MIN_SAVING:
+        blosc = BloscCodec(
+            cname=DEFAULT_DENSE.split("-", 1)[1],  # type: ignore[arg-type]
+            clevel=clevel,
+            shuffle="bitshuffle" if itemsize > 1 else "noshuffle",
+            typesize=itemsize,
+        )
+        return [*head, blosc, checksum()]
+    return [*head, checksum()]
+
+
+def _saving(row: np.ndarray, clevel: int) -> float:
+    """The share of ``row``'s first bytes that the default dense compressor saves."""
+    from numcodecs import Blosc
+
+    flat = np.ascontiguousarray(row).reshape(-1)
+    probe = flat[: max(1, _PROBE_BYTES // max(flat.itemsize, 1))]
+    if not probe.nbytes:
+        return 0.0
+    shuffle = Blosc.BITSHUFFLE if probe.itemsize > 1 else Blosc.NOSHUFFLE
+    codec = Blosc(DEFAULT_DENSE.split("-", 1)[1], clevel, shuffle)
+    return 1.0 - len(codec.encode(probe)) / probe.nbytes
+
+
+def _bitround(keepbits: int) -> Any:
+    """Zarr's wrapper of numcodecs' ``BitRound``, without its warning that numcodecs
+    codecs are not in the Zarr v3 specification (every Zarr-Python reads them)."""
+    import warnings
+
+    from zarr.codecs.numcodecs import BitRound
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
+        return BitRound(keepbits=keepbits)
 
 
 def checksum() -> Any:
