@@ -3,6 +3,7 @@
 Configurations, all on the same network and inputs:
 
 (a) no monitor;
+(a') no monitor again, a second copy: its ratio to (a) is the noise floor of the run;
 (b) spikestore ``OutputMonitor`` + ``AttributeMonitor("v_seq")`` on every LIF
     layer, streaming to a store in a temporary directory;
 (c) SpikingJelly's in-memory ``OutputMonitor`` + ``AttributeMonitor("v_seq")``
@@ -10,7 +11,9 @@ Configurations, all on the same network and inputs:
 
 Time per training step is the median over steps taken in turns by the
 configurations (each on its own copy of the net), for forward only
-(``torch.no_grad``) and forward + backward + SGD step.
+(``torch.no_grad``) and forward + backward + SGD step. Each ratio to (a) is also
+computed over 5 consecutive blocks of the steps; the table gives the median ratio and
+the blocks' min-max, and (a') shows how far apart two identical configurations land.
 Peak RSS growth is measured in a fresh process per configuration, sampled
 every 10 steps, over long forward-only runs.
 
@@ -57,7 +60,7 @@ class Net(nn.Module):
 
 
 def make_monitors(kind: str, net: nn.Module, path: str | None) -> list:
-    if kind == "a":
+    if kind in ("a", "a2"):
         return []
     if kind == "b":
         import spikestore
@@ -130,7 +133,22 @@ def time_steps(kinds: list[str], backward: bool, steps: int, tmp: str) -> dict:
                     m.clear_recorded_data()
     for k in kinds:
         close_monitors(runs[k][1])
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+BLOCKS = 5
+
+
+def ratio_stats(times: dict, k: str) -> tuple[float, float, float]:
+    """Median over steps of (k) / median of (a), and the min-max of that over blocks."""
+    a, b = times["a"], times[k]
+    n = len(a) // BLOCKS
+    blocks = [
+        statistics.median(b[i * n : (i + 1) * n]) / statistics.median(a[i * n : (i + 1) * n])
+        for i in range(BLOCKS)
+        if n
+    ] or [float("nan")]
+    return statistics.median(b) / statistics.median(a), min(blocks), max(blocks)
 
 
 def rss_child(kind: str, steps: int) -> None:
@@ -191,7 +209,7 @@ def main() -> None:
     steps = args.steps or (5 if args.quick else 150)
     long_runs = (20, 50) if args.quick else (200, 1000)
 
-    kinds = ["a", "b"]
+    kinds = ["a", "a2", "b"]
     try:
         import spikingjelly.activation_based.monitor  # noqa: F401
 
@@ -200,6 +218,7 @@ def main() -> None:
         print("SpikingJelly not importable: skipping (c)", file=sys.stderr)
     labels = {
         "a": "(a) no monitor",
+        "a2": "(a') no monitor, second copy (noise floor)",
         "b": "(b) spikestore Output+Attribute(v_seq), to disk",
         "c": "(c) SpikingJelly Output+Attribute(v_seq), in memory",
     }
@@ -209,23 +228,29 @@ def main() -> None:
         bwd = time_steps(kinds, True, steps, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    mem = {k: {n: rss(k, n) for n in long_runs} for k in kinds}
+    mem = {k: {n: rss(k, n) for n in long_runs} for k in kinds if k != "a2"}
 
     cmd = "python benchmarks/bench_monitor.py" + (" --quick" if args.quick else "")
-    print(f"\n`{cmd}`  (torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; T={T}, batch {BATCH}, "
-          f"1x28x28; median of {steps} steps each)\n")
+    print(
+        f"\n`{cmd}`  (torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; T={T}, batch {BATCH}, "
+        f"1x28x28; median of {steps} steps each)\n"
+    )
     n1, n2 = long_runs
     print(
-        f"| config | fwd ms/step | fwd ratio | fwd+bwd ms/step | fwd+bwd ratio | "
-        f"peak RSS growth {n1} steps | peak RSS growth {n2} steps |"
+        f"| config | fwd ms/step | fwd ratio (blocks min-max) | fwd+bwd ms/step | "
+        f"fwd+bwd ratio (blocks min-max) | peak RSS growth {n1} steps | "
+        f"peak RSS growth {n2} steps |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for k in kinds:
+        f, b = ratio_stats(fwd, k), ratio_stats(bwd, k)
+        m1 = _mib(mem[k][n1], n1) if k in mem else "-"
+        m2 = _mib(mem[k][n2], n2) if k in mem else "-"
         print(
-            f"| {labels[k]} | {fwd[k] * 1e3:.1f} | {fwd[k] / fwd['a']:.3f}x | "
-            f"{bwd[k] * 1e3:.1f} | {bwd[k] / bwd['a']:.3f}x | "
-            f"{_mib(mem[k][n1], n1)} | {_mib(mem[k][n2], n2)} |"
+            f"| {labels[k]} | {statistics.median(fwd[k]) * 1e3:.1f} | "
+            f"{f[0]:.3f}x ({f[1]:.3f}-{f[2]:.3f}) | {statistics.median(bwd[k]) * 1e3:.1f} | "
+            f"{b[0]:.3f}x ({b[1]:.3f}-{b[2]:.3f}) | {m1} | {m2} |"
         )
 
 
