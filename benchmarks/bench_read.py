@@ -7,8 +7,12 @@ Part 1: 64 records of ``[64, 4096]`` i.i.d. spikes (2^24 elements, 64 MB as floa
 written with the default spike codec, then ``layer[:]`` read back as float32. In the same
 run, interleaved, medians of ``--repeats``:
 
-- ``layer[:]``: the reader (index, Zarr's shard reads, the codec, unpacking into the
-  output tensor);
+- ``layer[:]``: the reader (index, the shard files read whole through the store, the
+  codec on each inner chunk and unpacking into the output tensor, chunk by chunk, with
+  the reader's second thread when a core is free for it);
+- ``1 thread``: the same with ``SPIKESTORE_READ_THREADS=1`` (``reader.READ_THREADS``);
+- ``via Zarr``: the reader of 062b5b9: Zarr's sharded read of the rows, then unpacking
+  into one output;
 - ``previous path``: what the reader did before it decoded into one output: the same
   rows through ``codecs.decode_rows`` (unpack, cast) and then ``torch.stack`` of the
   per-step tensors;
@@ -39,8 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import spikestore
+from spikestore import reader
 from spikestore.codecs import decode_rows
 from spikestore.codecs.spikes import decode_chunk
+from spikestore.reader import _decode_segment_rows
 
 PS = (0.001, 0.05, 0.5)
 SHAPE = (64, 4096)
@@ -73,11 +79,26 @@ def previous_path(layer) -> torch.Tensor:
     return torch.stack([dec[j] for j in range(len(rows))])
 
 
+def via_zarr(layer) -> torch.Tensor:
+    fld = layer.field(0)
+    arr = fld.array(0)
+    return _decode_segment_rows(np.asarray(arr[0 : len(layer)]), fld.segments[0], None)
+
+
+def one_thread(path: Path) -> torch.Tensor:
+    reader.READ_THREADS = 1
+    try:
+        return spikestore.open(path)["m"]["l"][:]
+    finally:
+        reader.READ_THREADS = None
+
+
 def part1(repeats: int, tmp: Path) -> list[str]:
     rows = [
-        "| p | layer[:] GB/s | previous path GB/s | codec alone GB/s | codec + unpack GB/s | "
-        "layer[:] / codec + unpack | layer[:] / previous |",
-        "|---|---|---|---|---|---|---|",
+        "| p | layer[:] GB/s | 1 thread GB/s | via Zarr (062b5b9) GB/s | previous path GB/s | "
+        "codec alone GB/s | codec + unpack GB/s | layer[:] / codec + unpack | "
+        "layer[:] / via Zarr |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     g = torch.Generator().manual_seed(0)
     n = 64
@@ -91,7 +112,8 @@ def part1(repeats: int, tmp: Path) -> list[str]:
         want = torch.stack(recs)
         layer = spikestore.open(path)["m"]["l"]
         blobs = shard_chunks(layer.field(0).array(0))
-        times: dict[str, list[float]] = {k: [] for k in ("new", "old", "codec", "unpack")}
+        keys = ("new", "one", "zarr", "old", "codec", "unpack")
+        times: dict[str, list[float]] = {k: [] for k in keys}
 
         def codec(blobs=blobs) -> None:
             for b, shape in blobs:
@@ -104,6 +126,8 @@ def part1(repeats: int, tmp: Path) -> list[str]:
         for rep in range(repeats + 1):
             for name, fn in (
                 ("new", lambda path=path: spikestore.open(path)["m"]["l"][:]),
+                ("one", lambda path=path: one_thread(path)),
+                ("zarr", lambda path=path: via_zarr(spikestore.open(path)["m"]["l"])),
                 ("old", lambda path=path: previous_path(spikestore.open(path)["m"]["l"])),
                 ("codec", codec),
                 ("unpack", unpack),
@@ -113,14 +137,14 @@ def part1(repeats: int, tmp: Path) -> list[str]:
                 dt = time.perf_counter() - t0
                 if rep:  # the first round warms up
                     times[name].append(dt)
-                if name in ("new", "old"):
+                if name in ("new", "one", "zarr", "old"):
                     assert torch.equal(got, want)
         med = {k: statistics.median(v) for k, v in times.items()}
         gbs = {k: f32 / v / 1e9 for k, v in med.items()}
         rows.append(
-            f"| {p} | {gbs['new']:.2f} | {gbs['old']:.2f} | {gbs['codec']:.2f} | "
-            f"{gbs['unpack']:.2f} | {med['unpack'] / med['new']:.2f} | "
-            f"{med['old'] / med['new']:.2f}x |"
+            f"| {p} | {gbs['new']:.2f} | {gbs['one']:.2f} | {gbs['zarr']:.2f} | "
+            f"{gbs['old']:.2f} | {gbs['codec']:.2f} | {gbs['unpack']:.2f} | "
+            f"{med['unpack'] / med['new']:.2f} | {med['zarr'] / med['new']:.2f}x |"
         )
         shutil.rmtree(path)
     return rows

@@ -10,8 +10,9 @@ from __future__ import annotations
 import itertools
 import operator
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -480,6 +481,247 @@ def _shard_keys(arr: Any, r0: int, r1: int) -> list[tuple[int, str]]:
     return out
 
 
+def _spike_shards(arr: Any) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """``(inner chunk, shard)`` shapes of a segment array whose codec chain is exactly
+    the one spikestore writes for default spike segments (:func:`~spikestore.format.\
+sharding_codec` around ``spikestore.spikes`` and ``crc32c``), else None.
+
+    Such arrays are read by :func:`_read_spike_rows` instead of Zarr; anything else
+    (another codec or index layout, another dtype or rank) goes through Zarr.
+    """
+    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+    from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+    from .codecs.spikes import SpikeCodec
+
+    codecs = tuple(getattr(arr.metadata, "codecs", ()))
+    if arr.ndim != 2 or arr.dtype != np.uint8 or len(codecs) != 1:
+        return None
+    sc = codecs[0]
+    if (
+        type(sc) is not ShardingCodec
+        or sc.index_location != ShardingCodecIndexLocation.end
+        or tuple(sc.index_codecs) != (BytesCodec(endian="little"), Crc32cCodec())
+        or len(sc.codecs) != 2
+        or type(sc.codecs[0]) is not SpikeCodec
+        or type(sc.codecs[1]) is not Crc32cCodec
+        or arr.metadata.fill_value != 0
+    ):
+        return None
+    inner = tuple(int(c) for c in sc.chunk_shape)
+    shard = tuple(int(s) for s in arr.shards)
+    if len(inner) != 2 or min(inner) < 1 or any(s % c for s, c in zip(shard, inner, strict=True)):
+        return None
+    return (inner[0], inner[1]), (shard[0], shard[1])
+
+
+class _DamagedRows(ValueError):
+    """Rows ``[lo, hi)`` of a segment cannot be read: their shard or chunk is damaged."""
+
+    def __init__(self, message: str, lo: int, hi: int) -> None:
+        super().__init__(message)
+        self.lo, self.hi = lo, hi
+
+
+def _read_failure(exc: BaseException, rows: np.ndarray, steps: np.ndarray, name: str) -> str:
+    """``"steps a..b (name): why"`` for a failed read of ``steps`` (stored in ``rows``):
+    for a :class:`_DamagedRows`, only the steps it names."""
+    hit = np.asarray(steps)
+    why = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, _DamagedRows):
+        why = str(exc)
+        inside = hit[(rows >= exc.lo) & (rows < exc.hi)]
+        hit = inside if inside.size else hit
+    return f"steps {int(hit.min())}..{int(hit.max())} ({name}): {why}"
+
+
+#: A shard is read whole when at least this share of its inner chunk rows is wanted,
+#: else its index and then each wanted chunk row by byte ranges.
+_WHOLE_SHARD_SHARE = 0.5
+_ABSENT = 2**64 - 1
+
+
+#: ``place(a, b, block, col0, width)``: rows ``a:b`` of the result, packed columns
+#: ``col0:col0 + width``, are ``block[:, :width]`` (None: all zero).
+Place = Callable[[int, int, "np.ndarray | None", int, int], None]
+
+
+def _read_spike_rows(
+    arr: Any,
+    shapes: tuple[tuple[int, int], tuple[int, int]],
+    rows: np.ndarray,
+    place: Place | None = None,
+) -> np.ndarray | None:
+    """Rows ``rows`` (sorted, unique) of a sharded spike segment (see
+    :func:`_spike_shards`), read through its store and decoded with
+    :func:`spikestore.codecs.spikes.decode_chunk`, as Zarr would decode them.
+
+    Returns the packed rows, or, given ``place``, hands each decoded chunk's part to
+    it instead (on the reader's threads, when there is much to decode) and returns
+    None: the caller can unpack each chunk while it is in cache.
+
+    Each shard file is read whole (one ``get``) when most of it is wanted, else its
+    index (a suffix range) and the wanted chunk rows (one byte range each). The
+    index's and every chunk's CRC-32C are checked; a damaged or truncated shard raises
+    ValueError naming the shard and chunk. Absent chunks are zeros (the fill value).
+    """
+    import google_crc32c
+    from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    from .codecs.spikes import decode_chunk
+
+    (c0, c1), (s0, s1) = shapes
+    g0, g1 = s0 // c0, s1 // c1
+    nbytes_index = 16 * g0 * g1 + 4
+    ncols = int(arr.shape[1])
+    out = None
+    if place is None:
+        out = packed = np.empty((rows.size, ncols), np.uint8)
+
+        def place(a: int, b: int, block: np.ndarray | None, col0: int, width: int) -> None:
+            if block is None:
+                packed[a:b, col0 : col0 + width] = 0
+            else:
+                packed[a:b, col0 : col0 + width] = block[:, :width]
+
+    if not rows.size or not ncols:
+        return out
+    store = arr.store_path.store
+    proto = default_buffer_prototype()
+    col_shards = range(-(-ncols // s1))
+    # (shard key, shard row, shard column, wanted chunk rows of the shard)
+    plan = []
+    for s in np.unique(rows // s0):
+        crows = np.unique((rows[(rows >= s * s0) & (rows < (s + 1) * s0)] - s * s0) // c0)
+        for j in col_shards:
+            key = arr.metadata.encode_chunk_key((int(s), j))
+            key = f"{arr.path}/{key}" if arr.path else key
+            plan.append((key, int(s), j, crows))
+
+    def whole(crows: np.ndarray) -> bool:
+        return crows.size >= _WHOLE_SHARD_SHARE * g0
+
+    async def first() -> list[Any]:
+        import asyncio
+
+        return await asyncio.gather(
+            *(
+                store.get(key, proto, None if whole(cr) else SuffixByteRequest(nbytes_index))
+                for key, _, _, cr in plan
+            )
+        )
+
+    def index_of(key: str, s: int, tail: Any, end: int) -> np.ndarray:
+        def damaged(message: str) -> _DamagedRows:
+            return _DamagedRows(f"shard {key}: {message}", s * s0, (s + 1) * s0)
+
+        if tail is None:
+            raise damaged("missing from the store")
+        if len(tail) < nbytes_index:
+            raise damaged(f"{len(tail)} bytes cannot hold its {nbytes_index}-byte index")
+        raw = tail[len(tail) - nbytes_index : len(tail) - 4]
+        crc = int(np.frombuffer(tail[len(tail) - 4 :], "<u4")[0])
+        if google_crc32c.value(raw) != crc:
+            raise damaged("the index's CRC-32C does not match (damaged)")
+        index = np.frombuffer(raw, "<u8").reshape(g0, g1, 2)
+        off, size = index[..., 0], index[..., 1]
+        absent = (off == _ABSENT) & (size == _ABSENT)
+        lim = np.uint64(end)
+        # off + size <= end, written so that it cannot overflow
+        bad = ~absent & ((size < 4) | (off > lim) | (size > lim - np.minimum(off, lim)))
+        if bad.any():
+            at = tuple(int(v) for v in np.argwhere(bad)[0])
+            raise damaged(
+                f"index entry of inner chunk {at} points outside the shard's {end} data "
+                f"bytes (offset {int(off[at])}, size {int(size[at])})"
+            )
+        return np.where(absent[..., None], -1, index.astype(np.int64))
+
+    heads = sync(first())
+    # (chunk bytes or None, shard row, chunk row in shard, chunk column in shard)
+    jobs: list[tuple[Any, str, int, int, int]] = []
+    ranged: list[tuple[int, str, int, int]] = []  # (plan entry, key, start, stop)
+    indexes = []
+    for n, ((key, s, _, crows), head) in enumerate(zip(plan, heads, strict=True)):
+        if head is not None:
+            head = head.as_numpy_array()
+        if whole(crows):
+            idx = index_of(key, s, head, 0 if head is None else len(head) - nbytes_index)
+            indexes.append((idx, head, 0))
+            continue
+        # The chunk rows must lie before the index; without the file size this is what
+        # the byte range returned (checked below) that bounds them.
+        idx = index_of(key, s, head, 2**62)
+        sub = idx[crows]
+        present = sub[..., 0] >= 0
+        if present.any():
+            lo = int(sub[..., 0][present].min())
+            hi = int((sub[..., 0] + sub[..., 1])[present].max())
+            ranged.append((n, key, lo, hi))
+        indexes.append((idx, None, 0))
+
+    if ranged:
+
+        async def second() -> list[Any]:
+            import asyncio
+
+            return await asyncio.gather(
+                *(store.get(key, proto, RangeByteRequest(lo, hi)) for _, key, lo, hi in ranged)
+            )
+
+        for (n, key, lo, hi), buf in zip(ranged, sync(second()), strict=True):
+            data = None if buf is None else buf.as_numpy_array()
+            if data is None or len(data) != hi - lo:
+                got = 0 if data is None else len(data)
+                s = plan[n][1]
+                raise _DamagedRows(
+                    f"shard {key}: bytes {lo}..{hi} of its chunks are truncated ({got} read)",
+                    s * s0,
+                    (s + 1) * s0,
+                )
+            indexes[n] = (indexes[n][0], data, lo)
+
+    for (key, s, j, crows), (idx, data, base) in zip(plan, indexes, strict=True):
+        for cr in crows:
+            for cc in range(g1):
+                off, size = (int(v) for v in idx[cr, cc])
+                chunk = None if off < 0 else data[off - base : off - base + size]
+                jobs.append((chunk, key, s * s0 + int(cr) * c0, j * s1 + cc * c1, cc))
+
+    def decode(job: tuple[Any, str, int, int, int]) -> None:
+        chunk, key, r0, col0, cc = job
+        a, b = np.searchsorted(rows, [r0, r0 + c0])
+        if a == b or col0 >= ncols:
+            return
+        width = min(c1, ncols - col0)
+        if chunk is None:
+            place(int(a), int(b), None, col0, width)  # the fill value
+            return
+        body = chunk[:-4]
+        crc = int(np.frombuffer(chunk[-4:], "<u4")[0])
+        where = f"shard {key}: inner chunk ({(r0 % s0) // c0}, {cc})"
+        if google_crc32c.value(body) != crc:
+            raise _DamagedRows(f"{where} fails its CRC-32C (damaged)", r0, r0 + c0)
+        try:
+            dec = decode_chunk(body, (c0, c1))
+        except ValueError as exc:
+            raise _DamagedRows(f"{where}: {exc}", r0, r0 + c0) from exc
+        sel = rows[a:b] - r0
+        if sel[-1] - sel[0] == b - a - 1:
+            place(int(a), int(b), dec[int(sel[0]) : int(sel[-1]) + 1], col0, width)
+        else:
+            place(int(a), int(b), dec[sel], col0, width)
+
+    if rows.size * ncols >= _PARALLEL_BITS // 8:
+        _share(decode, jobs)
+    else:
+        for job in jobs:
+            decode(job)
+    return out
+
+
 class _TailGone(Exception):
     """A tail chunk is missing: the writer sealed and dropped it (or it was damaged)."""
 
@@ -766,6 +1008,9 @@ class FieldReader:
         rows = idx[:, 1]
         if bool((rows >= seg["rows"]).any()):
             return None  # read() names the corrupt steps
+        direct = self._unpack_shards(k, rows, steps, device)
+        if direct is not None:
+            return direct
         data = self.take(k, rows, (), steps)
         try:
             return _decode_segment_rows(data, seg, device)
@@ -774,6 +1019,63 @@ class FieldReader:
                 f"{self.where}: cannot decode steps {lo}..{hi - 1} ({seg['array']}): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+
+    def _unpack_shards(
+        self, k: int, rows: np.ndarray, steps: np.ndarray, device: Any
+    ) -> torch.Tensor | None:
+        """Rows ``rows`` (increasing) of spike segment ``k`` decoded into one output
+        tensor, each chunk unpacked as soon as it is decoded (see
+        :func:`_read_spike_rows`); None when the segment is not stored that way, the
+        rows reach its tail, or the output is not on the CPU."""
+        seg = self.segments[k]
+        if seg["encoding"] != SPIKE_ENCODING or (
+            device is not None and torch.device(device).type != "cpu"
+        ):
+            return None
+        if int(rows[-1]) >= seg.get("sealed", seg["rows"]) or not bool((np.diff(rows) > 0).all()):
+            return None
+        arr = self.array(k)
+        shapes = _spike_shards(arr)
+        if shapes is None:
+            return None
+        from .codecs import torch_dtype
+
+        shape = tuple(int(d) for d in seg["shape"])
+        numel = int(np.prod(shape, dtype=np.int64))
+        perm = seg.get("permute")
+        n = len(rows)
+        # Time-last records are unpacked whole: only chunks as wide as a row will do.
+        if not numel or (perm is not None and shapes[0][1] < arr.shape[1]):
+            return None
+        out = _empty_cpu((n, *shape), torch_dtype(seg["dtype"]))
+        dst = out.permute(0, *[int(p) + 1 for p in perm]) if perm is not None else out.view(n, -1)
+
+        def place(a: int, b: int, block: np.ndarray | None, col0: int, width: int) -> None:
+            bit0 = col0 * 8
+            count = min(width * 8, numel - bit0)
+            if block is None:
+                (dst[a:b] if perm is not None else dst[a:b, bit0 : bit0 + count]).zero_()
+                return
+            # a few rows at a time, so the unpacked bits are still in cache for the cast
+            step = max(1, (1 << 20) // count)
+            for i in range(0, b - a, step):
+                bits = torch.from_numpy(
+                    np.unpackbits(block[i : i + step, :width], axis=1, count=count)
+                )
+                j = a + i
+                if perm is not None:
+                    dst[j : j + len(bits)].copy_(bits.view(len(bits), *dst.shape[1:]))
+                else:
+                    dst[j : j + len(bits), bit0 : bit0 + count].copy_(bits)
+
+        self._require(arr, rows, steps, seg["array"])
+        try:
+            read_retrying(_read_spike_rows, arr, shapes, rows, place)
+        except Exception as exc:
+            raise ReadError(
+                f"{self.where}: cannot read {_read_failure(exc, rows, steps, seg['array'])}"
+            ) from exc
+        return out
 
     def tail(self, k: int) -> Any:
         """The unsharded array holding segment ``k``'s rows past ``sealed``."""
@@ -860,18 +1162,25 @@ class FieldReader:
             else:
                 self._require(arr, local, hit if hit.size else local, name)
             r0, r1 = int(local[0]), int(local[-1]) + 1
+            shards = None if in_tail or rest else _spike_shards(arr)
             try:
-                if r1 - r0 <= 2 * len(local):
+                if shards is not None:
+                    packed = read_retrying(_read_spike_rows, arr, shards, local)
+                    assert packed is not None
+                    parts.append(packed)
+                elif r1 - r0 <= 2 * len(local):
                     data = read_retrying(arr.get_orthogonal_selection, (slice(r0, r1), *rest))
                     parts.append(data[local - r0])
                 else:
                     parts.append(read_retrying(arr.get_orthogonal_selection, (local, *rest)))
             except Exception as exc:
+                at = rows[np.isin(rows, sel)]  # aligned with hit
                 raise ReadError(
-                    f"{self.where}: cannot read steps {int(hit.min())}..{int(hit.max())} "
-                    f"({name}): {type(exc).__name__}: {exc}"
+                    f"{self.where}: cannot read {_read_failure(exc, at, hit, name)}"
                 ) from exc
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if len(inv) == len(data) and bool((np.diff(rows) > 0).all()):
+            return data  # increasing rows: already in order
         return data[inv]
 
 
@@ -1169,16 +1478,89 @@ def _decode_segment_rows(rows: np.ndarray, seg: dict[str, Any], device: Any) -> 
         dst[a : a + block].copy_(torch.from_numpy(bits).view(bits.shape[0], *dst.shape[1:]))
 
     starts = range(0, n, block)
-    if len(starts) > 1 and n * numel >= _PARALLEL_BITS:
-        list(_unpack_pool().map(fill, starts))
+    if n * numel >= _PARALLEL_BITS:
+        _share(fill, starts)
     else:
         for a in starts:
             fill(a)
     return out
 
 
-#: Outputs of at least this many elements are unpacked by two threads.
+def _share(fn: Callable[[Any], None], jobs: Iterable[Any]) -> None:
+    """``fn(job)`` for every job, by the calling thread and one of the reader's
+    threads taking jobs from one queue; the first error stops both and is raised.
+
+    The calling thread works too and waits only for a job the helper has started:
+    on a machine whose other core is busy the helper gets few jobs or none, and the
+    read never waits for it to be scheduled.
+    """
+    todo = list(jobs)
+    if len(todo) < 2 or read_threads() < 2:
+        for job in todo:
+            fn(job)
+        return
+    it = iter(todo)
+    cond = threading.Condition()
+    busy = [False]  # the helper is running a job
+    failed: list[BaseException] = []
+
+    def take(helper: bool) -> Any:
+        with cond:
+            if helper:
+                busy[0] = False
+                cond.notify_all()
+            job = _DONE if failed else next(it, _DONE)
+            if helper and job is not _DONE:
+                busy[0] = True
+            return job
+
+    def work(helper: bool) -> None:
+        while (job := take(helper)) is not _DONE:
+            try:
+                fn(job)
+            except BaseException as exc:
+                with cond:
+                    failed.append(exc)
+                    busy[0] = False
+                    cond.notify_all()
+                if helper:
+                    return
+                raise
+
+    _unpack_pool().submit(work, True)
+    try:
+        work(False)
+    finally:
+        with cond:
+            while busy[0]:
+                cond.wait()
+    if failed:
+        raise failed[0]
+
+
+_DONE = object()
+
+
+#: Outputs of at least this many elements are decoded and unpacked by two threads
+#: (see :data:`READ_THREADS`).
 _PARALLEL_BITS = 1 << 23
+#: Threads that decode a large read: 1 or 2; None for the environment variable
+#: ``SPIKESTORE_READ_THREADS``, else 2. The second thread only takes work when a core
+#: is free for it (see :func:`_share`).
+READ_THREADS: int | None = None
+
+
+def read_threads() -> int:
+    """The number of threads a large read uses (:data:`READ_THREADS`)."""
+    n = READ_THREADS
+    if n is None:
+        try:
+            n = int(os.environ.get("SPIKESTORE_READ_THREADS", "2"))
+        except ValueError:
+            n = 2
+    return max(1, min(2, n))
+
+
 _POOL: dict[int, Any] = {}
 
 

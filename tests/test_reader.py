@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 import spikestore
-from spikestore.reader import FieldReader, step_indices
+from spikestore.reader import FieldReader, ReadError, step_indices
 
 
 # ------------------------------------------------------------- step_indices
@@ -350,3 +351,180 @@ def test_stack_of_records_uses_one_output(tmp_path: Path) -> None:
     bf = [r.to(torch.bfloat16) for r in recs]
     assert torch.equal(_stack(bf), torch.stack(bf))
     assert _stack([torch.ones(2), torch.ones(3)])[1].shape == (3,)
+
+
+# ------------------------------------------- spike shards read without Zarr's sharding
+def _spike_store(path: Path, steps: int = 50, shape: tuple[int, ...] = (4, 100), **kw) -> list:
+    """Spike records in inner chunks of 16 steps and 16 bytes (small records: one shard
+    of 16384 steps, mostly absent chunks) or, with ``big=True``, 64 KB rows in shards of
+    16 steps, each one inner chunk row of four columns (the last shard partial)."""
+    time_axis = kw.pop("time_axis", None)
+    if kw.pop("big", False):
+        shape, kw = (4, 131072), {**kw, "chunk_bytes": 1 << 18}
+    g = torch.Generator().manual_seed(2)
+    recs = [(torch.rand(shape, generator=g) < 0.2).float() for _ in range(steps)]
+    recs[7] = torch.zeros(shape)
+    kw.setdefault("chunk_bytes", 256)
+    with spikestore.StoreWriter(path, shard_steps=16, **kw) as w:
+        for r in recs:
+            w.append("m", "l", r, time_axis=time_axis)
+    return recs
+
+
+def _shard_file(path: Path, shard: int) -> Path:
+    return path / "m" / "l" / "f0" / "s0" / "c" / str(shard) / "0"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    ("shape", "time_axis"),
+    [((4, 100), None), ((5, 2, 3, 7), 0), ((3, 130), 1), ((4, 131072), "big")],
+)
+def test_spike_shards_are_read_directly_and_match_zarr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int, shape, time_axis
+) -> None:
+    from spikestore import reader
+
+    big = time_axis == "big"
+    recs = _spike_store(tmp_path / "s", shape=shape, time_axis=None if big else time_axis, big=big)
+    layer = spikestore.open(tmp_path / "s")["m"]["l"]
+    fld = layer.field(0)
+    arr = fld.array(0)
+    assert reader._spike_shards(arr) is not None
+    calls: list[int] = []
+    real = reader._read_spike_rows
+
+    def counted(*args: Any) -> Any:
+        calls.append(len(args[2]))
+        return real(*args)
+
+    monkeypatch.setattr(reader, "_read_spike_rows", counted)
+    monkeypatch.setattr(reader, "_PARALLEL_BITS", 0)  # every read shares its chunks
+    monkeypatch.setattr(reader, "READ_THREADS", threads)
+    for key in (slice(None), slice(3, 47, 3), [49, 0, 5, 5, 17], slice(20, 21), slice(1, 49)):
+        steps = range(len(recs))[key] if isinstance(key, slice) else key
+        assert torch.equal(layer[key], _stack_reference([recs[i] for i in steps])), key
+    for i in (0, 7, 16, 33, 49, -1):
+        assert torch.equal(layer[i], recs[i])
+    assert calls
+    # the packed rows, read through the store, are Zarr's
+    for rows in (np.arange(50), np.array([0, 15, 16, 31, 48, 49]), np.array([17])):
+        want = np.asarray(arr.get_orthogonal_selection((rows,)))
+        np.testing.assert_array_equal(fld.take(0, rows), want)
+    nd = (2,) + (0,) * (len(shape) - 1)
+    assert torch.equal(layer.neuron(nd), torch.stack(recs)[(slice(None), *nd)])
+
+
+def test_other_spike_codecs_and_raw_rows_are_read_through_zarr(tmp_path: Path) -> None:
+    from spikestore import reader
+
+    recs = _spike_store(tmp_path / "z", compressor="zstd")
+    layer = spikestore.open(tmp_path / "z")["m"]["l"]
+    assert reader._spike_shards(layer.field(0).array(0)) is None
+    assert torch.equal(layer[:], torch.stack(recs))
+    with spikestore.StoreWriter(tmp_path / "r") as w:
+        w.append("m", "l", torch.randn(3, 5))
+    assert reader._spike_shards(spikestore.open(tmp_path / "r")["m"]["l"].field(0).array(0)) is None
+
+
+def _set_index(blob: bytes, grid: int, fn) -> bytes:
+    import google_crc32c
+
+    n = 16 * grid + 4
+    index = np.frombuffer(blob[-n:-4], "<u8").reshape(-1, 2).copy()
+    fn(index)
+    raw = index.tobytes()
+    return blob[:-n] + raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
+
+
+@pytest.mark.parametrize(
+    "damage", ["index_crc", "index_offset", "index_size", "chunk_crc", "truncate", "empty"]
+)
+def test_damaged_spike_shard_is_read_error_naming_its_steps(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "s"
+    recs = _spike_store(path, steps=40, big=True)
+    victim = _shard_file(path, 1)  # steps 16..31
+    blob = victim.read_bytes()
+    grid = 4  # one inner chunk row by four columns a shard
+    if damage == "index_crc":
+        blob = blob[:-1] + bytes([blob[-1] ^ 0x5A])
+    elif damage == "index_offset":
+        blob = _set_index(blob, grid, lambda ix: ix.__setitem__((2, 0), 2**63))
+    elif damage == "index_size":
+        blob = _set_index(blob, grid, lambda ix: ix.__setitem__((1, 1), 2))
+    elif damage == "chunk_crc":
+        blob = bytes([blob[0], blob[1] ^ 0x10]) + blob[2:]
+    elif damage == "truncate":
+        blob = blob[: len(blob) // 2]
+    else:
+        blob = b""
+    victim.write_bytes(blob)
+    layer = spikestore.open(path)["m"]["l"]
+    # each read names the monitor, the layer and the steps it wanted of the damaged shard
+    for key, steps in ((slice(None), "16..31"), (20, "20..20"), (slice(10, 40, 5), "20..30")):
+        with pytest.raises(ReadError, match=rf"^monitor 'm', layer 'l': cannot read steps {steps}"):
+            layer[key]
+    with pytest.raises(ReadError, match=r"cannot read steps 31\.\.31 \(s0\): shard m/l/f0/s0/c/1"):
+        layer[[31, 2]]
+    # the other shards still read
+    assert torch.equal(layer[:16], torch.stack(recs[:16]))
+    assert torch.equal(layer[32:], torch.stack(recs[32:]))
+    assert torch.equal(layer[35], recs[35])
+
+
+def test_flipped_bytes_in_a_stored_chunk_raise_or_decode(tmp_path: Path) -> None:
+    # A chunk damaged behind a CRC that still matches (fixed up, as an attacker could):
+    # every read raises ReadError or gives a tensor of the record's shape, never a crash.
+    import google_crc32c
+
+    path = tmp_path / "s"
+    _spike_store(path, steps=20)
+    victim = _shard_file(path, 0)
+    orig = victim.read_bytes()
+    arr = spikestore.open(path)["m"]["l"].field(0).array(0)
+    grid = (arr.shards[0] // arr.chunks[0]) * (arr.shards[1] // arr.chunks[1])
+    index = np.frombuffer(orig[-(16 * grid + 4) : -4], "<u8").reshape(-1, 2)
+    off, size = (int(v) for v in index[0])
+    rng = np.random.default_rng(0)
+    for pos in range(off, off + size - 4, 3):
+        bad = bytearray(orig)
+        bad[pos] ^= int(rng.integers(1, 256))
+        crc = google_crc32c.value(bytes(bad[off : off + size - 4]))
+        bad[off + size - 4 : off + size] = np.uint32(crc).astype("<u4").tobytes()
+        victim.write_bytes(bytes(bad))
+        layer = spikestore.open(path)["m"]["l"]
+        for key in (slice(None), 3):
+            try:
+                got = layer[key]
+            except ReadError as exc:
+                assert "'l'" in str(exc) and "steps" in str(exc)
+            else:
+                assert got.shape[-2:] == (4, 100) and got.dtype == torch.float32
+    # one step is read by byte ranges (its index, then its chunk row): damage there too
+    victim.write_bytes(orig[:-1] + bytes([orig[-1] ^ 1]))
+    with pytest.raises(ReadError, match=r"steps 3\.\.3 \(s0\): shard .* CRC-32C"):
+        spikestore.open(path)["m"]["l"][3]
+
+
+def test_share_runs_every_job_and_raises_the_first_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spikestore import reader
+
+    monkeypatch.setattr(reader, "READ_THREADS", 2)
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def ok(j: int) -> None:
+        time.sleep(0.001)
+        with lock:
+            done.append(j)
+
+    reader._share(ok, range(40))
+    assert sorted(done) == list(range(40))
+
+    def boom(j: int) -> None:
+        if j == 5:
+            raise ValueError("job 5")
+        time.sleep(0.001)
+
+    with pytest.raises(ValueError, match="job 5"):
+        reader._share(boom, range(40))
