@@ -3,10 +3,12 @@ writer's use of it for time-last convolutional records."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -289,3 +291,130 @@ def test_predictability_benchmark_quick_runs(capsys: pytest.CaptureFixture[str])
     assert bench_predictability.main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "| L0 conv" in out and "| L1 conv" in out
+
+
+# ------------------------------------------- numba kernels against the numpy code
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+PATHS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="numba"))]
+
+
+@pytest.fixture(params=PATHS)
+def motion_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the numpy code and, when numba is importable, the compiled one."""
+    monkeypatch.setattr(_motion, "USE_NUMBA", request.param == "numba")
+    assert _motion.accelerated() is (request.param == "numba")
+    return str(request.param)
+
+
+def _both(fn: Any) -> tuple[Any, Any]:
+    """``fn()`` with the numpy code, then with numba (the numpy result twice without it)."""
+    old = _motion.USE_NUMBA
+    try:
+        _motion.USE_NUMBA = False
+        a = fn()
+        _motion.USE_NUMBA = None if HAVE_NUMBA else False
+        return a, fn()
+    finally:
+        _motion.USE_NUMBA = old
+
+
+def _fixture_motion_chunks() -> list[tuple[np.ndarray, bytes, tuple[int, int, int], str]]:
+    """(chunk, stored bytes, frame, where) of every spike chunk in the committed stores'
+    segments that have a MOTION frame, read from their shard files (index at the end)."""
+    out = []
+    for meta_path in sorted(FIXTURES.glob("store_v*/**/s0/zarr.json")):
+        meta = json.loads(meta_path.read_text())
+        if '"frame"' not in json.dumps(meta.get("codecs")):
+            continue
+        shard = meta["codecs"][0]["configuration"]
+        inner = tuple(shard["chunk_shape"])
+        frame = tuple(shard["codecs"][0]["configuration"]["frame"])
+        outer = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        grid = int(np.prod([o // i for o, i in zip(outer, inner, strict=True)]))
+        for f in sorted((meta_path.parent / "c").rglob("*")):
+            if not f.is_file():
+                continue
+            blob = f.read_bytes()
+            index = np.frombuffer(blob[-(16 * grid + 4) : -4], "<u8").reshape(-1, 2)
+            for off, size in index:
+                if off == 2**64 - 1:
+                    continue
+                data = blob[int(off) : int(off + size) - 4]  # less the CRC-32C
+                out.append((decode_chunk(data, inner), data, frame, f"{f}@{off}"))
+    return out
+
+
+def test_fixture_stores_hold_motion_chunks() -> None:
+    chunks = _fixture_motion_chunks()
+    assert chunks and any(data[3] == MODE_MOTION for _, data, _, _ in chunks)
+
+
+def test_numba_and_numpy_give_identical_bytes_on_the_fixture_chunks() -> None:
+    for a, data, frame, where in _fixture_motion_chunks():
+        enc_np, enc_nb = _both(lambda a=a, frame=frame: encode_chunk(a, 1, frame))
+        assert enc_np == enc_nb, where
+        dec_np, dec_nb = _both(lambda data=data, a=a: decode_chunk(data, a.shape))
+        np.testing.assert_array_equal(dec_np, a, err_msg=where)
+        np.testing.assert_array_equal(dec_nb, a, err_msg=where)
+        if data[3] == MODE_MOTION:  # forced, so that the MOTION coder itself is compared
+            planes = a.shape[0] * (a.shape[1] * 8 // math.prod(frame))
+            forced = _both(
+                lambda a=a, frame=frame, p=planes: _encode_motion(a, frame, p, 1, 1 << 30)
+            )
+            assert forced[0] == forced[1], where
+
+
+@pytest.mark.parametrize("name", ["raw", "tree_d0", "tree_d1", "tree_deep", "zero"])
+def test_spikecodec_fixtures_encode_to_their_bytes_either_way(motion_path: str, name: str) -> None:
+    a = np.load(FIXTURES / "spikecodec_v1" / f"{name}.npy")
+    data = (FIXTURES / "spikecodec_v1" / f"{name}.bin").read_bytes()
+    np.testing.assert_array_equal(decode_chunk(data, a.shape), a)
+    assert encode_chunk(a) == data
+
+
+def test_motion_roundtrips_and_matches_on_moving_planes(motion_path: str) -> None:
+    x, motions = moving_planes(64, 16, 16, 8)
+    np.testing.assert_array_equal(_motion.choose_motion(x), motions)
+    a = to_chunk(x, 16)
+    data = encode_chunk(a, frame=(16, 16, 8))
+    assert data[3] == MODE_MOTION
+    np.testing.assert_array_equal(decode_chunk(data, a.shape), a)
+    other = _both(lambda: encode_chunk(a, frame=(16, 16, 8)))
+    assert other[0] == other[1] == data
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    t=st.integers(2, 6),
+    rows=st.integers(1, 3),
+    p=st.floats(0.0, 1.0),
+    moving=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_numba_and_numpy_agree_on_any_geometry(h, w, t, rows, p, moving, seed) -> None:
+    per_row = 8 // math.gcd(8, h * w * t)
+    q = rows * per_row
+    if moving:
+        x, _ = moving_planes(q, h, w, t, seed=seed, noise=p * 0.1)
+    else:
+        x = (np.random.default_rng(seed).random((t, q, h, w)) < p).astype(np.uint8)
+    a = to_chunk(x, rows)
+    enc = _both(lambda: _encode_motion(a, (h, w, t), q, 1, budget=1 << 30))
+    assert enc[0] == enc[1] and enc[0] is not None
+    dec = _both(lambda: decode_chunk(enc[0], a.shape))
+    np.testing.assert_array_equal(dec[0], a)
+    np.testing.assert_array_equal(dec[1], a)
+    xq = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+    est = _both(lambda: _motion.estimate_bits(xq))
+    assert est[0] == est[1]
+
+
+def test_numba_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_motion, "USE_NUMBA", None)
+    monkeypatch.setenv("SPIKESTORE_NUMBA", "0")
+    assert not _motion.accelerated()
+    monkeypatch.setenv("SPIKESTORE_NUMBA", "1")
+    assert _motion.accelerated() is HAVE_NUMBA

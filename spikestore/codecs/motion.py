@@ -13,21 +13,41 @@ The payload layout is documented in :mod:`spikestore.codecs.spikes` (mode 3); th
 module holds the transform only. Every operation is a whole-array numpy operation: the
 encoder works on all ``T`` frames at once, the decoder frame by frame (each frame's
 contexts need the frames before it).
+
+:func:`estimate_bits`, :func:`encode` and :func:`decode` are what the codec calls, on
+planes in their stored order ``(Q, H, W, T)``. When numba is installed (the ``fast``
+extra) they run loops compiled by numba (on first use, cached on disk) that give the
+same bytes as the numpy code, without its
+transposes, per-frame sorts and views; ``USE_NUMBA = False``, or the environment
+variable ``SPIKESTORE_NUMBA=0``, keeps the numpy code.
 """
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 import numpy as np
 
 __all__ = [
     "MOTIONS",
     "NCTX",
+    "USE_NUMBA",
+    "accelerated",
     "choose_motion",
     "contexts",
+    "decode",
+    "encode",
     "entropy_bits",
+    "estimate_bits",
     "order_bits",
     "unorder_bits",
 ]
+
+#: Whether :func:`estimate_bits`, :func:`encode` and :func:`decode` use numba: None for
+#: "when importable, unless ``SPIKESTORE_NUMBA=0``"; False for the numpy code.
+USE_NUMBA: bool | None = None
+_NUMBA: list[Any] = []  # [the compiled kernels, or None], filled on first use
 
 # Candidate motions (dy, dx) per plane, by index: still, right, down, left, up.
 MOTIONS = ((0, 0), (0, 1), (1, 0), (0, -1), (-1, 0))
@@ -121,6 +141,11 @@ def contexts(x: np.ndarray, motion: np.ndarray) -> np.ndarray:
 def _rank_flip(ctx: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = np.bincount(ctx, minlength=NCTX)
     ones = np.bincount(ctx[bits.view(np.bool_)], minlength=NCTX)
+    return _rank_flip_counts(n, ones)
+
+
+def _rank_flip_counts(n: np.ndarray, ones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rank`` and ``flip`` from each context's count of bits ``n`` and of ones."""
     flip = 2 * ones > n
     share = np.where(flip, n - ones, ones) / np.maximum(n, 1)
     rank = np.empty(NCTX, np.uint8)
@@ -161,9 +186,15 @@ def entropy_bits(ctx: np.ndarray, x: np.ndarray) -> float:
     keys = ctx.reshape(t, -1).astype(np.intp)
     keys += (np.arange(t, dtype=np.intp) * NCTX)[:, None]
     key = keys.reshape(-1)
-    n = np.bincount(key, minlength=t * NCTX).astype(np.float64)
+    n = np.bincount(key, minlength=t * NCTX)
     ones = np.bincount(key[x.reshape(-1).view(np.bool_)], minlength=t * NCTX)
-    p = ones / np.maximum(n, 1)
+    return _entropy_counts(n, ones)
+
+
+def _entropy_counts(n: np.ndarray, ones: np.ndarray) -> float:
+    """:func:`entropy_bits` from the counts of bits and of ones per (frame, context)."""
+    n = n.reshape(-1).astype(np.float64)
+    p = ones.reshape(-1) / np.maximum(n, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
     return float(np.nansum(n * h))
@@ -196,3 +227,246 @@ def unorder_bits(
         xp[i + 2, :, _PAD : _PAD + h, _PAD : _PAD + w] = decoded if perm is None else decoded[perm]
     x = xp[2:, :, _PAD : _PAD + h, _PAD : _PAD + w]
     return np.ascontiguousarray(x if inverse is None else x[:, inverse])
+
+
+# ------------------------------------------------- kernels, compiled by numba
+# Plain Python over padded planes ``xp`` of shape ``(Q, H + 4, W + 4, T + 2)``: bit
+# ``(q, y, x, t)`` at ``xp[q, y + 2, x + 2, t + 2]``, zeros around, so that every
+# neighbour in space and every frame before 0 reads as 0 without a test. :func:`_numba`
+# compiles them; each is self-contained (numba compiles what a kernel calls, and these
+# names are plain functions until then). The contexts are those of :func:`_features`,
+# the order that of ``np.argsort(..., kind="stable")`` (a counting sort per frame).
+_DY = np.array([m[0] for m in MOTIONS], np.int64)
+_DX = np.array([m[1] for m in MOTIONS], np.int64)
+
+
+def _k_choose(xp: np.ndarray, dys: np.ndarray, dxs: np.ndarray) -> np.ndarray:
+    nq, h, w, t = xp.shape[0], xp.shape[1] - 4, xp.shape[2] - 4, xp.shape[3] - 2
+    motion = np.zeros(nq, np.uint8)
+    for q in range(nq):
+        best = np.int64(0)
+        best_m = 0
+        for m in range(dys.size):
+            dy, dx = dys[m], dxs[m]
+            err = np.int64(0)
+            for y in range(2, h + 2):
+                for x in range(2, w + 2):
+                    for i in range(2, t + 1):  # frame i - 2 predicts frame i - 1
+                        err += xp[q, y - dy, x - dx, i] != xp[q, y, x, i + 1]
+            if m == 0:
+                err -= err // 64  # a tie-break towards "still"
+            if m == 0 or err < best:
+                best, best_m = err, m
+        motion[q] = best_m
+    return motion
+
+
+def _k_contexts(
+    xp: np.ndarray, motion: np.ndarray, dys: np.ndarray, dxs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    nq, h, w, t = xp.shape[0], xp.shape[1] - 4, xp.shape[2] - 4, xp.shape[3] - 2
+    ctx = np.empty((nq, h, w, t), np.uint8)
+    n = np.zeros((t, 256), np.int64)
+    ones = np.zeros((t, 256), np.int64)
+    for q in range(nq):
+        dy, dx = dys[motion[q]], dxs[motion[q]]
+        ey, ex = (1, 0) if dy == 0 and dx == 0 else (dx, dy)
+        for y in range(2, h + 2):
+            for x in range(2, w + 2):
+                for i in range(2, t + 2):
+                    c = (
+                        xp[q, y - dy, x - dx, i - 1]
+                        | (xp[q, y, x, i - 1] << 1)
+                        | (xp[q, y - dy, x - dx, i - 2] << 2)
+                        | (xp[q, y, x, i - 2] << 3)
+                        | (xp[q, y - 2 * dy, x - 2 * dx, i - 2] << 4)
+                        | (xp[q, y - dy - ey, x - dx - ex, i - 1] << 5)
+                        | (xp[q, y - dy + ey, x - dx + ex, i - 1] << 6)
+                        | (xp[q, y + dy, x + dx, i - 1] << 7)
+                    )
+                    ctx[q, y - 2, x - 2, i - 2] = c
+                    n[i - 2, c] += 1
+                    ones[i - 2, c] += xp[q, y, x, i]
+    return ctx, n, ones
+
+
+def _k_order(xp: np.ndarray, ctx: np.ndarray, rank: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    nq, h, w, t = ctx.shape
+    frame = nq * h * w
+    stream = np.empty(t * frame, np.uint8)
+    start = np.zeros(256, np.int64)
+    for i in range(t):
+        start[:] = 0
+        for q in range(nq):
+            for y in range(h):
+                for x in range(w):
+                    start[rank[ctx[q, y, x, i]]] += 1
+        pos = i * frame
+        for r in range(256):
+            count = start[r]
+            start[r] = pos
+            pos += count
+        for q in range(nq):
+            for y in range(h):
+                for x in range(w):
+                    c = ctx[q, y, x, i]
+                    r = rank[c]
+                    stream[start[r]] = xp[q, y + 2, x + 2, i + 2] ^ flip[c]
+                    start[r] += 1
+    return stream
+
+
+def _k_unorder(
+    stream: np.ndarray,
+    xp: np.ndarray,
+    motion: np.ndarray,
+    rank: np.ndarray,
+    flip: np.ndarray,
+    dys: np.ndarray,
+    dxs: np.ndarray,
+) -> None:
+    nq, h, w, t = xp.shape[0], xp.shape[1] - 4, xp.shape[2] - 4, xp.shape[3] - 2
+    frame = nq * h * w
+    ctx = np.empty((nq, h, w), np.uint8)
+    start = np.zeros(256, np.int64)
+    for i in range(2, t + 2):
+        start[:] = 0
+        for q in range(nq):
+            dy, dx = dys[motion[q]], dxs[motion[q]]
+            ey, ex = (1, 0) if dy == 0 and dx == 0 else (dx, dy)
+            for y in range(2, h + 2):
+                for x in range(2, w + 2):
+                    c = (
+                        xp[q, y - dy, x - dx, i - 1]
+                        | (xp[q, y, x, i - 1] << 1)
+                        | (xp[q, y - dy, x - dx, i - 2] << 2)
+                        | (xp[q, y, x, i - 2] << 3)
+                        | (xp[q, y - 2 * dy, x - 2 * dx, i - 2] << 4)
+                        | (xp[q, y - dy - ey, x - dx - ex, i - 1] << 5)
+                        | (xp[q, y - dy + ey, x - dx + ex, i - 1] << 6)
+                        | (xp[q, y + dy, x + dx, i - 1] << 7)
+                    )
+                    ctx[q, y - 2, x - 2] = c
+                    start[rank[c]] += 1
+        pos = (i - 2) * frame
+        for r in range(256):
+            count = start[r]
+            start[r] = pos
+            pos += count
+        for q in range(nq):
+            for y in range(h):
+                for x in range(w):
+                    c = ctx[q, y, x]
+                    r = rank[c]
+                    xp[q, y + 2, x + 2, i] = stream[start[r]] ^ flip[c]
+                    start[r] += 1
+
+
+class _Kernels:
+    """The kernels compiled (``njit(nogil=True, cache=True)``), with numpy glue."""
+
+    def __init__(self, numba: Any) -> None:
+        jit = numba.njit(nogil=True, cache=True)
+        self._choose = jit(_k_choose)
+        self._contexts = jit(_k_contexts)
+        self._order = jit(_k_order)
+        self._unorder = jit(_k_unorder)
+
+    @staticmethod
+    def padded(xq: np.ndarray) -> np.ndarray:
+        q, h, w, t = xq.shape
+        xp = np.zeros((q, h + 2 * _PAD, w + 2 * _PAD, t + 2), np.uint8)
+        xp[:, _PAD : _PAD + h, _PAD : _PAD + w, 2:] = xq
+        return xp
+
+    def choose_motion(self, xp: np.ndarray) -> np.ndarray:
+        return self._choose(xp, _DY, _DX)
+
+    def context_counts(
+        self, xp: np.ndarray, motion: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._contexts(xp, motion, _DY, _DX)
+
+    def order(
+        self, xp: np.ndarray, ctx: np.ndarray, rank: np.ndarray, flip: np.ndarray
+    ) -> np.ndarray:
+        return self._order(xp, ctx, rank, flip)
+
+    def unorder(
+        self,
+        stream: np.ndarray,
+        shape: tuple[int, int, int, int],
+        motion: np.ndarray,
+        rank: np.ndarray,
+        flip: np.ndarray,
+    ) -> np.ndarray:
+        q, h, w, t = shape
+        xp = np.zeros((q, h + 2 * _PAD, w + 2 * _PAD, t + 2), np.uint8)
+        self._unorder(stream, xp, motion, rank, flip, _DY, _DX)
+        return xp[:, _PAD : _PAD + h, _PAD : _PAD + w, 2:]
+
+
+# ------------------------------------------------------- the codec's entry points
+def _numba() -> _Kernels | None:
+    """The compiled kernels, or None (numba missing, or turned off)."""
+    use = USE_NUMBA
+    if use is None:
+        use = os.environ.get("SPIKESTORE_NUMBA", "1") != "0"
+    if not use:
+        return None
+    if not _NUMBA:
+        try:
+            import numba
+        except ImportError:
+            _NUMBA.append(None)
+        else:
+            _NUMBA.append(_Kernels(numba))
+    return _NUMBA[0]  # type: ignore[no-any-return]
+
+
+def accelerated() -> bool:
+    """Whether :func:`estimate_bits`, :func:`encode` and :func:`decode` run compiled."""
+    return _numba() is not None
+
+
+def estimate_bits(xq: np.ndarray) -> float:
+    """:func:`entropy_bits` of planes ``xq`` (``(Q, H, W, T)`` bits) coded with the
+    motion :func:`choose_motion` picks for each."""
+    nb = _numba()
+    if nb is not None:
+        xp = nb.padded(xq)
+        _, n, ones = nb.context_counts(xp, nb.choose_motion(xp))
+        return _entropy_counts(n, ones)
+    x = np.ascontiguousarray(xq.transpose(3, 0, 1, 2))
+    return entropy_bits(contexts(x, choose_motion(x)), x)
+
+
+def encode(xq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MOTION transform of planes ``xq`` (``(Q, H, W, T)`` bits): ``(motion, stream,
+    rank, flip)`` as :func:`choose_motion` and :func:`order_bits` give them."""
+    nb = _numba()
+    if nb is not None:
+        xp = nb.padded(xq)
+        motion = nb.choose_motion(xp)
+        ctx, n, ones = nb.context_counts(xp, motion)
+        rank, flip = _rank_flip_counts(n.sum(axis=0), ones.sum(axis=0))
+        return motion, nb.order(xp, ctx, rank, flip), rank, flip
+    x = np.ascontiguousarray(xq.transpose(3, 0, 1, 2))
+    motion = choose_motion(x)
+    stream, rank, flip = order_bits(x, motion, contexts(x, motion))
+    return motion, stream, rank, flip
+
+
+def decode(
+    stream: np.ndarray,
+    shape: tuple[int, int, int, int],
+    motion: np.ndarray,
+    rank: np.ndarray,
+    flip: np.ndarray,
+) -> np.ndarray:
+    """Inverse of :func:`encode`: the ``(Q, H, W, T)`` bits (``shape``) of the planes."""
+    q, h, w, t = shape
+    nb = _numba()
+    if nb is not None:
+        return nb.unorder(stream, shape, motion, rank, flip)
+    return unorder_bits(stream, (t, q, h, w), motion, rank, flip).transpose(1, 2, 3, 0)

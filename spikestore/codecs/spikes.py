@@ -223,15 +223,11 @@ def _encode_motion(
     sample = max(_MOTION_SAMPLE_PLANES, -(-_MOTION_SAMPLE_BITS // (h * w * t)))
     step = max(1, live.size // sample)
     picked = live[::step]
-    sub = np.ascontiguousarray(bits[picked].reshape(-1, h, w, t).transpose(3, 0, 1, 2))
-    sub_ctx = _motion.contexts(sub, _motion.choose_motion(sub))
-    estimate = _motion.entropy_bits(sub_ctx, sub) / 8 * (live.size / max(1, picked.size))
+    sub = bits[picked].reshape(-1, h, w, t)
+    estimate = _motion.estimate_bits(sub) / 8 * (live.size / max(1, picked.size))
     if estimate + _MOTION_HEADER.size >= _MOTION_TRY_BELOW * budget:
         return None
-    x = np.ascontiguousarray(bits.reshape(planes, h, w, t).transpose(3, 0, 1, 2))
-    motion = _motion.choose_motion(x)
-    ctx = _motion.contexts(x, motion)
-    stream, rank, flip = _motion.order_bits(x, motion, ctx)
+    motion, stream, rank, flip = _motion.encode(bits.reshape(planes, h, w, t))
     motion_frame = Zstd(level=level).encode(motion.tobytes())
     nested = _encode_flat(np.packbits(stream), 1, rows * cols, level)
     header = _MOTION_HEADER.pack(
@@ -339,8 +335,8 @@ def _decode_motion(rest: memoryview, rows: int, cols: int) -> np.ndarray:
         raise ValueError("spike chunk: a MOTION chunk cannot nest another MOTION chunk")
     packed = decode_chunk(nested, (rows * cols,))
     stream = np.unpackbits(packed)
-    x = _motion.unorder_bits(stream, (t, planes, h, w), motion, rank, flip)
-    return np.packbits(x.transpose(1, 2, 3, 0).reshape(rows, cols * 8), axis=1)
+    x = _motion.decode(stream, (planes, h, w, t), motion, rank, flip)
+    return np.packbits(x.reshape(rows, cols * 8), axis=1)
 
 
 def decode_chunk(
