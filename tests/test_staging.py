@@ -260,3 +260,33 @@ def test_encode_uses_the_same_test() -> None:
     assert encode(t, permute=(1, 2, 0)).encoding == "bitpack"
     t[0, 0, 0] = -0.0
     assert encode(t, permute=(1, 2, 0)).encoding == "raw"
+
+
+def test_packed_bytes_do_not_share_the_scratch_buffer() -> None:
+    """Later calls, and calls from other threads at once, never change a returned row."""
+    import threading
+
+    recs = [spikes((8, 64, 130), torch.float32, p, seed=i) for i, p in enumerate((0.1, 0.5))]
+    first = spike_pack(recs[0], (1, 2, 0))
+    assert first is not None
+    keep = first.copy()
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(30):
+                t = recs[i % 2]
+                np.testing.assert_array_equal(
+                    spike_pack(t, (1, 2, 0)), reference_numpy(t, (1, 2, 0))
+                )
+                np.testing.assert_array_equal(spike_pack(t, None), reference_numpy(t, None))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[0]
+    np.testing.assert_array_equal(first, keep)

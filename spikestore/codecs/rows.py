@@ -22,6 +22,7 @@ time axis instead of a transposed copy), each a vectorised pass; on a GPU
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,6 +249,25 @@ _SHIFT_MIN = 1 << 15
 _SHIFT_MAX_BITS = 64
 
 
+#: Per thread, a buffer reused for the 0/1 bytes of a record being packed: a fresh
+#: large allocation costs page faults (zero-filled pages) several times the pass that
+#: fills it, above all in a writer, which keeps such blocks on mmap (see
+#: ``spikestore.writer._tune_allocator``). Records larger than this get a fresh one.
+_SCRATCH_MAX = 16 << 20
+_scratch_local = threading.local()
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """``nbytes`` uint8 of this thread's scratch buffer (contents undefined); never
+    part of anything returned, so callers on other threads never see it change."""
+    buf = getattr(_scratch_local, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = np.empty(max(nbytes, 1 << 16), np.uint8)
+        if nbytes <= _SCRATCH_MAX:
+            _scratch_local.buf = buf
+    return buf[:nbytes]
+
+
 def _one_bits(dtype: torch.dtype) -> Any:
     one = _ONE_BITS.get(dtype)
     if one is None:
@@ -276,7 +296,8 @@ def spike_pack(t: torch.Tensor, permute: tuple[int, ...] | None = None) -> np.nd
             head = u.flat[:_HEAD]
             if np.count_nonzero(head) != np.count_nonzero(head == one):
                 return None
-        ones = np.asarray(np.equal(u, one, order="C"))
+        ones = _scratch(u.size).view(np.bool_).reshape(u.shape)
+        np.equal(u, one, out=ones)
         if np.count_nonzero(u) != np.count_nonzero(ones):
             return None
     return pack_ones(ones, tuple(t.shape), permute)
