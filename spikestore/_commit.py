@@ -39,8 +39,9 @@ field group exists (format 1.3).
 
 Thread ownership: a :class:`Sink` and everything it holds belong to the writer
 thread (its :class:`~spikestore._segments.Encoder`'s threads run only while the
-writer thread waits for them, on chunks handed to them, never on the Sink's state); :func:`load_layer` and :func:`open_root` are also called by the thread
-that opens the writer, before that thread starts or for layers it has not seen.
+writer thread waits for them, on chunks handed to them, never on the Sink's state);
+:func:`load_layer` and :func:`open_root` are also called by the thread that opens
+the writer, before that thread starts or for layers it has not seen.
 """
 
 from __future__ import annotations
