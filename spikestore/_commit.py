@@ -318,9 +318,9 @@ class FieldWriter:
             if n:
                 rows = self.pending_rows[k]
                 block = np.stack(rows[:n])
-                seg.write(block)
+                del rows[:n]  # before the write: never the rows and their block, encoded too
                 self.buffered_bytes -= block.nbytes
-                del rows[:n]
+                seg.write(block)
                 desc = seg.desc
                 if desc["encoding"] == SPIKE_ENCODING:
                     perm = desc.get("permute")

@@ -421,16 +421,25 @@ class Segment:
             return
         cr = self.chunk_rows
         c0 = r0 - r0 % cr
-        data = part
+        pieces: list[tuple[int, np.ndarray]] = []
+        rest, start = part, r0
         if r0 > c0:
             held = self._open
             if held is not None and held[0] == j and held[1] == c0 and len(held[2]) == r0 - c0:
                 before = held[2]
             else:
                 before = tail[c0:r0]  # not in memory (a reopened store): decode it
-            data = np.concatenate([before, part])
-        writer.write(self._encoder, c0, data)
+            # Only the first chunk row is joined with what it held (a copy of the whole
+            # block would double the writer's memory while it encodes).
+            k = min(len(part), cr - (r0 - c0))
+            pieces.append((c0, np.concatenate([before, part[:k]])))
+            rest, start = part[k:], c0 + cr
+        if len(rest):
+            pieces.append((start, rest))
+        for row, data in pieces:
+            writer.write(self._encoder, row, data)
         last = (r1 - c0) % cr
+        data = pieces[-1][1]
         self._open = (j, r1 - last, data[len(data) - last :].copy()) if last else None
 
     def seal_partial(self) -> bool:
