@@ -42,8 +42,8 @@ from spikestore.codecs import rows
 CONFIGS = {
     "old default: blosc-zstd 1, byte shuffle": {"compressor": "blosc-zstd", "level": 1},
     "blosc-lz4 5, bit shuffle (always)": {"force": 0.0},
-    "no compression (always)": {"force": 2.0},
-    "new default (lz4 + bit shuffle where it saves >= 20 %, else none)": {},
+    "no compression (level=0)": {"level": 0},
+    "new default: lz4 5 + bit shuffle if it saves >= 20 %, else lz4 1 no shuffle": {},
     "precision=7 (lossy)": {"precision": 7},
     "precision=5 (lossy)": {"precision": 5},
 }
@@ -123,11 +123,13 @@ def chain(recs: list[torch.Tensor], cfg: dict) -> list:
         cs.append(Blosc("zstd", cfg.get("level", 1), Blosc.SHUFFLE))
     elif cfg.get("precision") is not None:
         cs.append(Blosc("lz4", 5, Blosc.BITSHUFFLE))
-    else:
+    elif cfg.get("level") != 0:
         force = cfg.get("force")
         saving = rows._saving(first, 5) if force is None else 1.0 - force
-        if saving >= rows.DENSE_MIN_SAVING if force is None else force < 1.0:
+        if saving >= (rows.DENSE_MIN_SAVING if force is None else 1.0 - force):
             cs.append(Blosc("lz4", 5, Blosc.BITSHUFFLE))
+        else:
+            cs.append(Blosc("lz4", 1, Blosc.NOSHUFFLE))
     return cs
 
 
