@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -292,7 +292,76 @@ def _open_group(path: Path | None, store: Any) -> Any:
         raise FormatError(f"{path or store} is not a readable Zarr v3 group: {exc}") from exc
 
 
-class StoreReader(Mapping[str, "MonitorReader"]):
+_M = TypeVar("_M", bound=Mapping[str, Any])
+_L = TypeVar("_L")
+
+
+class _Monitors(Mapping[str, _M]):
+    """What a store reader is as a mapping (monitor name to its reader), for
+    :class:`StoreReader` and :class:`RankedStoreReader`."""
+
+    _monitors: dict[str, _M]
+    _where: str
+    meta: dict[str, Any]
+
+    @property
+    def monitors(self) -> list[str]:
+        return list(self._monitors)
+
+    @property
+    def version(self) -> str:
+        return str(self.meta["version"])
+
+    def __getitem__(self, name: str) -> _M:
+        try:
+            return self._monitors[name]
+        except KeyError:
+            raise KeyError(
+                f"no monitor {name!r} in {self._where}; monitors: {self.monitors}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._monitors)
+
+    def __len__(self) -> int:
+        return len(self._monitors)
+
+    def layers(self) -> Iterator[Any]:
+        """Every layer of every monitor."""
+        for mon in self._monitors.values():
+            yield from mon.values()
+
+
+class _Layers(Mapping[str, _L]):
+    """What a monitor reader is as a mapping (layer name to its reader, loaded on
+    first use by ``_load``), for :class:`MonitorReader` and
+    :class:`RankedMonitorReader`."""
+
+    name: str
+
+    def _load(self) -> dict[str, _L]:
+        raise NotImplementedError
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._load())
+
+    def __getitem__(self, name: str) -> _L:
+        try:
+            return self._load()[name]
+        except KeyError:
+            raise KeyError(
+                f"monitor {self.name!r} has no layer {name!r}; layers: {self.layers}"
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+class StoreReader(_Monitors["MonitorReader"]):
     """A read-only view of a store: a mapping from monitor name to :class:`MonitorReader`.
 
     ``source`` is the store's :class:`Source` (None when opened from a store object).
@@ -336,39 +405,12 @@ class StoreReader(Mapping[str, "MonitorReader"]):
         self._monitors = monitors
         return self
 
-    @property
-    def monitors(self) -> list[str]:
-        return list(self._monitors)
-
-    @property
-    def version(self) -> str:
-        return str(self.meta["version"])
-
-    def __getitem__(self, name: str) -> MonitorReader:
-        try:
-            return self._monitors[name]
-        except KeyError:
-            raise KeyError(
-                f"no monitor {name!r} in {self._where}; monitors: {self.monitors}"
-            ) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._monitors)
-
-    def __len__(self) -> int:
-        return len(self._monitors)
-
-    def layers(self) -> Iterator[LayerReader]:
-        """Every layer of every monitor."""
-        for mon in self._monitors.values():
-            yield from mon.values()
-
     def __repr__(self) -> str:
         parts = ", ".join(f"{m}: {len(v)} layers" for m, v in self._monitors.items())
         return f"<spikestore {self._where} (format {self.version}) {{{parts}}}>"
 
 
-class MonitorReader(Mapping[str, "LayerReader"]):
+class MonitorReader(_Layers["LayerReader"]):
     """The layers one monitor recorded: a mapping from layer name to :class:`LayerReader`."""
 
     def __init__(self, store: StoreReader, name: str, group: Any) -> None:
@@ -387,24 +429,6 @@ class MonitorReader(Mapping[str, "LayerReader"]):
                 layers[meta["name"]] = LayerReader(self, meta, grp)
             self._layers = layers
         return self._layers
-
-    @property
-    def layers(self) -> list[str]:
-        return list(self._load())
-
-    def __getitem__(self, name: str) -> LayerReader:
-        try:
-            return self._load()[name]
-        except KeyError:
-            raise KeyError(
-                f"monitor {self.name!r} has no layer {name!r}; layers: {self.layers}"
-            ) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
 
     def __repr__(self) -> str:
         return f"<spikestore monitor {self.name!r}: {self.layers}>"
@@ -1579,7 +1603,7 @@ def _unpack_pool() -> Any:
 
 
 # ------------------------------------------------------------------ ranked stores
-class RankedStoreReader(Mapping[str, "RankedMonitorReader"]):
+class RankedStoreReader(_Monitors["RankedMonitorReader"]):
     """A store written by the ranks of a ``torch.distributed`` job (format 1.4).
 
     Each recorded rank wrote a store of its own; :meth:`rank` opens one as an
@@ -1658,33 +1682,6 @@ class RankedStoreReader(Mapping[str, "RankedMonitorReader"]):
                 f"(world size {self.world_size}, recorded {self.recorded})"
             ) from None
 
-    @property
-    def monitors(self) -> list[str]:
-        return list(self._monitors)
-
-    @property
-    def version(self) -> str:
-        return str(self.meta["version"])
-
-    def __getitem__(self, name: str) -> RankedMonitorReader:
-        try:
-            return self._monitors[name]
-        except KeyError:
-            raise KeyError(
-                f"no monitor {name!r} in {self._where}; monitors: {self.monitors}"
-            ) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._monitors)
-
-    def __len__(self) -> int:
-        return len(self._monitors)
-
-    def layers(self) -> Iterator[RankedLayerReader]:
-        """Every layer of every monitor."""
-        for mon in self._monitors.values():
-            yield from mon.values()
-
     def __repr__(self) -> str:
         return (
             f"<spikestore {self._where} (format {self.version}, ranks {self.ranks} of "
@@ -1692,7 +1689,7 @@ class RankedStoreReader(Mapping[str, "RankedMonitorReader"]):
         )
 
 
-class RankedMonitorReader(Mapping[str, "RankedLayerReader"]):
+class RankedMonitorReader(_Layers["RankedLayerReader"]):
     """One monitor across ranks: layer name to :class:`RankedLayerReader` (the layers
     any rank recorded)."""
 
@@ -1711,24 +1708,6 @@ class RankedMonitorReader(Mapping[str, "RankedLayerReader"]):
                         per.setdefault(lname, {})[r] = lay
             self._layers = {n: RankedLayerReader(self, n, lays) for n, lays in per.items()}
         return self._layers
-
-    @property
-    def layers(self) -> list[str]:
-        return list(self._load())
-
-    def __getitem__(self, name: str) -> RankedLayerReader:
-        try:
-            return self._load()[name]
-        except KeyError:
-            raise KeyError(
-                f"monitor {self.name!r} has no layer {name!r}; layers: {self.layers}"
-            ) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
 
     def __repr__(self) -> str:
         return f"<spikestore monitor {self.name!r} (ranks {self.store.ranks}): {self.layers}>"
