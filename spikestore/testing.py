@@ -38,7 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,8 @@ __all__ = [
     "recorder_value",
     "recorder_existing_steps",
     "recorder_check",
+    "spawn_recorder",
+    "recorder_lines",
     "recorder_main",
 ]
 
@@ -469,9 +471,15 @@ def recorder_existing_steps(
     return out
 
 
-def recorder_check(reader: Any, start: int = 0) -> dict[str, int]:
+def recorder_check(
+    reader: Any,
+    start: int = 0,
+    expected: Callable[[str, str, int], Any] | None = None,
+) -> dict[str, int]:
     """Assert that every record of the recorder's layers in ``reader`` from step ``start``
-    on is :func:`recorder_value`; return ``{"monitor/layer": committed steps}``."""
+    on is ``expected(monitor, layer, step)`` (default :func:`recorder_value`); return
+    ``{"monitor/layer": committed steps}``."""
+    expected = expected or recorder_value
     counts = {}
     for mon, lay in RECORDER_LAYERS:
         if mon not in reader or lay not in reader[mon]:
@@ -480,10 +488,35 @@ def recorder_check(reader: Any, start: int = 0) -> dict[str, int]:
         layer = reader[mon][lay]
         n = len(layer)
         for step, rec in enumerate(layer.records(slice(start, n)), start):
-            want = recorder_value(mon, lay, step)
+            want = expected(mon, lay, step)
             assert same_record(rec, want), f"{mon}/{lay} step {step}: {rec!r} != {want!r}"
         counts[f"{mon}/{lay}"] = n
     return counts
+
+
+def spawn_recorder(
+    store: str, log: Path, *args: str, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m spikestore.testing recorder STORE ARGS`` with its output in
+    ``log`` (read it with :func:`recorder_lines`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "spikestore.testing", "recorder", store, *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+    )
+
+
+def recorder_lines(log: Path) -> list[dict[str, Any]]:
+    """The JSON lines a recorder printed so far (others, and a line still being
+    written, are skipped)."""
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 def recorder_main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,10 @@ from spikestore.testing import (
     RECORDER_LAYERS,
     FullDiskStore,
     WriteBudget,
+    recorder_check,
+    recorder_lines,
     recorder_value,
-    same_record,
+    spawn_recorder,
 )
 from spikestore.testing import wait_for as _wait_for
 
@@ -61,37 +62,14 @@ class Expected:
 
 def check_all(reader: spikestore.StoreReader, expected: Expected, start: int = 0) -> dict:
     """Check every record from ``start`` on; return {"mon/lay": steps}."""
-    counts = {}
-    for mon, lay in RECORDER_LAYERS:
-        if mon not in reader or lay not in reader[mon]:
-            counts[f"{mon}/{lay}"] = 0
-            continue
-        layer = reader[mon][lay]
-        n = len(layer)
-        for step, rec in enumerate(layer.records(slice(start, n)), start):
-            want = expected(mon, lay, step)
-            assert same_record(rec, want), f"{mon}/{lay} step {step}: {rec!r} != {want!r}"
-        counts[f"{mon}/{lay}"] = n
-    return counts
+    return recorder_check(reader, start, expected)
 
 
 def _spawn(path: Path, log: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "spikestore.testing", "recorder", str(path), *args],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=HERE.parent,
-    )
+    return spawn_recorder(str(path), log, *args, cwd=HERE.parent)
 
 
-def _lines(log: Path) -> list[dict]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+_lines = recorder_lines
 
 
 def _on_disk(path: Path, mon: str, lay: str) -> int:

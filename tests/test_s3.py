@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,8 +28,10 @@ from spikestore.testing import (
     S3Server,
     fixture_records,
     recorder_check,
+    recorder_lines,
     recorder_value,
     same_record,
+    spawn_recorder,
     wait_for,
 )
 
@@ -252,25 +253,11 @@ def test_forked_child_leaves_the_lease_alone(s3: S3Server, url: str) -> None:
 
 # ---------------------------------------------------------------- crash safety
 def _spawn(url: str, s3: S3Server, log: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "spikestore.testing", "recorder", url,
-            "--storage-options", json.dumps(s3.storage_options), *args,
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=HERE.parent,
-    )  # fmt: skip
+    options = json.dumps(s3.storage_options)
+    return spawn_recorder(url, log, "--storage-options", options, *args, cwd=HERE.parent)
 
 
-def _lines(log: Path) -> list[dict]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+_lines = recorder_lines
 
 
 def test_sigkill_keeps_committed_steps_and_append_resumes_after_takeover(
