@@ -69,28 +69,9 @@ __all__ = [
     "unpack_bits",
 ]
 
-#: The names of :mod:`~spikestore.codecs.rows`, imported from it on first use.
-_ROWS = frozenset(
-    {
-        "COMPRESSORS",
-        "DEFAULT_DENSE",
-        "DEFAULT_SPIKES",
-        "LEVELS",
-        "Encoded",
-        "bit_positions",
-        "checksum",
-        "compressor_codecs",
-        "decode_rows",
-        "dtype_name",
-        "encode",
-        "encode_packed",
-        "encode_values",
-        "pack_bits",
-        "spike_bits",
-        "torch_dtype",
-        "unpack_bits",
-    }
-)
+#: The names of :mod:`~spikestore.codecs.rows`, imported from it on first use: the
+#: public names not imported above.
+_ROWS = frozenset(__all__) - set(globals())
 
 
 def __getattr__(name: str) -> Any:
