@@ -46,8 +46,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from spikestore.codecs.layout import layout as _layout
+from spikestore.codecs.layout import spike_frame as _spike_frame
 from spikestore.codecs.spikes import decode_chunk, encode_chunk
-from spikestore.codecs.layout import layout as _layout, spike_frame as _spike_frame
 
 PS = (0.001, 0.01, 0.05, 0.2, 0.5)
 

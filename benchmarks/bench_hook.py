@@ -13,9 +13,8 @@ repeat so that load from other processes falls on all alike:
 
 Figures are ms per MB (10^6 bytes) of the record as recorded (float32 unless said),
 medians over repeats, with the spread (min-max of the per-repeat medians). ``stage``
-is measured twice: first as the process starts, then with a ``StoreWriter`` open,
-which fixes glibc's mmap threshold at 128 KiB (its memory bound), so that every large
-allocation is fresh memory that page-faults: what the hook sees while recording.
+is measured twice: first as the process starts, then with a ``StoreWriter`` open
+(its writer thread running): what the hook sees while recording.
 
 Run::
 
@@ -102,8 +101,7 @@ def main() -> None:
     torch.set_num_threads(1)
     repeats, inner = (3, 5) if args.quick else (15, 20)
     plain = measure(repeats, inner)
-    # An open writer fixes glibc's mmap threshold at 128 KiB (process-wide, for its
-    # memory bound): from then on every large allocation is fresh, page-faulted memory.
+    # Again with a writer open: what the hook sees while recording.
     with tempfile.TemporaryDirectory() as tmp, spikestore.StoreWriter(Path(tmp) / "s"):
         tuned = measure(repeats, inner)
     rows = []

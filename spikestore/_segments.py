@@ -46,7 +46,8 @@ from .codecs import (
     compressor_codecs,
     spike_frame,
 )
-from .codecs import layout as chunk_layout
+from .codecs.layout import MAX_SHARD_BYTES
+from .codecs.layout import layout as chunk_layout
 from .codecs.rows import dense_codecs
 from .format import FORMAT_NAME, SPIKE_ENCODING, sharding_codec, tail_name
 from .storage import delete_prefix, file_writer, local_root, set_many, write_parts
@@ -60,6 +61,7 @@ __all__ = [
     "copy_to_shard",
     "copy_from_shard",
     "encode_threads",
+    "write_shard",
 ]
 
 #: Threads that encode (compress) a commit's chunks: None for the environment variable
@@ -148,41 +150,61 @@ def copy_to_shard(tail: Any, main: Any, shard: int, chunk_rows: int) -> None:
     Only the first ``chunk_rows`` rows of inner chunks are taken (the rest of the
     shard is left absent): a partial shard when a writer closes.
     """
+    write_shard(main, shard, tail, chunk_rows, {})
+
+
+def write_shard(
+    main: Any,
+    shard: int,
+    tail: Any,
+    tail_rows: int,
+    fresh: dict[tuple[int, ...], tuple[Any, ...]],
+) -> None:
+    """Write shard ``shard`` of ``main`` once: its first ``tail_rows`` rows of inner
+    chunks are copied, as encoded bytes, from ``tail`` (None if 0), the chunks in
+    ``fresh`` (encoded in memory, by inner-chunk coordinates, each as parts that are
+    written one after the other) follow; any other chunk is left absent."""
     from zarr.core.buffer import default_buffer_prototype
 
     store = main.store_path.store
     grid = _grid(main)
     proto = default_buffer_prototype()
 
-    wanted = [c for c in itertools.product(*(range(g) for g in grid)) if c[0] < chunk_rows]
+    old = [c for c in itertools.product(*(range(g) for g in grid)) if c[0] < tail_rows]
     root = local_root(store)
 
-    def chunks() -> Iterator[bytes | None]:
+    def chunks() -> Iterator[tuple[Any, ...] | None]:
+        if not old:
+            return
         if root is not None:
             # Local files are read one at a time: one chunk in memory at a time.
-            for c in wanted:
+            for c in old:
                 try:
-                    yield (root / _key(tail, c)).read_bytes()
+                    yield ((root / _key(tail, c)).read_bytes(),)
                 except FileNotFoundError:
                     yield None
             return
 
         # Elsewhere one round trip to Zarr's event loop reads all the chunks at once.
         async def get_all() -> list[Any]:
-            return await asyncio.gather(*(store.get(_key(tail, c), proto) for c in wanted))
+            return await asyncio.gather(*(store.get(_key(tail, c), proto) for c in old))
 
         for buf in _sync(get_all()):
-            yield None if buf is None else buf.to_bytes()
+            yield None if buf is None else (buf.to_bytes(),)
 
-    def parts() -> Iterator[bytes]:
+    def parts() -> Iterator[Any]:
         index = np.full((*grid, 2), _EMPTY, dtype="<u8")
         offset = 0
-        for coords, data in zip(wanted, chunks(), strict=True):
+        placed = itertools.chain(
+            zip(old, chunks(), strict=True), sorted(fresh.items(), key=lambda kv: kv[0])
+        )
+        for coords, data in placed:
             if data is None:
                 continue
-            index[coords] = (offset, len(data))
-            offset += len(data)
-            yield data
+            size = sum(memoryview(p).nbytes for p in data)
+            index[coords] = (offset, size)
+            offset += size
+            yield from data
         raw = index.tobytes()
         yield raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
 
@@ -225,6 +247,10 @@ class SegmentOptions:
 
     ``precision``: mantissa bits kept in float rows of raw segments (lossy; see
     :func:`spikestore.codecs.rows.dense_codecs`), None to store them exactly.
+    ``dense_shard_bytes``: the most bytes (before compression) a shard of raw rows
+    holds, unless one row of inner chunks is larger: the writer's buffer bound, so
+    that a write forced by that bound completes whole shards, each file written
+    once, instead of passing through the tail (see :class:`Segment`).
     """
 
     def __init__(
@@ -234,8 +260,10 @@ class SegmentOptions:
         shard_steps: int,
         chunk_bytes: int,
         precision: int | None = None,
+        dense_shard_bytes: int = MAX_SHARD_BYTES,
     ) -> None:
         self.compressor = compressor
+        self.dense_shard_bytes = dense_shard_bytes
         self.level = level
         self.shard_steps = shard_steps
         self.chunk_bytes = chunk_bytes
@@ -255,7 +283,12 @@ def create_segment(grp: Any, desc: dict[str, Any], row: np.ndarray, opts: Segmen
         perm = desc.get("permute")
         frame = spike_frame(tuple(desc["shape"]), tuple(perm) if perm else None)
     chunks, shards = chunk_layout(
-        row.shape, itemsize, opts.shard_steps, opts.chunk_bytes, frame=frame
+        row.shape,
+        itemsize,
+        opts.shard_steps,
+        opts.chunk_bytes,
+        max_shard_bytes=MAX_SHARD_BYTES if spikes else opts.dense_shard_bytes,
+        frame=frame,
     )
     inner: list[Any]
     if spikes and opts.compressor is None:
@@ -330,6 +363,8 @@ class Segment:
         #: from memory instead of reading and decoding its chunks back.
         self._open: tuple[int, int, np.ndarray] | None = None
         self._direct: dict[int, _ChunkWriter | None] = {}
+        #: Encodes a complete shard's chunks in memory (None: Zarr writes whole shards).
+        self._shards = _ChunkWriter.for_shards(main)
         if desc["sealed"] % self.shard:
             self._reopen()
 
@@ -375,7 +410,8 @@ class Segment:
             self.main.resize((rows, *self.main.shape[1:]))
 
     def write(self, block: np.ndarray) -> None:
-        """Append rows; full shards are written once, the open shard to its tail."""
+        """Append rows; each shard file is written once, when the shard is complete
+        (from the rows given and the tail's), the open shard's rows to its tail."""
         start = self.desc["rows"]
         stop = start + len(block)
         pos = start
@@ -384,7 +420,9 @@ class Segment:
             s0, s1 = j * self.shard, (j + 1) * self.shard
             end = min(stop, s1)
             part = block[pos - start : end - start]
-            if pos == s0 and end == s1:
+            if end == s1 and self._shards is not None:
+                self._write_shard(j, pos - s0, part)
+            elif pos == s0 and end == s1:
                 self._grow(s1)
                 self.main[s0:s1] = part  # a whole shard: Zarr writes it without reading
             else:
@@ -402,23 +440,13 @@ class Segment:
             self.desc["rows"] = end
             pos = end
 
-    def _write_tail(self, tail: Any, j: int, r0: int, r1: int, part: np.ndarray) -> None:
-        """Tail rows ``[r0, r1)`` (of shard ``j``) become ``part``.
-
-        Every inner chunk touched is encoded whole (rows past ``r1`` hold the fill
-        value, as Zarr would write them) on the encoder's threads and written as its
-        own file or object: one round trip for the lot, and no read of what earlier
-        rows of a partly written chunk row held while they are in memory. Codec
-        chains without synchronous encoders go through Zarr.
-        """
-        p = j % 2
-        writer = self._direct.get(p)
-        if p not in self._direct or (writer is not None and writer.arr is not tail):
-            writer = self._direct[p] = _ChunkWriter.make(tail)
-        if writer is None:
-            tail[r0:r1] = part
-            self._open = None
-            return
+    def _pieces(
+        self, j: int, r0: int, part: np.ndarray, tail: Any
+    ) -> tuple[int, list[tuple[int, np.ndarray]]]:
+        """Rows ``part`` from row ``r0`` of shard ``j``, as ``(first row, rows)`` pieces
+        that start on inner-chunk boundaries: a partly written chunk row is completed
+        from the rows held in memory (or, for a reopened store, decoded from ``tail``).
+        Also returns the first row written, ``r0`` rounded down to a chunk boundary."""
         cr = self.chunk_rows
         c0 = r0 - r0 % cr
         pieces: list[tuple[int, np.ndarray]] = []
@@ -436,6 +464,41 @@ class Segment:
             rest, start = part[k:], c0 + cr
         if len(rest):
             pieces.append((start, rest))
+        return c0, pieces
+
+    def _write_shard(self, j: int, r0: int, part: np.ndarray) -> None:
+        """Rows ``[r0, shard)`` of shard ``j`` are ``part``: the shard is complete. Its new
+        chunks are encoded in memory and written with the tail's earlier ones as the
+        shard file, once; the new rows never go to the tail."""
+        assert self._shards is not None
+        tail = self.tail(j % 2) if r0 else None
+        c0, pieces = self._pieces(j, r0, part, tail)
+        fresh: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        for row, data in pieces:
+            fresh.update(self._shards.encode(self._encoder, row, data))
+        self._grow((j + 1) * self.shard)
+        write_shard(self.main, j, tail, c0 // self.chunk_rows, fresh)
+        self._open = None
+
+    def _write_tail(self, tail: Any, j: int, r0: int, r1: int, part: np.ndarray) -> None:
+        """Tail rows ``[r0, r1)`` (of shard ``j``) become ``part``.
+
+        Every inner chunk touched is encoded whole (rows past ``r1`` hold the fill
+        value, as Zarr would write them) on the encoder's threads and written as its
+        own file or object: one round trip for the lot, and no read of what earlier
+        rows of a partly written chunk row held while they are in memory. Codec
+        chains without synchronous encoders go through Zarr.
+        """
+        p = j % 2
+        writer = self._direct.get(p)
+        if p not in self._direct or (writer is not None and writer.arr is not tail):
+            writer = self._direct[p] = _ChunkWriter.for_tail(tail)
+        if writer is None:
+            tail[r0:r1] = part
+            self._open = None
+            return
+        cr = self.chunk_rows
+        c0, pieces = self._pieces(j, r0, part, tail)
         for row, data in pieces:
             writer.write(self._encoder, row, data)
         last = (r1 - c0) % cr
@@ -474,47 +537,98 @@ class Segment:
 
 
 class _ChunkWriter:
-    """Encodes and writes whole inner chunks of an unsharded array (a tail) without
-    Zarr's per-call machinery, byte for byte as Zarr would: the array's own codec
-    chain (each codec's synchronous encoder, in order) on each chunk, fill value
-    past the rows given; then each chunk under its own key. Writer thread only
+    """Encodes whole inner chunks without Zarr's per-call machinery, byte for byte as
+    Zarr would: the codec chain (each codec's synchronous encoder, in order) on each
+    chunk, fill value past the rows given. :meth:`for_tail` writes each chunk of an
+    unsharded array (a tail) under its own key; :meth:`for_shards` encodes the inner
+    chunks of a sharded array in memory, for :func:`write_shard`. Writer thread only
     (the encoder's threads run :meth:`_one`)."""
 
-    def __init__(self, arr: Any, codecs: list[Any], spec: Any) -> None:
+    def __init__(
+        self,
+        arr: Any,
+        filters: list[Any],
+        codecs: list[Any],
+        spec: Any,
+        chunks: tuple[int, ...],
+        shape: tuple[int, ...],
+    ) -> None:
         self.arr = arr
+        self.filters = filters
         self.codecs = codecs
         self.spec = spec
-        self.chunks = tuple(int(c) for c in arr.chunks)
-        self.shape = tuple(int(n) for n in arr.shape)
+        self.chunks = chunks
+        self.shape = shape
         self.dtype = np.dtype(arr.dtype)
         self.fill = arr.metadata.fill_value
         self.store = arr.store_path.store
         self.put = file_writer(self.store)
+        from zarr.codecs import Crc32cCodec
+
+        #: The checksum, when last, is computed by :meth:`_one` itself.
+        self.crc = isinstance(codecs[-1], Crc32cCodec)
+        self.body = codecs[:-1] if self.crc else codecs
+
+    @staticmethod
+    def _sync_chain(codecs: list[Any]) -> tuple[list[Any], list[Any]] | None:
+        """``(filters, codecs)``: array-to-array codecs that are numcodecs' (a precision's
+        BitRound, encoded by numcodecs itself), then a serializer and bytes-to-bytes
+        codecs with synchronous encoders; None for any other chain."""
+        from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
+
+        k = 0
+        while k < len(codecs) and isinstance(codecs[k], ArrayArrayCodec):
+            if not hasattr(codecs[k], "_codec"):
+                return None
+            k += 1
+        rest = codecs[k:]
+        if not rest or not isinstance(rest[0], ArrayBytesCodec):
+            return None
+        if type(rest[0]).__name__ == "ShardingCodec":
+            return None
+        if not all(isinstance(c, BytesBytesCodec) for c in rest[1:]):
+            return None
+        if not all(hasattr(c, "_encode_sync") for c in rest):
+            return None
+        return codecs[:k], rest
 
     @classmethod
-    def make(cls, arr: Any) -> _ChunkWriter | None:
-        """A writer for ``arr``, or None if its codecs cannot encode synchronously."""
-        from zarr.abc.codec import ArrayBytesCodec, BytesBytesCodec
+    def for_tail(cls, arr: Any) -> _ChunkWriter | None:
+        """A writer for unsharded ``arr``, or None if its codecs cannot encode synchronously."""
         from zarr.core.array_spec import ArrayConfig
         from zarr.core.buffer import default_buffer_prototype
 
         meta = arr.metadata
-        codecs = list(meta.codecs)
-        if not codecs or not isinstance(codecs[0], ArrayBytesCodec):
-            return None
-        if not all(isinstance(c, BytesBytesCodec) for c in codecs[1:]):
-            return None
-        if not all(hasattr(c, "_encode_sync") for c in codecs):
-            return None
-        if type(codecs[0]).__name__ == "ShardingCodec":
+        chain = cls._sync_chain(list(meta.codecs))
+        if chain is None:
             return None
         config = ArrayConfig.from_dict({"write_empty_chunks": True})
         spec = meta.get_chunk_spec((0,) * arr.ndim, config, default_buffer_prototype())
-        return cls(arr, codecs, spec)
+        chunks = tuple(int(c) for c in arr.chunks)
+        return cls(arr, *chain, spec, chunks, tuple(int(n) for n in arr.shape))
 
-    def write(self, encoder: Encoder, row0: int, data: np.ndarray) -> None:
-        """Rows ``[row0, row0 + len(data))`` of the array, ``row0`` a chunk boundary:
-        every chunk they touch, encoded and written (all done when this returns)."""
+    @classmethod
+    def for_shards(cls, main: Any) -> _ChunkWriter | None:
+        """An encoder of the inner chunks of sharded ``main``, or None if its inner codecs
+        cannot encode synchronously."""
+        from zarr.core.array_spec import ArrayConfig, ArraySpec
+        from zarr.core.buffer import default_buffer_prototype
+
+        chain = cls._sync_chain(list(main.metadata.codecs[0].codecs))
+        if chain is None:
+            return None
+        chunks = tuple(int(c) for c in main.chunks)
+        spec = ArraySpec(
+            shape=chunks,
+            dtype=main.metadata.data_type,
+            fill_value=main.metadata.fill_value,
+            config=ArrayConfig.from_dict({"write_empty_chunks": True}),
+            prototype=default_buffer_prototype(),
+        )
+        shard_shape = (int(main.shards[0]), *(int(n) for n in main.shards[1:]))
+        return cls(main, *chain, spec, chunks, shard_shape)
+
+    def _jobs(self, row0: int, data: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
         cr = self.chunks[0]
         jobs = []
         grids = [range(-(-n // c)) for n, c in zip(self.shape[1:], self.chunks[1:], strict=True)]
@@ -524,23 +638,46 @@ class _ChunkWriter:
                 cols = [slice(k * c, (k + 1) * c) for k, c in zip(cc, self.chunks[1:], strict=True)]
                 sel = (slice(i, i + cr), *cols)
                 jobs.append((coords, data[sel]))
+        return jobs
+
+    def write(self, encoder: Encoder, row0: int, data: np.ndarray) -> None:
+        """Rows ``[row0, row0 + len(data))`` of the array, ``row0`` a chunk boundary:
+        every chunk they touch, encoded and written (all done when this returns)."""
+        jobs = self._jobs(row0, data)
         put = self.put
         if put is not None:
             encoder.run(lambda job: put(_key(self.arr, job[0]), self._one(job[1])), jobs)
             return
-        encoded = encoder.run(lambda job: self._one(job[1]), jobs)
+        encoded = encoder.run(lambda job: b"".join(self._one(job[1])), jobs)
         keys = [_key(self.arr, job[0]) for job in jobs]
         set_many(self.store, list(zip(keys, encoded, strict=True)))
 
-    def _one(self, block: np.ndarray) -> bytes:
+    def encode(
+        self, encoder: Encoder, row0: int, data: np.ndarray
+    ) -> dict[tuple[int, ...], tuple[Any, ...]]:
+        """The encoded chunks of rows ``[row0, row0 + len(data))`` of a shard, by their
+        coordinates within the shard (``row0`` a chunk boundary)."""
+        jobs = self._jobs(row0, data)
+        encoded = encoder.run(lambda job: self._one(job[1]), jobs)
+        return {job[0]: e for job, e in zip(jobs, encoded, strict=True)}
+
+    def _one(self, block: np.ndarray) -> tuple[Any, ...]:
+        """One chunk, encoded: its bytes as parts to write one after the other (the
+        checksum, computed here when it is the chain's last codec, is not appended
+        to a copy of the compressed bytes)."""
         if block.shape != self.chunks:
             full = np.full(self.chunks, self.fill, dtype=self.dtype)
             full[tuple(slice(0, n) for n in block.shape)] = block
             block = full
+        block = np.ascontiguousarray(block)
+        for f in self.filters:
+            block = np.asarray(f._codec.encode(block)).reshape(self.chunks)
         spec = self.spec
-        buf = self.codecs[0]._encode_sync(
-            spec.prototype.nd_buffer.from_numpy_array(np.ascontiguousarray(block)), spec
-        )
-        for codec in self.codecs[1:]:
+        codecs = self.body
+        buf = codecs[0]._encode_sync(spec.prototype.nd_buffer.from_numpy_array(block), spec)
+        for codec in codecs[1:]:
             buf = codec._encode_sync(buf, spec)
-        return bytes(buf.to_bytes())
+        data = buf.as_numpy_array()
+        if not self.crc:
+            return (data,)
+        return data, np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()

@@ -153,8 +153,10 @@ class Worker:
         flush_interval: float,
         max_queue_bytes: int,
         max_buffer_bytes: int,
+        trim: Callable[[], None] | None = None,
     ) -> None:
         self._sink = sink
+        self._trim = trim  # called after each write (the writer's memory back to the system)
         self._where = where
         self.flush_interval = flush_interval
         self.max_queue_bytes = max_queue_bytes
@@ -263,6 +265,7 @@ class Worker:
                     if self._error is None:
                         sink.write_all()
                         self._buffer_mark = 0
+                        self._trimmed()
                 elif self._error is None:
                     self._maybe_write()
             except BaseException as exc:
@@ -271,6 +274,10 @@ class Worker:
                     self._error = exc
                 if item is _STOP:
                     return
+
+    def _trimmed(self) -> None:
+        if self._trim is not None:
+            self._trim()
 
     def _taken(self, item: Item) -> None:
         with self._space:
@@ -316,6 +323,7 @@ class Worker:
             # write then need not decode and merge a chunk); records too large to fill
             # a chunk row within the bound stay buffered up to 4x the bound.
             self._sink.write_all(aligned=buffered < 4 * self.max_buffer_bytes)
+            self._trimmed()
             left = self._sink.buffered_bytes
             # After a partial write, wait for half a bound more before the next one.
             self._buffer_mark = left + self.max_buffer_bytes // 2 if left else 0

@@ -52,7 +52,7 @@ import socket
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -322,9 +322,10 @@ def local_root(store: Any) -> Path | None:
     return Path(str(inner.root)) if isinstance(inner, LocalStore) else None
 
 
-def file_writer(store: Any) -> Callable[[str, bytes], None] | None:
-    """A function writing one key of ``store`` as a file, atomically (and ``fsync``-ed
-    if the store is durable), or None if ``store`` does not keep its keys in local files.
+def file_writer(store: Any) -> Callable[[str, Sequence[Any]], None] | None:
+    """A function writing one key of ``store`` as a file made of the given parts
+    (bytes-like), atomically (and ``fsync``-ed if the store is durable), or None if
+    ``store`` does not keep its keys in local files.
 
     The function may be called from any thread, for different keys at the same time:
     the encoder threads of a commit write the chunks they encode (see
@@ -339,12 +340,12 @@ def file_writer(store: Any) -> Callable[[str, bytes], None] | None:
     durable = getattr(inner, "durable", False)
     made: set[Path] = set()  # folders this function made or found (set.add is atomic)
 
-    def write(key: str, data: bytes) -> None:
+    def write(key: str, parts: Sequence[Any]) -> None:
         if cache is not None:
             cache.forget(key)
         path = root / key
         known = path.parent in made
-        _write_file(path, [data], durable=durable, mkdir=not known)
+        _write_file(path, parts, durable=durable, mkdir=not known)
         if not known:
             made.add(path.parent)
 

@@ -189,7 +189,13 @@ def _summarize_raw(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
         row = np.array([0, 0, np.nan, np.nan, np.nan], np.float64)
         return row, (np.zeros(shape[0]) if _has_axis0(shape) else None)
     vals = _as_float(enc).reshape(-1)
-    total = vals.sum(dtype=np.float64)
+    by_axis0 = _has_axis0(shape)
+    if by_axis0:
+        # One pass gives both: the per-first-axis sums and, from them, the total.
+        sums = vals.reshape(shape[0], -1).sum(axis=1, dtype=np.float64)
+        total = sums.sum()
+    else:
+        total = vals.sum(dtype=np.float64)
     lo, hi = vals.min(), vals.max()
     if np.isnan(lo) or np.isnan(hi):
         nan = np.isnan(vals)
@@ -200,11 +206,13 @@ def _summarize_raw(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
             lo, hi, mean = good.min(), good.max(), total / n
         else:
             total, lo, hi, mean = 0.0, np.nan, np.nan, np.nan
+        if by_axis0:
+            sums = np.nansum(vals.reshape(shape[0], -1), axis=1, dtype=np.float64)
     else:
         mean = total / numel
     row = np.array([numel, total, lo, hi, mean], np.float64)
-    if _has_axis0(shape):
-        axis0 = np.asarray(np.nansum(vals.reshape(shape[0], -1), axis=1, dtype=np.float64))
+    if by_axis0:
+        axis0 = np.asarray(sums)
     return row, axis0
 
 

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,29 +44,29 @@ from .storage import Mode, Storage, storage_for
 
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
 
-_M_MMAP_THRESHOLD = -3
-_allocator_tuned = False
+_trim_fn: Any = False  # not looked up yet
 
 
-def _tune_allocator() -> None:
-    """Make glibc return large freed blocks to the system at once (Linux only).
+def _malloc_trim() -> Callable[[], None] | None:
+    """glibc's ``malloc_trim(0)`` (Linux only), or None: returns the free memory of
+    every heap to the system.
 
-    glibc raises its mmap threshold each time a large block is freed, after which
-    blocks of record size (hundreds of KiB to MiB, allocated and freed on two threads)
-    come from per-thread heaps that keep their memory: a writer's peak RSS then grows
-    by hundreds of MiB over what it actually holds. Fixing the threshold at 128 KiB
-    (glibc's default starting value) keeps large blocks on mmap. Process-wide; done
-    once, when the first writer opens; ``StoreWriter(tune_allocator=False)`` skips it.
+    Record-sized blocks (hundreds of KiB to MiB) are allocated on one thread and freed
+    on another, and glibc's per-thread heaps keep what is freed: without a trim a
+    writer's peak RSS grows by tens to hundreds of MiB over what it holds. The writer
+    thread trims after each write, which costs little; an earlier version fixed
+    glibc's mmap threshold instead, which made every large allocation of the whole
+    process (the network's own tensors too) a fresh mmap, paying its page faults.
     """
-    global _allocator_tuned
-    if _allocator_tuned:
-        return
-    _allocator_tuned = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):
-        pass
+    global _trim_fn
+    if _trim_fn is False:
+        try:
+            trim = ctypes.CDLL("libc.so.6").malloc_trim
+            trim.argtypes = [ctypes.c_size_t]
+            _trim_fn = lambda: trim(0) and None  # noqa: E731
+        except (OSError, AttributeError):
+            _trim_fn = None
+    return _trim_fn
 
 
 #: Writers not yet closed, committed by :func:`_close_at_exit`.
@@ -227,9 +227,10 @@ class StoreWriter:
         URL; a ``MemoryStore`` (tests) allows one writer per store object in a
         process.
     tune_allocator : bool
-        Fix glibc's mmap threshold at 128 KiB (process-wide, once) so that freed
-        record buffers go back to the system; without it peak RSS grows by hundreds
-        of MiB over what the writer holds (see ``benchmarks/bench_scale.py``).
+        After each write the writer thread has glibc return freed memory to the
+        system (``malloc_trim``; Linux only), so that record buffers freed on
+        another thread do not pile up in glibc's per-thread heaps (peak RSS: see
+        ``benchmarks/bench_scale.py``). False skips it.
     storage_options : dict, optional
         For a URL ``path``: the object store's endpoint and credentials (see
         ``spikestore.storage.url_store``).
@@ -397,8 +398,6 @@ class StoreWriter:
         self.path = self._storage.path
         if flush_interval is None:
             flush_interval = self._storage.default_flush_interval
-        if tune_allocator:
-            _tune_allocator()
         where = self._storage.where
         try:
             created_by = f"spikestore {__version__}"
@@ -408,7 +407,12 @@ class StoreWriter:
                 fresh_root(root, created_by)
             self._root = root
             opts = SegmentOptions(
-                compressor, level, int(shard_steps), int(chunk_bytes), precision=precision
+                compressor,
+                level,
+                int(shard_steps),
+                int(chunk_bytes),
+                precision=precision,
+                dense_shard_bytes=int(max_buffer_bytes),
             )
             self._registry = Registry(lambda m, lay: load_layer(root, m, lay, where))
             # The writer thread's; used only via calls.
@@ -419,6 +423,7 @@ class StoreWriter:
                 flush_interval=float(flush_interval),
                 max_queue_bytes=int(max_queue_bytes),
                 max_buffer_bytes=int(max_buffer_bytes),
+                trim=_malloc_trim() if tune_allocator else None,
             )
         except BaseException:
             self._storage.abort()

@@ -232,3 +232,105 @@ def test_store_written_with_encoder_threads_reads_back(tmp_path, monkeypatch, th
     st = spikestore.open(tmp_path / "s")
     assert all(bits_equal(a, b) for a, b in zip(st["o"]["sn"], spikes, strict=True))
     assert all(bits_equal(a, b) for a, b in zip(st["o"]["v"], dense, strict=True))
+
+
+# ------------------------------------------- complete shards written from memory
+def _inner_chunks(path, grid):
+    """The encoded inner chunks of a shard file, by coordinates (absent ones left out)."""
+    data = Path(path).read_bytes()
+    n = int(np.prod(grid))
+    index = np.frombuffer(data[-4 - 16 * n : -4], "<u8").reshape(*grid, 2)
+    out = {}
+    for c in itertools.product(*(range(g) for g in grid)):
+        off, size = (int(x) for x in index[c])
+        if off != 2**64 - 1:
+            out[c] = data[off : off + size]
+    return out
+
+
+@pytest.mark.parametrize(
+    "compressor, precision", [(None, None), ("zstd", None), (None, 7), ("blosc-zstd", None)]
+)
+def test_complete_shards_are_written_once_with_zarrs_chunk_bytes(tmp_path, compressor, precision):
+    """A write that completes a shard encodes its new chunks in memory and writes the
+    shard file once, with the rows already in the tail; every inner chunk is byte for
+    byte what Zarr writes, and plain Zarr reads the rows back (a precision's BitRound
+    included)."""
+    from spikestore._segments import Encoder, Segment, SegmentOptions, _grid, create_segment
+
+    n = 300
+    rows = torch.randn(n, 6, 70, generator=torch.Generator().manual_seed(3)).numpy()
+    grp = zarr.open_group(LocalStore(tmp_path / "t"), mode="w")
+    desc = {"array": "s0", "encoding": "raw", "dtype": "float32", "shape": [6, 70], "rows": 0}
+    row_bytes = 6 * 70 * 4
+    opts = SegmentOptions(
+        compressor, None, 16, 1 << 10, precision=precision, dense_shard_bytes=64 * row_bytes
+    )
+    main = create_segment(grp, desc, rows[0], opts)
+    seg = Segment(grp, desc, main, lambda: None, Encoder(2))
+    assert seg._shards is not None  # the path under test
+    shard, cr = seg.shard, seg.chunk_rows
+    assert (shard, cr) == (64, 16)
+    # Zarr's own writes of the same rows into an array with the same codecs.
+    ref = grp.create_array(
+        "ref",
+        shape=(n, 6, 70),
+        dtype="float32",
+        chunks=main.shards,
+        serializer=main.metadata.codecs[0],
+        compressors=None,
+        fill_value=0,
+        config={"write_empty_chunks": True},
+    )
+    ref[:] = rows
+    tail_sets = collections.Counter()
+    real_write_tail = seg._write_tail
+
+    def counting(tail, j, r0, r1, part):
+        tail_sets[j] += len(part)
+        return real_write_tail(tail, j, r0, r1, part)
+
+    seg._write_tail = counting
+    # 0-3 and 3-40 go to the tail (shard 0 open); 40-64 completes shard 0 from the
+    # tail's rows and a partly written chunk row (32-40) held in memory; 64-192 is two
+    # whole shards; 192-200 opens shard 3, 200-290 completes it and opens shard 4.
+    cuts = [0, 3, 40, 64, 192, 200, 290, n]
+    for a, b in itertools.pairwise(cuts):
+        seg.write(rows[a:b])
+    assert tail_sets == {0: 40, 3: 8, 4: 44}  # rows that completed a shard skipped the tail
+    assert desc["sealed"] == 256 and desc["rows"] == n
+    grid = _grid(main)
+    assert grid[0] == 4
+    root = tmp_path / "t"
+    for j in range(4):
+        mine = _inner_chunks(root / "s0" / "c" / str(j) / "0" / "0", grid)
+        theirs = _inner_chunks(root / "ref" / "c" / str(j) / "0" / "0", grid)
+        assert mine == theirs, j
+    seg.seal_partial()
+    plain = zarr.open_array(root / "s0", mode="r")[:n]
+    np.testing.assert_array_equal(plain, ref[:])
+    if precision is None:
+        np.testing.assert_array_equal(plain, rows)
+
+
+def test_dense_shards_hold_about_the_write_buffer(tmp_path):
+    """Raw segments get shards of about ``max_buffer_bytes`` (at least one row of inner
+    chunks), so a write forced by that bound completes whole shards; spike segments
+    keep their long shards."""
+    big = [torch.randn(64, 4096) for _ in range(40)]  # 1 MiB rows
+    small = [torch.randn(16, 16) for _ in range(40)]  # 1 KiB rows
+    spk = [(torch.rand(64, 4096) < 0.05).float() for _ in range(40)]
+    with spikestore.StoreWriter(tmp_path / "s", max_buffer_bytes=4 << 20, flush_interval=1e3) as w:
+        for b, s, k in zip(big, small, spk, strict=True):
+            w.append("v", "big", b)
+            w.append("v", "small", s)
+            w.append("o", "spk", k)
+    r = spikestore.open(tmp_path / "s")
+    big_arr = r["v"]["big"].field(0).array(0)
+    assert big_arr.chunks[0] == 16 and big_arr.shards[0] == 16  # one chunk row: 16 MiB
+    small_arr = r["v"]["small"].field(0).array(0)
+    assert small_arr.shards[0] * 16 * 16 * 4 <= 4 << 20
+    assert small_arr.shards[0] >= small_arr.chunks[0]
+    assert r["o"]["spk"].field(0).array(0).shards[0] >= 1024
+    assert all(bits_equal(a, b) for a, b in zip(r["v"]["big"], big, strict=True))
+    assert all(bits_equal(a, b) for a, b in zip(r["v"]["small"], small, strict=True))

@@ -259,9 +259,9 @@ _SHIFT_MAX_BITS = 64
 
 
 #: Per thread, a buffer reused for the 0/1 bytes of a record being packed: a fresh
-#: large allocation costs page faults (zero-filled pages) several times the pass that
-#: fills it, above all in a writer, which keeps such blocks on mmap (see
-#: ``spikestore.writer._tune_allocator``). Records larger than this get a fresh one.
+#: large allocation may cost page faults (zero-filled pages) several times the pass
+#: that fills it (glibc maps large blocks afresh, and the writer returns freed memory
+#: to the system: ``spikestore.writer._malloc_trim``). Larger records get a fresh one.
 _SCRATCH_MAX = 16 << 20
 _scratch_local = threading.local()
 
