@@ -154,10 +154,11 @@ def run_codec(recs: list[torch.Tensor], cs: list, path: Path) -> float:
 
 
 def run_plain(recs: list[torch.Tensor], path: Path) -> float:
+    """The limit: each record's bytes written straight from the tensor (no copy)."""
     t0 = time.perf_counter()
     with open(path, "wb") as f:
         for r in recs:
-            f.write(r.numpy().tobytes())
+            f.write(memoryview(r.numpy()).cast("B"))
     return time.perf_counter() - t0
 
 

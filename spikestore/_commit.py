@@ -195,6 +195,10 @@ class FieldWriter:
         self.fence = fence
         self.encoder = encoder
         self.committed = 0
+        #: Steps whose rows are in their segments: ``committed`` up to here, the rest
+        #: waiting for the next commit with their index entries in ``unindexed``.
+        self.written = 0
+        self.unindexed: list[np.ndarray] = []
         self.segments: list[dict[str, Any]] = []
         self.keys: dict[tuple[Any, ...], int] = {}
         self.arrays: dict[int, Segment] = {}
@@ -207,7 +211,7 @@ class FieldWriter:
             grp = root.create_group(path, attributes=field_attrs(0, []), overwrite=True)
             self.index = self._create_index(grp)
         else:
-            self.committed = stored.committed if stored is not None else 0
+            self.committed = self.written = stored.committed if stored is not None else 0
             self.segments = stored.segments if stored is not None else []
             self.keys = {Encoded.segment_key(s): k for k, s in enumerate(self.segments)}
             self.index = grp["index"] if "index" in grp else self._create_index(grp)
@@ -275,19 +279,28 @@ class FieldWriter:
             arr = create_segment(self.group, desc, row, self.opts)
         self.arrays[k] = Segment(self.group, desc, arr, self.commit, self.encoder)
 
-    def write(self, aligned: bool = False) -> tuple[int, int]:
-        """Write and commit the pending steps (a prefix of them if ``aligned``).
+    def write(self, aligned: bool = False, commit: bool = True) -> None:
+        """Write the pending steps' rows (a prefix of them if ``aligned``), and commit
+        every step written if ``commit``.
 
         ``aligned``: only steps whose rows end on inner-chunk boundaries, so that
-        the next write does not decode, merge and encode a chunk again. Returns the
-        committed step range ``(start, stop)``.
+        the next write does not decode, merge and encode a chunk again.
+        ``commit=False`` (writes forced by the writer's memory bound or by a full
+        shard): the rows go to their segments, their index entries and summaries
+        stay in memory (a few bytes a step) for the next commit, which the flush
+        interval still bounds; the index, summary and commit point are then written
+        once for many writes.
 
         The fence (a lease's check) runs before the first write and again before the
         commit point: a writer that lost its lease (frozen past its timeout, then
         resumed) must not overwrite the chunks of the writer that took over.
         """
-        if not self.pending_index:
-            return self.committed, self.committed
+        if self.pending_index:
+            self._write_rows(aligned)
+        if commit:
+            self._commit_written()
+
+    def _write_rows(self, aligned: bool) -> None:
         if self.fence is not None:
             self.fence()
         for k, rows in self.pending_rows.items():
@@ -307,9 +320,8 @@ class FieldWriter:
                 if k >= 0 and row >= limit[k]:
                     break
                 steps += 1
-        n0 = self.committed
         if not steps:
-            return n0, n0
+            return
         done = np.asarray(self.pending_index[:steps], dtype=np.int32).reshape(steps, 2)
         spikes = []
         for k, seg in self.arrays.items():
@@ -327,16 +339,25 @@ class FieldWriter:
                     shape = tuple(desc["shape"])
                     permute = tuple(perm) if perm is not None else None
                     spikes.append(SpikeBlock(pos, shape, permute, block))
-        n1 = n0 + steps
+        self.summary.absorb(self.written, spikes)
+        self.unindexed.append(done)
+        self.written += steps
+        del self.pending_index[:steps]
+
+    def _commit_written(self) -> None:
+        """Index and summarise the steps written since the last commit, and commit them."""
+        n0, n1 = self.committed, self.written
+        if n1 == n0:
+            return
         if self.index.shape[0] < n1:
             # A chunk at a time: the index's zarr.json is not rewritten at every commit.
             self.index.resize((-(-n1 // INDEX_CHUNK) * INDEX_CHUNK, 2))
+        done = np.concatenate(self.unindexed) if len(self.unindexed) > 1 else self.unindexed[0]
         self.index[n0:n1] = done
-        self.summary.write(self.group, n0, n1, spikes)
+        self.summary.write(self.group, n0, n1)
+        self.unindexed = []
         self.committed = n1
         self.commit()
-        del self.pending_index[:steps]
-        return n0, n1
 
     def commit(self) -> None:
         """Write the field's attributes: the atomic commit point, fenced again (a
@@ -358,6 +379,7 @@ class FieldWriter:
         """
         if self.fence is not None:
             self.fence()
+        self._commit_written()
         if any([seg.seal_partial() for seg in self.arrays.values()]):
             self.commit()
         for seg in self.arrays.values():
@@ -380,7 +402,8 @@ class LayerWriter:
 
     @property
     def pending(self) -> bool:
-        return any(f.pending_index for f in self.fields)
+        """Steps taken and not yet committed by some field (written or not)."""
+        return any(f.pending_index or f.written > f.committed for f in self.fields)
 
 
 @dataclass
@@ -404,6 +427,8 @@ class Sink:
     encoder: Encoder = field(default_factory=Encoder)
     #: Bytes of rows taken and not yet written, over all layers.
     _buffered: int = 0
+    #: Layer writes so far (the worker returns freed memory to the system after them).
+    writes: int = 0
     #: ``(layer, step, append time)`` of the records not yet committed (and of some that
     #: were: dropped from the front when met), in the order they were taken.
     _order: deque[tuple[LayerWriter, int, float]] = field(default_factory=deque)
@@ -474,7 +499,7 @@ class Sink:
             steps = stored.steps
             for f in fields:
                 # Steps past the slowest field's were not committed as a whole record.
-                f.committed = steps
+                f.committed = f.written = steps
             if not stored.complete:
                 axis = stored.time_axis if stored.time_axis is not None else t
                 self.root[path].attrs.update(layer_attrs(name, stored.structure, nfields, axis))
@@ -508,25 +533,28 @@ class Sink:
         lay.next_step += 1
         self._order.append((lay, step, appended))
         if full:
-            self.write_layer(lay)
+            # The shard's rows are written now (one shard file), committed later.
+            self.write_layer(lay, commit=False)
 
-    def write_layer(self, lay: LayerWriter, aligned: bool = False) -> None:
+    def write_layer(self, lay: LayerWriter, aligned: bool = False, commit: bool = True) -> None:
+        """Write the layer's pending rows (see :meth:`FieldWriter.write`)."""
         if not lay.pending:
             return
-        first = lay.fields[0].committed
+        first = lay.fields[0].written
         last = first + lay.fields[0].pending - 1
         self.doing = f"monitor {lay.monitor!r}, layer {lay.name!r}, steps {first}..{last}"
         before = sum(f.buffered_bytes for f in lay.fields)
+        self.writes += 1
         try:
             for fld in lay.fields:
-                fld.write(aligned)
+                fld.write(aligned, commit)
         finally:
             self._buffered += sum(f.buffered_bytes for f in lay.fields) - before
             lay.done = min(f.committed for f in lay.fields)
 
-    def write_all(self, aligned: bool = False) -> None:
+    def write_all(self, aligned: bool = False, commit: bool = True) -> None:
         for lay in list(self.layers.values()):
-            self.write_layer(lay, aligned)
+            self.write_layer(lay, aligned, commit)
 
     def seal_all(self) -> None:
         for lay in self.layers.values():

@@ -32,7 +32,7 @@ import asyncio
 import itertools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -127,6 +127,8 @@ class Encoder:
 
 
 _EMPTY = np.uint64(2**64 - 1)
+#: Bytes of rows (before encoding) a shard written from memory encodes at a time.
+ENCODE_BATCH = 4 << 20
 
 
 def _key(arr: Any, coords: tuple[int, ...]) -> str:
@@ -158,12 +160,13 @@ def write_shard(
     shard: int,
     tail: Any,
     tail_rows: int,
-    fresh: dict[tuple[int, ...], tuple[Any, ...]],
+    fresh: Iterable[tuple[tuple[int, ...], tuple[Any, ...]]],
 ) -> None:
     """Write shard ``shard`` of ``main`` once: its first ``tail_rows`` rows of inner
-    chunks are copied, as encoded bytes, from ``tail`` (None if 0), the chunks in
-    ``fresh`` (encoded in memory, by inner-chunk coordinates, each as parts that are
-    written one after the other) follow; any other chunk is left absent."""
+    chunks are copied, as encoded bytes, from ``tail`` (None if 0), then come the
+    chunks of ``fresh``: ``(coordinates, parts)`` in C order, each chunk's bytes as
+    parts written one after the other (an iterator: encoded while the file is being
+    written); any other chunk is left absent."""
     from zarr.core.buffer import default_buffer_prototype
 
     store = main.store_path.store
@@ -195,9 +198,7 @@ def write_shard(
     def parts() -> Iterator[Any]:
         index = np.full((*grid, 2), _EMPTY, dtype="<u8")
         offset = 0
-        placed = itertools.chain(
-            zip(old, chunks(), strict=True), sorted(fresh.items(), key=lambda kv: kv[0])
-        )
+        placed = itertools.chain(zip(old, chunks(), strict=True), fresh)
         for coords, data in placed:
             if data is None:
                 continue
@@ -473,9 +474,8 @@ class Segment:
         assert self._shards is not None
         tail = self.tail(j % 2) if r0 else None
         c0, pieces = self._pieces(j, r0, part, tail)
-        fresh: dict[tuple[int, ...], tuple[Any, ...]] = {}
-        for row, data in pieces:
-            fresh.update(self._shards.encode(self._encoder, row, data))
+        shards = self._shards
+        fresh = (c for row, data in pieces for c in shards.encode(self._encoder, row, data))
         self._grow((j + 1) * self.shard)
         write_shard(self.main, j, tail, c0 // self.chunk_rows, fresh)
         self._open = None
@@ -654,12 +654,17 @@ class _ChunkWriter:
 
     def encode(
         self, encoder: Encoder, row0: int, data: np.ndarray
-    ) -> dict[tuple[int, ...], tuple[Any, ...]]:
-        """The encoded chunks of rows ``[row0, row0 + len(data))`` of a shard, by their
-        coordinates within the shard (``row0`` a chunk boundary)."""
+    ) -> Iterator[tuple[tuple[int, ...], tuple[Any, ...]]]:
+        """The encoded chunks of rows ``[row0, row0 + len(data))`` of a shard with their
+        coordinates within the shard, in C order (``row0`` a chunk boundary). Encoded
+        :data:`ENCODE_BATCH` bytes of rows at a time, as the caller asks for them, so
+        that the encoded bytes in memory stay bounded whatever the shard's size."""
         jobs = self._jobs(row0, data)
-        encoded = encoder.run(lambda job: self._one(job[1]), jobs)
-        return {job[0]: e for job, e in zip(jobs, encoded, strict=True)}
+        per = max(1, ENCODE_BATCH // max(1, jobs[0][1].nbytes)) if jobs else 1
+        for i in range(0, len(jobs), per):
+            batch = jobs[i : i + per]
+            encoded = encoder.run(lambda job: self._one(job[1]), batch)
+            yield from zip((job[0] for job in batch), encoded, strict=True)
 
     def _one(self, block: np.ndarray) -> tuple[Any, ...]:
         """One chunk, encoded: its bytes as parts to write one after the other (the

@@ -139,10 +139,10 @@ _STOP = object()
 class Worker:
     """The writer thread (see the module docstring).
 
-    Records are committed when a shard fills, when the oldest uncommitted record
-    was appended ``flush_interval`` seconds ago, when the buffered encoded bytes
-    pass ``max_buffer_bytes`` (writing whole inner-chunk rows only), on
-    :meth:`call` of a flush, and on :meth:`close`.
+    Records are written when a shard fills and when the buffered encoded bytes pass
+    ``max_buffer_bytes`` (whole inner-chunk rows only); they are committed (index,
+    summaries, the commit point) when the oldest uncommitted record was appended
+    ``flush_interval`` seconds ago, on :meth:`call` of a flush, and on :meth:`close`.
     """
 
     def __init__(
@@ -243,6 +243,7 @@ class Worker:
                     item = self._queue.get(timeout=timeout)
                 except queue.Empty:
                     item = None
+            writes = sink.writes
             try:
                 if item is _STOP:
                     if self._error is None:
@@ -265,7 +266,6 @@ class Worker:
                     if self._error is None:
                         sink.write_all()
                         self._buffer_mark = 0
-                        self._trimmed()
                 elif self._error is None:
                     self._maybe_write()
             except BaseException as exc:
@@ -274,10 +274,10 @@ class Worker:
                     self._error = exc
                 if item is _STOP:
                     return
-
-    def _trimmed(self) -> None:
-        if self._trim is not None:
-            self._trim()
+            finally:
+                if self._trim is not None and sink.writes != writes:
+                    # Buffers freed on this thread and the encoder's go back to the system.
+                    self._trim()
 
     def _taken(self, item: Item) -> None:
         with self._space:
@@ -322,8 +322,8 @@ class Worker:
             # Writes forced by the byte bound stop at inner-chunk boundaries (the next
             # write then need not decode and merge a chunk); records too large to fill
             # a chunk row within the bound stay buffered up to 4x the bound.
-            self._sink.write_all(aligned=buffered < 4 * self.max_buffer_bytes)
-            self._trimmed()
+            # Written, not committed: the flush interval (or a flush, or close) commits.
+            self._sink.write_all(aligned=buffered < 4 * self.max_buffer_bytes, commit=False)
             left = self._sink.buffered_bytes
             # After a partial write, wait for half a bound more before the next one.
             self._buffer_mark = left + self.max_buffer_bytes // 2 if left else 0

@@ -234,13 +234,15 @@ class SpikeBlock:
 class FieldSummary:
     """The writer's per-field summary state (writer thread only).
 
-    ``pending`` holds one entry per buffered step: None (the field was None), the
-    summary of a raw record, or a marker for packed spikes, which :meth:`write`
-    summarises a block of rows at a time from the rows being written.
+    ``pending`` holds one entry per step not yet committed: None (the field was
+    None), the summary of a raw record, or a marker for packed spikes, which
+    :meth:`absorb` summarises a block of rows at a time from the rows being written.
     """
 
     enabled: bool = True
     pending: list[Any] = field(default_factory=list)
+    #: ``(steps, rows, axis0)`` of packed spike rows written and not yet committed.
+    summed: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=list)
     array: Any = None
     axis0: Any = None
     axis0_len: int | None = None
@@ -270,20 +272,24 @@ class FieldSummary:
             else:
                 self.pending.append(summarize(enc))
 
-    def write(
-        self,
-        group: Any,
-        start: int,
-        stop: int,
-        spikes: Iterable[SpikeBlock] = (),
-    ) -> None:
+    def absorb(self, start: int, spikes: Iterable[SpikeBlock]) -> None:
+        """Summarise the packed rows of steps being written now, the write's first step
+        being ``start``: :meth:`write` commits them later, and the rows themselves are
+        not kept until then."""
+        if not self.enabled:
+            return
+        for blk in spikes:
+            r, a0 = summarize_spikes(blk.shape, blk.permute, blk.block)
+            self.summed.append((blk.positions + start, r, a0))
+
+    def write(self, group: Any, start: int, stop: int) -> None:
         """Write the first pending rows as steps ``[start, stop)``; call before the commit.
 
-        ``spikes`` gives the packed rows of the steps whose records were spikes, one
-        :class:`SpikeBlock` per segment (``positions`` counted from ``start``).
+        The steps whose records were spikes must have been given to :meth:`absorb`.
         """
         n = stop - start
         pending, self.pending = self.pending[:n], self.pending[n:]
+        summed, self.summed = self.summed, []
         if not self.enabled or not pending:
             return
         if len(pending) != n:
@@ -301,12 +307,12 @@ class FieldSummary:
             rows[i] = p[0]
             if p[1] is not None:
                 parts.append((np.array([i]), p[1][None]))
-        for blk in spikes:
-            r, a0 = summarize_spikes(blk.shape, blk.permute, blk.block)
-            rows[blk.positions] = r
-            n_spikes -= len(blk.positions)
-            if a0 is not None and len(blk.positions):
-                parts.append((blk.positions, a0))
+        for positions, r, a0 in summed:
+            pos = positions - start
+            rows[pos] = r
+            n_spikes -= len(pos)
+            if a0 is not None and len(pos):
+                parts.append((pos, a0))
         if n_spikes:
             raise RuntimeError(f"summary rows out of step: {n_spikes} spike rows not given")
         if self.array is None:

@@ -164,8 +164,18 @@ def test_buffered_bytes_are_bounded(tmp_path: Path) -> None:
         for i in range(20):
             w.append("v", "a", torch.full((row // 4,), float(i)))
         # Far sooner than flush_interval, the byte bound forces a write: at whole
-        # inner-chunk rows (16 steps here), and at the latest at 4x the bound.
-        _wait_for(lambda: _on_disk(path, "v", "a") >= 16, 5.0, "byte-bound write")
+        # inner-chunk rows (16 steps here), and at the latest at 4x the bound. The
+        # rows leave memory for their segment's files; the commit (index, summary,
+        # commit point) waits for the flush interval, a flush or close.
+        def written() -> int:
+            lay = w._sink.layers.get(("v", "a"))
+            return lay.fields[0].written if lay is not None else 0
+
+        _wait_for(lambda: written() >= 16, 5.0, "byte-bound write")
+        assert w._sink.buffered_bytes <= 4 * 4 * row
+        assert _on_disk(path, "v", "a") == 0
+        w.flush()
+        assert _on_disk(path, "v", "a") == 20
 
 
 # -------------------------------------------------------- 2. resume and append
