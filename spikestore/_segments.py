@@ -249,9 +249,10 @@ class SegmentOptions:
     ``precision``: mantissa bits kept in float rows of raw segments (lossy; see
     :func:`spikestore.codecs.rows.dense_codecs`), None to store them exactly.
     ``dense_shard_bytes``: the most bytes (before compression) a shard of raw rows
-    holds, unless one row of inner chunks is larger: the writer's buffer bound, so
-    that a write forced by that bound completes whole shards, each file written
-    once, instead of passing through the tail (see :class:`Segment`).
+    holds, and a row of its inner chunks (fewer steps per chunk for huge records):
+    the writer's buffer bound, so that a write forced by that bound completes whole
+    shards, each file written once, instead of passing through the tail (see
+    :class:`Segment`).
     """
 
     def __init__(
@@ -290,6 +291,7 @@ def create_segment(grp: Any, desc: dict[str, Any], row: np.ndarray, opts: Segmen
         opts.chunk_bytes,
         max_shard_bytes=MAX_SHARD_BYTES if spikes else opts.dense_shard_bytes,
         frame=frame,
+        max_chunk_row_bytes=None if spikes else opts.dense_shard_bytes,
     )
     inner: list[Any]
     if spikes and opts.compressor is None:

@@ -30,6 +30,7 @@ def layout(
     chunk_bytes: int,
     max_shard_bytes: int = MAX_SHARD_BYTES,
     frame: tuple[int, int, int] | None = None,
+    max_chunk_row_bytes: int | None = None,
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Inner chunk and shard shapes for a segment of rows of ``row_shape``.
 
@@ -39,10 +40,15 @@ def layout(
     fewer for records so large that a shard would pass ``max_shard_bytes``).
     For 1-D packed spike rows with a MOTION ``frame`` (see :func:`spike_frame`), the
     chunk width is a whole number of ``H * W * T``-bit planes, even if that pads the
-    last chunk.
+    last chunk. ``max_chunk_row_bytes`` (raw rows: the writer's buffer bound) caps a
+    row of chunks: records so large that 16 steps would pass it get fewer steps per
+    chunk (a power of two, at least one), so that the writer buffers whole rows of
+    chunks within its bound and writes each shard once.
     """
     row_bytes = max(1, math.prod(row_shape) * itemsize)
     steps = min(max(16, _pow2_floor(chunk_bytes // row_bytes)), 4096)
+    if max_chunk_row_bytes is not None and steps * row_bytes > max_chunk_row_bytes:
+        steps = _pow2_floor(max(1, max_chunk_row_bytes // row_bytes))
     shard = max(shard_steps, min(65536, _pow2_floor(max(1, (1 << 20) // row_bytes))), steps)
     shard = min(shard, max(steps, _pow2_floor(max(1, max_shard_bytes // row_bytes))))
     shard -= shard % steps
