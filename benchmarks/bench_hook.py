@@ -103,9 +103,9 @@ def main() -> None:
     plain = measure(repeats, inner)
     # Again with a writer open: what the hook sees while recording.
     with tempfile.TemporaryDirectory() as tmp, spikestore.StoreWriter(Path(tmp) / "s"):
-        tuned = measure(repeats, inner)
+        opened = measure(repeats, inner)
     rows = []
-    for p, t in zip(plain, tuned, strict=True):
+    for p, t in zip(plain, opened, strict=True):
         med = {k: statistics.median(v) for k, v in p["per"].items()}
         tmed = {k: statistics.median(v) for k, v in t["per"].items()}
         sp = p["per"]["stage"]
@@ -123,7 +123,7 @@ def main() -> None:
         f"of {inner} calls, (min-max) over repeats)\n"
     )
     print(
-        "| record | MB | stage ms/MB | stage ms/MB, writer open (allocator tuned) | "
+        "| record | MB | stage ms/MB | stage ms/MB, writer open | "
         "torch spike_bits+pack_bits ms/MB | limit: np.packbits(astype(bool)) ms/MB | "
         "stage vs torch | stage / limit |"
     )

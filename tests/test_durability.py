@@ -560,3 +560,27 @@ def test_names_cannot_escape_the_root(tmp_path: Path, name: str) -> None:
     for p in root.rglob("*"):
         assert p.resolve().is_relative_to(root.resolve())
     assert torch.equal(spikestore.open(root)[name][name][0], torch.ones(3))
+
+
+def test_buffer_bound_writes_commit_at_least_every_max_uncommitted_steps(tmp_path: Path) -> None:
+    """Writes forced by the buffer bound do not commit, but a field never keeps more
+    than MAX_UNCOMMITTED_STEPS written steps uncommitted: with the flush interval far
+    off, steps are committed anyway (their pending index entries and summaries would
+    otherwise pile up; see bench_scale's peak RSS)."""
+    from spikestore._commit import MAX_UNCOMMITTED_STEPS
+
+    n = 3 * MAX_UNCOMMITTED_STEPS + 100
+    seen: list[tuple[int, int]] = []
+    with StoreWriter(tmp_path / "s", flush_interval=3600, max_buffer_bytes=64 << 10) as w:
+        for i in range(n):
+            w.append("v", "a", torch.full((256,), float(i)))  # 1 KiB: a forced write each 64
+            if i % 50 == 49:
+
+                def look() -> None:
+                    f = w._sink.layers[("v", "a")].fields[0]
+                    seen.append((f.written, f.committed))
+
+                w._worker.call(look)
+        assert all(written - committed < MAX_UNCOMMITTED_STEPS for written, committed in seen)
+        assert seen[-1][1] >= 3 * MAX_UNCOMMITTED_STEPS  # committed without a flush
+        assert _on_disk(tmp_path / "s", "v", "a") >= 3 * MAX_UNCOMMITTED_STEPS
