@@ -8,7 +8,8 @@ and reads only what it needs:
   decoded. Stores without summaries fall back to decoding.
 * :func:`raster` and :func:`traces` with a neuron subset read only the chunks
   holding those neurons' columns (bytes of packed spikes, or raw elements).
-* :func:`spike_counts` decodes the step window block by block.
+* :func:`spike_counts` and :func:`spike_trains` decode the step window block by
+  block (a bounded number of elements at a time).
 * :func:`to_dask` and :func:`to_xarray` are lazy: each block reads its own chunks
   when computed.
 * :func:`step_selection`, :func:`record_shape` and :func:`neuron_ids` turn the
@@ -86,6 +87,7 @@ __all__ = [
     "mean_rate",
     "spike_counts",
     "raster",
+    "spike_trains",
     "traces",
     "to_numpy",
     "to_dask",
@@ -94,6 +96,8 @@ __all__ = [
 ]
 
 _STAT = {name: i for i, name in enumerate(COLUMNS)}
+#: Values :func:`spike_trains` decodes at a time (steps x chosen elements).
+_TRAIN_BLOCK = 1 << 21
 
 
 # --------------------------------------------------------------------- helpers
@@ -630,6 +634,128 @@ def raster(
     vals = _columns(layer, sel, ids, field=field)
     s, j = np.nonzero(np.nan_to_num(vals))
     return sel[s], ids[j]
+
+
+def spike_trains(
+    layer: Any,
+    steps: Any = None,
+    *,
+    dt: float = 1.0,
+    neurons: Any = None,
+    field: int | None = None,
+    time_axis: int | bool | None = None,
+    rank: int | None = None,
+) -> Any:
+    """Spike times per neuron: one sorted float64 array of times for each neuron.
+
+    Neurons and times
+    -----------------
+    * **Single-step records** (``layer.time_axis`` is None, e.g. ``[B, N]`` or
+      ``[C, H, W]`` each step): a neuron is one element of the record, numbered by
+      its flat C-order index into the record shape (``neuron_ids`` turns index
+      tuples into these). Its spike at step ``s`` has time ``s * dt``.
+    * **Multi-step records** (``layer.time_axis`` is ``a``, e.g. 0 for
+      SpikingJelly's ``[T, B, ...]``): axis ``a`` is time, of length ``T``. A neuron
+      is an element of the record *without* that axis, numbered by its flat C-order
+      index into that shape (for ``[T, B, N]``: ``b * N + n``). Its spike at step
+      ``s``, time index ``t`` has time ``(s * T + t) * dt``.
+
+    ``s`` is the step number in the store (not the position in ``steps``), so a
+    window's times are those of the whole recording. ``dt`` is the duration of one
+    simulation time step (a whole step for single-step records, one ``t`` for
+    multi-step ones); times are in ``dt``'s unit, or in steps with the default
+    ``dt=1.0``. An event is any nonzero element (a value of 2 is one spike, not two);
+    steps that recorded ``None`` have no spikes.
+
+    Parameters
+    ----------
+    steps : slice, int sequence or None
+        The step window (default: all committed steps).
+    neurons : None, int, sequence of flat indices, or sequence of index tuples
+        Which neurons, numbered as above (default: all). With a subset only the
+        chunks holding them are read.
+    field : int, optional
+        The field of tuple records (default 0).
+    time_axis : int, bool or None
+        None (default): the layer's own ``time_axis``. False: treat each step as one
+        time point even if the layer has a time axis. An int: that record axis is time.
+    rank : int, optional
+        For a ranked store: one rank's trains. Without it, a list with one list of
+        trains per rank (``layer.ranks`` order).
+
+    Returns
+    -------
+    list of ndarray
+        ``trains[i]`` holds the times of neuron ``neuron_ids(neurons, shape)[i]``
+        (all neurons in flat order by default), sorted ascending.
+
+    The window is decoded a block of steps at a time (at most about 2**21 values),
+    never all at once.
+
+    Examples
+    --------
+    >>> trains = spike_trains(store["output"]["sn1"], dt=1e-3)  # doctest: +SKIP
+    >>> rates = [len(t) for t in trains]                         # doctest: +SKIP
+    """
+    if rank is not None or _ranks(layer) is not None:
+        return _over_ranks(
+            layer,
+            steps,
+            rank,
+            lambda lay, st: spike_trains(
+                lay, st, dt=dt, neurons=neurons, field=field, time_axis=time_axis
+            ),
+            stack=False,
+        )
+    return _spike_trains(layer, steps, dt, neurons, field, time_axis)[0]
+
+
+def _spike_trains(
+    layer: Any, steps: Any, dt: float, neurons: Any, field: int | None, time_axis: Any
+) -> tuple[list[np.ndarray], np.ndarray, tuple[int, ...], int, np.ndarray]:
+    """:func:`spike_trains` with what the exporters need besides: the trains, the
+    neurons' flat ids, the per-time-point shape they index, T (1 for single-step
+    records) and the selected steps."""
+    field = 0 if field is None else int(field)
+    sel = step_selection(layer, steps)
+    fld = _field(layer, field)
+    shape = _record_shape(fld, layer)
+    axis = layer.time_axis if time_axis is None else time_axis
+    if axis is False or axis is None or not shape:
+        t_len, rest, axis = 1, shape, None
+    else:
+        axis = int(axis) % len(shape)
+        t_len = shape[axis]
+        rest = shape[:axis] + shape[axis + 1 :]
+    ids = neuron_ids(neurons, rest)
+    if axis is None:
+        flat = ids
+    else:
+        # The flat index into the whole record of (t, neuron): t-major columns.
+        nd = np.unravel_index(ids, rest) if rest else ()
+        t = np.arange(t_len)[:, None]
+        full = [*nd[:axis], None, *nd[axis:]]
+        parts = [t if a is None else np.broadcast_to(a[None, :], (t_len, len(ids))) for a in full]
+        parts = [np.broadcast_to(p, (t_len, len(ids))) for p in parts]
+        flat = np.ravel_multi_index(tuple(parts), shape).reshape(-1)
+    ncols = max(1, len(flat))
+    block = max(1, _TRAIN_BLOCK // ncols)
+    js: list[np.ndarray] = []
+    ticks: list[np.ndarray] = []
+    for a in range(0, len(sel), block):
+        part = sel[a : a + block]
+        vals = _columns(layer, part, flat, dtype=np.float64, field=field)
+        vals = np.nan_to_num(vals, nan=0.0).reshape(len(part), t_len, len(ids))
+        s, t, j = np.nonzero(vals)
+        js.append(j)
+        ticks.append(part[s] * t_len + t)
+    j = np.concatenate(js) if js else np.zeros(0, dtype=np.int64)
+    tick = np.concatenate(ticks) if ticks else np.zeros(0, dtype=np.int64)
+    order = np.lexsort((tick, j))
+    times = tick[order].astype(np.float64) * float(dt)
+    counts = np.bincount(j, minlength=len(ids))
+    trains = np.split(times, np.cumsum(counts)[:-1]) if len(ids) else []
+    return list(trains), ids, rest, t_len, sel
 
 
 def traces(

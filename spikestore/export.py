@@ -1,0 +1,376 @@
+"""Neuroscience exports: Neo spike trains and NWB (HDF5) files from a store.
+
+* :func:`to_neo` turns a spike layer into a list of ``neo.SpikeTrain`` (one per
+  neuron), ready for Elephant. Extra ``neo`` (``pip install "spikestore[neo]"``:
+  neo, elephant).
+* :func:`to_nwb` writes a whole store to an NWB file with pynwb's HDF5 backend:
+  every spike layer becomes units of the file's Units table (one unit per neuron),
+  every other numeric layer a ``TimeSeries`` in the ``spikestore`` processing
+  module. Extra ``nwb`` (``pip install "spikestore[nwb]"``: pynwb, which brings
+  hdmf and h5py).
+
+Neurons and times are those of :func:`spikestore.analysis.spike_trains`: a neuron is
+an element of the record (of the record without its time axis for multi-step
+``[T, B, ...]`` layers), numbered by its flat C-order index; a spike at step ``s``
+(time index ``t`` of a multi-step record of ``T`` time points) is at
+``(s * T + t) * dt``.
+
+NWB-Zarr is not offered: hdmf-zarr, the Zarr backend of pynwb, requires
+``zarr<3``, and spikestore is built on Zarr 3, so the two cannot be installed
+together. The NWB files written here are HDF5.
+
+Both functions read the store through :mod:`spikestore.analysis` (public reader
+names only) and decode a bounded block of steps at a time; they run in the caller's
+thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from . import analysis
+from .format import SPIKE_ENCODING
+
+__all__ = ["to_neo", "to_nwb"]
+
+
+def _require(module: str, extra: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{module} is not installed: install spikestore's {extra!r} extra "
+            f'(pip install "spikestore[{extra}]")'
+        ) from exc
+
+
+def _store_name(layer: Any) -> str:
+    src = getattr(layer, "source", None)
+    if src is not None:
+        return str(src.location)
+    return "<zarr store>"
+
+
+def to_neo(
+    layer: Any,
+    steps: Any = None,
+    *,
+    dt: float = 1.0,
+    units: str = "ms",
+    neurons: Any = None,
+    field: int | None = None,
+    time_axis: int | bool | None = None,
+    t_start: float | None = None,
+    t_stop: float | None = None,
+) -> list[Any]:
+    """One ``neo.SpikeTrain`` per neuron of a spike layer.
+
+    Parameters
+    ----------
+    layer : LayerReader
+        ``store[monitor][layer]`` (one rank of a ranked store: ``layer.layer(r)``).
+    steps, neurons, field, time_axis
+        As in :func:`spikestore.analysis.spike_trains` (default: every step and neuron).
+    dt : float
+        Duration of one time step in ``units`` (one step of single-step records, one
+        ``t`` of multi-step ones): a spike at step ``s`` is at ``s * dt``
+        (``(s * T + t) * dt`` for multi-step records).
+    units : str
+        The trains' time unit, any unit ``quantities`` knows ("ms", "s", ...).
+    t_start, t_stop : float, optional
+        In ``units``. Default: the start of the first step selected and the end of
+        the last (``min(steps) * T * dt`` and ``(max(steps) + 1) * T * dt``).
+
+    Returns
+    -------
+    list of neo.SpikeTrain
+        In the order of ``analysis.neuron_ids(neurons, shape)``. Each is annotated
+        with ``store`` (its path or URL), ``monitor``, ``layer``, ``field``,
+        ``neuron`` (the flat index), ``neuron_index`` (the index tuple into
+        ``record_shape``), ``record_shape`` (per time point) and ``dt``; its
+        ``name`` is ``"<monitor>/<layer>[<neuron>]"``.
+
+    Raises ImportError naming the ``neo`` extra when neo is not installed.
+    """
+    neo = _require("neo", "neo")
+    pq = _require("quantities", "neo")
+    if analysis._ranks(layer) is not None:
+        raise ValueError(
+            f"layer {layer.name!r} is a layer of a ranked store: export one rank, "
+            "to_neo(layer.layer(r), ...)"
+        )
+    trains, ids, rest, t_len, sel = analysis._spike_trains(
+        layer, steps, dt, neurons, field, time_axis
+    )
+    if t_start is None:
+        t_start = float(sel.min()) * t_len * dt if len(sel) else 0.0
+    if t_stop is None:
+        t_stop = float(sel.max() + 1) * t_len * dt if len(sel) else float(t_start)
+    unit = pq.Quantity(1.0, units).units
+    store = _store_name(layer)
+    out = []
+    for flat, times in zip(ids.tolist(), trains, strict=True):
+        index = [int(i) for i in np.unravel_index(flat, rest)] if rest else []
+        st = neo.SpikeTrain(
+            times,
+            units=unit,
+            t_start=t_start,
+            t_stop=t_stop,
+            name=f"{layer.monitor}/{layer.name}[{flat}]",
+        )
+        st.annotate(
+            store=store,
+            monitor=layer.monitor,
+            layer=layer.name,
+            field=0 if field is None else int(field),
+            neuron=int(flat),
+            neuron_index=tuple(index),
+            record_shape=tuple(int(n) for n in rest),
+            dt=float(dt),
+        )
+        out.append(st)
+    return out
+
+
+def _row_iterator(read: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+    """An hdmf chunk iterator over ``read(a, b)`` (rows ``a:b`` of a time series of
+    ``shape``), so that pynwb writes the series a few MB at a time."""
+    from hdmf.data_utils import GenericDataChunkIterator
+
+    class _Rows(GenericDataChunkIterator):  # type: ignore[misc]
+        def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
+            a, b, _ = selection[0].indices(shape[0])
+            return read(a, b)[(slice(None), *selection[1:])]  # type: ignore[no-any-return]
+
+        def _get_maxshape(self) -> tuple[int, ...]:
+            return shape
+
+        def _get_dtype(self) -> np.dtype:
+            return dtype
+
+    return _Rows(buffer_gb=0.0625, chunk_mb=4.0, display_progress=False)
+
+
+def _field_kind(layer: Any, fld: Any) -> str | None:
+    """``"spikes"`` when every segment of the field is bit-packed spikes, ``"series"`` when it
+    is numeric records of one shape, None when it cannot be exported (several shapes,
+    complex or boolean values that are not spike-coded, no steps)."""
+    segs = fld.segments
+    if not segs or not len(layer):
+        return None
+    if all(s["encoding"] == SPIKE_ENCODING for s in segs):
+        return "spikes"
+    try:
+        analysis._record_shape(fld, layer)
+    except ValueError:
+        return None
+    dt = analysis._np_dtype(analysis._field_dtype(fld))
+    if dt.kind not in "iuf":
+        return None
+    return "series"
+
+
+def _series_rows(layer: Any, field: int, axis: int | None, dtype: np.dtype) -> tuple[Any, ...]:
+    """The record shape, T, the per-time-point shape and a function ``read(a, b)``
+    giving rows ``a:b`` of the layer as a time series (time first, ``step * T + t``)."""
+    fld = analysis._field(layer, field)
+    shape = analysis._record_shape(fld, layer)
+    if axis is None or not shape:
+        t_len, rest = 1, shape
+    else:
+        t_len, rest = shape[axis], shape[:axis] + shape[axis + 1 :]
+    flat = np.arange(math.prod(shape), dtype=np.int64)
+
+    def read(a: int, b: int) -> np.ndarray:
+        s0, s1 = a // t_len, -(-b // t_len)
+        steps = np.arange(s0, s1, dtype=np.int64)
+        try:
+            vals = analysis._columns(layer, steps, flat, dtype=dtype, field=field)
+        except ValueError:  # None steps in an integer layer: NaN needs floats
+            vals = analysis._columns(layer, steps, flat, dtype=np.float64, field=field)
+        vals = vals.reshape(len(steps), *shape)
+        if axis is not None and shape:
+            vals = np.moveaxis(vals, axis + 1, 1)
+        vals = vals.reshape(len(steps) * t_len, *rest)
+        return vals[a - s0 * t_len : b - s0 * t_len]
+
+    return shape, t_len, rest, read
+
+
+def _nwb_name(*parts: str) -> str:
+    # NWB object names may not contain "/"; ":" is allowed.
+    return ".".join(parts).replace("/", ":")
+
+
+def to_nwb(
+    store_or_path: Any,
+    out_path: str | os.PathLike[str],
+    *,
+    dt: float = 1e-3,
+    session_description: str | None = None,
+    identifier: str | None = None,
+    session_start_time: datetime | None = None,
+    monitors: list[str] | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Write a store (or its chosen monitors) to an NWB file (HDF5).
+
+    Parameters
+    ----------
+    store_or_path : str, PathLike or StoreReader
+        The store (a path, a URL, or a reader from :func:`spikestore.open`).
+    out_path : str or PathLike
+        The ``.nwb`` file to write.
+    dt : float
+        Duration of one time step **in seconds** (NWB's time unit; default 1 ms):
+        one step of single-step records, one ``t`` of multi-step ones.
+    session_description : str, optional
+        Default: "spikestore store <path>".
+    identifier : str, optional
+        The file's identifier (default: a new UUID).
+    session_start_time : datetime, optional
+        Default: now (UTC). Spike and sample times count from it.
+    monitors : list of str, optional
+        Export only these monitors (default: all).
+    overwrite : bool
+        Replace ``out_path`` if it exists (otherwise FileExistsError).
+
+    What is written
+    ---------------
+    * Spike layers (every segment bit-packed spikes): one unit per neuron in the
+      file's Units table, ``spike_times`` as in :func:`spikestore.analysis.spike_trains`
+      (step ``s``, time index ``t``: ``(s * T + t) * dt`` seconds). Unit columns:
+      ``monitor``, ``layer``, ``field``, ``neuron`` (the flat C-order index into the
+      per-time-point record shape) and ``neuron_index`` (that index as a tuple,
+      written as text such as ``"(0, 5)"``). Units are in store order: monitor,
+      layer, field, then neuron.
+    * Other numeric layers (membrane potentials, currents, ...): a ``TimeSeries``
+      named ``"<monitor>.<layer>"`` (``.f<i>`` added for tuple records; "/" in
+      names becomes ":") in the processing module ``spikestore``, data of shape
+      ``(steps * T, *per-time-point shape)`` with time first, ``rate = 1 / dt``,
+      ``starting_time = 0``, unit ``"n/a"``. Steps that recorded ``None`` are NaN.
+      Written block by block (hdmf's chunk iterator), never whole in memory.
+    * Layers that cannot be exported (records of several shapes, nothing
+      committed, boolean or complex values that are not spike-coded) are listed
+      in the file's ``notes`` as skipped.
+    * ``notes``: JSON with the store's location, its format version and
+      ``created_by``, ``dt``, the time axis of each layer and what was skipped;
+      ``source_script`` names spikestore.
+
+    Returns the path written. Ranked stores: export one rank (``store.rank(r)``).
+    Raises ImportError naming the ``nwb`` extra when pynwb is not installed.
+    """
+    pynwb = _require("pynwb", "nwb")
+    from .reader import RankedStoreReader
+    from .reader import open as open_store
+
+    store = store_or_path
+    if isinstance(store_or_path, (str, os.PathLike)):
+        store = open_store(store_or_path)
+    if isinstance(store, RankedStoreReader):
+        raise ValueError("a ranked store: export one rank at a time, to_nwb(store.rank(r), ...)")
+    out_path = os.fspath(out_path)
+    if os.path.exists(out_path) and not overwrite:
+        raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
+    if not dt > 0:
+        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    location = str(store.source.location) if store.source is not None else "<zarr store>"
+    chosen = list(store) if monitors is None else list(monitors)
+    for m in chosen:
+        store[m]  # KeyError naming the store's monitors
+
+    nwb = pynwb.NWBFile(
+        session_description=session_description or f"spikestore store {location}",
+        identifier=identifier or str(uuid.uuid4()),
+        session_start_time=session_start_time or datetime.now(UTC),
+        source_script="spikestore.export.to_nwb",
+        source_script_file_name="spikestore/export.py",
+    )
+    meta: dict[str, Any] = {
+        "spikestore_store": location,
+        "format_version": store.meta.get("version"),
+        "created_by": store.meta.get("created_by"),
+        "dt_seconds": float(dt),
+        "layers": [],
+        "skipped": [],
+    }
+    unit_columns = False
+    module = None
+
+    for m in chosen:
+        for lname, layer in store[m].items():
+            for fi, fld in enumerate(layer.fields):
+                kind = _field_kind(layer, fld)
+                where = {"monitor": m, "layer": lname, "field": fi}
+                if kind is None:
+                    meta["skipped"].append(where)
+                    continue
+                meta["layers"].append({**where, "kind": kind, "time_axis": layer.time_axis})
+                if kind == "spikes":
+                    if not unit_columns:
+                        for col, desc in (
+                            ("monitor", "spikestore monitor name"),
+                            ("layer", "spikestore layer name"),
+                            ("field", "field of tuple records (0 otherwise)"),
+                            ("neuron", "flat C-order index into the per-time-point record"),
+                            ("neuron_index", "the neuron's index tuple into the record"),
+                        ):
+                            nwb.add_unit_column(name=col, description=desc)
+                        unit_columns = True
+                    trains, ids, rest, _, _ = analysis._spike_trains(
+                        layer, None, dt, None, fi, None
+                    )
+                    for flat, times in zip(ids.tolist(), trains, strict=True):
+                        index = tuple(int(i) for i in np.unravel_index(flat, rest)) if rest else ()
+                        nwb.add_unit(
+                            spike_times=times,
+                            monitor=m,
+                            layer=lname,
+                            field=fi,
+                            neuron=int(flat),
+                            neuron_index=str(index),
+                        )
+                    continue
+                dtype = analysis._np_dtype(analysis._field_dtype(fld))
+                if any(s.get("python_scalar", False) for s in fld.segments) and dtype.kind != "f":
+                    dtype = np.dtype("float64")
+                axis = layer.time_axis
+                if axis is not None:
+                    shape0 = analysis._record_shape(fld, layer)
+                    axis = int(axis) % len(shape0) if shape0 else None
+                shape, t_len, rest, read = _series_rows(layer, fi, axis, dtype)
+                n_rows = len(layer) * t_len
+                probe = read(0, 1)
+
+                data = _row_iterator(read, (n_rows, *rest), probe.dtype)
+                name = _nwb_name(m, lname, *([f"f{fi}"] if len(layer.fields) > 1 else []))
+                ts = pynwb.TimeSeries(
+                    name=name,
+                    data=data,
+                    unit="n/a",
+                    rate=1.0 / float(dt),
+                    starting_time=0.0,
+                    description=(
+                        f"spikestore monitor {m!r}, layer {lname!r}, field {fi}; record "
+                        f"shape {list(shape)}, time axis {axis}; rows are step * T + t"
+                    ),
+                )
+                if module is None:
+                    module = nwb.create_processing_module(
+                        name="spikestore", description=f"records of spikestore store {location}"
+                    )
+                module.add(ts)
+
+    nwb.notes = json.dumps(meta)
+    with pynwb.NWBHDF5IO(out_path, "w") as io:
+        io.write(nwb)
+    return out_path

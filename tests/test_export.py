@@ -1,0 +1,247 @@
+"""Spike trains per neuron (analysis.spike_trains) and the Neo and NWB exports."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import spikestore
+from spikestore import analysis as A
+
+STEPS = 40
+T = 3
+
+
+def _spikes(gen: torch.Generator, shape: tuple[int, ...], p: float = 0.2) -> torch.Tensor:
+    return (torch.rand(shape, generator=gen) < p).float()
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list]]:
+    """A store with single-step and multi-step spike and float layers, and what was recorded."""
+    path = tmp_path_factory.mktemp("export") / "run.spikes"
+    gen = torch.Generator().manual_seed(11)
+    recs: dict[str, list] = {"single": [], "multi": [], "bt": [], "v": [], "vm": []}
+    with spikestore.StoreWriter(path, mode="w") as w:
+        for _ in range(STEPS):
+            x = _spikes(gen, (4, 6))
+            m = _spikes(gen, (T, 2, 5), 0.3)
+            bt = _spikes(gen, (2, T), 0.4)
+            v = torch.randn(4, 6, generator=gen)
+            vm = torch.randn(T, 2, 5, generator=gen, dtype=torch.float64)
+            w.append("output", "single", x)
+            w.append("output", "multi", m, time_axis=0)
+            w.append("output", "bt", bt, time_axis=1)
+            w.append("v", "single", v)
+            w.append("v", "multi", vm, time_axis=0)
+            for k, r in zip(recs, (x, m, bt, v, vm), strict=True):
+                recs[k].append(r.numpy())
+    return path, {k: np.stack(v) for k, v in recs.items()}
+
+
+def _expected_single(x: np.ndarray, dt: float) -> list[np.ndarray]:
+    """x: [steps, *shape] -> trains of the flat neurons, times step * dt."""
+    flat = x.reshape(len(x), -1)
+    return [np.nonzero(flat[:, n])[0] * dt for n in range(flat.shape[1])]
+
+
+def _expected_multi(x: np.ndarray, axis: int, dt: float) -> list[np.ndarray]:
+    """x: [steps, *record] with record axis ``axis`` time -> neuron = flat index of the
+    rest, time (step * T + t) * dt."""
+    moved = np.moveaxis(x, axis + 1, 1)  # [steps, T, *rest]
+    series = moved.reshape(moved.shape[0] * moved.shape[1], -1)
+    return [np.nonzero(series[:, n])[0] * dt for n in range(series.shape[1])]
+
+
+def _same(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    assert len(got) == len(want)
+    for g, e in zip(got, want, strict=True):
+        assert g.dtype == np.float64
+        np.testing.assert_array_equal(g, e.astype(np.float64))
+
+
+# ------------------------------------------------------------- spike_trains
+def test_spike_trains_single_step(recorded: tuple[Path, dict]) -> None:
+    path, recs = recorded
+    layer = spikestore.open(path)["output"]["single"]
+    assert layer.time_axis is None
+    _same(A.spike_trains(layer), _expected_single(recs["single"], 1.0))
+    _same(A.spike_trains(layer, dt=0.5), _expected_single(recs["single"], 0.5))
+
+
+def test_spike_trains_multi_step(recorded: tuple[Path, dict]) -> None:
+    path, recs = recorded
+    store = spikestore.open(path)
+    layer = store["output"]["multi"]
+    assert layer.time_axis == 0
+    got = A.spike_trains(layer, dt=0.25)
+    assert len(got) == 2 * 5  # neurons: b * 5 + n
+    _same(got, _expected_multi(recs["multi"], 0, 0.25))
+    # time axis last ([B, T]): neurons are b, times (s * T + t) * dt
+    bt = store["output"]["bt"]
+    assert bt.time_axis == 1
+    _same(A.spike_trains(bt, dt=2.0), _expected_multi(recs["bt"], 1, 2.0))
+    # time_axis=False: every element of [T, B, N] is a neuron, times are steps
+    _same(A.spike_trains(layer, time_axis=False), _expected_single(recs["multi"], 1.0))
+
+
+def test_spike_trains_window_neurons_blocks(
+    recorded: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, recs = recorded
+    layer = spikestore.open(path)["output"]["multi"]
+    want = _expected_multi(recs["multi"], 0, 1.0)
+    picks = [(1, 4), 0, (0, 2)]
+    flat = [9, 0, 2]
+    lo, hi = 7, 31
+    exp = [w[(w >= lo * T) & (w < hi * T)] for w in want]
+    expected = [exp[i] for i in flat]
+    _same(A.spike_trains(layer, slice(lo, hi), neurons=picks), expected)
+    # decoded a few values at a time: the same trains
+    monkeypatch.setattr(A, "_TRAIN_BLOCK", 7)
+    _same(A.spike_trains(layer, slice(lo, hi), neurons=picks), expected)
+    _same(A.spike_trains(layer), want)
+    # steps out of order: still sorted times
+    got = A.spike_trains(layer, [20, 3, 11], neurons=[9])
+    sel = np.isin(want[9] // T, [3, 11, 20])
+    _same(got, [want[9][sel]])
+
+
+# --------------------------------------------------------------------- Neo
+def test_to_neo_elephant_statistics(recorded: tuple[Path, dict]) -> None:
+    pytest.importorskip("neo")
+    stats = pytest.importorskip("elephant.statistics")
+    import quantities as pq
+
+    from spikestore.export import to_neo
+
+    path = recorded[0]
+    layer = spikestore.open(path)["output"]["multi"]
+    dt = 1.0  # ms
+    trains = to_neo(layer, dt=dt, units="ms")
+    decoded = A.spike_trains(layer, dt=dt)
+    assert len(trains) == len(decoded) == 10
+    duration = STEPS * T * dt
+    for n, (st, times) in enumerate(zip(trains, decoded, strict=True)):
+        assert st.units == pq.ms
+        assert float(st.t_start) == 0.0 and float(st.t_stop) == duration
+        np.testing.assert_array_equal(st.magnitude, times)
+        assert st.annotations["monitor"] == "output"
+        assert st.annotations["layer"] == "multi"
+        assert st.annotations["neuron"] == n
+        assert st.annotations["neuron_index"] == tuple(np.unravel_index(n, (2, 5)))
+        assert st.annotations["store"] == str(path)
+        rate = stats.mean_firing_rate(st)
+        assert rate.rescale(1 / pq.ms).magnitude == pytest.approx(len(times) / duration)
+        if len(times) >= 3:
+            isi = np.diff(times)
+            cv = stats.cv(stats.isi(st))
+            assert cv == pytest.approx(np.std(isi) / np.mean(isi))
+    # a window in seconds: t_start/t_stop follow the steps chosen
+    win = to_neo(layer, slice(10, 20), dt=1e-3, units="s", neurons=[3])
+    assert float(win[0].t_start) == pytest.approx(10 * T * 1e-3)
+    assert float(win[0].t_stop) == pytest.approx(20 * T * 1e-3)
+    assert win[0].annotations["neuron"] == 3
+
+
+def test_to_neo_without_neo(recorded: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    from spikestore.export import to_neo
+
+    monkeypatch.setitem(sys.modules, "neo", None)
+    layer = spikestore.open(recorded[0])["output"]["single"]
+    with pytest.raises(ImportError, match=r"spikestore\[neo\]"):
+        to_neo(layer)
+
+
+# --------------------------------------------------------------------- NWB
+def test_to_nwb_round_trip(recorded: tuple[Path, dict], tmp_path: Path) -> None:
+    pynwb = pytest.importorskip("pynwb")
+
+    from spikestore.export import to_nwb
+
+    path, recs = recorded
+    out = tmp_path / "run.nwb"
+    dt = 1e-3
+    assert to_nwb(path, out, dt=dt, session_description="test run") == str(out)
+    with pytest.raises(FileExistsError):
+        to_nwb(path, out, dt=dt)
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        nwb = io.read()
+        assert nwb.session_description == "test run"
+        notes = json.loads(nwb.notes)
+        assert notes["format_version"] == spikestore.open(path).version
+        assert notes["created_by"].startswith("spikestore")
+        assert notes["dt_seconds"] == dt and notes["skipped"] == []
+        units = nwb.units.to_dataframe()
+        want = {
+            "single": _expected_single(recs["single"], dt),
+            "multi": _expected_multi(recs["multi"], 0, dt),
+            "bt": _expected_multi(recs["bt"], 1, dt),
+        }
+        assert len(units) == sum(len(v) for v in want.values())
+        shapes = {"single": (4, 6), "multi": (2, 5), "bt": (2,)}
+        for name, trains in want.items():
+            rows = units[(units["monitor"] == "output") & (units["layer"] == name)]
+            assert list(rows["neuron"]) == list(range(len(trains)))
+            assert list(rows["neuron_index"]) == [
+                str(tuple(int(i) for i in np.unravel_index(n, shapes[name])))
+                for n in range(len(trains))
+            ]
+            for times, exp in zip(rows["spike_times"], trains, strict=True):
+                np.testing.assert_array_equal(np.asarray(times), exp)
+        series = nwb.processing["spikestore"]
+        v = series["v.single"]
+        assert v.rate == pytest.approx(1 / dt) and v.starting_time == 0.0
+        np.testing.assert_array_equal(v.data[:], recs["v"])
+        assert v.data.dtype == np.float32
+        vm = series["v.multi"]
+        # [steps, T, B, N] -> rows step * T + t
+        np.testing.assert_array_equal(vm.data[:], recs["vm"].reshape(STEPS * T, 2, 5))
+        assert vm.data.dtype == np.float64
+
+
+def test_to_nwb_chunked_series(tmp_path: Path) -> None:
+    """A series written in several hdmf chunks and buffers, and an integer layer."""
+    pynwb = pytest.importorskip("pynwb")
+
+    from spikestore import export
+
+    path = tmp_path / "big.spikes"
+    gen = torch.Generator().manual_seed(3)
+    vs, ns = [], []
+    with spikestore.StoreWriter(path, mode="w") as w:
+        for _ in range(300):
+            v = torch.randn(T, 4096, generator=gen)  # 48 KiB a step: 14.4 MiB in all
+            n = torch.randint(-5, 100, (7,), generator=gen)
+            w.append("v", "big", v, time_axis=0)
+            w.append("count", "n", n)
+            vs.append(v.numpy())
+            ns.append(n.numpy())
+    out = tmp_path / "big.nwb"
+    export.to_nwb(spikestore.open(path), out, dt=0.5)
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        nwb = io.read()
+        assert nwb.units is None  # no spike layers
+        big = nwb.processing["spikestore"]["v.big"]
+        np.testing.assert_array_equal(big.data[:], np.stack(vs).reshape(300 * T, 4096))
+        assert big.rate == 2.0
+        cnt = nwb.processing["spikestore"]["count.n"]
+        np.testing.assert_array_equal(cnt.data[:], np.stack(ns))
+        assert cnt.data.dtype == np.int64
+        assert math.isclose(json.loads(nwb.notes)["dt_seconds"], 0.5)
+
+
+def test_to_nwb_without_pynwb(
+    recorded: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spikestore.export import to_nwb
+
+    monkeypatch.setitem(sys.modules, "pynwb", None)
+    with pytest.raises(ImportError, match=r"spikestore\[nwb\]"):
+        to_nwb(recorded[0], tmp_path / "x.nwb")
