@@ -206,6 +206,75 @@ def _series_rows(layer: Any, field: int, axis: int | None, dtype: np.dtype) -> t
     return shape, t_len, rest, read
 
 
+class _UnitColumns:
+    """The Units table's columns, gathered layer by layer and written as one table
+    (``NWBFile.add_unit`` per neuron costs about 0.5 ms each, 40 times more)."""
+
+    COLUMNS = (
+        ("monitor", "spikestore monitor name"),
+        ("layer", "spikestore layer name"),
+        ("field", "field of tuple records (0 otherwise)"),
+        ("neuron", "flat C-order index into the per-time-point record (without its time axis)"),
+        ("neuron_index", "the neuron's index tuple into the per-time-point record, as text"),
+    )
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.times: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+        self.cols: dict[str, list[Any]] = {name: [] for name, _ in self.COLUMNS}
+
+    def add(
+        self,
+        monitor: str,
+        layer: str,
+        field: int,
+        trains: list[np.ndarray],
+        ids: np.ndarray,
+        rest: tuple[int, ...],
+    ) -> None:
+        n = len(ids)
+        self.count += n
+        self.times.extend(trains)
+        self.lengths.append(np.array([len(t) for t in trains], dtype=np.int64))
+        self.cols["monitor"].extend([monitor] * n)
+        self.cols["layer"].extend([layer] * n)
+        self.cols["field"].extend([field] * n)
+        self.cols["neuron"].extend(ids.tolist())
+        nd = np.unravel_index(ids, rest) if rest else ()
+        self.cols["neuron_index"].extend(str(tuple(int(a[i]) for a in nd)) for i in range(n))
+
+    def table(self, location: str) -> Any:
+        from hdmf.common import ElementIdentifiers, VectorData, VectorIndex
+        from pynwb.misc import Units
+
+        times = np.concatenate(self.times) if self.times else np.zeros(0)
+        spike_times = VectorData(
+            name="spike_times",
+            description="the spike times for each unit in seconds",
+            data=times.astype(np.float64),
+        )
+        columns = [
+            spike_times,
+            VectorIndex(
+                name="spike_times_index",
+                data=np.cumsum(np.concatenate(self.lengths)),
+                target=spike_times,
+            ),
+        ]
+        for name, desc in self.COLUMNS:
+            data: Any = self.cols[name]
+            if name in ("field", "neuron"):
+                data = np.asarray(data, dtype=np.int64)
+            columns.append(VectorData(name=name, description=desc, data=data))
+        return Units(
+            name="units",
+            description=f"one unit per neuron of the spike layers of spikestore store {location}",
+            id=ElementIdentifiers(name="id", data=np.arange(self.count)),
+            columns=columns,
+        )
+
+
 def _nwb_name(*parts: str) -> str:
     # NWB object names may not contain "/"; ":" is allowed.
     return ".".join(parts).replace("/", ":")
@@ -303,7 +372,7 @@ def to_nwb(
         "layers": [],
         "skipped": [],
     }
-    unit_columns = False
+    units = _UnitColumns()
     module = None
 
     for m in chosen:
@@ -316,29 +385,10 @@ def to_nwb(
                     continue
                 meta["layers"].append({**where, "kind": kind, "time_axis": layer.time_axis})
                 if kind == "spikes":
-                    if not unit_columns:
-                        for col, desc in (
-                            ("monitor", "spikestore monitor name"),
-                            ("layer", "spikestore layer name"),
-                            ("field", "field of tuple records (0 otherwise)"),
-                            ("neuron", "flat C-order index into the per-time-point record"),
-                            ("neuron_index", "the neuron's index tuple into the record"),
-                        ):
-                            nwb.add_unit_column(name=col, description=desc)
-                        unit_columns = True
                     trains, ids, rest, _, _ = analysis._spike_trains(
                         layer, None, dt, None, fi, None
                     )
-                    for flat, times in zip(ids.tolist(), trains, strict=True):
-                        index = tuple(int(i) for i in np.unravel_index(flat, rest)) if rest else ()
-                        nwb.add_unit(
-                            spike_times=times,
-                            monitor=m,
-                            layer=lname,
-                            field=fi,
-                            neuron=int(flat),
-                            neuron_index=str(index),
-                        )
+                    units.add(m, lname, fi, trains, ids, rest)
                     continue
                 dtype = analysis._np_dtype(analysis._field_dtype(fld))
                 if any(s.get("python_scalar", False) for s in fld.segments) and dtype.kind != "f":
@@ -370,6 +420,8 @@ def to_nwb(
                     )
                 module.add(ts)
 
+    if units.count:
+        nwb.units = units.table(location)
     nwb.notes = json.dumps(meta)
     with pynwb.NWBHDF5IO(out_path, "w") as io:
         io.write(nwb)
