@@ -34,11 +34,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import analysis
 from .format import SPIKE_ENCODING
 
 __all__ = ["to_neo", "to_nwb"]
+
+#: HDF5 chunk and write buffer of a TimeSeries (about; whole rows each).
+_CHUNK_BYTES = 4 << 20
+_BUFFER_BYTES = 16 << 20
 
 
 def _require(module: str, extra: str) -> Any:
@@ -157,7 +162,16 @@ def _row_iterator(read: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
         def _get_dtype(self) -> np.dtype:
             return dtype
 
-    return _Rows(buffer_gb=0.0625, chunk_mb=4.0, display_progress=False)
+    # Whole rows in every chunk and buffer (a read decodes whole steps): chunks of
+    # about 4 MiB, buffers of about 16 MiB.
+    row = max(1, math.prod(shape[1:]) * np.dtype(dtype).itemsize)
+    chunk = max(1, min(shape[0], _CHUNK_BYTES // row))
+    buffer = max(chunk, min(shape[0], _BUFFER_BYTES // row // chunk * chunk))
+    return _Rows(
+        chunk_shape=(chunk, *shape[1:]),
+        buffer_shape=(buffer, *shape[1:]),
+        display_progress=False,
+    )
 
 
 def _field_kind(layer: Any, fld: Any) -> str | None:
@@ -174,7 +188,7 @@ def _field_kind(layer: Any, fld: Any) -> str | None:
     except ValueError:
         return None
     dt = analysis._np_dtype(analysis._field_dtype(fld))
-    if dt.kind not in "iuf":
+    if dt.kind not in "iuf" or math.prod(analysis._record_shape(fld, layer)) == 0:
         return None
     return "series"
 
@@ -193,10 +207,16 @@ def _series_rows(layer: Any, field: int, axis: int | None, dtype: np.dtype) -> t
     def read(a: int, b: int) -> np.ndarray:
         s0, s1 = a // t_len, -(-b // t_len)
         steps = np.arange(s0, s1, dtype=np.int64)
-        try:
-            vals = analysis._columns(layer, steps, flat, dtype=dtype, field=field)
-        except ValueError:  # None steps in an integer layer: NaN needs floats
-            vals = analysis._columns(layer, steps, flat, dtype=np.float64, field=field)
+        block = fld.read_block(steps, None)  # the reader's fast path: one segment of tensors
+        if block is not None and tuple(block.shape[1:]) == shape:
+            if block.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+                block = block.float()  # dtypes NumPy lacks
+            vals = block.numpy().astype(dtype, copy=False)
+        else:
+            try:
+                vals = analysis._columns(layer, steps, flat, dtype=dtype, field=field)
+            except ValueError:  # None steps in an integer layer: NaN needs floats
+                vals = analysis._columns(layer, steps, flat, dtype=np.float64, field=field)
         vals = vals.reshape(len(steps), *shape)
         if axis is not None and shape:
             vals = np.moveaxis(vals, axis + 1, 1)

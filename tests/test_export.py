@@ -206,7 +206,7 @@ def test_to_nwb_round_trip(recorded: tuple[Path, dict], tmp_path: Path) -> None:
         assert vm.data.dtype == np.float64
 
 
-def test_to_nwb_chunked_series(tmp_path: Path) -> None:
+def test_to_nwb_chunked_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A series written in several hdmf chunks and buffers, and an integer layer."""
     pynwb = pytest.importorskip("pynwb")
 
@@ -216,20 +216,24 @@ def test_to_nwb_chunked_series(tmp_path: Path) -> None:
     gen = torch.Generator().manual_seed(3)
     vs, ns = [], []
     with spikestore.StoreWriter(path, mode="w") as w:
-        for _ in range(300):
-            v = torch.randn(T, 4096, generator=gen)  # 48 KiB a step: 14.4 MiB in all
+        for _ in range(60):
+            v = torch.randn(T, 4096, generator=gen)  # 48 KiB a step
             n = torch.randint(-5, 100, (7,), generator=gen)
             w.append("v", "big", v, time_axis=0)
             w.append("count", "n", n)
             vs.append(v.numpy())
             ns.append(n.numpy())
     out = tmp_path / "big.nwb"
+    # chunks of 2 rows, buffers of 4: reads start inside a step of T = 3 rows
+    monkeypatch.setattr(export, "_CHUNK_BYTES", 2 * 4096 * 4)
+    monkeypatch.setattr(export, "_BUFFER_BYTES", 5 * 4096 * 4)
     export.to_nwb(spikestore.open(path), out, dt=0.5)
     with pynwb.NWBHDF5IO(str(out), "r") as io:
         nwb = io.read()
         assert nwb.units is None  # no spike layers
         big = nwb.processing["spikestore"]["v.big"]
-        np.testing.assert_array_equal(big.data[:], np.stack(vs).reshape(300 * T, 4096))
+        assert big.data.chunks == (2, 4096)
+        np.testing.assert_array_equal(big.data[:], np.stack(vs).reshape(60 * T, 4096))
         assert big.rate == 2.0
         cnt = nwb.processing["spikestore"]["count.n"]
         np.testing.assert_array_equal(cnt.data[:], np.stack(ns))
