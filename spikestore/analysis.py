@@ -707,15 +707,6 @@ def spike_trains(
             ),
             stack=False,
         )
-    return _spike_trains(layer, steps, dt, neurons, field, time_axis)[0]
-
-
-def _spike_trains(
-    layer: Any, steps: Any, dt: float, neurons: Any, field: int | None, time_axis: Any
-) -> tuple[list[np.ndarray], np.ndarray, tuple[int, ...], int, np.ndarray]:
-    """:func:`spike_trains` with what the exporters need besides: the trains, the
-    neurons' flat ids, the per-time-point shape they index, T (1 for single-step
-    records) and the selected steps."""
     field = 0 if field is None else int(field)
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
@@ -755,7 +746,7 @@ def _spike_trains(
     times = tick[order].astype(np.float64) * float(dt)
     counts = np.bincount(j, minlength=len(ids))
     trains = np.split(times, np.cumsum(counts)[:-1]) if len(ids) else []
-    return list(trains), ids, rest, t_len, sel
+    return list(trains)
 
 
 def traces(

@@ -19,8 +19,8 @@ NWB-Zarr is not offered: hdmf-zarr, the Zarr backend of pynwb, requires
 ``zarr<3``, and spikestore is built on Zarr 3, so the two cannot be installed
 together. The NWB files written here are HDF5.
 
-Both functions read the store through :mod:`spikestore.analysis` (public reader
-names only) and decode a bounded block of steps at a time; they run in the caller's
+Both functions read the store through the public names of :mod:`spikestore.analysis`
+and :mod:`spikestore.reader` and decode a bounded block of steps at a time; they run in the caller's
 thread.
 """
 
@@ -38,6 +38,8 @@ import torch
 
 from . import analysis
 from .format import SPIKE_ENCODING
+from .reader import RankedLayerReader, RankedStoreReader
+from .reader import open as open_store
 
 __all__ = ["to_neo", "to_nwb"]
 
@@ -56,6 +58,23 @@ def _require(module: str, extra: str) -> Any:
             f"{module} is not installed: install spikestore's {extra!r} extra "
             f'(pip install "spikestore[{extra}]")'
         ) from exc
+
+
+def _layout(
+    layer: Any, steps: Any, neurons: Any, field: int | None, time_axis: Any
+) -> tuple[np.ndarray, int, tuple[int, ...], np.ndarray]:
+    """How :func:`spikestore.analysis.spike_trains` numbers a layer's trains: the steps
+    selected, T (1 for single-step records), the per-time-point shape that neuron ids
+    index, and the chosen neurons' flat ids."""
+    sel = analysis.step_selection(layer, steps)
+    shape = analysis.record_shape(layer, 0 if field is None else int(field))
+    axis = layer.time_axis if time_axis is None else time_axis
+    if axis is False or axis is None or not shape:
+        t_len, rest = 1, shape
+    else:
+        a = int(axis) % len(shape)
+        t_len, rest = shape[a], shape[:a] + shape[a + 1 :]
+    return sel, t_len, rest, analysis.neuron_ids(neurons, rest)
 
 
 def _store_name(layer: Any) -> str:
@@ -108,14 +127,13 @@ def to_neo(
     """
     neo = _require("neo", "neo")
     pq = _require("quantities", "neo")
-    if analysis._ranks(layer) is not None:
+    if isinstance(layer, RankedLayerReader):
         raise ValueError(
             f"layer {layer.name!r} is a layer of a ranked store: export one rank, "
             "to_neo(layer.layer(r), ...)"
         )
-    trains, ids, rest, t_len, sel = analysis._spike_trains(
-        layer, steps, dt, neurons, field, time_axis
-    )
+    sel, t_len, rest, ids = _layout(layer, steps, neurons, field, time_axis)
+    trains = analysis.spike_trains(layer, sel, dt=dt, neurons=ids, field=field, time_axis=time_axis)
     if t_start is None:
         t_start = float(sel.min()) * t_len * dt if len(sel) else 0.0
     if t_stop is None:
@@ -174,35 +192,38 @@ def _row_iterator(read: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
     )
 
 
-def _field_kind(layer: Any, fld: Any) -> str | None:
-    """``"spikes"`` when every segment of the field is bit-packed spikes, ``"series"`` when it
-    is numeric records of one shape, None when it cannot be exported (several shapes,
-    complex or boolean values that are not spike-coded, no steps)."""
+def _field_kind(layer: Any, fi: int, fld: Any) -> tuple[str | None, Any]:
+    """``("spikes", None)`` when every segment of the field is bit-packed spikes,
+    ``("series", LayerArray)`` when it is numeric records of one shape, ``(None, None)``
+    when it cannot be exported (several shapes, empty records, complex or boolean
+    values that are not spike-coded, no steps)."""
     segs = fld.segments
     if not segs or not len(layer):
-        return None
+        return None, None
     if all(s["encoding"] == SPIKE_ENCODING for s in segs):
-        return "spikes"
+        return "spikes", None
     try:
-        analysis._record_shape(fld, layer)
-    except ValueError:
-        return None
-    dt = analysis._np_dtype(analysis._field_dtype(fld))
-    if dt.kind not in "iuf" or math.prod(analysis._record_shape(fld, layer)) == 0:
-        return None
-    return "series"
+        arr = analysis.LayerArray(layer, fi)
+    except (ValueError, TypeError):
+        return None, None
+    if arr.dtype.kind not in "iuf" or math.prod(arr.record_shape) == 0:
+        return None, None
+    return "series", arr
 
 
-def _series_rows(layer: Any, field: int, axis: int | None, dtype: np.dtype) -> tuple[Any, ...]:
-    """The record shape, T, the per-time-point shape and a function ``read(a, b)``
-    giving rows ``a:b`` of the layer as a time series (time first, ``step * T + t``)."""
-    fld = analysis._field(layer, field)
-    shape = analysis._record_shape(fld, layer)
+def _series_rows(layer: Any, fi: int, arr: Any) -> tuple[Any, ...]:
+    """T, the per-time-point shape, the time axis (None for single-step records) and
+    a function ``read(a, b)`` giving rows ``a:b`` of field ``fi`` of the layer as a time
+    series (time first, row ``step * T + t``) of ``arr.dtype`` (``arr`` is the field's
+    :class:`~spikestore.analysis.LayerArray`)."""
+    fld = layer.field(fi)
+    shape, dtype = tuple(arr.record_shape), arr.dtype
+    axis = layer.time_axis
     if axis is None or not shape:
-        t_len, rest = 1, shape
+        axis, t_len, rest = None, 1, shape
     else:
+        axis = int(axis) % len(shape)
         t_len, rest = shape[axis], shape[:axis] + shape[axis + 1 :]
-    flat = np.arange(math.prod(shape), dtype=np.int64)
 
     def read(a: int, b: int) -> np.ndarray:
         s0, s1 = a // t_len, -(-b // t_len)
@@ -212,18 +233,15 @@ def _series_rows(layer: Any, field: int, axis: int | None, dtype: np.dtype) -> t
             if block.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
                 block = block.float()  # dtypes NumPy lacks
             vals = block.numpy().astype(dtype, copy=False)
-        else:
-            try:
-                vals = analysis._columns(layer, steps, flat, dtype=dtype, field=field)
-            except ValueError:  # None steps in an integer layer: NaN needs floats
-                vals = analysis._columns(layer, steps, flat, dtype=np.float64, field=field)
+        else:  # None steps (NaN), Python-number steps, several segments
+            vals = arr[s0:s1]
         vals = vals.reshape(len(steps), *shape)
-        if axis is not None and shape:
+        if axis is not None:
             vals = np.moveaxis(vals, axis + 1, 1)
         vals = vals.reshape(len(steps) * t_len, *rest)
         return vals[a - s0 * t_len : b - s0 * t_len]
 
-    return shape, t_len, rest, read
+    return t_len, rest, axis, read
 
 
 class _UnitColumns:
@@ -359,8 +377,6 @@ def to_nwb(
     Raises ImportError naming the ``nwb`` extra when pynwb is not installed.
     """
     pynwb = _require("pynwb", "nwb")
-    from .reader import RankedStoreReader
-    from .reader import open as open_store
 
     store = store_or_path
     if isinstance(store_or_path, (str, os.PathLike)):
@@ -398,30 +414,20 @@ def to_nwb(
     for m in chosen:
         for lname, layer in store[m].items():
             for fi, fld in enumerate(layer.fields):
-                kind = _field_kind(layer, fld)
+                kind, arr = _field_kind(layer, fi, fld)
                 where = {"monitor": m, "layer": lname, "field": fi}
                 if kind is None:
                     meta["skipped"].append(where)
                     continue
                 meta["layers"].append({**where, "kind": kind, "time_axis": layer.time_axis})
                 if kind == "spikes":
-                    trains, ids, rest, _, _ = analysis._spike_trains(
-                        layer, None, dt, None, fi, None
-                    )
+                    _, _, rest, ids = _layout(layer, None, None, fi, None)
+                    trains = analysis.spike_trains(layer, dt=dt, field=fi)
                     units.add(m, lname, fi, trains, ids, rest)
                     continue
-                dtype = analysis._np_dtype(analysis._field_dtype(fld))
-                if any(s.get("python_scalar", False) for s in fld.segments) and dtype.kind != "f":
-                    dtype = np.dtype("float64")
-                axis = layer.time_axis
-                if axis is not None:
-                    shape0 = analysis._record_shape(fld, layer)
-                    axis = int(axis) % len(shape0) if shape0 else None
-                shape, t_len, rest, read = _series_rows(layer, fi, axis, dtype)
+                t_len, rest, axis, read = _series_rows(layer, fi, arr)
                 n_rows = len(layer) * t_len
-                probe = read(0, 1)
-
-                data = _row_iterator(read, (n_rows, *rest), probe.dtype)
+                data = _row_iterator(read, (n_rows, *rest), arr.dtype)
                 name = _nwb_name(m, lname, *([f"f{fi}"] if len(layer.fields) > 1 else []))
                 ts = pynwb.TimeSeries(
                     name=name,
@@ -431,7 +437,7 @@ def to_nwb(
                     starting_time=0.0,
                     description=(
                         f"spikestore monitor {m!r}, layer {lname!r}, field {fi}; record "
-                        f"shape {list(shape)}, time axis {axis}; rows are step * T + t"
+                        f"shape {list(arr.record_shape)}, time axis {axis}; rows are step * T + t"
                     ),
                 )
                 if module is None:
