@@ -267,3 +267,46 @@ def test_export_uses_only_public_names() -> None:
         and n.attr not in own
     ]
     assert foreign == []
+
+
+def test_none_steps_and_tuple_records(tmp_path: Path) -> None:
+    """Steps that recorded None have no spikes (trains) and NaN rows (NWB series);
+    tuple records give one export per field."""
+    path = tmp_path / "gaps.spikes"
+    gen = torch.Generator().manual_seed(5)
+    spikes, vs, cur = [], [], []
+    with spikestore.StoreWriter(path, mode="w") as w:
+        for s in range(12):
+            x = None if s in (0, 7) else _spikes(gen, (3, 4), 0.5)
+            v = None if s == 3 else torch.randn(2, generator=gen)
+            pair = (torch.randn(3, generator=gen), _spikes(gen, (3,), 0.5))
+            w.append("out", "sn", x)
+            w.append("v", "lif", v)
+            w.append("pair", "sn", pair)
+            spikes.append(np.zeros((3, 4)) if x is None else x.numpy())
+            vs.append(np.full(2, np.nan, dtype=np.float32) if v is None else v.numpy())
+            cur.append([p.numpy() for p in pair])
+    store = spikestore.open(path)
+    _same(A.spike_trains(store["out"]["sn"]), _expected_single(np.stack(spikes), 1.0))
+    second = np.stack([c[1] for c in cur])
+    _same(A.spike_trains(store["pair"]["sn"], field=1), _expected_single(second, 1.0))
+    pynwb = pytest.importorskip("pynwb")
+    from spikestore.export import to_nwb
+
+    out = tmp_path / "gaps.nwb"
+    to_nwb(store, out, dt=0.01)
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        nwb = io.read()
+        series = nwb.processing["spikestore"]
+        np.testing.assert_array_equal(series["v.lif"].data[:], np.stack(vs))
+        np.testing.assert_array_equal(series["pair.sn.f0"].data[:], np.stack([c[0] for c in cur]))
+        units = nwb.units.to_dataframe()
+        pair = units[units["monitor"] == "pair"]
+        assert list(pair["field"]) == [1, 1, 1]
+        for times, exp in zip(pair["spike_times"], _expected_single(second, 0.01), strict=True):
+            np.testing.assert_array_equal(np.asarray(times), exp)
+        sn = units[units["monitor"] == "out"]
+        for times, exp in zip(
+            sn["spike_times"], _expected_single(np.stack(spikes), 0.01), strict=True
+        ):
+            np.testing.assert_array_equal(np.asarray(times), exp)
