@@ -65,6 +65,7 @@ from .format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_roo
 
 __all__ = [
     "Storage",
+    "StoreExistsError",
     "LocalStorage",
     "ZarrStorage",
     "ObjectStorage",
@@ -83,6 +84,20 @@ __all__ = [
 ]
 
 Mode = Literal["w", "w-", "a"]
+
+
+class StoreExistsError(FileExistsError):
+    """A writer without ``mode="a"`` or ``mode="w"`` found a store already there.
+
+    Its message is one line naming both ways out; :attr:`where` is the store.
+    """
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(
+            f"{where} already exists as a spikestore store; pass mode='a' to append to it, "
+            "or mode='w' (overwrite=True) to replace it"
+        )
 
 
 class Storage:
@@ -403,6 +418,13 @@ def _root_kind(meta: dict[str, Any] | None, entry: dict[str, Any] | None) -> str
     return "zarr" if meta is not None and meta.get("node_type") == "group" else "other"
 
 
+def _holds_store(path: Path) -> bool:
+    """Whether the folder ``path`` holds a spikestore store (or a damaged one's monitors)."""
+    if _root_kind(*_node_meta(path)) == "store":
+        return True
+    return any(_is_store_node(x) for x in path.iterdir())
+
+
 def _is_store_node(path: Path) -> bool:
     """Whether ``path`` is a group a spikestore writer made in a store's root (a monitor)."""
     entry = _node_meta(path)[1]
@@ -429,8 +451,8 @@ class LocalStorage(Storage):
         p = self.root
         if p.exists() and not p.is_dir():
             raise FileExistsError(f"{p} exists and is not a directory")
-        if mode == "w-" and p.exists() and any(p.iterdir()):
-            raise FileExistsError(f"{p} already exists")
+        if mode == "w-" and p.exists() and _holds_store(p):
+            raise StoreExistsError(str(p))  # before the lock: a store being written too
         p.mkdir(parents=True, exist_ok=True)
         had_lock_file = (p / LOCK_FILE).exists()
         self._lock()
@@ -582,6 +604,11 @@ class ZarrStorage(Storage):
         key = id(self.store)
         if ZarrStorage._open.get(key) == os.getpid():
             raise StoreLockedError(f"{self.where} is open for writing by another writer")
+        if mode == "w-":
+            meta = _lease.read_json(self.store, "zarr.json")
+            attrs = meta.get("attributes") if isinstance(meta, dict) else None
+            if isinstance(attrs, dict) and FORMAT_NAME in attrs:
+                raise StoreExistsError(self.where)
         ZarrStorage._open[key] = os.getpid()
         self._pid = self.owner_pid = os.getpid()
         # The one writer of the store: what it wrote need not be read back (see CachingStore).
@@ -1042,8 +1069,6 @@ class ObjectStorage(Storage):
         entries = self._entries()
         if not entries:
             return
-        if mode == "w-":
-            raise FileExistsError(f"{self.where} already exists")
         meta = self._json("zarr.json")
         attrs = meta.get("attributes") if isinstance(meta, dict) else None
         entry = attrs.get(FORMAT_NAME) if isinstance(attrs, dict) else None
@@ -1053,6 +1078,8 @@ class ObjectStorage(Storage):
         if kind == "zarr":
             raise FormatError(f"{self.where} is a Zarr group but not a spikestore store")
         nodes = [e for e in entries if e != "zarr.json" and self._is_monitor(e)]
+        if mode == "w-" and (kind == "store" or nodes):
+            raise StoreExistsError(self.where)
         if kind != "store":
             others = [e for e in entries if e not in {"zarr.json", *nodes}]
             if others or not nodes or not self.lease.previous:

@@ -185,10 +185,16 @@ class StoreWriter:
     ----------
     path : str or Path
         A directory, or a URL of object storage (``"s3://bucket/prefix"``, with
-        ``storage_options``). ``mode="w"`` creates it (replacing an existing *spikestore*
-        store, never any other folder), ``"w-"`` fails if it exists, ``"a"``
-        appends to an existing store (each layer continues its step numbering)
-        or creates one in a new or empty folder (never in a folder of other files).
+        ``storage_options``). A path that does not exist, or an empty folder, gets a
+        new store in any mode.
+    mode : {None, "w-", "a", "w"}
+        What to do with a store already there. None (default) or ``"w-"``: refuse it
+        (:class:`~spikestore.storage.StoreExistsError`, naming both ways out), so a
+        store is never replaced by accident; ``"a"`` appends to it (each layer
+        continues its step numbering); ``"w"`` replaces it. No mode writes into a
+        folder that holds anything but a store.
+    overwrite : bool
+        True is ``mode="w"``: replace a store already there.
     compressor, level : str, int, optional
         One of ``zstd``, ``zlib``, ``blosc-lz4``, ``blosc-zstd`` and its level, for
         every array of the store. By default spikes use the ``spikestore.spikes``
@@ -318,8 +324,9 @@ class StoreWriter:
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
-        mode: str = "w",
+        mode: str | None = None,
         *,
+        overwrite: bool = False,
         compressor: str | None = None,
         level: int | None = None,
         flush_interval: float | None = None,
@@ -335,8 +342,17 @@ class StoreWriter:
         lease_timeout: float | None = None,
         precision: int | None = None,
     ) -> None:
+        if overwrite:
+            if mode not in (None, "w"):
+                raise ValueError(f"overwrite=True means mode='w'; it contradicts mode={mode!r}")
+            mode = "w"
+        elif mode is None:
+            mode = "w-"  # never replace a store unless told to
         if mode not in ("w", "w-", "a"):
-            raise ValueError(f"mode must be 'w', 'w-' or 'a', got {mode!r}")
+            raise ValueError(
+                f"mode must be 'w' (replace), 'w-' (new only, the default) or 'a' (append), "
+                f"got {mode!r}"
+            )
         mode = cast(Mode, mode)
         if compressor is not None and compressor not in COMPRESSORS:
             raise ValueError(

@@ -1021,3 +1021,63 @@ def test_an_open_writer_leaves_large_allocations_of_the_process_fast(tmp_path):
         w.flush()
         # A fresh mapping of 1 MiB faults in 256 pages; a reused block none.
         assert faults_per_alloc() < 64
+
+
+# ------------------------------------------------------------ safe by default
+def test_default_mode_refuses_an_existing_store_and_names_both_ways_out(tmp_path: Path) -> None:
+    from spikestore.storage import StoreExistsError
+
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:  # a new path: just works
+        w.append("output", "sn", torch.ones(3))
+    for kwargs in ({}, {"mode": None}, {"mode": "w-"}):
+        with pytest.raises(StoreExistsError) as info:
+            spikestore.StoreWriter(path, **kwargs)
+        msg = str(info.value)
+        assert "\n" not in msg and str(path) in msg
+        assert "mode='a'" in msg and "mode='w'" in msg and "overwrite=True" in msg
+    assert isinstance(info.value, FileExistsError)
+    assert len(spikestore.open(path)["output"]["sn"]) == 1  # untouched, and not locked
+    with spikestore.StoreWriter(path, mode="a") as w:
+        assert w.append("output", "sn", torch.ones(3)) == 1
+    with spikestore.StoreWriter(path, overwrite=True) as w:
+        w.append("v", "sn", torch.ones(2))
+    assert sorted(spikestore.open(path)) == ["v"]
+    with pytest.raises(ValueError, match=r"overwrite=True.*mode='a'"):
+        spikestore.StoreWriter(path, "a", overwrite=True)
+    with spikestore.StoreWriter(path, "w", overwrite=True):  # the same thing twice is fine
+        pass
+
+
+def test_default_mode_takes_an_empty_folder_or_one_with_a_stale_lock_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with spikestore.StoreWriter(empty) as w:
+        w.append("output", "sn", torch.ones(3))
+    lock_only = tmp_path / "lock_only"
+    lock_only.mkdir()
+    (lock_only / ".spikestore.lock").write_text("pid 1 on gone\n")
+    with spikestore.StoreWriter(lock_only) as w:
+        w.append("output", "sn", torch.ones(3))
+    assert len(spikestore.open(lock_only)["output"]["sn"]) == 1
+    # A folder of other files is refused in every mode, with the not-a-store message.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a spikestore store; refusing to write"):
+        spikestore.StoreWriter(other)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_default_mode_refuses_a_store_in_a_zarr_store_passed_in() -> None:
+    from zarr.storage import MemoryStore
+
+    from spikestore.storage import StoreExistsError
+
+    ms = MemoryStore()
+    with spikestore.StoreWriter(store=ms) as w:
+        w.append("output", "sn", torch.ones(3))
+    with pytest.raises(StoreExistsError, match=r"mode='a'.*mode='w'"):
+        spikestore.StoreWriter(store=ms)
+    with spikestore.StoreWriter(store=ms, mode="a") as w:
+        assert w.append("output", "sn", torch.ones(3)) == 1
