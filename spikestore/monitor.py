@@ -17,10 +17,12 @@ and ``close`` behave as in SpikingJelly 2.0; reading a record decodes it from
 disk (after flushing the writer, so it sees everything the hooks recorded).
 
 What a monitor keeps in memory is one ``int32`` layer id and one ``int64`` step
-per record (their order across layers), never the tensors. The hooks hold the
-monitor only through a weak reference, so a monitor that is no longer
-referenced is collected; its hooks are then removed and a store it owns is
-closed (see :class:`BaseMonitor` for what happens to a temporary store).
+per record (their order across layers), never the tensors. As in SpikingJelly,
+the hooks hold the monitor, so a monitor created as a bare statement records for
+as long as the network lives; it stops at :meth:`~BaseMonitor.close`,
+:meth:`~BaseMonitor.remove_hooks`, or when the network (and the monitor) are
+collected, and a store it owns is then closed (committed; at interpreter exit
+too). See :class:`BaseMonitor` for what happens to a temporary store.
 """
 
 from __future__ import annotations
@@ -125,13 +127,48 @@ def _release(writer_ref: weakref.ref[StoreWriter], name: str) -> None:
         _CLAIMS.get(w, set()).discard(name)
 
 
+class _Holder:
+    """The monitor, for its hooks: the only strong reference the network has to it."""
+
+    __slots__ = ("__weakref__", "monitor")
+
+    def __init__(self, monitor: BaseMonitor) -> None:
+        self.monitor: BaseMonitor | None = monitor
+
+
+def _dead() -> None:
+    """A weak reference that is already dead."""
+    return None
+
+
+def _empty(holder_ref: Callable[[], _Holder | None]) -> None:
+    """Let go of the monitor: its hooks were removed, or its network was collected."""
+    holder = holder_ref()
+    if holder is not None:
+        holder.monitor = None
+
+
 class Records(Sequence[Any]):
     """A monitor's records in the order the hooks produced them, read from disk.
 
     Supports ``len``, integer indexing (negative too), slices and lists of indices
     (a list of records; see :func:`spikestore.reader.step_indices`),
     iteration, ``print`` and :meth:`clear` (same as the monitor's
-    ``clear_recorded_data``). Each access decodes the records it needs.
+    ``clear_recorded_data``). Each access decodes the records it needs, a layer at
+    a time: every chunk that holds several of them is read and decoded once.
+
+    SpikingJelly's idioms work too: ``torch.cat(m.records, 0)``,
+    ``torch.stack(m.records)`` (any ``torch`` function given the records, through
+    ``__torch_function__``), ``m.records + other_list`` and ``other_list + m.records``
+    (a list).
+
+    Memory: it is not a ``list``, and holds no tensor. Indexing holds the records
+    asked for; iteration about 256 records at a time. A ``torch`` function and ``+``
+    need every record at once: they decode all of them into a list (as large
+    as SpikingJelly's own ``records``); ``+`` returns it, a ``torch`` function drops
+    it when it returns, so ``torch.cat`` peaks at about twice the records' size. For a long run,
+    read steps of one layer (``m[layer]``, or ``spikestore.open(path)``'s lazy
+    layers) instead.
     """
 
     def __init__(self, monitor: BaseMonitor) -> None:
@@ -170,6 +207,29 @@ class Records(Sequence[Any]):
     def clear(self) -> None:
         self._m.clear_recorded_data()
 
+    def __add__(self, other: Any) -> list[Any]:
+        if not isinstance(other, (list, tuple, Records)):
+            return NotImplemented
+        return self[:] + list(other)
+
+    def __radd__(self, other: Any) -> list[Any]:
+        if not isinstance(other, (list, tuple)):
+            return NotImplemented
+        return list(other) + self[:]
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        """Run ``func`` with every :class:`Records` argument decoded into a list (in
+        one read a layer), so that ``torch.cat(m.records)`` works as on SpikingJelly's
+        lists."""
+
+        def plain(a: Any) -> Any:
+            return a[:] if isinstance(a, Records) else a
+
+        return func(*map(plain, args), **{k: plain(v) for k, v in (kwargs or {}).items()})
+
     def __repr__(self) -> str:
         n = len(self)
         if n <= 16:
@@ -185,8 +245,9 @@ class BaseMonitor:
     Parameters
     ----------
     store : str, Path or StoreWriter, optional
-        Where records go: a directory (a new store is written there, replacing a
-        spikestore store already there), or an open :class:`~spikestore.StoreWriter`
+        Where records go: a directory (a new store is written there; a store
+        already there is refused unless ``mode`` says what to do), or an open
+        :class:`~spikestore.StoreWriter`
         that several monitors share (it stays open when the monitor closes; each
         monitor needs its own ``name`` on it). By default a new store in a
         ``tempfile.mkdtemp()`` directory, given by :attr:`path`; that directory is
@@ -196,6 +257,10 @@ class BaseMonitor:
         of a ``torch.distributed`` job only, pass a ``StoreWriter(..., ranks=[0])``.
         Under ``torch.distributed`` every rank writes its own part of one ranked
         store, and :attr:`records` are this rank's.
+    mode, overwrite
+        For a ``store`` path, as for :class:`~spikestore.StoreWriter`: by default an
+        existing store is refused; ``mode="a"`` appends to it, ``mode="w"`` (or
+        ``overwrite=True``) replaces it.
     name : str
         The monitor's key in the store (``reader[name][layer]``).
     every : int
@@ -209,9 +274,12 @@ class BaseMonitor:
     ``time_axis`` in :meth:`~spikestore.StoreWriter.append`), which compresses
     them several times better and reads back identically.
 
-    Hooks hold a monitor only weakly: keep a reference to it for as long as it
-    should record (SpikingJelly's hooks keep an unreferenced monitor recording
-    into a list nobody can reach; here it is collected and its hooks removed).
+    The network's hooks hold the monitor (as SpikingJelly's do), so
+    ``OutputMonitor(net, IFNode, store="run.spikes")`` written as a statement records
+    every forward pass until :meth:`close` or :meth:`remove_hooks`, or until the
+    network is collected; a store the monitor opened is then committed and closed (at
+    interpreter exit at the latest). Records go to disk as they come: a monitor
+    nobody references costs no more memory than one held in a variable.
 
     :meth:`clear_recorded_data` only hides earlier records from ``records`` and
     ``monitor[layer]``: the store is append-only, so they stay on disk and a
@@ -226,6 +294,8 @@ class BaseMonitor:
         store: str | os.PathLike[str] | StoreWriter | None = None,
         name: str | None = None,
         every: int = 1,
+        mode: str | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.hooks: list[Any] = []
         self.monitored_layers: list[str] = []
@@ -249,15 +319,23 @@ class BaseMonitor:
         self._layer_readers: dict[int, LayerReader] = {}
         self._seen = 0  # records appended when the reader was last refreshed
         self._appended = 0
+        # Held only by the hooks (see _attach).
+        self._holder: Callable[[], _Holder | None] = _dead
+        self._net_finalizer: weakref.finalize | None = None
 
         tmpdir = None
         if isinstance(store, StoreWriter):
+            if mode is not None or overwrite:
+                raise ValueError(
+                    "mode= and overwrite= apply to a store path; a StoreWriter passed as "
+                    "store= was opened with its own mode"
+                )
             writer, self._owns_writer = store, False
         else:
             if store is None:
                 tmpdir = tempfile.mkdtemp(prefix="spikestore-monitor-")
                 store = tmpdir
-            writer, self._owns_writer = StoreWriter(store), True
+            writer, self._owns_writer = StoreWriter(store, mode, overwrite=overwrite), True
         self._writer = writer
         self.path: Path | None = writer.path
         claimed = _CLAIMS.setdefault(writer, set())
@@ -293,16 +371,50 @@ class BaseMonitor:
             self._time_axis.append(0 if getattr(m, "step_mode", None) == "m" else None)
         return modules
 
-    def _hook(self, lid: int, value: Callable[[BaseMonitor, Any, tuple[Any, ...]], Any]) -> Any:
-        """A hook recording ``value(monitor, module, hook_args)`` for layer ``lid``.
+    def _attach(
+        self,
+        net: nn.Module,
+        instance: Instance,
+        kind: str,
+        value: Callable[[BaseMonitor, Any, tuple[Any, ...]], Any],
+    ) -> None:
+        """Hook the selected modules of ``net``; each hook records
+        ``value(monitor, module, hook_args)``.
 
-        The closure holds the monitor weakly, so hooks left on a network never
-        keep a monitor (and its store) alive.
+        The hooks hold the monitor (through one :class:`_Holder`), so the network
+        keeps it recording until the hooks are removed (:meth:`close`,
+        :meth:`remove_hooks`) or ``net`` is collected. The holder is emptied then
+        too: a module can outlive its network when autograd keeps it (a full backward
+        hook sits in the graph of a tensor that the module itself holds, such as a
+        neuron's membrane potential: a cycle through C++ that Python's collector
+        cannot see), and such a module must not keep the monitor. The monitor holds
+        its hooks' handles, which hold the modules only weakly, and ``net`` only
+        weakly: it never keeps the network alive.
         """
-        ref = weakref.ref(self)
+        modules = self._monitor_modules(net, instance)
+        if not modules:
+            return
+        holder = _Holder(self)
+        self._holder = weakref.ref(holder)
+        self._net_finalizer = weakref.finalize(net, _empty, self._holder)
+        for n, module in modules:
+            hook = self._hook(holder, self._lids[n], value)
+            if kind == "forward":
+                self.hooks.append(module.register_forward_hook(hook))
+            elif kind == "forward_pre":
+                self.hooks.append(module.register_forward_pre_hook(hook))
+            else:
+                self.hooks.append(module.register_full_backward_hook(hook))
+
+    @staticmethod
+    def _hook(
+        holder: _Holder, lid: int, value: Callable[[BaseMonitor, Any, tuple[Any, ...]], Any]
+    ) -> Any:
+        """A hook recording ``value(monitor, module, hook_args)`` for layer ``lid`` while
+        ``holder`` holds the monitor (see :meth:`_attach`)."""
 
         def hook(module: nn.Module, *args: Any) -> None:
-            m = ref()
+            m = holder.monitor
             if m is None or not m._enable:
                 return
             if m.every != 1:
@@ -403,6 +515,9 @@ class BaseMonitor:
         for h in self.hooks:
             h.remove()
         self.hooks.clear()
+        _empty(self._holder)
+        if self._net_finalizer is not None:
+            self._net_finalizer.detach()
         _release(*self._claim)
 
     def flush(self) -> None:
@@ -473,7 +588,7 @@ class OutputMonitor(BaseMonitor):
     function_on_output : callable
         Applied to each output; may return a tensor, a tuple/list of tensors,
         a number or ``None``.
-    store, name, every
+    store, name, every, mode, overwrite
         See :class:`BaseMonitor`; ``name`` defaults to ``"output"``.
 
     Examples
@@ -497,11 +612,12 @@ class OutputMonitor(BaseMonitor):
         store: str | os.PathLike[str] | StoreWriter | None = None,
         name: str | None = None,
         every: int = 1,
+        mode: str | None = None,
+        overwrite: bool = False,
     ) -> None:
-        super().__init__(store=store, name=name, every=every)
+        super().__init__(store=store, name=name, every=every, mode=mode, overwrite=overwrite)
         self.function_on_output = function_on_output
-        for n, module in self._monitor_modules(net, instance):
-            self.hooks.append(module.register_forward_hook(self._hook(self._lids[n], _output)))
+        self._attach(net, instance, "forward", _output)
 
 
 class InputMonitor(BaseMonitor):
@@ -531,11 +647,12 @@ class InputMonitor(BaseMonitor):
         store: str | os.PathLike[str] | StoreWriter | None = None,
         name: str | None = None,
         every: int = 1,
+        mode: str | None = None,
+        overwrite: bool = False,
     ) -> None:
-        super().__init__(store=store, name=name, every=every)
+        super().__init__(store=store, name=name, every=every, mode=mode, overwrite=overwrite)
         self.function_on_input = function_on_input
-        for n, module in self._monitor_modules(net, instance):
-            self.hooks.append(module.register_forward_pre_hook(self._hook(self._lids[n], _input)))
+        self._attach(net, instance, "forward_pre", _input)
 
 
 class AttributeMonitor(BaseMonitor):
@@ -547,7 +664,7 @@ class AttributeMonitor(BaseMonitor):
         The attribute, e.g. ``"v"`` or ``"v_seq"``; also the default ``name``.
     pre_forward : bool
         Read it before the module's forward (else after).
-    net, instance, store, name, every
+    net, instance, store, name, every, mode, overwrite
         As for :class:`OutputMonitor`.
     function_on_attribute : callable
         Applied to the attribute's value.
@@ -573,17 +690,20 @@ class AttributeMonitor(BaseMonitor):
         store: str | os.PathLike[str] | StoreWriter | None = None,
         name: str | None = None,
         every: int = 1,
+        mode: str | None = None,
+        overwrite: bool = False,
     ) -> None:
-        super().__init__(store=store, name=attribute_name if name is None else name, every=every)
+        super().__init__(
+            store=store,
+            name=attribute_name if name is None else name,
+            every=every,
+            mode=mode,
+            overwrite=overwrite,
+        )
         self.attribute_name = attribute_name
         self.pre_forward = pre_forward
         self.function_on_attribute = function_on_attribute
-        for n, module in self._monitor_modules(net, instance):
-            hook = self._hook(self._lids[n], _attribute)
-            if pre_forward:
-                self.hooks.append(module.register_forward_pre_hook(hook))
-            else:
-                self.hooks.append(module.register_forward_hook(hook))
+        self._attach(net, instance, "forward_pre" if pre_forward else "forward", _attribute)
 
 
 class GradInputMonitor(BaseMonitor):
@@ -614,12 +734,12 @@ class GradInputMonitor(BaseMonitor):
         store: str | os.PathLike[str] | StoreWriter | None = None,
         name: str | None = None,
         every: int = 1,
+        mode: str | None = None,
+        overwrite: bool = False,
     ) -> None:
-        super().__init__(store=store, name=name, every=every)
+        super().__init__(store=store, name=name, every=every, mode=mode, overwrite=overwrite)
         self.function_on_grad_input = function_on_grad_input
-        for n, module in self._monitor_modules(net, instance):
-            hook = self._hook(self._lids[n], _grad_input)
-            self.hooks.append(module.register_full_backward_hook(hook))
+        self._attach(net, instance, "backward", _grad_input)
 
 
 class GradOutputMonitor(BaseMonitor):
@@ -650,9 +770,9 @@ class GradOutputMonitor(BaseMonitor):
         store: str | os.PathLike[str] | StoreWriter | None = None,
         name: str | None = None,
         every: int = 1,
+        mode: str | None = None,
+        overwrite: bool = False,
     ) -> None:
-        super().__init__(store=store, name=name, every=every)
+        super().__init__(store=store, name=name, every=every, mode=mode, overwrite=overwrite)
         self.function_on_grad_output = function_on_grad_output
-        for n, module in self._monitor_modules(net, instance):
-            hook = self._hook(self._lids[n], _grad_output)
-            self.hooks.append(module.register_full_backward_hook(hook))
+        self._attach(net, instance, "backward", _grad_output)

@@ -381,17 +381,92 @@ def _collected(ref) -> bool:
     return ref() is None
 
 
-def test_monitor_not_kept_alive_by_hooks(net):
+def test_monitor_lives_as_long_as_the_network():
+    torch.manual_seed(0)
+    net = demo.DemoNet()
     mon = OutputMonitor(net, demo.LIF)
     gmon = GradOutputMonitor(net, demo.LIF)
     _train(net, 1)
     path, refs = mon.path, [weakref.ref(mon), weakref.ref(gmon)]
     del mon, gmon
-    assert all(_collected(r) for r in refs)
-    # Collected without close(): hooks are removed and the temporary store deleted.
-    assert not any(m._forward_hooks or m._backward_hooks for m in net.modules())
-    assert not path.exists()
+    # Unreferenced but still hooked: the network keeps both recording.
+    assert not any(_collected(r) for r in refs)
     _train(net, 1)
+    counts = [len(r().records) for r in refs]  # no monitor left in this frame
+    assert counts == [6, 6]
+    # The monitors never keep the network alive: dropping it collects all of them,
+    # and the temporary store goes with them.
+    net_ref = weakref.ref(net)
+    del net
+    assert _collected(net_ref)
+    assert all(_collected(r) for r in refs)
+    assert not path.exists()
+
+
+def test_remove_hooks_or_close_lets_an_unreferenced_monitor_go(net, tmp_path):
+    mon = OutputMonitor(net, demo.LIF, store=tmp_path / "a")
+    gmon = GradOutputMonitor(net, demo.LIF)
+    _train(net, 1)
+    refs = [weakref.ref(mon), weakref.ref(gmon)]
+    mon.remove_hooks()
+    gmon.close()
+    del mon, gmon
+    assert all(_collected(r) for r in refs)
+    assert not any(m._forward_hooks or m._backward_hooks for m in net.modules())
+    # Collected after remove_hooks() without close(): its store was committed and closed.
+    assert len(spikestore.open(tmp_path / "a")["output"]["sn1"]) == 1
+    spikestore.StoreWriter(tmp_path / "a", mode="a").close()  # not locked any more
+    _train(net, 1)
+
+
+def test_monitor_created_as_a_statement_records_and_commits_at_exit(tmp_path):
+    # SpikingJelly code often never keeps the monitor in a variable.
+    script = textwrap.dedent(
+        """
+        import sys, torch
+        from torch import nn
+        from spikestore import monitor
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+        monitor.OutputMonitor(net, nn.ReLU, store=sys.argv[1])
+        monitor.AttributeMonitor("weight", True, net, nn.Linear, store=sys.argv[2])
+        for i in range(7):
+            net(torch.full((2, 4), float(i)))
+        print(net(torch.ones(2, 4)).sum().item())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "Traceback" not in out.stderr
+    check = textwrap.dedent(
+        """
+        import sys, spikestore
+        a = spikestore.open(sys.argv[1])["output"]["1"]
+        b = spikestore.open(sys.argv[2])["weight"]["0"]
+        print(len(a), len(b), float(a[-1].sum()), *a[0].shape, *b[0].shape)
+        """
+    )
+    got = subprocess.run(
+        [sys.executable, "-c", check, str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.split()  # fmt: skip
+    assert got[:2] == ["8", "8"]
+    assert float(got[2]) == pytest.approx(float(out.stdout))
+    assert got[3:] == ["2", "3", "3", "4"]
+
+
+def test_monitor_created_as_a_statement_is_closed_with_the_network(tmp_path):
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    OutputMonitor(net, nn.ReLU, store=tmp_path / "s")
+    gc.collect()
+    for _ in range(3):
+        net(torch.ones(2, 4))
+    del net
+    gc.collect()
+    with spikestore.StoreWriter(tmp_path / "s", mode="a") as w:  # released and committed
+        assert w.steps("output", "1") == 3
 
 
 def test_nothing_alive_after_close(tmp_path):
@@ -486,3 +561,94 @@ def test_records_take_the_same_keys_as_a_layer() -> None:
             recs[5]
         with pytest.raises(TypeError):
             recs[1.0]
+
+
+# ------------------------------------------------------------ safe by default
+
+
+@pytest.mark.parametrize("kind", ["output", "input", "attribute", "grad_input", "grad_output"])
+def test_monitor_given_a_path_refuses_an_existing_store(tmp_path, kind):
+    from spikestore.storage import StoreExistsError
+
+    def make(**kw):
+        net = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
+        args = (net, nn.Tanh)
+        mon = {
+            "output": lambda: OutputMonitor(*args, **kw),
+            "input": lambda: InputMonitor(*args, **kw),
+            "attribute": lambda: AttributeMonitor("weight", False, net, nn.Linear, **kw),
+            "grad_input": lambda: GradInputMonitor(*args, **kw),
+            "grad_output": lambda: GradOutputMonitor(*args, **kw),
+        }[kind]()
+        net(torch.ones(2, 4, requires_grad=True)).sum().backward()
+        mon.close()
+        return mon
+
+    path = tmp_path / "s"
+    mon = make(store=path)
+    name, layer = mon.name, mon.monitored_layers[0]
+    with pytest.raises(StoreExistsError, match=r"mode='a'.*mode='w' \(overwrite=True\)"):
+        make(store=path)
+    assert len(spikestore.open(path)[name][layer]) == 1  # untouched
+    make(store=path, mode="a")
+    assert len(spikestore.open(path)[name][layer]) == 2
+    make(store=path, overwrite=True)
+    assert len(spikestore.open(path)[name][layer]) == 1
+    make(store=path, mode="w")
+    with spikestore.StoreWriter(tmp_path / "w") as w, pytest.raises(ValueError, match="mode="):
+        OutputMonitor(nn.ReLU(), store=w, mode="a")
+
+
+# -------------------------------------------------- SpikingJelly idioms on records
+
+
+def test_records_work_with_torch_cat_stack_and_list_addition(tmp_path):
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    mon = OutputMonitor(net, nn.ReLU, store=tmp_path / "s")
+    want = []
+    for i in range(4):
+        x = torch.randn(2, 4, generator=torch.Generator().manual_seed(i))
+        want.append(net(x).detach())
+    recs = mon.records
+    assert torch.equal(torch.cat(recs, 0), torch.cat(want, 0))
+    assert torch.equal(torch.cat(tensors=recs, dim=0), torch.cat(want, 0))
+    assert torch.equal(torch.stack(recs), torch.stack(want))
+    assert torch.equal(torch.vstack(recs), torch.cat(want))
+    assert torch.equal(torch.stack(recs[1:3]), torch.stack(want[1:3]))
+    both = recs + [torch.zeros(2, 3)]  # noqa: RUF005 (Records.__add__ is under test)
+    assert isinstance(both, list) and len(both) == 5 and torch.equal(both[0], want[0])
+    left = [torch.zeros(2, 3)] + recs  # noqa: RUF005
+    assert isinstance(left, list) and len(left) == 5 and torch.equal(left[1], want[0])
+    assert all(map(torch.equal, recs + recs, want + want))
+    assert torch.equal(recs[-1], want[-1]) and len(list(iter(recs))) == len(recs) == 4
+    recs.clear()
+    assert len(mon.records) == 0 and torch.cat(mon.records + [torch.ones(1)]).shape  # noqa: RUF005 == (1,)
+    mon.close()
+
+
+def test_many_small_records_are_decoded_in_batches(tmp_path, monkeypatch):
+    from zarr.storage import LocalStore
+
+    import spikestore.monitor as sm
+    from spikestore.testing import CountingStore
+
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+    mon = OutputMonitor(net, nn.ReLU, lambda x: (x > 0.2).float(), store=tmp_path / "s")
+    for i in range(600):
+        net(torch.full((1, 4), (i % 7) / 7.0))
+    mon.flush()
+    counting = CountingStore(LocalStore(tmp_path / "s", read_only=True))
+    real = sm.StoreReader
+    monkeypatch.setattr(sm, "StoreReader", lambda *a, **k: real(store=counting))
+    mon._reader = None  # read through the counting store from now on
+    chunk_reads = lambda: [k for k in counting.reads if "/c/" in k or k.endswith("/c")]  # noqa: E731
+    n_chunks = len({k for k in chunk_reads()})
+    all_at_once = torch.cat(mon.records, 0)
+    assert all_at_once.shape == (600, 8)
+    reads = chunk_reads()
+    assert 0 < len(reads) <= 8, reads  # a few chunks, not one read per record
+    assert n_chunks == 0
+    counting.reads.clear()
+    assert torch.equal(torch.stack(list(mon.records)).squeeze(1), all_at_once)
+    assert len(chunk_reads()) <= 3 * 8  # iteration: about 256 records a batch
+    mon.close()
