@@ -1,8 +1,10 @@
 """Command line: ``spikestore info PATH`` and ``spikestore demo [PATH]``.
 
 Errors that come from the store or the file system (a missing, damaged or locked
-store, a full disk) print one line ``spikestore: error: ...`` on stderr and exit
-with status 2, never a traceback.
+store, a full disk, a path that is a file or a folder of other files) print one
+line ``spikestore: error: ...`` on stderr and exit with status 2, never a
+traceback; so does a bad argument (argparse's usage line and message). ``demo``
+refuses a store already at its path unless given ``--append`` or ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -115,6 +117,16 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="spikestore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,11 +141,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_demo = sub.add_parser("demo", help="record a small SNN into a store (the main job)")
     p_demo.add_argument("path", nargs="?", default="demo.spikes")
-    p_demo.add_argument("--steps", type=int, default=300)
+    p_demo.add_argument("--steps", type=_positive_int, default=300, help="training steps (>= 1)")
     p_demo.add_argument("--no-progress", action="store_true")
+    existing = p_demo.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace a store already at PATH"
+    )
+    existing.add_argument("--append", action="store_true", help="append to a store at PATH")
     args = parser.parse_args(argv)
 
     from . import FormatError, ReadError, StoreLockedError, WriteError
+    from .storage import StoreExistsError
 
     try:
         if args.command == "info":
@@ -144,13 +162,26 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .demo import run
 
-        result = run(args.path, steps=args.steps, progress=not args.no_progress)
+        result = run(
+            args.path,
+            steps=args.steps,
+            progress=not args.no_progress,
+            mode="a" if args.append else None,
+            overwrite=args.overwrite,
+        )
         print(_table(info(args.path)))
         print(
             f"\nrecorded {result['steps']} steps in {result['seconds']:.1f} s "
             f"({result['steps'] / result['seconds']:.1f} steps/s) into {args.path}"
         )
         return 0
+    except StoreExistsError as exc:
+        print(
+            f"spikestore: error: {exc.where} already exists as a spikestore store; pass --append "
+            "to add to it, or --overwrite to replace it",
+            file=sys.stderr,
+        )
+        return 2
     except (OSError, FormatError, ReadError, StoreLockedError, WriteError) as exc:
         print(f"spikestore: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -167,10 +167,15 @@ def run(
     steps: int = 300,
     seed: int = 0,
     progress: bool = True,
+    mode: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train :class:`DemoNet` for ``steps`` iterations with all five monitors on.
 
-    Records go to a new store at ``path`` (replacing a spikestore store there):
+    Records go to a new store at ``path``; a store already there is refused unless
+    ``mode="a"`` (append) or ``mode="w"`` / ``overwrite=True`` (replace) says what to
+    do with it (as for :class:`~spikestore.StoreWriter`). ``steps`` must be >= 1.
+    The monitors record:
     ``output`` (spikes of every LIF layer, every step), ``v_seq`` (membrane
     potentials) and ``input`` (input currents) of every LIF layer every 5th
     step, ``grad_output`` of every LIF layer every 5th step, and ``grad_input``
@@ -183,12 +188,14 @@ def run(
         (training loop, monitors included), ``close_seconds`` (final flush),
         ``records`` (records per monitor) and ``final_loss``.
     """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = DemoNet()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     t0 = time.perf_counter()
-    writer = StoreWriter(path, mode="w")
+    writer = StoreWriter(path, mode, overwrite=overwrite)
     monitors = [
         OutputMonitor(net, LIF, store=writer),
         AttributeMonitor("v_seq", False, net, LIF, store=writer, every=5),

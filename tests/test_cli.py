@@ -235,3 +235,59 @@ def test_info_on_a_ranked_store_has_a_row_per_rank_and_layer(
     out = capsys.readouterr().out
     assert "ranks [0, 1] of world size 2" in out.splitlines()[0]
     assert out.splitlines()[1].split()[:2] == ["rank", "monitor"]
+
+
+# ------------------------------------------------------------------ demo's arguments
+def _demo(path: Path, *extra: str) -> int:
+    return main(["demo", str(path), "--steps", "1", "--no-progress", *extra])
+
+
+def test_demo_refuses_an_existing_store_unless_told_to_append_or_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "d"
+    assert _demo(path) == 0
+    capsys.readouterr()
+    assert _demo(path) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spikestore: error: ")
+    assert "--append" in err and "--overwrite" in err and str(path) in err
+    assert len(spikestore.open(path)["output"]["sn1"]) == 1  # untouched
+    assert _demo(path, "--append") == 0
+    assert len(spikestore.open(path)["output"]["sn1"]) == 2
+    assert _demo(path, "--overwrite") == 0
+    assert len(spikestore.open(path)["output"]["sn1"]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        _demo(path, "--append", "--overwrite")
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("steps", ["-3", "0", "x"])
+def test_demo_with_a_bad_step_count_fails_with_a_message(tmp_path: Path, steps: str) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "spikestore", "demo", str(tmp_path / "d"), "--steps", steps],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert "--steps" in res.stderr and "positive integer" in res.stderr
+    assert "Traceback" not in res.stderr and "recorded" not in res.stdout
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_into_a_folder_of_other_files_or_onto_a_file_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    (tmp_path / "f").write_text("x")
+    for path, what in ((folder, "not a spikestore store"), (tmp_path / "f", "not a directory")):
+        for extra in ((), ("--overwrite",), ("--append",)):
+            assert _demo(path, *extra) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and err.startswith("spikestore: error: ")
+            assert what in err and "Traceback" not in err
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    assert (tmp_path / "f").read_text() == "x"
