@@ -305,7 +305,7 @@ class FieldWriter:
         if self.pending_index:
             self._write_rows(aligned)
         if commit or self.written - self.committed >= MAX_UNCOMMITTED_STEPS:
-            self._commit_written()
+            self.commit_written()
 
     def _write_rows(self, aligned: bool) -> None:
         if self.fence is not None:
@@ -351,8 +351,11 @@ class FieldWriter:
         self.written += steps
         del self.pending_index[:steps]
 
-    def _commit_written(self) -> None:
-        """Index and summarise the steps written since the last commit, and commit them."""
+    def commit_written(self) -> None:
+        """Index and summarise the steps written since the last commit, and commit them.
+
+        Also what a writer whose later write failed still commits: the steps written
+        before are complete (see ``Sink.commit_written``)."""
         n0, n1 = self.committed, self.written
         if n1 == n0:
             return
@@ -386,7 +389,7 @@ class FieldWriter:
         """
         if self.fence is not None:
             self.fence()
-        self._commit_written()
+        self.commit_written()
         if any([seg.seal_partial() for seg in self.arrays.values()]):
             self.commit()
         for seg in self.arrays.values():
@@ -436,6 +439,8 @@ class Sink:
     _buffered: int = 0
     #: Layer writes so far (the worker returns freed memory to the system after them).
     writes: int = 0
+    #: The layer being written and the last step of the write (for :meth:`lost`).
+    _writing: tuple[LayerWriter, int] | None = None
     #: ``(layer, step, append time)`` of the records not yet committed (and of some that
     #: were: dropped from the front when met), in the order they were taken.
     _order: deque[tuple[LayerWriter, int, float]] = field(default_factory=deque)
@@ -547,9 +552,12 @@ class Sink:
         """Write the layer's pending rows (see :meth:`FieldWriter.write`)."""
         if not lay.pending:
             return
-        first = lay.fields[0].written
-        last = first + lay.fields[0].pending - 1
+        # The steps not committed yet: a failure leaves them all uncommitted (those
+        # written before it are committed afterwards if the store still allows it).
+        first = min(f.committed for f in lay.fields)
+        last = max(f.written + f.pending for f in lay.fields) - 1
         self.doing = f"monitor {lay.monitor!r}, layer {lay.name!r}, steps {first}..{last}"
+        self._writing = (lay, last)
         before = sum(f.buffered_bytes for f in lay.fields)
         self.writes += 1
         try:
@@ -557,6 +565,25 @@ class Sink:
                 fld.write(aligned, commit)
         finally:
             self._buffered += sum(f.buffered_bytes for f in lay.fields) - before
+            lay.done = min(f.committed for f in lay.fields)
+
+    def lost(self) -> str:
+        """After a failure: what is not committed, as ``doing`` says it (call after
+        :meth:`commit_written`, which may have committed part of what ``doing`` names)."""
+        if self._writing is None or not self.doing.startswith("monitor "):
+            return self.doing
+        lay, last = self._writing
+        if not self.doing.endswith(f"..{last}"):
+            return self.doing
+        first = min(f.committed for f in lay.fields)
+        return f"monitor {lay.monitor!r}, layer {lay.name!r}, steps {first}..{last}"
+
+    def commit_written(self) -> None:
+        """Commit what every field has written (best effort, after a failed write: the
+        steps written before it are whole records; errors are left to the caller)."""
+        for lay in self.layers.values():
+            for fld in lay.fields:
+                fld.commit_written()
             lay.done = min(f.committed for f in lay.fields)
 
     def write_all(self, aligned: bool = False, commit: bool = True) -> None:

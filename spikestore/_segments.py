@@ -55,6 +55,7 @@ from .storage import delete_prefix, file_writer, local_root, set_many, write_par
 __all__ = [
     "ENCODE_THREADS",
     "Encoder",
+    "MIN_DENSE_SHARD_BYTES",
     "Segment",
     "SegmentOptions",
     "create_segment",
@@ -127,6 +128,8 @@ class Encoder:
 
 
 _EMPTY = np.uint64(2**64 - 1)
+#: The least ``SegmentOptions.dense_shard_bytes``, whatever the writer's buffer bound.
+MIN_DENSE_SHARD_BYTES = 1 << 20
 #: Bytes of rows (before encoding) a shard written from memory encodes at a time.
 ENCODE_BATCH = 4 << 20
 
@@ -250,9 +253,9 @@ class SegmentOptions:
     :func:`spikestore.codecs.rows.dense_codecs`), None to store them exactly.
     ``dense_shard_bytes``: the most bytes (before compression) a shard of raw rows
     holds, and a row of its inner chunks (fewer steps per chunk for huge records):
-    the writer's buffer bound, so that a write forced by that bound completes whole
-    shards, each file written once, instead of passing through the tail (see
-    :class:`Segment`).
+    the writer's buffer bound, at least :data:`MIN_DENSE_SHARD_BYTES`, so that a
+    write forced by that bound completes whole shards, each file written once,
+    instead of passing through the tail (see :class:`Segment`).
     """
 
     def __init__(
@@ -265,7 +268,8 @@ class SegmentOptions:
         dense_shard_bytes: int = MAX_SHARD_BYTES,
     ) -> None:
         self.compressor = compressor
-        self.dense_shard_bytes = dense_shard_bytes
+        # A floor: a tiny buffer bound must not make a file (and a chunk) per step.
+        self.dense_shard_bytes = max(int(dense_shard_bytes), MIN_DENSE_SHARD_BYTES)
         self.level = level
         self.shard_steps = shard_steps
         self.chunk_bytes = chunk_bytes

@@ -22,6 +22,7 @@ Thread ownership
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -254,6 +255,8 @@ class Worker:
                     try:
                         if self._error is None:
                             item.fn()
+                    except BaseException as exc:
+                        self._fail(exc)  # before the caller wakes up to check
                     finally:
                         item.done.set()
                     continue
@@ -269,15 +272,27 @@ class Worker:
                 elif self._error is None:
                     self._maybe_write()
             except BaseException as exc:
-                if self._error is None:
-                    self._error_where = sink.doing or "the writer thread"
-                    self._error = exc
+                self._fail(exc)
                 if item is _STOP:
                     return
             finally:
                 if self._trim is not None and sink.writes != writes:
                     # Buffers freed on this thread and the encoder's go back to the system.
                     self._trim()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record the writer thread's first error. Steps written before the failure are
+        whole records: they are committed if the store still takes writes (a full disk
+        may not), and the message names what is lost. The error is published last
+        (callers read it without a lock)."""
+        if self._error is not None:
+            return
+        sink = self._sink
+        self._error_where = sink.doing or "the writer thread"
+        with contextlib.suppress(BaseException):
+            sink.commit_written()
+            self._error_where = sink.lost()
+        self._error = exc
 
     def _taken(self, item: Item) -> None:
         with self._space:
@@ -322,8 +337,12 @@ class Worker:
             # Writes forced by the byte bound stop at inner-chunk boundaries (the next
             # write then need not decode and merge a chunk); records too large to fill
             # a chunk row within the bound stay buffered up to 4x the bound.
-            # Written, not committed: the flush interval (or a flush, or close) commits.
-            self._sink.write_all(aligned=buffered < 4 * self.max_buffer_bytes, commit=False)
+            # Written, not committed: the flush interval (or a flush, or close) commits,
+            # unless the oldest record waits for half of it already (this write may
+            # take a while, and the commit is then due before it would be noticed).
+            oldest = self._sink.oldest
+            commit = oldest is not None and time.monotonic() - oldest >= self.flush_interval / 2
+            self._sink.write_all(aligned=buffered < 4 * self.max_buffer_bytes, commit=commit)
             left = self._sink.buffered_bytes
             # After a partial write, wait for half a bound more before the next one.
             self._buffer_mark = left + self.max_buffer_bytes // 2 if left else 0

@@ -8,6 +8,8 @@ records are a pure function of (layer, step), so every record that survives a
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import random
@@ -22,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, WrapperStore
 
 import spikestore
 from spikestore import (
@@ -584,3 +586,103 @@ def test_buffer_bound_writes_commit_at_least_every_max_uncommitted_steps(tmp_pat
         assert all(written - committed < MAX_UNCOMMITTED_STEPS for written, committed in seen)
         assert seen[-1][1] >= 3 * MAX_UNCOMMITTED_STEPS  # committed without a flush
         assert _on_disk(tmp_path / "s", "v", "a") >= 3 * MAX_UNCOMMITTED_STEPS
+
+
+def _steps_named(message: str) -> tuple[int, int]:
+    import re
+
+    m = re.search(r"steps (\d+)\.\.(\d+)", message)
+    assert m, message
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_a_failed_write_names_every_step_it_leaves_uncommitted(tmp_path: Path) -> None:
+    """Regression: writes forced by the buffer bound do not commit, so when a later
+    write failed on a full disk the steps written before it (not committable either)
+    were lost without being named: the error said "steps 896..927" while 544 steps
+    were committed. The error now names every step not committed."""
+    budget = WriteBudget(None)
+    path = tmp_path / "s"
+    w = StoreWriter(store=FullDiskStore(LocalStore(path), budget), flush_interval=3600)
+    x = torch.randn(64, 1024)  # 256 KiB records: 32 fill the buffer bound
+    for i in range(10):
+        w.append("v", "lif", x + i)
+    w.flush()
+    budget.writes = 60
+    with pytest.raises(WriteError) as err:
+        for i in range(10, 3000):
+            w.append("v", "lif", x + i)
+        w.flush()
+    with contextlib.suppress(WriteError):
+        w.close()
+    layer = spikestore.open(path)["v"]["lif"]
+    first, last = _steps_named(str(err.value))
+    assert first == len(layer) and last >= first
+    assert all(torch.equal(layer[k], x + k) for k in range(len(layer)))
+
+
+class _BigWritesFail(WrapperStore):
+    """Refuses writes of more than 1 MiB with ENOSPC once ``fail`` is set (a disk with
+    room for metadata only)."""
+
+    fail = False
+
+    def _with_store(self, store: Any) -> _BigWritesFail:
+        return type(self)(store)
+
+    async def set(self, key: str, value: Any) -> None:
+        if type(self).fail and len(value) > 1 << 20:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
+        await self._store.set(key, value)
+
+
+def test_steps_written_before_a_failed_write_are_committed(tmp_path: Path) -> None:
+    """After a failed write, the steps written before it (whole records, not yet
+    committed because forced writes do not commit) are committed if the store still
+    takes the commit's small writes; the error names only the steps lost."""
+    path = tmp_path / "s"
+    _BigWritesFail.fail = False
+    w = StoreWriter(store=_BigWritesFail(LocalStore(path)), flush_interval=3600)
+    x = torch.randn(64, 1024)  # 256 KiB records; dense shards of 8 MiB (32 steps)
+    try:
+        for i in range(100):
+            w.append("v", "lif", x + i)
+        w._worker.call(lambda: None)  # forced writes of 96 steps done, none committed
+        assert _on_disk(path, "v", "lif") == 0
+        _BigWritesFail.fail = True
+        with pytest.raises(WriteError) as err:
+            for i in range(100, 400):
+                w.append("v", "lif", x + i)
+            w.flush()
+    finally:
+        _BigWritesFail.fail = False
+        with contextlib.suppress(WriteError):
+            w.close()
+    layer = spikestore.open(path)["v"]["lif"]
+    first, last = _steps_named(str(err.value))
+    assert len(layer) >= 96 and first == len(layer) and last >= first
+    assert all(torch.equal(layer[k], x + k) for k in range(len(layer)))
+
+
+def test_forced_writes_commit_once_the_oldest_record_waited_half_the_interval(
+    tmp_path: Path,
+) -> None:
+    """Regression: a forced write (buffer bound) did not commit even when its records
+    were nearly flush_interval old, so the timer's commit then waited for that write and
+    records were committed up to 1.5 s after their append with flush_interval=1."""
+    path = tmp_path / "s"
+    t0 = time.monotonic()
+    with StoreWriter(path, flush_interval=3.0, max_buffer_bytes=64 << 10) as w:
+        # 16 KiB records: the bound forces a write every 4 to 16 steps; records young.
+        for i in range(20):
+            w.append("v", "a", torch.full((4096,), float(i)))
+        w._worker.call(lambda: None)
+        assert w._sink.layers[("v", "a")].fields[0].written >= 16
+        assert _on_disk(path, "v", "a") == 0
+        time.sleep(1.6)  # older than half the interval
+        for i in range(20, 40):
+            w.append("v", "a", torch.full((4096,), float(i)))
+        w._worker.call(lambda: None)
+        committed = _on_disk(path, "v", "a")
+        assert time.monotonic() - t0 < 3.0, "too slow to tell the timer from the forced write"
+        assert committed >= 32

@@ -251,13 +251,17 @@ def _inner_chunks(path, grid):
 @pytest.mark.parametrize(
     "compressor, precision", [(None, None), ("zstd", None), (None, 7), ("blosc-zstd", None)]
 )
-def test_complete_shards_are_written_once_with_zarrs_chunk_bytes(tmp_path, compressor, precision):
+def test_complete_shards_are_written_once_with_zarrs_chunk_bytes(
+    tmp_path, monkeypatch, compressor, precision
+):
     """A write that completes a shard encodes its new chunks in memory and writes the
     shard file once, with the rows already in the tail; every inner chunk is byte for
     byte what Zarr writes, and plain Zarr reads the rows back (a precision's BitRound
     included)."""
+    from spikestore import _segments
     from spikestore._segments import Encoder, Segment, SegmentOptions, _grid, create_segment
 
+    monkeypatch.setattr(_segments, "MIN_DENSE_SHARD_BYTES", 0)  # small shards, small rows
     n = 300
     rows = torch.randn(n, 6, 70, generator=torch.Generator().manual_seed(3)).numpy()
     grp = zarr.open_group(LocalStore(tmp_path / "t"), mode="w")
@@ -335,3 +339,20 @@ def test_dense_shards_hold_about_the_write_buffer(tmp_path):
     assert r["o"]["spk"].field(0).array(0).shards[0] >= 1024
     assert all(bits_equal(a, b) for a, b in zip(r["v"]["big"], big, strict=True))
     assert all(bits_equal(a, b) for a, b in zip(r["v"]["small"], small, strict=True))
+
+
+def test_a_tiny_buffer_bound_does_not_make_a_dense_file_per_step(tmp_path):
+    """Review finding: dense shards were sized to max_buffer_bytes alone, so a bound of
+    64 KiB gave one shard file (and one chunk) per step of a 64 KiB record. Shards and
+    chunk rows now hold at least 1 MiB."""
+    from spikestore._segments import MIN_DENSE_SHARD_BYTES
+
+    rows = [torch.randn(64, 256) for _ in range(40)]  # 64 KiB each
+    with spikestore.StoreWriter(tmp_path / "s", max_buffer_bytes=64 << 10) as w:
+        for r in rows:
+            w.append("v", "mem", r)
+    arr = spikestore.open(tmp_path / "s")["v"]["mem"].field(0).array(0)
+    assert arr.shards[0] * 64 * 256 * 4 >= MIN_DENSE_SHARD_BYTES
+    assert arr.chunks[0] >= 4
+    layer = spikestore.open(tmp_path / "s")["v"]["mem"]
+    assert all(bits_equal(a, b) for a, b in zip(layer, rows, strict=True))
