@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         StoreReader,
         open,
     )
+    from .storage import StoreExistsError
     from .writer import StoreWriter
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "RankedStoreReader",
     "ReadError",
     "RecordError",
+    "StoreExistsError",
     "StoreLockedError",
     "StoreReader",
     "StoreWriter",
@@ -61,6 +63,7 @@ _LAZY = {
     "StoreReader": "reader",
     "open": "reader",
     "StoreWriter": "writer",
+    "StoreExistsError": "storage",
 }
 #: Submodules that ``spikestore.<name>`` imports on first use (as an eager import of
 #: the reader and writer used to make them attributes of the package).
@@ -70,6 +73,7 @@ _SUBMODULES = frozenset(
         "cli",
         "codecs",
         "demo",
+        "export",
         "format",
         "monitor",
         "plot",

@@ -148,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         "--overwrite", action="store_true", help="replace a store already at PATH"
     )
     existing.add_argument("--append", action="store_true", help="append to a store at PATH")
+    p_export = sub.add_parser(
+        "export", help="write a store as an NWB file (HDF5; needs the nwb extra)"
+    )
+    p_export.add_argument("path", help="the store")
+    p_export.add_argument("out", help="the .nwb file to write")
+    p_export.add_argument(
+        "--dt", type=float, default=1e-3, help="seconds per time step (default 0.001)"
+    )
+    p_export.add_argument("--description", default=None, help="NWB session description")
+    p_export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     args = parser.parse_args(argv)
 
     from . import FormatError, ReadError, StoreLockedError, WriteError
@@ -159,6 +169,18 @@ def main(argv: list[str] | None = None) -> int:
             for line in summary["warnings"]:
                 print(f"spikestore: warning: {' '.join(line.split())}", file=sys.stderr)
             print(json.dumps(summary, indent=2) if args.json else _table(summary))
+            return 0
+        if args.command == "export":
+            from .export import to_nwb
+
+            written = to_nwb(
+                args.path,
+                args.out,
+                dt=args.dt,
+                session_description=args.description,
+                overwrite=args.overwrite,
+            )
+            print(f"wrote {written}")
             return 0
         from .demo import run
 
@@ -182,7 +204,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (OSError, FormatError, ReadError, StoreLockedError, WriteError) as exc:
+    except (
+        OSError,
+        ImportError,
+        ValueError,
+        FormatError,
+        ReadError,
+        StoreLockedError,
+        WriteError,
+    ) as exc:
         print(f"spikestore: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 

@@ -291,3 +291,30 @@ def test_demo_into_a_folder_of_other_files_or_onto_a_file_fails_in_one_line(
             assert what in err and "Traceback" not in err
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]
     assert (tmp_path / "f").read_text() == "x"
+
+
+def test_export_writes_an_nwb_file_and_refuses_to_replace_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pynwb = pytest.importorskip("pynwb")
+    path, out = tmp_path / "s", tmp_path / "run.nwb"
+    spikes = [(torch.rand(4, 8) < 0.3).float() for _ in range(5)]
+    with spikestore.StoreWriter(path) as w:
+        for s in spikes:
+            w.append("output", "sn", s)
+            w.append("v", "sn", s * 0.5)
+    assert main(["export", str(path), str(out), "--dt", "0.002"]) == 0
+    assert str(out) in capsys.readouterr().out
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        nwb = io.read()
+        assert len(nwb.units) == 32
+        got = sorted(float(t) for i in range(32) for t in nwb.units["spike_times"][i])
+    want = sorted(
+        step * 0.002 for step, s in enumerate(spikes) for _ in range(int(s.sum()))
+    )
+    assert got == pytest.approx(want)
+    # An existing file is refused in one line unless --overwrite.
+    assert main(["export", str(path), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "error" in err
+    assert main(["export", str(path), str(out), "--overwrite"]) == 0
