@@ -178,7 +178,7 @@ def _node(root: Any, path: str, where: str) -> Any:
 
 
 #: Written steps a field keeps uncommitted at most (see :meth:`FieldWriter.write`).
-MAX_UNCOMMITTED_STEPS = 512
+MAX_UNCOMMITTED_STEPS = 128
 
 
 class FieldWriter:
@@ -295,8 +295,8 @@ class FieldWriter:
         interval still bounds; the index, summary and commit point are then written
         once for many writes. At most :data:`MAX_UNCOMMITTED_STEPS` written steps
         wait: many small per-step objects kept for seconds among the writer's large
-        transient buffers fragmented glibc's heaps (``bench_scale.py``: peak RSS
-        growth 150 MiB after 60,000 steps, against 60 MiB with this bound).
+        transient buffers fragmented glibc's heaps (``bench_scale.py``, 100,000
+        steps: peak RSS growth 126-144 MiB with a bound of 512, 57 MiB with 128).
 
         The fence (a lease's check) runs before the first write and again before the
         commit point: a writer that lost its lease (frozen past its timeout, then

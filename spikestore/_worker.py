@@ -143,7 +143,10 @@ class Worker:
     Records are written when a shard fills and when the buffered encoded bytes pass
     ``max_buffer_bytes`` (whole inner-chunk rows only); they are committed (index,
     summaries, the commit point) when the oldest uncommitted record was appended
-    ``flush_interval`` seconds ago, on :meth:`call` of a flush, and on :meth:`close`.
+    ``flush_interval`` seconds ago (or half that, by a write the byte bound forces),
+    when a field has ``MAX_UNCOMMITTED_STEPS`` written steps uncommitted, on
+    :meth:`call` of a flush, and on :meth:`close`. After a failure, the steps written
+    before it are committed if the store allows (see :meth:`_fail`).
     """
 
     def __init__(
