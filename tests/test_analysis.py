@@ -288,7 +288,7 @@ def _foreign_private_attributes(source: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("module", ["analysis", "plot"])
+@pytest.mark.parametrize("module", ["analysis", "plot", "export"])
 def test_analysis_and_plot_use_only_public_names(module: str) -> None:
     import spikestore
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import sys
@@ -250,23 +249,6 @@ def test_to_nwb_without_pynwb(
     monkeypatch.setitem(sys.modules, "pynwb", None)
     with pytest.raises(ImportError, match=r"spikestore\[nwb\]"):
         to_nwb(recorded[0], tmp_path / "x.nwb")
-
-
-def test_export_uses_only_public_names() -> None:
-    """Like analysis and plot, export reads the store through public names only."""
-    source = (Path(spikestore.__file__).parent / "export.py").read_text()
-    tree = ast.parse(source)
-    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    own |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    foreign = [
-        f"line {n.lineno}: .{n.attr}"
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Attribute)
-        and n.attr.startswith("_")
-        and not n.attr.startswith("__")
-        and n.attr not in own
-    ]
-    assert foreign == []
 
 
 def test_none_steps_and_tuple_records(tmp_path: Path) -> None:
