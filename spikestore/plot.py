@@ -5,11 +5,31 @@ Axes, so plots compose and work under any backend, including the headless
 ``Agg``. Data comes from :mod:`spikestore.analysis`, so each plot reads only
 what it shows: rates and scalar gradient norms come from the stored summaries,
 rasters and traces read only the chosen neurons' chunks.
+
+Steps, time and neurons
+-----------------------
+The functions share one reading of a layer (the vocabulary of
+:func:`spikestore.analysis.spike_trains`):
+
+* ``time_axis=None`` (default) uses the layer's own ``time_axis``. For a
+  multi-step layer (SpikingJelly's ``[T, B, ...]`` records, time axis 0) the x
+  axis is **time**: step ``s``, time index ``t`` is drawn at ``s * T + t``
+  and labelled "time step"; a neuron is an element of the record *without* its
+  time axis, numbered by its flat C-order index (``b * N + n`` for ``[T, B, N]``).
+  ``time_axis=False`` draws one point per **step** (labelled "step") and numbers
+  neurons over the whole record; an int names the record axis that is time.
+* The x limits are the window of steps asked for (``steps``; every committed step
+  by default), ``[first * T, (last + 1) * T)`` in time, whatever was recorded in
+  it, so silence shows as silence.
+* ``field=`` picks the field of tuple records, by position or by name (where the
+  reader knows the fields' names): snnTorch's ``(spk, mem)`` has the membrane
+  potential in field 1.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -22,20 +42,28 @@ from .summary import COLUMNS
 
 __all__ = ["raster_plot", "rate_heatmap", "membrane_traces", "gradient_norms"]
 
+#: Above this many records in view, membrane traces draw no boundary lines
+#: (the breaks in the lines still show every boundary).
+_MAX_BOUNDARY_LINES = 64
+#: At most this many batch separators are drawn across a raster.
+_MAX_GROUP_LINES = 32
 
-def _axes(ax: Any) -> Any:
+
+def _axes(ax: Any, figsize: tuple[float, float] | None = None) -> tuple[Any, bool]:
+    """``ax``, or the axes of a new figure; and whether the figure is new."""
     if ax is not None:
-        return ax
+        return ax, False
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError("spikestore.plot needs matplotlib: pip install matplotlib") from exc
-    _, ax = plt.subplots()
-    return ax
+    _, ax = plt.subplots(figsize=figsize)
+    return ax, True
 
 
 def _named(layers: Any) -> list[tuple[str, Any]]:
-    """(label, LayerReader) pairs from a MonitorReader/dict, a list, or one layer."""
+    """(label, LayerReader) pairs from a MonitorReader/dict, a list, or one layer,
+    in the order given (a MonitorReader's own order)."""
     if isinstance(layers, Mapping):
         return [(str(k), v) for k, v in layers.items()]
     if isinstance(layers, LayerReader):
@@ -45,32 +73,206 @@ def _named(layers: Any) -> list[tuple[str, Any]]:
     raise TypeError(f"expected layers (a monitor, dict, list or one layer), got {type(layers)}")
 
 
+def _field(layer: Any, field: Any) -> int:
+    """The position of ``field`` (a position, or a field name the reader knows)."""
+    if isinstance(field, (int, np.integer)) and not isinstance(field, bool):
+        return int(field)
+    resolve = getattr(layer, "field_index", None)
+    if resolve is not None:
+        return int(resolve(field))
+    if isinstance(field, str) and field.isdigit():
+        return int(field)
+    raise ValueError(
+        f"field {field!r} of layer {layer.name!r}: give the field's position "
+        f"(0..{len(layer.fields) - 1})"
+    )
+
+
+def _field_name(layer: Any, field: int) -> str | None:
+    """How to name field ``field`` in a label: None for a layer of plain tensors."""
+    if len(layer.fields) <= 1 and field == 0:
+        return None
+    names = getattr(layer, "field_names", None)
+    if names is not None and 0 <= field < len(names) and str(names[field]) != str(field):
+        return f"field {names[field]}"
+    return f"field {field}"
+
+
+def _axis(layer: Any, time_axis: bool | int | None, shape: tuple[int, ...]) -> int | None:
+    """The record axis that is time, from a plot's ``time_axis`` argument."""
+    if time_axis is None:
+        axis = layer.time_axis
+        if axis is None or not shape:
+            return None
+    elif time_axis is False:
+        return None
+    else:
+        axis = 0 if time_axis is True else int(time_axis)
+        if not shape:
+            raise ValueError(f"layer {layer.name!r} records scalars; there is no time axis")
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"time_axis {axis} is not an axis of records of shape {shape}")
+    return axis % len(shape)
+
+
+def _columns(
+    shape: tuple[int, ...], axis: int | None, neurons: Any
+) -> tuple[int, tuple[int, ...], np.ndarray, np.ndarray]:
+    """T, the neuron shape (the record without its time axis), the chosen neurons'
+    flat ids in it, and the flat record indices of (t, neuron), t-major."""
+    if axis is None:
+        ids = analysis.neuron_ids(neurons, shape)
+        return 1, shape, ids, ids
+    t_len = shape[axis]
+    rest = shape[:axis] + shape[axis + 1 :]
+    ids = analysis.neuron_ids(neurons, rest)
+    nd = np.unravel_index(ids, rest) if rest else ()
+    t = np.broadcast_to(np.arange(t_len)[:, None], (t_len, len(ids)))
+    parts = [np.broadcast_to(a[None, :], (t_len, len(ids))) for a in nd]
+    parts.insert(axis, t)
+    flat = np.ravel_multi_index(tuple(parts), shape).reshape(-1)
+    return t_len, rest, ids, flat
+
+
+def _dims(layer: Any, shape: tuple[int, ...], axis: int | None) -> tuple[str, ...] | None:
+    """Names of the neuron axes (the record's axes without time), when the reader knows them."""
+    dims = getattr(layer, "dims", None)
+    if dims is None or len(dims) != len(shape):
+        return None
+    names = tuple(str(d) for d in dims)
+    return names if axis is None else names[:axis] + names[axis + 1 :]
+
+
+def _neuron_label(rest: tuple[int, ...], names: tuple[str, ...] | None) -> str:
+    """The neuron axis label: ``neuron``, or how a flat index runs over several axes."""
+    if len(rest) <= 1:
+        return "neuron" if not names or names[0] in ("neuron", "dim_0") else f"neuron ({names[0]})"
+    if names:
+        axes = ", ".join(f"{n} {k}" for n, k in zip(names, rest, strict=True))
+    else:
+        axes = " x ".join(str(k) for k in rest)
+    return f"neuron: flat index over ({axes})"
+
+
+def _neuron_name(i: int, rest: tuple[int, ...], names: tuple[str, ...] | None) -> str:
+    """A neuron's legend entry: ``neuron 7``, ``neuron (0, 7)`` or ``batch 0, neuron 7``."""
+    if len(rest) <= 1:
+        return f"neuron {i}"
+    where = tuple(int(k) for k in np.unravel_index(i, rest))
+    if names:
+        return ", ".join(f"{n} {k}" for n, k in zip(names, where, strict=True))
+    return f"neuron {where}"
+
+
+def _time_label(layer: Any, timed: bool) -> str:
+    """``time step`` or ``step``, with the store's duration of one when it is known."""
+    label = "time step" if timed else "step"
+    store = getattr(layer, "store", None)
+    dt = getattr(store, "dt", None)
+    if isinstance(dt, (int, float)) and not isinstance(dt, bool):
+        unit = getattr(store, "time_unit", None) or ""
+        label += f" (dt = {dt:g}{' ' + unit if unit else ''})"
+    return label
+
+
+def _window(layer: Any, steps: Any, sel: np.ndarray) -> tuple[int, int]:
+    """The steps ``[a, b)`` a plot spans: the selection's, or an empty slice's position."""
+    if sel.size:
+        return int(sel.min()), int(sel.max()) + 1
+    if isinstance(steps, slice):
+        a = steps.indices(len(layer))[0]
+        return a, a
+    return 0, 0
+
+
+def _xlim(ax: Any, a: int, b: int, t_len: int) -> None:
+    lo, hi = a * t_len, b * t_len
+    if hi <= lo:  # an empty window: one step's width where it would be
+        hi = lo + max(t_len, 1)
+    ax.set_xlim(lo, hi)
+
+
 def raster_plot(
     layer: Any,
     steps: Any = None,
     neurons: Any = None,
     *,
-    time_axis: bool = False,
+    time_axis: bool | int | None = None,
+    field: int | str = 0,
     ax: Any = None,
     **scatter: Any,
 ) -> Any:
     """Spike raster of a layer: one mark per spike at (step or time, neuron).
 
-    ``steps``, ``neurons`` and ``time_axis`` are as in
-    :func:`spikestore.analysis.raster`; extra keywords go to ``ax.scatter``.
+    Parameters
+    ----------
+    layer : LayerReader
+    steps : slice, int sequence or None
+        The window of steps (default: every committed step). The x limits are
+        this window, not the extent of the spikes in it, and the y limits are
+        the chosen neurons, so silent stretches and silent neurons show.
+    neurons : None, int, sequence of flat indices, or sequence of index tuples
+        Which neurons (default: all), numbered in the record without its time axis
+        when there is one (see the module's notes). Only their chunks are read.
+    time_axis : None, bool or int
+        None (default): the layer's own ``time_axis``; a multi-step layer is drawn
+        over time, ``step * T + t``. False: over steps, neurons numbered over the
+        whole record. True or an int: that record axis is time.
+    field : int or str
+        Field of tuple records.
+    **scatter
+        Passed to ``ax.scatter``.
 
     Examples
     --------
     >>> ax = raster_plot(store["output"]["sn1"], slice(0, 500), range(64))  # doctest: +SKIP
     """
-    ax = _axes(ax)
-    t, n = analysis.raster(layer, steps, neurons, time_axis=time_axis)
+    ax, _ = _axes(ax)
+    f = _field(layer, field)
+    sel = analysis.step_selection(layer, steps)
+    shape = analysis.record_shape(layer, f)
+    axis = _axis(layer, time_axis, shape)
+    t_len, rest, ids, _ = _columns(shape, axis, neurons)
+    trains = analysis.spike_trains(
+        layer,
+        sel,
+        dt=1.0,
+        neurons=None if neurons is None else ids,
+        field=f,
+        time_axis=False if axis is None else axis,
+    )
+    counts = np.array([len(tr) for tr in trains], dtype=np.int64)
+    x = np.concatenate(trains) if len(trains) else np.zeros(0)
+    y = np.repeat(ids, counts)
     style = {"marker": "|", "s": 12, "linewidths": 0.8, "color": "k"}
     style.update(scatter)
-    ax.scatter(t, n, **style)
-    ax.set_xlabel("time step" if time_axis else "step")
-    ax.set_ylabel("neuron")
-    ax.set_title(f"{layer.name}: {len(t)} spikes")
+    ax.scatter(x, y, **style)
+    a, b = _window(layer, steps, sel)
+    _xlim(ax, a, b, t_len)
+    lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    ax.set_ylim(lo - 0.5, hi + 0.5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(rest) >= 2 and math.prod(rest[1:]) > 1:
+        # Separate the groups of the first neuron axis (e.g. the samples of a batch).
+        group = math.prod(rest[1:])
+        edges = np.arange((lo // group + 1) * group, hi + 1, group) - 0.5
+        if 0 < len(edges) <= _MAX_GROUP_LINES:
+            ax.hlines(
+                edges,
+                0,
+                1,
+                transform=ax.get_yaxis_transform(),
+                colors="0.8",
+                linewidths=0.6,
+                gid="groups",
+                zorder=0,
+            )
+    ax.set_xlabel(_time_label(layer, axis is not None))
+    ax.set_ylabel(_neuron_label(rest, _dims(layer, shape, axis)))
+    what = _field_name(layer, f)
+    ax.set_title(f"{layer.name}{' ' + what if what else ''}: {int(counts.sum())} spikes")
     return ax
 
 
@@ -78,7 +280,10 @@ def rate_heatmap(
     layers: Any,
     steps: Any = None,
     *,
-    over: str = "step",
+    over: str | None = None,
+    time_axis: bool | None = None,
+    norm: str = "layer",
+    field: int | str = 0,
     bins: int | None = None,
     ax: Any = None,
     **imshow: Any,
@@ -88,21 +293,46 @@ def rate_heatmap(
     Parameters
     ----------
     layers : MonitorReader, dict of name -> LayerReader, or list of LayerReader
-        Layers to show (e.g. ``store["output"]``); non-spiking layers show their mean.
-    over : {"step", "time"}
-        Columns per step, or per time step inside multi-step records.
+        Layers to show (e.g. ``store["output"]``), top to bottom in the order given
+        (a monitor's own order), labelled with their full names; non-spiking
+        layers show their mean.
+    steps : slice, int sequence or None
+        The window of steps (default: all); the x limits are this window.
+    over : {"step", "time"}, optional
+        Columns per step, or per time step inside multi-step records. Default:
+        as ``time_axis`` says.
+    time_axis : bool, optional
+        None (default): over time when every layer is multi-step with time axis
+        0, else over steps. False: over steps. True: over time.
+    norm : {"layer", "shared"}
+        ``"layer"`` (default): each row scaled to its own maximum, so quiet layers
+        show their pattern too (colour bar "rate / layer max"). ``"shared"``: one
+        colour scale of rates for every row.
+    field : int or str
+        Field of tuple records, in every layer.
     bins : int, optional
         Average the columns into this many bins (for long runs).
+
+    A new figure gets margins that fit the layer names (``fig.tight_layout()``);
+    on axes of your own, lay the figure out yourself.
 
     Examples
     --------
     >>> ax = rate_heatmap(spikestore.open("run.spikes")["output"], bins=200)  # doctest: +SKIP
     """
-    ax = _axes(ax)
+    if norm not in ("layer", "shared"):
+        raise ValueError(f"norm must be 'layer' or 'shared', got {norm!r}")
     named = _named(layers)
+    if over is None:
+        if time_axis is None:
+            timed = bool(named) and all(lay.time_axis == 0 for _, lay in named)
+        else:
+            timed = bool(time_axis)
+        over = "time" if timed else "step"
+    ax, new = _axes(ax, figsize=(8.0, max(2.5, 1.6 + 0.3 * len(named))))
     rows = []
     for _, lay in named:
-        r = analysis.firing_rate(lay, steps, over=over)
+        r = analysis.firing_rate(lay, steps, over=over, field=_field(lay, field))
         rows.append(np.asarray(r, dtype=np.float64).reshape(-1))
     width = max((len(r) for r in rows), default=0)
     grid = np.full((len(rows), width), np.nan)
@@ -116,16 +346,42 @@ def rate_heatmap(
                 [np.nanmean(grid[:, a:b], axis=1) for a, b in itertools.pairwise(edges)],
                 axis=1,
             )
-    style = {"aspect": "auto", "interpolation": "nearest", "cmap": "viridis"}
+    style: dict[str, Any] = {"aspect": "auto", "interpolation": "nearest", "cmap": "viridis"}
+    if norm == "layer":
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
+            top = np.nanmax(np.abs(grid), axis=1, keepdims=True) if grid.size else grid[:, :1]
+        top = np.where(top > 0, top, 1.0)  # a silent row stays 0
+        grid = grid / top
+        style.update(vmin=0.0 if np.nanmin(grid, initial=0.0) >= 0 else -1.0, vmax=1.0)
     style.update(imshow)
     sel = analysis.step_selection(named[0][1], steps) if named else np.zeros(0, dtype=np.int64)
-    start = int(sel[0]) * (width // len(sel)) if len(sel) else 0
-    im = ax.imshow(grid, extent=(start - 0.5, start + width - 0.5, len(rows) - 0.5, -0.5), **style)
+    t_len = width // len(sel) if len(sel) and over == "time" else 1
+    start = int(sel[0]) * t_len if len(sel) else 0
+    stop = start + max(width, 1)
+    im = ax.imshow(grid, extent=(start, stop, len(rows) - 0.5, -0.5), **style)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([name for name, _ in named])
-    ax.set_xlabel("time step" if over == "time" else "step")
-    ax.figure.colorbar(im, ax=ax, label="firing rate")
+    ax.set_xlabel(_time_label(named[0][1], over == "time") if named else "step")
+    ax.set_ylabel("layer")
+    monitors = {lay.monitor for _, lay in named}
+    title = f"firing rate per {'time step' if over == 'time' else 'step'}"
+    ax.set_title(f"{monitors.pop()}: {title}" if len(monitors) == 1 else title)
+    label = "rate / layer max" if norm == "layer" else "firing rate"
+    ax.figure.colorbar(im, ax=ax, label=label)
+    if new:
+        ax.figure.tight_layout()
     return ax
+
+
+def _trace_x(sel: np.ndarray, t_len: int, axis: int | None) -> np.ndarray:
+    """x of each (step, t): ``(len(sel), T + 1)`` with a NaN column that breaks the
+    line between multi-step records, or ``(len(sel), 1)`` for per-step values."""
+    if axis is None:
+        return sel[:, None].astype(np.float64)
+    x = np.full((len(sel), t_len + 1), np.nan)
+    x[:, :t_len] = sel[:, None] * t_len + np.arange(t_len)[None, :]
+    return x
 
 
 def membrane_traces(
@@ -133,40 +389,137 @@ def membrane_traces(
     neurons: Any,
     steps: Any = None,
     *,
-    time_axis: bool = False,
+    time_axis: bool | int | None = None,
+    field: int | str = 0,
     threshold: float | None = None,
+    spikes: Any = None,
+    boundaries: bool | None = None,
     ax: Any = None,
     **plot: Any,
 ) -> Any:
     """Chosen neurons' recorded values (membrane potential) over steps, one line each.
 
-    ``neurons``, ``steps``, ``time_axis`` are as in
-    :func:`spikestore.analysis.traces`; ``threshold`` draws a dashed line.
+    Parameters
+    ----------
+    neurons : int, sequence of flat indices, or sequence of index tuples
+        Numbered as in :func:`raster_plot`.
+    steps : slice, int sequence or None
+        The window of steps (default: all); the x limits are this window.
+    time_axis : None, bool or int
+        As in :func:`raster_plot`: a multi-step layer is drawn over time by default.
+        Each record's ``T`` values are then a line of their own (the line breaks
+        between records, where a network is usually reset), and a dotted line
+        marks each record boundary (see ``boundaries``).
+    field : int or str
+        Field of tuple records (snnTorch's ``(spk, mem)``: ``field=1``).
+    threshold : float, optional
+        Draw a dashed line at this value (and put spike marks on it).
+    spikes : LayerReader, int or str, optional
+        Mark each spike of the chosen neurons: a layer of spikes recorded beside
+        this one (same record shape and steps, e.g. a SpikingJelly ``OutputMonitor``
+        layer beside a ``v`` monitor layer), or a field of this layer (snnTorch:
+        ``field=1, spikes=0``). Marks sit on ``threshold`` when given, else on the
+        trace.
+    boundaries : bool, optional
+        Dotted vertical lines at record boundaries of a multi-step layer. Default:
+        when at most 64 records are in view.
+    **plot
+        Passed to ``ax.plot`` for the traces.
 
     Examples
     --------
-    >>> ax = membrane_traces(store["v"]["sn1"], [0, 1, 2], threshold=1.0)  # doctest: +SKIP
+    >>> ax = membrane_traces(store["v"]["sn1"], [0, 1, 2], threshold=1.0,   # doctest: +SKIP
+    ...                      spikes=store["output"]["sn1"])
     """
-    ax = _axes(ax)
-    vals = analysis.traces(layer, neurons, steps, time_axis=time_axis)
+    ax, _ = _axes(ax)
+    f = _field(layer, field)
     sel = analysis.step_selection(layer, steps)
-    if time_axis:
-        t_len = vals.shape[0] // max(1, len(sel))
-        x = (sel[:, None] * t_len + np.arange(t_len)[None, :]).reshape(-1)
-    else:
-        x = sel
-    shape = analysis.record_shape(layer)
-    ids = analysis.neuron_ids(neurons, shape[1:] if time_axis else shape)
+    shape = analysis.record_shape(layer, f)
+    axis = _axis(layer, time_axis, shape)
+    t_len, rest, ids, flat = _columns(shape, axis, neurons)
+    vals = analysis.traces(layer, flat, sel, time_axis=False, field=f)
+    vals = vals.reshape(len(sel), t_len, len(ids))
+    x = _trace_x(sel, t_len, axis)
+    y = np.full((*x.shape, len(ids)), np.nan)
+    y[:, :t_len] = vals
+    names = _dims(layer, shape, axis)
+    colors = []
     for j, i in enumerate(ids):
-        ax.plot(x, vals[:, j], label=f"neuron {int(i)}", **plot)
+        (line,) = ax.plot(
+            x.reshape(-1), y[..., j].reshape(-1), label=_neuron_name(int(i), rest, names), **plot
+        )
+        colors.append(line.get_color())
     if threshold is not None:
         ax.axhline(threshold, color="k", linestyle="--", linewidth=0.8, label="threshold")
-    ax.set_xlabel("time step" if time_axis else "step")
-    ax.set_ylabel(layer.monitor)
+    if spikes is not None:
+        marks = _spike_values(layer, spikes, sel, flat, shape, f)
+        marks = marks.reshape(len(sel), t_len, len(ids))
+        for j in range(len(ids)):
+            s, t = np.nonzero(np.nan_to_num(marks[:, :, j]))
+            at = y[s, t, j] if threshold is None else np.full(len(s), float(threshold))
+            ax.scatter(
+                x[s, t],
+                at,
+                marker="v",
+                s=18,
+                color=colors[j],
+                zorder=3,
+                gid="spikes",
+                label="spike" if j == 0 else "_spike",
+            )
+    if axis is not None and len(sel) > 1:
+        starts = sel[1:][np.diff(sel) > 0] * t_len  # a new record starts here
+        if boundaries or (boundaries is None and len(sel) <= _MAX_BOUNDARY_LINES):
+            ax.vlines(
+                starts - 0.5,
+                0,
+                1,
+                transform=ax.get_xaxis_transform(),
+                colors="0.6",
+                linestyles=":",
+                linewidths=0.8,
+                gid="boundaries",
+                label="_boundaries",
+            )
+    a, b = _window(layer, steps, sel)
+    _xlim(ax, a, b, t_len)
+    ax.set_xlabel(_time_label(layer, axis is not None))
+    ylabel = layer.monitor
+    what = _field_name(layer, f)
+    if what:
+        ylabel += f" ({what})"
+    units = getattr(layer, "units", None)
+    if units:
+        ylabel += f" [{units}]"
+    ax.set_ylabel(ylabel)
     ax.set_title(layer.name)
     if len(ids) <= 10:
         ax.legend(loc="best", fontsize="small")
     return ax
+
+
+def _spike_values(
+    layer: Any, spikes: Any, sel: np.ndarray, flat: np.ndarray, shape: tuple[int, ...], f: int
+) -> np.ndarray:
+    """The spike layer's (or field's) values at the traced (step, t, neuron) columns."""
+    if isinstance(spikes, (int, np.integer, str)) and not isinstance(spikes, bool):
+        src, sf = layer, _field(layer, spikes)
+    elif isinstance(spikes, bool):
+        raise TypeError("spikes= takes a layer of spikes or a field of this layer, not a bool")
+    else:
+        src, sf = spikes, 0
+    sshape = analysis.record_shape(src, sf)
+    if sshape != shape:
+        raise ValueError(
+            f"spikes: layer {src.name!r} records shape {sshape}, "
+            f"layer {layer.name!r} field {f} records {shape}"
+        )
+    if len(sel) and int(sel.max()) >= len(src):
+        raise ValueError(
+            f"spikes: layer {src.name!r} has {len(src)} steps, the window reaches step "
+            f"{int(sel.max())}"
+        )
+    return analysis.traces(src, flat, sel, time_axis=False, field=sf)
 
 
 def gradient_norms(
@@ -175,6 +528,7 @@ def gradient_norms(
     *,
     x: Sequence[Any] | None = None,
     log: bool = True,
+    field: int | str = 0,
     ax: Any = None,
     **plot: Any,
 ) -> Any:
@@ -191,19 +545,22 @@ def gradient_norms(
         x values, one per step (e.g. the surrogate ``alpha`` of each step).
     log : bool
         Logarithmic y axis.
+    field : int or str
+        Field of tuple records, in every layer.
 
     Examples
     --------
     >>> ax = gradient_norms(spikestore.open("grads.spikes")["grad_input"])  # doctest: +SKIP
     """
-    ax = _axes(ax)
+    ax, _ = _axes(ax)
     for name, lay in _named(layers):
+        f = _field(lay, field)
         sel = analysis.step_selection(lay, steps)
-        s = analysis.summary(lay, sel)
+        s = analysis.summary(lay, sel, field=f)
         if np.all((s[:, 0] == 1) | np.isnan(s[:, 0])):
             norms = s[:, COLUMNS.index("mean")]
         else:
-            vals = analysis.to_numpy(lay, sel).reshape(len(sel), -1)
+            vals = analysis.to_numpy(lay, sel, field=f).reshape(len(sel), -1)
             norms = np.sqrt(np.nansum(vals.astype(np.float64) ** 2, axis=1))
         xs = np.asarray(x)[: len(sel)] if x is not None else sel
         ax.plot(xs, norms, marker="o", label=name, **plot)

@@ -1,0 +1,372 @@
+"""spikestore.plot: figures rendered with Agg, checked on their axes (limits, labels,
+rows, lines, marks) against the records written."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import spikestore
+
+T, B, N = 4, 2, 5
+STEPS = 12
+LONG = "conv_fc.10.neuron"
+LONGER = "features.backbone.stage4.block2.conv_fc.10.neuron"
+
+
+@pytest.fixture
+def plt():  # type: ignore[no-untyped-def]
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def ms(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Multi-step records ``[T, B, N]`` (time axis 0) with silence at both ends, their
+    membrane potentials, a single-step layer, and snnTorch-style ``(spk, mem)``."""
+    path = tmp_path_factory.mktemp("plot") / "ms.spikes"
+    g = torch.Generator().manual_seed(3)
+    rec: dict[str, list] = {k: [] for k in ("s", "v", "single", "pair", "quiet")}
+    with spikestore.StoreWriter(path) as w:
+        for i in range(STEPS):
+            s = (torch.rand(T, B, N, generator=g) < 0.3).float()
+            if not 3 <= i <= 8:
+                s.zero_()  # silence before and after
+            v = torch.rand(T, B, N, generator=g)
+            single = (torch.rand(3, 8, generator=g) < 0.25).float()
+            quiet = (torch.rand(T, B, N, generator=g) < 0.02).float()
+            quiet[0, 0, 0] = 1.0
+            mem = torch.rand(2, 6, generator=g)
+            spk = (mem > 0.7).float()
+            w.append("output", LONG, s, time_axis=0)
+            w.append("output", LONGER, quiet, time_axis=0)
+            w.append("v", LONG, v, time_axis=0)
+            w.append("output", "single", single)
+            w.append("snn", "lif", (spk, mem))
+            rec["s"].append(s)
+            rec["quiet"].append(quiet)
+            rec["v"].append(v)
+            rec["single"].append(single)
+            rec["pair"].append((spk, mem))
+    return {"path": path, "rec": rec, "store": spikestore.open(path)}
+
+
+def _save(ax, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Draw the figure (layout, text extents) and keep a PNG for looking at."""
+    out = Path("/tmp/plots")
+    out.mkdir(exist_ok=True)
+    ax.figure.savefig(out / f"{name}.png", dpi=80)
+
+
+# ------------------------------------------------------------------ raster_plot
+def test_raster_of_multistep_layer_is_over_time_with_the_window_as_limits(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    lay = ms["store"]["output"][LONG]
+    assert lay.time_axis == 0
+    ax = plot.raster_plot(lay, slice(1, 11))
+    _save(ax, "raster_multistep")
+    # The window, in time: step 1 .. step 11 -> [4, 44), not the spikes' extent (12..35).
+    assert ax.get_xlim() == (1 * T, 11 * T)
+    assert ax.get_ylim() == (-0.5, B * N - 0.5)
+    assert ax.get_xlabel() == "time step"
+    assert ax.get_ylabel().startswith("neuron") and "2" in ax.get_ylabel()
+    pts = ax.collections[0].get_offsets()
+    x = np.concatenate([r.numpy() for r in ms["rec"]["s"]])  # [STEPS*T, B, N]
+    t, n = np.nonzero(x[1 * T : 11 * T].reshape(-1, B * N))
+    want = sorted(zip((t + T).tolist(), n.tolist(), strict=True))
+    assert sorted(map(tuple, np.asarray(pts).astype(int).tolist())) == want
+    assert pts[:, 0].min() > 3 * T - 1 and pts[:, 0].max() < 9 * T  # silence shows
+    assert ax.get_title() == f"{LONG}: {len(want)} spikes"
+    # One separator between the two samples of the batch.
+    groups = [c for c in ax.collections if c.get_gid() == "groups"]
+    assert len(groups) == 1 and len(groups[0].get_segments()) == B - 1
+
+
+def test_raster_of_a_silent_window_draws_its_limits(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    lay = ms["store"]["output"][LONG]
+    ax = plot.raster_plot(lay, slice(9, 12), [1, 3])
+    _save(ax, "raster_silent")
+    assert len(ax.collections[0].get_offsets()) == 0
+    assert ax.get_xlim() == (9 * T, 12 * T)
+    assert ax.get_ylim() == (0.5, 3.5)
+    assert ax.get_title().endswith(": 0 spikes")
+    ax = plot.raster_plot(lay, slice(5, 5))  # no step at all: one step's width at step 5
+    assert ax.get_xlim() == (5 * T, 6 * T)
+
+
+def test_raster_time_axis_false_is_per_step_over_the_whole_record(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    lay = ms["store"]["output"][LONG]
+    ax = plot.raster_plot(lay, slice(0, 6), time_axis=False)
+    assert ax.get_xlabel() == "step"
+    assert ax.get_xlim() == (0, 6)
+    assert ax.get_ylim() == (-0.5, T * B * N - 0.5)
+    pts = np.asarray(ax.collections[0].get_offsets()).astype(int)
+    x = torch.stack(ms["rec"]["s"][:6]).numpy().reshape(6, -1)
+    s, n = np.nonzero(x)
+    assert sorted(map(tuple, pts.tolist())) == sorted(zip(s.tolist(), n.tolist(), strict=True))
+
+
+def test_raster_of_single_step_layer_and_neuron_subset(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    lay = ms["store"]["output"]["single"]
+    ax = plot.raster_plot(lay, None, [(1, 2), (2, 7)])
+    assert ax.get_xlabel() == "step" and ax.get_xlim() == (0, STEPS)
+    assert ax.get_ylim() == (1 * 8 + 2 - 0.5, 2 * 8 + 7 + 0.5)
+    assert ax.get_ylabel() == "neuron: flat index over (3 x 8)"
+    x = torch.stack(ms["rec"]["single"]).numpy()
+    want = sum(int(x[:, i, j].sum()) for i, j in [(1, 2), (2, 7)])
+    assert len(ax.collections[0].get_offsets()) == want
+
+
+def test_raster_uses_dimension_names_when_the_reader_has_them(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    class Named:
+        """A layer whose reader knows its record's axis names (format 1.5)."""
+
+        def __init__(self, lay, dims):  # type: ignore[no-untyped-def]
+            self._lay, self.dims = lay, dims
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self._lay, name)
+
+        def __len__(self) -> int:
+            return len(self._lay)
+
+    lay = Named(ms["store"]["output"][LONG], ("time", "batch", "neuron"))
+    ax = plot.raster_plot(lay, slice(0, 4))
+    assert ax.get_ylabel() == f"neuron: flat index over (batch {B}, neuron {N})"
+    assert ax.get_xlabel() == "time step"
+    v = Named(ms["store"]["v"][LONG], ("time", "batch", "neuron"))
+    ax = plot.membrane_traces(v, [(1, 3)], slice(0, 2))
+    assert ax.get_legend().get_texts()[0].get_text() == "batch 1, neuron 3"
+
+
+# ----------------------------------------------------------------- rate_heatmap
+def test_rate_heatmap_names_fit_in_the_figure_and_rows_keep_their_order(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    out = ms["store"]["output"]
+    order = [LONGER, "single", LONG]
+    ax = plot.rate_heatmap([out[k] for k in order], time_axis=False)
+    _save(ax, "heatmap_names")
+    fig = ax.figure
+    fig.canvas.draw()
+    labels = ax.get_yticklabels()
+    assert [lab.get_text() for lab in labels] == order  # full names, in the order given
+    box = fig.bbox
+    for lab in labels:
+        ext = lab.get_window_extent()
+        assert ext.x0 >= box.x0 and ext.x1 <= box.x1, lab.get_text()
+        assert ext.y0 >= box.y0 and ext.y1 <= box.y1, lab.get_text()
+    assert ax.get_title() == "output: firing rate per step"
+    assert ax.get_xlim() == (0, STEPS) and ax.get_xlabel() == "step"
+    assert ax.images[0].get_array().shape == (3, STEPS)
+
+
+def test_rate_heatmap_scales_each_layer_to_its_max_by_default(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    out = ms["store"]["output"]
+    layers = {LONG: out[LONG], LONGER: out[LONGER]}
+    ax = plot.rate_heatmap(layers, time_axis=False)
+    grid = np.asarray(ax.images[0].get_array())
+    rates = [
+        torch.stack(ms["rec"][k]).numpy().reshape(STEPS, -1).mean(axis=1) for k in ("s", "quiet")
+    ]
+    for row, r in zip(grid, rates, strict=True):
+        np.testing.assert_allclose(row, r / r.max())
+    cbar = ax.figure.axes[-1]
+    assert cbar.get_ylabel() == "rate / layer max"
+    assert ax.images[0].get_clim() == (0.0, 1.0)
+
+    ax = plot.rate_heatmap(layers, time_axis=False, norm="shared")
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), np.stack(rates))
+    assert ax.figure.axes[-1].get_ylabel() == "firing rate"
+    with pytest.raises(ValueError, match="norm"):
+        plot.rate_heatmap(layers, norm="row")
+
+
+def test_rate_heatmap_of_multistep_layers_is_over_time_by_default(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    out = ms["store"]["output"]
+    ax = plot.rate_heatmap({LONG: out[LONG], LONGER: out[LONGER]}, slice(2, 10))
+    _save(ax, "heatmap_time")
+    assert ax.images[0].get_array().shape == (2, 8 * T)
+    assert ax.get_xlim() == (2 * T, 10 * T)
+    assert ax.get_xlabel() == "time step"
+    assert ax.get_title() == "output: firing rate per time step"
+    x = torch.stack(ms["rec"]["s"][2:10]).numpy().reshape(8 * T, -1).mean(axis=1)
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array())[0], x / x.max())
+
+
+# -------------------------------------------------------------- membrane_traces
+def test_membrane_traces_of_multistep_layer_break_between_records(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    lay = ms["store"]["v"][LONG]
+    ax = plot.membrane_traces(lay, [(0, 1), (1, 4)], slice(2, 6), threshold=0.9)
+    _save(ax, "traces_multistep")
+    traces = [ln for ln in ax.lines if ln.get_label().startswith("neuron")]
+    assert [ln.get_label() for ln in traces] == ["neuron (0, 1)", "neuron (1, 4)"]
+    v = torch.stack(ms["rec"]["v"][2:6]).numpy()  # [4 steps, T, B, N]
+    for ln, (b, n) in zip(traces, [(0, 1), (1, 4)], strict=True):
+        xd, yd = np.asarray(ln.get_xdata()), np.asarray(ln.get_ydata())
+        # Each record's T values, then a NaN that breaks the line at the boundary.
+        assert len(xd) == 4 * (T + 1)
+        assert np.isnan(xd.reshape(4, T + 1)[:, T]).all()
+        np.testing.assert_array_equal(xd.reshape(4, T + 1)[:, :T].reshape(-1), np.arange(8, 24))
+        np.testing.assert_allclose(yd.reshape(4, T + 1)[:, :T], v[:, :, b, n], rtol=1e-6)
+    (bounds,) = [c for c in ax.collections if c.get_gid() == "boundaries"]
+    assert [seg[0][0] for seg in bounds.get_segments()] == [11.5, 15.5, 19.5]
+    (thr,) = [ln for ln in ax.lines if ln.get_label() == "threshold"]
+    assert thr.get_linestyle() == "--" and thr.get_ydata()[0] == 0.9
+    assert ax.get_xlim() == (2 * T, 6 * T)
+    assert ax.get_xlabel() == "time step" and ax.get_ylabel() == "v"
+
+
+def test_membrane_traces_mark_spikes_of_a_layer_beside(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    v, s = ms["store"]["v"][LONG], ms["store"]["output"][LONG]
+    ax = plot.membrane_traces(v, [(0, 0), (1, 2)], slice(3, 8), spikes=s, threshold=1.0)
+    _save(ax, "traces_spikes")
+    marks = [c for c in ax.collections if c.get_gid() == "spikes"]
+    assert len(marks) == 2
+    rec = torch.stack(ms["rec"]["s"][3:8]).numpy().reshape(5 * T, B, N)
+    for c, (b, n) in zip(marks, [(0, 0), (1, 2)], strict=True):
+        pts = np.asarray(c.get_offsets())
+        np.testing.assert_array_equal(pts[:, 0], np.nonzero(rec[:, b, n])[0] + 3 * T)
+        assert (pts[:, 1] == 1.0).all()  # on the threshold
+    assert sum(len(c.get_offsets()) for c in marks) > 0
+    # Without a threshold the marks sit on the trace.
+    ax = plot.membrane_traces(v, [(0, 0)], slice(3, 8), spikes=s)
+    (c,) = [c for c in ax.collections if c.get_gid() == "spikes"]
+    pts = np.asarray(c.get_offsets())
+    vv = torch.stack(ms["rec"]["v"][3:8]).numpy().reshape(5 * T, B, N)[:, 0, 0]
+    np.testing.assert_allclose(pts[:, 1], vv[pts[:, 0].astype(int) - 3 * T], rtol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        plot.membrane_traces(v, [0], spikes=ms["store"]["output"]["single"])
+
+
+def test_membrane_traces_field_of_snntorch_pair(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    lay = ms["store"]["snn"]["lif"]
+    ax = plot.membrane_traces(lay, [0, 7], field=1, spikes=0, threshold=0.7)
+    _save(ax, "traces_snntorch")
+    mem = np.stack([m.numpy() for _, m in ms["rec"]["pair"]]).reshape(STEPS, -1)
+    spk = np.stack([s.numpy() for s, _ in ms["rec"]["pair"]]).reshape(STEPS, -1)
+    lines = [ln for ln in ax.lines if ln.get_label().startswith("neuron")]
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[1].get_ydata(), mem[:, 7], rtol=1e-6)
+    np.testing.assert_array_equal(lines[1].get_xdata(), np.arange(STEPS))
+    assert not [c for c in ax.collections if c.get_gid() == "boundaries"]  # single-step
+    marks = [c for c in ax.collections if c.get_gid() == "spikes"]
+    at = np.asarray(marks[1].get_offsets())[:, 0]
+    np.testing.assert_array_equal(at, np.nonzero(spk[:, 7])[0])
+    assert ax.get_xlabel() == "step" and ax.get_ylabel() == "snn (field 1)"
+    assert ax.get_xlim() == (0, STEPS)
+    # The spike half, as a raster.
+    ax = plot.raster_plot(lay, field=0)
+    assert len(ax.collections[0].get_offsets()) == int(spk.sum())
+    with pytest.raises(IndexError):
+        plot.membrane_traces(lay, [0], field=2)
+
+
+def test_membrane_traces_time_axis_false_plots_per_step(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    lay = ms["store"]["v"][LONG]
+    ax = plot.membrane_traces(lay, [5], time_axis=False)
+    (ln,) = [ln for ln in ax.lines if ln.get_label().startswith("neuron")]
+    v = torch.stack(ms["rec"]["v"]).numpy().reshape(STEPS, -1)
+    np.testing.assert_allclose(ln.get_ydata(), v[:, 5], rtol=1e-6)
+    assert ax.get_xlabel() == "step" and ax.get_xlim() == (0, STEPS)
+    assert not [c for c in ax.collections if c.get_gid() == "boundaries"]
+
+
+# -------------------------------------------------------- all of them together
+def test_every_plot_function_takes_field_and_time_axis() -> None:
+    import inspect
+
+    from spikestore import plot
+
+    for name in plot.__all__:
+        params = inspect.signature(getattr(plot, name)).parameters
+        assert "field" in params, name
+        if name != "gradient_norms":
+            assert params["time_axis"].default is None, name
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Single-step layers: ``[T, N, C]`` spikes and potentials written without a time
+    axis, odd shapes, a layer with ``None`` steps, and scalar norms."""
+    path = tmp_path_factory.mktemp("plot") / "run.spikes"
+    g = torch.Generator().manual_seed(1)
+    steps = 60
+    rec: dict[str, list] = {k: [] for k in ("sn", "v", "odd", "rank1", "gaps", "norm")}
+    with spikestore.StoreWriter(path, chunk_bytes=1 << 10) as w:
+        for i in range(steps):
+            vals = {
+                "sn": (torch.rand(4, 3, 40, generator=g) < 0.2).float(),
+                "odd": torch.rand(3, 7, generator=g) < 0.5,
+                "rank1": (torch.rand(13, generator=g) < 0.3).to(torch.int8),
+                "gaps": None if i % 4 == 1 else torch.randn(2, 5, generator=g),
+                "norm": torch.rand((), generator=g) * 10,
+            }
+            for name, val in vals.items():
+                w.append("output", name, val)
+                rec[name].append(val)
+            v: float | torch.Tensor = 0.0 if i == 0 else torch.randn(4, 3, 40, generator=g)
+            w.append("v", "sn", v)
+            rec["v"].append(v)
+    return {"path": path, "rec": rec, "steps": steps, "store": spikestore.open(path)}
+
+
+def test_plots_produce_figures(run: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    s = run["store"]
+    ax = plot.raster_plot(s["output"]["sn"], slice(0, 20), range(50))
+    assert len(ax.collections) == 1 and ax.figure is not None
+    ax = plot.raster_plot(s["output"]["sn"], slice(0, 5), [1, 2], time_axis=True, color="r")
+    assert ax.get_xlabel() == "time step"
+    ax = plot.rate_heatmap({k: s["output"][k] for k in ("sn", "odd", "rank1")}, bins=30)
+    assert ax.images[0].get_array().shape == (3, 30)
+    ax = plot.rate_heatmap([s["output"]["sn"]], over="time")
+    assert ax.images[0].get_array().shape == (1, run["steps"] * 4)
+    ax = plot.rate_heatmap(s["output"]["sn"], slice(10, 20))  # one layer
+    assert ax.images[0].get_array().shape == (1, 10) and ax.get_yticklabels()[0].get_text() == "sn"
+    ax = plot.membrane_traces(s["v"]["sn"], [0, 7], slice(0, 30), threshold=1.0)
+    assert len(ax.lines) == 3
+    ax = plot.membrane_traces(s["v"]["sn"], [(0, 7)], time_axis=True)
+    xd = np.asarray(ax.lines[0].get_xdata())
+    assert np.count_nonzero(~np.isnan(xd)) == run["steps"] * 4
+    fig, axes = plt.subplots(1, 2)
+    ax = plot.gradient_norms({"norm": s["output"]["norm"], "gaps": s["output"]["gaps"]}, ax=axes[0])
+    assert ax.figure is fig and len(ax.lines) == 2
+    want = torch.stack(run["rec"]["norm"]).numpy()
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), want, rtol=1e-6)
+    gaps = ax.lines[1].get_ydata()
+    for i, r in enumerate(run["rec"]["gaps"]):
+        if r is None:
+            assert gaps[i] == 0 or np.isnan(gaps[i])
+        else:
+            assert math.isclose(gaps[i], float(r.double().norm()), rel_tol=1e-6)
