@@ -1,31 +1,71 @@
-"""Command line: ``spikestore info PATH`` and ``spikestore demo [PATH]``.
+"""Command line: ``spikestore info PATH``, ``spikestore demo [PATH]`` and
+``spikestore export PATH OUT``.
 
-Errors that come from the store or the file system (a missing, damaged or locked
-store, a full disk, a path that is a file or a folder of other files) print one
-line ``spikestore: error: ...`` on stderr and exit with status 2, never a
-traceback; so does a bad argument (argparse's usage line and message). ``demo``
-refuses a store already at its path unless given ``--append`` or ``--overwrite``.
+Every failure prints one line on stderr, never a traceback: a bad argument gives
+argparse's usage line and ``spikestore <command>: error: ...`` with exit status 2;
+a failure while running (a missing, damaged or locked store, a path that is a file
+or a folder of other files, a folder that cannot be written, a full disk, a missing
+extra) gives ``spikestore: error: ...``, naming the path and what to do, with exit
+status 1. ``--debug`` (or the environment variable ``SPIKESTORE_DEBUG=1``) shows the
+traceback instead. ``demo`` refuses a store already at its path unless given
+``--append`` or ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "info"]
+
+#: Below this many bytes as float32, a layer's ``x f32`` ratio is not shown: its
+#: bytes are mostly per-shard and per-step bookkeeping (shard indexes, the step
+#: index, summaries), not data, and the ratio says nothing about compression.
+MIN_RATIO_BYTES = 64 * 1024
+
+_INFO_HELP = f"""\
+Summarise a store: its run attributes, time step and marks (format 1.5), then a
+row per layer, in the store's order: monitor, layer, steps, record shape (with the
+axis names the monitor recorded, e.g. time,batch,channel,y,x), dtype, encoding,
+units, bytes and x f32.
+
+bytes is everything the layer takes in the store, metadata included. x f32 is
+the float32 size of the layer's records divided by its chunk bytes (bytes less
+the zarr.json metadata documents, which are a fixed few KiB a layer whatever its
+length): how much smaller than float32 the data is stored. It is shown as
+"small" for a layer under {MIN_RATIO_BYTES // 1024} KiB as float32, where shard and step
+bookkeeping, not data, decide it.
+
+rate / mean comes from the summaries stored beside the records (nothing is
+decoded): the spike rate (spikes per element) of a spike field, "mean=" the mean
+value of any other field; for a layer of tuple records (snnTorch's (spk, mem))
+one entry per field, "name:value". "-" where the store has no summary.
+"""
 
 
 def info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """A summary of every monitor and layer of the store at ``path`` (a directory or a
     URL).
 
-    The spike rate comes from the stored summaries alone (nothing is decoded). A
+    Rates and means come from the stored summaries alone (nothing is decoded). A
     layer whose summary cannot be read gets ``"spike_rate": None`` and a line in
     the result's ``"warnings"``; any other error reading the store is raised. A
     ranked store (written by the ranks of a ``torch.distributed`` job) has a row
     per rank and layer, with its ``"rank"``, and its ``"ranks"`` at the top.
+
+    Each row has ``bytes`` (all the layer takes, metadata included),
+    ``metadata_bytes`` (its zarr.json documents; None where they cannot be measured),
+    ``float32_bytes`` and ``ratio_vs_float32``: float32 bytes over chunk bytes
+    (``bytes - metadata_bytes``), None for layers under :data:`MIN_RATIO_BYTES` as
+    float32 (then ``ratio_note`` says why). ``fields`` has one entry per field of
+    the records: its ``name``, ``encoding``, ``shape``, ``dtype`` and either
+    ``spike_rate`` (spike fields) or ``mean``.
     """
     from .reader import RankedStoreReader
     from .reader import open as open_store
@@ -40,64 +80,212 @@ def info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, 
             "recorded": store.recorded,
             "present": store.ranks,
         }
+        out["run"] = _run_info(store.rank(store.ranks[0])) if store.ranks else _run_info(store)
         for r in store.ranks:
             layers.extend({"rank": r, **_row(lay, warnings)} for lay in store.rank(r).layers())
     else:
+        out["run"] = _run_info(store)
         layers.extend(_row(lay, warnings) for lay in store.layers())
     return {**out, "layers": layers, "warnings": warnings}
 
 
+def _run_info(store: Any) -> dict[str, Any]:
+    """The run's attributes, time step and marks (format 1.5; empty for older stores)."""
+    attrs = getattr(store, "attrs", None)
+    return {
+        "attrs": dict(attrs) if isinstance(attrs, dict) else {},
+        "dt": getattr(store, "dt", None),
+        "time_unit": getattr(store, "time_unit", None),
+        "marks": _marks_info(store),
+    }
+
+
+def _marks_info(store: Any) -> dict[str, int]:
+    """Each mark key and how many times it was set (changed value) over the run.
+
+    Counted on the layer with the most steps: a mark applies to every layer from
+    the step it was made, so that layer sees the most of them.
+    """
+    longest, n = None, -1
+    for lay in store.layers():
+        k = len(lay)
+        if k > n and callable(getattr(lay, "marks", None)):
+            longest, n = lay, k
+    if longest is None:
+        return {}
+    counts: dict[str, int] = {}
+    for key, values in longest.marks().items():
+        changes, last = 0, None
+        for v in values:
+            if v is not None and (changes == 0 or v != last):
+                changes += 1
+            last = v if v is not None else last
+        counts[str(key)] = changes
+    return counts
+
+
+def _metadata_bytes(layer: Any) -> int | None:
+    """Bytes of the layer's zarr.json documents, or None where they cannot be measured."""
+    measure = getattr(layer, "nbytes_metadata", None)
+    if callable(measure):
+        return int(measure())
+    from .format import node_key
+    from .storage import is_url
+
+    src = layer.source
+    if src is None or is_url(src.location):
+        return None
+    top = Path(src.location) / node_key(layer.monitor) / node_key(layer.name)
+    total = 0
+    for dirpath, _, files in os.walk(top):
+        if "zarr.json" in files:
+            try:
+                total += os.stat(os.path.join(dirpath, "zarr.json")).st_size
+            except FileNotFoundError:  # a live writer replacing it
+                continue
+    return total if total else None
+
+
+def _field_names(layer: Any, n: int) -> list[str]:
+    names = getattr(layer, "field_names", None)
+    if isinstance(names, (list, tuple)) and len(names) == n:
+        return [str(x) for x in names]
+    return [str(i) for i in range(n)]
+
+
 def _row(layer: Any, warnings: list[str]) -> dict[str, Any]:
     from .analysis import mean_rate
-    from .format import FormatError
+    from .format import SPIKE_ENCODING, FormatError
     from .reader import ReadError
 
     stored = layer.nbytes_stored()
+    meta = _metadata_bytes(layer)
     f32 = layer.nbytes_float32()
+    chunk = stored - meta if meta is not None else stored
     shapes = sorted({tuple(s["shape"]) for s in layer.segments})
-    rate = None
-    if layer.encodings == ["bitpack"]:
-        try:
-            rate = mean_rate(layer)
-        except (ReadError, FormatError) as exc:
-            warnings.append(f"no spike rate: {exc}")
-    return {
+    fields: list[dict[str, Any]] = []
+    where = f"monitor {layer.monitor!r}, layer {layer.name!r}"
+    flds = layer.fields
+    for i, (name, fld) in enumerate(zip(_field_names(layer, len(flds)), flds, strict=True)):
+        encodings = sorted({s["encoding"] for s in fld.segments})
+        fshapes = sorted({tuple(s["shape"]) for s in fld.segments})
+        entry: dict[str, Any] = {
+            "name": name,
+            "encoding": encodings,
+            "shape": list(fshapes[0]) if len(fshapes) == 1 else [list(s) for s in fshapes],
+            "dtype": sorted({s["dtype"] for s in fld.segments}),
+        }
+        spikes = encodings == [SPIKE_ENCODING]
+        value = None
+        if encodings:
+            try:
+                value = mean_rate(layer, field=i)
+            except (ReadError, FormatError) as exc:
+                what = "spike rate" if spikes else "mean"
+                text = " ".join(str(exc).split())
+                if len(flds) > 1 and not text.startswith(where):
+                    text = f"{where}, field {name!r}: {text}"
+                warnings.append(f"no {what}: {text}")
+        entry["spike_rate" if spikes else "mean"] = value
+        fields.append(entry)
+    small = f32 < MIN_RATIO_BYTES
+    row = {
         "monitor": layer.monitor,
         "layer": layer.name,
         "steps": len(layer),
         "structure": layer.structure,
         "shape": list(shapes[-1]) if len(shapes) == 1 else [list(s) for s in shapes],
+        "dims": _as_list(getattr(layer, "dims", None)),
+        "units": getattr(layer, "units", None),
         "dtype": sorted({s["dtype"] for s in layer.segments}),
         "encoding": layer.encodings,
         "bytes": stored,
+        "metadata_bytes": meta,
         "float32_bytes": f32,
-        "ratio_vs_float32": round(f32 / stored, 2) if stored else None,
-        "spike_rate": rate,
+        "ratio_vs_float32": round(f32 / chunk, 2) if chunk > 0 and not small else None,
+        "spike_rate": fields[0].get("spike_rate") if len(fields) == 1 else None,
+        "fields": fields,
     }
+    if small and f32:
+        row["ratio_note"] = (
+            f"under {MIN_RATIO_BYTES // 1024} KiB as float32: bookkeeping, not data, "
+            "decides the ratio"
+        )
+    return row
+
+
+def _as_list(value: Any) -> list[str] | None:
+    return [str(x) for x in value] if isinstance(value, (list, tuple)) else None
+
+
+def _number(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _values_cell(r: dict[str, Any]) -> str:
+    cells = []
+    for f in r["fields"]:
+        if "spike_rate" in f:
+            text = "-" if f["spike_rate"] is None else f"{f['spike_rate']:.4f}"
+        else:
+            text = "-" if f["mean"] is None else f"mean={_number(f['mean'])}"
+        cells.append(text if len(r["fields"]) == 1 else f"{f['name']}:{text}")
+    return " ".join(cells) if cells else "-"
+
+
+def _shape_text(shape: list[Any]) -> str:
+    if shape and isinstance(shape[0], list):
+        return "|".join(_shape_text(s) for s in shape)  # several shapes over the steps
+    return "x".join(map(str, shape)) if shape else "()"
+
+
+def _shape_cell(r: dict[str, Any]) -> str:
+    shapes = [f["shape"] for f in r["fields"]]
+    if len(shapes) > 1 and any(s != shapes[0] for s in shapes):
+        return " ".join(f"{f['name']}:{_shape_text(f['shape'])}" for f in r["fields"])
+    return _shape_text(r["shape"])
+
+
+def _ratio_cell(r: dict[str, Any]) -> str:
+    if r["ratio_vs_float32"] is not None:
+        return f"{r['ratio_vs_float32']:.1f}"
+    return "small" if "ratio_note" in r else "-"
+
+
+def _run_lines(run: dict[str, Any]) -> list[str]:
+    lines = []
+    if run.get("attrs"):
+        text = json.dumps(run["attrs"], separators=(", ", ": "), default=str)
+        if len(text) > 200:
+            text = text[:197] + "... (--json shows all)"
+        lines.append(f"attrs: {text}")
+    if run.get("dt") is not None:
+        unit = run.get("time_unit") or "(no unit)"
+        lines.append(f"dt: {_number(run['dt'])} {unit} per time step")
+    if run.get("marks"):
+        marks = (f"{k} ({n} mark{'s' if n != 1 else ''})" for k, n in run["marks"].items())
+        lines.append("marks: " + ", ".join(marks))
+    return lines
 
 
 def _table(summary: dict[str, Any]) -> str:
     ranked = "ranks" in summary
-    head = ["monitor", "layer", "steps", "shape", "dtype", "encoding", "bytes", "x f32", "rate"]
+    with_dims = any(r.get("dims") for r in summary["layers"])
+    with_units = any(r.get("units") for r in summary["layers"])
+    head = ["monitor", "layer", "steps", "shape"]
+    head += ["dims"] if with_dims else []
+    head += ["dtype", "encoding"] + (["units"] if with_units else [])
+    head += ["bytes", "x f32", "rate / mean"]
     head = ["rank", *head] if ranked else head
     rows = [head]
     for r in summary["layers"]:
-        rows.append(
-            ([str(r["rank"])] if ranked else [])
-            + [
-                r["monitor"],
-                r["layer"] or "''",
-                str(r["steps"]),
-                "x".join(map(str, r["shape"]))
-                if r["shape"] and isinstance(r["shape"][0], int)
-                else str(r["shape"]),
-                ",".join(r["dtype"]),
-                ",".join(r["encoding"]),
-                f"{r['bytes']:,}",
-                f"{r['ratio_vs_float32']:.1f}" if r["ratio_vs_float32"] else "-",
-                f"{r['spike_rate']:.4f}" if r["spike_rate"] is not None else "-",
-            ]
-        )
+        row = [str(r["rank"])] if ranked else []
+        row += [r["monitor"], r["layer"] or "''", str(r["steps"]), _shape_cell(r)]
+        row += [",".join(r["dims"]) if r.get("dims") else "-"] if with_dims else []
+        row += [",".join(r["dtype"]), ",".join(r["encoding"])]
+        row += [r.get("units") or "-"] if with_units else []
+        row += [f"{r['bytes']:,}", _ratio_cell(r), _values_cell(r)]
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [f"{summary['path']} (spikestore format {summary['format_version']})"]
     if ranked:
@@ -105,6 +293,7 @@ def _table(summary: dict[str, Any]) -> str:
         lines[0] += f", ranks {rk['present']} of world size {rk['world_size']}" + (
             f" (recorded {rk['recorded']})" if rk["recorded"] != rk["present"] else ""
         )
+    lines += _run_lines(summary.get("run", {}))
     for k, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if k == 0:
@@ -112,11 +301,7 @@ def _table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
+# ------------------------------------------------------------------------ arguments
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -127,21 +312,72 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="spikestore", description=__doc__)
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 0 to 2**63 - 1, got {text!r}"
+        ) from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**63 - 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of a failure (also SPIKESTORE_DEBUG=1)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="spikestore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="summarise a store")
-    p_info.add_argument("path")
+    p_info = sub.add_parser(
+        "info",
+        parents=[common],
+        help="summarise a store",
+        description=_INFO_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_info.add_argument("path", help="the store: a folder, or a URL (s3://bucket/run)")
     p_info.add_argument("--json", action="store_true", help="machine-readable output")
     p_info.add_argument(
         "--storage-options",
-        type=json.loads,
+        type=_json_object,
         default=None,
-        help='for a URL: JSON, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'',
+        help='for a URL: a JSON object, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'',
     )
-    p_demo = sub.add_parser("demo", help="record a small SNN into a store (the main job)")
-    p_demo.add_argument("path", nargs="?", default="demo.spikes")
+    p_demo = sub.add_parser(
+        "demo", parents=[common], help="record a small SNN into a store (the main job)"
+    )
+    p_demo.add_argument("path", nargs="?", default="demo.spikes", help="default demo.spikes")
     p_demo.add_argument("--steps", type=_positive_int, default=300, help="training steps (>= 1)")
+    p_demo.add_argument(
+        "--seed", type=_seed, default=0, help="random seed, 0 to 2**63 - 1 (default 0)"
+    )
     p_demo.add_argument("--no-progress", action="store_true")
     existing = p_demo.add_mutually_exclusive_group()
     existing.add_argument(
@@ -149,72 +385,159 @@ def main(argv: list[str] | None = None) -> int:
     )
     existing.add_argument("--append", action="store_true", help="append to a store at PATH")
     p_export = sub.add_parser(
-        "export", help="write a store as an NWB file (HDF5; needs the nwb extra)"
+        "export",
+        parents=[common],
+        help="write a store as an NWB file (HDF5; needs the nwb extra)",
     )
     p_export.add_argument("path", help="the store")
     p_export.add_argument("out", help="the .nwb file to write")
     p_export.add_argument(
-        "--dt", type=float, default=1e-3, help="seconds per time step (default 0.001)"
+        "--dt", type=_positive_float, default=1e-3, help="seconds per time step (default 0.001)"
     )
     p_export.add_argument("--description", default=None, help="NWB session description")
     p_export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    args = parser.parse_args(argv)
+    return parser
 
-    from . import FormatError, ReadError, StoreLockedError, WriteError
+
+# --------------------------------------------------------------------------- errors
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _os_text(exc: OSError) -> str:
+    """``path: reason`` for an OSError that names its file, else its message."""
+    if exc.filename is not None and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror[0].lower()}{exc.strerror[1:]}"
+        return text if exc.filename2 is None else f"{text} ({exc.filename2})"
+    return _one_line(exc)
+
+
+def _cli_words(text: str) -> str:
+    """The library's keyword advice as this command's flags."""
+    for py, flag in (
+        ("mode='w' (overwrite=True)", "--overwrite"),
+        ("mode='a'", "--append"),
+        ("mode='w'", "--overwrite"),
+        ("overwrite=True", "--overwrite"),
+    ):
+        text = text.replace(py, flag)
+    return text
+
+
+def _error_line(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line saying what failed, where, and what to do about it."""
+    from .errors import StoreLockedError, WriteError
+    from .format import FormatError
+    from .reader import ReadError
     from .storage import StoreExistsError
 
-    try:
-        if args.command == "info":
-            summary = info(args.path, args.storage_options)
-            for line in summary["warnings"]:
-                print(f"spikestore: warning: {' '.join(line.split())}", file=sys.stderr)
-            print(json.dumps(summary, indent=2) if args.json else _table(summary))
-            return 0
-        if args.command == "export":
-            from .export import to_nwb
-
-            written = to_nwb(
-                args.path,
-                args.out,
-                dt=args.dt,
-                session_description=args.description,
-                overwrite=args.overwrite,
+    cmd = args.command
+    writing = cmd == "demo"
+    if isinstance(exc, StoreExistsError):
+        return (
+            f"{exc.where} already exists as a spikestore store; pass --append to add to it, "
+            "or --overwrite to replace it"
+        )
+    if isinstance(exc, StoreLockedError):
+        text = _one_line(exc)
+        return text if "close it" in text else f"{text}; close that writer first"
+    if isinstance(exc, (FormatError, ReadError, WriteError)):
+        text = _one_line(exc)
+        return _cli_words(text) if writing else text
+    if isinstance(exc, ImportError):
+        return _one_line(exc)
+    if isinstance(exc, FileExistsError):
+        text = _cli_words(_os_text(exc))
+        if writing and "not a spikestore store" in text:
+            return f"{text}; choose a new PATH or an empty folder"
+        if writing and "not a directory" in text:
+            return f"{text}; choose another PATH"
+        return text
+    if isinstance(exc, OSError):
+        text = _os_text(exc)
+        no = exc.errno
+        if no in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return text + (
+                "; choose a PATH in a folder you can write to"
+                if writing
+                else "; check its permissions"
             )
-            print(f"wrote {written}")
-            return 0
-        from .demo import run
+        if no == errno.ENOTDIR:
+            return f"{text}; a part of the path is a file, not a folder"
+        if no == errno.ENOSPC:
+            return f"{text}; free some space or choose another PATH"
+        if isinstance(exc, FileNotFoundError) and not writing:
+            return f"{text}; give the folder (or URL) of a spikestore store"
+        return text
+    if isinstance(exc, ValueError):
+        return _one_line(exc)
+    return (
+        f"{type(exc).__name__}: {_one_line(exc)} (unexpected; rerun with --debug for the "
+        "traceback and report it)"
+    )
 
-        result = run(
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(
+        "SPIKESTORE_DEBUG", ""
+    ).strip() not in ("", "0")
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 success, 1 failure; argument
+    errors exit with status 2 through :class:`SystemExit`, as argparse does)."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        if _debug(args):
+            raise
+        print("spikestore: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if _debug(args):
+            raise
+        print(f"spikestore: error: {_error_line(exc, args)}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "info":
+        summary = info(args.path, args.storage_options)
+        for line in summary["warnings"]:
+            print(f"spikestore: warning: {' '.join(line.split())}", file=sys.stderr)
+        print(json.dumps(summary, indent=2) if args.json else _table(summary))
+        return 0
+    if args.command == "export":
+        from .export import to_nwb
+
+        written = to_nwb(
             args.path,
-            steps=args.steps,
-            progress=not args.no_progress,
-            mode="a" if args.append else None,
+            args.out,
+            dt=args.dt,
+            session_description=args.description,
             overwrite=args.overwrite,
         )
-        print(_table(info(args.path)))
-        print(
-            f"\nrecorded {result['steps']} steps in {result['seconds']:.1f} s "
-            f"({result['steps'] / result['seconds']:.1f} steps/s) into {args.path}"
-        )
+        print(f"wrote {written}")
         return 0
-    except StoreExistsError as exc:
-        print(
-            f"spikestore: error: {exc.where} already exists as a spikestore store; pass --append "
-            "to add to it, or --overwrite to replace it",
-            file=sys.stderr,
-        )
-        return 2
-    except (
-        OSError,
-        ImportError,
-        ValueError,
-        FormatError,
-        ReadError,
-        StoreLockedError,
-        WriteError,
-    ) as exc:
-        print(f"spikestore: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+    from .demo import run
+
+    result = run(
+        args.path,
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.no_progress,
+        mode="a" if args.append else None,
+        overwrite=args.overwrite,
+    )
+    print(_table(info(args.path)))
+    print(
+        f"\nrecorded {result['steps']} steps in {result['seconds']:.1f} s "
+        f"({result['steps'] / result['seconds']:.1f} steps/s) into {args.path}"
+    )
+    return 0
 
 
 if __name__ == "__main__":

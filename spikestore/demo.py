@@ -174,7 +174,8 @@ def run(
 
     Records go to a new store at ``path``; a store already there is refused unless
     ``mode="a"`` (append) or ``mode="w"`` / ``overwrite=True`` (replace) says what to
-    do with it (as for :class:`~spikestore.StoreWriter`). ``steps`` must be >= 1.
+    do with it (as for :class:`~spikestore.StoreWriter`). ``steps`` must be >= 1 and
+    ``seed`` an int from 0 to ``2**63 - 1``.
     The monitors record:
     ``output`` (spikes of every LIF layer, every step), ``v_seq`` (membrane
     potentials) and ``input`` (input currents) of every LIF layer every 5th
@@ -190,6 +191,8 @@ def run(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an int from 0 to 2**63 - 1, got {seed!r}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = DemoNet()

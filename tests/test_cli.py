@@ -1,7 +1,9 @@
-"""``spikestore info`` on damaged, missing and live stores: one line and status 2, or a table."""
+"""The command line: ``info``'s table, and every failure as one line on stderr
+(status 1; 2 for bad arguments)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -83,7 +85,7 @@ def test_info_on_a_layer_missing_its_field_fails_in_one_line(
     doc["attributes"]["spikestore"]["time_axis"] = None
     meta.write_text(json.dumps(doc))
     shutil.rmtree(path / "output" / "sn" / "f0")
-    assert main(["info", str(path)]) == 2
+    assert main(["info", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("spikestore: error: monitor 'output', layer 'sn'")
@@ -96,7 +98,7 @@ def test_info_on_garbage_metadata_fails_in_one_line(
 ) -> None:
     path = _copy(healthy, tmp_path)
     (path / target).write_bytes(b"\x00\xffnot json")
-    assert main(["info", str(path)]) == 2
+    assert main(["info", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spikestore: error: ")
 
@@ -105,7 +107,7 @@ def test_info_on_a_file_fails_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "f").write_text("x")
-    assert main(["info", str(tmp_path / "f" / "s")]) == 2
+    assert main(["info", str(tmp_path / "f" / "s")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spikestore: error: ")
 
@@ -116,7 +118,7 @@ def test_demo_into_a_locked_store_fails_in_one_line(
     path = tmp_path / "s"
     with spikestore.StoreWriter(path) as w:
         w.append("o", "x", torch.ones(2))
-        assert main(["demo", str(path), "--steps", "1", "--no-progress"]) == 2
+        assert main(["demo", str(path), "--steps", "1", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spikestore: error: ")
 
@@ -173,7 +175,7 @@ def test_info_as_a_command_prints_one_line_for_garbage_metadata(
     res = subprocess.run(
         [sys.executable, "-m", "spikestore", "info", str(path)], capture_output=True, text=True
     )
-    assert res.returncode == 2
+    assert res.returncode == 1
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("spikestore: error: ")
     assert "malformed metadata" in res.stderr
 
@@ -190,10 +192,12 @@ def test_cli_info_and_errors(tmp_path, capsys):
     sn = next(
         x for x in info["layers"] if (x["monitor"], x["layer"]) == ("output", "features.0.sn")
     )
-    assert sn["steps"] == 41 and sn["encoding"] == ["bitpack"] and sn["ratio_vs_float32"] > 1
-    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert sn["steps"] == 41 and sn["encoding"] == ["bitpack"]
+    # 19 KiB as float32: too small for its ratio to say anything.
+    assert sn["ratio_vs_float32"] is None and "bookkeeping" in sn["ratio_note"]
+    assert main(["info", str(tmp_path / "missing")]) == 1
     assert "no such file" in capsys.readouterr().err
-    assert main(["info", str(tmp_path)]) == 2
+    assert main(["info", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a spikestore store" in err
 
@@ -204,7 +208,7 @@ def test_cli_as_module_exits_nonzero_without_traceback(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "Traceback" not in res.stderr
 
 
 def test_cli_info_shows_the_spike_rate_from_summaries(healthy, capsys):
@@ -248,7 +252,7 @@ def test_demo_refuses_an_existing_store_unless_told_to_append_or_overwrite(
     path = tmp_path / "d"
     assert _demo(path) == 0
     capsys.readouterr()
-    assert _demo(path) == 2
+    assert _demo(path) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spikestore: error: ")
     assert "--append" in err and "--overwrite" in err and str(path) in err
@@ -285,7 +289,7 @@ def test_demo_into_a_folder_of_other_files_or_onto_a_file_fails_in_one_line(
     (tmp_path / "f").write_text("x")
     for path, what in ((folder, "not a spikestore store"), (tmp_path / "f", "not a directory")):
         for extra in ((), ("--overwrite",), ("--append",)):
-            assert _demo(path, *extra) == 2
+            assert _demo(path, *extra) == 1
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and err.startswith("spikestore: error: ")
             assert what in err and "Traceback" not in err
@@ -314,7 +318,151 @@ def test_export_writes_an_nwb_file_and_refuses_to_replace_it(
     )
     assert got == pytest.approx(want)
     # An existing file is refused in one line unless --overwrite.
-    assert main(["export", str(path), str(out)]) == 2
+    assert main(["export", str(path), str(out)]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "error" in err
     assert main(["export", str(path), str(out), "--overwrite"]) == 0
+
+
+# ---------------------------------------------------- every failure in one line
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spikestore", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _assert_one_error_line(err: str, *words: str) -> None:
+    assert err.count("\n") == 1 and err.startswith("spikestore: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_demo_failures_run_as_a_command_print_one_line_and_exit_1(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    (tmp_path / "f").write_text("x")
+    cases = [
+        (folder, "choose a new PATH or an empty folder"),
+        (tmp_path / "f", "choose another PATH"),
+        (tmp_path / "f" / "sub", "not a folder"),  # the parent is a file
+    ]
+    for path, fix in cases:
+        res = _cli("demo", str(path), "--steps", "1", "--no-progress")
+        assert res.returncode == 1, res.stderr
+        _assert_one_error_line(res.stderr, str(path), fix)
+        assert "recorded" not in res.stdout
+
+
+def test_demo_into_a_folder_that_cannot_be_written_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tests may run as root, whom a read-only folder does not stop: make creating
+    # the store's folder fail the way it does for anyone else.
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if locked in self.parents:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    path = locked / "d"
+    assert _demo(path) == 1
+    out, err = capsys.readouterr()
+    _assert_one_error_line(err, f"{path}: permission denied", "a folder you can write to")
+    assert out == ""
+
+
+def test_info_and_export_of_a_missing_store_fail_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    for args in (("info", str(missing)), ("export", str(missing), str(tmp_path / "o.nwb"))):
+        res = _cli(*args)
+        assert res.returncode == 1, res.stderr
+        _assert_one_error_line(res.stderr, str(missing))
+        assert res.stdout == ""
+    res = _cli("info", str(tmp_path))
+    assert res.returncode == 1
+    _assert_one_error_line(res.stderr, str(tmp_path), "not a spikestore store")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    runs = (_cli("info", missing, "--debug"), _cli("info", missing, env={"SPIKESTORE_DEBUG": "1"}))
+    for res in runs:
+        assert res.returncode == 1
+        assert "Traceback" in res.stderr and "FileNotFoundError" in res.stderr
+    res = _cli("info", missing, env={"SPIKESTORE_DEBUG": "0"})
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+
+
+def test_an_unexpected_error_is_one_line_that_points_to_debug(
+    healthy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spikestore.cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("something\nunforeseen")
+
+    monkeypatch.setattr(spikestore.cli, "info", broken)
+    assert main(["info", str(healthy)]) == 1
+    _assert_one_error_line(capsys.readouterr().err, "RuntimeError: something unforeseen", "--debug")
+    with pytest.raises(RuntimeError):
+        main(["info", str(healthy), "--debug"])
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "words"),
+    [
+        (["demo", "{p}", "--seed", "-1"], "--seed", "0 to 2**63 - 1"),
+        (["demo", "{p}", "--seed", "x"], "--seed", "0 to 2**63 - 1"),
+        (["demo", "{p}", "--seed", str(2**63)], "--seed", "0 to 2**63 - 1"),
+        (["demo", "{p}", "--steps", "1.5"], "--steps", "positive integer"),
+        (["export", "{p}", "{p}.nwb", "--dt", "0"], "--dt", "positive"),
+        (["export", "{p}", "{p}.nwb", "--dt=-1e-3"], "--dt", "positive"),
+        (["export", "{p}", "{p}.nwb", "--dt", "nan"], "--dt", "positive finite"),
+        (["export", "{p}", "{p}.nwb", "--dt", "inf"], "--dt", "positive finite"),
+        (["export", "{p}", "{p}.nwb", "--dt", "fast"], "--dt", "positive number"),
+        (["info", "{p}", "--storage-options", "{nope"], "--storage-options", "not valid JSON"),
+        (["info", "{p}", "--storage-options", "[1, 2]"], "--storage-options", "JSON object"),
+        (["info"], "path", "required"),
+        (["frobnicate"], "command", "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_usage_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], option: str, words: str
+) -> None:
+    path = tmp_path / "d"
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.replace("{p}", str(path)) for a in args])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("usage: spikestore")
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("spikestore") and ": error: " in last
+    assert option in last and words in last
+    assert not path.exists()
+
+
+def test_demo_run_checks_its_seed(tmp_path: Path) -> None:
+    from spikestore import demo
+
+    for seed in (-1, 2**63, 1.5, True):
+        with pytest.raises(ValueError, match="seed"):
+            demo.run(tmp_path / "d", steps=1, seed=seed, progress=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_seed_changes_the_run(tmp_path: Path) -> None:
+    a, b, c = (tmp_path / n for n in "abc")
+    assert _demo(a, "--seed", "1") == 0 and _demo(b, "--seed", "1") == 0
+    assert _demo(c, "--seed", "2") == 0
+    ra, rb, rc = (spikestore.open(p)["output"]["sn1"][0] for p in (a, b, c))
+    assert torch.equal(ra, rb) and not torch.equal(ra, rc)
