@@ -186,10 +186,14 @@ def _window(layer: Any, steps: Any, sel: np.ndarray) -> tuple[int, int]:
 
 
 def _xlim(ax: Any, a: int, b: int, t_len: int) -> None:
+    """x limits ``[a * T, b * T)`` for the window of steps ``[a, b)``, on integer ticks."""
+    from matplotlib.ticker import MaxNLocator
+
     lo, hi = a * t_len, b * t_len
     if hi <= lo:  # an empty window: one step's width where it would be
         hi = lo + max(t_len, 1)
     ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def raster_plot(
@@ -360,6 +364,7 @@ def rate_heatmap(
     start = int(sel[0]) * t_len if len(sel) else 0
     stop = start + max(width, 1)
     im = ax.imshow(grid, extent=(start, stop, len(rows) - 0.5, -0.5), **style)
+    _xlim(ax, start, stop, 1)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([name for name, _ in named])
     ax.set_xlabel(_time_label(named[0][1], over == "time") if named else "step")

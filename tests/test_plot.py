@@ -370,3 +370,45 @@ def test_plots_produce_figures(run: dict, plt) -> None:  # type: ignore[no-untyp
             assert gaps[i] == 0 or np.isnan(gaps[i])
         else:
             assert math.isclose(gaps[i], float(r.double().norm()), rel_tol=1e-6)
+
+
+# ------------------------------------------------- format 1.5 names, units, dt, order
+def test_plots_use_the_stores_dims_units_dt_field_names_and_call_order(
+    tmp_path: Path,
+    plt,  # type: ignore[no-untyped-def]
+) -> None:
+    from collections import namedtuple
+
+    from spikestore import plot
+
+    State = namedtuple("State", ["spk", "mem"])
+    g = torch.Generator().manual_seed(5)
+    order = ["z.neuron", "a.neuron", "m.neuron"]
+    with spikestore.StoreWriter(tmp_path / "s", dt=0.5, time_unit="ms") as w:
+        for _ in range(6):
+            for name in order:
+                spikes = (torch.rand(T, B, N, generator=g) < 0.3).float()
+                w.append("output", name, spikes, time_axis=0, dims=("time", "batch", "neuron"))
+            v = torch.rand(T, B, N, generator=g)
+            w.append("v", "a.neuron", v, time_axis=0, dims=("time", "batch", "neuron"), units="mV")
+            mem = torch.rand(3, generator=g)
+            w.append("snn", "lif", State(spk=(mem > 0.5).float(), mem=mem))
+    s = spikestore.open(tmp_path / "s")
+    ax = plot.rate_heatmap(s["output"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == order  # call order, not sorted
+    assert ax.get_xlabel() == "time step (dt = 0.5 ms)"
+    ax = plot.raster_plot(s["output"]["a.neuron"])
+    assert ax.get_ylabel() == f"neuron: flat index over (batch {B}, neuron {N})"
+    assert ax.get_xlabel() == "time step (dt = 0.5 ms)"
+    ax = plot.membrane_traces(s["v"]["a.neuron"], [(1, 2)], threshold=0.5)
+    assert ax.get_ylabel() == "v [mV]"
+    assert ax.get_legend().get_texts()[0].get_text() == "batch 1, neuron 2"
+    lif = s["snn"]["lif"]
+    ax = plot.membrane_traces(lif, [0, 2], field="mem", spikes="spk")
+    assert ax.get_ylabel() == "snn (field mem)" and ax.get_xlabel() == "step (dt = 0.5 ms)"
+    by_name = [ln.get_ydata() for ln in ax.lines if ln.get_label().startswith("neuron")]
+    ax = plot.membrane_traces(lif, [0, 2], field=1)
+    by_pos = [ln.get_ydata() for ln in ax.lines if ln.get_label().startswith("neuron")]
+    np.testing.assert_array_equal(by_name, by_pos)
+    with pytest.raises(KeyError, match="fields"):
+        plot.raster_plot(lif, field="v")
