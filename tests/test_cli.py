@@ -466,3 +466,80 @@ def test_demo_seed_changes_the_run(tmp_path: Path) -> None:
     assert _demo(c, "--seed", "2") == 0
     ra, rb, rc = (spikestore.open(p)["output"]["sn1"][0] for p in (a, b, c))
     assert torch.equal(ra, rb) and not torch.equal(ra, rc)
+
+
+# ------------------------------------------------------------ info's columns
+def _row_of(out: str, monitor: str, layer: str) -> list[str]:
+    return next(
+        line.split() for line in out.splitlines() if line.split()[:2] == [monitor, layer]
+    )
+
+
+def test_info_shows_the_ratio_on_chunk_bytes_and_not_for_small_layers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s"
+    g = torch.Generator().manual_seed(0)
+    with spikestore.StoreWriter(path) as w:
+        for _ in range(4):
+            w.append("v", "small", torch.randn(384, generator=g))  # 6 KiB as float32
+        for _ in range(20):
+            w.append("v", "big", torch.randn(4096, generator=g))  # 320 KiB
+        for _ in range(40):
+            w.append("output", "sn", (torch.rand(8192, generator=g) < 0.02).float())
+    assert main(["info", "--json", str(path)]) == 0
+    rows = {r["layer"]: r for r in json.loads(capsys.readouterr().out)["layers"]}
+    for name, r in rows.items():
+        meta = sum(f.stat().st_size for f in (path / r["monitor"] / name).rglob("zarr.json"))
+        assert r["metadata_bytes"] == meta > 0
+    small, big, sn = rows["small"], rows["big"], rows["sn"]
+    # The fixed few KiB of metadata made this 0.4; no ratio is better than a wrong one.
+    assert small["ratio_vs_float32"] is None and "64 KiB" in small["ratio_note"]
+    assert big["ratio_vs_float32"] == round(
+        big["float32_bytes"] / (big["bytes"] - big["metadata_bytes"]), 2
+    )
+    assert 0.9 < big["ratio_vs_float32"] < 1.1  # random floats do not compress
+    assert sn["ratio_vs_float32"] > 20 and "ratio_note" not in sn
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert _row_of(out, "v", "small")[-2] == "small"
+    assert _row_of(out, "v", "big")[-2] == f"{big['ratio_vs_float32']:.1f}"
+    with pytest.raises(SystemExit):
+        main(["info", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "zarr.json metadata documents" in helptext and "under 64 KiB" in helptext
+
+
+def test_info_shows_each_field_of_tuple_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # snnTorch's neurons return (spk, mem).
+    path = tmp_path / "s"
+    g = torch.Generator().manual_seed(1)
+    spk = [(torch.rand(4, 32, generator=g) < 0.25).float() for _ in range(6)]
+    mem = [torch.randn(4, 32, generator=g) + 0.5 for _ in range(6)]
+    with spikestore.StoreWriter(path) as w:
+        for s, m in zip(spk, mem, strict=True):
+            w.append("snntorch", "lif1", (s, m))
+            w.append("v", "plain", m)
+    assert main(["info", "--json", str(path)]) == 0
+    rows = {r["layer"]: r for r in json.loads(capsys.readouterr().out)["layers"]}
+    fields = rows["lif1"]["fields"]
+    names = [f["name"] for f in fields]
+    assert len(fields) == 2 and names == _field_names_of(path, "snntorch", "lif1")
+    assert fields[0]["encoding"] == ["bitpack"] and fields[1]["encoding"] == ["raw"]
+    assert fields[0]["spike_rate"] == pytest.approx(float(torch.stack(spk).mean()))
+    assert fields[1]["mean"] == pytest.approx(float(torch.stack(mem).mean()), rel=1e-5)
+    assert "spike_rate" not in fields[1] and "mean" not in fields[0]
+    assert rows["plain"]["fields"][0]["mean"] == pytest.approx(fields[1]["mean"])
+    assert main(["info", str(path)]) == 0
+    row = _row_of(capsys.readouterr().out, "snntorch", "lif1")
+    assert row[-2:] == [
+        f"{names[0]}:{fields[0]['spike_rate']:.4f}",
+        f"{names[1]}:mean={fields[1]['mean']:.4g}",
+    ]
+
+
+def _field_names_of(path: Path, monitor: str, layer: str) -> list[str]:
+    lay = spikestore.open(path)[monitor][layer]
+    return [str(n) for n in getattr(lay, "field_names", range(len(lay.fields)))]
