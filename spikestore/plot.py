@@ -144,9 +144,14 @@ def _dims(layer: Any, shape: tuple[int, ...], axis: int | None) -> tuple[str, ..
 
 
 def _neuron_label(rest: tuple[int, ...], names: tuple[str, ...] | None) -> str:
-    """The neuron axis label: ``neuron``, or how a flat index runs over several axes."""
-    if len(rest) <= 1:
-        return "neuron" if not names or names[0] in ("neuron", "dim_0") else f"neuron ({names[0]})"
+    """The neuron axis label: ``neuron``, or how a flat index runs over several axes
+    (axes of length 1, such as a batch of one, change no index and are left out)."""
+    keep = [i for i, k in enumerate(rest) if k > 1]
+    if len(keep) <= 1:
+        name = names[keep[0]] if names and keep else None
+        return "neuron" if name in (None, "neuron") else f"neuron ({name})"
+    rest = tuple(rest[i] for i in keep)
+    names = tuple(names[i] for i in keep) if names else None
     if names:
         axes = ", ".join(f"{n} {k}" for n, k in zip(names, rest, strict=True))
     else:

@@ -393,6 +393,8 @@ def test_plots_use_the_stores_dims_units_dt_field_names_and_call_order(
             w.append("v", "a.neuron", v, time_axis=0, dims=("time", "batch", "neuron"), units="mV")
             mem = torch.rand(3, generator=g)
             w.append("snn", "lif", State(spk=(mem > 0.5).float(), mem=mem))
+            one = (torch.rand(T, 1, N, generator=g) < 0.3).float()  # a batch of one
+            w.append("one", "sn", one, time_axis=0, dims=("time", "batch", "channel"))
     s = spikestore.open(tmp_path / "s")
     ax = plot.rate_heatmap(s["output"])
     assert [t.get_text() for t in ax.get_yticklabels()] == order  # call order, not sorted
@@ -412,3 +414,5 @@ def test_plots_use_the_stores_dims_units_dt_field_names_and_call_order(
     np.testing.assert_array_equal(by_name, by_pos)
     with pytest.raises(KeyError, match="fields"):
         plot.raster_plot(lif, field="v")
+    ax = plot.raster_plot(s["one"]["sn"])  # the batch of one changes no index
+    assert ax.get_ylabel() == "neuron (channel)" and ax.get_ylim() == (-0.5, N - 0.5)
