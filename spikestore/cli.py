@@ -59,7 +59,10 @@ def info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, 
     ranked store (written by the ranks of a ``torch.distributed`` job) has a row
     per rank and layer, with its ``"rank"``, and its ``"ranks"`` at the top.
 
-    Each row has ``bytes`` (all the layer takes, metadata included),
+    ``run`` has the run's ``attrs``, ``dt``, ``time_unit`` and ``marks`` (format 1.5;
+    ``{"count": marks made, "keys": {key: marks that set it}}``, empty without
+    marks); rows come in the store's order (each monitor's layers in call order for
+    format 1.5) with the layer's ``dims`` and ``units`` (None where unknown). Each row has ``bytes`` (all the layer takes, metadata included),
     ``metadata_bytes`` (its zarr.json documents; None where they cannot be measured),
     ``float32_bytes`` and ``ratio_vs_float32``: float32 bytes over chunk bytes
     (``bytes - metadata_bytes``), None for layers under :data:`MIN_RATIO_BYTES` as
@@ -100,28 +103,16 @@ def _run_info(store: Any) -> dict[str, Any]:
     }
 
 
-def _marks_info(store: Any) -> dict[str, int]:
-    """Each mark key and how many times it was set (changed value) over the run.
-
-    Counted on the layer with the most steps: a mark applies to every layer from
-    the step it was made, so that layer sees the most of them.
-    """
-    longest, n = None, -1
-    for lay in store.layers():
-        k = len(lay)
-        if k > n and callable(getattr(lay, "marks", None)):
-            longest, n = lay, k
-    if longest is None:
-        return {}
-    counts: dict[str, int] = {}
-    for key, values in longest.marks().items():
-        changes, last = 0, None
-        for v in values:
-            if v is not None and (changes == 0 or v != last):
-                changes += 1
-            last = v if v is not None else last
-        counts[str(key)] = changes
-    return counts
+def _marks_info(store: Any) -> dict[str, Any]:
+    """How many marks the run has (``writer.mark(...)`` calls) and how many of them set
+    each key; empty where the store has none (or predates format 1.5)."""
+    run = getattr(store, "run", None)
+    entries = run.get("marks", {}).get("marks", []) if isinstance(run, dict) else []
+    keys: dict[str, int] = {}
+    for m in entries:
+        for k in m.get("values", {}):
+            keys[str(k)] = keys.get(str(k), 0) + 1
+    return {"count": len(entries), "keys": keys} if entries else {}
 
 
 def _metadata_bytes(layer: Any) -> int | None:
@@ -263,8 +254,9 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
         unit = run.get("time_unit") or "(no unit)"
         lines.append(f"dt: {_number(run['dt'])} {unit} per time step")
     if run.get("marks"):
-        marks = (f"{k} ({n} mark{'s' if n != 1 else ''})" for k, n in run["marks"].items())
-        lines.append("marks: " + ", ".join(marks))
+        n = run["marks"]["count"]
+        keys = ", ".join(f"{k} ({c})" for k, c in run["marks"]["keys"].items())
+        lines.append(f"marks: {n} mark{'s' if n != 1 else ''} setting {keys}")
     return lines
 
 

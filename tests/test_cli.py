@@ -543,3 +543,11 @@ def test_info_shows_each_field_of_tuple_records(
 def _field_names_of(path: Path, monitor: str, layer: str) -> list[str]:
     lay = spikestore.open(path)[monitor][layer]
     return [str(n) for n in getattr(lay, "field_names", range(len(lay.fields)))]
+
+
+# ------------------------------------------------------------ format 1.5 runs
+def test_info_on_an_older_store_prints_no_run_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(FIXTURES / "store_v1.0")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["monitor", "layer", "steps"]
+    assert "dims" not in lines[1] and "units" not in lines[1]
