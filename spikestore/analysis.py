@@ -12,9 +12,66 @@ and reads only what it needs:
   block (a bounded number of elements at a time).
 * :func:`to_dask` and :func:`to_xarray` are lazy: each block reads its own chunks
   when computed.
-* :func:`step_selection`, :func:`record_shape` and :func:`neuron_ids` turn the
-  ``steps``, ``field`` and ``neurons`` arguments these functions take into indices,
-  for plots and code of your own.
+* :func:`step_selection`, :func:`record_shape`, :func:`neuron_ids`, :func:`unravel`
+  and :func:`shapes` turn the ``steps``, ``field`` and ``neurons`` arguments these
+  functions take into indices, for plots and code of your own.
+
+Fields
+------
+A layer whose records are tuples or lists (snnTorch's ``(spk, mem)``) stores one
+field per element. Every function that reads values takes ``field=``: an int (the
+element's position) or, in stores that name their fields, a field name as in
+``layer.field_names``. Default 0.
+
+Time axis
+---------
+A step is one record (one hook call). Multi-step records (SpikingJelly's
+``[T, B, ...]``, recorded with ``time_axis=0``) hold ``T`` time steps each; the
+store keeps that axis as ``layer.time_axis``. :func:`raster`, :func:`traces`,
+:func:`spike_counts`, :func:`spike_trains` and :func:`unravel` take ``time_axis``:
+
+* ``None`` (default): the layer's stored ``time_axis`` (none for single-step layers
+  and for stores written before format 1.3).
+* ``True`` (axis 0) or an int: that record axis is time, stored or not.
+* ``False``: no time axis; every step is one time point.
+
+With a time axis ``a`` of length ``T``, step ``s``, time index ``t`` is global time
+``s * T + t``, and a neuron is an element of the record *without* axis ``a``: a
+tuple of its indices (``(batch, neuron)`` for ``[T, B, N]``) or its flat C-order
+index into that shape (``b * N + n``). :func:`raster` gives flat ids; ``unravel(layer,
+ids)`` turns them into one row of indices per id (``(batch, neuron)`` pairs).
+Without a time axis a neuron is an element of the whole record, numbered the same
+way. ``firing_rate(over="time")`` reads per-time summaries, which exist for axis 0
+only.
+
+Mixed shapes
+------------
+A layer can record several shapes: a smaller last batch (a ``DataLoader`` with
+``drop_last=False``), another batch size for evaluation. :func:`shapes` lists each
+shape with its steps. Every function whose selected steps (``steps=``) all have one
+shape works exactly as on a one-shape layer. When the selection mixes shapes:
+
+* :func:`summary`, :func:`firing_rate` and :func:`mean_rate` are per step and
+  never mind shapes (``firing_rate(over="time")`` needs one time length).
+* Shapes that differ only in the **batch axis** (the axis named ``"batch"`` by
+  ``layer.dims``; else axis 1 of a layer whose time axis is 0, else axis 0):
+  neurons are numbered in the largest shape (the batch axis at its largest size,
+  :func:`record_shape`), and a neuron ``(b, ...)`` exists only at steps whose batch
+  is larger than ``b``. :func:`spike_counts` counts each neuron over the steps where
+  it exists; :func:`raster` and :func:`spike_trains` have its events only there;
+  :func:`traces` is NaN at the other steps. :func:`to_numpy`, :func:`to_dask`,
+  :func:`to_xarray` and :class:`LayerArray` refuse such a selection with a
+  ValueError listing the shapes and their steps, unless ``pad=True``: then the
+  batch axis is padded to the largest size with NaN (integer and bool records come
+  back as float64).
+* Shapes that differ in any **other axis**: a ValueError listing each shape with
+  its step count and first and last step; pass ``steps=`` within one shape.
+
+Steps that recorded ``None`` are NaN rows (no events, zero counts), and steps that
+recorded a Python number (SpikingJelly's ``v = 0.0`` before the first step)
+broadcast to the shape around them. A layer that recorded only ``None`` at the
+selected steps (an attribute that was never set, e.g. ``v_seq`` without
+``store_v_seq=True``) is a ValueError that says so.
 
 Ranked stores
 -------------
@@ -65,10 +122,11 @@ whose arrays carry ``dimension_names``, so ``xarray.open_zarr`` and
 from __future__ import annotations
 
 import math
+import operator
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -81,7 +139,9 @@ from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
 __all__ = [
     "step_selection",
     "record_shape",
+    "shapes",
     "neuron_ids",
+    "unravel",
     "summary",
     "firing_rate",
     "mean_rate",
@@ -101,6 +161,10 @@ _TRAIN_BLOCK = 1 << 21
 
 
 # --------------------------------------------------------------------- helpers
+def _where(layer: Any) -> str:
+    return f"monitor {layer.monitor!r}, layer {layer.name!r}"
+
+
 def step_selection(layer: Any, steps: Any = None) -> np.ndarray:
     """The steps of ``layer`` that ``steps`` selects, as an int64 array.
 
@@ -117,8 +181,7 @@ def step_selection(layer: Any, steps: Any = None) -> np.ndarray:
         steps = slice(None)
     elif isinstance(steps, tuple):
         steps = list(steps)
-    where = f"monitor {layer.monitor!r}, layer {layer.name!r}"
-    return step_indices(steps, len(layer), where=where)[0]
+    return step_indices(steps, len(layer), where=_where(layer))[0]
 
 
 def _ranks(layer: Any) -> list[int] | None:
@@ -155,8 +218,21 @@ def _pick_rank(layer: Any, rank: int | None) -> Any:
     return layer.layer(rank)
 
 
-def _field(layer: Any, field: int) -> FieldReader:
-    fld: FieldReader = layer.field(field)
+def _field_index(layer: Any, field: int | str) -> int:
+    """The position of field ``field`` (an int, or a name where the store names fields)."""
+    resolve = getattr(layer, "field_index", None)
+    if callable(resolve):
+        return int(resolve(field))
+    if isinstance(field, (int, np.integer)) and not isinstance(field, (bool, np.bool_)):
+        return int(field)
+    raise TypeError(
+        f"{_where(layer)}: field must be an int (this store does not name its fields), "
+        f"got {field!r}"
+    )
+
+
+def _field(layer: Any, field: int | str) -> FieldReader:
+    fld: FieldReader = layer.field(_field_index(layer, field))
     return fld
 
 
@@ -168,40 +244,217 @@ def _np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def record_shape(layer: Any, field: int = 0, *, rank: int | None = None) -> tuple[int, ...]:
-    """The one tensor shape of a layer's records (of field ``field``).
+def _dims(layer: Any, ndim: int) -> tuple[str, ...] | None:
+    """The names of the record's axes when the store knows them for records of ``ndim``."""
+    dims = getattr(layer, "dims", None)
+    if dims is None or len(dims) != ndim:
+        return None
+    return tuple(str(d) for d in dims)
 
-    Steps that recorded a Python number broadcast to it; a layer whose records
-    have several tensor shapes raises ValueError, and so does a ranked layer
-    whose ranks recorded different shapes (pick one with ``rank=``). The shape
-    never includes the rank axis.
+
+def _stored_time_axis(layer: Any, ndim: int) -> int | None:
+    """The layer's stored time axis, as an axis of records of rank ``ndim``."""
+    t = getattr(layer, "time_axis", None)
+    if t is None or isinstance(t, bool) or not -ndim <= int(t) < ndim:
+        return None
+    return int(t) % ndim
+
+
+def _time(layer: Any, time_axis: Any, shape: tuple[int, ...]) -> int | None:
+    """The record axis a ``time_axis`` argument names for records of ``shape``, or None."""
+    if time_axis is None:
+        return _stored_time_axis(layer, len(shape))
+    if isinstance(time_axis, (bool, np.bool_)):
+        if not time_axis:
+            return None
+        axis = 0
+    else:
+        axis = operator.index(time_axis)
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(
+            f"{_where(layer)}: time_axis={time_axis!r} is not an axis of its records "
+            f"(shape {shape})"
+        )
+    return axis % len(shape)
+
+
+def _batch_axis(layer: Any, ndim: int) -> int | None:
+    """The record axis that is the batch: the one ``layer.dims`` names ``"batch"``,
+    else 1 for a layer whose time axis is 0, else 0 (None for scalars)."""
+    if ndim == 0:
+        return None
+    dims = _dims(layer, ndim)
+    if dims is not None and "batch" in dims:
+        return dims.index("batch")
+    return 1 if _stored_time_axis(layer, ndim) == 0 and ndim > 1 else 0
+
+
+def _tensor_shapes(fld: FieldReader) -> list[tuple[int, ...]]:
+    """The tensor shapes among a field's segments (Python numbers left out), in order."""
+    out: list[tuple[int, ...]] = []
+    for s in fld.segments:
+        shape = tuple(s["shape"])
+        if not s.get("python_scalar", False) and shape not in out:
+            out.append(shape)
+    return out
+
+
+def _groups(fld: FieldReader, sel: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """``(shape, steps)`` for each tensor shape of the selected steps, in order of first
+    appearance. A step that recorded ``None`` or a Python number joins the group of the
+    nearest tensor step before it (after it, for steps before the first); with no
+    tensor step at all, Python numbers are shape ``()`` and ``None`` alone gives []."""
+    if not sel.size:
+        return []
+    segs = fld.segments
+    lo, hi = int(sel.min()), int(sel.max()) + 1
+    seg_of = fld.index(lo, hi)[sel - lo, 0]
+    known = _tensor_shapes(fld)
+    # Group id per segment; the extra last entry is the one index -1 (None) picks.
+    lut = np.array(
+        [
+            -1 if s.get("python_scalar", False) else known.index(tuple(s["shape"]))
+            for s in segs
+        ]
+        + [-1],
+        dtype=np.int64,
+    )
+    gid = lut[seg_of]
+    valid = gid >= 0
+    if not valid.any():
+        return [((), sel)] if bool((seg_of >= 0).any()) else []
+    pos = np.maximum.accumulate(np.where(valid, np.arange(len(gid)), 0))
+    first = int(np.argmax(valid))
+    pos[:first] = first
+    filled = gid[pos]
+    order = sorted(set(filled.tolist()), key=lambda g: int(np.argmax(filled == g)))
+    return [(known[g], sel[filled == g]) for g in order]
+
+
+def _only_none(layer: Any, sel: np.ndarray) -> ValueError:
+    if not sel.size and not len(layer):
+        return ValueError(f"{_where(layer)} has no committed steps: nothing to read")
+    return ValueError(
+        f"{_where(layer)} recorded only None at the selected steps ({len(sel)} of "
+        f"{len(layer)} steps): there is no value to read. A monitored attribute that "
+        "was never set records None (SpikingJelly's v_seq, for one, needs "
+        "store_v_seq=True on the neuron)"
+    )
+
+
+def _listing(groups: list[tuple[tuple[int, ...], np.ndarray]]) -> str:
+    return "; ".join(
+        f"{shape}: {len(st)} step{'s' if len(st) != 1 else ''}, "
+        f"first {int(st[0])}, last {int(st[-1])}"
+        for shape, st in groups
+    )
+
+
+def _plan(
+    layer: Any, fld: FieldReader, sel: np.ndarray, *, pad: bool, what: str = ""
+) -> tuple[tuple[int, ...], bool]:
+    """The shape the selected steps are read at, and whether some are smaller in it.
+
+    One shape: that shape. Shapes that differ only in the batch axis: with ``pad``,
+    the largest; without, a ValueError (``what`` names the caller for the message).
+    Any other mix: a ValueError listing the shapes and their steps.
+    """
+    known = _tensor_shapes(fld)
+    if len(known) == 1:
+        return known[0], False
+    if not known:
+        if fld.segments:
+            return (), False
+        raise _only_none(layer, sel)
+    groups = _groups(fld, sel)
+    if not groups:
+        if sel.size:
+            raise _only_none(layer, sel)
+        groups = _groups(fld, np.arange(len(layer), dtype=np.int64))
+        if not groups:
+            raise _only_none(layer, sel)
+        pad = True
+    if len(groups) == 1:
+        return groups[0][0], False
+    shapes_ = [g[0] for g in groups]
+    ndim = len(shapes_[0])
+    b = _batch_axis(layer, ndim) if all(len(s) == ndim for s in shapes_) else None
+    if b is not None and all(s[:b] + s[b + 1 :] == shapes_[0][:b] + shapes_[0][b + 1 :]
+                             for s in shapes_):
+        widest = max(s[b] for s in shapes_)
+        union = (*shapes_[0][:b], widest, *shapes_[0][b + 1 :])
+        if pad:
+            return union, True
+        dims = _dims(layer, ndim)
+        axis = f"axis {b}" + (f" ({dims[b]!r})" if dims else "")
+        raise ValueError(
+            f"{_where(layer)}: the selected steps have several batch sizes ({_listing(groups)}); "
+            f"{what or 'this'} needs one shape: pass steps= within one shape "
+            f"(spikestore.analysis.shapes(layer) lists them), or pad=True to pad the batch "
+            f"axis ({axis}) to {widest} with NaN"
+        )
+    dims = _dims(layer, ndim)
+    named = f" (dims {dims})" if dims else ""
+    raise ValueError(
+        f"{_where(layer)}: the selected steps recorded tensors of several shapes{named} "
+        f"that differ in more than the batch axis ({_listing(groups)}); pass steps= "
+        "within one shape (spikestore.analysis.shapes(layer) lists each shape's steps)"
+    )
+
+
+def shapes(
+    layer: Any, field: int | str = 0, *, steps: Any = None
+) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """The record shapes of a layer, each with the steps that recorded it.
+
+    Returns a list of ``(shape, steps)``, shapes in the order they first appear and
+    ``steps`` an int64 array (in the order of ``steps=``, default all). Steps that
+    recorded ``None`` or a Python number belong to the shape of the tensor step
+    before them (after them, for steps before the first tensor), so the lists
+    together cover every selected step; a layer that recorded only Python numbers
+    has the one shape ``()``, and one that recorded only ``None`` none at all.
+
+    For a ranked layer pass one rank's layer (``layer.layer(r)``).
+
+    Examples
+    --------
+    >>> for shape, st in shapes(store["output"]["sn1"]):           # doctest: +SKIP
+    ...     counts = spike_counts(store["output"]["sn1"], st)      # doctest: +SKIP
+    """
+    if _ranks(layer) is not None:
+        raise TypeError(f"layer {layer.name!r} is a ranked layer: pass layer.layer(rank)")
+    sel = step_selection(layer, steps)
+    fld = _field(layer, field)
+    return _groups(fld, sel)
+
+
+def record_shape(
+    layer: Any, field: int | str = 0, *, steps: Any = None, rank: int | None = None
+) -> tuple[int, ...]:
+    """The tensor shape the layer's records (of field ``field``) are read at.
+
+    The one shape of the selected steps (``steps``, default all). Where the
+    records differ only in the batch axis (see "Mixed shapes" in the module
+    docstring), the largest: the shape in which :func:`raster`, :func:`traces`,
+    :func:`spike_counts` and :func:`spike_trains` number neurons. Steps that
+    recorded a Python number broadcast to it. Shapes that differ in other axes
+    raise ValueError, and so does a ranked layer whose ranks recorded different
+    shapes (pick one with ``rank=``). The shape never includes the rank axis.
     """
     if rank is not None or _ranks(layer) is not None:
-        shapes = _over_ranks(
-            layer, None, rank, lambda lay, _: record_shape(lay, field), stack=False
+        found = _over_ranks(
+            layer, steps, rank, lambda lay, st: record_shape(lay, field, steps=st), stack=False
         )
         if rank is not None:
-            return shapes  # type: ignore[no-any-return]
-        if len(set(shapes)) != 1:
+            return found  # type: ignore[no-any-return]
+        if len(set(found)) != 1:
             raise ValueError(
-                f"layer {layer.name!r}: ranks {layer.ranks} recorded shapes {shapes}; "
+                f"layer {layer.name!r}: ranks {layer.ranks} recorded shapes {found}; "
                 "choose a rank with rank="
             )
-        return shapes[0]  # type: ignore[no-any-return]
-    return _record_shape(_field(layer, field), layer)
-
-
-def _record_shape(fld: FieldReader, layer: Any) -> tuple[int, ...]:
-    """The one tensor shape of a field; Python-number steps broadcast to it."""
-    shapes = {tuple(s["shape"]) for s in fld.segments if not s.get("python_scalar", False)}
-    if not shapes:
-        shapes = {()} if fld.segments else set()
-    if len(shapes) != 1:
-        raise ValueError(
-            f"layer {layer.name!r} records tensors of several shapes {sorted(shapes)}; "
-            "read steps of one shape with layer[a:b]"
-        )
-    return shapes.pop()
+        return found[0]  # type: ignore[no-any-return]
+    sel = step_selection(layer, steps)
+    return _plan(layer, _field(layer, field), sel, pad=True)[0]
 
 
 def _field_dtype(fld: FieldReader) -> str:
@@ -212,22 +465,39 @@ def _field_dtype(fld: FieldReader) -> str:
     return segs[0]["dtype"]
 
 
-def _read_rows(
-    fld: FieldReader, k: int, rows: np.ndarray, rest: tuple[Any, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``segment_k[rows, *rest]`` touching only the chunks involved.
-
-    Returns the data, one entry per requested row, and each row's position in it.
-    """
-    data = fld.take(k, rows, tuple(_as_slice(r) for r in rest))
-    return data, np.arange(len(rows))
-
-
 def _as_slice(sel: Any) -> Any:
     """A sorted unique index array that is a contiguous range becomes a slice (faster in Zarr)."""
     if isinstance(sel, np.ndarray) and sel.size and int(sel[-1]) - int(sel[0]) + 1 == sel.size:
         return slice(int(sel[0]), int(sel[-1]) + 1)
     return sel
+
+
+def _read_segment(
+    fld: FieldReader, k: int, rows: np.ndarray, flat: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Elements ``flat`` (C-order, into records of ``shape``, the segment's own shape)
+    of rows ``rows`` of segment ``k``: an array ``(len(rows), len(flat))``. Only the
+    chunks holding them are read."""
+    seg = fld.segments[k]
+    if seg["encoding"] == SPIKE_ENCODING:
+        bitpos = bit_positions(flat, shape, seg.get("permute"))
+        ucols, cpos = np.unique(bitpos // 8, return_inverse=True)
+        data = fld.take(k, rows, (_as_slice(ucols),))
+        shift = (7 - bitpos % 8).astype(np.uint8)
+        out: np.ndarray = (data[:, cpos] >> shift) & 1
+        return out
+    if shape:
+        uniq = [np.unique(a, return_inverse=True) for a in np.unravel_index(flat, shape)]
+        data = fld.take(k, rows, tuple(_as_slice(u) for u, _ in uniq))
+        inverse: list[Any] = [inv for _, inv in uniq]
+        picked = data[(slice(None), *inverse)]
+    else:
+        data = fld.take(k, rows, ())
+        picked = np.repeat(data.reshape(len(rows), 1), len(flat), axis=1)
+    vals = decode_rows(np.ascontiguousarray(picked).reshape(-1), {**seg, "shape": []})
+    if vals.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
+        vals = vals.float()
+    return vals.numpy().reshape(len(rows), len(flat))
 
 
 def _columns(
@@ -236,121 +506,221 @@ def _columns(
     flat: np.ndarray,
     *,
     dtype: Any = np.float64,
-    field: int = 0,
+    field: int | str = 0,
     shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """Values of the record elements ``flat`` (C-order flat indices) at ``steps``.
 
-    ``shape`` is the record shape (default: the field's one shape now; a lazy array
-    passes the shape it was built with, which steps a writer adds later cannot
-    change). Returns an array ``(len(steps), len(flat))``. Only the chunks holding those
-    elements are read: the bytes that pack them for spike segments, the elements
-    themselves for raw ones. Steps that recorded a Python number give that number
-    for every element; steps that recorded ``None`` give NaN (an error for
-    integer ``dtype``).
+    ``shape`` is the shape the records are read at (default: the selection's, by
+    :func:`_plan` with padding; a lazy array passes the shape it was built with,
+    which steps a writer adds later cannot change). Returns an array
+    ``(len(steps), len(flat))``. Only the chunks holding those elements are read:
+    the bytes that pack them for spike segments, the elements themselves for raw
+    ones. Steps that recorded a Python number give that number for every element;
+    steps that recorded ``None`` give NaN, and so do elements beyond a step's batch
+    when its batch is smaller than ``shape``'s (an error for integer ``dtype``).
     """
     fld = _field(layer, field)
     if shape is None:
-        shape = _record_shape(fld, layer)
+        shape = _plan(layer, fld, steps, pad=True)[0]
     numel = math.prod(shape)
     flat = np.asarray(flat, dtype=np.int64).reshape(-1)
     if flat.size and (flat.min() < 0 or flat.max() >= max(numel, 1)):
-        raise IndexError(f"neuron index out of range for records of shape {shape}")
+        raise IndexError(
+            f"{_where(layer)}: element index out of range 0..{numel - 1} for records "
+            f"of shape {shape}"
+        )
     out = np.zeros((len(steps), len(flat)), dtype=dtype)
     if not len(steps):
         return out
+    floating = np.issubdtype(out.dtype, np.floating)
     lo, hi = int(steps.min()), int(steps.max()) + 1
     idx = fld.index(lo, hi)[steps - lo]
     for k in np.unique(idx[:, 0]):
         sel = np.nonzero(idx[:, 0] == k)[0]
         if k < 0:
-            if not np.issubdtype(out.dtype, np.floating):
-                raise ValueError(f"layer {layer.name!r} recorded None at some of these steps")
+            if not floating:
+                raise ValueError(f"{_where(layer)} recorded None at some of these steps")
             out[sel] = np.nan
             continue
         seg = fld.segments[int(k)]
         rows = idx[sel, 1]
         if rows.max() >= seg["rows"]:
-            raise ValueError(f"layer {layer.name!r}: index points past segment {seg['array']}")
+            raise ValueError(f"{_where(layer)}: index points past segment {seg['array']}")
         sshape = tuple(seg["shape"])
-        if sshape != shape:
-            if math.prod(sshape) != 1:
-                raise ValueError(f"layer {layer.name!r}: a step has shape {sshape}, not {shape}")
-            # A Python number (e.g. ``v`` before the first step) stands for every element.
-            data, pos = _read_rows(fld, int(k), rows, (slice(None),) * len(sshape))
-            vals = decode_rows(data.reshape(len(data), -1), {**seg, "shape": [1]})
-            out[sel] = vals.reshape(-1).to(torch.float64).numpy()[pos, None]
+        if sshape == shape:
+            out[sel] = _read_segment(fld, int(k), rows, flat, sshape)
             continue
-        if seg["encoding"] == SPIKE_ENCODING:
-            bitpos = bit_positions(flat, shape, seg.get("permute"))
-            bytecol = bitpos // 8
-            ucols, cpos = np.unique(bytecol, return_inverse=True)
-            data, pos = _read_rows(fld, int(k), rows, (ucols,))
-            shift = (7 - bitpos % 8).astype(np.uint8)
-            bits = (data[:, cpos] >> shift) & 1
-            out[sel] = bits[pos]
-        else:
-            nd = np.unravel_index(flat, shape) if shape else ()
-            uniq = [np.unique(a, return_inverse=True) for a in nd]
-            data, pos = _read_rows(fld, int(k), rows, tuple(u for u, _ in uniq))
-            if shape:
-                picked = data[(pos[:, None], *[inv[None, :] for _, inv in uniq])]
-            else:
-                picked = data[pos, None]
-            flat_vals = decode_rows(np.ascontiguousarray(picked).reshape(-1), {**seg, "shape": []})
-            if flat_vals.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
-                flat_vals = flat_vals.float()
-            out[sel] = flat_vals.numpy().reshape(len(rows), len(flat))
+        if seg.get("python_scalar", False) or not sshape:
+            # A number (e.g. ``v`` before the first step) stands for every element.
+            one = _read_segment(fld, int(k), rows, np.zeros(1, dtype=np.int64), sshape)
+            out[sel] = one.astype(np.float64)
+            continue
+        b = _batch_axis(layer, len(shape))
+        if (
+            b is None
+            or len(sshape) != len(shape)
+            or sshape[:b] + sshape[b + 1 :] != shape[:b] + shape[b + 1 :]
+            or sshape[b] > shape[b]
+        ):
+            raise ValueError(
+                f"{_where(layer)}: steps {steps[sel[0]]}.. have shape {sshape}, not {shape}; "
+                "pass steps= within one shape (spikestore.analysis.shapes(layer))"
+            )
+        # A smaller batch: the elements it has, NaN for the rest.
+        nd = np.unravel_index(flat, shape)
+        have = nd[b] < sshape[b]
+        if not have.all() and not floating:
+            raise ValueError(f"{_where(layer)}: steps of a smaller batch at these steps")
+        own = np.ravel_multi_index(tuple(a[have] for a in nd), sshape)
+        block = np.full((len(sel), len(flat)), np.nan if floating else 0, dtype=out.dtype)
+        block[:, have] = _read_segment(fld, int(k), rows, own, sshape)
+        out[sel] = block
     return out
 
 
-def neuron_ids(neurons: Any, shape: tuple[int, ...]) -> np.ndarray:
+def neuron_ids(
+    neurons: Any,
+    shape: tuple[int, ...],
+    *,
+    where: str | None = None,
+    dims: Sequence[str] | None = None,
+) -> np.ndarray:
     """Flat (C-order) indices into records of ``shape`` from a neuron selection.
 
     ``neurons`` is None (all), an int, or a sequence of flat ints or of index
-    tuples, as the ``neurons`` argument of :func:`raster` and :func:`traces`.
+    tuples (one index per axis of ``shape``), as the ``neurons`` argument of
+    :func:`raster` and :func:`traces`. A neuron out of range, or a tuple with the
+    wrong number of indices, is an IndexError naming ``where`` (e.g. the layer),
+    ``shape`` with its axis names ``dims`` when given, and the valid range.
 
     Examples
     --------
     >>> neuron_ids([(0, 1), 5], (2, 3)).tolist()
     [1, 5]
     """
+    shape = tuple(int(n) for n in shape)
     numel = math.prod(shape)
     if neurons is None:
         return np.arange(numel, dtype=np.int64)
     if isinstance(neurons, (int, np.integer)):
-        return np.array([int(neurons)], dtype=np.int64)
-    if isinstance(neurons, (np.ndarray, torch.Tensor)):
+        neurons = [int(neurons)]
+    elif isinstance(neurons, (np.ndarray, torch.Tensor)):
         neurons = neurons.tolist()
-    flat = np.array(
-        [
-            np.ravel_multi_index(tuple(int(i) for i in item), shape)
-            if isinstance(item, (tuple, list))
-            else int(item)
-            for item in neurons
-        ],
-        dtype=np.int64,
-    )
-    if flat.size and (flat.min() < 0 or flat.max() >= numel):
-        raise IndexError(f"neuron index out of range for {numel} neurons")
+        if not isinstance(neurons, list):
+            neurons = [neurons]
+
+    def bad(item: Any) -> IndexError:
+        named = f" (axes {tuple(dims)})" if dims is not None else ""
+        valid = (
+            f"give a flat index in 0..{numel - 1} or {len(shape)} indices, one per axis"
+            if numel
+            else "these records have no elements"
+        )
+        head = f"{where}: " if where else ""
+        return IndexError(
+            f"{head}neuron {item!r} is out of range for records of shape {shape}{named}: "
+            f"{valid}"
+        )
+
+    flat = np.empty(len(neurons), dtype=np.int64)
+    for i, item in enumerate(neurons):
+        if isinstance(item, (tuple, list)):
+            nd = tuple(int(v) for v in item)
+            if len(nd) != len(shape) or any(not 0 <= v < n for v, n in zip(nd, shape, strict=True)):
+                raise bad(tuple(item))
+            flat[i] = np.ravel_multi_index(nd, shape) if shape else 0
+        else:
+            flat[i] = int(item)
+            if not 0 <= flat[i] < numel:
+                raise bad(item)
     return flat
 
 
-def _time_columns(
-    shape: tuple[int, ...], layer: Any, neurons: Any
-) -> tuple[int, np.ndarray, np.ndarray]:
-    """For ``[T, ...]`` records: T, the chosen neurons' flat ids within one time step,
-    and their flat ids at every time step (``t * per_step + id``, t-major)."""
-    t_len, rest = _time_split(shape, layer)
-    ids = neuron_ids(neurons, rest)
-    flat = (np.arange(t_len)[:, None] * math.prod(rest) + ids[None, :]).reshape(-1)
-    return t_len, ids, flat
+class _Layout(NamedTuple):
+    """How a neuron selection reads a window: the shape read at, the time axis (or
+    None), its length (1 without), the neurons' shape, their flat ids in it, and
+    the flat indices into the record to read (t-major with a time axis)."""
+
+    shape: tuple[int, ...]
+    axis: int | None
+    t_len: int
+    rest: tuple[int, ...]
+    ids: np.ndarray
+    flat: np.ndarray
 
 
-def _time_split(shape: tuple[int, ...], layer: Any) -> tuple[int, tuple[int, ...]]:
-    if len(shape) < 1:
-        raise ValueError(f"layer {layer.name!r} records scalars; there is no time axis")
-    return shape[0], shape[1:]
+def _layout(
+    layer: Any, fld: FieldReader, sel: np.ndarray, neurons: Any, time_axis: Any
+) -> _Layout:
+    shape, _ = _plan(layer, fld, sel, pad=True)
+    axis = _time(layer, time_axis, shape)
+    if axis is None:
+        t_len, rest = 1, shape
+    else:
+        t_len, rest = shape[axis], shape[:axis] + shape[axis + 1 :]
+    dims = _dims(layer, len(shape))
+    rest_dims = None if dims is None else tuple(d for i, d in enumerate(dims) if i != axis)
+    if axis is None:
+        where = f"{_where(layer)} (no time axis)"
+    else:
+        where = f"{_where(layer)} (records {shape}, time axis {axis}: neurons number the rest)"
+    try:
+        ids = neuron_ids(neurons, rest, where=where, dims=rest_dims)
+    except IndexError as exc:
+        if axis is None and len(shape) >= 2:
+            raise IndexError(
+                f"{exc}. If axis 0 is time, pass time_axis=True to number neurons "
+                "without it"
+            ) from None
+        raise
+    if axis is None:
+        return _Layout(shape, None, 1, rest, ids, ids)
+    return _Layout(shape, axis, t_len, rest, ids, _time_flat(shape, axis, ids))
+
+
+def _time_flat(shape: tuple[int, ...], axis: int, ids: np.ndarray) -> np.ndarray:
+    """Flat indices into records of ``shape`` of every ``(t, neuron)``, t-major, for
+    neurons ``ids`` numbered in the record without axis ``axis``."""
+    t_len = shape[axis]
+    rest = shape[:axis] + shape[axis + 1 :]
+    nd = list(np.unravel_index(ids, rest)) if rest else []
+    grid = (t_len, len(ids))
+    parts = [np.broadcast_to(a[None, :], grid) for a in nd]
+    parts.insert(axis, np.broadcast_to(np.arange(t_len)[:, None], grid))
+    return np.ravel_multi_index(tuple(parts), shape).reshape(-1)
+
+
+def unravel(
+    layer: Any,
+    ids: Any,
+    *,
+    field: int | str = 0,
+    steps: Any = None,
+    time_axis: int | bool | None = None,
+    rank: int | None = None,
+) -> np.ndarray:
+    """Per-axis indices of flat neuron ids, as :func:`raster` and :func:`spike_trains`
+    number neurons: an int64 array ``(len(ids), ndim)``, one row per id.
+
+    With a time axis (``time_axis`` as in :func:`raster`; default the layer's own),
+    ``ndim`` counts the record's axes without it: for ``[T, B, N]`` records each row
+    is ``(batch, neuron)``. Rows are accepted back as ``neurons=``. Out-of-range ids
+    raise IndexError.
+
+    Examples
+    --------
+    >>> t, n = raster(store["output"]["sn1"])              # doctest: +SKIP
+    >>> batch, neuron = unravel(store["output"]["sn1"], n).T  # doctest: +SKIP
+    """
+    shape = record_shape(layer, field, steps=steps, rank=rank)
+    one = _pick_rank(layer, rank)
+    axis = _time(one, time_axis, shape)
+    rest = shape if axis is None else shape[:axis] + shape[axis + 1 :]
+    flat = neuron_ids(ids, rest, where=_where(layer))
+    if not rest:
+        return np.zeros((len(flat), 0), dtype=np.int64)
+    return np.stack(np.unravel_index(flat, rest), axis=1).astype(np.int64)
 
 
 # ------------------------------------------------------------------- summaries
@@ -358,7 +728,7 @@ def summary(
     layer: Any,
     steps: Any = None,
     *,
-    field: int = 0,
+    field: int | str = 0,
     axis0: bool = False,
     rank: int | None = None,
 ) -> np.ndarray:
@@ -369,8 +739,8 @@ def summary(
     layer : LayerReader
     steps : slice, int sequence or None
         Steps to read (default: all committed steps).
-    field : int
-        Field of a tuple/list record.
+    field : int or str
+        Field of a tuple/list record (its position, or its name).
     axis0 : bool
         If False, return ``(len(steps), 5)`` with columns ``numel, sum, min, max,
         mean`` (:data:`spikestore.summary.COLUMNS`; for spikes ``sum`` is the
@@ -378,10 +748,13 @@ def summary(
         all axes but the first (the spike count per time step of a multi-step
         record).
 
-    Rows of steps that recorded ``None`` are NaN. A store written without
-    summaries is decoded instead (slower, same result). A summary that is there
-    but cannot be read raises :class:`~spikestore.ReadError` (damaged or missing
-    chunks) or :class:`~spikestore.FormatError` (malformed metadata).
+    Rows of steps that recorded ``None`` are NaN. Rows are per step, so steps of
+    different shapes mix freely (``numel`` tells them apart); with ``axis0`` a
+    step whose first axis has another length than the first such step's is NaN. A
+    store written without summaries is decoded instead (slower, same result). A
+    summary that is there but cannot be read raises :class:`~spikestore.ReadError`
+    (damaged or missing chunks) or :class:`~spikestore.FormatError` (malformed
+    metadata).
 
     Examples
     --------
@@ -403,11 +776,11 @@ def summary(
     if axis0 and fld.has_summary(SUMMARY):
         # The field never recorded a tensor of rank >= 2.
         raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
-    return _summary_decoded(layer, sel, field, axis0)
+    return _summary_decoded(layer, sel, _field_index(layer, field), axis0)
 
 
 def _axis0_len(layer: Any, fld: FieldReader) -> int:
-    shape = _record_shape(fld, layer)
+    shape = _plan(layer, fld, np.zeros(0, dtype=np.int64), pad=True)[0]
     if len(shape) < 2:
         raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
     return shape[0]
@@ -442,11 +815,12 @@ def _summary_decoded(layer: Any, sel: np.ndarray, field: int, axis0: bool) -> np
     return out
 
 
-def mean_rate(layer: Any, field: int = 0, *, rank: int | None = None) -> Any:
+def mean_rate(layer: Any, field: int | str = 0, *, rank: int | None = None) -> Any:
     """Spikes per element over the whole layer, from its stored summary alone.
 
     None when the store has no summary for the field (format 1.0): nothing is
-    decoded. A summary that cannot be read raises :class:`~spikestore.ReadError`
+    decoded. Steps of any shape count alike (spikes over elements of every step).
+    A summary that cannot be read raises :class:`~spikestore.ReadError`
     (or :class:`~spikestore.FormatError` for malformed metadata) naming the
     monitor and layer. For a ranked layer, a float64 array with one rate per
     rank over the steps every rank has (NaN for None), or with ``rank=`` that
@@ -462,7 +836,7 @@ def mean_rate(layer: Any, field: int = 0, *, rank: int | None = None) -> Any:
     return _mean_rate(layer, None, field)
 
 
-def _mean_rate(layer: Any, steps: Any, field: int) -> float | None:
+def _mean_rate(layer: Any, steps: Any, field: int | str) -> float | None:
     fld = _field(layer, field)
     sel = step_selection(layer, steps)
     s = fld.summary(SUMMARY, sel) if sel.size else None
@@ -477,7 +851,8 @@ def firing_rate(
     steps: Any = None,
     *,
     over: str = "step",
-    field: int = 0,
+    field: int | str = 0,
+    time_axis: int | bool | None = None,
     rank: int | None = None,
 ) -> np.ndarray:
     """Mean firing rate (spikes per neuron per record element) from the stored summaries.
@@ -488,9 +863,16 @@ def firing_rate(
         ``"step"``: one rate per step, ``count / numel``, shape ``(len(steps),)``.
         ``"time"``: one rate per time step inside multi-step records ``[T, ...]``,
         ``count[t] / (numel / T)``, shape ``(len(steps), T)``; ``.reshape(-1)``
-        gives the rate over the whole simulated time.
+        gives the rate over the whole simulated time (global time ``s * T + t``).
+    time_axis : int, bool or None
+        For ``over="time"``: the record axis that is time. None (default): the
+        layer's stored time axis, or axis 0 where none is stored. The summaries
+        hold per-index sums over axis 0 only, so any other axis (or False) is a
+        ValueError; read such layers with :func:`spike_trains` or :func:`raster`.
 
-    NaN marks steps that recorded ``None``. No record is decoded.
+    NaN marks steps that recorded ``None``. No record is decoded. Rates are per
+    step, so steps of different shapes (a smaller last batch) mix freely; with
+    ``over="time"`` they need the same ``T``.
 
     Examples
     --------
@@ -498,13 +880,26 @@ def firing_rate(
     """
     if rank is not None or _ranks(layer) is not None:
         return _over_ranks(  # type: ignore[no-any-return]
-            layer, steps, rank, lambda lay, st: firing_rate(lay, st, over=over, field=field)
+            layer,
+            steps,
+            rank,
+            lambda lay, st: firing_rate(lay, st, over=over, field=field, time_axis=time_axis),
         )
     if over == "step":
         s = summary(layer, steps, field=field)
         with np.errstate(invalid="ignore", divide="ignore"):
             return s[:, _STAT["sum"]] / s[:, _STAT["numel"]]
     if over == "time":
+        stored = getattr(layer, "time_axis", None)
+        axis = stored if time_axis is None else time_axis
+        if axis is None or axis is True:
+            axis = 0
+        if axis is False or isinstance(axis, (bool, np.bool_)) or operator.index(axis) != 0:
+            raise ValueError(
+                f"{_where(layer)}: firing_rate(over='time') reads the per-time summaries, "
+                f"which run along record axis 0; time_axis={axis!r} cannot use them: "
+                "read the layer with spike_trains or raster (time_axis=...) instead"
+            )
         per_t = summary(layer, steps, field=field, axis0=True)
         numel = summary(layer, steps, field=field)[:, _STAT["numel"]]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -513,8 +908,9 @@ def firing_rate(
 
 
 # ----------------------------------------------------------- decoding windows
-def _blocks(layer: Any, sel: np.ndarray, field: int) -> Any:
-    """Yield ``(steps, array)`` blocks of decoded records, a chunk of steps at a time."""
+def _blocks(layer: Any, sel: np.ndarray, field: int | str, shape: tuple[int, ...]) -> Any:
+    """Yield ``(steps, array)`` blocks of decoded records read at ``shape``, a chunk
+    of steps at a time."""
     fld = _field(layer, field)
     block = 256
     if fld.segments:
@@ -522,7 +918,6 @@ def _blocks(layer: Any, sel: np.ndarray, field: int) -> Any:
             block = max(32, int(fld.array(0).chunks[0]))
         except Exception:  # a best-effort block size only
             block = 256
-    shape = _record_shape(fld, layer)
     flat = np.arange(math.prod(shape), dtype=np.int64)
     dt = _np_dtype(_field_dtype(fld))
     if not np.issubdtype(dt, np.floating) and any(
@@ -532,9 +927,9 @@ def _blocks(layer: Any, sel: np.ndarray, field: int) -> Any:
     for a in range(0, len(sel), block):
         part = sel[a : a + block]
         try:
-            vals = _columns(layer, part, flat, dtype=dt, field=field)
+            vals = _columns(layer, part, flat, dtype=dt, field=field, shape=shape)
         except ValueError:
-            vals = _columns(layer, part, flat, dtype=np.float64, field=field)
+            vals = _columns(layer, part, flat, dtype=np.float64, field=field, shape=shape)
         yield part, vals.reshape(len(part), *shape)
 
 
@@ -543,7 +938,8 @@ def spike_counts(
     steps: Any = None,
     *,
     axis: int | Sequence[int] | None = None,
-    field: int = 0,
+    time_axis: int | bool | None = None,
+    field: int | str = 0,
     rank: int | None = None,
 ) -> np.ndarray:
     """Per-neuron spike counts (sums of the records) over a window of steps.
@@ -553,11 +949,21 @@ def spike_counts(
     steps : slice, int sequence or None
         The window (default: all steps). Only its chunks are read.
     axis : int or sequence of int, optional
-        Record axes to sum over as well, e.g. ``axis=(0, 1)`` for the time and
-        batch axes of ``[T, N, C]`` records, leaving one count per channel.
+        Record axes to sum over as well, numbered in the whole record (time axis
+        included), e.g. ``axis=(0, 1)`` for the time and batch axes of
+        ``[T, N, C]`` records, leaving one count per channel.
+    time_axis : int, bool or None
+        The record axis that is time (see "Time axis" in the module docstring;
+        default the layer's own): it is summed over, so a neuron's count covers
+        every time step. False: keep every axis (unless in ``axis``).
+    field : int or str
+        Field of tuple records.
 
     Returns an int64 array (float64 if the records are not integral) of the
-    record's shape without ``axis``. Steps that recorded ``None`` count as zero.
+    record's shape without the time axis and ``axis``. Steps that recorded
+    ``None`` count as zero. Over steps of several batch sizes the shape is the
+    largest batch's, and each neuron counts the steps where it exists (see "Mixed
+    shapes").
 
     Examples
     --------
@@ -565,16 +971,28 @@ def spike_counts(
     """
     if rank is not None or _ranks(layer) is not None:
         return _over_ranks(  # type: ignore[no-any-return]
-            layer, steps, rank, lambda lay, st: spike_counts(lay, st, axis=axis, field=field)
+            layer,
+            steps,
+            rank,
+            lambda lay, st: spike_counts(lay, st, axis=axis, time_axis=time_axis, field=field),
         )
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
-    shape = _record_shape(fld, layer)
+    shape, _ = _plan(layer, fld, sel, pad=True)
+    t = _time(layer, time_axis, shape)
     total = np.zeros(shape, dtype=np.float64)
-    for _, vals in _blocks(layer, sel, field):
+    for _, vals in _blocks(layer, sel, field, shape):
         total += np.nansum(vals, axis=0, dtype=np.float64)
+    drop: set[int] = set() if t is None else {t}
     if axis is not None:
-        total = total.sum(axis=axis)
+        for a in [axis] if isinstance(axis, (int, np.integer)) else axis:
+            if not -len(shape) <= int(a) < len(shape):
+                raise ValueError(
+                    f"{_where(layer)}: axis {a} is not an axis of records of shape {shape}"
+                )
+            drop.add(int(a) % len(shape))
+    if drop:
+        total = total.sum(axis=tuple(sorted(drop)))
     if np.all(np.isfinite(total)) and np.all(total == np.round(total)):
         return total.astype(np.int64)
     return total
@@ -585,8 +1003,8 @@ def raster(
     steps: Any = None,
     neurons: Any = None,
     *,
-    time_axis: bool = False,
-    field: int = 0,
+    time_axis: int | bool | None = None,
+    field: int | str = 0,
     rank: int | None = None,
 ) -> Any:
     """Spike events ``(times, neurons)`` in a window of steps, for a subset of neurons.
@@ -597,18 +1015,27 @@ def raster(
         The step window (default: all).
     neurons : None, int, sequence of flat indices, or sequence of index tuples
         Which neurons (default: all). Flat indices are C-order into the record,
-        or into the record without its first axis when ``time_axis`` is True.
-        With a subset, only the chunks holding those neurons are read.
-    time_axis : bool
-        The record's first axis is time (multi-step records ``[T, ...]``): events
-        are placed at ``step * T + t``.
+        or into the record without its time axis when there is one (for
+        ``[T, B, N]``: ``(batch, neuron)`` tuples, or ``b * N + n``). With a
+        subset, only the chunks holding those neurons are read.
+    time_axis : int, bool or None
+        The record axis that is time (see "Time axis" in the module docstring).
+        None (default): the layer's stored one; True: axis 0; False: none. With a
+        time axis of length ``T`` events are placed at ``step * T + t``; without,
+        at ``step``.
+    field : int or str
+        Field of tuple records.
 
     Returns
     -------
     times, neurons : int64 arrays of equal length
-        Sorted by time, then by position in ``neurons``. An event is any nonzero
-        element. For a ranked layer without ``rank=``, a list with one such pair
-        per rank (events are ragged: the rank axis is a list).
+        Sorted by time, then by position in ``neurons``; neuron ids are flat (turn
+        them into per-axis indices, e.g. ``(batch, neuron)`` pairs, with
+        :func:`unravel`). An event is any nonzero element. Over steps of several
+        batch sizes neurons are numbered in the largest batch's shape and a
+        neuron has events only at steps where it exists (see "Mixed shapes"). For
+        a ranked layer without ``rank=``, a list with one such pair per rank
+        (events are ragged: the rank axis is a list).
 
     Examples
     --------
@@ -623,17 +1050,13 @@ def raster(
             stack=False,
         )
     sel = step_selection(layer, steps)
-    fld = _field(layer, field)
-    shape = _record_shape(fld, layer)
-    if time_axis:
-        t_len, ids, flat = _time_columns(shape, layer, neurons)
-        vals = _columns(layer, sel, flat, field=field).reshape(len(sel), t_len, len(ids))
-        s, t, j = np.nonzero(np.nan_to_num(vals))
-        return sel[s] * t_len + t, ids[j]
-    ids = neuron_ids(neurons, shape)
-    vals = _columns(layer, sel, ids, field=field)
-    s, j = np.nonzero(np.nan_to_num(vals))
-    return sel[s], ids[j]
+    lay = _layout(layer, _field(layer, field), sel, neurons, time_axis)
+    vals = _columns(layer, sel, lay.flat, field=field, shape=lay.shape)
+    vals = np.nan_to_num(vals).reshape(len(sel), lay.t_len, len(lay.ids))
+    s, t, j = np.nonzero(vals)
+    if lay.axis is None:
+        return sel[s], lay.ids[j]
+    return sel[s] * lay.t_len + t, lay.ids[j]
 
 
 def spike_trains(
@@ -642,7 +1065,7 @@ def spike_trains(
     *,
     dt: float = 1.0,
     neurons: Any = None,
-    field: int | None = None,
+    field: int | str | None = None,
     time_axis: int | bool | None = None,
     rank: int | None = None,
 ) -> Any:
@@ -657,15 +1080,18 @@ def spike_trains(
     * **Multi-step records** (``layer.time_axis`` is ``a``, e.g. 0 for
       SpikingJelly's ``[T, B, ...]``): axis ``a`` is time, of length ``T``. A neuron
       is an element of the record *without* that axis, numbered by its flat C-order
-      index into that shape (for ``[T, B, N]``: ``b * N + n``). Its spike at step
-      ``s``, time index ``t`` has time ``(s * T + t) * dt``.
+      index into that shape (for ``[T, B, N]``: ``b * N + n``; :func:`unravel`
+      gives ``(b, n)``). Its spike at step ``s``, time index ``t`` has time
+      ``(s * T + t) * dt``.
 
     ``s`` is the step number in the store (not the position in ``steps``), so a
     window's times are those of the whole recording. ``dt`` is the duration of one
     simulation time step (a whole step for single-step records, one ``t`` for
     multi-step ones); times are in ``dt``'s unit, or in steps with the default
     ``dt=1.0``. An event is any nonzero element (a value of 2 is one spike, not two);
-    steps that recorded ``None`` have no spikes.
+    steps that recorded ``None`` have no spikes. Over steps of several batch sizes,
+    neurons are numbered in the largest batch's shape and a neuron has spikes only
+    at steps where it exists (see "Mixed shapes").
 
     Parameters
     ----------
@@ -674,11 +1100,12 @@ def spike_trains(
     neurons : None, int, sequence of flat indices, or sequence of index tuples
         Which neurons, numbered as above (default: all). With a subset only the
         chunks holding them are read.
-    field : int, optional
+    field : int or str, optional
         The field of tuple records (default 0).
     time_axis : int, bool or None
         None (default): the layer's own ``time_axis``. False: treat each step as one
-        time point even if the layer has a time axis. An int: that record axis is time.
+        time point even if the layer has a time axis. True or an int: that record
+        axis is time (True is axis 0).
     rank : int, optional
         For a ranked store: one rank's trains. Without it, a list with one list of
         trains per rank (``layer.ranks`` order).
@@ -707,35 +1134,17 @@ def spike_trains(
             ),
             stack=False,
         )
-    field = 0 if field is None else int(field)
+    field = 0 if field is None else field
     sel = step_selection(layer, steps)
-    fld = _field(layer, field)
-    shape = _record_shape(fld, layer)
-    axis = layer.time_axis if time_axis is None else time_axis
-    if axis is False or axis is None or not shape:
-        t_len, rest, axis = 1, shape, None
-    else:
-        axis = int(axis) % len(shape)
-        t_len = shape[axis]
-        rest = shape[:axis] + shape[axis + 1 :]
-    ids = neuron_ids(neurons, rest)
-    if axis is None:
-        flat = ids
-    else:
-        # The flat index into the whole record of (t, neuron): t-major columns.
-        nd = np.unravel_index(ids, rest) if rest else ()
-        t = np.arange(t_len)[:, None]
-        full = [*nd[:axis], None, *nd[axis:]]
-        parts = [t if a is None else np.broadcast_to(a[None, :], (t_len, len(ids))) for a in full]
-        parts = [np.broadcast_to(p, (t_len, len(ids))) for p in parts]
-        flat = np.ravel_multi_index(tuple(parts), shape).reshape(-1)
-    ncols = max(1, len(flat))
+    lay = _layout(layer, _field(layer, field), sel, neurons, time_axis)
+    t_len, ids = lay.t_len, lay.ids
+    ncols = max(1, len(lay.flat))
     block = max(1, _TRAIN_BLOCK // ncols)
     js: list[np.ndarray] = []
     ticks: list[np.ndarray] = []
     for a in range(0, len(sel), block):
         part = sel[a : a + block]
-        vals = _columns(layer, part, flat, dtype=np.float64, field=field)
+        vals = _columns(layer, part, lay.flat, dtype=np.float64, field=field, shape=lay.shape)
         vals = np.nan_to_num(vals, nan=0.0).reshape(len(part), t_len, len(ids))
         s, t, j = np.nonzero(vals)
         js.append(j)
@@ -754,8 +1163,8 @@ def traces(
     neurons: Any,
     steps: Any = None,
     *,
-    time_axis: bool = False,
-    field: int = 0,
+    time_axis: int | bool | None = None,
+    field: int | str = 0,
     rank: int | None = None,
 ) -> np.ndarray:
     """Chosen neurons' values (e.g. membrane potential) over steps, reading only their chunks.
@@ -764,14 +1173,19 @@ def traces(
     ----------
     neurons : int, sequence of flat indices, or sequence of index tuples
         As in :func:`raster`.
-    time_axis : bool
-        The record's first axis is time: return one row per ``(step, t)``,
+    time_axis : int, bool or None
+        The record axis that is time, as in :func:`raster` (default: the layer's
+        stored one). With one of length ``T``: one row per ``(step, t)``,
         ``step * T + t`` in order.
+    field : int or str
+        Field of tuple records.
 
     Returns
     -------
     ndarray, float64, shape ``(len(steps), len(neurons))`` (``(len(steps) * T,
-    len(neurons))`` with ``time_axis``). NaN where a step recorded ``None``.
+    len(neurons))`` with a time axis). NaN where a step recorded ``None``, and over
+    steps of several batch sizes where the neuron does not exist in the step's
+    batch (see "Mixed shapes").
 
     Examples
     --------
@@ -785,14 +1199,9 @@ def traces(
             lambda lay, st: traces(lay, neurons, st, time_axis=time_axis, field=field),
         )
     sel = step_selection(layer, steps)
-    fld = _field(layer, field)
-    shape = _record_shape(fld, layer)
-    if time_axis:
-        t_len, ids, flat = _time_columns(shape, layer, neurons)
-        vals = _columns(layer, sel, flat, field=field)
-        return vals.reshape(len(sel) * t_len, len(ids))
-    ids = neuron_ids(neurons, shape)
-    return _columns(layer, sel, ids, field=field)
+    lay = _layout(layer, _field(layer, field), sel, neurons, time_axis)
+    vals = _columns(layer, sel, lay.flat, field=field, shape=lay.shape)
+    return vals.reshape(len(sel) * lay.t_len, len(lay.ids))
 
 
 # ------------------------------------------------------------------ interop
@@ -854,7 +1263,10 @@ class LayerArray:
 
     The array covers the steps committed when it was made (or the first
     ``length`` of them): a writer appending meanwhile changes neither its shape
-    nor its values. It pickles as a
+    nor its values. ``field`` is a position or a field name. Steps of several
+    batch sizes are a ValueError unless ``pad=True``: then the record shape is the
+    largest batch's and elements beyond a step's own batch read as NaN (see "Mixed
+    shapes" in the module docstring; integer and bool records become float64). It pickles as a
     description (the store's :attr:`~spikestore.StoreReader.source`, the monitor,
     layer and field names, the shape and dtype), a few hundred bytes; the
     unpickled copy opens the store on first read, once per process (see
@@ -867,7 +1279,9 @@ class LayerArray:
     >>> a[100:200, 0].shape                                             # doctest: +SKIP
     """
 
-    def __init__(self, layer: Any, field: int = 0, *, length: int | None = None) -> None:
+    def __init__(
+        self, layer: Any, field: int | str = 0, *, length: int | None = None, pad: bool = False
+    ) -> None:
         if _ranks(layer) is not None:
             raise TypeError(
                 f"layer {layer.name!r} is a ranked layer: use RankedArray, or .layer(rank)"
@@ -876,18 +1290,21 @@ class LayerArray:
         self.monitor: str = layer.monitor
         self.name: str = layer.name
         self.source = _source_of(layer)
-        self.field = field
-        fld = _field(layer, field)
-        self.record_shape = _record_shape(fld, layer)
+        self.field = _field_index(layer, field)
+        fld = _field(layer, self.field)
         steps = len(layer)
         if length is not None:
             if not 0 <= length <= steps:
                 raise ValueError(f"length {length} is not in 0..{steps} (committed steps)")
             steps = length
+        what = "a LayerArray (to_numpy, to_dask, to_xarray)"
+        self.record_shape, padded = _plan(
+            layer, fld, np.arange(steps, dtype=np.int64), pad=pad, what=what
+        )
         self.shape: tuple[int, ...] = (steps, *self.record_shape)
         dt = _np_dtype(_field_dtype(fld))
         has_gaps = bool(steps) and int(fld.index(0, steps)[:, 0].min()) < 0
-        if has_gaps or any(s.get("python_scalar", False) for s in fld.segments):
+        if padded or has_gaps or any(s.get("python_scalar", False) for s in fld.segments):
             if not np.issubdtype(dt, np.floating):
                 dt = np.dtype("float64")
         self.dtype = dt
@@ -974,16 +1391,16 @@ class RankedArray:
     (2, 16, 64)
     """
 
-    def __init__(self, layer: Any, field: int = 0) -> None:
+    def __init__(self, layer: Any, field: int | str = 0, *, pad: bool = False) -> None:
         ranks = _ranks(layer)
         if ranks is None:
             raise TypeError(f"layer {layer.name!r} is not a layer of a ranked store")
         self.ranks = ranks
         self.monitor: str = layer.monitor
         self.name: str = layer.name
-        self.field = field
         n = len(layer)
-        self.arrays = [LayerArray(layer.layer(r), field, length=n) for r in ranks]
+        self.arrays = [LayerArray(layer.layer(r), field, length=n, pad=pad) for r in ranks]
+        self.field = self.arrays[0].field
         shapes = {a.record_shape for a in self.arrays}
         if len(shapes) != 1:
             raise ValueError(
@@ -1037,7 +1454,12 @@ class RankedArray:
 
 
 def to_numpy(
-    layer: Any, steps: Any = None, *, field: int = 0, rank: int | None = None
+    layer: Any,
+    steps: Any = None,
+    *,
+    field: int | str = 0,
+    pad: bool = False,
+    rank: int | None = None,
 ) -> np.ndarray:
     """Decode a window of steps to a NumPy array ``(len(steps), *record shape)``.
 
@@ -1045,35 +1467,63 @@ def to_numpy(
     bfloat16 and float8 records, which NumPy lacks, come back as float32.
     Python-number steps broadcast to the record shape; ``None`` steps are NaN
     (integer and bool records with such steps come back as float64). A ranked
-    layer gives ``(ranks, len(steps), *record shape)``.
+    layer gives ``(ranks, len(steps), *record shape)``. ``field`` is a position
+    or a field name.
+
+    The selected steps must have one shape. Steps of several batch sizes (a
+    smaller last batch) are a ValueError that lists the shapes and their steps,
+    unless ``pad=True``: then the batch axis is padded to the largest batch with
+    NaN (integer and bool records come back as float64). Shapes that differ in
+    other axes are always a ValueError: pass ``steps=`` within one shape
+    (:func:`shapes` lists them).
     """
     if rank is not None or _ranks(layer) is not None:
         return _over_ranks(  # type: ignore[no-any-return]
-            layer, steps, rank, lambda lay, st: to_numpy(lay, st, field=field)
+            layer, steps, rank, lambda lay, st: to_numpy(lay, st, field=field, pad=pad)
         )
     sel = step_selection(layer, steps)
-    arr = LayerArray(layer, field)
+    fld = _field(layer, field)
+    shape, padded = _plan(layer, fld, sel, pad=pad, what="to_numpy")
+    dt = _np_dtype(_field_dtype(fld))
+    if not np.issubdtype(dt, np.floating):
+        has_gaps = bool(len(layer)) and int(fld.index(0, len(layer))[:, 0].min()) < 0
+        if padded or has_gaps or any(s.get("python_scalar", False) for s in fld.segments):
+            dt = np.dtype("float64")
     if sel.size == 0:
-        return np.zeros((0, *arr.record_shape), dtype=arr.dtype)
-    return np.concatenate([vals.astype(arr.dtype) for _, vals in _blocks(layer, sel, field)])
+        return np.zeros((0, *shape), dtype=dt)
+    return np.concatenate([vals.astype(dt) for _, vals in _blocks(layer, sel, field, shape)])
 
 
 def _store_chunks(layer: Any, arr: Any) -> tuple[Any, ...]:
     fld = _field(layer, arr.field)
     segs = [(k, s) for k, s in enumerate(fld.segments) if tuple(s["shape"]) == arr.record_shape]
+    if not segs:
+        # Padded: the step chunking of the first tensor segment, whole records.
+        segs = [(k, s) for k, s in enumerate(fld.segments) if not s.get("python_scalar")][:1]
     step_chunk = 256
     rest: tuple[Any, ...] = tuple(-1 for _ in arr.record_shape)
     if segs:
         k, seg = segs[0]
         chunks = fld.array(k).chunks
         step_chunk = int(chunks[0])
-        if seg["encoding"] != SPIKE_ENCODING:
+        if seg["encoding"] != SPIKE_ENCODING and tuple(seg["shape"]) == arr.record_shape:
             rest = tuple(int(c) for c in chunks[1:])
     return (step_chunk, *rest)
 
 
-def to_dask(layer: Any, *, field: int = 0, chunks: Any = None, rank: int | None = None) -> Any:
+def to_dask(
+    layer: Any,
+    *,
+    field: int | str = 0,
+    chunks: Any = None,
+    pad: bool = False,
+    rank: int | None = None,
+) -> Any:
     """A lazy ``dask.array.Array`` of the layer, ``(steps, *record shape)``.
+
+    ``field`` is a position or a field name. A layer of several batch sizes is a
+    ValueError unless ``pad=True``, as in :func:`to_numpy` (then the batch axis is
+    padded to the largest batch with NaN); other shape mixes are a ValueError.
 
     A ranked layer gives ``(ranks, steps, *record shape)`` over the steps every
     rank has, one block per rank along the first axis (``chunks``, when given,
@@ -1112,24 +1562,24 @@ def to_dask(layer: Any, *, field: int = 0, chunks: Any = None, rank: int | None 
     layer = _pick_rank(layer, rank)
     arr: LayerArray | RankedArray
     if _ranks(layer) is not None:
-        arr = RankedArray(layer, field)
+        arr = RankedArray(layer, field, pad=pad)
         if chunks is None:
             chunks = (1, *_store_chunks(layer.layer(arr.ranks[0]), arr.arrays[0]))
         parts: list[Any] = [(repr(a.source), a.shape) for a in arr.arrays]
         if any(a.source is None for a in arr.arrays):
             parts.append(f"{id(layer):x}")
-        token = tokenize(parts, arr.monitor, arr.name, field, str(arr.dtype))
+        token = tokenize(parts, arr.monitor, arr.name, arr.field, str(arr.dtype))
     else:
-        arr = LayerArray(layer, field)
+        arr = LayerArray(layer, field, pad=pad)
         if chunks is None:
             chunks = _store_chunks(layer, arr)
         if arr.source is not None:
             token = tokenize(
-                repr(arr.source), arr.monitor, arr.name, field, arr.shape, str(arr.dtype)
+                repr(arr.source), arr.monitor, arr.name, arr.field, arr.shape, str(arr.dtype)
             )
         else:
             token = f"{id(layer):x}"
-    name = f"spikestore-{layer.monitor}-{layer.name}-{field}-{arr.shape[0]}-{token}"
+    name = f"spikestore-{layer.monitor}-{layer.name}-{arr.field}-{arr.shape[0]}-{token}"
     return da.from_array(
         arr,
         chunks=chunks,
@@ -1168,8 +1618,9 @@ def to_xarray(
     dims: Sequence[str] | None = None,
     *,
     coords: dict[str, Any] | None = None,
-    field: int = 0,
+    field: int | str = 0,
     chunks: Any = "store",
+    pad: bool = False,
     rank: int | None = None,
 ) -> Any:
     """A lazy, labelled ``xarray.DataArray`` of the layer.
@@ -1179,21 +1630,32 @@ def to_xarray(
     dims : sequence of str, optional
         Names of the record's axes (``("time", "batch", "neuron")``), with or
         without the leading ``"step"`` (and for a ranked layer ``"rank"`` before
-        it). Default: ``step, dim_0, dim_1, ...``, as in the store's
-        ``dimension_names``.
+        it). Default: the names the store keeps for the layer (``layer.dims``,
+        e.g. ``("time", "batch", "neuron")``), else ``dim_0, dim_1, ...`` as in the
+        store's ``dimension_names``; the step dimension is ``"step"``.
     coords : dict, optional
         Extra or replacement coordinates; every dimension gets an integer range
         by default, and the ``rank`` dimension the rank numbers.
+    field : int or str
+        Field of tuple records (position or name).
     chunks : "store", None, or dask chunks
         ``"store"`` (default): a dask array chunked like the store when dask is
         installed, else xarray's own lazy indexing. ``None``: always xarray's
         lazy indexing (no dask). Anything else is passed to :func:`to_dask`.
+    pad : bool
+        For a layer of several batch sizes: pad the batch axis to the largest
+        batch with NaN, as in :func:`to_numpy`. Without it such a layer is a
+        ValueError listing the shapes and their steps.
     rank : int, optional
         For a ranked layer, that rank's layer alone (no ``rank`` dimension).
 
-    A ranked layer gives a ``rank`` dimension first, over the steps every rank
-    has. Nothing is read until values are used; selecting (``.isel``/``.sel``)
-    then reads only the chunks under the selection. Requires ``xarray``.
+    Marks the writer recorded (``writer.mark(epoch=3)``; ``layer.marks()``) become
+    coordinates along ``step``, one per key (None at steps before the key was first
+    set), so ``da.groupby("epoch")`` works; a mark named like a dimension or a
+    coordinate in ``coords`` is left out. A ranked layer gives a ``rank`` dimension
+    first, over the steps every rank has (and no marks: read one rank for them).
+    Nothing is read until values are used; selecting (``.isel``/``.sel``) then
+    reads only the chunks under the selection. Requires ``xarray``.
 
     Examples
     --------
@@ -1208,13 +1670,16 @@ def to_xarray(
     arr: LayerArray | RankedArray
     lead: tuple[str, ...]
     if _ranks(layer) is not None:
-        arr, lead = RankedArray(layer, field), ("rank", "step")
+        arr, lead = RankedArray(layer, field, pad=pad), ("rank", "step")
         first = layer.layer(arr.ranks[0])
     else:
-        arr, lead, first = LayerArray(layer, field), ("step",), layer
+        arr, lead, first = LayerArray(layer, field, pad=pad), ("step",), layer
     n_rec = len(arr.record_shape)
     if dims is None:
-        names = (*lead, *[f"dim_{i}" for i in range(n_rec)])
+        stored = _dims(first, n_rec)
+        if stored is None or len(set(stored)) != n_rec or set(stored) & set(lead):
+            stored = tuple(f"dim_{i}" for i in range(n_rec))
+        names = (*lead, *stored)
     else:
         names = tuple(dims)
         missing = arr.ndim - len(names)
@@ -1230,7 +1695,9 @@ def to_xarray(
         data = _xarray_backend(arr)
     else:
         try:
-            data = to_dask(layer, field=field, chunks=None if chunks == "store" else chunks)
+            data = to_dask(
+                layer, field=arr.field, chunks=None if chunks == "store" else chunks, pad=pad
+            )
         except ImportError:
             if chunks != "store":
                 raise
@@ -1240,8 +1707,15 @@ def to_xarray(
     }
     if isinstance(arr, RankedArray):
         all_coords["rank"] = np.array(arr.ranks, dtype=np.int64)
+    else:
+        step_dim = names[0]
+        marks = getattr(layer, "marks", None)
+        for key, values in (marks() if callable(marks) else {}).items():
+            if key in names or key in (coords or {}):
+                continue
+            all_coords[key] = (step_dim, np.asarray(values, dtype=object)[: arr.shape[0]])
     all_coords.update(coords or {})
-    fld = _field(first, field)
+    fld = _field(first, arr.field)
     attrs = {
         "monitor": layer.monitor,
         "layer": layer.name,
