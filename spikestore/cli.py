@@ -62,7 +62,9 @@ def info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, 
     ``run`` has the run's ``attrs``, ``dt``, ``time_unit`` and ``marks`` (format 1.5;
     ``{"count": marks made, "keys": {key: marks that set it}}``, empty without
     marks); rows come in the store's order (each monitor's layers in call order for
-    format 1.5) with the layer's ``dims`` and ``units`` (None where unknown). Each row has ``bytes`` (all the layer takes, metadata included),
+    format 1.5) with the layer's ``dims`` and ``units`` (None where unknown).
+
+    Each row has ``bytes`` (all the layer takes, metadata included),
     ``metadata_bytes`` (its zarr.json documents; None where they cannot be measured),
     ``float32_bytes`` and ``ratio_vs_float32``: float32 bytes over chunk bytes
     (``bytes - metadata_bytes``), None for layers under :data:`MIN_RATIO_BYTES` as
