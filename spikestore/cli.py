@@ -340,14 +340,13 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the traceback of a failure (also SPIKESTORE_DEBUG=1)",
-    )
+    debug_help = "show the traceback of a failure (also SPIKESTORE_DEBUG=1)"
+    # SUPPRESS: a subcommand without --debug keeps what ``spikestore --debug`` set.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     parser = argparse.ArgumentParser(
         prog="spikestore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser(
         "info",

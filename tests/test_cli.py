@@ -395,7 +395,11 @@ def test_info_and_export_of_a_missing_store_fail_in_one_line(tmp_path: Path) -> 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing")
-    runs = (_cli("info", missing, "--debug"), _cli("info", missing, env={"SPIKESTORE_DEBUG": "1"}))
+    runs = (
+        _cli("info", missing, "--debug"),
+        _cli("--debug", "info", missing),
+        _cli("info", missing, env={"SPIKESTORE_DEBUG": "1"}),
+    )
     for res in runs:
         assert res.returncode == 1
         assert "Traceback" in res.stderr and "FileNotFoundError" in res.stderr
@@ -449,6 +453,19 @@ def test_bad_arguments_exit_2_with_a_usage_message(
     assert last.startswith("spikestore") and ": error: " in last
     assert option in last and words in last
     assert not path.exists()
+
+
+def test_an_interrupted_command_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spikestore import demo
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run", interrupted)
+    assert _demo(tmp_path / "d") == 130
+    assert capsys.readouterr().err == "spikestore: interrupted\n"
 
 
 def test_demo_run_checks_its_seed(tmp_path: Path) -> None:
