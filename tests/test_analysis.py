@@ -653,3 +653,256 @@ def test_ranked_dask_and_xarray(ranked) -> None:  # type: ignore[no-untyped-def]
     assert one.dims[0] == "step" and one.shape[0] == 25
     with pytest.raises(ValueError, match="dims"):
         A.to_xarray(sn, dims=("a", "b"))
+
+
+# ------------------------------------------------- mixed shapes, time axes, errors
+N_MIX = 5  # neurons per sample in the mixed-batch fixture
+MIX_BATCHES = [4, 4, 4, 2, 4, 4, 3, 3]  # a smaller last batch (step 3), an eval size (6, 7)
+
+
+def _padded(recs: list, width: int, batch_axis: int) -> np.ndarray:
+    """Records stacked with the batch axis padded to ``width`` with NaN (None: NaN)."""
+    out = []
+    for r in recs:
+        if r is None:
+            out.append(None)
+            continue
+        x = torch.as_tensor(r).to(torch.float64).numpy()
+        pad = [(0, 0)] * x.ndim
+        pad[batch_axis] = (0, width - x.shape[batch_axis])
+        out.append(np.pad(x, pad, constant_values=np.nan))
+    shape = next(o.shape for o in out if o is not None)
+    return np.stack([np.full(shape, np.nan) if o is None else o for o in out])
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Layers with several record shapes, a [T, B, N] layer stored with time_axis=0,
+    a layer that recorded only None, and tuple records."""
+    path = tmp_path_factory.mktemp("mixed") / "mixed.spikes"
+    g = torch.Generator().manual_seed(7)
+    rec: dict[str, list] = {k: [] for k in ("sn", "v", "ms", "other", "tup_spk", "tup_mem")}
+    with spikestore.StoreWriter(path, chunk_bytes=256) as w:
+        for i, b in enumerate(MIX_BATCHES):
+            sn = (torch.rand(b, N_MIX, generator=g) < 0.4).float()
+            v = None if i == 5 else torch.randn(b, N_MIX, generator=g)
+            ms = (torch.rand(3, b, N_MIX, generator=g) < 0.4).float()  # [T, B, N]
+            other = torch.randn(2, 4 if i < 5 else 6, generator=g)  # differs in a non-batch axis
+            mem = torch.randn(b, N_MIX, generator=g)
+            w.append("o", "sn", sn)
+            w.append("v", "mem", v)
+            w.append("o", "ms", ms, time_axis=0)
+            w.append("o", "other", other)
+            w.append("o", "tup", (sn, mem))
+            w.append("o", "none", None)
+            for k, x in (("sn", sn), ("v", v), ("ms", ms), ("other", other),
+                         ("tup_spk", sn), ("tup_mem", mem)):
+                rec[k].append(x)
+    return {"path": path, "rec": rec, "store": spikestore.open(path)}
+
+
+def test_shapes_lists_each_shape_with_its_steps(mixed: dict) -> None:
+    sn = mixed["store"]["o"]["sn"]
+    got = [(shape, steps.tolist()) for shape, steps in A.shapes(sn)]
+    assert got == [((4, N_MIX), [0, 1, 2, 4, 5]), ((2, N_MIX), [3]), ((3, N_MIX), [6, 7])]
+    assert [s for s, _ in A.shapes(sn, steps=slice(2, 4))] == [(4, N_MIX), (2, N_MIX)]
+    # A None step joins the shape of the step before it: the lists cover every step.
+    v = A.shapes(mixed["store"]["v"]["mem"])
+    assert sorted(np.concatenate([st for _, st in v]).tolist()) == list(range(8))
+    assert A.shapes(mixed["store"]["o"]["none"]) == []
+    assert A.record_shape(sn) == (4, N_MIX)  # the largest batch
+    assert A.record_shape(sn, steps=[3]) == (2, N_MIX)
+    assert A.record_shape(mixed["store"]["o"]["ms"]) == (3, 4, N_MIX)  # batch is axis 1
+
+
+@pytest.mark.parametrize("steps", [[0, 1, 2, 4, 5], [3], slice(6, 8)])
+def test_steps_within_one_shape_read_as_a_one_shape_layer(mixed: dict, steps: object) -> None:
+    # Every one of these raised "records tensors of several shapes" for the whole layer.
+    s, rec = mixed["store"], mixed["rec"]
+    sel = A.step_selection(s["o"]["sn"], steps)
+    x = torch.stack([rec["sn"][i] for i in sel]).numpy()
+    np.testing.assert_array_equal(A.to_numpy(s["o"]["sn"], steps), x)
+    assert A.to_numpy(s["o"]["sn"], steps).dtype == np.float32
+    np.testing.assert_array_equal(A.spike_counts(s["o"]["sn"], steps), x.sum(0))
+    t, n = A.raster(s["o"]["sn"], steps)
+    i, j = np.nonzero(x.reshape(len(sel), -1))
+    np.testing.assert_array_equal(t, sel[i])
+    np.testing.assert_array_equal(n, j)
+    np.testing.assert_array_equal(A.traces(s["o"]["sn"], [0, 3], steps), x.reshape(len(sel), -1)[:, [0, 3]])
+    trains = A.spike_trains(s["o"]["sn"], steps)
+    assert len(trains) == x[0].size and sum(len(tr) for tr in trains) == int(x.sum())
+    np.testing.assert_array_equal(A.to_numpy(s["o"]["tup"], steps, field=1),
+                                  torch.stack([rec["tup_mem"][i] for i in sel]).numpy())
+    ms = torch.stack([rec["ms"][i] for i in sel]).numpy()
+    np.testing.assert_array_equal(A.to_numpy(s["o"]["ms"], steps), ms)
+    np.testing.assert_array_equal(A.spike_counts(s["o"]["ms"], steps), ms.sum(axis=(0, 1)))
+
+
+def test_mixed_batch_sizes_count_raster_trace_where_neurons_exist(mixed: dict) -> None:
+    s, rec = mixed["store"], mixed["rec"]
+    sn = s["o"]["sn"]
+    x = _padded(rec["sn"], 4, 0)  # (8, 4, N): NaN beyond each step's batch
+    np.testing.assert_array_equal(A.spike_counts(sn), np.nansum(x, axis=0).astype(np.int64))
+    np.testing.assert_array_equal(A.spike_counts(sn, axis=1), np.nansum(x, axis=(0, 2)))
+    flat = np.nan_to_num(x).reshape(8, -1)
+    t, n = A.raster(sn)
+    i, j = np.nonzero(flat)
+    np.testing.assert_array_equal(t, i)
+    np.testing.assert_array_equal(n, j)
+    # Neuron (3, 1) exists only at steps of batch 4: no events elsewhere.
+    t3, _ = A.raster(sn, neurons=[(3, 1)])
+    assert not set(t3.tolist()) & {3, 6, 7}
+    np.testing.assert_array_equal(t3, np.nonzero(flat[:, 3 * N_MIX + 1])[0])
+    tr = A.traces(s["v"]["mem"], [(0, 2), (3, 4)])
+    v = _padded(rec["v"], 4, 0).reshape(8, -1)
+    np.testing.assert_array_equal(tr, v[:, [2, 3 * N_MIX + 4]].astype(np.float32).astype(float))
+    assert np.isnan(tr[[3, 5, 6, 7], 1]).all() and not np.isnan(tr[[0, 1, 2, 4], 1]).any()
+    trains = A.spike_trains(sn, neurons=[(3, 1), (0, 0)])
+    np.testing.assert_array_equal(trains[0], t3.astype(float))
+    np.testing.assert_array_equal(trains[1], np.nonzero(flat[:, 0])[0].astype(float))
+    # Per-step functions never minded the shapes.
+    np.testing.assert_allclose(
+        A.firing_rate(sn), [r.double().mean().item() for r in rec["sn"]], rtol=1e-12
+    )
+    assert A.summary(sn).shape == (8, len(COLUMNS))
+    assert A.mean_rate(sn) == pytest.approx(np.nansum(x) / np.isfinite(x).sum())
+
+
+def test_mixed_batch_arrays_refuse_unless_padded(mixed: dict) -> None:
+    s, rec = mixed["store"], mixed["rec"]
+    sn = s["o"]["sn"]
+    with pytest.raises(ValueError, match=r"batch sizes.*\(4, 5\): 5 steps, first 0, last 5.*"
+                       r"\(2, 5\): 1 step, first 3, last 3.*pad=True") as err:
+        A.to_numpy(sn)
+    assert "steps=" in str(err.value) and "'o', layer 'sn'" in str(err.value)
+    got = A.to_numpy(sn, pad=True)
+    assert got.dtype == np.float32  # float records keep their dtype
+    np.testing.assert_array_equal(got, _padded(rec["sn"], 4, 0))
+    ms = A.to_numpy(s["o"]["ms"], slice(2, 5), pad=True)  # [T, B, N]: batch is axis 1
+    np.testing.assert_array_equal(ms, _padded(rec["ms"][2:5], 4, 1))
+    with pytest.raises(ValueError, match="pad=True"):
+        A.LayerArray(sn)
+    arr = A.LayerArray(sn, pad=True)
+    assert arr.shape == (8, 4, N_MIX)
+    np.testing.assert_array_equal(arr[3, :, 1], _padded(rec["sn"], 4, 0)[3, :, 1])
+    pytest.importorskip("dask.array")
+    with pytest.raises(ValueError, match="pad=True"):
+        A.to_dask(sn)
+    np.testing.assert_array_equal(A.to_dask(sn, pad=True).compute(), _padded(rec["sn"], 4, 0))
+    pytest.importorskip("xarray")
+    with pytest.raises(ValueError, match="pad=True"):
+        A.to_xarray(sn)
+    xa = A.to_xarray(s["v"]["mem"], pad=True, chunks=None)
+    np.testing.assert_array_equal(xa.values, _padded(rec["v"], 4, 0).astype(np.float32))
+
+
+def test_shapes_that_differ_in_other_axes_name_them(mixed: dict) -> None:
+    other = mixed["store"]["o"]["other"]
+    msg = (r"'o', layer 'other'.*several shapes.*\(2, 4\): 5 steps, first 0, last 4; "
+           r"\(2, 6\): 3 steps, first 5, last 7.*steps= within one shape")
+    for read in (A.to_numpy, A.spike_counts, A.raster, A.record_shape, A.spike_trains):
+        with pytest.raises(ValueError, match=msg):
+            read(other)
+    with pytest.raises(ValueError, match=msg):
+        A.to_numpy(other, pad=True)
+    with pytest.raises(ValueError, match=msg):
+        A.traces(other, [0])
+    np.testing.assert_array_equal(A.to_numpy(other, slice(5, 8)),
+                                  torch.stack(mixed["rec"]["other"][5:]).numpy())
+
+
+def test_multi_step_layers_use_their_stored_time_axis(mixed: dict) -> None:
+    s, rec = mixed["store"], mixed["rec"]
+    ms = s["o"]["ms"]
+    assert ms.time_axis == 0
+    sel = np.arange(3)  # batch 4 at steps 0-2
+    x = torch.stack(rec["ms"][:3]).numpy()  # (3 steps, T=3, B=4, N)
+    per_time = x.reshape(9, 4 * N_MIX)  # global time s * T + t
+    t, n = A.raster(ms, sel)
+    i, j = np.nonzero(per_time)
+    np.testing.assert_array_equal(t, i)
+    np.testing.assert_array_equal(n, j)
+    assert n.dtype == np.int64
+    # (batch, neuron) pairs for the flat ids, accepted back as neurons=.
+    pairs = A.unravel(ms, n)
+    np.testing.assert_array_equal(pairs, np.stack([j // N_MIX, j % N_MIX], axis=1))
+    t2, n2 = A.raster(ms, sel, neurons=pairs[:5])
+    assert set(zip(t2.tolist(), n2.tolist())) >= set(zip(t[:5].tolist(), n[:5].tolist()))
+    np.testing.assert_array_equal(A.raster(ms, sel, time_axis=True)[0], t)  # True is axis 0
+    # time_axis=False: one time point per step, neurons over the whole record.
+    tf, nf = A.raster(ms, sel, time_axis=False)
+    i, j = np.nonzero(x.reshape(3, -1))
+    np.testing.assert_array_equal(tf, i)
+    np.testing.assert_array_equal(nf, j)
+    np.testing.assert_array_equal(A.traces(ms, [(1, 2)], sel), per_time[:, [N_MIX + 2]])
+    assert A.traces(ms, [7], sel, time_axis=False).shape == (3, 1)
+    counts = A.spike_counts(ms, sel)
+    np.testing.assert_array_equal(counts, x.sum(axis=(0, 1)))  # (B, N): time summed
+    np.testing.assert_array_equal(A.spike_counts(ms, sel, time_axis=False), x.sum(axis=0))
+    np.testing.assert_array_equal(A.spike_counts(ms, sel, axis=(0, 1)), x.sum(axis=(0, 1, 2)))
+    trains = A.spike_trains(ms, sel, neurons=[(2, 3)], dt=0.5)
+    np.testing.assert_array_equal(trains[0], np.nonzero(per_time[:, 2 * N_MIX + 3])[0] * 0.5)
+    np.testing.assert_allclose(A.firing_rate(ms, sel, over="time"), x.mean(axis=(2, 3)))
+    with pytest.raises(ValueError, match="axis 0"):
+        A.firing_rate(ms, over="time", time_axis=1)
+    # Over the smaller batch too: neurons (3, n) have no events at step 3.
+    allx = _padded(rec["ms"], 4, 1)  # (8, T, 4, N)
+    t, n = A.raster(ms)
+    i, j = np.nonzero(np.nan_to_num(allx).reshape(8 * 3, -1))
+    np.testing.assert_array_equal(t, i)
+    np.testing.assert_array_equal(n, j)
+    np.testing.assert_array_equal(A.spike_counts(ms), np.nansum(allx, axis=(0, 1)))
+
+
+def test_ranked_multi_step_layer_uses_its_time_axis(ranked) -> None:  # type: ignore[no-untyped-def]
+    ms = ranked["output"]["ms"]
+    x = A.to_numpy(ms, rank=0)  # (30, T=3, B=2, 4)
+    t, n = A.raster(ms, rank=0)
+    i, j = np.nonzero(x.reshape(30 * 3, 8))
+    np.testing.assert_array_equal(t, i)
+    np.testing.assert_array_equal(n, j)
+    assert A.spike_counts(ms).shape == (2, 2, 4)
+    assert A.unravel(ms, [7]).tolist() == [[1, 3]]
+
+
+def test_a_layer_of_only_none_says_so(mixed: dict) -> None:
+    none = mixed["store"]["o"]["none"]
+    for read in (A.to_numpy, A.spike_counts, A.raster, A.record_shape):
+        with pytest.raises(ValueError, match=r"layer 'none' recorded only None.*never set"):
+            read(none)
+    with pytest.raises(ValueError, match="only None"):
+        A.traces(none, [0])
+    assert np.isnan(A.firing_rate(none)).all()  # per-step rates are NaN, not an error
+
+
+def test_bad_neurons_name_the_layer_shape_and_range(mixed: dict, run: dict) -> None:
+    sn = run["store"]["output"]["sn"]  # [4, 3, 40] written without a time axis
+    with pytest.raises(IndexError, match=r"layer 'sn'.*neuron \(0, 1\).*shape \(4, 3, 40\).*"
+                       r"0\.\.479.*time_axis=True"):
+        A.raster(sn, slice(0, 2), [(0, 1)])
+    with pytest.raises(IndexError, match=r"layer 'sn'.*neuron 480 .*0\.\.479"):
+        A.traces(sn, [480])
+    with pytest.raises(IndexError, match=r"neuron \(4, 0, 0\)"):
+        A.spike_trains(sn, neurons=[(4, 0, 0)])
+    ms = mixed["store"]["o"]["ms"]
+    with pytest.raises(IndexError, match=r"layer 'ms'.*time axis 0.*neuron \(4, 0\).*"
+                       r"shape \(4, 5\).*0\.\.19"):
+        A.raster(ms, neurons=[(4, 0)])
+    with pytest.raises(IndexError, match=r"neuron 20 .*0\.\.19"):
+        A.unravel(ms, [20])
+    with pytest.raises(ValueError, match="time_axis=3"):
+        A.raster(ms, time_axis=3)
+
+
+def test_field_by_position_everywhere(mixed: dict) -> None:
+    s, rec = mixed["store"], mixed["rec"]
+    tup = s["o"]["tup"]
+    mem = _padded(rec["tup_mem"], 4, 0)
+    np.testing.assert_array_equal(A.to_numpy(tup, field=1, pad=True), mem.astype(np.float32))
+    np.testing.assert_array_equal(
+        A.traces(tup, [0], field=1), mem.reshape(8, -1)[:, [0]].astype(np.float32).astype(float)
+    )
+    np.testing.assert_array_equal(A.spike_counts(tup, field=0), A.spike_counts(s["o"]["sn"]))
+    assert A.record_shape(tup, 1) == (4, N_MIX)
+    assert [sh for sh, _ in A.shapes(tup, 1)] == [(4, N_MIX), (2, N_MIX), (3, N_MIX)]
+    np.testing.assert_allclose(A.summary(tup, field=1)[:, 0], [b * N_MIX for b in MIX_BATCHES])
