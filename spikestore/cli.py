@@ -31,9 +31,10 @@ MIN_RATIO_BYTES = 64 * 1024
 
 _INFO_HELP = f"""\
 Summarise a store: its run attributes, time step and marks (format 1.5), then a
-row per layer, in the store's order: monitor, layer, steps, record shape (with the
-axis names the monitor recorded, e.g. time,batch,channel,y,x), dtype, encoding,
-units, bytes and x f32.
+row per layer, in the store's order (each monitor's layers in call order): monitor,
+layer, steps, record shape, dims (the axis names, e.g. time,batch,channel,y,x),
+dtype, encoding, units, bytes, x f32 and rate / mean. The dims and units columns
+appear when some layer has them (format 1.5).
 
 bytes is everything the layer takes in the store, metadata included. x f32 is
 the float32 size of the layer's records divided by its chunk bytes (bytes less
