@@ -728,7 +728,9 @@ def test_steps_within_one_shape_read_as_a_one_shape_layer(mixed: dict, steps: ob
     i, j = np.nonzero(x.reshape(len(sel), -1))
     np.testing.assert_array_equal(t, sel[i])
     np.testing.assert_array_equal(n, j)
-    np.testing.assert_array_equal(A.traces(s["o"]["sn"], [0, 3], steps), x.reshape(len(sel), -1)[:, [0, 3]])
+    np.testing.assert_array_equal(
+        A.traces(s["o"]["sn"], [0, 3], steps), x.reshape(len(sel), -1)[:, [0, 3]]
+    )
     trains = A.spike_trains(s["o"]["sn"], steps)
     assert len(trains) == x[0].size and sum(len(tr) for tr in trains) == int(x.sum())
     np.testing.assert_array_equal(A.to_numpy(s["o"]["tup"], steps, field=1),
@@ -826,8 +828,9 @@ def test_multi_step_layers_use_their_stored_time_axis(mixed: dict) -> None:
     # (batch, neuron) pairs for the flat ids, accepted back as neurons=.
     pairs = A.unravel(ms, n)
     np.testing.assert_array_equal(pairs, np.stack([j // N_MIX, j % N_MIX], axis=1))
-    t2, n2 = A.raster(ms, sel, neurons=pairs[:5])
-    assert set(zip(t2.tolist(), n2.tolist())) >= set(zip(t[:5].tolist(), n[:5].tolist()))
+    t2, n2 = A.raster(ms, sel, neurons=A.unravel(ms, np.unique(n)))
+    np.testing.assert_array_equal(t2, t)
+    np.testing.assert_array_equal(n2, n)
     np.testing.assert_array_equal(A.raster(ms, sel, time_axis=True)[0], t)  # True is axis 0
     # time_axis=False: one time point per step, neurons over the whole record.
     tf, nf = A.raster(ms, sel, time_axis=False)
@@ -906,3 +909,63 @@ def test_field_by_position_everywhere(mixed: dict) -> None:
     assert A.record_shape(tup, 1) == (4, N_MIX)
     assert [sh for sh, _ in A.shapes(tup, 1)] == [(4, N_MIX), (2, N_MIX), (3, N_MIX)]
     np.testing.assert_allclose(A.summary(tup, field=1)[:, 0], [b * N_MIX for b in MIX_BATCHES])
+
+
+def test_format_1_5_dims_marks_and_field_names(tmp_path: Path) -> None:
+    """Axis names from the store name xarray's dimensions and pick the batch axis,
+    marks become step coordinates, and fields are chosen by name."""
+    from collections import namedtuple
+
+    xr = pytest.importorskip("xarray")
+    State = namedtuple("State", ["spk", "mem"])
+    g = torch.Generator().manual_seed(11)
+    rec: dict[str, list] = {"x": [], "g": [], "mem": []}
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        for i, b in enumerate([4, 4, 4, 4, 4, 2]):
+            if i in (0, 3):
+                w.mark(epoch=i // 3)
+            if i == 4:
+                w.mark(phase="eval")
+            x = (torch.rand(3, b, 2, generator=g) < 0.5).float()
+            w.append("o", "x", x, time_axis=0, dims=("time", "batch", "neuron"))
+            # Batch on axis 1 without a time axis: only the names say which axis it is.
+            gr = torch.randn(2, b, 3, generator=g)
+            w.append("o", "g", gr, dims=("group", "batch", "neuron"))
+            mem = torch.randn(b, 2, generator=g)
+            w.append("o", "st", State(x[0], mem))
+            rec["x"].append(x)
+            rec["g"].append(gr)
+            rec["mem"].append(mem)
+    s = spikestore.open(tmp_path / "s")
+    lay = s["o"]["x"]
+    assert lay.dims == ("time", "batch", "neuron")
+    da = A.to_xarray(lay, pad=True, chunks=None)
+    assert da.dims == ("step", "time", "batch", "neuron")
+    assert A.to_xarray(lay, ("t", "b", "n"), pad=True).dims == ("step", "t", "b", "n")
+    assert da["epoch"].values.tolist() == [0, 0, 0, 1, 1, 1]
+    phase = da["phase"].values.tolist()
+    assert phase[4:] == ["eval"] * 2 and all(p is None or p != p for p in phase[:4])  # unset
+    per_epoch = da.groupby("epoch").sum(dim=["step", "time", "batch", "neuron"])
+    want = [float(sum(r.sum() for r in rec["x"][:3])), float(sum(r.sum() for r in rec["x"][3:]))]
+    np.testing.assert_array_equal(per_epoch.values, want)
+    assert isinstance(da, xr.DataArray)
+    # The "batch" name puts the batch on axis 1 of the [group, batch, neuron] layer.
+    assert A.record_shape(s["o"]["g"]) == (2, 4, 3)
+    np.testing.assert_array_equal(A.to_numpy(s["o"]["g"], pad=True).astype(np.float64),
+                                  _padded(rec["g"], 4, 1).astype(np.float32))
+    with pytest.raises(IndexError, match=r"axes \('group', 'batch', 'neuron'\)"):
+        A.traces(s["o"]["g"], [(0, 4, 0)])
+    # Fields by name.
+    st = s["o"]["st"]
+    assert st.field_names == ["spk", "mem"]
+    mem = _padded(rec["mem"], 4, 0).reshape(6, -1)
+    np.testing.assert_array_equal(A.traces(st, [(3, 1)], field="mem"),
+                                  mem[:, [7]].astype(np.float32).astype(float))
+    np.testing.assert_array_equal(A.to_numpy(st, slice(0, 5), field="mem"),
+                                  torch.stack(rec["mem"][:5]).numpy())
+    assert A.spike_counts(st, field="spk").sum() == sum(float(r[0].sum()) for r in rec["x"])
+    np.testing.assert_array_equal(A.summary(st, field="mem"), A.summary(st, field=1))
+    assert A.record_shape(st, "mem") == (4, 2)
+    assert A.to_xarray(st, field="mem", pad=True, chunks=None).shape == (6, 4, 2)
+    with pytest.raises(KeyError, match="'nope'"):
+        A.raster(st, field="nope")
