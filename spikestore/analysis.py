@@ -1650,10 +1650,11 @@ def to_xarray(
         For a ranked layer, that rank's layer alone (no ``rank`` dimension).
 
     Marks the writer recorded (``writer.mark(epoch=3)``; ``layer.marks()``) become
-    coordinates along ``step``, one per key (missing, None or NaN, at steps before the
-    key was first set, which groupby leaves out), so ``da.groupby("epoch")`` works; a mark named like a dimension or a
-    coordinate in ``coords`` is left out. A ranked layer gives a ``rank`` dimension
-    first, over the steps every rank has (and no marks: read one rank for them).
+    coordinates along ``step``, one per key (missing, None or NaN, at steps before
+    the key was first set, which groupby leaves out), so ``da.groupby("epoch")``
+    works; a mark named like a dimension or a coordinate in ``coords`` is left out.
+    A ranked layer gives a ``rank`` dimension first, over the steps every rank has
+    (and no marks: read one rank for them).
     Nothing is read until values are used; selecting (``.isel``/``.sel``) then
     reads only the chunks under the selection. Requires ``xarray``.
 

@@ -969,3 +969,22 @@ def test_format_1_5_dims_marks_and_field_names(tmp_path: Path) -> None:
     assert A.to_xarray(st, field="mem", pad=True, chunks=None).shape == (6, 4, 2)
     with pytest.raises(KeyError, match="'nope'"):
         A.raster(st, field="nope")
+
+
+def test_a_stored_time_axis_other_than_0(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(5)
+    recs = [(torch.rand(2, 3, 4, generator=g) < 0.5).float() for _ in range(4)]  # [B, T, N]
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        for r in recs:
+            w.append("o", "x", r, time_axis=1)
+    lay = spikestore.open(tmp_path / "s")["o"]["x"]
+    x = torch.stack(recs).numpy().transpose(0, 2, 1, 3).reshape(12, 8)  # (s * T + t, b * N + n)
+    t, n = A.raster(lay)
+    i, j = np.nonzero(x)
+    np.testing.assert_array_equal(t, i)
+    np.testing.assert_array_equal(n, j)
+    np.testing.assert_array_equal(A.traces(lay, [(1, 2)]), x[:, [6]])
+    np.testing.assert_array_equal(A.spike_counts(lay), x.sum(0).reshape(2, 4))
+    assert A.unravel(lay, [6]).tolist() == [[1, 2]]
+    with pytest.raises(ValueError, match="axis 0"):
+        A.firing_rate(lay, over="time")
