@@ -59,6 +59,7 @@ from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_CHUNK,
+    RUN_KEY,
     SPIKE_ENCODING,
     FormatError,
     check_field_attrs,
@@ -74,7 +75,15 @@ from .format import (
 )
 from .summary import FieldSummary, SpikeBlock
 
-__all__ = ["MAX_UNCOMMITTED_STEPS", "Sink", "StoredLayer", "load_layer", "open_root", "layer_path"]
+__all__ = [
+    "MAX_UNCOMMITTED_STEPS",
+    "Sink",
+    "StoredLayer",
+    "list_layers",
+    "load_layer",
+    "open_root",
+    "layer_path",
+]
 
 
 def layer_path(monitor: str, layer: str) -> str:
@@ -125,6 +134,8 @@ class StoredLayer:
     time_axis: int | None
     complete: bool  # every field group exists (format 1.3 layers)
     fields: list[StoredField]
+    #: The layer's metadata as stored (``dims``, ``units``, ``order``, ``tree``: 1.5).
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -162,7 +173,34 @@ def load_layer(root: Any, monitor: str, layer: str, where: str) -> StoredLayer |
             for s in segs:
                 if s["encoding"] == SPIKE_ENCODING and s.get("permute") is not None:
                     time_axis = int(s["permute"][-1])
-    return StoredLayer(meta["structure"], time_axis, "time_axis" in meta, fields)
+    return StoredLayer(meta["structure"], time_axis, "time_axis" in meta, fields, meta)
+
+
+def _member_keys(group: Any) -> list[str]:
+    """Keys of a group's members that may be nodes (not the lock, not temporary files:
+    node keys never start with ``.``)."""
+    from zarr.core.sync import sync
+
+    async def names() -> list[str]:
+        return [k async for k in group.store.list_dir(group.path)]
+
+    return sorted(k for k in sync(names()) if k != "zarr.json" and not k.startswith("."))
+
+
+def list_layers(root: Any, where: str) -> list[tuple[str, str]]:
+    """Every (monitor, layer) of the store, by name (for marks in append mode)."""
+    out = []
+    for mkey in _member_keys(root):
+        mgrp = _node(root, mkey, f"{where} {mkey}")
+        mmeta = dict(mgrp.attrs).get(FORMAT_NAME) if mgrp is not None else None
+        if not isinstance(mmeta, dict) or mmeta.get("node") != "monitor":
+            continue
+        for lkey in _member_keys(mgrp):
+            lgrp = _node(mgrp, lkey, f"{where} {mkey}/{lkey}")
+            if lgrp is not None:
+                lmeta = check_layer_attrs(dict(lgrp.attrs), f"{where} {mkey}/{lkey}")
+                out.append((str(mmeta["name"]), lmeta["name"]))
+    return out
 
 
 def _node(root: Any, path: str, where: str) -> Any:
@@ -439,6 +477,8 @@ class Sink:
     _buffered: int = 0
     #: Layer writes so far (the worker returns freed memory to the system after them).
     writes: int = 0
+    #: A run description (attributes, marks) not yet written (see :meth:`set_run`).
+    run: dict[str, Any] | None = None
     #: The layer being written and the last step of the write (for :meth:`lost`).
     _writing: tuple[LayerWriter, int] | None = None
     #: ``(layer, step, append time)`` of the records not yet committed (and of some that
@@ -474,7 +514,13 @@ class Sink:
             self.root.create_group(key, attributes=monitor_attrs(monitor))
 
     def _layer(
-        self, monitor: str, name: str, structure: str, nfields: int, t: int | None
+        self,
+        monitor: str,
+        name: str,
+        structure: str,
+        nfields: int,
+        t: int | None,
+        extra: dict[str, Any] | None = None,
     ) -> LayerWriter:
         lay = self.layers.get((monitor, name))
         if lay is not None:
@@ -486,6 +532,9 @@ class Sink:
             self.fence()
         if stored is None:
             self.declare_monitor(monitor)
+            # The layer's place in its monitor's call order: layers already there first.
+            order = len(_member_keys(self.root[node_key(monitor)]))
+            extra = {**(extra or {}), "order": order}
             self.root.create_group(
                 path, attributes=layer_attrs(name, structure, nfields, complete=False)
             )
@@ -499,7 +548,7 @@ class Sink:
                 )
                 for i in range(nfields)
             ]
-            self.root[path].attrs.update(layer_attrs(name, structure, nfields, t))
+            self.root[path].attrs.update(layer_attrs(name, structure, nfields, t, extra=extra))
             lay = LayerWriter(monitor, name, fields, 0)
         else:
             fields = [
@@ -514,7 +563,9 @@ class Sink:
                 f.committed = f.written = steps
             if not stored.complete:
                 axis = stored.time_axis if stored.time_axis is not None else t
-                self.root[path].attrs.update(layer_attrs(name, stored.structure, nfields, axis))
+                self.root[path].attrs.update(
+                    layer_attrs(name, stored.structure, nfields, axis, extra=stored.meta)
+                )
             lay = LayerWriter(monitor, name, fields, steps, steps)
         self.layers[(monitor, name)] = lay
         return lay
@@ -528,9 +579,11 @@ class Sink:
         step: int,
         encoded: list[Encoded | None],
         appended: float,
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        """Buffer one record; write the layer at once if a shard filled."""
-        lay = self._layer(monitor, name, structure, len(encoded), time_axis)
+        """Buffer one record; write the layer at once if a shard filled. ``extra``: the
+        layer's optional metadata (``dims``, ``units``, ``tree``), written with a new layer."""
+        lay = self._layer(monitor, name, structure, len(encoded), time_axis, extra)
         self.doing = f"monitor {monitor!r}, layer {name!r}, step {step}"
         if step != lay.next_step or len(encoded) != len(lay.fields):
             raise RuntimeError(
@@ -589,6 +642,26 @@ class Sink:
     def write_all(self, aligned: bool = False, commit: bool = True) -> None:
         for lay in list(self.layers.values()):
             self.write_layer(lay, aligned, commit)
+        if commit and self.run is not None:
+            self.write_run()
+
+    def set_run(self, run: dict[str, Any]) -> None:
+        """Take a new run description (``RUN_KEY``): written now if no record waits for
+        a commit, else with the next commit (marks name steps that should be
+        committed first)."""
+        self.run = run
+        if self.oldest is None:
+            self.write_run()
+
+    def write_run(self) -> None:
+        """Write the run description into the root's attributes (one atomic write)."""
+        run, self.run = self.run, None
+        if run is None:
+            return
+        self.doing = "the run's attributes and marks"
+        if self.fence is not None:
+            self.fence()
+        self.root.attrs.update({RUN_KEY: run})
 
     def seal_all(self) -> None:
         for lay in self.layers.values():

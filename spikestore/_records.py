@@ -14,6 +14,7 @@ entry's lock (see ``spikestore._worker``); :meth:`Schema.check` never changes it
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 
 from .codecs import dtype_name
 from .errors import RecordError
+from .format import MAX_FIELDS, MAX_TREE_DEPTH
 
 __all__ = ["Leaf", "Schema", "FieldSpec", "flatten", "SINGLE"]
 
@@ -78,20 +80,70 @@ def _leaf(value: Any) -> Leaf:
     raise TypeError(f"unsupported value of type {type(value).__name__}")
 
 
-def flatten(value: Any) -> tuple[str, list[Leaf]]:
-    """A record's structure name and its fields.
+def _is_namedtuple(value: Any) -> bool:
+    return isinstance(value, tuple) and isinstance(getattr(value, "_fields", None), tuple)
+
+
+def _nest(value: Any, leaves: list[Leaf], depth: int) -> Any:
+    """The tree node of ``value`` (see ``spikestore.format.check_tree``), its leaves
+    appended to ``leaves``."""
+    if depth > MAX_TREE_DEPTH:
+        raise RecordError(f"records nested deeper than {MAX_TREE_DEPTH} cannot be stored")
+    if len(leaves) > MAX_FIELDS:
+        raise RecordError(f"a record of more than {MAX_FIELDS} fields cannot be stored")
+    if _is_namedtuple(value):
+        keys = [str(k) for k in value._fields]
+        items = [_nest(v, leaves, depth + 1) for v in value]
+        return {"type": "namedtuple", "name": type(value).__name__, "keys": keys, "items": items}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fs = dataclasses.fields(value)
+        items = [_nest(getattr(value, f.name), leaves, depth + 1) for f in fs]
+        return {
+            "type": "namedtuple",
+            "name": type(value).__name__,
+            "keys": [f.name for f in fs],
+            "items": items,
+        }
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) and k for k in value):
+            raise RecordError("only dicts with non-empty str keys can be stored")
+        items = [_nest(v, leaves, depth + 1) for v in value.values()]
+        return {"type": "dict", "name": "dict", "keys": list(value), "items": items}
+    if isinstance(value, (tuple, list)):
+        items = [_nest(v, leaves, depth + 1) for v in value]
+        return {"type": type(value).__name__, "items": items}
+    leaves.append(_leaf(value))
+    return len(leaves) - 1
+
+
+def flatten(value: Any) -> tuple[str, list[Leaf], dict[str, Any] | None]:
+    """A record's structure name, its fields, and its tree (None for a flat tuple or
+    list; see ``spikestore.format.check_tree``).
+
+    Tuples and lists of tensors, numbers and ``None`` are flat; namedtuples (Norse's
+    states), dataclasses, dicts with ``str`` keys and nested tuples or lists are
+    recorded field by field, with the tree that puts them back together.
 
     Raises ``TypeError`` for unsupported types and :class:`RecordError` for
     tensors or numbers that cannot be stored (the caller adds where).
     """
-    if isinstance(value, (tuple, list)):
-        if not value:
+    nested = (
+        _is_namedtuple(value)
+        or isinstance(value, dict)
+        or (dataclasses.is_dataclass(value) and not isinstance(value, type))
+    )
+    if nested or isinstance(value, (tuple, list)):
+        leaves: list[Leaf] = []
+        tree = _nest(value, leaves, 0)
+        if not leaves:
             raise RecordError(f"an empty {type(value).__name__} has no field to record")
-        return type(value).__name__, [_leaf(v) for v in value]
+        structure = "list" if isinstance(value, list) else "tuple"
+        flat = not nested and all(isinstance(i, int) for i in tree["items"])
+        return structure, leaves, None if flat else tree
     leaf = _leaf(value)
     if leaf.tensor is None:
-        return "none", [leaf]
-    return leaf.kind, [leaf]
+        return "none", [leaf], None
+    return leaf.kind, [leaf], None
 
 
 @dataclass
@@ -109,12 +161,20 @@ class Schema:
 
     structure: str | None = None  # None until the first record is accepted
     specs: list[FieldSpec] = field(default_factory=list)
+    tree: dict[str, Any] | None = None  # how nested records put their fields together
 
-    def check(self, structure: str, leaves: list[Leaf], where: str) -> list[FieldSpec]:
+    def check(
+        self, structure: str, leaves: list[Leaf], where: str, tree: dict[str, Any] | None = None
+    ) -> list[FieldSpec]:
         """The specs the layer would have after this record; ``RecordError`` if it
         does not fit. Changes nothing."""
         if self.structure is None:
             return [self._spec(leaf) for leaf in leaves]
+        if tree != self.tree and structure == self.structure:
+            raise RecordError(
+                f"cannot record {where}: this layer records {_shape_of(self.tree, structure)}, "
+                f"got {_shape_of(tree, structure)}"
+            )
         # A single value may be None, a number or a tensor from step to step (a neuron's
         # ``v`` is the float 0.0 before its first step, then a tensor); each kind gets
         # its own segment, and the reader returns each step as it was recorded.
@@ -143,10 +203,13 @@ class Schema:
             out.append(spec)
         return out
 
-    def adopt(self, structure: str, specs: list[FieldSpec]) -> None:
+    def adopt(
+        self, structure: str, specs: list[FieldSpec], tree: dict[str, Any] | None = None
+    ) -> None:
         """Take the result of :meth:`check` once the record is accepted."""
         if self.structure is None:
             self.structure = structure
+            self.tree = tree
         self.specs = specs
 
     @staticmethod
@@ -155,3 +218,20 @@ class Schema:
         if t is None:
             return FieldSpec()
         return FieldSpec(leaf.kind, dtype_name(t.dtype), t.dim())
+
+
+def _shape_of(tree: dict[str, Any] | None, structure: str) -> str:
+    """A record tree as a reader would write it: ``tuple(0, LIFState(v=1, i=2))``."""
+    if tree is None:
+        return f"flat {structure}s"
+
+    def text(node: Any) -> str:
+        if isinstance(node, int):
+            return "x"
+        inner = [text(i) for i in node["items"]]
+        if node.get("keys"):
+            inner = [f"{k}={v}" for k, v in zip(node["keys"], inner, strict=True)]
+        name = node.get("name") or node["type"]
+        return f"{name}({', '.join(inner)})"
+
+    return text(tree)

@@ -48,6 +48,8 @@ class LayerEntry:
     time_axis: int | None
     next_step: int
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Optional layer metadata (dims, units, tree), fixed by the first record.
+    extra: dict[str, Any] | None = None
 
 
 class Registry:
@@ -90,10 +92,23 @@ class Registry:
                 spec.kind = "number" if seg.get("python_scalar") else "tensor"
                 spec.dtype = seg["dtype"]
                 spec.ndim = len(seg["shape"])
+        schema.tree = stored.meta.get("tree")
         axis = stored.time_axis
         if axis is None and time_axis is not None:
             axis = int(time_axis)
-        return LayerEntry(monitor, layer, schema, axis, stored.steps)
+        extra: dict[str, Any] = {
+            k: stored.meta[k] for k in ("dims", "units", "tree") if k in stored.meta
+        }
+        return LayerEntry(monitor, layer, schema, axis, stored.steps, extra=extra or None)
+
+    def known_steps(self, monitor: str, layer: str) -> int | None:
+        """Steps recorded so far of a layer this registry has an entry for, else None."""
+        with self._lock:
+            entry = self._entries.get((monitor, layer))
+        if entry is None:
+            return None
+        with entry.lock:
+            return entry.next_step
 
     def peek(self, monitor: str, layer: str) -> int:
         """Steps recorded so far (committed or not), loading the layer if need be."""
@@ -124,6 +139,8 @@ class Item:
     staged: list[Staged | None]
     nbytes: int
     appended: float  # time.monotonic() at append
+    #: The layer's optional metadata (dims, units, tree), the same dict every step.
+    extra: dict[str, Any] | None = None
 
 
 @dataclass
@@ -132,6 +149,13 @@ class _Call:
 
     fn: Callable[[], None]
     done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Post:
+    """Run ``fn`` on the writer thread; nobody waits for it."""
+
+    fn: Callable[[], None]
 
 
 _STOP = object()
@@ -212,6 +236,15 @@ class Worker:
                 break
         self.check()
 
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the writer thread after everything queued so far; do not wait
+        (its failure is reported like a failed write)."""
+        self.check()
+        with self._space:
+            if self._stopping:
+                raise RuntimeError(f"{self._where} is closed")
+            self._queue.put(_Post(fn))
+
     def close(self) -> None:
         """Commit everything, seal open shards and stop the thread."""
         with self._space:
@@ -262,6 +295,10 @@ class Worker:
                         self._fail(exc)  # before the caller wakes up to check
                     finally:
                         item.done.set()
+                    continue
+                if isinstance(item, _Post):
+                    if self._error is None:
+                        item.fn()
                     continue
                 if isinstance(item, Item):
                     self._taken(item)
@@ -332,6 +369,7 @@ class Worker:
             item.step,
             encoded,
             item.appended,
+            item.extra,
         )
 
     def _maybe_write(self) -> None:

@@ -1,4 +1,4 @@
-"""The on-disk layout of a spikestore store (format version 1.4).
+"""The on-disk layout of a spikestore store (format version 1.5).
 
 This module is the contract between the writer and the reader. It imports
 nothing from the rest of the package, only the standard library, so the layout
@@ -44,6 +44,16 @@ job: the root group holds no monitors but one complete store per recorded rank,
 ``recorded`` ranks. Each rank's store is an ordinary store of this format, written
 by that rank alone; ranks never write each other's folders.
 
+Format 1.5 makes runs self-describing. A layer's metadata may add ``dims`` (the
+names of the record's axes), ``units``, ``order`` (its position in the monitor's
+call order) and, for records that nest named fields (Norse's
+``(z, LIFFeedForwardState(v, i))``), a ``tree`` that rebuilds them from their flat
+fields (:func:`check_tree`; a 1.4 reader reads such records as flat tuples). The
+root may add a ``spikestore_run`` attribute (:data:`RUN_KEY`, :func:`check_run_attrs`):
+the user's free JSON attributes, the duration ``dt`` of a time step with its
+``time_unit``, and the user's marks (``epoch``, ``phase``, ...), each with the step
+of every layer from which it applies.
+
 Every format fact (names, chunk sizes, the sharding codec) is defined here once.
 """
 
@@ -76,6 +86,11 @@ __all__ = [
     "ENCODINGS",
     "DTYPES",
     "STRUCTURES",
+    "RUN_KEY",
+    "LAYER_EXTRAS",
+    "check_run_attrs",
+    "check_tree",
+    "tree_field_names",
     "node_key",
     "root_attrs",
     "check_root_attrs",
@@ -89,7 +104,7 @@ __all__ = [
 
 FORMAT_NAME = "spikestore"
 #: (major, minor). A reader refuses a store whose major version is newer than its own.
-FORMAT_VERSION = (1, 4)
+FORMAT_VERSION = (1, 5)
 
 #: Steps per chunk of a field's ``index`` array.
 INDEX_CHUNK = 65536
@@ -303,15 +318,153 @@ def monitor_attrs(name: str) -> dict[str, Any]:
 
 
 def layer_attrs(
-    name: str, structure: str, fields: int, time_axis: int | None = None, *, complete: bool = True
+    name: str,
+    structure: str,
+    fields: int,
+    time_axis: int | None = None,
+    *,
+    complete: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A layer's attributes; ``complete=False`` leaves out ``time_axis`` (written only
-    once every field group exists, see the module docstring)."""
+    once every field group exists, see the module docstring). ``extra`` adds the
+    optional keys of format 1.5 (``dims``, ``units``, ``order``, ``tree``)."""
     meta: dict[str, Any] = {"node": "layer", "name": name, "structure": structure}
     meta["fields"] = fields
     if complete:
         meta["time_axis"] = time_axis
+        for k, v in (extra or {}).items():
+            if k in LAYER_EXTRAS and v is not None:
+                meta[k] = v
     return {FORMAT_NAME: meta}
+
+
+#: Optional layer keys of format 1.5.
+LAYER_EXTRAS = ("dims", "units", "order", "tree")
+#: The root attribute holding a run's description (format 1.5).
+RUN_KEY = "spikestore_run"
+#: Bounds on a record tree's nesting.
+MAX_TREE_DEPTH = 16
+TREE_TYPES = ("tuple", "list", "namedtuple", "dict")
+
+
+def _bad_names(v: Any, n: int | None = None) -> bool:
+    return (
+        not isinstance(v, list)
+        or (n is not None and len(v) != n)
+        or not all(isinstance(x, str) and x for x in v)
+        or len(set(v)) != len(v)
+    )
+
+
+def check_tree(tree: Any, fields: int, where: str) -> dict[str, Any]:
+    """Validate a record tree (format 1.5): how a record's flat fields nest.
+
+    A node is a field number (a leaf), or ``{"type": "tuple" | "list", "items":
+    [nodes]}``, or ``{"type": "namedtuple" | "dict", "name": str, "keys": [str],
+    "items": [nodes]}`` (namedtuples and dataclasses are both ``namedtuple``;
+    ``dict`` is a dict with string keys). Every field ``0 .. fields - 1`` is exactly
+    one leaf; leaves are numbered in order.
+    """
+    seen: list[int] = []
+
+    def walk(node: Any, depth: int) -> None:
+        if depth > MAX_TREE_DEPTH:
+            raise FormatError(f"{where}: record tree nested deeper than {MAX_TREE_DEPTH}")
+        if isinstance(node, int) and not isinstance(node, bool):
+            seen.append(node)
+            return
+        if not isinstance(node, dict) or node.get("type") not in TREE_TYPES:
+            raise FormatError(f"{where}: bad record tree node {node!r}")
+        items = node.get("items")
+        if not isinstance(items, list) or len(items) > MAX_FIELDS:
+            raise FormatError(f"{where}: bad record tree items")
+        if node["type"] in ("namedtuple", "dict"):
+            if _bad_names(node.get("keys"), len(items)):
+                raise FormatError(f"{where}: bad record tree keys {node.get('keys')!r}")
+            if not isinstance(node.get("name", ""), str):
+                raise FormatError(f"{where}: bad record tree name")
+        for it in items:
+            walk(it, depth + 1)
+
+    if not isinstance(tree, dict):
+        raise FormatError(f"{where}: a record tree must be an object")
+    walk(tree, 0)
+    if seen != list(range(fields)):
+        raise FormatError(f"{where}: record tree leaves {seen} are not fields 0..{fields - 1}")
+    return tree
+
+
+def tree_field_names(tree: dict[str, Any] | None, fields: int) -> list[str]:
+    """Each field's path in the record: ``"0"``, ``"1"`` for a tuple; ``"1.v"`` for
+    element ``v`` of a namedtuple at position 1."""
+    if tree is None:
+        return [str(i) for i in range(fields)]
+    names = [""] * fields
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, int):
+            names[node] = path
+            return
+        keys = node.get("keys") or [str(i) for i in range(len(node["items"]))]
+        for k, it in zip(keys, node["items"], strict=True):
+            walk(it, f"{path}.{k}" if path else str(k))
+
+    walk(tree, "")
+    return names
+
+
+def check_run_attrs(attrs: Any, where: str) -> dict[str, Any]:
+    """The run description (format 1.5) of a root's attributes, validated; empty
+    fields when there is none.
+
+    ``{"attrs": {...}, "dt": float | null, "time_unit": str | null, "marks":
+    {"layers": [[monitor, layer], ...], "marks": [{"values": {key: value}, "at":
+    [step, ...]}, ...]}}``: mark ``j`` sets its ``values`` from step ``at[i]`` of
+    layer ``layers[i]`` on (until a later mark sets the same key); a layer past the
+    end of ``at`` was first recorded after the mark, so the mark applies from its
+    step 0.
+    """
+    run = attrs.get(RUN_KEY) if isinstance(attrs, dict) else None
+    if run is None:
+        run = {}
+    if not isinstance(run, dict):
+        raise FormatError(f"{where}: malformed {RUN_KEY} attribute")
+    user = run.get("attrs", {})
+    dt = run.get("dt")
+    unit = run.get("time_unit")
+    if not isinstance(user, dict):
+        raise FormatError(f"{where}: {RUN_KEY}.attrs must be an object")
+    if dt is not None and (
+        isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0 or math.isinf(dt)
+    ):
+        raise FormatError(f"{where}: bad dt {dt!r}")
+    if unit is not None and not isinstance(unit, str):
+        raise FormatError(f"{where}: bad time_unit {unit!r}")
+    marks = run.get("marks", {"layers": [], "marks": []})
+    layers = marks.get("layers") if isinstance(marks, dict) else None
+    entries = marks.get("marks") if isinstance(marks, dict) else None
+    if not isinstance(layers, list) or not isinstance(entries, list):
+        raise FormatError(f"{where}: malformed marks")
+    for lay in layers:
+        if not (isinstance(lay, list) and len(lay) == 2 and all(isinstance(x, str) for x in lay)):
+            raise FormatError(f"{where}: bad marked layer {lay!r}")
+    for m in entries:
+        at = m.get("at") if isinstance(m, dict) else None
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("values"), dict)
+            or not isinstance(at, list)
+            or len(at) > len(layers)
+            or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in at)
+        ):
+            raise FormatError(f"{where}: malformed mark {m!r}")
+    return {
+        "attrs": user,
+        "dt": None if dt is None else float(dt),
+        "time_unit": unit,
+        "marks": {"layers": layers, "marks": entries},
+    }
 
 
 def field_attrs(committed_steps: int, segments: list[dict[str, Any]]) -> dict[str, Any]:
@@ -342,6 +495,18 @@ def check_layer_attrs(attrs: Any, where: str) -> dict[str, Any]:
     bad = not isinstance(t, int) or isinstance(t, bool) or not -MAX_RANK <= t < MAX_RANK
     if t is not None and bad:
         raise FormatError(f"{where}: bad time_axis {t!r}")
+    dims = meta.get("dims")
+    if dims is not None and (_bad_names(dims) or len(dims) > MAX_RANK):
+        raise FormatError(f"{where}: bad dims {dims!r}")
+    if not isinstance(meta.get("units", ""), str):
+        raise FormatError(f"{where}: bad units {meta.get('units')!r}")
+    order = meta.get("order", 0)
+    if not isinstance(order, int) or isinstance(order, bool) or order < 0:
+        raise FormatError(f"{where}: bad order {order!r}")
+    if meta.get("tree") is not None:
+        if meta["structure"] not in ("tuple", "list"):
+            raise FormatError(f"{where}: a record tree needs a tuple or list structure")
+        check_tree(meta["tree"], fields, where)
     return meta
 
 

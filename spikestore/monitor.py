@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import weakref
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +46,8 @@ from .reader import LayerReader, StoreReader, step_indices
 from .writer import StoreWriter
 
 __all__ = [
+    "default_dims",
+    "module_time_axis",
     "BaseMonitor",
     "OutputMonitor",
     "InputMonitor",
@@ -58,6 +61,40 @@ __all__ = [
 _CLAIMS: weakref.WeakKeyDictionary[StoreWriter, set[str]] = weakref.WeakKeyDictionary()
 
 Instance = type | str | re.Pattern[str] | tuple[Any, ...] | list[Any] | None
+
+
+def module_time_axis(module: nn.Module) -> int | None:
+    """The time axis of a module's records as its library defines it: 0 for
+    SpikingJelly modules in multi-step mode (``step_mode == "m"``) and for Norse's
+    ``SNN`` modules (``LIF``, ... take ``[T, B, ...]``), None for single-step
+    modules (SpikingJelly ``step_mode == "s"``, Norse's ``*Cell``, snnTorch) and for
+    any other module."""
+    if getattr(module, "step_mode", None) == "m":
+        return 0
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("norse."):
+            if cls.__name__ == "SNNCell":
+                return None
+            if cls.__name__ == "SNN":
+                return 0
+    return None
+
+
+#: Names of the axes after time and batch, by how many there are.
+_FEATURE_DIMS = {0: (), 1: ("neuron",), 2: ("channel", "x"), 3: ("channel", "y", "x")}
+_FEATURE_DIMS[4] = ("channel", "z", "y", "x")
+
+
+def default_dims(ndim: int, time_axis: int | None) -> tuple[str, ...] | None:
+    """Axis names of a batch-first record of rank ``ndim`` (PyTorch's convention):
+    ``("batch", "neuron")``, ``("batch", "channel", "y", "x")``, and with ``time``
+    first when ``time_axis == 0``; None when the rank does not say (a 1-D record,
+    a time axis elsewhere, more than four feature axes)."""
+    lead: tuple[str, ...] = ("time", "batch") if time_axis == 0 else ("batch",)
+    if time_axis not in (None, 0):
+        return None
+    rest = _FEATURE_DIMS.get(ndim - len(lead))
+    return None if rest is None or ndim < 2 else lead + rest
 
 
 def _unpack_len1_tuple(x: Any) -> Any:
@@ -266,6 +303,17 @@ class BaseMonitor:
     every : int
         Record only every ``every``-th call of each layer (the 1st, the
         ``every+1``-th, ...); calls while disabled do not count.
+    time_axis : "auto", int or None
+        The axis of the records that is time, for any module (kept in the store; see
+        ``time_axis`` in :meth:`~spikestore.StoreWriter.append`). ``"auto"``
+        (default): :func:`module_time_axis` (0 for SpikingJelly's multi-step mode and
+        Norse's ``LIF``-like modules); None: no time axis.
+    dims : "auto", sequence of str, or None
+        Names of the records' axes, kept in the store for analysis and
+        ``to_xarray``. ``"auto"`` (default): :func:`default_dims` of each layer's
+        first tensor (``time, batch, channel, y, x``; batch-first records; for
+        :class:`AttributeMonitor` only on SpikingJelly, snnTorch and Norse modules);
+        None: not named.
 
     Notes
     -----
@@ -296,7 +344,21 @@ class BaseMonitor:
         every: int = 1,
         mode: str | None = None,
         overwrite: bool = False,
+        time_axis: int | str | None = "auto",
+        dims: Sequence[str] | str | None = "auto",
     ) -> None:
+        if time_axis != "auto" and time_axis is not None and (
+            isinstance(time_axis, bool) or not isinstance(time_axis, int)
+        ):
+            raise ValueError(f"time_axis must be 'auto', None or an axis (int), got {time_axis!r}")
+        if dims != "auto" and dims is not None and (
+            isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims)
+        ):
+            raise ValueError(f"dims must be 'auto', None or a sequence of names, got {dims!r}")
+        self._time_axis_arg = time_axis
+        self._dims_arg: tuple[str, ...] | str | None = (
+            dims if dims is None or isinstance(dims, str) else tuple(dims)
+        )
         self.hooks: list[Any] = []
         self.monitored_layers: list[str] = []
         self._enable = True
@@ -314,6 +376,7 @@ class BaseMonitor:
         self._first: list[int] = []
         self._calls: list[int] = []
         self._time_axis: list[int | None] = []
+        self._auto_dims: list[bool] = []  # per layer: dims follow the module's convention
         self._lids: dict[str, int] = {}
         self._reader: StoreReader | None = None
         self._layer_readers: dict[int, LayerReader] = {}
@@ -360,16 +423,40 @@ class BaseMonitor:
     def _monitor_modules(self, net: nn.Module, instance: Instance) -> list[tuple[str, nn.Module]]:
         match = _matcher(net, instance)
         modules = [(n, m) for n, m in net.named_modules() if match(n, m)]
+        if not modules:
+            warnings.warn(
+                f"{type(self).__name__} {self.name!r}: no module of {type(net).__name__} "
+                f"matches instance={instance!r}, so nothing will be recorded (module types "
+                f"there: {sorted({type(m).__name__ for m in net.modules()})[:12]})",
+                stacklevel=3,
+            )
         for n, m in modules:
             self._lids[n] = len(self.monitored_layers)
             self.monitored_layers.append(n)
             self._first.append(self._writer.steps(self.name, n))
             self._calls.append(0)
-            # SpikingJelly's multi-step modules take and give [T, B, ...]: tell the
-            # writer, which then packs spikes with T last (each neuron's series
-            # contiguous: several times smaller on conv layers).
-            self._time_axis.append(0 if getattr(m, "step_mode", None) == "m" else None)
+            # Multi-step modules take and give [T, B, ...]: the writer then packs spikes
+            # with T last (each neuron's series contiguous: several times smaller on
+            # conv layers), and analysis knows the time axis.
+            axis = self._time_axis_arg
+            self._time_axis.append(module_time_axis(m) if axis == "auto" else axis)  # type: ignore[arg-type]
+            self._auto_dims.append(self._dims_arg == "auto" and self._has_batch(m))
         return modules
+
+    def _has_batch(self, module: nn.Module) -> bool:
+        """Whether the records of ``module`` follow PyTorch's batch-first convention
+        (activations and their gradients do; an attribute does for neuron modules)."""
+        return True
+
+    def _dims(self, lid: int, value: Any) -> Any:
+        if self._dims_arg != "auto":
+            return self._dims_arg
+        if not self._auto_dims[lid]:
+            return None
+        t = value
+        while isinstance(t, (tuple, list)) and t:
+            t = t[0]
+        return default_dims(t.dim(), self._time_axis[lid]) if hasattr(t, "dim") else None
 
     def _attach(
         self,
@@ -429,7 +516,11 @@ class BaseMonitor:
     def _record(self, lid: int, value: Any) -> None:
         try:
             step = self._writer.append(
-                self.name, self.monitored_layers[lid], value, time_axis=self._time_axis[lid]
+                self.name,
+                self.monitored_layers[lid],
+                value,
+                time_axis=self._time_axis[lid],
+                dims=self._dims(lid, value),
             )
         except TypeError as exc:
             raise TypeError(
@@ -520,6 +611,17 @@ class BaseMonitor:
             self._net_finalizer.detach()
         _release(*self._claim)
 
+    @property
+    def writer(self) -> StoreWriter:
+        """The :class:`~spikestore.StoreWriter` this monitor records into (for its
+        ``set_attrs``, ``mark``, ``flush``)."""
+        return self._writer
+
+    def mark(self, **values: Any) -> None:
+        """Mark every later step of the store's layers, e.g. ``mark(epoch=3,
+        phase="eval")`` (see :meth:`spikestore.StoreWriter.mark`)."""
+        self._writer.mark(**values)
+
     def flush(self) -> None:
         """Block until every record taken so far is on disk."""
         if not self._writer.closed and self._writer.owned:
@@ -588,7 +690,7 @@ class OutputMonitor(BaseMonitor):
     function_on_output : callable
         Applied to each output; may return a tensor, a tuple/list of tensors,
         a number or ``None``.
-    store, name, every, mode, overwrite
+    store, name, every, mode, overwrite, time_axis, dims
         See :class:`BaseMonitor`; ``name`` defaults to ``"output"``.
 
     Examples
@@ -614,8 +716,18 @@ class OutputMonitor(BaseMonitor):
         every: int = 1,
         mode: str | None = None,
         overwrite: bool = False,
+        time_axis: int | str | None = "auto",
+        dims: Sequence[str] | str | None = "auto",
     ) -> None:
-        super().__init__(store=store, name=name, every=every, mode=mode, overwrite=overwrite)
+        super().__init__(
+            store=store,
+            name=name,
+            every=every,
+            mode=mode,
+            overwrite=overwrite,
+            time_axis=time_axis,
+            dims=dims,
+        )
         self.function_on_output = function_on_output
         self._attach(net, instance, "forward", _output)
 
@@ -649,8 +761,18 @@ class InputMonitor(BaseMonitor):
         every: int = 1,
         mode: str | None = None,
         overwrite: bool = False,
+        time_axis: int | str | None = "auto",
+        dims: Sequence[str] | str | None = "auto",
     ) -> None:
-        super().__init__(store=store, name=name, every=every, mode=mode, overwrite=overwrite)
+        super().__init__(
+            store=store,
+            name=name,
+            every=every,
+            mode=mode,
+            overwrite=overwrite,
+            time_axis=time_axis,
+            dims=dims,
+        )
         self.function_on_input = function_on_input
         self._attach(net, instance, "forward_pre", _input)
 
@@ -664,7 +786,7 @@ class AttributeMonitor(BaseMonitor):
         The attribute, e.g. ``"v"`` or ``"v_seq"``; also the default ``name``.
     pre_forward : bool
         Read it before the module's forward (else after).
-    net, instance, store, name, every, mode, overwrite
+    net, instance, store, name, every, mode, overwrite, time_axis, dims
         As for :class:`OutputMonitor`.
     function_on_attribute : callable
         Applied to the attribute's value.
@@ -692,6 +814,8 @@ class AttributeMonitor(BaseMonitor):
         every: int = 1,
         mode: str | None = None,
         overwrite: bool = False,
+        time_axis: int | str | None = "auto",
+        dims: Sequence[str] | str | None = "auto",
     ) -> None:
         super().__init__(
             store=store,
@@ -699,11 +823,22 @@ class AttributeMonitor(BaseMonitor):
             every=every,
             mode=mode,
             overwrite=overwrite,
+            time_axis=time_axis,
+            dims=dims,
         )
         self.attribute_name = attribute_name
         self.pre_forward = pre_forward
         self.function_on_attribute = function_on_attribute
         self._attach(net, instance, "forward_pre" if pre_forward else "forward", _attribute)
+
+
+    def _has_batch(self, module: nn.Module) -> bool:
+        # A neuron's state (v, v_seq) is shaped like its output; other attributes
+        # (a BatchNorm's running_mean) are not batch-first.
+        return getattr(module, "step_mode", None) is not None or any(
+            c.__module__.split(".")[0] in ("spikingjelly", "snntorch", "norse")
+            for c in type(module).__mro__
+        )
 
 
 class GradInputMonitor(BaseMonitor):
@@ -736,8 +871,18 @@ class GradInputMonitor(BaseMonitor):
         every: int = 1,
         mode: str | None = None,
         overwrite: bool = False,
+        time_axis: int | str | None = "auto",
+        dims: Sequence[str] | str | None = "auto",
     ) -> None:
-        super().__init__(store=store, name=name, every=every, mode=mode, overwrite=overwrite)
+        super().__init__(
+            store=store,
+            name=name,
+            every=every,
+            mode=mode,
+            overwrite=overwrite,
+            time_axis=time_axis,
+            dims=dims,
+        )
         self.function_on_grad_input = function_on_grad_input
         self._attach(net, instance, "backward", _grad_input)
 
@@ -772,7 +917,17 @@ class GradOutputMonitor(BaseMonitor):
         every: int = 1,
         mode: str | None = None,
         overwrite: bool = False,
+        time_axis: int | str | None = "auto",
+        dims: Sequence[str] | str | None = "auto",
     ) -> None:
-        super().__init__(store=store, name=name, every=every, mode=mode, overwrite=overwrite)
+        super().__init__(
+            store=store,
+            name=name,
+            every=every,
+            mode=mode,
+            overwrite=overwrite,
+            time_axis=time_axis,
+            dims=dims,
+        )
         self.function_on_grad_output = function_on_grad_output
         self._attach(net, instance, "backward", _grad_output)

@@ -30,11 +30,13 @@ from .format import (
     check_field_attrs,
     check_layer_attrs,
     check_root_attrs,
+    check_run_attrs,
     field_key,
     is_tail_name,
     rank_key,
     root_ranks,
     tail_name,
+    tree_field_names,
 )
 from .summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
 
@@ -393,6 +395,7 @@ class StoreReader(_Monitors["MonitorReader"]):
                 "torch.distributed job): open it with spikestore.open(), and one rank's "
                 "records with .rank(r)"
             )
+        self.run = check_run_attrs(dict(self._root.attrs), self._where)
         monitors: dict[str, MonitorReader] = {}
         for key, grp in _child_groups(self._root, self._where):
             attrs = dict(grp.attrs).get(FORMAT_NAME)
@@ -404,6 +407,44 @@ class StoreReader(_Monitors["MonitorReader"]):
             monitors[name] = MonitorReader(self, name, grp)
         self._monitors = monitors
         return self
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The run's attributes (``StoreWriter(attrs=...)``, ``writer.set_attrs``; format
+        1.5): free JSON, empty for older stores."""
+        return self.run["attrs"]
+
+    @property
+    def dt(self) -> float | None:
+        """The duration of one time step (``StoreWriter(dt=...)``), or None: of one step
+        for single-step layers, of one element along the time axis for multi-step ones."""
+        return self.run["dt"]
+
+    @property
+    def time_unit(self) -> str | None:
+        """The unit of :attr:`dt` (``"s"``, ``"ms"``, ...), or None."""
+        return self.run["time_unit"]
+
+    def marks(self, monitor: str, layer: str, steps: int) -> dict[str, np.ndarray]:
+        """Per step of ``monitor``/``layer`` (its first ``steps``), the value of each
+        mark key (``writer.mark(epoch=3)``), None before the key's first mark: one
+        object array per key. See :meth:`LayerReader.marks`."""
+        marks = self.run["marks"]
+        try:
+            j = marks["layers"].index([monitor, layer])
+        except ValueError:
+            j = None
+        out: dict[str, np.ndarray] = {}
+        for m in marks["marks"]:
+            at = m["at"]
+            # A layer the mark does not list was first recorded after it: from step 0.
+            start = 0 if j is None or j >= len(at) else min(int(at[j]), steps)
+            for k, v in m["values"].items():
+                arr = out.get(k)
+                if arr is None:
+                    arr = out[k] = np.full(steps, None, dtype=object)
+                arr[start:] = v
+        return out
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{m}: {len(v)} layers" for m, v in self._monitors.items())
@@ -427,7 +468,9 @@ class MonitorReader(_Layers["LayerReader"]):
                 where = f"{self.store._where} monitor {self.name!r} node {key!r}"
                 meta = check_layer_attrs(dict(grp.attrs), where)
                 layers[meta["name"]] = LayerReader(self, meta, grp)
-            self._layers = layers
+            # Call order (format 1.5), then layers of older stores by name.
+            ordered = sorted(layers.values(), key=lambda lay: (lay.order is None, lay.order or 0))
+            self._layers = {lay.name: lay for lay in ordered}
         return self._layers
 
     def __repr__(self) -> str:
@@ -1238,6 +1281,16 @@ class LayerReader(Sequence[Any]):
         self.structure: str = meta["structure"]
         #: The record axis that is time (format 1.3), or None (not time-major, or unknown).
         self.time_axis: int | None = meta.get("time_axis")
+        #: The layer's position in its monitor's call order (format 1.5), or None.
+        self.order: int | None = meta.get("order")
+        #: The unit of the recorded values (``"mV"``; format 1.5), or None.
+        self.units: str | None = meta.get("units")
+        self._dims: list[str] | None = meta.get("dims")
+        #: How nested records (namedtuples, dicts) are rebuilt (format 1.5), or None.
+        self.tree: dict[str, Any] | None = meta.get("tree")
+        #: Each field's name: its path in the record (``"0"``, ``"1.v"``).
+        self.field_names: list[str] = tree_field_names(self.tree, meta["fields"])
+        self._rebuild = _rebuilder(self.tree, self.structure)
         self._group = group
         where = f"monitor {self.monitor!r}, layer {self.name!r}"
         self._damage: str | None = None
@@ -1265,12 +1318,56 @@ class LayerReader(Sequence[Any]):
             raise ReadError(self._damage)
         return self._fields
 
-    def field(self, i: int = 0) -> FieldReader:
-        """Field ``i`` (the ``i``-th element of tuple or list records)."""
-        fields = self.fields
-        if not isinstance(i, (int, np.integer)) or not 0 <= i < len(fields):
-            raise IndexError(f"layer {self.name!r} has {len(fields)} field(s), no field {i}")
-        return fields[int(i)]
+    def field(self, i: int | str = 0) -> FieldReader:
+        """Field ``i`` (the ``i``-th element of tuple or list records), or the field
+        named ``i`` (see :meth:`field_index`)."""
+        return self.fields[self.field_index(i)]
+
+    def field_index(self, field: int | str) -> int:
+        """The number of a field given as a number or a name: a path in
+        :attr:`field_names` (``"1.v"``) or its last part when only one field has it
+        (``"v"``). ``IndexError`` or ``KeyError`` naming the layer and its fields."""
+        names = self.field_names
+        if isinstance(field, str):
+            if field in names:
+                return names.index(field)
+            hits = [i for i, n in enumerate(names) if n.rsplit(".", 1)[-1] == field]
+            if len(hits) == 1:
+                return hits[0]
+            why = "is ambiguous" if hits else "is not a field"
+            raise KeyError(
+                f"monitor {self.monitor!r}, layer {self.name!r}: {field!r} {why}; fields: {names}"
+            )
+        if isinstance(field, (int, np.integer)) and not isinstance(field, bool):
+            if 0 <= field < len(names):
+                return int(field)
+            if -len(names) <= field < 0:
+                return int(field) + len(names)
+        raise IndexError(
+            f"monitor {self.monitor!r}, layer {self.name!r} has {len(names)} field(s) "
+            f"({', '.join(names)}), no field {field!r}"
+        )
+
+    @property
+    def store(self) -> StoreReader:
+        """The :class:`StoreReader` this layer belongs to (its ``attrs``, ``dt``)."""
+        return self._monitor.store
+
+    @property
+    def dims(self) -> tuple[str, ...] | None:
+        """Names of the record's axes (format 1.5; ``("time", "batch", "channel", "y",
+        "x")``), or None when unknown or when records of another rank were recorded."""
+        if self._dims is None:
+            return None
+        segs = self.segments
+        if any(len(s["shape"]) != len(self._dims) for s in segs):
+            return None
+        return tuple(self._dims)
+
+    def marks(self) -> dict[str, np.ndarray]:
+        """The user's marks (``writer.mark(epoch=3, phase="eval")``) per step: for each
+        key an object array of ``len(self)`` values, None before its first mark."""
+        return self._monitor.store.marks(self.monitor, self.name, len(self))
 
     def __len__(self) -> int:
         return min((f.committed for f in self.fields), default=0)
@@ -1369,9 +1466,7 @@ class LayerReader(Sequence[Any]):
         return [self._assemble([c[j] for c in cols]) for j in range(len(steps))]
 
     def _assemble(self, leaves: list[Any]) -> Any:
-        if self.structure in ("tensor", "number", "none"):
-            return leaves[0]
-        return tuple(leaves) if self.structure == "tuple" else list(leaves)
+        return self._rebuild(leaves)
 
     def __iter__(self) -> Iterator[Any]:
         n = len(self)
@@ -1415,6 +1510,36 @@ class LayerReader(Sequence[Any]):
                 dec = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
                 out[torch.from_numpy(pos)] = dec
         return out
+
+
+def _rebuilder(tree: dict[str, Any] | None, structure: str) -> Callable[[list[Any]], Any]:
+    """A function putting one step's field values back together as recorded: namedtuples
+    (and dataclasses) as namedtuples of the recorded class name, dicts, tuples, lists."""
+    if tree is None:
+        if structure in ("tensor", "number", "none"):
+            return lambda leaves: leaves[0]
+        return tuple if structure == "tuple" else list  # type: ignore[return-value]
+    import collections
+    import keyword
+
+    def build(node: Any) -> Callable[[list[Any]], Any]:
+        if isinstance(node, int):
+            return lambda leaves: leaves[node]
+        parts = [build(i) for i in node["items"]]
+        kind = node["type"]
+        if kind == "namedtuple":
+            name = node.get("name") or "Record"
+            if not name.isidentifier() or keyword.iskeyword(name):
+                name = "Record"
+            cls = collections.namedtuple(name, node["keys"], rename=True)  # type: ignore[misc]
+            return lambda leaves: cls(*(p(leaves) for p in parts))
+        if kind == "dict":
+            keys = node["keys"]
+            return lambda leaves: {k: p(leaves) for k, p in zip(keys, parts, strict=True)}
+        seq = tuple if kind == "tuple" else list
+        return lambda leaves: seq(p(leaves) for p in parts)
+
+    return build(tree)
 
 
 def _tree_size(top: Path) -> int:
@@ -1672,6 +1797,25 @@ class RankedStoreReader(_Monitors["RankedMonitorReader"]):
         one has none)."""
         return list(self._readers)
 
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The run's attributes, as the lowest rank stored them (each rank's store has
+        its own: ``rank(r).attrs``)."""
+        return self._first_run("attrs") or {}
+
+    @property
+    def dt(self) -> float | None:
+        return self._first_run("dt")
+
+    @property
+    def time_unit(self) -> str | None:
+        return self._first_run("time_unit")
+
+    def _first_run(self, key: str) -> Any:
+        for rd in self._readers.values():
+            return rd.run[key]
+        return None
+
     def rank(self, r: int) -> StoreReader:
         """Rank ``r``'s records: an ordinary :class:`StoreReader`."""
         try:
@@ -1736,6 +1880,15 @@ class RankedLayerReader(Sequence[Any]):
         self.structure = first.structure
         #: The record axis that is time, as the first rank stored it.
         self.time_axis: int | None = first.time_axis
+        self.order, self.units, self.tree = first.order, first.units, first.tree
+        self.field_names = first.field_names
+        self.field_index = first.field_index
+
+    @property
+    def dims(self) -> tuple[str, ...] | None:
+        """Names of the record's axes, as the first rank stored them (see
+        :attr:`LayerReader.dims`)."""
+        return next(iter(self._layers.values())).dims
 
     @property
     def source(self) -> Source | None:

@@ -60,6 +60,10 @@ __all__ = [
     "records_strategy",
     "ALL_DTYPES",
     "FIXTURE_TIME_AXIS",
+    "FIXTURE_RUN",
+    "FIXTURE_DIMS",
+    "FIXTURE_UNITS",
+    "LIFFeedForwardState",
     "fixture_records",
     "write_fixture",
     "moving_spikes",
@@ -400,17 +404,58 @@ def fixture_records(version: str = "1.3") -> dict[tuple[str, str], list]:
         ]
     if version >= "1.2":
         out[("output", "conv.sn")] = moving_spikes(g, 24)
+    if version >= "1.5":
+        # Norse's LIF: (spikes, LIFFeedForwardState(v, i)), [T, B, N], recorded field by field.
+        out[("norse", "lif")] = [
+            (
+                (torch.rand(3, 2, 5, generator=g) < 0.3).float(),
+                LIFFeedForwardState(
+                    torch.randn(3, 2, 5, generator=g), torch.randn(3, 2, 5, generator=g)
+                ),
+            )
+            for _ in range(4)
+        ]
     return out
 
 
+#: Norse's state of a feed-forward LIF layer (``norse.torch.functional.lif``), for fixtures.
+LIFFeedForwardState = collections.namedtuple("LIFFeedForwardState", ["v", "i"])
+
+#: What the 1.5 fixture describes of its run and layers (see :func:`write_fixture`).
+FIXTURE_RUN = {"attrs": {"model": "fixture", "lr": 0.001}, "dt": 0.001, "time_unit": "s"}
+FIXTURE_DIMS = {
+    ("output", "features.0.sn"): ("batch", "channel", "neuron"),
+    ("norse", "lif"): ("time", "batch", "neuron"),
+}
+FIXTURE_UNITS = {("v", "features.0.sn"): "mV"}
+
+
 def write_fixture(path: str, version: str = "1.3") -> None:
+    """Write the fixture store of ``version``; from 1.5 with the run's attributes,
+    ``dt``, layer dims and units, and two marks: ``epoch=0, phase="train"`` from step
+    0 of every layer, ``epoch=1, phase="eval"`` from the middle of every layer
+    (``len(records) // 2``)."""
     import spikestore
 
-    with spikestore.StoreWriter(path) as w:
-        for (mon, layer), recs in fixture_records(version).items():
-            axis = 0 if (mon, layer) in FIXTURE_TIME_AXIS else None
-            for r in recs:
-                w.append(mon, layer, r, time_axis=axis)
+    records = fixture_records(version)
+    run = FIXTURE_RUN if version >= "1.5" else {}
+    with spikestore.StoreWriter(path, **run) as w:  # type: ignore[arg-type]
+        if version >= "1.5":
+            w.mark(epoch=0, phase="train")
+        for half in (0, 1):
+            if half and version >= "1.5":
+                w.mark(epoch=1, phase="eval")
+            for (mon, layer), recs in records.items():
+                axis = 0 if (mon, layer) in FIXTURE_TIME_AXIS | {("norse", "lif")} else None
+                extra: dict[str, Any] = {}
+                if version >= "1.5":
+                    extra = {
+                        "dims": FIXTURE_DIMS.get((mon, layer)),
+                        "units": FIXTURE_UNITS.get((mon, layer)),
+                    }
+                mid = len(recs) // 2 if version >= "1.5" else len(recs)
+                for r in recs[:mid] if half == 0 else recs[mid:]:
+                    w.append(mon, layer, r, time_axis=axis, **extra)
 
 
 # -------------------------------------------------------------------- recorder

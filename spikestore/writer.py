@@ -20,16 +20,18 @@ import atexit
 import concurrent.futures.process
 import concurrent.futures.thread
 import ctypes
+import json
+import math
 import os
 import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from ._commit import Sink, fresh_root, load_layer, open_root
+from ._commit import Sink, fresh_root, list_layers, load_layer, open_root
 from ._records import flatten
 from ._segments import SegmentOptions
 from ._staging import Staged, stage
@@ -37,7 +39,7 @@ from ._version import __version__
 from ._worker import Item, Registry, Worker
 from .codecs import COMPRESSORS, LEVELS, time_last
 from .errors import RecordError, StoreLockedError, WriteError
-from .format import LOCK_FILE
+from .format import LOCK_FILE, check_run_attrs
 from .ranks import check_root, finish_root
 from .ranks import plan as rank_plan
 from .storage import Mode, Storage, storage_for
@@ -176,6 +178,64 @@ def _shutdown(worker: Worker, storage: Storage) -> None:
     # In a forked child the writer thread does not exist and its locks may be held:
     # touch nothing but the child's copy of the lock descriptor.
     storage.release()
+
+
+def _json_object(obj: Any, what: str) -> dict[str, Any]:
+    """``obj`` as a JSON object (a copy), or a clear error."""
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise TypeError(f"{what} must be a dict with str keys, got {type(obj).__name__}")
+    try:
+        out = json.loads(json.dumps(obj, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{what} must hold JSON values only (str, numbers, lists, dicts): {exc}"
+        ) from None
+    return cast(dict[str, Any], out)
+
+
+def _open_run(
+    root: Any, where: str, attrs: dict[str, Any], dt: float | None, time_unit: str | None
+) -> dict[str, Any]:
+    """The run description: the store's (appending) with this writer's changes."""
+    run = check_run_attrs(dict(root.attrs), where)
+    for name, new in (("dt", dt), ("time_unit", time_unit)):
+        old = run[name]
+        if new is not None and old is not None and new != old:
+            raise ValueError(
+                f"{where} was recorded with {name}={old!r}; appending with {name}={new!r} "
+                "would mislabel its steps (record into a new store)"
+            )
+        if new is not None:
+            run[name] = float(new) if name == "dt" else new
+    run["attrs"].update(attrs)
+    return run
+
+
+def _layer_extra(
+    leaves: list[Any], tree: dict[str, Any] | None, dims: Any, units: Any, where: str
+) -> dict[str, Any] | None:
+    """A new layer's optional metadata (format 1.5), checked against its first record."""
+    extra: dict[str, Any] = {}
+    if tree is not None:
+        extra["tree"] = tree
+    if dims is not None:
+        if isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims):
+            raise RecordError(f"cannot record {where}: dims must be a sequence of names")
+        dims = list(dims)
+        if len(set(dims)) != len(dims):
+            raise RecordError(f"cannot record {where}: dims {dims} repeat a name")
+        first = next((leaf.tensor for leaf in leaves if leaf.tensor is not None), None)
+        if first is not None and first.dim() != len(dims):
+            raise RecordError(
+                f"cannot record {where}: dims {dims} name {len(dims)} axes, the record has "
+                f"{first.dim()} (shape {tuple(first.shape)})"
+            )
+        extra["dims"] = dims
+    if units is not None:
+        if not isinstance(units, str):
+            raise RecordError(f"cannot record {where}: units must be a str, got {units!r}")
+        extra["units"] = units
+    return extra or None
 
 
 class StoreWriter:
@@ -341,7 +401,19 @@ class StoreWriter:
         ranks: str | int | Iterable[int] | None = "all",
         lease_timeout: float | None = None,
         precision: int | None = None,
+        attrs: dict[str, Any] | None = None,
+        dt: float | None = None,
+        time_unit: str | None = None,
     ) -> None:
+        run_attrs = _json_object(attrs or {}, "attrs")
+        if dt is not None and (
+            isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf
+        ):
+            raise ValueError(
+                f"dt must be a positive number (the duration of a time step), got {dt!r}"
+            )
+        if time_unit is not None and not isinstance(time_unit, str):
+            raise TypeError(f"time_unit must be a str such as 's' or 'ms', got {time_unit!r}")
         if overwrite:
             if mode not in (None, "w"):
                 raise ValueError(f"overwrite=True means mode='w'; it contradicts mode={mode!r}")
@@ -422,6 +494,7 @@ class StoreWriter:
                 # The old store's nodes are gone; its root metadata is replaced in one write.
                 fresh_root(root, created_by)
             self._root = root
+            self._run = _open_run(root, where, run_attrs, dt, time_unit)
             opts = SegmentOptions(
                 compressor,
                 level,
@@ -444,6 +517,11 @@ class StoreWriter:
         except BaseException:
             self._storage.abort()
             raise
+        self._run_lock = threading.Lock()  # guards self._run (any caller thread)
+        self._marked_layers: dict[tuple[str, str], int] | None = None  # under _run_lock
+        self._stored_steps: dict[tuple[str, str], int] = {}  # under _run_lock
+        if attrs or dt is not None or time_unit is not None:
+            self._post_run()
         self._finalizer = weakref.finalize(self, _shutdown, self._worker, self._storage)
         # At exit the writers are closed by _close_at_exit, before Zarr stops its loop.
         self._finalizer.atexit = False
@@ -604,14 +682,29 @@ class StoreWriter:
         sink = self._sink
         self._worker.call(lambda: sink.declare_monitor(monitor))
 
-    def append(self, monitor: str, layer: str, value: Any, *, time_axis: int | None = None) -> int:
+    def append(
+        self,
+        monitor: str,
+        layer: str,
+        value: Any,
+        *,
+        time_axis: int | None = None,
+        dims: Sequence[str] | None = None,
+        units: str | None = None,
+    ) -> int:
         """Record ``value`` as the next step of ``monitor``/``layer``; return its step.
 
-        ``value`` is a tensor, a number, ``None``, or a tuple or list of those.
+        ``value`` is a tensor, a number, ``None``, or a tuple or list of those; or a
+        namedtuple (Norse's neuron states), a dataclass, a dict with ``str`` keys, or
+        tuples and lists nesting those, recorded field by field and read back as
+        namedtuples (dataclasses too), dicts, tuples and lists.
         ``time_axis`` names the axis of multi-step records that is time (0 for
         SpikingJelly's ``[T, B, ...]``); spikes are then packed with that axis last,
-        so each neuron's time series is contiguous and compresses far better. It is
-        fixed by a layer's first record, and kept in the store for ``mode="a"``.
+        so each neuron's time series is contiguous and compresses far better.
+        ``dims`` names the record's axes (``("time", "batch", "channel", "y", "x")``;
+        analysis and ``to_xarray`` use them) and ``units`` its values' unit (``"mV"``).
+        All three are fixed by a layer's first record, and kept in the store for
+        ``mode="a"``.
 
         Safe to call from several threads at once (``nn.DataParallel`` runs hooks in
         threads): each call gets its own step. A value that cannot be stored (an
@@ -637,7 +730,7 @@ class StoreWriter:
             return f"monitor {monitor!r}, layer {layer!r}, step {entry.next_step}"
 
         try:
-            structure, leaves = flatten(value)
+            structure, leaves, tree = flatten(value)
             staged: list[Staged | None] = []
             for leaf in leaves:
                 t = leaf.tensor
@@ -654,7 +747,9 @@ class StoreWriter:
         nbytes = sum(s.nbytes for s in staged if s is not None)
         with entry.lock:
             step = entry.next_step
-            specs = entry.schema.check(structure, leaves, where())
+            specs = entry.schema.check(structure, leaves, where(), tree)
+            if entry.schema.structure is None:
+                entry.extra = _layer_extra(leaves, tree, dims, units, where())
             self._worker.put(
                 Item(
                     monitor,
@@ -665,11 +760,115 @@ class StoreWriter:
                     staged,
                     nbytes,
                     time.monotonic(),
+                    entry.extra,
                 )
             )
-            entry.schema.adopt(structure, specs)
+            entry.schema.adopt(structure, specs, tree)
             entry.next_step = step + 1
         return step
+
+    # --------------------------------------------------------- run metadata
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The run's attributes (a copy; change them with :meth:`set_attrs`)."""
+        if not self._active:
+            return {}
+        with self._run_lock:
+            return json.loads(json.dumps(self._run["attrs"]))
+
+    @property
+    def dt(self) -> float | None:
+        """Duration of one time step (see ``dt`` in the class docstring), or None."""
+        return self._run["dt"] if self._active else None
+
+    @property
+    def time_unit(self) -> str | None:
+        return self._run["time_unit"] if self._active else None
+
+    def set_attrs(self, **attrs: Any) -> None:
+        """Add or replace run attributes (hyperparameters, a description, ...): any
+        JSON values. Readers get them as ``spikestore.open(path).attrs``; written
+        with the next commit, and at once if nothing waits for one."""
+        if not self._active:
+            return
+        self._check_usable()
+        new = _json_object(attrs, "attrs")
+        with self._run_lock:
+            self._run["attrs"].update(new)
+            self._post_run()
+
+    def mark(self, **values: Any) -> None:
+        """Mark every later step of every layer with ``values`` (until a later mark
+        sets the same key), e.g. ``mark(epoch=3, phase="eval")``.
+
+        Values are JSON scalars (str, int, float, bool, None; NumPy and 0-d tensor
+        scalars are converted). A mark applies from the next step each layer records
+        (for a layer first recorded later, from its step 0) and keeps applying after
+        a reopen with ``mode="a"`` until a new mark. ``LayerReader.marks()`` gives
+        the values per step and ``spikestore.analysis.to_xarray`` makes them
+        coordinates (``da.groupby("epoch")``). Cheap enough for every step: marks are
+        written with the next commit (about ``len(layers)`` integers a mark).
+        """
+        if not self._active:
+            return
+        self._check_usable()
+        if not values:
+            raise TypeError("mark() needs at least one key=value")
+        clean = {}
+        for k, v in values.items():
+            if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 0) == 0:
+                v = v.item()
+            if v is not None and not isinstance(v, (str, int, float, bool)):
+                raise TypeError(
+                    f"mark {k}={v!r}: a mark's value must be a str, int, float, bool or None"
+                )
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"mark {k}={v!r}: a mark's value must be finite")
+            clean[k] = v
+        with self._run_lock:
+            marks = self._run["marks"]
+            known = self._marked_layers
+            if known is None:
+                # Layers of the store before this writer (mode="a") are marked too.
+                known = self._marked_layers = {
+                    tuple(lay): i for i, lay in enumerate(marks["layers"])  # type: ignore[misc]
+                }
+                for key in self._worker_call_list_layers():
+                    if key not in known:
+                        known[key] = len(marks["layers"])
+                        marks["layers"].append(list(key))
+            for key in self._registry.keys():
+                if key not in known:
+                    known[key] = len(marks["layers"])
+                    marks["layers"].append(list(key))
+            at = [0] * len(marks["layers"])
+            stored = self._stored_steps
+            for key, i in known.items():
+                n = self._registry.known_steps(*key)
+                if n is None:  # not recorded by this writer: its stored steps stay as they are
+                    n = stored.get(key)
+                    if n is None:
+                        n = stored[key] = self._registry.peek(*key)
+                at[i] = n
+            while at and at[-1] == 0:
+                at.pop()  # a layer past the end of "at" is marked from its step 0
+            marks["marks"].append({"values": clean, "at": at})
+            self._post_run()
+
+    def _worker_call_list_layers(self) -> list[tuple[str, str]]:
+        """The layers already in the store (read on the writer thread, which owns the
+        root)."""
+        out: list[tuple[str, str]] = []
+        root, where = self._root, self.where
+        self._worker.call(lambda: out.extend(list_layers(root, where)))
+        return out
+
+    def _post_run(self) -> None:
+        """Hand a copy of the run description to the writer thread (caller holds
+        ``_run_lock`` or is the constructor)."""
+        snapshot = json.loads(json.dumps(self._run))
+        sink = self._sink
+        self._worker.post(lambda: sink.set_run(snapshot))
 
     def flush(self) -> None:
         """Block until every record appended so far is committed to disk."""

@@ -20,26 +20,62 @@ from spikestore.testing import CountingStore, bits_equal, fixture_records
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def _same(g, r) -> bool:
+    """A record read back is the one recorded: types (namedtuples by name and fields),
+    nesting and every tensor's bits."""
+    if isinstance(r, tuple):
+        if hasattr(r, "_fields"):
+            if type(g).__name__ != type(r).__name__ or g._fields != r._fields:
+                return False
+        return isinstance(g, tuple) and len(g) == len(r) and all(map(_same, g, r))
+    if isinstance(r, torch.Tensor):
+        return bits_equal(g, r)
+    return g == r
+
+
 def check_records(store: spikestore.StoreReader, version: str = "1.3") -> None:
     for (mon, layer), recs in fixture_records(version).items():
         got = store[mon][layer]
         assert len(got) == len(recs), (mon, layer)
         for i, r in enumerate(recs):
-            g = got[i]
-            if isinstance(r, tuple):
-                assert isinstance(g, tuple)
-                assert all(bits_equal(a, b) for a, b in zip(g, r, strict=True))
-            elif isinstance(r, torch.Tensor):
-                assert bits_equal(g, r), (mon, layer, i)
-            else:
-                assert g == r
+            assert _same(got[i], r), (mon, layer, i)
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3"])
+def _leaves(r) -> list:
+    if isinstance(r, tuple):
+        return [leaf for x in r for leaf in _leaves(x)]
+    return [r]
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3", "1.5"])
 def test_committed_fixture_store_still_reads(version):
     store = spikestore.open(FIXTURES / f"store_v{version}")
     assert store.version == version
     check_records(store, version)
+
+
+def test_committed_v1_5_fixture_describes_its_run():
+    """Format 1.5: run attributes, dt, layer dims, units, call order, record trees and
+    marks survive in the committed store."""
+    from spikestore.testing import FIXTURE_DIMS, FIXTURE_RUN, FIXTURE_UNITS
+
+    store = spikestore.open(FIXTURES / "store_v1.5")
+    assert store.attrs == FIXTURE_RUN["attrs"]
+    assert (store.dt, store.time_unit) == (FIXTURE_RUN["dt"], FIXTURE_RUN["time_unit"])
+    records = fixture_records("1.5")
+    # Layers come back in the order they were first recorded, not by name.
+    assert store["output"].layers == [lay for mon, lay in records if mon == "output"]
+    for (mon, layer), recs in records.items():
+        got = store[mon][layer]
+        assert got.dims == FIXTURE_DIMS.get((mon, layer)), (mon, layer)
+        assert got.units == FIXTURE_UNITS.get((mon, layer))
+        mid = len(recs) // 2
+        marks = got.marks()
+        assert marks["epoch"].tolist() == [0] * mid + [1] * (len(recs) - mid), (mon, layer)
+        assert marks["phase"].tolist() == ["train"] * mid + ["eval"] * (len(recs) - mid)
+    lif = store["norse"]["lif"]
+    assert lif.field_names == ["0", "1.v", "1.i"] and lif.time_axis == 0
+    assert lif.field_index("v") == 1 and lif.field("i") is lif.fields[2]
 
 
 def test_committed_ranked_fixture_store_still_reads():
@@ -83,7 +119,8 @@ def test_appending_to_an_older_store_raises_its_version(tmp_path, version):
         for r in recs:
             w.append("output", "conv.new", r, time_axis=0)
     store = spikestore.open(path)
-    assert store.version == "1.4"  # the new arrays may hold MOTION chunks, layers time_axis
+    # The new arrays may hold MOTION chunks, layers time_axis, dims and order.
+    assert store.version == ".".join(map(str, spikestore.FORMAT_VERSION))
     check_records(store, version)  # the old records are untouched
     layer = store["output"]["conv.new"]
     for i, r in enumerate(recs):
@@ -242,7 +279,9 @@ print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out,
 """
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3", "1.4_ranked/rank00001"])
+@pytest.mark.parametrize(
+    "version", ["1.0", "1.1", "1.2", "1.3", "1.4_ranked/rank00001", "1.5"]
+)
 def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
     """docs/format.md and the codec's documented byte layout are enough to read a store
     (in a ranked store, each rank's folder is a store)."""
@@ -264,8 +303,7 @@ def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
     for (mon, layer), recs in fixture_records(version).items():
         fields = data[f"{mon}|{layer}"]
         for i, r in enumerate(recs):
-            leaves = r if isinstance(r, tuple) else (r,)
-            for f, leaf in enumerate(leaves):
+            for f, leaf in enumerate(_leaves(r)):
                 got = fields[f][i]
                 if leaf is None:
                     assert got is None

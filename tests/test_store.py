@@ -186,8 +186,10 @@ def test_bad_input_names_monitor_layer_step_and_keeps_data(tmp_path):
         w.append("output", "sn1", "hello")
     with pytest.raises(RecordError, match=r"step 3.*dtype float32 and rank 1.*float64"):
         w.append("output", "sn1", torch.ones(4, dtype=torch.float64))
-    with pytest.raises(TypeError, match=r"layer 'new', step 0.*dict"):
-        w.append("output", "new", {"a": 1})
+    with pytest.raises(TypeError, match=r"layer 'new', step 0.*set"):
+        w.append("output", "new", {"a", "b"})
+    with pytest.raises(RecordError, match=r"layer 'new', step 0.*str keys"):
+        w.append("output", "new", {1: torch.ones(1)})
     w.append("output", "sn1", torch.zeros(4))
     w.close()
     layer = spikestore.open(path)["output"]["sn1"]

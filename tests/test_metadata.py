@@ -1,0 +1,253 @@
+"""Self-describing runs (format 1.5): layer order, dims, units, dt, run attributes,
+marks, nested records (Norse's namedtuple states) and monitors' time_axis=/dims=."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import spikestore
+from spikestore import RecordError
+from spikestore.monitor import AttributeMonitor, OutputMonitor, default_dims, module_time_axis
+from spikestore.testing import bits_equal
+
+State = collections.namedtuple("LIFFeedForwardState", ["v", "i"])
+
+
+class SNN(nn.Module):
+    """Stands in for ``norse.torch.module.snn.SNN`` (Norse is not installed in CI)."""
+
+
+SNN.__module__ = "norse.torch.module.snn"
+
+
+class SNNCell(nn.Module):
+    pass
+
+
+SNNCell.__module__ = "norse.torch.module.snn"
+
+
+class LIF(SNN):
+    """Norse's ``LIF``: ``[T, B, ...]`` in, ``(spikes, LIFFeedForwardState(v, i))`` out."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, State]:
+        return (x > 0.5).float(), State(x * 0.5, x * 2)
+
+
+class LIFCell(SNNCell):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, State]:
+        return (x > 0.5).float(), State(x, x)
+
+
+def test_norse_namedtuple_outputs_are_recorded_field_by_field(tmp_path):
+    net = nn.Sequential(nn.Linear(4, 6), LIF())
+    xs = [torch.rand(5, 2, 4) for _ in range(3)]
+    with OutputMonitor(net, LIF, store=tmp_path / "s") as mon:
+        outs = [net(x) for x in xs]
+        rec = mon.records[1]
+    assert type(rec[1]).__name__ == "LIFFeedForwardState" and rec[1]._fields == ("v", "i")
+    layer = spikestore.open(tmp_path / "s")["output"]["1"]
+    assert layer.time_axis == 0 and layer.dims == ("time", "batch", "neuron")
+    assert layer.field_names == ["0", "1.v", "1.i"]
+    assert layer.field_index("v") == 1 and layer.field_index("1.i") == 2
+    for got, want in zip(layer, outs, strict=True):
+        assert bits_equal(got[0], want[0])
+        assert bits_equal(got[1].v, want[1].v) and bits_equal(got[1].i, want[1].i)
+    with pytest.raises(KeyError, match=r"layer '1': 'w' is not a field; fields: \['0', '1.v'"):
+        layer.field_index("w")
+    with pytest.raises(IndexError, match=r"layer '1' has 3 field\(s\) \(0, 1.v, 1.i\)"):
+        layer.field(3)
+
+
+def test_norse_time_axis_and_cells():
+    assert module_time_axis(LIF()) == 0 and module_time_axis(LIFCell()) is None
+    assert module_time_axis(nn.Linear(2, 2)) is None
+    assert default_dims(5, 0) == ("time", "batch", "channel", "y", "x")
+    assert default_dims(4, None) == ("batch", "channel", "y", "x")
+    assert default_dims(2, None) == ("batch", "neuron") and default_dims(1, None) is None
+    assert default_dims(3, 1) is None
+
+
+@dataclasses.dataclass
+class Out:
+    spikes: torch.Tensor
+    extra: dict
+
+
+def test_dataclasses_dicts_and_nested_tuples_read_back_as_recorded(tmp_path):
+    path = tmp_path / "s"
+    recs = [Out(torch.ones(2), {"a": torch.zeros(3), "b": 1.5}) for _ in range(2)]
+    with spikestore.StoreWriter(path) as w:
+        for r in recs:
+            w.append("m", "dc", r)
+            w.append("m", "nest", (torch.ones(1), [torch.zeros(2), None]))
+        with pytest.raises(RecordError, match=r"layer 'nest', step 2: this layer records"):
+            w.append("m", "nest", (torch.ones(1), torch.zeros(2), None))
+    store = spikestore.open(path)
+    got = store["m"]["dc"][1]
+    assert type(got).__name__ == "Out" and got._fields == ("spikes", "extra")
+    assert bits_equal(got.spikes, torch.ones(2)) and got.extra["b"] == 1.5
+    assert store["m"]["dc"].field_names == ["spikes", "extra.a", "extra.b"]
+    nest = store["m"]["nest"][0]
+    assert isinstance(nest, tuple) and isinstance(nest[1], list) and nest[1][1] is None
+    assert len(store["m"]["nest"]) == 2  # the refused record left the layer as it was
+
+
+def test_flat_tuples_have_no_tree(tmp_path):
+    """snnTorch's (spk, mem) stays a plain 1.4 tuple layer (no tree key)."""
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        w.append("m", "lif", (torch.ones(2), torch.zeros(2)))
+    meta = json.loads((tmp_path / "s" / "m" / "lif" / "zarr.json").read_text())
+    assert "tree" not in meta["attributes"]["spikestore"]
+
+
+def test_layers_come_back_in_call_order_not_by_name(tmp_path):
+    net = nn.Sequential(*[nn.Identity() for _ in range(12)])
+    with OutputMonitor(net, nn.Identity, store=tmp_path / "s") as mon:
+        net(torch.ones(2, 3))
+        assert mon.monitored_layers[:3] == ["0", "1", "2"]
+    names = spikestore.open(tmp_path / "s")["output"].layers
+    assert names == [str(i) for i in range(12)]  # not "0, 1, 10, 11, 2, ..."
+    assert [lay.order for lay in spikestore.open(tmp_path / "s")["output"].values()] == list(
+        range(12)
+    )
+
+
+def test_run_attributes_dt_and_units_are_stored(tmp_path):
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path, attrs={"lr": 0.01, "net": {"T": 4}}, dt=0.5) as w:
+        w.append("v", "lif", torch.zeros(2, 3), units="mV", dims=("batch", "neuron"))
+        w.set_attrs(epochs=3)
+        assert w.attrs == {"lr": 0.01, "net": {"T": 4}, "epochs": 3}
+        with pytest.raises(TypeError, match="JSON"):
+            w.set_attrs(model=nn.Linear(1, 1))
+        with pytest.raises(RecordError, match=r"layer 'x', step 0: dims \['a'\] name 1 axes"):
+            w.append("v", "x", torch.zeros(2, 3), dims=("a",))
+    store = spikestore.open(path)
+    assert store.attrs == {"lr": 0.01, "net": {"T": 4}, "epochs": 3}
+    assert store.dt == 0.5 and store.time_unit is None
+    layer = store["v"]["lif"]
+    assert layer.units == "mV" and layer.dims == ("batch", "neuron") and layer.store is store
+    # Plain Zarr (and any JSON reader) sees the same run description.
+    root = json.loads((path / "zarr.json").read_text())["attributes"]
+    assert root["spikestore_run"]["attrs"]["epochs"] == 3
+    # Appending keeps them; another dt would mislabel the steps and is refused.
+    with pytest.raises(ValueError, match=r"recorded with dt=0\.5"):
+        spikestore.StoreWriter(path, mode="a", dt=1.0)
+    with spikestore.StoreWriter(path, mode="a", attrs={"resumed": True}) as w:
+        w.append("v", "lif", torch.ones(2, 3))
+    store = spikestore.open(path)
+    assert store.attrs["resumed"] is True and store.attrs["lr"] == 0.01 and store.dt == 0.5
+    assert store["v"]["lif"].units == "mV" and len(store["v"]["lif"]) == 2
+
+
+def test_marks_apply_per_layer_from_the_next_step(tmp_path):
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:
+        w.append("out", "a", torch.zeros(2))  # before any mark
+        w.mark(epoch=0, phase="train")
+        for s in range(4):
+            if s == 2:
+                w.mark(phase="eval")
+            w.append("out", "a", torch.zeros(2))
+            w.append("out", "b", torch.zeros(2))
+        w.mark(epoch=torch.tensor(1))  # 0-d tensors are converted
+        w.append("out", "c", torch.zeros(2))
+        with pytest.raises(TypeError, match="str, int, float, bool or None"):
+            w.mark(label=[1, 2])
+        with pytest.raises(ValueError, match="finite"):
+            w.mark(loss=float("nan"))
+    out = spikestore.open(path)["out"]
+    a, b, c = (out[n].marks() for n in "abc")
+    assert a["epoch"].tolist() == [None, 0, 0, 0, 0]
+    assert a["phase"].tolist() == [None, "train", "train", "eval", "eval"]
+    assert b["epoch"].tolist() == [0, 0, 0, 0] and b["phase"].tolist()[1:3] == ["train", "eval"]
+    assert c["epoch"].tolist() == [1] and c["phase"].tolist() == ["eval"]  # first recorded later
+
+
+def test_marks_continue_across_an_appended_run(tmp_path):
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:
+        w.mark(run=0)
+        for _ in range(3):
+            w.append("out", "a", torch.zeros(2))
+            w.append("out", "b", torch.zeros(2))
+    with spikestore.StoreWriter(path, mode="a") as w:
+        w.mark(run=1)  # b is not recorded in this run: its later steps would be marked
+        w.append("out", "a", torch.zeros(2))
+    with spikestore.StoreWriter(path, mode="a") as w:
+        w.append("out", "b", torch.zeros(2))
+    out = spikestore.open(path)["out"]
+    assert out["a"].marks()["run"].tolist() == [0, 0, 0, 1]
+    assert out["b"].marks()["run"].tolist() == [0, 0, 0, 1]
+
+
+def test_a_mark_per_step_is_written_with_the_commits(tmp_path):
+    """Marks are posted to the writer thread, not waited for: a mark per step costs no
+    round trip, and a reader sees them once the steps they name are committed."""
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path, flush_interval=3600) as w:
+        for s in range(300):
+            w.mark(label=s % 10)
+            w.append("out", "a", torch.zeros(8))
+        w.flush()
+        assert spikestore.open(path)["out"]["a"].marks()["label"].tolist() == [
+            s % 10 for s in range(300)
+        ]
+
+
+def test_monitor_time_axis_and_dims_for_any_module(tmp_path):
+    class Seq(nn.Module):  # a user's own multi-step module, [T, B, N]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x > 0.5).float()
+
+    net = nn.Sequential(nn.Linear(3, 4), Seq())
+    with OutputMonitor(net, Seq, store=tmp_path / "a", time_axis=0) as mon:
+        net(torch.rand(6, 2, 3))
+        mon.mark(epoch=2)
+        assert mon.writer.steps("output", "1") == 1
+    layer = spikestore.open(tmp_path / "a")["output"]["1"]
+    assert layer.time_axis == 0 and layer.dims == ("time", "batch", "neuron")
+    with OutputMonitor(net, Seq, store=tmp_path / "b", dims=("t", "b", "n")) as mon:
+        net(torch.rand(6, 2, 3))
+    layer = spikestore.open(tmp_path / "b")["output"]["1"]
+    assert layer.time_axis is None and layer.dims == ("t", "b", "n")
+    with OutputMonitor(net, nn.Linear, store=tmp_path / "c", dims=None) as mon:
+        net(torch.rand(2, 3))
+    assert spikestore.open(tmp_path / "c")["output"]["0"].dims is None
+    with pytest.raises(ValueError, match="time_axis must be"):
+        OutputMonitor(net, Seq, time_axis="first")
+
+
+def test_attribute_monitor_names_dims_of_neuron_state_only(tmp_path):
+    class Neuron(nn.Module):
+        step_mode = "s"
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.v = x * 0.5
+            return x
+
+    net = nn.Sequential(nn.BatchNorm1d(3), Neuron())
+    a = AttributeMonitor("v", False, net, Neuron, store=tmp_path / "v")
+    b = AttributeMonitor("running_mean", False, net, nn.BatchNorm1d, store=tmp_path / "bn")
+    net(torch.rand(4, 3))
+    a.close()
+    b.close()
+    assert spikestore.open(tmp_path / "v")["v"]["1"].dims == ("batch", "neuron")
+    assert spikestore.open(tmp_path / "bn")["running_mean"]["0"].dims is None
+
+
+def test_an_instance_that_matches_nothing_warns(tmp_path):
+    net = nn.Sequential(nn.Linear(2, 2))
+    with pytest.warns(UserWarning, match=r"no module of Sequential matches instance='fc\*'"):
+        OutputMonitor(net, "fc*", store=tmp_path / "s").close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OutputMonitor(net, nn.Linear, store=tmp_path / "t").close()
