@@ -8,6 +8,7 @@ the original dtype and shape.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 import os
 import threading
@@ -1474,42 +1475,95 @@ class LayerReader(Sequence[Any]):
         for a in range(0, n, block):
             yield from self.records(slice(a, min(n, a + block)))
 
-    def neuron(self, index: int | tuple[int, ...], steps: Any = slice(None)) -> torch.Tensor:
+    def neuron(
+        self, index: int | tuple[int, ...], steps: Any = slice(None), *, field: int | str = 0
+    ) -> torch.Tensor:
         """One element's values over steps, reading only the chunks that hold it.
 
-        ``index`` is a flat index into the record or a tuple of per-axis indices.
-        Returns a 1-D tensor (one value per step) of the layer's dtype.
+        ``index`` is a flat index into the record or a tuple of per-axis indices
+        (negative ones count from the end). Returns a 1-D tensor (one value per step)
+        of the steps' dtype (promoted if the steps differ). A step that recorded a
+        Python number (SpikingJelly's ``v = 0.0`` before a neuron's first step) gives
+        that number for every element; a step that recorded ``None`` is an error.
+        ``field`` picks a field of tuple records (a number or a name).
         """
-        if len(self.fields) != 1:
-            raise TypeError(f"layer {self.name!r} records {self.structure}s; read fields by step")
-        fld = self.fields[0]
+        fld = self.field(field)
+        where = f"monitor {self.monitor!r}, layer {self.name!r}"
         sel, _ = self._steps(steps)
-        out = torch.empty(len(sel), dtype=self.dtype)
         if not len(sel):
-            return out
+            return torch.empty(0, dtype=self.dtype)
         lo = int(sel.min())
         idx = fld.index(lo, int(sel.max()) + 1)[sel - lo]
-        for k in np.unique(idx[:, 0]):
+        from .codecs import torch_dtype
+
+        used = [int(k) for k in np.unique(idx[:, 0])]
+        if -1 in used:
+            bad = sel[idx[:, 0] < 0]
+            raise ValueError(
+                f"{where} recorded None at step(s) {bad[:5].tolist()}"
+                f"{' ...' if len(bad) > 5 else ''}: they have no values; pass steps= without them"
+            )
+        dtype = torch_dtype(fld.segments[used[0]]["dtype"])
+        for k in used[1:]:
+            dtype = torch.promote_types(dtype, torch_dtype(fld.segments[k]["dtype"]))
+        out = torch.empty(len(sel), dtype=dtype)
+        for k in used:
             pos = np.nonzero(idx[:, 0] == k)[0]
-            if k < 0:
-                raise ValueError(f"layer {self.name!r} recorded None at some of these steps")
-            seg = fld.segments[int(k)]
+            seg = fld.segments[k]
             shape = tuple(seg["shape"])
-            nd = np.unravel_index(index, shape) if isinstance(index, (int, np.integer)) else index
-            nd = tuple(int(i) for i in nd)
             rows = idx[pos, 1]
+            if not shape and seg.get("python_scalar"):  # one number for every element
+                col = fld.take(k, rows, ())
+                dec = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
+                out[torch.from_numpy(pos)] = dec.to(dtype)
+                continue
+            nd = _element(index, shape, self.dims, where)
             if seg["encoding"] == SPIKE_ENCODING:
                 flat = int(
                     bit_positions(np.ravel_multi_index(nd, shape), shape, seg.get("permute"))
                 )
-                col = fld.take(int(k), rows, (flat // 8,))
+                col = fld.take(k, rows, (flat // 8,))
                 vals = torch.from_numpy(((col >> (7 - flat % 8)) & 1).astype(np.uint8))
-                out[torch.from_numpy(pos)] = vals.to(out.dtype)
+                out[torch.from_numpy(pos)] = vals.to(dtype)
             else:
-                col = fld.take(int(k), rows, nd)
+                col = fld.take(k, rows, nd)
                 dec = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
-                out[torch.from_numpy(pos)] = dec
+                out[torch.from_numpy(pos)] = dec.to(dtype)
         return out
+
+
+def _element(
+    index: Any, shape: tuple[int, ...], dims: tuple[str, ...] | None, where: str
+) -> tuple[int, ...]:
+    """``index`` (flat, or one per axis) as per-axis indices into records of ``shape``,
+    or an error naming the layer, the record shape and the valid range."""
+    numel = math.prod(shape)
+    axes = f"shape {list(shape)}" + (f" ({', '.join(dims)})" if dims else "")
+    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        i = int(index)
+        if not -numel <= i < numel:
+            raise IndexError(
+                f"{where}: neuron {i} is out of range for records of {axes}: a flat index "
+                f"is from 0 to {numel - 1} (or a tuple of {len(shape)} indices)"
+            )
+        return tuple(int(x) for x in np.unravel_index(i % numel, shape))
+    if not isinstance(index, (tuple, list)) or not all(
+        isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in index
+    ):
+        raise TypeError(f"{where}: a neuron is an int or a tuple of ints, got {index!r}")
+    if len(index) != len(shape):
+        raise IndexError(
+            f"{where}: neuron {tuple(index)} has {len(index)} indices; records of {axes} "
+            f"need {len(shape)} (or one flat index from 0 to {numel - 1})"
+        )
+    for i, n, a in zip(index, shape, range(len(shape)), strict=True):
+        if not -n <= i < n:
+            name = f" ({dims[a]})" if dims else ""
+            raise IndexError(
+                f"{where}: neuron {tuple(index)}: index {i} on axis {a}{name} is out of "
+                f"range 0..{n - 1} for records of {axes}"
+            )
+    return tuple(int(i) % n for i, n in zip(index, shape, strict=True))
 
 
 def _rebuilder(tree: dict[str, Any] | None, structure: str) -> Callable[[list[Any]], Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import math
 import re
 from pathlib import Path
 
@@ -518,76 +517,6 @@ def test_raw_segments_open_with_plain_xarray_and_dask(run: dict) -> None:
     x = da.from_zarr(str(run["path"]), component="output/bf/f0/s0")
     got = torch.from_numpy(np.asarray(x[7])).view(torch.bfloat16)
     assert torch.equal(got, run["rec"]["bf"][7])
-
-
-# -------------------------------------------------------------------- plots
-@pytest.fixture
-def plt():  # type: ignore[no-untyped-def]
-    mpl = pytest.importorskip("matplotlib")
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt
-
-    yield plt
-    plt.close("all")
-
-
-def test_plots_produce_figures(run: dict, plt) -> None:  # type: ignore[no-untyped-def]
-    from spikestore import plot
-
-    s = run["store"]
-    ax = plot.raster_plot(s["output"]["sn"], slice(0, 20), range(50))
-    assert len(ax.collections) == 1 and ax.figure is not None
-    ax = plot.raster_plot(s["output"]["sn"], slice(0, 5), [1, 2], time_axis=True, color="r")
-    assert ax.get_xlabel() == "time step"
-    ax = plot.rate_heatmap({k: s["output"][k] for k in ("sn", "odd", "rank1")}, bins=30)
-    assert ax.images[0].get_array().shape == (3, 30)
-    ax = plot.rate_heatmap([s["output"]["sn"]], over="time")
-    assert ax.images[0].get_array().shape == (1, run["steps"] * 4)
-    ax = plot.rate_heatmap(s["output"]["sn"], slice(10, 20))  # one layer
-    assert ax.images[0].get_array().shape == (1, 10) and ax.get_yticklabels()[0].get_text() == "sn"
-    ax = plot.membrane_traces(s["v"]["sn"], [0, 7], slice(0, 30), threshold=1.0)
-    assert len(ax.lines) == 3
-    ax = plot.membrane_traces(s["v"]["sn"], [(0, 7)], time_axis=True)
-    assert len(ax.lines[0].get_xdata()) == run["steps"] * 4
-    fig, axes = plt.subplots(1, 2)
-    ax = plot.gradient_norms({"norm": s["output"]["norm"], "gaps": s["output"]["gaps"]}, ax=axes[0])
-    assert ax.figure is fig and len(ax.lines) == 2
-    want = torch.stack(run["rec"]["norm"]).numpy()
-    np.testing.assert_allclose(ax.lines[0].get_ydata(), want, rtol=1e-6)
-    gaps = ax.lines[1].get_ydata()
-    for i, r in enumerate(run["rec"]["gaps"]):
-        if r is None:
-            assert gaps[i] == 0 or np.isnan(gaps[i])
-        else:
-            assert math.isclose(gaps[i], float(r.double().norm()), rel_tol=1e-6)
-
-
-# -------------------------------------------------------------------- ranked stores
-def _ranked_store(root: Path, steps: dict[int, int]) -> None:
-    """A ranked store as the ranks of a job write it: one store per rank in
-    ``root/rank<r>``, and the ranked root metadata."""
-    from spikestore.format import rank_key, ranked_root_attrs
-
-    for r, n in steps.items():
-        g = torch.Generator().manual_seed(100 + r)
-        with spikestore.StoreWriter(root / rank_key(r)) as w:
-            for _ in range(n):
-                w.append("output", "sn", (torch.rand(4, 3, 10, generator=g) < 0.3).float())
-                w.append("output", "ms", (torch.rand(3, 2, 4, generator=g) < 0.4).float(),
-                         time_axis=0)
-                w.append("v", "sn", torch.randn(2, 5, generator=g))
-    zarr.create_group(
-        store=LocalStore(root),
-        attributes=ranked_root_attrs("spikestore tests", max(steps) + 1, sorted(steps)),
-        zarr_format=3,
-    )
-
-
-@pytest.fixture(scope="module")
-def ranked(tmp_path_factory: pytest.TempPathFactory) -> spikestore.reader.RankedStoreReader:
-    root = tmp_path_factory.mktemp("ranked") / "ddp.spikes"
-    _ranked_store(root, {0: 30, 1: 25})
-    return spikestore.open(root)
 
 
 def test_ranked_layers_have_a_leading_rank_axis(ranked) -> None:  # type: ignore[no-untyped-def]

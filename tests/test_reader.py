@@ -528,3 +528,49 @@ def test_share_runs_every_job_and_raises_the_first_error(monkeypatch: pytest.Mon
 
     with pytest.raises(ValueError, match="job 5"):
         reader._share(boom, range(40))
+
+
+def test_neuron_errors_name_the_layer_shape_and_range(tmp_path):
+    """Item 8 of issue 11: raw numpy messages ("invalid entry in coordinates array",
+    "parameter multi_index must be a sequence of length 3") became errors naming the
+    layer, the record shape (and its dims) and the valid range."""
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:
+        for _ in range(3):
+            w.append("v", "sn", torch.rand(2, 3), dims=("batch", "neuron"))
+    layer = spikestore.open(path)["v"]["sn"]
+    shape = r"records of shape \[2, 3\] \(batch, neuron\)"
+    three = rf"layer 'sn': neuron \(0, 0, 99\) has 3 indices; {shape}"
+    with pytest.raises(IndexError, match=three):
+        layer.neuron((0, 0, 99))
+    axis = rf"index 9 on axis 1 \(neuron\) is out of range 0..2 for {shape}"
+    with pytest.raises(IndexError, match=axis):
+        layer.neuron((0, 9))
+    with pytest.raises(IndexError, match=r"neuron 6 is out of range .* flat index is from 0 to 5"):
+        layer.neuron(6)
+    with pytest.raises(TypeError, match="a neuron is an int or a tuple of ints"):
+        layer.neuron(1.5)
+    assert torch.equal(layer.neuron((-1, -1)), layer.neuron(5))
+
+
+def test_neuron_over_steps_that_recorded_a_number_first(tmp_path):
+    """SpikingJelly's v is the float 0.0 before a neuron's first step: neuron() gives that
+    number for every element there, in the promoted dtype (it failed with "Index put
+    requires the source and destination dtypes match"); None steps are named."""
+    path = tmp_path / "s"
+    recs = [torch.rand(2, 3) for _ in range(3)]
+    with spikestore.StoreWriter(path) as w:
+        w.append("v", "sn", 0.0)
+        for r in recs:
+            w.append("v", "sn", r)
+        w.append("v", "sn", None)
+        w.append("pair", "lif", (torch.ones(2), torch.arange(2.0)))
+    layer = spikestore.open(path)["v"]["sn"]
+    got = layer.neuron(4, steps=slice(0, 4))
+    assert got.dtype == torch.float64
+    assert got.tolist() == [0.0] + [float(r.flatten()[4]) for r in recs]
+    assert layer.neuron(4, steps=slice(1, 4)).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"layer 'sn' recorded None at step\(s\) \[4\]"):
+        layer.neuron(0)
+    pair = spikestore.open(path)["pair"]["lif"]
+    assert pair.neuron(1, field=1).tolist() == [1.0] and pair.neuron(1, field="0").tolist() == [1.0]
