@@ -33,6 +33,11 @@ __all__ = ["run", "DemoNet", "LIF", "moving_bars"]
 T = 6
 BATCH = 8
 CLASSES = 8
+#: Training iterations the demo marks as one epoch (its data is generated afresh each
+#: iteration and has no epochs of its own; the mark shows how marks look in a store).
+EPOCH = 50
+#: The nominal duration of one LIF time step.
+DT_MS = 1.0
 
 
 class _SpikeFn(torch.autograd.Function):
@@ -82,6 +87,10 @@ class LIF(nn.Module):
 
 class _SeqConv(nn.Module):
     """Conv-BN-pool applied to every time step at once (``[T, B, ...]`` in and out)."""
+
+    #: Multi-step like :class:`LIF`: monitors record its tensors with time first
+    #: (``time_axis=0``, dims ``time, batch, channel, y, x``), not as batch-first.
+    step_mode = "m"
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
@@ -180,7 +189,9 @@ def run(
     ``output`` (spikes of every LIF layer, every step), ``v_seq`` (membrane
     potentials) and ``input`` (input currents) of every LIF layer every 5th
     step, ``grad_output`` of every LIF layer every 5th step, and ``grad_input``
-    of the first conv block every 5th step.
+    of the first conv block every 5th step. The store describes the run: its
+    ``attrs`` (network, sizes, optimizer, seed), ``dt`` (:data:`DT_MS` ms per time
+    step) and an ``epoch`` mark every :data:`EPOCH` iterations.
 
     Returns
     -------
@@ -198,7 +209,18 @@ def run(
     net = DemoNet()
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     t0 = time.perf_counter()
-    writer = StoreWriter(path, mode, overwrite=overwrite)
+    attrs = {
+        "network": "DemoNet",
+        "time_steps": T,
+        "batch": BATCH,
+        "classes": CLASSES,
+        "optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9},
+        "seed": seed,
+        "steps": steps,
+    }
+    writer = StoreWriter(
+        path, mode, overwrite=overwrite, attrs={"demo": attrs}, dt=DT_MS, time_unit="ms"
+    )
     monitors = [
         OutputMonitor(net, LIF, store=writer),
         AttributeMonitor("v_seq", False, net, LIF, store=writer, every=5),
@@ -210,7 +232,9 @@ def run(
     loss = torch.tensor(float("nan"))
     try:
         t1 = time.perf_counter()
-        for _ in range(steps):
+        for i in range(steps):
+            if i % EPOCH == 0:
+                writer.mark(epoch=i // EPOCH)
             x, y = moving_bars(BATCH, generator=gen)
             x.requires_grad_(True)  # so the first block has an input gradient to record
             out = net(x)

@@ -563,8 +563,73 @@ def _field_names_of(path: Path, monitor: str, layer: str) -> list[str]:
 
 
 # ------------------------------------------------------------ format 1.5 runs
+def test_info_shows_the_run_its_marks_and_each_layers_dims_and_units_in_call_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s"
+    g = torch.Generator().manual_seed(2)
+    attrs = {"model": "vgg", "lr": 0.1, "tags": ["a", "b"]}
+    with spikestore.StoreWriter(path, attrs=attrs, dt=1.0, time_unit="ms") as w:
+        for step in range(6):
+            if step % 2 == 0:
+                w.mark(epoch=step // 2)
+            if step == 3:
+                w.mark(phase="eval")
+            # Recorded in call order "z" then "a": not alphabetical.
+            w.append(
+                "output",
+                "z",
+                (torch.rand(4, 2, 3, 5, 5, generator=g) < 0.1).float(),
+                time_axis=0,
+                dims=("time", "batch", "channel", "y", "x"),
+            )
+            w.append("output", "a", torch.randn(2, 7, generator=g), units="mV")
+    assert main(["info", "--json", str(path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["run"] == {
+        "attrs": attrs,
+        "dt": 1.0,
+        "time_unit": "ms",
+        "marks": {"count": 4, "keys": {"epoch": 3, "phase": 1}},
+    }
+    layers = [(r["layer"], r["dims"], r["units"]) for r in doc["layers"]]
+    assert layers == [("z", ["time", "batch", "channel", "y", "x"], None), ("a", None, "mV")]
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == 'attrs: {"model": "vgg", "lr": 0.1, "tags": ["a", "b"]}'
+    assert lines[2] == "dt: 1 ms per time step"
+    assert lines[3] == "marks: 4 marks setting epoch (3), phase (1)"
+    head = lines[4].split()
+    assert head[:7] == ["monitor", "layer", "steps", "shape", "dims", "dtype", "encoding"]
+    assert head[7] == "units"
+    z, a = _row_of("\n".join(lines), "output", "z"), _row_of("\n".join(lines), "output", "a")
+    assert [line.split()[1] for line in lines[6:]] == ["z", "a"]
+    assert z[3:8] == ["4x2x3x5x5", "time,batch,channel,y,x", "float32", "bitpack", "-"]
+    assert a[3:8] == ["2x7", "-", "float32", "raw", "mV"]
+
+
 def test_info_on_an_older_store_prints_no_run_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(FIXTURES / "store_v1.0")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:3] == ["monitor", "layer", "steps"]
     assert "dims" not in lines[1] and "units" not in lines[1]
+
+
+def test_demo_describes_its_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spikestore import demo
+
+    path = tmp_path / "d"
+    assert _demo(path, "--seed", "3") == 0
+    out = capsys.readouterr().out
+    store = spikestore.open(path)
+    assert store.attrs["demo"]["seed"] == 3 and store.attrs["demo"]["time_steps"] == demo.T
+    assert (store.dt, store.time_unit) == (demo.DT_MS, "ms")
+    assert list(store["output"]["sn1"].marks()["epoch"]) == [0]
+    five = ("time", "batch", "channel", "y", "x")
+    assert store["grad_input"]["block1"].dims == five  # a multi-step conv block
+    assert store["v_seq"]["sn1"].dims == five and store["output"]["sn3"].dims == (
+        "time",
+        "batch",
+        "neuron",
+    )
+    assert "dt: 1 ms per time step" in out and "marks: 1 mark setting epoch (1)" in out
