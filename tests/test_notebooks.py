@@ -26,6 +26,7 @@ NEEDS = {
     "01_quickstart": ["spikingjelly.activation_based", "xarray", "dask.array", "matplotlib"],
     "02_long_simulation": ["matplotlib"],
     "03_gradients": ["spikingjelly.activation_based", "matplotlib"],
+    "04_neuroscience": ["matplotlib", "pandas", "xarray", "neo", "elephant", "quantities", "pynwb"],
 }
 
 
