@@ -27,6 +27,7 @@ too). See :class:`BaseMonitor` for what happens to a temporary store.
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import os
 import re
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from .reader import LayerReader, StoreReader, step_indices
@@ -95,6 +97,34 @@ def default_dims(ndim: int, time_axis: int | None) -> tuple[str, ...] | None:
         return None
     rest = _FEATURE_DIMS.get(ndim - len(lead))
     return None if rest is None or ndim < 2 else lead + rest
+
+
+def _recent_copy(value: Any, limit: int) -> tuple[Any, int] | None:
+    """A copy of ``value`` as the reader would give it back (CPU tensors, Python numbers,
+    None, a flat tuple or list of those) and its bytes; None if it is larger than
+    ``limit`` or of another kind (the reader then decodes it from the store)."""
+    if isinstance(value, (tuple, list)) and type(value) in (tuple, list):
+        if not value:
+            return None
+        parts = [_recent_copy(v, limit) for v in value]
+        nested = any(isinstance(v, (tuple, list)) for v in value)
+        if nested or any(p is None for p in parts):
+            return None
+        got = [p for p in parts if p is not None]
+        n = sum(p[1] for p in got)
+        if n > limit:
+            return None
+        return type(value)(p[0] for p in got), n
+    if value is None:
+        return None, 0
+    if type(value) in (bool, int, float):
+        return value, 8
+    if isinstance(value, torch.Tensor):
+        n = value.numel() * value.element_size()
+        if n > limit or value.layout != torch.strided or value.is_nested:
+            return None
+        return value.detach().to("cpu", copy=True), n
+    return None
 
 
 def _unpack_len1_tuple(x: Any) -> Any:
@@ -199,8 +229,10 @@ class Records(Sequence[Any]):
     ``__torch_function__``), ``m.records + other_list`` and ``other_list + m.records``
     (a list).
 
-    Memory: it is not a ``list``, and holds no tensor. Indexing holds the records
-    asked for; iteration about 256 records at a time. A ``torch`` function and ``+``
+    Memory: it is not a ``list``; the monitor keeps copies of its latest small records
+    only (:attr:`BaseMonitor.recent_bytes`, 1 MiB), which are read back without a commit
+    or decoding. Indexing holds the records asked for; iteration about 256 records at a
+    time. A ``torch`` function and ``+``
     need every record at once: they decode all of them into a list (as large
     as SpikingJelly's own ``records``); ``+`` returns it, a ``torch`` function drops
     it when it returns, so ``torch.cat`` peaks at about twice the records' size. For a long run,
@@ -229,9 +261,20 @@ class Records(Sequence[Any]):
         lids = np.frombuffer(m._order[lo:hi], dtype=np.int32)[idx - lo]
         steps = np.frombuffer(m._steps[lo:hi], dtype=np.int64)[idx - lo]
         out: list[Any] = [None] * idx.size
+        recent = m._recent
         for lid in np.unique(lids):
             pos = np.nonzero(lids == lid)[0]
-            vals = m._layer_reader(int(lid)).records(steps[pos])
+            lid = int(lid)
+            if recent:
+                hits = [(lid, int(steps[p])) in recent for p in pos]
+                for p, hit in zip(pos.tolist(), hits, strict=True):
+                    if hit:
+                        out[p] = recent[(lid, int(steps[p]))][0]
+                pos = pos[~np.asarray(hits, dtype=bool)]
+                if not pos.size:
+                    continue
+            need = int(steps[pos].max()) + 1
+            vals = m._layer_reader(lid, need).records(steps[pos])
             for p, v in zip(pos.tolist(), vals, strict=True):
                 out[p] = v
         return out
@@ -335,6 +378,13 @@ class BaseMonitor:
     """
 
     _default_name = "records"
+    #: Bytes of the latest records a monitor keeps copies of (records of at most a
+    #: quarter of it each: tensors, numbers, None, flat tuples and lists), so that
+    #: reading them back (``records[-1]``, ``torch.cat(m.records)`` at every step, as
+    #: SpikingJelly's examples do) needs no commit and no decoding. Other records are
+    #: read from the store, after a commit if they are not committed yet. Set it on
+    #: the monitor (``mon.recent_bytes = 0`` keeps nothing).
+    recent_bytes: int = 1 << 20
 
     def __init__(
         self,
@@ -372,8 +422,7 @@ class BaseMonitor:
         # Per record: its layer id and its step in that layer's arrays.
         self._order = array("i")
         self._steps = array("q")
-        # Per layer id: the first step still visible (after a clear), calls seen.
-        self._first: list[int] = []
+        # Per layer id: calls seen.
         self._calls: list[int] = []
         self._time_axis: list[int | None] = []
         self._auto_dims: list[bool] = []  # per layer: dims follow the module's convention
@@ -382,6 +431,12 @@ class BaseMonitor:
         self._layer_readers: dict[int, LayerReader] = {}
         self._seen = 0  # records appended when the reader was last refreshed
         self._appended = 0
+        # Copies of the latest small records, by (layer id, step): read back without
+        # a commit (see recent_bytes).
+        self._recent: collections.OrderedDict[tuple[int, int], tuple[Any, int]] = (
+            collections.OrderedDict()
+        )
+        self._recent_nbytes = 0
         # Held only by the hooks (see _attach).
         self._holder: Callable[[], _Holder | None] = _dead
         self._net_finalizer: weakref.finalize | None = None
@@ -433,7 +488,6 @@ class BaseMonitor:
         for n, m in modules:
             self._lids[n] = len(self.monitored_layers)
             self.monitored_layers.append(n)
-            self._first.append(self._writer.steps(self.name, n))
             self._calls.append(0)
             # Multi-step modules take and give [T, B, ...]: the writer then packs spikes
             # with T last (each neuron's series contiguous: several times smaller on
@@ -532,9 +586,30 @@ class BaseMonitor:
         self._order.append(lid)
         self._steps.append(step)
         self._appended += 1
+        if self.recent_bytes > 0:
+            self._remember(lid, step, value)
+
+    def _remember(self, lid: int, step: int, value: Any) -> None:
+        """Keep a CPU copy of a small record (as the reader would return it), dropping
+        the oldest copies beyond :attr:`recent_bytes`."""
+        copy = _recent_copy(value, self.recent_bytes // 4)
+        if copy is None:
+            return
+        value, nbytes = copy
+        recent = self._recent
+        recent[(lid, step)] = (value, nbytes)
+        self._recent_nbytes += nbytes
+        while self._recent_nbytes > self.recent_bytes and recent:
+            _, (_, n) = recent.popitem(last=False)
+            self._recent_nbytes -= n
 
     # --------------------------------------------------------------- reading
-    def _layer_reader(self, lid: int) -> LayerReader:
+    def _layer_reader(self, lid: int, need: int | None = None) -> LayerReader:
+        """The layer's reader, committing and refreshing first if records were taken
+        since (unless its reader already holds ``need`` steps)."""
+        lr = self._layer_readers.get(lid)
+        if lr is not None and need is not None and len(lr) >= need:
+            return lr
         if self._appended != self._seen or self._reader is None:
             w = self._writer
             if not w.closed and w.owned:
@@ -572,25 +647,19 @@ class BaseMonitor:
             lid = self._lids.get(i)
             if lid is None:
                 raise KeyError(f"{i!r} is not monitored; monitored_layers: {self.monitored_layers}")
-            first = self._first[lid]
-            count = self._count(lid)
-            if count == 0:
+            if not self._order:
                 return []
-            return self._layer_reader(lid).records(slice(first, first + count))
+            pos = np.nonzero(np.frombuffer(self._order[:], dtype=np.int32) == lid)[0]
+            return self.records._take(pos)
         raise ValueError(i)
-
-    def _count(self, lid: int) -> int:
-        if not self._order:
-            return 0
-        return int(np.count_nonzero(np.frombuffer(self._order[:], dtype=np.int32) == lid))
 
     # ------------------------------------------------------------- controls
     def clear_recorded_data(self) -> None:
         """Forget the records so far (they stay on disk; see the class notes)."""
         self._order = array("i")
         self._steps = array("q")
-        for lid, n in enumerate(self.monitored_layers):
-            self._first[lid] = self._writer.steps(self.name, n)
+        self._recent.clear()
+        self._recent_nbytes = 0
 
     def enable(self) -> None:
         self._enable = True

@@ -634,6 +634,7 @@ def test_many_small_records_are_decoded_in_batches(tmp_path, monkeypatch):
 
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
     mon = OutputMonitor(net, nn.ReLU, lambda x: (x > 0.2).float(), store=tmp_path / "s")
+    mon.recent_bytes = 0  # every record from the store (see the next test for the copies)
     for i in range(600):
         net(torch.full((1, 4), (i % 7) / 7.0))
     mon.flush()
@@ -652,3 +653,38 @@ def test_many_small_records_are_decoded_in_batches(tmp_path, monkeypatch):
     assert torch.equal(torch.stack(list(mon.records)).squeeze(1), all_at_once)
     assert len(chunk_reads()) <= 3 * 8  # iteration: about 256 records a batch
     mon.close()
+
+
+def test_recent_records_read_back_without_a_commit(tmp_path, monkeypatch):
+    """SpikingJelly's spiking_dqn_state example runs torch.cat(monitor.records, 0) at every
+    step: the latest small records come from the monitor's copies (no flush, no decoding),
+    older ones from the store, and both are what was recorded."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+    mon = OutputMonitor(net, nn.ReLU, store=tmp_path / "s")
+    mon.recent_bytes = 40 * 32  # 40 records of [1, 8] float32
+    flushes = []
+    real_flush = mon.writer.flush
+    monkeypatch.setattr(mon.writer, "flush", lambda: (flushes.append(1), real_flush())[1])
+    outs = []
+    for i in range(100):
+        outs.append(net(torch.full((1, 4), i / 100.0)).detach().clone())
+        got = torch.cat(mon.records[-10:], 0)  # the latest records: copies
+        assert torch.equal(got, torch.cat(outs[-10:], 0))
+    assert flushes == []
+    everything = torch.cat(mon.records, 0)  # older records need a commit first
+    assert torch.equal(everything, torch.cat(outs, 0)) and len(flushes) == 1
+    assert torch.equal(torch.cat(mon["1"], 0), everything) and len(flushes) == 1
+    assert mon._recent_nbytes <= mon.recent_bytes
+    mon.clear_recorded_data()
+    assert len(mon.records) == 0 and not mon._recent
+    mon.close()
+
+
+def test_recent_copies_skip_large_and_nested_records(tmp_path):
+    big = torch.ones(1 << 17)  # 512 KiB: over a quarter of the default budget
+    ident = nn.Identity()
+    with OutputMonitor(ident, store=tmp_path / "t") as mon:
+        ident(big)
+        ident(torch.ones(3))
+        assert list(mon._recent) == [(0, 1)]
+        assert torch.equal(mon.records[0], big) and torch.equal(mon.records[1], torch.ones(3))
