@@ -46,6 +46,7 @@ the writer, before that thread starts or for layers it has not seen.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -477,8 +478,11 @@ class Sink:
     _buffered: int = 0
     #: Layer writes so far (the worker returns freed memory to the system after them).
     writes: int = 0
-    #: A run description (attributes, marks) not yet written (see :meth:`set_run`).
+    #: The run description (attributes, dt, marks; see :meth:`change_run`), and whether
+    #: it changed since it was last written.
     run: dict[str, Any] | None = None
+    run_dirty: bool = False
+    _run_since: float | None = None  # when run_dirty was set
     #: The layer being written and the last step of the write (for :meth:`lost`).
     _writing: tuple[LayerWriter, int] | None = None
     #: ``(layer, step, append time)`` of the records not yet committed (and of some that
@@ -500,7 +504,11 @@ class Sink:
         order = self._order
         while order and order[0][1] < order[0][0].done:
             order.popleft()
-        return order[0][2] if order else None
+        first = order[0][2] if order else None
+        if self.run_dirty and self._run_since is not None:
+            # A changed run description waits for a commit like a record.
+            return self._run_since if first is None else min(first, self._run_since)
+        return first
 
     def close(self) -> None:
         """Stop the encoder's threads (the writer thread's last act)."""
@@ -642,26 +650,38 @@ class Sink:
     def write_all(self, aligned: bool = False, commit: bool = True) -> None:
         for lay in list(self.layers.values()):
             self.write_layer(lay, aligned, commit)
-        if commit and self.run is not None:
+        if commit and self.run_dirty:
             self.write_run()
 
-    def set_run(self, run: dict[str, Any]) -> None:
-        """Take a new run description (``RUN_KEY``): written now if no record waits for
-        a commit, else with the next commit (marks name steps that should be
-        committed first)."""
-        self.run = run
-        if self.oldest is None:
-            self.write_run()
+    def change_run(self, attrs: dict[str, Any] | None = None, mark: Any = None) -> None:
+        """Apply a change to the run description (``RUN_KEY``): new ``attrs``, or a
+        mark ``(new marked layers, {"values": ..., "at": ...})``. Written with the next
+        commit, which the change makes due within the flush interval as a record would
+        (written at once, a mark per step would rewrite the growing description at
+        every step)."""
+        if self.run is None:
+            raise RuntimeError("internal error: the run description was not set")
+        if attrs:
+            self.run["attrs"].update(attrs)
+        if mark is not None:
+            layers, entry = mark
+            self.run["marks"]["layers"].extend(layers)
+            self.run["marks"]["marks"].append(entry)
+        if not self.run_dirty:
+            self.run_dirty = True
+            self._run_since = time.monotonic()
 
     def write_run(self) -> None:
-        """Write the run description into the root's attributes (one atomic write)."""
-        run, self.run = self.run, None
-        if run is None:
+        """Write the run description into the root's attributes (one atomic write of
+        the root's ``zarr.json``; its size grows with the marks, one write a commit)."""
+        if self.run is None or not self.run_dirty:
             return
         self.doing = "the run's attributes and marks"
         if self.fence is not None:
             self.fence()
-        self.root.attrs.update({RUN_KEY: run})
+        self.root.attrs.update({RUN_KEY: self.run})
+        self.run_dirty = False
+        self._run_since = None
 
     def seal_all(self) -> None:
         for lay in self.layers.values():

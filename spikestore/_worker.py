@@ -346,13 +346,19 @@ class Worker:
         return oldest is not None and time.monotonic() - oldest >= self.flush_interval
 
     def _drain(self) -> Any:
-        """Take the records already queued (up to 4x the buffer bound); return the first
-        other item met, to be handled next."""
+        """Take the records already queued (up to 4x the buffer bound), and run the posts
+        among them; return the first other item met, to be handled next."""
         while self._sink.buffered_bytes < 4 * self.max_buffer_bytes:
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:
                 return None
+            if isinstance(nxt, _Post):
+                # Marks and attributes change only what the next commit writes: a mark
+                # per step must not cut the drain (and the commit) into steps.
+                if self._error is None:
+                    nxt.fn()
+                continue
             if not isinstance(nxt, Item):
                 return nxt
             self._taken(nxt)

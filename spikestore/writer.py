@@ -198,6 +198,8 @@ def _open_run(
 ) -> dict[str, Any]:
     """The run description: the store's (appending) with this writer's changes."""
     run = check_run_attrs(dict(root.attrs), where)
+    if dt is not None and time_unit is None:
+        time_unit = run["time_unit"] or "s"
     for name, new in (("dt", dt), ("time_unit", time_unit)):
         old = run[name]
         if new is not None and old is not None and new != old:
@@ -314,6 +316,15 @@ class StoreWriter:
         ``fsync`` every file written (then its directory) before the commit that
         points to it, so a committed step survives power loss, not only a killed
         process; costs a few ms a commit (``benchmarks/bench_durable.py``).
+    attrs : dict, optional
+        The run's attributes (hyperparameters, a description: JSON values), kept in
+        the store (``spikestore.open(path).attrs``); :meth:`set_attrs` adds more.
+        Appending merges them into the stored ones.
+    dt, time_unit : float, str, optional
+        The duration of one time step (of one step for single-step layers, of one
+        element along the time axis for multi-step ones) and its unit (default
+        ``"s"``): analysis and exports then give times in that unit by default.
+        Appending with another ``dt`` or unit is refused (ValueError).
 
     Notes
     -----
@@ -506,6 +517,13 @@ class StoreWriter:
             self._registry = Registry(lambda m, lay: load_layer(root, m, lay, where))
             # The writer thread's; used only via calls.
             self._sink = Sink(root, opts, where, fence=self._storage.check_fence)
+            # The writer thread's copy of the run description from now on (the marks'
+            # list only there); this thread keeps what it needs to make marks.
+            self._sink.run = json.loads(json.dumps(self._run))
+            self._sink.run_dirty = bool(attrs) or dt is not None or time_unit is not None
+            self._sink.write_run()  # before the writer thread starts, which owns it after
+            self._mark_layers: list[list[str]] = self._run["marks"]["layers"]
+            del self._run["marks"]
             self._worker = Worker(
                 self._sink,
                 where,
@@ -520,8 +538,6 @@ class StoreWriter:
         self._run_lock = threading.Lock()  # guards self._run (any caller thread)
         self._marked_layers: dict[tuple[str, str], int] | None = None  # under _run_lock
         self._stored_steps: dict[tuple[str, str], int] = {}  # under _run_lock
-        if attrs or dt is not None or time_unit is not None:
-            self._post_run()
         self._finalizer = weakref.finalize(self, _shutdown, self._worker, self._storage)
         # At exit the writers are closed by _close_at_exit, before Zarr stops its loop.
         self._finalizer.atexit = False
@@ -788,14 +804,15 @@ class StoreWriter:
     def set_attrs(self, **attrs: Any) -> None:
         """Add or replace run attributes (hyperparameters, a description, ...): any
         JSON values. Readers get them as ``spikestore.open(path).attrs``; written
-        with the next commit, and at once if nothing waits for one."""
+        with the next commit (within ``flush_interval``, or at :meth:`flush`)."""
         if not self._active:
             return
         self._check_usable()
         new = _json_object(attrs, "attrs")
         with self._run_lock:
             self._run["attrs"].update(new)
-            self._post_run()
+            sink = self._sink
+            self._worker.post(lambda: sink.change_run(attrs=new))
 
     def mark(self, **values: Any) -> None:
         """Mark every later step of every layer with ``values`` (until a later mark
@@ -807,7 +824,8 @@ class StoreWriter:
         a reopen with ``mode="a"`` until a new mark. ``LayerReader.marks()`` gives
         the values per step and ``spikestore.analysis.to_xarray`` makes them
         coordinates (``da.groupby("epoch")``). Cheap enough for every step: marks are
-        written with the next commit (about ``len(layers)`` integers a mark).
+        written with the next commit (within ``flush_interval``; about ``len(layers)``
+        integers a mark), and a mark costs the caller no wait.
         """
         if not self._active:
             return
@@ -826,22 +844,23 @@ class StoreWriter:
                 raise ValueError(f"mark {k}={v!r}: a mark's value must be finite")
             clean[k] = v
         with self._run_lock:
-            marks = self._run["marks"]
+            layers = self._mark_layers
+            before = len(layers)
             known = self._marked_layers
             if known is None:
                 # Layers of the store before this writer (mode="a") are marked too.
                 known = self._marked_layers = {
-                    tuple(lay): i for i, lay in enumerate(marks["layers"])  # type: ignore[misc]
+                    (lay[0], lay[1]): i for i, lay in enumerate(layers)
                 }
                 for key in self._worker_call_list_layers():
                     if key not in known:
-                        known[key] = len(marks["layers"])
-                        marks["layers"].append(list(key))
+                        known[key] = len(layers)
+                        layers.append(list(key))
             for key in self._registry.keys():
                 if key not in known:
-                    known[key] = len(marks["layers"])
-                    marks["layers"].append(list(key))
-            at = [0] * len(marks["layers"])
+                    known[key] = len(layers)
+                    layers.append(list(key))
+            at = [0] * len(layers)
             stored = self._stored_steps
             for key, i in known.items():
                 n = self._registry.known_steps(*key)
@@ -852,8 +871,9 @@ class StoreWriter:
                 at[i] = n
             while at and at[-1] == 0:
                 at.pop()  # a layer past the end of "at" is marked from its step 0
-            marks["marks"].append({"values": clean, "at": at})
-            self._post_run()
+            change = ([list(k) for k in layers[before:]], {"values": clean, "at": at})
+            sink = self._sink
+            self._worker.post(lambda: sink.change_run(mark=change))
 
     def _worker_call_list_layers(self) -> list[tuple[str, str]]:
         """The layers already in the store (read on the writer thread, which owns the
@@ -862,13 +882,6 @@ class StoreWriter:
         root, where = self._root, self.where
         self._worker.call(lambda: out.extend(list_layers(root, where)))
         return out
-
-    def _post_run(self) -> None:
-        """Hand a copy of the run description to the writer thread (caller holds
-        ``_run_lock`` or is the constructor)."""
-        snapshot = json.loads(json.dumps(self._run))
-        sink = self._sink
-        self._worker.post(lambda: sink.set_run(snapshot))
 
     def flush(self) -> None:
         """Block until every record appended so far is committed to disk."""
