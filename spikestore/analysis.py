@@ -148,6 +148,7 @@ __all__ = [
     "spike_counts",
     "raster",
     "spike_trains",
+    "store_dt",
     "traces",
     "to_numpy",
     "to_dask",
@@ -1059,11 +1060,22 @@ def raster(
     return sel[s] * lay.t_len + t, lay.ids[j]
 
 
+def store_dt(layer: Any) -> float | None:
+    """The ``dt`` the layer's store recorded (``StoreWriter(dt=...)``, format 1.5;
+    in ``layer.store.time_unit``), or None."""
+    store = getattr(layer, "store", None)
+    if store is None:  # a ranked layer: its ranks' stores
+        mon = getattr(layer, "_monitor", None)
+        store = getattr(mon, "store", None)
+    dt = getattr(store, "dt", None)
+    return float(dt) if isinstance(dt, (int, float)) and not isinstance(dt, bool) else None
+
+
 def spike_trains(
     layer: Any,
     steps: Any = None,
     *,
-    dt: float = 1.0,
+    dt: float | None = None,
     neurons: Any = None,
     field: int | str | None = None,
     time_axis: int | bool | None = None,
@@ -1087,8 +1099,9 @@ def spike_trains(
     ``s`` is the step number in the store (not the position in ``steps``), so a
     window's times are those of the whole recording. ``dt`` is the duration of one
     simulation time step (a whole step for single-step records, one ``t`` for
-    multi-step ones); times are in ``dt``'s unit, or in steps with the default
-    ``dt=1.0``. An event is any nonzero element (a value of 2 is one spike, not two);
+    multi-step ones); times are in ``dt``'s unit. By default (``dt=None``) the store's
+    own ``dt`` (``StoreWriter(dt=...)``, in ``store.time_unit``), else 1.0: times in
+    time steps. An event is any nonzero element (a value of 2 is one spike, not two);
     steps that recorded ``None`` have no spikes. Over steps of several batch sizes,
     neurons are numbered in the largest batch's shape and a neuron has spikes only
     at steps where it exists (see "Mixed shapes").
@@ -1135,6 +1148,8 @@ def spike_trains(
             stack=False,
         )
     field = 0 if field is None else field
+    if dt is None:
+        dt = store_dt(layer) or 1.0
     sel = step_selection(layer, steps)
     lay = _layout(layer, _field(layer, field), sel, neurons, time_axis)
     t_len, ids = lay.t_len, lay.ids

@@ -386,7 +386,10 @@ def _parser() -> argparse.ArgumentParser:
     p_export.add_argument("path", help="the store")
     p_export.add_argument("out", help="the .nwb file to write")
     p_export.add_argument(
-        "--dt", type=_positive_float, default=1e-3, help="seconds per time step (default 0.001)"
+        "--dt",
+        type=_positive_float,
+        default=None,
+        help="seconds per time step (default: the store's dt, else 0.001)",
     )
     p_export.add_argument("--description", default=None, help="NWB session description")
     p_export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

@@ -88,8 +88,8 @@ def to_neo(
     layer: Any,
     steps: Any = None,
     *,
-    dt: float = 1.0,
-    units: str = "ms",
+    dt: float | None = None,
+    units: str | None = None,
     neurons: Any = None,
     field: int | None = None,
     time_axis: int | bool | None = None,
@@ -104,12 +104,14 @@ def to_neo(
         ``store[monitor][layer]`` (one rank of a ranked store: ``layer.layer(r)``).
     steps, neurons, field, time_axis
         As in :func:`spikestore.analysis.spike_trains` (default: every step and neuron).
-    dt : float
+    dt : float, optional
         Duration of one time step in ``units`` (one step of single-step records, one
         ``t`` of multi-step ones): a spike at step ``s`` is at ``s * dt``
-        (``(s * T + t) * dt`` for multi-step records).
-    units : str
+        (``(s * T + t) * dt`` for multi-step records). Default: the store's ``dt``
+        (``StoreWriter(dt=...)``) in its ``time_unit``, else 1 ms.
+    units : str, optional
         The trains' time unit, any unit ``quantities`` knows ("ms", "s", ...).
+        Default: the store's ``time_unit`` when ``dt`` comes from the store, else "ms".
     t_start, t_stop : float, optional
         In ``units``. Default: the start of the first step selected and the end of
         the last (``min(steps) * T * dt`` and ``(max(steps) + 1) * T * dt``).
@@ -132,6 +134,12 @@ def to_neo(
             f"layer {layer.name!r} is a layer of a ranked store: export one rank, "
             "to_neo(layer.layer(r), ...)"
         )
+    if dt is None:
+        dt = analysis.store_dt(layer)
+        if dt is not None and units is None:
+            units = getattr(layer.store, "time_unit", None) or "s"
+        dt = 1.0 if dt is None else dt
+    units = units or "ms"
     sel, t_len, rest, ids = _layout(layer, steps, neurons, field, time_axis)
     trains = analysis.spike_trains(layer, sel, dt=dt, neurons=ids, field=field, time_axis=time_axis)
     if t_start is None:
@@ -318,11 +326,29 @@ def _nwb_name(*parts: str) -> str:
     return ".".join(parts).replace("/", ":")
 
 
+#: Seconds per unit, for a store's ``time_unit``.
+_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def _store_seconds(store: Any) -> float:
+    """The store's ``dt`` in seconds (1 ms when it recorded none)."""
+    dt = getattr(store, "dt", None)
+    if dt is None:
+        return 1e-3
+    unit = getattr(store, "time_unit", None) or "s"
+    if unit not in _SECONDS:
+        raise ValueError(
+            f"the store's dt is {dt} {unit!r}, a unit spikestore cannot convert to "
+            "seconds; pass dt= in seconds"
+        )
+    return float(dt) * _SECONDS[unit]
+
+
 def to_nwb(
     store_or_path: Any,
     out_path: str | os.PathLike[str],
     *,
-    dt: float = 1e-3,
+    dt: float | None = None,
     session_description: str | None = None,
     identifier: str | None = None,
     session_start_time: datetime | None = None,
@@ -337,9 +363,11 @@ def to_nwb(
         The store (a path, a URL, or a reader from :func:`spikestore.open`).
     out_path : str or PathLike
         The ``.nwb`` file to write.
-    dt : float
-        Duration of one time step **in seconds** (NWB's time unit; default 1 ms):
-        one step of single-step records, one ``t`` of multi-step ones.
+    dt : float, optional
+        Duration of one time step **in seconds** (NWB's time unit): one step of
+        single-step records, one ``t`` of multi-step ones. Default: the store's
+        ``dt`` (``StoreWriter(dt=..., time_unit=...)``, converted from "s", "ms",
+        "us" or "ns"), else 1 ms.
     session_description : str, optional
         Default: "spikestore store <path>".
     identifier : str, optional
@@ -386,6 +414,8 @@ def to_nwb(
     out_path = os.fspath(out_path)
     if os.path.exists(out_path) and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
+    if dt is None:
+        dt = _store_seconds(store)
     if not dt > 0:
         raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
     location = str(store.source.location) if store.source is not None else "<zarr store>"
@@ -405,6 +435,9 @@ def to_nwb(
         "format_version": store.meta.get("version"),
         "created_by": store.meta.get("created_by"),
         "dt_seconds": float(dt),
+        # The run's description (format 1.5): the user's attributes and marks.
+        "attrs": getattr(store, "attrs", {}),
+        "marks": getattr(store, "run", {}).get("marks", {}),
         "layers": [],
         "skipped": [],
     }

@@ -13,6 +13,7 @@ import torch
 
 import spikestore
 from spikestore import analysis as A
+from spikestore import export
 
 STEPS = 40
 T = 3
@@ -292,3 +293,35 @@ def test_none_steps_and_tuple_records(tmp_path: Path) -> None:
             sn["spike_times"], _expected_single(np.stack(spikes), 0.01), strict=True
         ):
             np.testing.assert_array_equal(np.asarray(times), exp)
+
+
+def test_times_default_to_the_stores_dt(tmp_path: Path) -> None:
+    """A store that recorded dt (format 1.5) needs no dt= in a fresh process: spike
+    trains, Neo trains and NWB spike times use it, in its unit; without one, times are
+    in steps (spike_trains), ms steps (to_neo) and 1 ms steps (to_nwb) as before."""
+    pynwb = pytest.importorskip("pynwb")
+    pytest.importorskip("neo")
+    x = torch.zeros(6, 3)
+    x[2, 1] = x[5, 1] = 1
+    for name, kw in (("ms", {"dt": 0.5, "time_unit": "ms"}), ("none", {})):
+        with spikestore.StoreWriter(tmp_path / name, attrs={"run": name}, **kw) as w:
+            w.mark(epoch=0)
+            for row in x:
+                w.append("output", "sn", row)
+    layer = spikestore.open(tmp_path / "ms")["output"]["sn"]
+    assert A.spike_trains(layer)[1].tolist() == [1.0, 2.5]  # 0.5 ms a step
+    (st,) = export.to_neo(layer, neurons=[1])
+    assert st.times.magnitude.tolist() == [1.0, 2.5] and str(st.units.dimensionality) == "ms"
+    plain = spikestore.open(tmp_path / "none")["output"]["sn"]
+    assert A.spike_trains(plain)[1].tolist() == [2.0, 5.0]
+    (st,) = export.to_neo(plain, neurons=[1])
+    assert st.times.magnitude.tolist() == [2.0, 5.0] and str(st.units.dimensionality) == "ms"
+    for name, want in (("ms", [1e-3, 2.5e-3]), ("none", [2e-3, 5e-3])):
+        out = export.to_nwb(tmp_path / name, tmp_path / f"{name}.nwb")
+        with pynwb.NWBHDF5IO(out, "r") as io:
+            nwb = io.read()
+            np.testing.assert_allclose(nwb.units["spike_times"][1], want)
+            notes = json.loads(nwb.notes)
+        assert notes["attrs"] == {"run": name} and notes["marks"]["marks"][0]["values"] == {
+            "epoch": 0
+        }
