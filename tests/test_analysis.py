@@ -519,6 +519,34 @@ def test_raw_segments_open_with_plain_xarray_and_dask(run: dict) -> None:
     assert torch.equal(got, run["rec"]["bf"][7])
 
 
+# -------------------------------------------------------------------- ranked stores
+def _ranked_store(root: Path, steps: dict[int, int]) -> None:
+    """A ranked store as the ranks of a job write it: one store per rank in
+    ``root/rank<r>``, and the ranked root metadata."""
+    from spikestore.format import rank_key, ranked_root_attrs
+
+    for r, n in steps.items():
+        g = torch.Generator().manual_seed(100 + r)
+        with spikestore.StoreWriter(root / rank_key(r)) as w:
+            for _ in range(n):
+                w.append("output", "sn", (torch.rand(4, 3, 10, generator=g) < 0.3).float())
+                w.append("output", "ms", (torch.rand(3, 2, 4, generator=g) < 0.4).float(),
+                         time_axis=0)
+                w.append("v", "sn", torch.randn(2, 5, generator=g))
+    zarr.create_group(
+        store=LocalStore(root),
+        attributes=ranked_root_attrs("spikestore tests", max(steps) + 1, sorted(steps)),
+        zarr_format=3,
+    )
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory: pytest.TempPathFactory) -> spikestore.reader.RankedStoreReader:
+    root = tmp_path_factory.mktemp("ranked") / "ddp.spikes"
+    _ranked_store(root, {0: 30, 1: 25})
+    return spikestore.open(root)
+
+
 def test_ranked_layers_have_a_leading_rank_axis(ranked) -> None:  # type: ignore[no-untyped-def]
     sn = ranked["output"]["sn"]
     assert sn.ranks == [0, 1] and sn.lengths == {0: 30, 1: 25} and len(sn) == 25
