@@ -19,7 +19,6 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "info"]
@@ -120,24 +119,10 @@ def _marks_info(store: Any) -> dict[str, Any]:
 
 def _metadata_bytes(layer: Any) -> int | None:
     """Bytes of the layer's zarr.json documents, or None where they cannot be measured."""
-    measure = getattr(layer, "nbytes_metadata", None)
-    if callable(measure):
-        return int(measure())
-    from .format import node_key
-    from .storage import is_url
-
-    src = layer.source
-    if src is None or is_url(src.location):
+    try:
+        return int(layer.nbytes_metadata())
+    except (OSError, KeyError, ValueError):
         return None
-    top = Path(src.location) / node_key(layer.monitor) / node_key(layer.name)
-    total = 0
-    for dirpath, _, files in os.walk(top):
-        if "zarr.json" in files:
-            try:
-                total += os.stat(os.path.join(dirpath, "zarr.json")).st_size
-            except FileNotFoundError:  # a live writer replacing it
-                continue
-    return total if total else None
 
 
 def _field_names(layer: Any, n: int) -> list[str]:

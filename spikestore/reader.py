@@ -7,6 +7,7 @@ the original dtype and shape.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import operator
@@ -1423,6 +1424,32 @@ class LayerReader(Sequence[Any]):
                 time.sleep(0.01 * 2**attempt)
         raise AssertionError("unreachable")
 
+    def nbytes_metadata(self) -> int:
+        """Bytes of the layer's ``zarr.json`` documents (part of :meth:`nbytes_stored`):
+        the fixed cost of a layer, a few KiB, that dominates the size of short runs."""
+        from zarr.core.sync import sync
+        from zarr.storage import LocalStore
+
+        store, prefix = self._group.store, self._group.path
+        if isinstance(store, LocalStore):
+            total = 0
+            top = Path(store.root) / prefix if prefix else Path(store.root)
+            for dirpath, _, files in os.walk(top):
+                if "zarr.json" in files:
+                    with contextlib.suppress(FileNotFoundError):  # a live writer replaced it
+                        total += os.stat(os.path.join(dirpath, "zarr.json")).st_size
+            return total
+
+        async def sizes() -> int:
+            n = 0
+            async for key in store.list_prefix(prefix):
+                if key.rsplit("/", 1)[-1] == "zarr.json":
+                    with contextlib.suppress(FileNotFoundError, KeyError):
+                        n += int(await store.getsize(key))
+            return n
+
+        return int(sync(sizes()))
+
     def nbytes_float32(self) -> int:
         """What the layer's records would take as float32 tensors."""
         total = 0
@@ -1990,6 +2017,9 @@ class RankedLayerReader(Sequence[Any]):
 
     def nbytes_stored(self) -> int:
         return sum(lay.nbytes_stored() for lay in self._layers.values())
+
+    def nbytes_metadata(self) -> int:
+        return sum(lay.nbytes_metadata() for lay in self._layers.values())
 
     def nbytes_float32(self) -> int:
         return sum(lay.nbytes_float32() for lay in self._layers.values())

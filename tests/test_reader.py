@@ -574,3 +574,24 @@ def test_neuron_over_steps_that_recorded_a_number_first(tmp_path):
         layer.neuron(0)
     pair = spikestore.open(path)["pair"]["lif"]
     assert pair.neuron(1, field=1).tolist() == [1.0] and pair.neuron(1, field="0").tolist() == [1.0]
+
+
+def test_nbytes_metadata_counts_the_layers_zarr_json_on_any_store(tmp_path):
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+    from zarr.storage import MemoryStore
+
+    mem = MemoryStore()
+    for store in (None, mem):
+        path = None if store is not None else tmp_path / "s"
+        with spikestore.StoreWriter(path, store=store) as w:
+            for _ in range(5):
+                w.append("v", "sn", torch.rand(3, 4))
+        layer = spikestore.open(path, store=store)["v"]["sn"]
+        if store is None:
+            want = sum(f.stat().st_size for f in (tmp_path / "s" / "v" / "sn").rglob("zarr.json"))
+        else:
+            keys = [k for k in mem._store_dict if k.startswith("v/sn/") and k.endswith("zarr.json")]
+            proto = default_buffer_prototype()
+            want = sum(len(sync(mem.get(k, proto)).to_bytes()) for k in keys)
+        assert 0 < layer.nbytes_metadata() == want < layer.nbytes_stored()
