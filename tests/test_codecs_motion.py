@@ -266,7 +266,7 @@ def test_writer_codes_moving_conv_records_with_motion(tmp_path: Path) -> None:
     from spikestore import analysis
 
     ids = [0, 17, 863]
-    got = analysis.traces(layer, ids)
+    got = analysis.traces(layer, ids, time_axis=False)  # flat ids into the whole record
     np.testing.assert_array_equal(np.asarray(got), stacked.reshape(20, -1)[:, ids].numpy())
     fcl = spikestore.open(tmp_path / "s")["output"]["fc"]
     torch.testing.assert_close(fcl[:], torch.stack(fc), rtol=0, atol=0)
