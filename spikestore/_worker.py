@@ -97,7 +97,7 @@ class Registry:
         if axis is None and time_axis is not None:
             axis = int(time_axis)
         extra: dict[str, Any] = {
-            k: stored.meta[k] for k in ("dims", "units", "tree") if k in stored.meta
+            k: stored.meta[k] for k in ("dims", "field_dims", "units", "tree") if k in stored.meta
         }
         return LayerEntry(monitor, layer, schema, axis, stored.steps, extra=extra or None)
 

@@ -247,17 +247,28 @@ def _np_dtype(name: str) -> np.dtype:
 
 def _dims(layer: Any, ndim: int) -> tuple[str, ...] | None:
     """The names of the record's axes when the store knows them for records of ``ndim``."""
-    dims = getattr(layer, "dims", None)
+    dims_of = getattr(layer, "dims_of", None)
+    dims = dims_of(ndim) if callable(dims_of) else getattr(layer, "dims", None)
     if dims is None or len(dims) != ndim:
         return None
     return tuple(str(d) for d in dims)
 
 
 def _stored_time_axis(layer: Any, ndim: int) -> int | None:
-    """The layer's stored time axis, as an axis of records of rank ``ndim``."""
+    """The layer's stored time axis, as an axis of records of rank ``ndim``: the axis
+    belongs to records of the first field's rank (Norse's ``(z, state)``: ``z`` is
+    ``[T, B, N]``, its state ``[B, N]`` has no time axis)."""
     t = getattr(layer, "time_axis", None)
     if t is None or isinstance(t, bool) or not -ndim <= int(t) < ndim:
         return None
+    dims = _dims(layer, ndim)
+    if dims is not None and "time" in dims and dims.index("time") != int(t) % ndim:
+        return None
+    fields = getattr(layer, "fields", None)
+    if fields:
+        ranks = {len(s["shape"]) for s in fields[0].segments if not s.get("python_scalar")}
+        if ranks and ndim not in ranks:
+            return None
     return int(t) % ndim
 
 

@@ -340,7 +340,7 @@ def layer_attrs(
 
 
 #: Optional layer keys of format 1.5.
-LAYER_EXTRAS = ("dims", "units", "order", "tree")
+LAYER_EXTRAS = ("dims", "field_dims", "units", "order", "tree")
 #: The root attribute holding a run's description (format 1.5).
 RUN_KEY = "spikestore_run"
 #: Bounds on a record tree's nesting.
@@ -498,6 +498,13 @@ def check_layer_attrs(attrs: Any, where: str) -> dict[str, Any]:
     dims = meta.get("dims")
     if dims is not None and (_bad_names(dims) or len(dims) > MAX_RANK):
         raise FormatError(f"{where}: bad dims {dims!r}")
+    fdims = meta.get("field_dims")
+    if fdims is not None and (
+        not isinstance(fdims, list)
+        or len(fdims) != fields
+        or any(d is not None and (_bad_names(d) or len(d) > MAX_RANK) for d in fdims)
+    ):
+        raise FormatError(f"{where}: bad field_dims {fdims!r}")
     if not isinstance(meta.get("units", ""), str):
         raise FormatError(f"{where}: bad units {meta.get('units')!r}")
     order = meta.get("order", 0)

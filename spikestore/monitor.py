@@ -28,6 +28,7 @@ too). See :class:`BaseMonitor` for what happens to a temporary store.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fnmatch
 import os
 import re
@@ -97,6 +98,20 @@ def default_dims(ndim: int, time_axis: int | None) -> tuple[str, ...] | None:
         return None
     rest = _FEATURE_DIMS.get(ndim - len(lead))
     return None if rest is None or ndim < 2 else lead + rest
+
+
+def _leaf_ranks(value: Any) -> list[int | None]:
+    """The rank of each field of a record, in the order the writer flattens it (None
+    for a field that is not a tensor)."""
+    if isinstance(value, dict):
+        items = list(value.values())
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    elif isinstance(value, (tuple, list)):
+        items = list(value)
+    else:
+        return [value.dim() if isinstance(value, torch.Tensor) else None]
+    return [r for v in items for r in _leaf_ranks(v)]
 
 
 def _recent_copy(value: Any, limit: int) -> tuple[Any, int] | None:
@@ -426,6 +441,7 @@ class BaseMonitor:
         self._calls: list[int] = []
         self._time_axis: list[int | None] = []
         self._auto_dims: list[bool] = []  # per layer: dims follow the module's convention
+        self._named: list[bool] = []  # per layer: a record (and its dims) was taken
         self._lids: dict[str, int] = {}
         self._reader: StoreReader | None = None
         self._layer_readers: dict[int, LayerReader] = {}
@@ -495,6 +511,7 @@ class BaseMonitor:
             axis = self._time_axis_arg
             self._time_axis.append(module_time_axis(m) if axis == "auto" else axis)  # type: ignore[arg-type]
             self._auto_dims.append(self._dims_arg == "auto" and self._has_batch(m))
+            self._named.append(False)
         return modules
 
     def _has_batch(self, module: nn.Module) -> bool:
@@ -503,14 +520,22 @@ class BaseMonitor:
         return True
 
     def _dims(self, lid: int, value: Any) -> Any:
+        """The axis names to give the writer with this record: for a layer's first
+        record only (the writer keeps them from then on)."""
         if self._dims_arg != "auto":
             return self._dims_arg
-        if not self._auto_dims[lid]:
+        if not self._auto_dims[lid] or self._named[lid]:
             return None
-        t = value
-        while isinstance(t, (tuple, list)) and t:
-            t = t[0]
-        return default_dims(t.dim(), self._time_axis[lid]) if hasattr(t, "dim") else None
+        ranks = _leaf_ranks(value)
+        t = self._time_axis[lid]
+        if len(ranks) == 1:
+            return default_dims(ranks[0], t) if ranks[0] is not None else None
+        # Each field by its rank: the time axis belongs to fields shaped like the first
+        # (Norse's (z, state): z is [T, B, N], the state [B, N]).
+        first = next((r for r in ranks if r is not None), None)
+        return [
+            None if r is None else default_dims(r, t if r == first else None) for r in ranks
+        ]
 
     def _attach(
         self,
@@ -581,6 +606,7 @@ class BaseMonitor:
                 f"{type(self).__name__}: {exc}; the function_on_* must return a tensor, a "
                 "tuple or list of tensors, a number or None"
             ) from None
+        self._named[lid] = True
         if step < 0:  # a rank that does not record (StoreWriter(ranks=...))
             return
         self._order.append(lid)

@@ -1288,6 +1288,7 @@ class LayerReader(Sequence[Any]):
         #: The unit of the recorded values (``"mV"``; format 1.5), or None.
         self.units: str | None = meta.get("units")
         self._dims: list[str] | None = meta.get("dims")
+        self._field_dims: list[list[str] | None] | None = meta.get("field_dims")
         #: How nested records (namedtuples, dicts) are rebuilt (format 1.5), or None.
         self.tree: dict[str, Any] | None = meta.get("tree")
         #: Each field's name: its path in the record (``"0"``, ``"1.v"``).
@@ -1365,6 +1366,29 @@ class LayerReader(Sequence[Any]):
         if any(len(s["shape"]) != len(self._dims) for s in segs):
             return None
         return tuple(self._dims)
+
+    def field_dims(self, field: int | str = 0) -> tuple[str, ...] | None:
+        """Names of a field's axes (:attr:`dims` for fields shaped like the first; a
+        field of another rank has its own, such as the ``[B, N]`` state of Norse's
+        ``(z, state)`` whose ``z`` is ``[T, B, N]``), or None."""
+        i = self.field_index(field)
+        if self._field_dims is not None:
+            names = self._field_dims[i]
+        else:
+            names = self._dims
+        if names is None:
+            return None
+        if any(len(s["shape"]) != len(names) for s in self.fields[i].segments):
+            return None
+        return tuple(names)
+
+    def dims_of(self, ndim: int) -> tuple[str, ...] | None:
+        """The stored names for records of rank ``ndim`` (of the first field that has
+        that rank), or None."""
+        for names in [self._dims, *(self._field_dims or [])]:
+            if names is not None and len(names) == ndim:
+                return tuple(names)
+        return None
 
     def marks(self) -> dict[str, np.ndarray]:
         """The user's marks (``writer.mark(epoch=3, phase="eval")``) per step: for each
@@ -1970,6 +1994,12 @@ class RankedLayerReader(Sequence[Any]):
         """Names of the record's axes, as the first rank stored them (see
         :attr:`LayerReader.dims`)."""
         return next(iter(self._layers.values())).dims
+
+    def dims_of(self, ndim: int) -> tuple[str, ...] | None:
+        return next(iter(self._layers.values())).dims_of(ndim)
+
+    def field_dims(self, field: int | str = 0) -> tuple[str, ...] | None:
+        return next(iter(self._layers.values())).field_dims(field)
 
     @property
     def source(self) -> Source | None:

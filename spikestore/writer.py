@@ -221,23 +221,48 @@ def _layer_extra(
     if tree is not None:
         extra["tree"] = tree
     if dims is not None:
-        if isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims):
-            raise RecordError(f"cannot record {where}: dims must be a sequence of names")
-        dims = list(dims)
-        if len(set(dims)) != len(dims):
-            raise RecordError(f"cannot record {where}: dims {dims} repeat a name")
-        first = next((leaf.tensor for leaf in leaves if leaf.tensor is not None), None)
-        if first is not None and first.dim() != len(dims):
-            raise RecordError(
-                f"cannot record {where}: dims {dims} name {len(dims)} axes, the record has "
-                f"{first.dim()} (shape {tuple(first.shape)})"
-            )
-        extra["dims"] = dims
+        per_field = not isinstance(dims, str) and all(
+            d is None or (not isinstance(d, str) and isinstance(d, (list, tuple))) for d in dims
+        )
+        if per_field:
+            if len(dims) != len(leaves):
+                raise RecordError(
+                    f"cannot record {where}: dims has {len(dims)} entries for a record of "
+                    f"{len(leaves)} fields"
+                )
+            names = [_check_dims(d, leaf, where) for d, leaf in zip(dims, leaves, strict=True)]
+        else:
+            first = next((i for i, leaf in enumerate(leaves) if leaf.tensor is not None), 0)
+            names = [None] * len(leaves)
+            names[first] = _check_dims(dims, leaves[first], where)
+        head = next((d for d in names if d is not None), None)
+        if head is not None:
+            extra["dims"] = head
+            if any(d is not None and d != head for d in names):
+                extra["field_dims"] = names
     if units is not None:
         if not isinstance(units, str):
             raise RecordError(f"cannot record {where}: units must be a str, got {units!r}")
         extra["units"] = units
     return extra or None
+
+
+def _check_dims(dims: Any, leaf: Any, where: str) -> list[str] | None:
+    """A field's axis names, checked against its first value (None: not named)."""
+    if dims is None:
+        return None
+    if isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims):
+        raise RecordError(f"cannot record {where}: dims must be a sequence of names")
+    dims = list(dims)
+    if len(set(dims)) != len(dims):
+        raise RecordError(f"cannot record {where}: dims {dims} repeat a name")
+    t = leaf.tensor
+    if t is not None and t.dim() != len(dims):
+        raise RecordError(
+            f"cannot record {where}: dims {dims} name {len(dims)} axes, the record has "
+            f"{t.dim()} (shape {tuple(t.shape)})"
+        )
+    return dims
 
 
 class StoreWriter:
@@ -718,7 +743,9 @@ class StoreWriter:
         SpikingJelly's ``[T, B, ...]``); spikes are then packed with that axis last,
         so each neuron's time series is contiguous and compresses far better.
         ``dims`` names the record's axes (``("time", "batch", "channel", "y", "x")``;
-        analysis and ``to_xarray`` use them) and ``units`` its values' unit (``"mV"``).
+        analysis and ``to_xarray`` use them), or each field's (a list with one
+        sequence of names, or None, per field: Norse's ``(z, state)`` has ``z`` of
+        ``[T, B, N]`` and a state of ``[B, N]``); ``units`` is its values' unit (``"mV"``).
         All three are fixed by a layer's first record, and kept in the store for
         ``mode="a"``.
 

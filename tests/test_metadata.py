@@ -38,7 +38,8 @@ class LIF(SNN):
     """Norse's ``LIF``: ``[T, B, ...]`` in, ``(spikes, LIFFeedForwardState(v, i))`` out."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, State]:
-        return (x > 0.5).float(), State(x * 0.5, x * 2)
+        # As Norse's: spikes of every time step, the state after the last one.
+        return (x > 0.5).float(), State(x[-1] * 0.5, x[-1] * 2)
 
 
 class LIFCell(SNNCell):
@@ -60,6 +61,14 @@ def test_norse_namedtuple_outputs_are_recorded_field_by_field(tmp_path):
     for got, want in zip(layer, outs, strict=True):
         assert bits_equal(got[0], want[0])
         assert bits_equal(got[1].v, want[1].v) and bits_equal(got[1].i, want[1].i)
+    # The state is [B, N]: its own dims, and no time axis in analysis.
+    assert layer.field_dims("v") == ("batch", "neuron") and layer.field_dims(0) == layer.dims
+    from spikestore import analysis
+
+    assert analysis.to_xarray(layer, field="v").dims == ("step", "batch", "neuron")
+    v = analysis.traces(layer, [(1, 5)], field="1.v")
+    assert v.shape == (3, 1) and v[:, 0].tolist() == [float(o[1].v[1, 5].detach()) for o in outs]
+    assert analysis.to_xarray(layer).dims == ("step", "time", "batch", "neuron")
     with pytest.raises(KeyError, match=r"layer '1': 'w' is not a field; fields: \['0', '1.v'"):
         layer.field_index("w")
     with pytest.raises(IndexError, match=r"layer '1' has 3 field\(s\) \(0, 1.v, 1.i\)"):
