@@ -347,8 +347,14 @@ class Worker:
 
     def _drain(self) -> Any:
         """Take the records already queued (up to 4x the buffer bound), and run the posts
-        among them; return the first other item met, to be handled next."""
-        while self._sink.buffered_bytes < 4 * self.max_buffer_bytes:
+        among them; return the first other item met, to be handled next.
+
+        Only what was queued when the drain began: producers that keep the queue from
+        ever emptying (several threads appending small records) would otherwise keep
+        the commit from ever starting."""
+        for _ in range(self._queue.qsize()):
+            if self._sink.buffered_bytes >= 4 * self.max_buffer_bytes:
+                break
             try:
                 nxt = self._queue.get_nowait()
             except queue.Empty:

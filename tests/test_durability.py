@@ -686,3 +686,39 @@ def test_forced_writes_commit_once_the_oldest_record_waited_half_the_interval(
         committed = _on_disk(path, "v", "a")
         assert time.monotonic() - t0 < 3.0, "too slow to tell the timer from the forced write"
         assert committed >= 32
+
+
+def test_threads_that_never_let_the_queue_empty_still_get_commits(tmp_path):
+    """Three threads appending small records as fast as they can kept the writer
+    thread's drain (take everything queued, then commit) from ever ending: after 20 s
+    and 278,000 records nothing was committed, so a kill would have lost it all."""
+    import threading
+    import time
+
+    path = tmp_path / "s"
+    w = spikestore.StoreWriter(path, flush_interval=0.05)
+    stop = threading.Event()
+
+    def produce(name: str) -> None:
+        while not stop.is_set():
+            w.append("m", name, torch.rand(3, 4))
+
+    threads = [threading.Thread(target=produce, args=(f"t{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        committed = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            store = spikestore.open(path)
+            if "m" in store and len(store["m"]) == 3:
+                committed = min(len(lay) for lay in store["m"].values())
+                if committed:
+                    break
+        assert committed > 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        w.close()
