@@ -613,6 +613,11 @@ class Sink:
         """Write the layer's pending rows (see :meth:`FieldWriter.write`)."""
         if not lay.pending:
             return
+        if self.run_dirty:
+            # Marks first: a step committed before the mark that precedes it would be
+            # read with the previous mark's values after a crash (a mark may name steps
+            # not committed yet; readers count only committed ones).
+            self.write_run()
         # The steps not committed yet: a failure leaves them all uncommitted (those
         # written before it are committed afterwards if the store still allows it).
         first = min(f.committed for f in lay.fields)
@@ -642,16 +647,18 @@ class Sink:
     def commit_written(self) -> None:
         """Commit what every field has written (best effort, after a failed write: the
         steps written before it are whole records; errors are left to the caller)."""
+        if self.run_dirty:
+            self.write_run()
         for lay in self.layers.values():
             for fld in lay.fields:
                 fld.commit_written()
             lay.done = min(f.committed for f in lay.fields)
 
     def write_all(self, aligned: bool = False, commit: bool = True) -> None:
+        if commit and self.run_dirty:
+            self.write_run()  # before the steps it names (see write_layer)
         for lay in list(self.layers.values()):
             self.write_layer(lay, aligned, commit)
-        if commit and self.run_dirty:
-            self.write_run()
 
     def change_run(self, attrs: dict[str, Any] | None = None, mark: Any = None) -> None:
         """Apply a change to the run description (``RUN_KEY``): new ``attrs``, or a

@@ -436,16 +436,23 @@ class StoreReader(_Monitors["MonitorReader"]):
             j = marks["layers"].index([monitor, layer])
         except ValueError:
             j = None
-        out: dict[str, np.ndarray] = {}
+        # Per key, where each of its marks starts on this layer (non-decreasing: a
+        # layer's step count only grows from mark to mark); each value then fills its
+        # run up to the next start, once (marks x steps would be quadratic).
+        starts: dict[str, list[tuple[int, Any]]] = {}
         for m in marks["marks"]:
             at = m["at"]
             # A layer the mark does not list was first recorded after it: from step 0.
             start = 0 if j is None or j >= len(at) else min(int(at[j]), steps)
             for k, v in m["values"].items():
-                arr = out.get(k)
-                if arr is None:
-                    arr = out[k] = np.full(steps, None, dtype=object)
-                arr[start:] = v
+                starts.setdefault(k, []).append((start, v))
+        out: dict[str, np.ndarray] = {}
+        for k, runs in starts.items():
+            arr = out[k] = np.full(steps, None, dtype=object)
+            for i, (a, v) in enumerate(runs):
+                b = runs[i + 1][0] if i + 1 < len(runs) else steps
+                if b > a:
+                    arr[a:b] = v
         return out
 
     def __repr__(self) -> str:

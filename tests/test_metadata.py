@@ -8,6 +8,7 @@ import dataclasses
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -310,3 +311,36 @@ def test_marks_between_queued_records_do_not_split_the_commit(tmp_path):
     assert spikestore.open(tmp_path / "s")["out"]["l2"].marks()["step"].tolist() == list(
         range(200)
     )
+
+
+def test_committed_steps_never_carry_an_older_marks_values(tmp_path, monkeypatch):
+    """The run description was written after the steps it names: killed in between, a
+    store had committed steps read back with the previous mark's values (a whole
+    appended epoch labelled with the last epoch of the run before). At every commit
+    point on disk, every committed step must carry the mark made just before it."""
+    from spikestore import _commit
+
+    path = tmp_path / "s"
+    checked = []
+    real = _commit.FieldWriter.commit
+
+    def commit_then_check(self):
+        real(self)
+        store = spikestore.open(path)
+        for name in ("a", "b"):
+            if "out" in store and name in store["out"]:
+                layer = store["out"][name]
+                n = len(layer)
+                got = layer.marks().get("label", np.full(n, None, dtype=object))
+                assert got.tolist() == list(range(n)), (name, n)  # step s marked label=s
+                checked.append(n)
+
+    monkeypatch.setattr(_commit.FieldWriter, "commit", commit_then_check)
+    for mode in (None, "a"):  # a first run, then an appended one
+        with spikestore.StoreWriter(path, mode=mode, flush_interval=0.01) as w:
+            first = w.steps("out", "a")
+            for s in range(first, first + 150):
+                w.mark(label=s)
+                w.append("out", "a", torch.zeros(64))
+                w.append("out", "b", torch.zeros(2, 8))
+    assert max(checked) == 300
