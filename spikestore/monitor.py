@@ -114,6 +114,15 @@ def _leaf_ranks(value: Any) -> list[int | None]:
     return [r for v in items for r in _leaf_ranks(v)]
 
 
+def _has_float(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(_has_float(v) for v in value)
+    return isinstance(value, float) or (
+        isinstance(value, torch.Tensor)
+        and value.dtype in (torch.float16, torch.float32, torch.float64)
+    )
+
+
 def _recent_copy(value: Any, limit: int) -> tuple[Any, int] | None:
     """A copy of ``value`` as the reader would give it back (CPU tensors, Python numbers,
     None, a flat tuple or list of those) and its bytes; None if it is larger than
@@ -398,7 +407,8 @@ class BaseMonitor:
     #: reading them back (``records[-1]``, ``torch.cat(m.records)`` at every step, as
     #: SpikingJelly's examples do) needs no commit and no decoding. Other records are
     #: read from the store, after a commit if they are not committed yet. Set it on
-    #: the monitor (``mon.recent_bytes = 0`` keeps nothing).
+    #: the monitor (``mon.recent_bytes = 0`` keeps nothing). A writer with
+    #: ``precision=`` stores floats rounded: their records are always read from the store.
     recent_bytes: int = 1 << 20
 
     def __init__(
@@ -412,12 +422,16 @@ class BaseMonitor:
         time_axis: int | str | None = "auto",
         dims: Sequence[str] | str | None = "auto",
     ) -> None:
-        if time_axis != "auto" and time_axis is not None and (
-            isinstance(time_axis, bool) or not isinstance(time_axis, int)
+        if (
+            time_axis != "auto"
+            and time_axis is not None
+            and (isinstance(time_axis, bool) or not isinstance(time_axis, int))
         ):
             raise ValueError(f"time_axis must be 'auto', None or an axis (int), got {time_axis!r}")
-        if dims != "auto" and dims is not None and (
-            isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims)
+        if (
+            dims != "auto"
+            and dims is not None
+            and (isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims))
         ):
             raise ValueError(f"dims must be 'auto', None or a sequence of names, got {dims!r}")
         self._time_axis_arg = time_axis
@@ -533,9 +547,7 @@ class BaseMonitor:
         # Each field by its rank: the time axis belongs to fields shaped like the first
         # (Norse's (z, state): z is [T, B, N], the state [B, N]).
         first = next((r for r in ranks if r is not None), None)
-        return [
-            None if r is None else default_dims(r, t if r == first else None) for r in ranks
-        ]
+        return [None if r is None else default_dims(r, t if r == first else None) for r in ranks]
 
     def _attach(
         self,
@@ -618,6 +630,8 @@ class BaseMonitor:
     def _remember(self, lid: int, step: int, value: Any) -> None:
         """Keep a CPU copy of a small record (as the reader would return it), dropping
         the oldest copies beyond :attr:`recent_bytes`."""
+        if self._writer.precision is not None and _has_float(value):
+            return  # the store keeps them rounded: a copy would read back otherwise
         copy = _recent_copy(value, self.recent_bytes // 4)
         if copy is None:
             return
@@ -925,7 +939,6 @@ class AttributeMonitor(BaseMonitor):
         self.pre_forward = pre_forward
         self.function_on_attribute = function_on_attribute
         self._attach(net, instance, "forward_pre" if pre_forward else "forward", _attribute)
-
 
     def _has_batch(self, module: nn.Module) -> bool:
         # A neuron's state (v, v_seq) is shaped like its output; other attributes

@@ -292,8 +292,9 @@ def _open_group(path: Path | None, store: Any) -> Any:
         return zarr.open_group(store=store, mode="r", zarr_format=3)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{path or store}: no spikestore store there ({exc})") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise FormatError(f"{path or store} is not a readable Zarr v3 group: {exc}") from exc
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than Python parses (hostile metadata).
+        raise FormatError(f"{path or store} is not a readable Zarr v3 group: {exc}") from None
 
 
 _M = TypeVar("_M", bound=Mapping[str, Any])
@@ -498,8 +499,8 @@ def _child(group: Any, key: str, where: str) -> Any:
         return group[key]
     except KeyError:
         return None
-    except (ValueError, TypeError) as exc:  # an unparseable zarr.json
-        raise FormatError(f"{where}: malformed metadata of {key}: {exc}") from exc
+    except (ValueError, TypeError, RecursionError) as exc:  # an unparseable zarr.json
+        raise FormatError(f"{where}: malformed metadata of {key}: {exc}") from None
 
 
 def _child_groups(group: Any, where: str) -> list[tuple[str, Any]]:
@@ -1339,8 +1340,14 @@ class LayerReader(Sequence[Any]):
         (``"v"``). ``IndexError`` or ``KeyError`` naming the layer and its fields."""
         names = self.field_names
         if isinstance(field, str):
-            if field in names:
-                return names.index(field)
+            hits = [i for i, n in enumerate(names) if n == field]
+            if len(hits) > 1:
+                raise KeyError(
+                    f"monitor {self.monitor!r}, layer {self.name!r}: {field!r} names fields "
+                    f"{hits}; pass the field's number; fields: {names}"
+                )
+            if hits:
+                return hits[0]
             hits = [i for i, n in enumerate(names) if n.rsplit(".", 1)[-1] == field]
             if len(hits) == 1:
                 return hits[0]
@@ -1639,13 +1646,19 @@ def _rebuilder(tree: dict[str, Any] | None, structure: str) -> Callable[[list[An
             return lambda leaves: leaves[node]
         parts = [build(i) for i in node["items"]]
         kind = node["type"]
-        if kind == "namedtuple":
+        keys = node.get("keys") or []
+        usable = all(
+            k.isidentifier() and not keyword.iskeyword(k) and not k.startswith("_") for k in keys
+        )
+        if kind == "namedtuple" and usable:
             name = node.get("name") or "Record"
             if not name.isidentifier() or keyword.iskeyword(name):
                 name = "Record"
-            cls = collections.namedtuple(name, node["keys"], rename=True)  # type: ignore[misc]
+            cls = collections.namedtuple(name, keys)  # type: ignore[misc]
             return lambda leaves: cls(*(p(leaves) for p in parts))
-        if kind == "dict":
+        if kind in ("dict", "namedtuple"):
+            # A namedtuple cannot have these field names (a dataclass's "_hidden"):
+            # a dict keeps them as recorded.
             keys = node["keys"]
             return lambda leaves: {k: p(leaves) for k, p in zip(keys, parts, strict=True)}
         seq = tuple if kind == "tuple" else list

@@ -344,3 +344,54 @@ def test_committed_steps_never_carry_an_older_marks_values(tmp_path, monkeypatch
                 w.append("out", "a", torch.zeros(64))
                 w.append("out", "b", torch.zeros(2, 8))
     assert max(checked) == 300
+
+
+@dataclasses.dataclass
+class Hidden:
+    spikes: torch.Tensor
+    _hidden: torch.Tensor
+
+
+def test_names_a_namedtuple_cannot_hold_read_back_as_a_dict(tmp_path):
+    """namedtuple(rename=True) turned a dataclass field "_hidden" into "_1", so the record
+    disagreed with field_names; such records come back as dicts with the names kept."""
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        w.append("m", "h", Hidden(torch.ones(2), torch.zeros(2)))
+        w.append("m", "dup", {"a.b": torch.ones(1), "a": {"b": torch.zeros(1)}})
+        w.append("m", "kw", {"class": torch.ones(1), "ok": torch.ones(1)})
+    store = spikestore.open(tmp_path / "s")
+    got = store["m"]["h"][0]
+    assert isinstance(got, dict) and list(got) == ["spikes", "_hidden"]
+    assert store["m"]["h"].field_names == ["spikes", "_hidden"]
+    assert list(store["m"]["kw"][0]) == ["class", "ok"]
+    dup = store["m"]["dup"]
+    assert dup.field_names == ["a.b", "a.b"]
+    with pytest.raises(KeyError, match=r"'a.b' names fields \[0, 1\]; pass the field's number"):
+        dup.field_index("a.b")
+
+
+def test_metadata_nested_deeper_than_python_parses_is_a_format_error(tmp_path):
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:
+        w.append("m", "l", torch.ones(1))
+    meta = path / "m" / "l" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    text = json.dumps(doc)[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    meta.write_text(text)
+    with pytest.raises(spikestore.FormatError, match="malformed metadata"):
+        spikestore.open(path)["m"]["l"]
+
+
+def test_recent_copies_are_not_kept_when_the_store_rounds_floats(tmp_path):
+    """With precision=, the store holds rounded floats: a record read first from the
+    monitor's exact copy and later (once evicted) from the store changed value."""
+    net = nn.Sequential(nn.Identity(), nn.Flatten(0))
+    writer = spikestore.StoreWriter(tmp_path / "s", precision=3)
+    with OutputMonitor(net, nn.Identity, store=writer, name="f") as mon, OutputMonitor(
+        net, nn.Flatten, lambda x: x.long(), store=writer, name="i"
+    ) as ints:
+        x = torch.tensor([1.2345678])
+        net(x)
+        assert not mon._recent and list(ints._recent) == [(0, 0)]  # integers are exact
+        assert mon.records[0].item() != x.item()  # what the store holds, every time
+    writer.close()
