@@ -420,10 +420,10 @@ def check_run_attrs(attrs: Any, where: str) -> dict[str, Any]:
 
     ``{"attrs": {...}, "dt": float | null, "time_unit": str | null, "marks":
     {"layers": [[monitor, layer], ...], "marks": [{"values": {key: value}, "at":
-    [step, ...]}, ...]}}``: mark ``j`` sets its ``values`` from step ``at[i]`` of
-    layer ``layers[i]`` on (until a later mark sets the same key); a layer past the
-    end of ``at`` was first recorded after the mark, so the mark applies from its
-    step 0.
+    {"<i>": step, ...}}, ...]}}``: mark ``j`` sets its ``values`` from step
+    ``at["<i>"]`` of layer ``layers[i]`` on (until a later mark sets the same key);
+    a layer that ``at`` leaves out starts where it started for the previous mark
+    (step 0 before any): it recorded nothing in between.
     """
     run = attrs.get(RUN_KEY) if isinstance(attrs, dict) else None
     if run is None:
@@ -449,16 +449,20 @@ def check_run_attrs(attrs: Any, where: str) -> dict[str, Any]:
     for lay in layers:
         if not (isinstance(lay, list) and len(lay) == 2 and all(isinstance(x, str) for x in lay)):
             raise FormatError(f"{where}: bad marked layer {lay!r}")
+    n = len(layers)
     for m in entries:
         at = m.get("at") if isinstance(m, dict) else None
         if (
             not isinstance(m, dict)
             or not isinstance(m.get("values"), dict)
-            or not isinstance(at, list)
-            or len(at) > len(layers)
-            or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in at)
+            or not all(v is None or isinstance(v, (str, int, float)) for v in m["values"].values())
+            or not isinstance(at, dict)
+            or not all(isinstance(k, str) and k.isdecimal() and int(k) < n for k in at)
+            or not all(
+                isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in at.values()
+            )
         ):
-            raise FormatError(f"{where}: malformed mark {m!r}")
+            raise FormatError(f"{where}: malformed mark {str(m)[:200]}")
     return {
         "attrs": user,
         "dt": None if dt is None else float(dt),

@@ -441,10 +441,12 @@ class StoreReader(_Monitors["MonitorReader"]):
         # layer's step count only grows from mark to mark); each value then fills its
         # run up to the next start, once (marks x steps would be quadratic).
         starts: dict[str, list[tuple[int, Any]]] = {}
+        key, where = str(j), 0
         for m in marks["marks"]:
-            at = m["at"]
-            # A layer the mark does not list was first recorded after it: from step 0.
-            start = 0 if j is None or j >= len(at) else min(int(at[j]), steps)
+            # A layer the mark leaves out starts where it did for the previous mark
+            # (step 0 before any): it recorded nothing in between.
+            where = int(m["at"].get(key, where))
+            start = min(where, steps)
             for k, v in m["values"].items():
                 starts.setdefault(k, []).append((start, v))
         out: dict[str, np.ndarray] = {}

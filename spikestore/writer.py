@@ -548,6 +548,11 @@ class StoreWriter:
             self._sink.run_dirty = bool(attrs) or dt is not None or time_unit is not None
             self._sink.write_run()  # before the writer thread starts, which owns it after
             self._mark_layers: list[list[str]] = self._run["marks"]["layers"]
+            # Where the marks so far start on each marked layer (by its index): a mark
+            # lists only the layers whose step count changed since.
+            self._last_at: dict[int, int] = {}
+            for m in self._run["marks"]["marks"]:
+                self._last_at.update((int(k), int(v)) for k, v in m["at"].items())
             del self._run["marks"]
             self._worker = Worker(
                 self._sink,
@@ -851,8 +856,9 @@ class StoreWriter:
         a reopen with ``mode="a"`` until a new mark. ``LayerReader.marks()`` gives
         the values per step and ``spikestore.analysis.to_xarray`` makes them
         coordinates (``da.groupby("epoch")``). Cheap enough for every step: marks are
-        written with the next commit (within ``flush_interval``; about ``len(layers)``
-        integers a mark), and a mark costs the caller no wait.
+        written with the next commit (within ``flush_interval``; a mark holds one
+        integer for each layer recorded since the previous mark), and a mark costs
+        the caller no wait.
         """
         if not self._active:
             return
@@ -887,17 +893,17 @@ class StoreWriter:
                 if key not in known:
                     known[key] = len(layers)
                     layers.append(list(key))
-            at = [0] * len(layers)
+            at: dict[str, int] = {}
             stored = self._stored_steps
+            last = self._last_at
             for key, i in known.items():
                 n = self._registry.known_steps(*key)
                 if n is None:  # not recorded by this writer: its stored steps stay as they are
                     n = stored.get(key)
                     if n is None:
                         n = stored[key] = self._registry.peek(*key)
-                at[i] = n
-            while at and at[-1] == 0:
-                at.pop()  # a layer past the end of "at" is marked from its step 0
+                if n != last.get(i, 0):  # unchanged layers inherit the previous start
+                    at[str(i)] = last[i] = n
             change = ([list(k) for k in layers[before:]], {"values": clean, "at": at})
             sink = self._sink
             self._worker.post(lambda: sink.change_run(mark=change))

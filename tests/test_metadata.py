@@ -395,3 +395,25 @@ def test_recent_copies_are_not_kept_when_the_store_rounds_floats(tmp_path):
         assert not mon._recent and list(ints._recent) == [(0, 0)]  # integers are exact
         assert mon.records[0].item() != x.item()  # what the store holds, every time
     writer.close()
+
+
+def test_a_mark_lists_only_the_layers_recorded_since_the_previous_one(tmp_path):
+    """Each mark held one integer for every layer the store ever had: 200 layers of an
+    earlier run, never touched again, added 3.6 KB to the root's zarr.json a mark."""
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:
+        w.mark(run=0)
+        for k in range(50):
+            w.append("out", f"old{k}", torch.zeros(2))
+    with spikestore.StoreWriter(path, mode="a") as w:
+        for s in range(100):
+            w.mark(run=1, step=s)
+            w.append("out", "new", torch.zeros(2))
+    root = json.loads((path / "zarr.json").read_text())["attributes"]["spikestore_run"]
+    marks = root["marks"]["marks"]
+    assert len(marks) == 101 and len(marks[1]["at"]) == 50  # the old layers, once
+    assert all(len(m["at"]) <= 1 for m in marks[2:])
+    out = spikestore.open(path)["out"]
+    assert out["old7"].marks()["run"].tolist() == [0]
+    assert out["new"].marks()["step"].tolist() == list(range(100))
+    assert out["new"].marks()["run"].tolist() == [1] * 100
