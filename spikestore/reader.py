@@ -14,6 +14,7 @@ import operator
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,7 +399,12 @@ class StoreReader(_Monitors["MonitorReader"]):
                 "torch.distributed job): open it with spikestore.open(), and one rank's "
                 "records with .rank(r)"
             )
-        self.run = check_run_attrs(dict(self._root.attrs), self._where)
+        try:
+            self.run = check_run_attrs(dict(self._root.attrs), self._where)
+        except FormatError as exc:
+            # The run description is optional: damage there must not hide the records.
+            warnings.warn(f"{exc}; the store's attrs, dt and marks are ignored", stacklevel=2)
+            self.run = check_run_attrs({}, self._where)
         monitors: dict[str, MonitorReader] = {}
         for key, grp in _child_groups(self._root, self._where):
             attrs = dict(grp.attrs).get(FORMAT_NAME)

@@ -417,3 +417,18 @@ def test_a_mark_lists_only_the_layers_recorded_since_the_previous_one(tmp_path):
     assert out["old7"].marks()["run"].tolist() == [0]
     assert out["new"].marks()["step"].tolist() == list(range(100))
     assert out["new"].marks()["run"].tolist() == [1] * 100
+
+
+def test_a_damaged_run_description_does_not_hide_the_records(tmp_path):
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path, dt=1.0) as w:
+        w.mark(epoch=1)
+        w.append("m", "l", torch.ones(2))
+    doc = json.loads((path / "zarr.json").read_text())
+    doc["attributes"]["spikestore_run"]["marks"]["marks"][0]["values"] = {"x": [1, 2]}
+    (path / "zarr.json").write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match=r"malformed mark.*attrs, dt and marks are ignored"):
+        store = spikestore.open(path)
+    assert bits_equal(store["m"]["l"][0], torch.ones(2)) and store.dt is None
+    with pytest.raises(spikestore.FormatError, match="malformed mark"):
+        spikestore.StoreWriter(path, mode="a")  # never rewritten from a guess
