@@ -74,6 +74,7 @@ from .format import (
     root_attrs,
     segment_name,
 )
+from .storage import member_keys
 from .summary import FieldSummary, SpikeBlock
 
 __all__ = [
@@ -177,26 +178,15 @@ def load_layer(root: Any, monitor: str, layer: str, where: str) -> StoredLayer |
     return StoredLayer(meta["structure"], time_axis, "time_axis" in meta, fields, meta)
 
 
-def _member_keys(group: Any) -> list[str]:
-    """Keys of a group's members that may be nodes (not the lock, not temporary files:
-    node keys never start with ``.``)."""
-    from zarr.core.sync import sync
-
-    async def names() -> list[str]:
-        return [k async for k in group.store.list_dir(group.path)]
-
-    return sorted(k for k in sync(names()) if k != "zarr.json" and not k.startswith("."))
-
-
 def list_layers(root: Any, where: str) -> list[tuple[str, str]]:
     """Every (monitor, layer) of the store, by name (for marks in append mode)."""
     out = []
-    for mkey in _member_keys(root):
+    for mkey in member_keys(root):
         mgrp = _node(root, mkey, f"{where} {mkey}")
         mmeta = dict(mgrp.attrs).get(FORMAT_NAME) if mgrp is not None else None
         if not isinstance(mmeta, dict) or mmeta.get("node") != "monitor":
             continue
-        for lkey in _member_keys(mgrp):
+        for lkey in member_keys(mgrp):
             lgrp = _node(mgrp, lkey, f"{where} {mkey}/{lkey}")
             if lgrp is not None:
                 lmeta = check_layer_attrs(dict(lgrp.attrs), f"{where} {mkey}/{lkey}")
@@ -541,7 +531,7 @@ class Sink:
         if stored is None:
             self.declare_monitor(monitor)
             # The layer's place in its monitor's call order: layers already there first.
-            order = len(_member_keys(self.root[node_key(monitor)]))
+            order = len(member_keys(self.root[node_key(monitor)]))
             extra = {**(extra or {}), "order": order}
             self.root.create_group(
                 path, attributes=layer_attrs(name, structure, nfields, complete=False)

@@ -1074,11 +1074,7 @@ def raster(
 def store_dt(layer: Any) -> float | None:
     """The ``dt`` the layer's store recorded (``StoreWriter(dt=...)``, format 1.5;
     in ``layer.store.time_unit``), or None."""
-    store = getattr(layer, "store", None)
-    if store is None:  # a ranked layer: its ranks' stores
-        mon = getattr(layer, "_monitor", None)
-        store = getattr(mon, "store", None)
-    dt = getattr(store, "dt", None)
+    dt = getattr(getattr(layer, "store", None), "dt", None)
     return float(dt) if isinstance(dt, (int, float)) and not isinstance(dt, bool) else None
 
 

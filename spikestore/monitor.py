@@ -28,7 +28,6 @@ too). See :class:`BaseMonitor` for what happens to a temporary store.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import fnmatch
 import os
 import re
@@ -45,6 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._records import flatten
+from .errors import RecordError
 from .reader import LayerReader, StoreReader, step_indices
 from .writer import StoreWriter
 
@@ -100,18 +101,15 @@ def default_dims(ndim: int, time_axis: int | None) -> tuple[str, ...] | None:
     return None if rest is None or ndim < 2 else lead + rest
 
 
-def _leaf_ranks(value: Any) -> list[int | None]:
-    """The rank of each field of a record, in the order the writer flattens it (None
-    for a field that is not a tensor)."""
-    if isinstance(value, dict):
-        items = list(value.values())
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        items = [getattr(value, f.name) for f in dataclasses.fields(value)]
-    elif isinstance(value, (tuple, list)):
-        items = list(value)
-    else:
-        return [value.dim() if isinstance(value, torch.Tensor) else None]
-    return [r for v in items for r in _leaf_ranks(v)]
+def _leaf_ranks(value: Any) -> list[int | None] | None:
+    """The rank of each field of a record, as the writer flattens it (None for a field
+    that is not a tensor); None for a record the writer will refuse (its error says
+    why, naming the monitor, layer and step)."""
+    try:
+        _, leaves, _ = flatten(value)
+    except (TypeError, RecordError):
+        return None
+    return [None if leaf.tensor is None else leaf.tensor.dim() for leaf in leaves]
 
 
 def _has_float(value: Any) -> bool:
@@ -542,6 +540,8 @@ class BaseMonitor:
             return None
         ranks = _leaf_ranks(value)
         t = self._time_axis[lid]
+        if ranks is None:
+            return None
         if len(ranks) == 1:
             return default_dims(ranks[0], t) if ranks[0] is not None else None
         # Each field by its rank: the time axis belongs to fields shaped like the first

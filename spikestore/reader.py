@@ -521,19 +521,15 @@ def _child_groups(group: Any, where: str) -> list[tuple[str, Any]]:
     others' exceptions unretrieved, which asyncio prints later as tracebacks.)
     """
     import zarr
-    from zarr.core.sync import sync
 
-    async def names() -> list[str]:
-        return [k async for k in group.store.list_dir(group.path)]
+    from .storage import member_keys
 
     try:
-        keys = sorted(sync(names()))
+        keys = member_keys(group)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise FormatError(f"{where}: cannot list its members: {exc}") from exc
     out = []
     for key in keys:
-        if key == "zarr.json" or key.startswith("."):
-            continue  # node keys never start with "." (see format.node_key)
         child = _child(group, key, where)
         if isinstance(child, zarr.Group):
             out.append((key, child))
@@ -2034,6 +2030,11 @@ class RankedLayerReader(Sequence[Any]):
         """The :class:`Source` of the ranked store (None when opened from a store
         object)."""
         return self._monitor.store.source
+
+    @property
+    def store(self) -> RankedStoreReader:
+        """The :class:`RankedStoreReader` this layer belongs to (its ``attrs``, ``dt``)."""
+        return self._monitor.store
 
     @property
     def ranks(self) -> list[int]:

@@ -81,6 +81,7 @@ __all__ = [
     "is_url",
     "url_store",
     "prefixed",
+    "member_keys",
 ]
 
 Mode = Literal["w", "w-", "a"]
@@ -1141,3 +1142,16 @@ class ObjectStorage(Storage):
             _sync(self.store.delete(f"{key}/zarr.json"))
             _sync(self.store.delete_dir(key))
         _sync(self.store.delete(_lease.CLEARING_KEY))
+
+
+def member_keys(group: Any) -> list[str]:
+    """Keys of a Zarr group's members that may be nodes, sorted: not its ``zarr.json``,
+    not the writer's lock or temporary files (node keys never start with ``.``; see
+    ``spikestore.format.node_key``). Raises what the store's listing raises
+    (``FileNotFoundError`` for a folder gone)."""
+    from zarr.core.sync import sync
+
+    async def names() -> list[str]:
+        return [k async for k in group.store.list_dir(group.path)]
+
+    return sorted(k for k in sync(names()) if k != "zarr.json" and not k.startswith("."))
