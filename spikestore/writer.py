@@ -105,6 +105,10 @@ def _close_at_exit() -> None:
     for w in writers:
         try:
             w.close()
+            # A close() that a SIGTERM cut short between its first line and its commit
+            # left the writer marked closed but not committed: commit it now (the
+            # finalizer runs once; a no-op for a writer already committed).
+            w._finalizer()
         except Exception:
             pass  # the error was the writer's to raise; exit goes on
 
@@ -153,10 +157,31 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    if _exiting or _closing_in_main:
+    if _exiting or _closing_in_main or _interpreter_exiting(frame):
         _term_pending = True
         return
     raise SystemExit(128 + signum)
+
+
+def _interpreter_exiting(frame: Any) -> bool:
+    """Whether the main thread has left the program for the interpreter's exit.
+
+    A ``SystemExit`` raised in ``threading``'s exit functions (before the exit hook
+    sets ``_exiting``) would end them, and the hook that commits the writers would
+    never run: SIGTERM must only wait there too.
+    """
+    if getattr(threading, "_SHUTTING_DOWN", False):
+        return True
+    while frame is not None and frame.f_back is not None:
+        frame = frame.f_back  # the outermost frame of the main thread
+    return frame is not None and frame.f_code in _EXIT_CODES
+
+
+#: The code of the functions that the interpreter's exit calls from C (the outermost
+#: frame of the main thread once the program has ended).
+_EXIT_CODES = {_close_at_exit.__code__}
+if hasattr(threading, "_shutdown"):
+    _EXIT_CODES.add(threading._shutdown.__code__)
 
 
 def _install_sigterm_handler() -> None:
@@ -386,8 +411,9 @@ class StoreWriter:
     the ranks that survive a failed one: while a writer is open and no other
     SIGTERM handler is installed, SIGTERM raises ``SystemExit(143)`` in the main
     thread, so ``finally`` blocks run and the exit hook commits; a SIGTERM that comes
-    while the main thread is committing (in ``close()`` or at exit) waits for the
-    commit. Python acts on SIGTERM only when the main thread runs Python code: a main
+    while the main thread is committing (in ``close()`` or at exit), or once the
+    interpreter has begun to exit, waits for the commit (the exit then ends with the
+    program's own status). Python acts on SIGTERM only when the main thread runs Python code: a main
     thread blocked in a C call (a collective waiting on a dead peer) handles it when
     that call returns or fails; meanwhile the writer thread keeps committing every
     ``flush_interval``. SIGKILL ends the process at once and loses what was not yet
