@@ -559,10 +559,14 @@ class Sink:
             for f in fields:
                 # Steps past the slowest field's were not committed as a whole record.
                 f.committed = f.written = steps
-            if not stored.complete:
+            # dims and units that a layer made by an older writer lacks, from the
+            # first record appended to it (the caller keeps those it has).
+            added = {k: v for k, v in (extra or {}).items() if k not in stored.meta}
+            if not stored.complete or added:
                 axis = stored.time_axis if stored.time_axis is not None else t
+                meta = {**stored.meta, **added}
                 self.root[path].attrs.update(
-                    layer_attrs(name, stored.structure, nfields, axis, extra=stored.meta)
+                    layer_attrs(name, stored.structure, nfields, axis, extra=meta)
                 )
             lay = LayerWriter(monitor, name, fields, steps, steps)
         self.layers[(monitor, name)] = lay

@@ -50,6 +50,9 @@ class LayerEntry:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Optional layer metadata (dims, units, tree), fixed by the first record.
     extra: dict[str, Any] | None = None
+    #: Whether this writer's first record has settled ``extra`` (a layer loaded from
+    #: the store takes the dims and units it lacks from it).
+    settled: bool = False
 
 
 class Registry:

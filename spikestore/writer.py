@@ -26,6 +26,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -269,6 +270,31 @@ def _layer_extra(
         if not isinstance(units, str):
             raise RecordError(f"cannot record {where}: units must be a str, got {units!r}")
         extra["units"] = units
+    return extra or None
+
+
+def _settle_extra(
+    stored: dict[str, Any] | None, given: dict[str, Any] | None, where: str
+) -> dict[str, Any] | None:
+    """A stored layer's metadata with the ``dims`` and ``units`` it lacks taken from
+    the first record appended to it (a layer an older writer made without them);
+    those it has are kept, with a warning where the new ones differ."""
+    extra = dict(stored or {})
+    given = given or {}
+    groups: tuple[tuple[str, ...], ...] = (("dims", "field_dims"), ("units",))
+    for keys in groups:
+        new = {k: given[k] for k in keys if k in given}
+        old = {k: extra[k] for k in keys if k in extra}
+        if not new or new == old:
+            continue
+        if keys[0] not in extra:
+            extra.update(new)
+        else:
+            warnings.warn(
+                f"{where}: the layer keeps its stored {keys[0]} {extra[keys[0]]!r}; "
+                f"{keys[0]}={given.get(keys[0])!r} is ignored",
+                stacklevel=3,
+            )
     return extra or None
 
 
@@ -778,7 +804,8 @@ class StoreWriter:
         sequence of names, or None, per field: Norse's ``(z, state)`` has ``z`` of
         ``[T, B, N]`` and a state of ``[B, N]``); ``units`` is its values' unit (``"mV"``).
         All three are fixed by a layer's first record, and kept in the store for
-        ``mode="a"``.
+        ``mode="a"``; appending to a layer that an older writer made without dims or
+        units adds them (dims that differ from a layer's stored ones warn, once).
 
         Safe to call from several threads at once (``nn.DataParallel`` runs hooks in
         threads): each call gets its own step. A value that cannot be stored (an
@@ -824,6 +851,11 @@ class StoreWriter:
             specs = entry.schema.check(structure, leaves, where(), tree)
             if entry.schema.structure is None:
                 entry.extra = _layer_extra(leaves, tree, dims, units, where())
+                entry.settled = True
+            elif not entry.settled:
+                given = _layer_extra(leaves, tree, dims, units, where())
+                entry.extra = _settle_extra(entry.extra, given, where())
+                entry.settled = True
             self._worker.put(
                 Item(
                     monitor,

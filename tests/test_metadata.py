@@ -432,3 +432,35 @@ def test_a_damaged_run_description_does_not_hide_the_records(tmp_path):
     assert bits_equal(store["m"]["l"][0], torch.ones(2)) and store.dt is None
     with pytest.raises(spikestore.FormatError, match="malformed mark"):
         spikestore.StoreWriter(path, mode="a")  # never rewritten from a guess
+
+
+def test_appending_to_a_layer_without_dims_adds_them(tmp_path):
+    """Regression: dims= and units= given when appending to a layer that an older
+    writer made without them were dropped silently; they are added, and dims that
+    differ from a layer's stored ones warn (the stored ones are kept)."""
+    import shutil
+    from pathlib import Path
+
+    path = tmp_path / "s"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "store_v1.3", path)
+    before = spikestore.open(path)["output"]["ms.sn"][:]
+    with spikestore.StoreWriter(path, mode="a") as w:
+        x = (torch.rand(4, 2, 3, 5) > 0.5).float()
+        w.append("output", "ms.sn", x, dims=("time", "batch", "channel", "x"), units="spikes")
+        w.append("v", "features.0.sn", torch.rand(4, 10, dtype=torch.float64), units="mV")
+    s = spikestore.open(path)
+    layer = s["output"]["ms.sn"]
+    assert layer.dims == ("time", "batch", "channel", "x") and layer.units == "spikes"
+    assert layer.time_axis == 0 and len(layer) == 7
+    assert bits_equal(layer[:6], before) and bits_equal(layer[6], x)
+    v = s["v"]["features.0.sn"]
+    assert v.units == "mV" and v.dims is None and len(v) == 6
+    with spikestore.StoreWriter(path, mode="a") as w:
+        with pytest.warns(UserWarning, match=r"keeps its stored dims .*'time', 'batch'"):
+            w.append("output", "ms.sn", x, dims=("t", "b", "c", "x"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            w.append("output", "ms.sn", x, dims=("t", "b", "c", "x"))  # once per layer
+            w.append("v", "features.0.sn", torch.rand(4, 10, dtype=torch.float64), units="mV")
+    layer = spikestore.open(path)["output"]["ms.sn"]
+    assert layer.dims == ("time", "batch", "channel", "x") and len(layer) == 9
