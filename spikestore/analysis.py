@@ -1635,6 +1635,30 @@ def _xarray_backend(arr: LayerArray | RankedArray) -> Any:
     return indexing.LazilyIndexedArray(_Backend(arr))
 
 
+def _mark_coords(layer: Any, arr: LayerArray | RankedArray, names: tuple[str, ...]) -> dict:
+    """The writer's marks as step coordinates: over ``(rank, step)`` for a ranked layer
+    whose ranks marked their steps differently, else over ``step``."""
+    if isinstance(arr, RankedArray):
+        n = arr.shape[1]
+        per_rank = [layer.layer(r).marks() for r in arr.ranks]
+        out: dict[str, Any] = {}
+        for key in dict.fromkeys(k for m in per_rank for k in m):
+            rows = [np.full(n, None, dtype=object) for _ in per_rank]
+            for row, m in zip(rows, per_rank, strict=True):
+                if key in m:
+                    row[:] = m[key][:n]
+            if all(row.tolist() == rows[0].tolist() for row in rows):
+                out[key] = (names[1], rows[0])
+            else:
+                out[key] = (names[:2], np.stack(rows))
+        return out
+    marks = getattr(layer, "marks", None)
+    return {
+        key: (names[0], np.asarray(values, dtype=object)[: arr.shape[0]])
+        for key, values in (marks() if callable(marks) else {}).items()
+    }
+
+
 def to_xarray(
     layer: Any,
     dims: Sequence[str] | None = None,
@@ -1675,8 +1699,9 @@ def to_xarray(
     coordinates along ``step``, one per key (missing, None or NaN, at steps before
     the key was first set, which groupby leaves out), so ``da.groupby("epoch")``
     works; a mark named like a dimension or a coordinate in ``coords`` is left out.
-    A ranked layer gives a ``rank`` dimension first, over the steps every rank has
-    (and no marks: read one rank for them).
+    A ranked layer gives a ``rank`` dimension first, over the steps every rank has;
+    its marks are coordinates over ``step`` where every rank marked the same steps
+    alike (ranks of one job marking epochs), else over ``(rank, step)``.
     Nothing is read until values are used; selecting (``.isel``/``.sel``) then
     reads only the chunks under the selection. Requires ``xarray``.
 
@@ -1730,13 +1755,9 @@ def to_xarray(
     }
     if isinstance(arr, RankedArray):
         all_coords["rank"] = np.array(arr.ranks, dtype=np.int64)
-    else:
-        step_dim = names[0]
-        marks = getattr(layer, "marks", None)
-        for key, values in (marks() if callable(marks) else {}).items():
-            if key in names or key in (coords or {}):
-                continue
-            all_coords[key] = (step_dim, np.asarray(values, dtype=object)[: arr.shape[0]])
+    for key, coord in _mark_coords(layer, arr, names).items():
+        if key not in names and key not in (coords or {}):
+            all_coords[key] = coord
     all_coords.update(coords or {})
     fld = _field(first, arr.field)
     attrs = {

@@ -528,7 +528,10 @@ def _ranked_store(root: Path, steps: dict[int, int]) -> None:
     for r, n in steps.items():
         g = torch.Generator().manual_seed(100 + r)
         with spikestore.StoreWriter(root / rank_key(r)) as w:
-            for _ in range(n):
+            w.mark(shard=f"part{r}")  # differs between the ranks
+            for i in range(n):
+                if i % 10 == 0:
+                    w.mark(epoch=i // 10)  # the same on every rank
                 w.append("output", "sn", (torch.rand(4, 3, 10, generator=g) < 0.3).float())
                 w.append("output", "ms", (torch.rand(3, 2, 4, generator=g) < 0.4).float(),
                          time_axis=0)
@@ -608,6 +611,16 @@ def test_ranked_dask_and_xarray(ranked) -> None:  # type: ignore[no-untyped-def]
                                   A.to_numpy(sn)[0, 2:4])
     one = A.to_xarray(sn, rank=1)
     assert one.dims[0] == "step" and one.shape[0] == 25
+    # Marks: over step where the ranks agree, over (rank, step) where they differ.
+    assert da["epoch"].dims == ("step",)
+    assert da["epoch"].values.tolist() == [0] * 10 + [1] * 10 + [2] * 5
+    assert da["shard"].dims == ("rank", "step")
+    assert da["shard"].values[:, 0].tolist() == ["part0", "part1"]
+    rates = da.groupby("epoch").mean(...)
+    assert rates.sizes["epoch"] == 3
+    np.testing.assert_allclose(float(rates.sel(epoch=1)), A.to_numpy(sn)[:, 10:20].mean())
+    assert sorted(da.groupby("shard").groups) == ["part0", "part1"]
+    assert one["shard"].values.tolist() == ["part1"] * 25 and "epoch" in one.coords
     with pytest.raises(ValueError, match="dims"):
         A.to_xarray(sn, dims=("a", "b"))
 
