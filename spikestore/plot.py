@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import analysis
-from .reader import LayerReader
+from .reader import LayerReader, RankedLayerReader
 from .summary import COLUMNS
 
 __all__ = ["raster_plot", "rate_heatmap", "membrane_traces", "gradient_norms"]
@@ -61,16 +61,43 @@ def _axes(ax: Any, figsize: tuple[float, float] | None = None) -> tuple[Any, boo
     return ax, True
 
 
-def _named(layers: Any) -> list[tuple[str, Any]]:
+def _one_rank(layer: Any, rank: int | None) -> Any:
+    """``layer``, or the layer of rank ``rank`` of a ranked store's layer: a plot
+    draws one rank (the ranks' steps are separate runs of the same network)."""
+    if isinstance(layer, RankedLayerReader):
+        if rank is None:
+            raise ValueError(
+                f"layer {layer.monitor!r}/{layer.name!r} is a layer of a ranked store "
+                f"(ranks {layer.ranks}): pass rank= to plot one rank"
+            )
+        if rank not in layer.ranks:
+            raise ValueError(
+                f"rank={rank!r}: layer {layer.monitor!r}/{layer.name!r} has ranks {layer.ranks}"
+            )
+        return layer.layer(rank)
+    if rank is not None and isinstance(layer, LayerReader):
+        raise ValueError(
+            f"rank={rank!r}: layer {layer.monitor!r}/{layer.name!r} is not a layer of a "
+            "ranked store"
+        )
+    return layer
+
+
+def _named(layers: Any, rank: int | None = None) -> list[tuple[str, Any]]:
     """(label, LayerReader) pairs from a MonitorReader/dict, a list, or one layer,
-    in the order given (a MonitorReader's own order)."""
+    in the order given (a MonitorReader's own order); of rank ``rank`` for a ranked
+    store's layers."""
     if isinstance(layers, Mapping):
-        return [(str(k), v) for k, v in layers.items()]
-    if isinstance(layers, LayerReader):
-        return [(layers.name, layers)]
-    if isinstance(layers, Iterable):
-        return [(lay.name, lay) for lay in layers]
-    raise TypeError(f"expected layers (a monitor, dict, list or one layer), got {type(layers)}")
+        named = [(str(k), v) for k, v in layers.items()]
+    elif isinstance(layers, (LayerReader, RankedLayerReader)):
+        named = [(layers.name, layers)]
+    elif isinstance(layers, Iterable):
+        named = [(lay.name, lay) for lay in layers]
+    else:
+        raise TypeError(
+            f"expected layers (a monitor, dict, list or one layer), got {type(layers)}"
+        )
+    return [(name, _one_rank(lay, rank)) for name, lay in named]
 
 
 def _field(layer: Any, field: Any) -> int:
@@ -208,6 +235,7 @@ def raster_plot(
     *,
     time_axis: bool | int | None = None,
     field: int | str = 0,
+    rank: int | None = None,
     ax: Any = None,
     **scatter: Any,
 ) -> Any:
@@ -229,6 +257,8 @@ def raster_plot(
         whole record. True or an int: that record axis is time.
     field : int or str
         Field of tuple records.
+    rank : int, optional
+        For a layer of a ranked store (a ``torchrun`` job), the rank to draw.
     **scatter
         Passed to ``ax.scatter``.
 
@@ -236,6 +266,7 @@ def raster_plot(
     --------
     >>> ax = raster_plot(store["output"]["sn1"], slice(0, 500), range(64))  # doctest: +SKIP
     """
+    layer = _one_rank(layer, rank)
     ax, _ = _axes(ax)
     f = _field(layer, field)
     sel = analysis.step_selection(layer, steps)
@@ -294,6 +325,7 @@ def rate_heatmap(
     norm: str = "layer",
     field: int | str = 0,
     bins: int | None = None,
+    rank: int | None = None,
     ax: Any = None,
     **imshow: Any,
 ) -> Any:
@@ -321,6 +353,8 @@ def rate_heatmap(
         Field of tuple records, in every layer.
     bins : int, optional
         Average the columns into this many bins (for long runs).
+    rank : int, optional
+        For the layers of a ranked store (a ``torchrun`` job), the rank to draw.
 
     A new figure gets margins that fit the layer names (``fig.tight_layout()``);
     on axes of your own, lay the figure out yourself.
@@ -331,7 +365,7 @@ def rate_heatmap(
     """
     if norm not in ("layer", "shared"):
         raise ValueError(f"norm must be 'layer' or 'shared', got {norm!r}")
-    named = _named(layers)
+    named = _named(layers, rank)
     if over is None:
         if time_axis is None:
             timed = bool(named) and all(lay.time_axis == 0 for _, lay in named)
@@ -404,6 +438,7 @@ def membrane_traces(
     threshold: float | None = None,
     spikes: Any = None,
     boundaries: bool | None = None,
+    rank: int | None = None,
     ax: Any = None,
     **plot: Any,
 ) -> Any:
@@ -433,6 +468,9 @@ def membrane_traces(
     boundaries : bool, optional
         Dotted vertical lines at record boundaries of a multi-step layer. Default:
         when at most 64 records are in view.
+    rank : int, optional
+        For a layer of a ranked store (a ``torchrun`` job), the rank to draw (of
+        ``spikes`` too).
     **plot
         Passed to ``ax.plot`` for the traces.
 
@@ -441,6 +479,9 @@ def membrane_traces(
     >>> ax = membrane_traces(store["v"]["sn1"], [0, 1, 2], threshold=1.0,   # doctest: +SKIP
     ...                      spikes=store["output"]["sn1"])
     """
+    layer = _one_rank(layer, rank)
+    if isinstance(spikes, RankedLayerReader):
+        spikes = _one_rank(spikes, rank)
     ax, _ = _axes(ax)
     f = _field(layer, field)
     sel = analysis.step_selection(layer, steps)
@@ -539,6 +580,7 @@ def gradient_norms(
     x: Sequence[Any] | None = None,
     log: bool = True,
     field: int | str = 0,
+    rank: int | None = None,
     ax: Any = None,
     **plot: Any,
 ) -> Any:
@@ -557,13 +599,15 @@ def gradient_norms(
         Logarithmic y axis.
     field : int or str
         Field of tuple records, in every layer.
+    rank : int, optional
+        For the layers of a ranked store (a ``torchrun`` job), the rank to draw.
 
     Examples
     --------
     >>> ax = gradient_norms(spikestore.open("grads.spikes")["grad_input"])  # doctest: +SKIP
     """
     ax, _ = _axes(ax)
-    for name, lay in _named(layers):
+    for name, lay in _named(layers, rank):
         f = _field(lay, field)
         sel = analysis.step_selection(lay, steps)
         s = analysis.summary(lay, sel, field=f)

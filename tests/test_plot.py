@@ -416,3 +416,52 @@ def test_plots_use_the_stores_dims_units_dt_field_names_and_call_order(
         plot.raster_plot(lif, field="v")
     ax = plot.raster_plot(s["one"]["sn"])  # the batch of one changes no index
     assert ax.get_ylabel() == "neuron (channel)" and ax.get_ylim() == (-0.5, N - 0.5)
+
+
+# ------------------------------------------------------------------ ranked stores
+def test_plots_of_a_ranked_store_draw_the_rank_asked_for(tmp_path: Path, plt) -> None:  # type: ignore[no-untyped-def]
+    """Regression: a ranked store's layers (a torchrun job) failed with numpy's
+    "inhomogeneous shape" in raster_plot and an AttributeError in rate_heatmap."""
+    import zarr
+    from zarr.storage import LocalStore
+
+    from spikestore import plot
+    from spikestore.format import rank_key, ranked_root_attrs
+
+    root = tmp_path / "ddp.spikes"
+    rec: dict[int, list] = {0: [], 1: []}
+    for r, p in ((0, 0.1), (1, 0.6)):
+        g = torch.Generator().manual_seed(r)
+        with spikestore.StoreWriter(root / rank_key(r)) as w:
+            for _ in range(6):
+                s = (torch.rand(T, B, N, generator=g) < p).float()
+                w.append("output", "sn", s, time_axis=0)
+                w.append("v", "sn", torch.rand(T, B, N, generator=g) + r, time_axis=0)
+                w.append("grad", "sn", torch.tensor(float(r + 1)))
+                rec[r].append(s)
+    zarr.create_group(
+        store=LocalStore(root), attributes=ranked_root_attrs("t", 2, [0, 1]), zarr_format=3
+    )
+    store = spikestore.open(root)
+    sn, v = store["output"]["sn"], store["v"]["sn"]
+    for r in (0, 1):
+        ax = plot.raster_plot(sn, rank=r)
+        assert len(ax.collections[0].get_offsets()) == int(torch.stack(rec[r]).sum())
+        plt.close("all")
+    with pytest.raises(ValueError, match=r"ranked store \(ranks \[0, 1\]\): pass rank="):
+        plot.raster_plot(sn)
+    with pytest.raises(ValueError, match="has ranks"):
+        plot.raster_plot(sn, rank=5)
+    with pytest.raises(ValueError, match="not a layer of a ranked store"):
+        plot.raster_plot(store.rank(0)["output"]["sn"], rank=0)
+    ax = plot.rate_heatmap(store["output"], rank=1, norm="shared")
+    rates = ax.images[0].get_array()
+    np.testing.assert_allclose(
+        np.asarray(rates).ravel(), torch.stack(rec[1]).mean(dim=(2, 3)).reshape(-1).numpy()
+    )
+    with pytest.raises(ValueError, match="pass rank="):
+        plot.rate_heatmap(store["output"])
+    ax = plot.membrane_traces(v, [0], rank=1, spikes=sn)
+    assert np.nanmin(ax.lines[0].get_ydata()) >= 1.0  # rank 1's potentials (+1)
+    ax = plot.gradient_norms(store["grad"], rank=1, log=False)
+    assert ax.lines[0].get_ydata().tolist() == [2.0] * 6
