@@ -24,6 +24,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -131,8 +132,11 @@ def _register_exit_hook() -> None:
 _exiting = False
 #: close() calls running in the main thread (where SIGTERM handlers run).
 _closing_in_main = 0
-#: A SIGTERM that came while the main thread was committing, to act on after it.
+#: A SIGTERM that came while the main thread was committing, or running spikestore's
+#: own code, to act on after it.
 _term_pending = False
+#: Whether a thread waits to deliver a deferred SIGTERM (see _redeliver_sigterm).
+_redelivering = False
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -145,6 +149,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     :func:`_close_at_exit` commits the writers still open. While the main thread is
     committing (in ``close()`` or at exit), SIGTERM only waits for it: ``close()``
     raises the ``SystemExit`` when it is done, and at exit nothing more is needed.
+    Nor is it raised inside spikestore's own code (an ``append`` from a monitor's
+    hook, say), where it could leave a lock held (a ``with`` on a ``Condition``
+    entered or left) and the exit hook waiting for it forever: it is raised once
+    the main thread is back in the program's code (:func:`_redeliver_sigterm`).
     With no writer left to commit, SIGTERM ends the process as the default would.
     Python runs this handler when the main thread next runs Python code, not while it
     is blocked in a C call (a collective still waiting on a dead peer).
@@ -161,7 +169,52 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     if _exiting or _closing_in_main or _interpreter_exiting(frame):
         _term_pending = True
         return
+    if _inside_spikestore(frame):
+        _term_pending = True
+        _redeliver_sigterm()
+        return
     raise SystemExit(128 + signum)
+
+
+def _inside_spikestore(frame: Any) -> bool:
+    """Whether ``frame`` (the main thread's) runs spikestore's code, or code it called."""
+    while frame is not None:
+        if os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver_sigterm() -> None:
+    """Send the deferred SIGTERM again once the main thread has left spikestore's code.
+
+    A daemon thread looks at the main thread's stack every few milliseconds; the
+    handler then runs again in the program's code and raises ``SystemExit`` there
+    (or defers once more if the main thread went back into spikestore meanwhile).
+    ``close()`` in the main thread raises it itself, and at exit nothing is needed.
+    """
+    global _redelivering
+    if _redelivering:
+        return
+    _redelivering = True
+    main = threading.main_thread()
+
+    def watch() -> None:
+        global _redelivering, _term_pending
+        while _term_pending and not _exiting:
+            frame = sys._current_frames().get(main.ident or -1)
+            if frame is None:
+                break  # the main thread has ended
+            if not _closing_in_main and not _inside_spikestore(frame):
+                # Cleared first: the handler may defer again, and watch again.
+                _redelivering = _term_pending = False
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            del frame
+            time.sleep(0.005)
+        _redelivering = False
+
+    threading.Thread(target=watch, name="spikestore-sigterm", daemon=True).start()
 
 
 def _interpreter_exiting(frame: Any) -> bool:
@@ -178,6 +231,8 @@ def _interpreter_exiting(frame: Any) -> bool:
     return frame is not None and frame.f_code in _EXIT_CODES
 
 
+#: Where spikestore's modules are (as their code objects name their files).
+_PACKAGE_DIR = os.path.dirname(_on_sigterm.__code__.co_filename)
 #: The code of the functions that the interpreter's exit calls from C (the outermost
 #: frame of the main thread once the program has ended).
 _EXIT_CODES = {_close_at_exit.__code__}

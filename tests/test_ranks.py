@@ -537,6 +537,76 @@ def test_sigterm_at_any_line_of_close_loses_nothing(tmp_path: Path) -> None:
     assert sent >= 10
 
 
+SIGTERM_IN_A_LOCK = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time, torch, spikestore
+    w = spikestore.StoreWriter(sys.argv[1], flush_interval=600)
+    for i in range(20):
+        w.append("output", "x", torch.full((3,), float(i)))
+    api, name = sys.argv[2], sys.argv[3]
+    package = os.path.dirname(spikestore.__file__)
+
+    def noop():
+        pass
+
+    def trace(frame, event, arg):  # SIGTERM as spikestore's call enters threading's `name`
+        code, caller = frame.f_code, frame.f_back
+        if (event == "call" and code.co_filename == threading.__file__ and code.co_name == name
+                and caller is not None and caller.f_code.co_filename.startswith(package)):
+            sys.settrace(None)
+            print("sent", flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+            noop()  # a Python call: the handler runs here, inside threading's frame
+        return None
+
+    sys.settrace(trace)
+    if api == "append":
+        w.append("output", "x", torch.full((3,), 20.0))
+    elif api == "mark":
+        w.mark(epoch=1)
+        w.append("output", "x", torch.full((3,), 20.0))
+    else:
+        w.append("output", "x", torch.full((3,), 20.0))
+        w.flush()
+    sys.settrace(None)
+    time.sleep(30)  # the SIGTERM ends the program here, in its own code
+    print("not reached", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "api,name",
+    [("append", "__exit__"), ("append", "__enter__"), ("mark", "__exit__"), ("flush", "wait")],
+)
+def test_sigterm_inside_spikestore_waits_for_the_program_s_own_code(
+    tmp_path: Path, api: str, name: str
+) -> None:
+    """Regression: SystemExit raised by the SIGTERM handler inside spikestore's own
+    code (as a ``with`` on a Condition entered or left, holding its lock) left the
+    lock held: the writer thread blocked on it, the exit hook's close() waited for
+    the writer thread forever, and nothing was committed. SIGTERM now waits until
+    the main thread is back in the program's code."""
+    root = tmp_path / "s"
+    p = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_IN_A_LOCK, str(root), api, name],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        pytest.fail(f"the process hung after SIGTERM: {out!r}")
+    assert "sent" in out, err[-2000:]
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "not reached" not in out
+    x = spikestore.open(root)["output"]["x"]
+    assert len(x) == 21 and x[20].tolist() == [20.0] * 3
+    if api == "mark":
+        assert x.marks()["epoch"].tolist() == [None] * 20 + [1]
+
+
 # ------------------------------------------------- replacing a ranked store's root
 def _ranked_root(root: Path, world: int, ranks: list[int]) -> None:
     """A ranked store written rank by rank (as the ranks of a job would)."""
