@@ -27,6 +27,7 @@ import argparse
 import collections
 import contextlib
 import errno
+import http.client
 import itertools
 import json
 import math
@@ -275,31 +276,33 @@ def s3_server(bucket: str = "spikestore-test", timeout: float = 60.0) -> Iterato
     >>> with s3_server() as s3:                                   # doctest: +SKIP
     ...     w = spikestore.StoreWriter(s3.url("run"), storage_options=s3.storage_options)
     """
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"moto server exited: {log.read().decode(errors='replace')}")
-            try:
-                urllib.request.urlopen(endpoint, timeout=2).close()
+    deadline = time.monotonic() + timeout
+    for attempt in range(3):
+        # The port is free when chosen; another process may take it before moto binds
+        # it: then moto exits, and it starts again on another port.
+        port = _free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        log = tempfile.TemporaryFile()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            if _answers(proc, endpoint, deadline):
                 break
-            except urllib.error.HTTPError:
-                break  # it answers
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not answer at {endpoint}") from None
-                time.sleep(0.1)
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+        except BaseException:
+            _stop(proc)
+            log.close()
+            raise
+        log.close()
+        if attempt == 2:
+            raise RuntimeError(f"moto server exited: {output}")
+    try:
         # moto accepts unsigned requests: create the bucket without an S3 client.
         urllib.request.urlopen(
             urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10
@@ -312,13 +315,35 @@ def s3_server(bucket: str = "spikestore-test", timeout: float = 60.0) -> Iterato
         }
         yield S3Server(endpoint, bucket, options, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         log.close()
+
+
+def _answers(proc: Any, endpoint: str, deadline: float) -> bool:
+    """Wait until the server at ``endpoint`` answers (True) or its process exits (False)."""
+    while True:
+        if proc.poll() is not None:
+            return False
+        try:
+            urllib.request.urlopen(endpoint, timeout=2).close()
+            return True
+        except urllib.error.HTTPError:
+            return True  # it answers
+        except (OSError, http.client.HTTPException):
+            # Refused, not listening yet; or (a client whose own port happened to be the
+            # server's, connected to itself) no HTTP answer.
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"moto server did not answer at {endpoint}") from None
+            time.sleep(0.1)
+
+
+def _stop(proc: Any) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # ------------------------------------------------------------------ strategies

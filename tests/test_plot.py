@@ -60,10 +60,17 @@ def ms(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _save(ax, name: str) -> None:  # type: ignore[no-untyped-def]
-    """Draw the figure (layout, text extents) and keep a PNG for looking at."""
-    out = Path("/tmp/plots")
-    out.mkdir(exist_ok=True)
-    ax.figure.savefig(out / f"{name}.png", dpi=80)
+    """Draw the figure (layout, text extents); keep a PNG for looking at in
+    ``$SPIKESTORE_PLOT_DIR`` when that is set."""
+    import io
+    import os
+
+    out = os.environ.get("SPIKESTORE_PLOT_DIR")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        ax.figure.savefig(Path(out) / f"{name}.png", dpi=80)
+    else:
+        ax.figure.savefig(io.BytesIO(), format="png", dpi=80)
 
 
 # ------------------------------------------------------------------ raster_plot

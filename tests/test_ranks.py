@@ -286,7 +286,7 @@ def test_torchrun_sigterm_commits_survivors(tmp_path: Path) -> None:
             "--die-rank",
             "1",
             "--die-at",
-            "20",
+            "50",
             "--die-how",
             "exit",
             "--flush-interval",

@@ -65,6 +65,14 @@ def _read(s3: S3Server, url: str) -> spikestore.StoreReader:
     return spikestore.open(store=url_store(url, storage_options=s3.storage_options, read_only=True))
 
 
+def _wait_until_the_lease_expires(s3: S3Server, url: str) -> None:
+    """Wait until the newest lease's heartbeat is older than its timeout."""
+    store = url_store(url, storage_options=s3.storage_options)
+    newest = max(k for k in _keys(s3, url) if k.startswith(LEASE_DIR + "/"))
+    body = json.loads(sync(store.get(newest, default_buffer_prototype())).to_bytes())
+    time.sleep(max(0.0, body["heartbeat"] + body["timeout"] - time.time()) + 0.1)
+
+
 def _put(store: Any, key: str, data: bytes) -> None:
     sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
 
@@ -265,7 +273,7 @@ def test_sigkill_keeps_committed_steps_and_append_resumes_after_takeover(
 ) -> None:
     """A writer SIGKILLed mid-run leaves every committed step exact; its lease blocks a
     new writer until it expires, then mode="a" goes on from what survived."""
-    timeout = 2.0
+    timeout = 3.0
     floor = {f"{m}/{n}": 0 for m, n in RECORDER_LAYERS}
     for k in range(3):
         log = tmp_path / f"log{k}.txt"
@@ -280,15 +288,16 @@ def test_sigkill_keeps_committed_steps_and_append_resumes_after_takeover(
         wait_for(lambda want=2 + k: flushes() >= want, timeout=60, what="recorder flushes")
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL, log.read_text()
+        # The dead writer's lease is still fresh: a new writer is refused (at once: the
+        # read-back below can take longer than the lease on a loaded machine) ...
+        with pytest.raises(StoreLockedError, match="wait"):
+            spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options)
         flushed = [x["flushed"] for x in _lines(log) if "flushed" in x][-1]
         counts = recorder_check(_read(s3, url))
         for key, n in counts.items():
             assert n >= flushed[key] >= floor[key], (key, n, flushed[key])
         floor = counts
-        # The dead writer's lease is still fresh: a new writer is refused, then waits it out.
-        with pytest.raises(StoreLockedError, match="wait"):
-            spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options)
-        time.sleep(timeout)
+        _wait_until_the_lease_expires(s3, url)  # ... then waits it out
     log = tmp_path / "final.txt"
     proc = _spawn(url, s3, log, "--steps", "10", "--flush-every", "5")
     assert proc.wait(120) == 0, log.read_text()
@@ -381,3 +390,26 @@ def test_unreachable_endpoint_says_what_to_check() -> None:
         spikestore.StoreWriter("s3://nobucket/x", storage_options=opts)
     with pytest.raises(OSError, match=r"s3://nobucket/x: .*check storage_options"):
         spikestore.open("s3://nobucket/x", storage_options=opts)
+
+
+def test_the_test_server_starts_again_when_its_port_was_taken(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The port chosen for moto can be taken by another process before moto binds it:
+    moto exits, and s3_server starts it again on another port."""
+    import socket
+    import urllib.request
+
+    from spikestore import testing
+
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = iter([taken.getsockname()[1]])
+    real = testing._free_port
+    monkeypatch.setattr(testing, "_free_port", lambda: next(ports, None) or real())
+    try:
+        with testing.s3_server() as s3:
+            assert not s3.endpoint_url.endswith(f":{taken.getsockname()[1]}")
+            urllib.request.urlopen(f"{s3.endpoint_url}/{s3.bucket}", timeout=10).close()
+    finally:
+        taken.close()

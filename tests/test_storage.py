@@ -8,6 +8,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -280,7 +281,7 @@ def test_lease_on_a_store_passed_in(tmp_path: Path) -> None:
     from spikestore._lease import Lease
 
     store = LocalStore(tmp_path / "s")
-    w = spikestore.StoreWriter(store=store, lease_timeout=0.5)
+    w = spikestore.StoreWriter(store=store, lease_timeout=2.0)
     w.append("m", "l", torch.ones(2))
     w.flush()
     with pytest.raises(spikestore.StoreLockedError, match="open for writing"):
@@ -288,7 +289,7 @@ def test_lease_on_a_store_passed_in(tmp_path: Path) -> None:
     lease = w._storage.lease
     lease._stop.set()  # the holder stops renewing (as if frozen)
     lease._thread.join()
-    time.sleep(0.6)
+    time.sleep(2.1)
     other = Lease(LocalStore(tmp_path / "s"), "other", timeout=5)
     other.acquire()
     w.append("m", "l", torch.zeros(2))
@@ -383,3 +384,41 @@ def test_hostile_lease_objects(tmp_path: Path) -> None:
         spikestore.StoreWriter(store=LocalStore(root), mode="a")
     wait = float(re.search(r"wait ([0-9.]+) s", str(ei.value)).group(1))  # type: ignore[union-attr]
     assert wait <= 86400
+
+
+def test_two_threads_opening_writers_on_one_store_object_get_one_writer(tmp_path: Path) -> None:
+    """Regression: ZarrStorage.open checked for a writer of the same store object, read
+    the store (mode "w-"), then registered itself, with no lock: two threads opening at
+    once both got a writer of one store."""
+    import threading
+
+    from zarr.storage import LocalStore, WrapperStore
+
+    class SlowReads(WrapperStore):  # type: ignore[type-arg]
+        async def get(self, key, prototype, byte_range=None):  # type: ignore[no-untyped-def]
+            if key == "zarr.json":
+                time.sleep(0.3)  # both threads are between the check and the register
+            return await self._store.get(key, prototype, byte_range)
+
+    store = SlowReads(LocalStore(tmp_path / "s"))
+    results: list[Any] = []
+    barrier = threading.Barrier(2)
+
+    def open_one() -> None:
+        barrier.wait()
+        try:
+            results.append(spikestore.StoreWriter(store=store))
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    writers = [r for r in results if isinstance(r, spikestore.StoreWriter)]
+    errors = [r for r in results if not isinstance(r, spikestore.StoreWriter)]
+    for w in writers:
+        w.close()
+    assert len(writers) == 1, results
+    assert isinstance(errors[0], spikestore.StoreLockedError), errors
