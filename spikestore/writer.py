@@ -96,14 +96,21 @@ def _close_at_exit() -> None:
     # Python joins the threads still running only after this hook, and they may still
     # append: wait for them first, as the interpreter would. Not for daemon threads
     # (never joined), nor for the workers of thread and process pools: those end only
-    # when their pool's own exit hook, which runs after this one, tells them to.
+    # when their pool's own exit hook, which runs after this one, tells them to. Nor
+    # once a SIGTERM came: it commits now and ends the process (see below).
+    others: list[threading.Thread] = []
     if writers:
         pools = set(getattr(concurrent.futures.thread, "_threads_queues", {}))
         pools |= set(getattr(concurrent.futures.process, "_threads_wakeups", {}))
         me, main = threading.current_thread(), threading.main_thread()
-        for t in threading.enumerate():
-            if t not in (me, main) and not t.daemon and t not in pools:
-                t.join()
+        others = [
+            t
+            for t in threading.enumerate()
+            if t not in (me, main) and not t.daemon and t not in pools
+        ]
+        for t in others:
+            while t.is_alive() and not (_terminated or _term_pending):
+                t.join(0.05)
     for w in writers:
         try:
             w.close()
@@ -113,6 +120,16 @@ def _close_at_exit() -> None:
             w._finalizer()
         except Exception:
             pass  # the error was the writer's to raise; exit goes on
+    if (_terminated or _term_pending) and any(t.is_alive() for t in others):
+        # Threads that would keep the interpreter from exiting: a SIGTERM ends the
+        # process, once the records are committed, as Python's default would have.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _register_exit_hook() -> None:
@@ -137,6 +154,8 @@ _closing_in_main = 0
 _term_pending = False
 #: Whether a thread waits to deliver a deferred SIGTERM (see _redeliver_sigterm).
 _redelivering = False
+#: Set when a SIGTERM raised SystemExit: the process is ending because of it.
+_terminated = False
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -151,18 +170,20 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raises the ``SystemExit`` when it is done, and at exit nothing more is needed.
     Nor is it raised inside spikestore's own code (an ``append`` from a monitor's
     hook, say), where it could leave a lock held (a ``with`` on a ``Condition``
-    entered or left) and the exit hook waiting for it forever: it is raised once
-    the main thread is back in the program's code (:func:`_redeliver_sigterm`).
-    With no writer left to commit, SIGTERM ends the process as the default would.
+    entered or left) and the exit hook waiting for it forever: it is raised when
+    the writer call in progress returns (:func:`_sigterm_checkpoint`), or once the
+    main thread is back in the program's code (:func:`_redeliver_sigterm`).
+    With no writer of this process left to commit (a forked child has none), SIGTERM
+    ends the process as the default would.
     Python runs this handler when the main thread next runs Python code, not while it
     is blocked in a C call (a collective still waiting on a dead peer).
     """
-    global _term_pending
+    global _term_pending, _terminated
     try:
         writers = list(_OPEN)
     except RuntimeError:  # the set changed meanwhile (another thread): assume open ones
         writers = [None]  # type: ignore[list-item]
-    if not any(w is None or not w._finished for w in writers):
+    if not any(w is None or (not w._finished and w._storage.owned) for w in writers):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
@@ -173,7 +194,26 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         _term_pending = True
         _redeliver_sigterm()
         return
+    _terminated = True
     raise SystemExit(128 + signum)
+
+
+def _sigterm_checkpoint() -> None:
+    """Raise the ``SystemExit`` of a SIGTERM that came during a writer call, as the
+    call returns (in the main thread, with no lock held). A main thread that spends
+    its time in spikestore (a training loop behind a slow store, or one run from
+    spikestore's own code, as ``spikestore demo``) acts on SIGTERM at its next
+    ``append``."""
+    global _term_pending, _terminated
+    if (
+        _term_pending
+        and not _exiting
+        and not _closing_in_main
+        and threading.current_thread() is threading.main_thread()
+    ):
+        _term_pending = False
+        _terminated = True
+        raise SystemExit(128 + signal.SIGTERM)
 
 
 def _inside_spikestore(frame: Any) -> bool:
@@ -926,6 +966,8 @@ class StoreWriter:
             )
             entry.schema.adopt(structure, specs, tree)
             entry.next_step = step + 1
+        if _term_pending:
+            _sigterm_checkpoint()
         return step
 
     # --------------------------------------------------------- run metadata
@@ -958,6 +1000,8 @@ class StoreWriter:
             self._run["attrs"].update(new)
             sink = self._sink
             self._worker.post(lambda: sink.change_run(attrs=new))
+        if _term_pending:
+            _sigterm_checkpoint()
 
     def mark(self, **values: Any) -> None:
         """Mark every later step of every layer with ``values`` (until a later mark
@@ -1020,6 +1064,8 @@ class StoreWriter:
             change = ([list(k) for k in layers[before:]], {"values": clean, "at": at})
             sink = self._sink
             self._worker.post(lambda: sink.change_run(mark=change))
+        if _term_pending:
+            _sigterm_checkpoint()
 
     def _worker_call_list_layers(self) -> list[tuple[str, str]]:
         """The layers already in the store (read on the writer thread, which owns the
@@ -1038,6 +1084,8 @@ class StoreWriter:
             return
         self._check_usable()
         self._worker.call(self._sink.write_all)
+        if _term_pending:
+            _sigterm_checkpoint()
 
     def close(self) -> None:
         """Commit everything, stop the writer thread and release the store. Idempotent.
@@ -1045,7 +1093,7 @@ class StoreWriter:
         In a forked child it only lets go of the child's copy of the lock: the parent
         keeps writing (and keeps its lock).
         """
-        global _closing_in_main, _term_pending
+        global _closing_in_main
         if self._closed:
             return
         self._closed = True
@@ -1062,9 +1110,8 @@ class StoreWriter:
         finally:
             if in_main:
                 _closing_in_main -= 1
-        if in_main and _term_pending and not _exiting and not _closing_in_main:
-            _term_pending = False
-            raise SystemExit(128 + signal.SIGTERM)  # the SIGTERM that came meanwhile
+        if in_main:
+            _sigterm_checkpoint()  # the SIGTERM that came meanwhile
         if owned:
             self._worker.check()
 
