@@ -369,13 +369,32 @@ def _layer_extra(
 
 
 def _settle_extra(
-    stored: dict[str, Any] | None, given: dict[str, Any] | None, where: str
+    stored: dict[str, Any] | None,
+    given: dict[str, Any] | None,
+    time_axis: int | None,
+    where: str,
 ) -> dict[str, Any] | None:
     """A stored layer's metadata with the ``dims`` and ``units`` it lacks taken from
-    the first record appended to it (a layer an older writer made without them);
-    those it has are kept, with a warning where the new ones differ."""
+    the first record this writer appends to it (a layer an older writer made without
+    them); those it has are kept, with a warning where the new ones differ. Dims for
+    a layer with a time axis must name that axis ``time`` (a monitor's automatic dims
+    for a module it takes as single-step would call it ``batch``)."""
     extra = dict(stored or {})
-    given = given or {}
+    given = dict(given or {})
+    dims = given.get("dims")
+    if (
+        "dims" not in extra
+        and dims is not None
+        and time_axis is not None
+        and (time_axis >= len(dims) or dims[time_axis] != "time")
+    ):
+        warnings.warn(
+            f"{where}: dims={tuple(dims)!r} do not name the layer's time axis "
+            f"{time_axis} 'time'; the layer keeps no dims",
+            stacklevel=3,
+        )
+        given.pop("dims")
+        given.pop("field_dims", None)
     groups: tuple[tuple[str, ...], ...] = (("dims", "field_dims"), ("units",))
     for keys in groups:
         new = {k: given[k] for k in keys if k in given}
@@ -899,8 +918,10 @@ class StoreWriter:
         sequence of names, or None, per field: Norse's ``(z, state)`` has ``z`` of
         ``[T, B, N]`` and a state of ``[B, N]``); ``units`` is its values' unit (``"mV"``).
         All three are fixed by a layer's first record, and kept in the store for
-        ``mode="a"``; appending to a layer that an older writer made without dims or
-        units adds them (dims that differ from a layer's stored ones warn, once).
+        ``mode="a"``; the first record a writer appends to a layer that an older
+        writer made without dims or units adds them (dims that differ from a layer's
+        stored ones warn, as do dims that do not name its time axis ``time``). Later
+        records' ``dims`` and ``units`` are not looked at.
 
         Safe to call from several threads at once (``nn.DataParallel`` runs hooks in
         threads): each call gets its own step. A value that cannot be stored (an
@@ -949,7 +970,7 @@ class StoreWriter:
                 entry.settled = True
             elif not entry.settled:
                 given = _layer_extra(leaves, tree, dims, units, where())
-                entry.extra = _settle_extra(entry.extra, given, where())
+                entry.extra = _settle_extra(entry.extra, given, entry.time_axis, where())
                 entry.settled = True
             self._worker.put(
                 Item(

@@ -472,3 +472,28 @@ def test_appending_to_a_layer_without_dims_adds_them(tmp_path):
             w.append("v", "features.0.sn", torch.rand(4, 10, dtype=torch.float64), units="mV")
     layer = spikestore.open(path)["output"]["ms.sn"]
     assert layer.dims == ("time", "batch", "channel", "x") and len(layer) == 9
+
+
+def test_dims_added_to_an_old_multistep_layer_must_name_its_time_axis(tmp_path):
+    """A monitor that takes a module as single-step names axis 0 "batch": added to an
+    old layer whose stored time axis is 0, those dims contradicted it (to_xarray
+    labelled time "batch"). They are left out, with a warning."""
+    import shutil
+    from pathlib import Path
+
+    path = tmp_path / "s"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "store_v1.3", path)
+
+    class SN(nn.Module):
+        def forward(self, x):
+            return (x > 0.5).float()
+
+    net = nn.Module()
+    net.ms = nn.Module()
+    net.ms.sn = SN()
+    with spikestore.StoreWriter(path, mode="a") as w:
+        with pytest.warns(UserWarning, match="do not name the layer's time axis 0 'time'"):
+            with OutputMonitor(net, SN, store=w):
+                net.ms.sn(torch.rand(4, 2, 3, 5))
+    layer = spikestore.open(path)["output"]["ms.sn"]
+    assert layer.time_axis == 0 and layer.dims is None and len(layer) == 7
