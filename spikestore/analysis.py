@@ -245,8 +245,14 @@ def _np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def _dims(layer: Any, ndim: int) -> tuple[str, ...] | None:
-    """The names of the record's axes when the store knows them for records of ``ndim``."""
+def _dims(layer: Any, ndim: int, field: int | None = None) -> tuple[str, ...] | None:
+    """The names of the record's axes when the store knows them for records of ``ndim``
+    (the names of field ``field``'s own axes first, where given)."""
+    field_dims = getattr(layer, "field_dims", None)
+    if field is not None and callable(field_dims):
+        names = field_dims(field)
+        if names is not None and len(names) == ndim:
+            return tuple(str(d) for d in names)
     dims_of = getattr(layer, "dims_of", None)
     dims = dims_of(ndim) if callable(dims_of) else getattr(layer, "dims", None)
     if dims is None or len(dims) != ndim:
@@ -1724,7 +1730,7 @@ def to_xarray(
         arr, lead, first = LayerArray(layer, field, pad=pad), ("step",), layer
     n_rec = len(arr.record_shape)
     if dims is None:
-        stored = _dims(first, n_rec)
+        stored = _dims(first, n_rec, arr.field)
         if stored is None or len(set(stored)) != n_rec or set(stored) & set(lead):
             stored = tuple(f"dim_{i}" for i in range(n_rec))
         names = (*lead, *stored)

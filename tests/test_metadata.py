@@ -497,3 +497,18 @@ def test_dims_added_to_an_old_multistep_layer_must_name_its_time_axis(tmp_path):
                 net.ms.sn(torch.rand(4, 2, 3, 5))
     layer = spikestore.open(path)["output"]["ms.sn"]
     assert layer.time_axis == 0 and layer.dims is None and len(layer) == 7
+
+
+def test_to_xarray_of_a_field_uses_that_field_s_dims(tmp_path):
+    """Regression: to_xarray(layer, field=1) named a field's axes by the first field
+    of the same rank, not by the field's own dims."""
+    pytest.importorskip("xarray")
+    from spikestore import analysis
+
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        for _ in range(3):
+            w.append("m", "pair", (torch.zeros(4), torch.ones(5)), dims=[("neuron",), ("cell",)])
+    layer = spikestore.open(tmp_path / "s")["m"]["pair"]
+    assert layer.field_dims(1) == ("cell",)
+    assert analysis.to_xarray(layer, field=1).dims == ("step", "cell")
+    assert analysis.to_xarray(layer, field=0).dims == ("step", "neuron")
