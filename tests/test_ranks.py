@@ -431,20 +431,27 @@ SIGTERM_WHILE_COMMITTING = textwrap.dedent(
 )
 
 
+def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _check_fifty_steps(root: Path) -> None:
+    """The 50 ``[64, 256]`` steps of the scripts below, all committed and exact."""
+    x = spikestore.open(root)["output"]["x"]
+    assert len(x) == 50
+    assert bits_equal(x[49], torch.full((64, 256), 49.0))
+
+
 @pytest.mark.parametrize("how", ["close", "exit"])
 def test_sigterm_while_committing_waits_for_the_commit(tmp_path: Path, how: str) -> None:
     """torchrun's SIGTERM often lands while a survivor is committing (its collective
     failed, its exit hook runs): the commit finishes, nothing is lost."""
-    root = tmp_path / "s"
-    p = subprocess.run(
-        [sys.executable, "-c", SIGTERM_WHILE_COMMITTING, str(root), how],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    p = _run_script(SIGTERM_WHILE_COMMITTING, str(tmp_path / "s"), how)
     assert p.returncode == (143 if how == "close" else 1), p.stderr[-2000:]
     assert "not reached" not in p.stdout
-    x = spikestore.open(root)["output"]["x"]
-    assert len(x) == 50
-    assert bits_equal(x[49], torch.full((64, 256), 49.0))
+    _check_fifty_steps(tmp_path / "s")
 
 
 SIGTERM_AS_EXIT_BEGINS = textwrap.dedent(
@@ -469,17 +476,11 @@ def test_sigterm_as_the_interpreter_begins_to_exit_loses_nothing(
     """Regression: a SIGTERM that came in the interpreter's exit functions before
     spikestore's exit hook raised SystemExit there, which ended them: the hook never
     ran and every record was lost (CI saw it once, as 0 of 50 steps)."""
-    root = tmp_path / "s"
-    p = subprocess.run(
-        [sys.executable, "-c", SIGTERM_AS_EXIT_BEGINS, str(root), how],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    p = _run_script(SIGTERM_AS_EXIT_BEGINS, str(tmp_path / "s"), how)
     # The exit goes on with the program's own status once the records are committed.
     assert p.returncode == (1 if how == "raise" else 0), p.stderr[-2000:]
     assert "SystemExit" not in p.stderr
-    x = spikestore.open(root)["output"]["x"]
-    assert len(x) == 50
-    assert bits_equal(x[49], torch.full((64, 256), 49.0))
+    _check_fifty_steps(tmp_path / "s")
 
 
 SIGTERM_IN_CLOSE = textwrap.dedent(
