@@ -553,11 +553,13 @@ class StoreWriter:
     thread, so ``finally`` blocks run and the exit hook commits; a SIGTERM that comes
     while the main thread is committing (in ``close()`` or at exit), or once the
     interpreter has begun to exit, waits for the commit (the exit then ends with the
-    program's own status). Python acts on SIGTERM only when the main thread runs Python code: a main
-    thread blocked in a C call (a collective waiting on a dead peer) handles it when
-    that call returns or fails; meanwhile the writer thread keeps committing every
-    ``flush_interval``. SIGKILL ends the process at once and loses what was not yet
-    committed (see above).
+    program's own status), and one that comes inside a writer call (a monitor's
+    ``append``) is raised as that call returns; threads that never end do not keep a
+    SIGTERMed process alive: it commits, then ends by SIGTERM. Python acts on SIGTERM
+    only when the main thread runs Python code: a main thread blocked in a C call (a
+    collective waiting on a dead peer) handles it when that call returns or fails;
+    meanwhile the writer thread keeps committing every ``flush_interval``. SIGKILL
+    ends the process at once and loses what was not yet committed (see above).
 
     **Threads.** ``append`` may be called from any number of threads (hooks under
     ``nn.DataParallel``); steps are numbered in the order the calls reach the
