@@ -36,6 +36,27 @@ more.
 *Release* (close): the daemon thread stops and the generation is rewritten with
 ``released: true``, so the next writer need not wait for the timeout.
 
+Untrusted lease objects
+-----------------------
+Anyone who can write the bucket can plant a lease object, so a body is judged, never
+trusted. A lease that is not one spikestore would write is stale, as a dead holder's
+is, and taken over at once: an object larger than :data:`MAX_LEASE_BYTES`, not a
+regular file (a local store), not JSON or nested past the parser's limit, not a
+JSON object, a ``heartbeat`` or ``timeout`` that is not a finite number (``NaN``,
+``Infinity``, text, ``true``), a timeout not above 0, ``released`` neither true nor
+false. A claimed timeout is capped at :data:`MAX_LEASE_TIMEOUT`. A heartbeat more
+than :data:`CLOCK_SKEW` (or the timeout, if less) ahead of this host's clock is not
+believed either: the lease counts from when its object was last written by the
+store's own clock (S3's ``Last-Modified``, a file's mtime), so a heartbeat of
+``1e300`` or a day ahead locks the store for at most that skew plus the timeout after
+it was written, whoever looks and however often; a store that keeps no such time
+(memory) counts from when this process first read that body, and a modification
+time as far in the future is not believed (stale). The remote wall clock of a body
+is thus used only as far as the stated clock assumption lets it be. Values quoted
+from a body in a message (the holder) are escaped to one line and at most 100
+characters. Generation keys are ASCII digits, 10 to 30 of them; other keys in the
+folder are ignored.
+
 Assumptions, stated so they can be checked: the hosts' clocks agree to well under
 the timeout (heartbeats are wall times), and the store's ``set_if_not_exists`` is
 atomic (S3 through obstore or s3fs, local files, memory). A holder frozen for more
@@ -53,6 +74,7 @@ neither renews nor releases it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -69,6 +91,8 @@ __all__ = [
     "CLEARING_KEY",
     "DEFAULT_LEASE_TIMEOUT",
     "MAX_LEASE_TIMEOUT",
+    "CLOCK_SKEW",
+    "MAX_LEASE_BYTES",
     "Lease",
     "create_exclusive",
     "read_bytes",
@@ -80,8 +104,21 @@ __all__ = [
 DEFAULT_LEASE_TIMEOUT = 30.0
 #: The longest timeout a lease object may claim (one day).
 MAX_LEASE_TIMEOUT = 86400.0
+#: How far (seconds) a heartbeat may lie ahead of this host's clock and still be
+#: believed, if the lease's timeout is not less: clocks under NTP agree to milliseconds.
+CLOCK_SKEW = 5.0
+#: The largest lease object read; spikestore writes about 200 bytes (a holder string
+#: carries a host name of at most 255).
+MAX_LEASE_BYTES = 16 * 1024
 
-_GEN = re.compile(r"\d{10,}")  # zero-padded to 10 digits; more past 9999999999
+# Zero-padded to 10 ASCII digits, more past 9999999999; 30 at most, so that int() of a
+# planted key is cheap and cannot fail.
+_GEN = re.compile(r"[0-9]{10,30}")
+#: The most older generations one acquire deletes (garbage; planted by the thousand,
+#: they must not make opening a store slow).
+_MAX_DELETES = 64
+#: Characters of an untrusted value shown in a message.
+_SHOWN = 100
 
 
 def _sync(coro: Any) -> Any:
@@ -104,13 +141,13 @@ def read_bytes(store: Any, key: str) -> bytes | None:
 
 
 def read_json(store: Any, key: str) -> Any:
-    """``key`` parsed as JSON; None if absent or not JSON."""
+    """``key`` parsed as JSON; None if absent or not JSON (or nested too deep to parse)."""
     data = read_bytes(store, key)
     if data is None:
         return None
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -141,6 +178,110 @@ def create_exclusive(store: Any, key: str, data: bytes) -> bool:
 
 def _gen_key(generation: int) -> str:
     return f"{LEASE_DIR}/{generation:010d}"
+
+
+def _shown(value: Any, limit: int = _SHOWN) -> str:
+    """An untrusted value for a message: one line (control, format and separator
+    characters escaped as ``\\n``, ``\\x1b``, ``\\u202e``), at most ``limit`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    text = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        for c in text[: limit + 1]
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.1f}" if abs(x) < 1e7 else f"{x:.3g}"
+
+
+def _real(x: Any) -> float | None:
+    """``x`` if it is a finite JSON number (not a bool), else None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        f = float(x)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _stat(store: Any, key: str) -> tuple[int, float | None] | None:
+    """Size and last-modified time (by the store's clock: S3's ``Last-Modified``, a
+    file's mtime; None where the store keeps none, a wrapper store included) of
+    ``key``; None if it is absent, or not a regular file in a local store (a FIFO
+    would block the read)."""
+    import stat as st
+
+    from zarr.storage import FsspecStore, LocalStore, ObjectStore
+
+    if isinstance(store, LocalStore):
+        try:
+            info = os.lstat(store.root / key)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return (info.st_size, info.st_mtime) if st.S_ISREG(info.st_mode) else None
+    if isinstance(store, FsspecStore):
+        try:
+            meta = _sync(store.fs._info(f"{store.path.rstrip('/')}/{key}"))
+        except FileNotFoundError:
+            return None
+        if meta.get("type", "file") != "file":
+            return None
+        when = meta.get("LastModified", meta.get("mtime"))
+        return int(meta.get("size") or 0), _timestamp(when)
+    if isinstance(store, ObjectStore):
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        async def head() -> Any:  # obstore wants the running loop when called
+            return await obstore.head_async(store.store, key)
+
+        try:
+            meta = _sync(head())
+        except (FileNotFoundError, NotFoundError):
+            return None
+        return int(meta["size"]), _timestamp(meta.get("last_modified"))
+    try:
+        return int(_sync(store.getsize(key))), None
+    except FileNotFoundError:
+        return None
+
+
+def _timestamp(when: Any) -> float | None:
+    from datetime import datetime
+
+    if isinstance(when, datetime):
+        return when.timestamp()
+    return _real(when)
+
+
+# When this process first read a lease body, for stores that keep no modification
+# time (see the module docstring): (key, body) -> time.monotonic().
+_first_seen: dict[tuple[str, bytes], float] = {}
+
+
+def _read_lease(store: Any, key: str) -> tuple[Any, float | None]:
+    """A lease object's JSON body (None when it is damaged or absent: stale) and
+    when it was last written, by the store's clock or, failing that, by when this
+    process first read it."""
+    found = _stat(store, key)
+    if found is None or not 0 < found[0] <= MAX_LEASE_BYTES:
+        return None, None
+    data = read_bytes(store, key)
+    if data is None or len(data) > MAX_LEASE_BYTES:
+        return None, None
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
+        return None, None
+    written = found[1]
+    if written is None:
+        if len(_first_seen) > 1000:
+            _first_seen.clear()
+        first = _first_seen.setdefault((key, data), time.monotonic())
+        written = time.time() - (time.monotonic() - first)
+    return body, written
 
 
 class Lease:
@@ -183,7 +324,7 @@ class Lease:
             keys = _sync(names())
         except FileNotFoundError:
             return []
-        return sorted(int(k) for k in keys if _GEN.fullmatch(k))
+        return sorted(int(k) for k in keys if isinstance(k, str) and _GEN.fullmatch(k))
 
     def _body(self, released: bool = False, heartbeat: float | None = None) -> bytes:
         return json.dumps(
@@ -208,35 +349,50 @@ class Lease:
         return self._lost
 
     # ------------------------------------------------------------- protocol
+    def _holds(self, top: int) -> str | None:
+        """Why generation ``top``'s lease still holds the store (the message), or None
+        if it may be taken over (see "Untrusted lease objects" in the module docstring)."""
+        body, written = _read_lease(self.store, _gen_key(top))
+        if not isinstance(body, dict) or body.get("released", False) is not False:
+            return None  # released, or damaged: nobody can renew it
+        beat = _real(body.get("heartbeat"))
+        timeout = _real(body.get("timeout", self.timeout))
+        if beat is None or timeout is None or timeout <= 0:
+            return None
+        timeout = min(timeout, MAX_LEASE_TIMEOUT)
+        now = time.time()
+        skew = min(CLOCK_SKEW, timeout)
+        ahead = beat - now
+        counted = " (leases assume they agree)"
+        if ahead > skew:
+            if written is None or written - now > skew:
+                return None
+            beat = min(beat, written)
+            counted = ", so its lease counts from when its object was written"
+        age = now - beat
+        if age >= timeout:
+            return None
+        clocks = (
+            f"; its heartbeat is {_seconds(ahead)} s in the future: the hosts' clocks "
+            f"disagree{counted}"
+            if ahead > 0
+            else ""
+        )
+        return (
+            f"{self.where} is open for writing by another writer "
+            f"({_shown(body.get('holder', 'unknown'))}, lease generation {top}, last "
+            f"heartbeat {_seconds(max(age, 0.0))} s ago{clocks}); close it first, or "
+            f"wait {_seconds(timeout - age)} s for its lease to expire if it died"
+        )
+
     def acquire(self) -> None:
         """Take the lease, or raise :class:`StoreLockedError` naming its holder."""
         gens = self._generations()
         top = gens[-1] if gens else 0
         if gens:
-            body = read_json(self.store, _gen_key(top))
-            if not isinstance(body, dict):
-                body = {}  # unreadable (damaged): nobody can renew it, so it is stale
-            if not body.get("released", False):
-                try:
-                    beat = float(body["heartbeat"])
-                    # A hostile or damaged timeout cannot lock the store for ages.
-                    timeout = min(float(body.get("timeout", self.timeout)), MAX_LEASE_TIMEOUT)
-                except (KeyError, TypeError, ValueError):
-                    beat, timeout = float("-inf"), 0.0
-                age = time.time() - beat
-                if age < timeout:
-                    skew = (
-                        f"; its heartbeat is {-age:.1f} s in the future: the hosts' clocks "
-                        "disagree (leases assume they agree)"
-                        if age < 0
-                        else ""
-                    )
-                    raise StoreLockedError(
-                        f"{self.where} is open for writing by another writer "
-                        f"({body.get('holder', 'unknown')}, lease generation {top}, last "
-                        f"heartbeat {max(age, 0.0):.1f} s ago{skew}); close it first, or "
-                        f"wait {timeout - age:.1f} s for its lease to expire if it died"
-                    )
+            why = self._holds(top)
+            if why is not None:
+                raise StoreLockedError(why)
         self.previous = top
         self.generation = top + 1
         self.pid = os.getpid()
@@ -247,7 +403,8 @@ class Lease:
                 f"{self.where}: another writer took the lease (generation {top + 1}) first"
             )
         self._renewed = started
-        for g in gens[:-1]:  # older than the one taken over (that one fences its holder)
+        # Older than the one taken over (that one fences its holder).
+        for g in gens[:-1][:_MAX_DELETES]:
             try:
                 _sync(self.store.delete(_gen_key(g)))
             except Exception:

@@ -259,6 +259,157 @@ def test_forked_child_leaves_the_lease_alone(s3: S3Server, url: str) -> None:
     assert len(_read(s3, url)["m"]["l"]) == 2
 
 
+# ------------------------------------------------------- planted lease objects
+def _lease_key(gen: int | str) -> str:
+    return f"{LEASE_DIR}/{gen:010d}" if isinstance(gen, int) else f"{LEASE_DIR}/{gen}"
+
+
+def _body(**fields: Any) -> bytes:
+    return json.dumps({"holder": "planted", "released": False, **fields}).encode()
+
+
+def _writer_when_free(s3: S3Server, url: str, within: float) -> list[str]:
+    """Open a writer on ``url`` as soon as its lease lets one in, at most ``within``
+    seconds from now, and record a step; the refusals' messages (each checked to be
+    one line of bounded length)."""
+    refusals: list[str] = []
+
+    def opened() -> bool:
+        try:
+            w = spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options)
+        except StoreLockedError as exc:
+            refusals.append(str(exc))
+            return False
+        with w:
+            w.append("m", "l", torch.ones(2))
+        return True
+
+    wait_for(opened, timeout=within, what="the planted lease to expire")
+    for text in refusals:
+        assert "\n" not in text and len(text) < len(url) + 420, text
+    return refusals
+
+
+#: Planted lease bodies (of the time now) that locked a store for a day or for ever
+#: (1e300), or made opening it fail.
+_PLANTED = {
+    "heartbeat-1e300": lambda now: _body(heartbeat=1e300, timeout=1),
+    "heartbeat-a-day-ahead": lambda now: _body(heartbeat=now + 86400, timeout=1),
+    "heartbeat-a-minute-ahead": lambda now: _body(heartbeat=now + 60, timeout=1),
+    "heartbeat-Infinity": lambda now: (
+        b'{"holder": "x", "heartbeat": Infinity, "timeout": 1, "released": false}'
+    ),
+    "heartbeat-text": lambda now: _body(heartbeat="1e300", timeout=1),
+    "timeout-Infinity": lambda now: _body(heartbeat=now, timeout=float("inf")),
+    "timeout-text": lambda now: _body(heartbeat=now, timeout="1e300"),
+    "huge": lambda now: _body(heartbeat=now, timeout=30, holder="x" * (20 << 10)),
+    "deeply-nested": lambda now: b"[" * 100_000,  # past the JSON parser's recursion limit
+}
+
+
+@pytest.mark.parametrize("case", list(_PLANTED))
+def test_a_planted_lease_locks_the_store_at_most_its_capped_timeout(
+    s3: S3Server, url: str, case: str
+) -> None:
+    """A lease body is untrusted: a heartbeat ahead of this host's clock beyond the
+    clock-skew allowance counts from when the object was written (S3's Last-Modified),
+    and a body spikestore would never write is stale at once. Each case locked the
+    store for a day or for ever (1e300), or made opening it fail."""
+    body = _PLANTED[case](time.time())
+    _put(url_store(url, storage_options=s3.storage_options), _lease_key(1), body)
+    # Timeout 1 s; Last-Modified has whole seconds, so written up to 1 s before now.
+    _writer_when_free(s3, url, within=5.0)
+    assert len(_read(s3, url)["m"]["l"]) == 1
+
+
+def test_a_lease_refusal_is_one_bounded_line(s3: S3Server, url: str) -> None:
+    """The holder string is escaped to one line of at most 100 characters; a heartbeat
+    of 1e300 is named in a few characters and the wait is at most the skew allowance
+    plus the timeout (the message had 917 characters and a wait of 1e300 s)."""
+    import re
+
+    store = url_store(url, storage_options=s3.storage_options)
+    holder = "pid 1 on evil\nspikestore: error: forged\r\x1b[31m\u202e" + "A" * 5000
+    _put(store, _lease_key(1), _body(heartbeat=time.time(), timeout=30, holder=holder))
+    with pytest.raises(StoreLockedError) as info:
+        spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options)
+    text = str(info.value)
+    assert "\n" not in text and "\r" not in text and "\x1b" not in text, text
+    assert "\u202e" not in text and "evil\\nspikestore" in text and "\\x1b" in text, text
+    assert len(text) < len(url) + 300 and "A" * 101 not in text, text
+    _put(store, _lease_key(2), _body(heartbeat=1e300, timeout=30))
+    with pytest.raises(StoreLockedError, match="in the future: the hosts' clocks") as info:
+        spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options)
+    text = str(info.value)
+    assert len(text) < len(url) + 300 and "1e+300 s in the future" in text, text
+    from spikestore._lease import CLOCK_SKEW
+
+    wait = float(re.search(r"wait ([0-9.]+) s", text).group(1))  # type: ignore[union-attr]
+    assert wait <= 30 + CLOCK_SKEW, text
+
+
+def test_planted_generation_keys(s3: S3Server, url: str) -> None:
+    """Generation keys are ASCII digits, 10 to 30: a 1,000-digit key (the next one
+    would be longer than S3 allows, so no writer could open the store) and a key of
+    other scripts' digits (int() reads them) are ignored."""
+    from spikestore._lease import Lease
+
+    store = url_store(url, storage_options=s3.storage_options)
+    live = _body(heartbeat=time.time() + 3600, timeout=3600)
+    _put(store, _lease_key("9" * 1000), live)
+    _put(store, _lease_key("\u0661" * 10), live)  # ARABIC-INDIC DIGIT ONE
+    lease = Lease(url_store(url, storage_options=s3.storage_options), "s", timeout=5)
+    lease.acquire()
+    try:
+        assert lease.generation == 1
+        lease.check()
+    finally:
+        lease.release()
+
+
+def test_a_planted_lease_expires_in_a_store_without_modification_times() -> None:
+    """A store that keeps no modification time (memory): a heartbeat from the future
+    counts from when this process first read that body."""
+    from spikestore._lease import Lease
+
+    store = MemoryStore()
+    _put(store, _lease_key(1), _body(heartbeat=1e300, timeout=0.5))
+    with pytest.raises(StoreLockedError, match="in the future"):
+        Lease(store, "memory", timeout=5).acquire()
+
+    def taken() -> bool:
+        lease = Lease(store, "memory", timeout=5)
+        try:
+            lease.acquire()
+        except StoreLockedError:
+            return False
+        lease.release()
+        return True
+
+    wait_for(taken, timeout=0.5 + 0.5 + 5, what="the planted lease to expire")
+
+
+def test_a_lease_object_that_is_a_fifo_is_stale(tmp_path: Path) -> None:
+    """A lease object in a local store (``store=LocalStore``) that is not a regular
+    file is stale, never read: reading a FIFO blocked opening the store for ever."""
+    script = f"""
+import os, torch, spikestore
+from zarr.storage import LocalStore
+os.makedirs({str(tmp_path / "s" / LEASE_DIR)!r})
+os.mkfifo({str(tmp_path / "s" / LEASE_DIR / "0000000001")!r})
+with spikestore.StoreWriter(store=LocalStore({str(tmp_path / "s")!r})) as w:
+    w.append("m", "l", torch.ones(2))
+print("ok")
+"""
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=HERE.parent
+    )
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+    assert len(spikestore.open(tmp_path / "s")["m"]["l"]) == 1
+
+
 # ---------------------------------------------------------------- crash safety
 def _spawn(url: str, s3: S3Server, log: Path, *args: str) -> subprocess.Popen:
     options = json.dumps(s3.storage_options)
