@@ -39,6 +39,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
+from ._localfs import read_file
 from .codecs import (
     DEFAULT_SPIKES,
     SpikeCodec,
@@ -185,10 +186,8 @@ def write_shard(
         if root is not None:
             # Local files are read one at a time: one chunk in memory at a time.
             for c in old:
-                try:
-                    yield ((root / _key(tail, c)).read_bytes(),)
-                except FileNotFoundError:
-                    yield None
+                data = read_file(root, _key(tail, c))
+                yield None if data is None else (data,)
             return
 
         # Elsewhere one round trip to Zarr's event loop reads all the chunks at once.

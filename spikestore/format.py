@@ -67,6 +67,7 @@ __all__ = [
     "FORMAT_NAME",
     "INDEX_CHUNK",
     "LOCK_FILE",
+    "MAX_METADATA_BYTES",
     "LEASE_DIR",
     "CLEARING_KEY",
     "TRASH_PREFIX",
@@ -110,6 +111,9 @@ FORMAT_VERSION = (1, 5)
 INDEX_CHUNK = 65536
 #: The writer's lock file in a local store's root (not a Zarr node).
 LOCK_FILE = ".spikestore.lock"
+#: The most bytes a ``zarr.json`` of a store may have: a writer refuses to write more
+#: (a root with about 400,000 marks), and a reader refuses a longer file unread.
+MAX_METADATA_BYTES = 64 << 20
 #: The prefix of a writer's lease objects in a store on object storage (not Zarr
 #: nodes): ``<LEASE_DIR>/<generation:010d>``, and the journal of a ``mode="w"``
 #: that replaces a store there (see ``spikestore._lease``).

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from ._localfs import walk_files
 from .codecs import bit_positions, decode_rows
 from .format import (
     DTYPES,
@@ -280,15 +281,19 @@ class _Location:
 
 def _open_group(path: Path | None, store: Any) -> Any:
     import zarr
-    from zarr.storage import LocalStore
+
+    from ._localfs import ConfinedLocalStore
+    from .storage import confined
 
     if store is None:
         assert path is not None
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file or directory")
-        if not (path / "zarr.json").is_file():
+        if not os.path.lexists(path / "zarr.json"):
             raise FormatError(f"{path} is not a spikestore store (no zarr.json)")
-        store = LocalStore(path, read_only=True)
+        store = ConfinedLocalStore(path, read_only=True)
+    else:
+        store = confined(store)
     try:
         return zarr.open_group(store=store, mode="r", zarr_format=3)
     except FileNotFoundError as exc:
@@ -1453,7 +1458,10 @@ class LayerReader(Sequence[Any]):
 
         store, prefix = self._group.store, self._group.path
         if isinstance(store, LocalStore):
-            return _tree_size(Path(store.root) / prefix if prefix else Path(store.root))
+            return sum(
+                size for key, size in walk_files(Path(store.root), prefix)
+                if not key.endswith(".partial")
+            )
         for attempt in range(5):
             try:
                 return int(sync(store.getsize_prefix(prefix)))
@@ -1474,13 +1482,10 @@ class LayerReader(Sequence[Any]):
 
         store, prefix = self._group.store, self._group.path
         if isinstance(store, LocalStore):
-            total = 0
-            top = Path(store.root) / prefix if prefix else Path(store.root)
-            for dirpath, _, files in os.walk(top):
-                if "zarr.json" in files:
-                    with contextlib.suppress(FileNotFoundError):  # a live writer replaced it
-                        total += os.stat(os.path.join(dirpath, "zarr.json")).st_size
-            return total
+            return sum(
+                size for key, size in walk_files(Path(store.root), prefix)
+                if key.rsplit("/", 1)[-1] == "zarr.json"
+            )
 
         async def sizes() -> int:
             n = 0
@@ -1669,28 +1674,6 @@ def _rebuilder(tree: dict[str, Any] | None, structure: str) -> Callable[[list[An
         return lambda leaves: seq(p(leaves) for p in parts)
 
     return build(tree)
-
-
-def _tree_size(top: Path) -> int:
-    """Bytes of the files under ``top``, skipping files that vanish while it looks
-    and ``*.partial`` files (temporary files a writer renames into place)."""
-    total = 0
-    todo = [top]
-    while todo:
-        try:
-            with os.scandir(todo.pop()) as it:
-                entries = list(it)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    todo.append(Path(entry.path))
-                elif not entry.name.endswith(".partial") and entry.is_file():
-                    total += entry.stat().st_size
-            except FileNotFoundError:
-                continue
-    return total
 
 
 def _stack(records: list[Any]) -> Any:

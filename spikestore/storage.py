@@ -47,8 +47,8 @@ import errno
 import json
 import os
 import re
-import shutil
 import socket
+import stat
 import threading
 import uuid
 from collections import OrderedDict
@@ -60,6 +60,17 @@ from zarr.abc.store import Store
 from zarr.storage import LocalStore, WrapperStore
 
 from . import _lease
+from ._localfs import (
+    ConfinedLocalStore,
+    DurableLocalStore,
+    UnsafeStoreError,
+    fsync_dir,
+    is_real_dir,
+    open_lock_file,
+    read_file,
+    remove,
+    write_file,
+)
 from .errors import StoreLockedError
 from .format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
 
@@ -72,6 +83,7 @@ __all__ = [
     "DurableLocalStore",
     "CachingStore",
     "storage_for",
+    "confined",
     "write_parts",
     "file_writer",
     "delete_prefix",
@@ -212,7 +224,15 @@ def storage_for(
         raise ValueError("storage_options are for URL paths; a store passed in has its own")
     if _in_process(store):
         return ZarrStorage(store)
-    return ObjectStorage(store, lease_timeout=lease_timeout)
+    return ObjectStorage(confined(store), lease_timeout=lease_timeout)
+
+
+def confined(store: Any) -> Any:
+    """``store``, or for a plain Zarr ``LocalStore`` the same folder as a
+    :class:`~spikestore._localfs.ConfinedLocalStore` (links and special files refused)."""
+    if isinstance(store, LocalStore) and not isinstance(store, ConfinedLocalStore):
+        return ConfinedLocalStore(store.root, read_only=store.read_only)
+    return store
 
 
 def _innermost(store: Any) -> Any:
@@ -231,85 +251,8 @@ def _in_process(store: Any) -> bool:
 
 
 # ------------------------------------------------------------------ local files
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _makedirs_durable(path: Path) -> None:
-    """``mkdir -p``, then ``fsync`` the parent of every directory it created."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
-    for d in reversed(missing):
-        _fsync_dir(d.parent)
-
-
-def _write_file(
-    path: Path,
-    parts: Iterable[bytes],
-    *,
-    durable: bool,
-    exclusive: bool = False,
-    mkdir: bool = True,
-) -> int:
-    """Write ``parts`` to ``path`` through a temporary name and a rename (atomic).
-
-    ``durable``: the file is ``fsync``-ed before the rename and its directory after.
-    ``mkdir=False``: the caller knows the folder exists (durably, if ``durable``).
-    """
-    if not mkdir:
-        pass
-    elif durable:
-        _makedirs_durable(path.parent)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-    n = 0
-    try:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                n += f.write(part)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        if exclusive:
-            os.link(tmp, path)  # fails if the path exists
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        _fsync_dir(path.parent)
-    return n
-
-
-class DurableLocalStore(LocalStore):
-    """A Zarr ``LocalStore`` whose every write is ``fsync``-ed (file, then directory).
-
-    Writes happen in the order the writer makes them, each one durable before the
-    next starts, so the commit (the field's ``zarr.json``) reaches the disk after
-    the chunks and index it points to.
-    """
-
-    durable = True
-
-    async def _set(self, key: str, value: Any, exclusive: bool = False) -> None:
-        if not self._is_open:
-            await self._open()
-        self._check_writable()
-        view = value.as_buffer_like()
-        await asyncio.to_thread(
-            _write_file, self.root / key, [view], durable=True, exclusive=exclusive
-        )
+# Every file of a local store is reached through spikestore._localfs: no link below
+# the root is followed, no special file read (a store folder is untrusted input).
 
 
 def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
@@ -322,7 +265,7 @@ def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
         store.forget(key)
         store = store._store
     if isinstance(store, LocalStore):
-        _write_file(Path(str(store.root)) / key, parts, durable=getattr(store, "durable", False))
+        write_file(Path(str(store.root)), key, parts, durable=getattr(store, "durable", False))
         return
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
@@ -354,16 +297,11 @@ def file_writer(store: Any) -> Callable[[str, Sequence[Any]], None] | None:
     if root is None:
         return None
     durable = getattr(inner, "durable", False)
-    made: set[Path] = set()  # folders this function made or found (set.add is atomic)
 
     def write(key: str, parts: Sequence[Any]) -> None:
         if cache is not None:
             cache.forget(key)
-        path = root / key
-        known = path.parent in made
-        _write_file(path, parts, durable=durable, mkdir=not known)
-        if not known:
-            made.add(path.parent)
+        write_file(root, key, parts, durable=durable)
 
     return write
 
@@ -377,11 +315,8 @@ def delete_prefix(store: Any, prefix: str) -> None:
     if root is None:
         _sync(store.delete_dir(prefix))
         return
-    path = root / prefix
-    shutil.rmtree(path, ignore_errors=True)
     inner = store._store if isinstance(store, CachingStore) else store
-    if getattr(inner, "durable", False) and path.parent.exists():
-        _fsync_dir(path.parent)
+    remove(root, prefix, durable=getattr(inner, "durable", False))
 
 
 def set_many(store: Any, items: Iterable[tuple[str, bytes]]) -> None:
@@ -399,11 +334,12 @@ def set_many(store: Any, items: Iterable[tuple[str, bytes]]) -> None:
 
 
 def _node_meta(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """A folder's parsed ``zarr.json`` and its spikestore entry (each None if absent or
-    unreadable)."""
+    """A folder's parsed ``zarr.json`` and its spikestore entry (each None if absent,
+    unreadable, a link or a special file: read confined to ``path``)."""
     try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
+        data = read_file(path, "zarr.json")
+        meta = None if data is None else json.loads(data)
+    except (OSError, ValueError, RecursionError):
         return None, None
     if not isinstance(meta, dict):
         return None, None
@@ -423,13 +359,13 @@ def _holds_store(path: Path) -> bool:
     """Whether the folder ``path`` holds a spikestore store (or a damaged one's monitors)."""
     if _root_kind(*_node_meta(path)) == "store":
         return True
-    return any(_is_store_node(x) for x in path.iterdir())
+    return any(_is_store_node(x) for x in path.iterdir() if is_real_dir(x))
 
 
 def _is_store_node(path: Path) -> bool:
     """Whether ``path`` is a group a spikestore writer made in a store's root (a monitor)."""
     entry = _node_meta(path)[1]
-    return path.is_dir() and entry is not None and entry.get("node") == "monitor"
+    return is_real_dir(path) and entry is not None and entry.get("node") == "monitor"
 
 
 class LocalStorage(Storage):
@@ -455,7 +391,7 @@ class LocalStorage(Storage):
         if mode == "w-" and p.exists() and _holds_store(p):
             raise StoreExistsError(str(p))  # before the lock: a store being written too
         p.mkdir(parents=True, exist_ok=True)
-        had_lock_file = (p / LOCK_FILE).exists()
+        had_lock_file = os.path.lexists(p / LOCK_FILE)
         self._lock()
         self._made_lock_file = not had_lock_file
         try:
@@ -463,13 +399,22 @@ class LocalStorage(Storage):
         except BaseException:
             self.abort()  # refused: leave the folder as it was found
             raise
-        cls = DurableLocalStore if self.durable else LocalStore
+        cls = DurableLocalStore if self.durable else ConfinedLocalStore
         # The directory is prepared (cleared for "w"): Zarr only adds to it.
         return cls(p), "a"
 
     def _prepare(self, mode: Mode, had_lock_file: bool) -> None:
         p = self.root
         entries = [x for x in p.iterdir() if x.name != LOCK_FILE]
+        for x in entries:
+            # A store folder is untrusted: a link or special file in its root (where
+            # monitors and the root metadata live) is refused before anything changes.
+            if not (is_real_dir(x) or stat.S_ISREG(os.lstat(x).st_mode)):
+                raise UnsafeStoreError(
+                    f"{x} is {'a symbolic link' if x.is_symlink() else 'a special file'}; "
+                    "spikestore never writes through links or into special files in a "
+                    "store: remove it first"
+                )
         if not entries:
             return
         meta, entry = _node_meta(p)
@@ -481,7 +426,7 @@ class LocalStorage(Storage):
             # No valid root metadata: a store only if all there is are a lock file and
             # monitor groups (its zarr.json lost by a spikestore 0.2 writer killed while
             # replacing it, or damaged), never anything of the user's.
-            trash = [x for x in entries if x.name.startswith(TRASH_PREFIX) and x.is_dir()]
+            trash = [x for x in entries if x.name.startswith(TRASH_PREFIX) and is_real_dir(x)]
             known = {"zarr.json", *(x.name for x in nodes + trash)}
             others = [x for x in entries if x.name not in known]
             if others or not (nodes or trash) or not had_lock_file:
@@ -498,13 +443,14 @@ class LocalStorage(Storage):
             assert meta is not None
             check_root_attrs(meta.get("attributes"), str(p))
         if mode == "w":
-            if kind != "store" and (p / "zarr.json").exists():
+            if kind != "store" and os.path.lexists(p / "zarr.json"):
                 nodes.append(p / "zarr.json")  # damaged: the writer makes a new one
             self._clear(nodes)
         # Trash left by a writer killed while replacing this store (only in a store).
         for x in entries:
-            if x.name.startswith(TRASH_PREFIX) and x.is_dir():
-                shutil.rmtree(x, ignore_errors=True)
+            if x.name.startswith(TRASH_PREFIX) and is_real_dir(x):
+                with contextlib.suppress(OSError):
+                    remove(p, x.name)
 
     def _clear(self, nodes: list[Path]) -> None:
         """Replace an old store crash-safely.
@@ -523,18 +469,19 @@ class LocalStorage(Storage):
         for x in nodes:
             os.rename(x, trash / x.name)
         if self.durable:
-            _fsync_dir(self.root)
-        shutil.rmtree(trash, ignore_errors=True)
+            fsync_dir(self.root)
+        with contextlib.suppress(OSError):
+            remove(self.root, trash.name)
 
     def _lock(self) -> None:
         import fcntl
 
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_lock_file(self.root / LOCK_FILE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             try:
-                holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+                holder = " ".join(os.read(fd, 200).decode(errors="replace").split()) or "unknown"
             finally:
                 os.close(fd)
             raise StoreLockedError(
@@ -719,7 +666,7 @@ def url_store(
         raise ValueError(f"{url!r} is not a URL (scheme://...)")
     local = _file_url_path(url)
     if local is not None:
-        return LocalStore(local, read_only=read_only)
+        return ConfinedLocalStore(local, read_only=read_only)
     scheme, rest = url.split("://", 1)
     options = dict(storage_options or {})
     if scheme.lower() in ("s3", "s3a"):

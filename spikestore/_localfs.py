@@ -1,0 +1,484 @@
+"""A store's local files, reached without ever leaving its folder.
+
+A store is a folder that people copy, download and share, so what lies in it is
+untrusted: a ``.spikestore.lock`` may be a link to a user's file, a monitor folder a
+link to somewhere else, a ``zarr.json`` a FIFO or a link to ``/dev/zero``. Every file
+under a store's root is therefore reached one path component at a time, each
+directory opened with ``openat(2)`` and ``O_NOFOLLOW | O_DIRECTORY`` relative to the
+one before, and the file itself with ``O_NOFOLLOW | O_NONBLOCK``:
+
+* a symbolic link anywhere below the root (a folder or a file) is refused with
+  :class:`UnsafeStoreError`, never followed, whether spikestore reads, writes or
+  deletes there (the root itself is the user's own choice and may be a link);
+* only regular files are read, and a ``zarr.json`` at most
+  :data:`~spikestore.format.MAX_METADATA_BYTES` long (no writer writes more); any
+  other special file (FIFO, device, socket) is refused without blocking;
+* writes go to a temporary file in the same folder and are renamed into place, so
+  a link planted where a file is due is replaced, not written through; removal
+  unlinks links and removes folders without following what they hold.
+
+:class:`ConfinedLocalStore` is Zarr's ``LocalStore`` with every file access
+through these functions; the writer and the reader both use it for local paths.
+``durable=True`` makes each write ``fsync`` the file, then its folder (and the
+parent of every folder it creates).
+
+Thread ownership: nothing here keeps state between calls; each call opens and
+closes its own descriptors, so any thread may call any function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.storage import LocalStore
+
+from .format import MAX_METADATA_BYTES, FormatError
+
+__all__ = [
+    "UnsafeStoreError",
+    "ConfinedLocalStore",
+    "DurableLocalStore",
+    "MAX_FILE_BYTES",
+    "read_file",
+    "write_file",
+    "remove",
+    "is_file",
+    "is_real_dir",
+    "list_dir",
+    "walk_files",
+    "fsync_dir",
+    "open_lock_file",
+]
+
+#: The most bytes any file of a store is read whole (a shard is at most 1 GiB; a
+#: larger file in a store was not written by spikestore).
+MAX_FILE_BYTES = 1 << 31
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class UnsafeStoreError(FormatError):
+    """A store holds a symbolic link or a special file where spikestore reads or writes,
+    or a metadata file larger than any writer writes; nothing was followed or read."""
+
+
+def _parts(key: str) -> list[str]:
+    parts = [p for p in str(key).split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise ValueError(f"{key!r} is not a key of a store (it has a '.' or '..' component)")
+    return parts
+
+
+def _unsafe(root: Path, parts: list[str], what: str) -> UnsafeStoreError:
+    return UnsafeStoreError(
+        f"{Path(root, *parts)} is {what}; spikestore never follows a link or reads a special "
+        "file inside a store: remove it, or replace a link with a copy of what it points "
+        "to (cp -rL copies a store with its links resolved)"
+    )
+
+
+def _kind(st: os.stat_result) -> str:
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "a device file"
+    return "not a regular file"
+
+
+def fsync_dir(fd_or_path: int | Path) -> None:
+    """``fsync`` a folder (by descriptor or path), so entries made in it are on disk."""
+    if isinstance(fd_or_path, int):
+        os.fsync(fd_or_path)
+        return
+    fd = os.open(fd_or_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _dir(root: Path, parts: list[str], *, create: bool = False, durable: bool = False) -> Iterator[int]:
+    """A descriptor of the folder ``root/parts...``, reached without following links.
+
+    ``create``: missing folders are made (their parents ``fsync``-ed if ``durable``).
+    A missing folder otherwise raises ``FileNotFoundError``; a path component that is
+    a regular file ``NotADirectoryError``; a link or special file
+    :class:`UnsafeStoreError`.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, name in enumerate(parts):
+            try:
+                nfd = os.open(name, _DIR, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, 0o777, dir_fd=fd)
+                    if durable:
+                        os.fsync(fd)
+                nfd = os.open(name, _DIR, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):
+                    raise NotADirectoryError(
+                        errno.ENOTDIR, "not a directory", str(Path(root, *parts[: i + 1]))
+                    ) from None
+                raise _unsafe(root, parts[: i + 1], _kind(st)) from None
+            os.close(fd)
+            fd = nfd
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_file(root: Path, parts: list[str], dfd: int) -> int | None:
+    """A read descriptor of regular file ``parts[-1]`` in folder ``dfd``; None if it is
+    missing or a folder."""
+    try:
+        fd = os.open(parts[-1], _FILE, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _unsafe(root, parts, "a symbolic link") from None
+        raise
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return fd
+    os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    raise _unsafe(root, parts, _kind(st))
+
+
+def _limit(key: str) -> int:
+    return MAX_METADATA_BYTES if key.rsplit("/", 1)[-1] == "zarr.json" else MAX_FILE_BYTES
+
+
+def read_file(root: Path, key: str, byte_range: Any = None) -> bytes | None:
+    """The bytes of ``key`` under ``root`` (a byte range of them, as Zarr asks), or None
+    if there is no such file. Refuses links, special files, and a whole file longer
+    than a writer writes (``zarr.json``: :data:`MAX_METADATA_BYTES`; others
+    :data:`MAX_FILE_BYTES`)."""
+    parts = _parts(key)
+    if not parts:
+        return None
+    try:
+        with _dir(root, parts[:-1]) as dfd:
+            fd = _open_file(root, parts, dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if fd is None:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if byte_range is None:
+            start, end = 0, size
+        elif isinstance(byte_range, RangeByteRequest):
+            start, end = byte_range.start, min(byte_range.end, size)
+        elif isinstance(byte_range, OffsetByteRequest):
+            start, end = byte_range.offset, size
+        elif isinstance(byte_range, SuffixByteRequest):
+            start, end = max(0, size - byte_range.suffix), size
+        else:
+            raise TypeError(f"unexpected byte range {byte_range!r}")
+        if end - start > _limit(key):
+            raise UnsafeStoreError(
+                f"{Path(root, *parts)} is {size} bytes, more than a spikestore writer ever "
+                f"writes there ({_limit(key)}); refusing to read it"
+            )
+        chunks = []
+        pos, want = start, max(0, end - start)
+        while want > 0:
+            b = os.pread(fd, min(want, 1 << 26), pos)
+            if not b:
+                break
+            chunks.append(b)
+            pos += len(b)
+            want -= len(b)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def write_file(
+    root: Path,
+    key: str,
+    parts: Iterable[Any],
+    *,
+    durable: bool = False,
+    exclusive: bool = False,
+) -> int:
+    """Write the concatenation of ``parts`` as ``key`` under ``root``, atomically: into a
+    temporary file of the same folder, renamed into place (a link planted at ``key``
+    is replaced, never written through; ``exclusive``: ``FileExistsError`` if
+    ``key`` exists). Missing folders are made. ``durable``: the file is ``fsync``-ed
+    before the rename, its folder after. Returns the bytes written."""
+    names = _parts(key)
+    if not names:
+        raise ValueError("cannot write the store's root folder as a file")
+    name = names[-1]
+    limit = MAX_METADATA_BYTES if name == "zarr.json" else None
+    with _dir(root, names[:-1], create=True, durable=durable) as dfd:
+        tmp = f"{name}.{uuid.uuid4().hex}.partial"
+        n = 0
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+            dir_fd=dfd,
+        )
+        try:
+            try:
+                for part in parts:
+                    view = memoryview(part).cast("B")
+                    while view:
+                        k = os.write(fd, view)
+                        n += k
+                        view = view[k:]
+                if limit is not None and n > limit:
+                    raise ValueError(
+                        f"{Path(root, *names)}: metadata of {n} bytes is more than a store may "
+                        f"hold ({limit}); readers refuse such a file, so it is not written"
+                    )
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if exclusive:
+                os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+                os.unlink(tmp, dir_fd=dfd)
+            else:
+                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        if durable:
+            os.fsync(dfd)
+    return n
+
+
+def _rmtree_at(dfd: int, name: str) -> None:
+    """Remove entry ``name`` of folder ``dfd``: a link or file is unlinked, a folder
+    removed with everything in it, links inside unlinked, never followed."""
+    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dfd)
+        return
+    fd = os.open(name, _DIR, dir_fd=dfd)
+    try:
+        for entry in os.listdir(fd):
+            with contextlib.suppress(FileNotFoundError):
+                _rmtree_at(fd, entry)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dfd)
+
+
+def remove(root: Path, key: str, *, durable: bool = False) -> None:
+    """Delete ``key`` under ``root`` (a file, or a folder and what it holds); nothing
+    if it is missing. Links are removed, never followed; a link on the way to ``key``
+    raises :class:`UnsafeStoreError` and removes nothing."""
+    parts = _parts(key)
+    if not parts:
+        raise ValueError("cannot remove the store's root folder")
+    try:
+        with _dir(root, parts[:-1]) as dfd:
+            try:
+                _rmtree_at(dfd, parts[-1])
+            except FileNotFoundError:
+                return
+            if durable:
+                os.fsync(dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+
+
+def is_file(root: Path, key: str) -> bool:
+    """Whether ``key`` is a regular file under ``root`` (links and special files are not)."""
+    parts = _parts(key)
+    if not parts:
+        return False
+    try:
+        with _dir(root, parts[:-1]) as dfd:
+            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError, UnsafeStoreError):
+        return False
+    return stat.S_ISREG(st.st_mode)
+
+
+def is_real_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder and not a link to one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def list_dir(root: Path, prefix: str) -> list[str]:
+    """The names in folder ``prefix`` under ``root`` ([] if it is missing)."""
+    try:
+        with _dir(root, _parts(prefix)) as dfd:
+            return os.listdir(dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def walk_files(root: Path, prefix: str = "") -> Iterator[tuple[str, int]]:
+    """``(key, size)`` of every regular file under folder ``prefix`` of ``root``, without
+    entering links; files that vanish meanwhile (a live writer renames and drops files)
+    are skipped."""
+    base = _parts(prefix)
+    todo = [base]
+    while todo:
+        parts = todo.pop()
+        try:
+            with _dir(root, parts) as dfd:
+                names = os.listdir(dfd)
+                for name in names:
+                    try:
+                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        todo.append([*parts, name])
+                    elif stat.S_ISREG(st.st_mode):
+                        yield "/".join([*parts, name]), st.st_size
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+
+
+def open_lock_file(path: Path) -> int:
+    """A read-write descriptor of the lock file ``path``, created if missing; refused
+    (:class:`UnsafeStoreError`) if it is a link, not a regular file, or a hard link
+    shared with another name (truncating it would truncate a user's file)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise _unsafe(path.parent, [path.name], "a symbolic link") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = _kind(st) if not stat.S_ISREG(st.st_mode) else "a hard link to another file"
+        raise _unsafe(path.parent, [path.name], what)
+    return fd
+
+
+class ConfinedLocalStore(LocalStore):
+    """Zarr's ``LocalStore``, every file reached through this module's functions: no
+    link below the root followed, no special file read, metadata size bounded (see
+    the module docstring)."""
+
+    durable = False
+
+    def with_read_only(self, read_only: bool = False) -> ConfinedLocalStore:
+        return type(self)(root=self.root, read_only=read_only)
+
+    def get_sync(self, key: str, *, prototype: Any = None, byte_range: Any = None) -> Any:
+        from zarr.core.buffer import default_buffer_prototype
+
+        self._ensure_open_sync()
+        data = read_file(self.root, key, byte_range)
+        proto = prototype or default_buffer_prototype()
+        return None if data is None else proto.buffer.from_bytes(data)
+
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+        from zarr.core.buffer import default_buffer_prototype
+
+        if not self._is_open:
+            await self._open()
+        data = await asyncio.to_thread(read_file, self.root, key, byte_range)
+        proto = prototype or default_buffer_prototype()
+        return None if data is None else proto.buffer.from_bytes(data)
+
+    async def get_partial_values(
+        self, prototype: Any, key_ranges: Iterable[tuple[str, Any]]
+    ) -> list[Any]:
+        return list(
+            await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges))
+        )
+
+    def set_sync(self, key: str, value: Any) -> None:
+        self._ensure_open_sync()
+        self._check_writable()
+        write_file(self.root, key, [value.as_buffer_like()], durable=self.durable)
+
+    async def _set(self, key: str, value: Any, exclusive: bool = False) -> None:
+        if not self._is_open:
+            await self._open()
+        self._check_writable()
+        await asyncio.to_thread(
+            write_file, self.root, key, [value.as_buffer_like()],
+            durable=self.durable, exclusive=exclusive,
+        )
+
+    def delete_sync(self, key: str) -> None:
+        self._ensure_open_sync()
+        self._check_writable()
+        remove(self.root, key, durable=self.durable)
+
+    async def delete(self, key: str) -> None:
+        self._check_writable()
+        await asyncio.to_thread(remove, self.root, key, durable=self.durable)
+
+    async def delete_dir(self, prefix: str) -> None:
+        self._check_writable()
+        if is_file(self.root, prefix):
+            raise ValueError(f"delete_dir was passed a {prefix=!r} that is a file")
+        await asyncio.to_thread(remove, self.root, prefix, durable=self.durable)
+
+    async def exists(self, key: str) -> bool:
+        return await asyncio.to_thread(is_file, self.root, key)
+
+    async def getsize(self, key: str) -> int:
+        parts = _parts(key)
+        with _dir(self.root, parts[:-1]) as dfd:
+            st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise _unsafe(self.root, parts, _kind(st))
+        return st.st_size
+
+    async def list(self) -> AsyncIterator[str]:
+        for key, _ in walk_files(self.root):
+            yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        for key, _ in walk_files(self.root, prefix):
+            yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        for name in list_dir(self.root, prefix):
+            yield name
+
+    async def move(self, dest_root: Path | str) -> None:
+        raise NotImplementedError("a spikestore store is not moved through Zarr")
+
+
+class DurableLocalStore(ConfinedLocalStore):
+    """A :class:`ConfinedLocalStore` whose every write is ``fsync``-ed (file, then folder).
+
+    Writes happen in the order the writer makes them, each one durable before the
+    next starts, so the commit (the field's ``zarr.json``) reaches the disk after
+    the chunks and index it points to.
+    """
+
+    durable = True

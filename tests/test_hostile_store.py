@@ -1,0 +1,242 @@
+"""A store folder is untrusted input: links and special files planted in it.
+
+Every kind of node of a real store (the lock file, the root metadata, monitor, layer
+and field folders, index, segment, shard, tail and summary arrays, their chunk
+folders and chunk files) is replaced in turn by a symbolic link to a copy outside the
+store; then every operation (open and read everything, ``spikestore info``, append
+with ``mode="a"``, replace with ``mode="w"``, a new writer without a mode) runs, and
+the link's target is checked byte for byte after each: nothing outside the store is
+ever written, truncated or deleted, whatever the operation says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import spikestore
+from spikestore import cli
+from spikestore._localfs import UnsafeStoreError
+from spikestore.format import LOCK_FILE, FormatError
+from spikestore.reader import ReadError
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and FIFOs")
+
+
+def _snapshot(top: Path) -> dict[str, str]:
+    """Every entry under ``top`` (links as links): relative path -> content hash or kind."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            rel = str(p.relative_to(top))
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _make_store(path: Path) -> None:
+    """A store with shards (a closed first run) and tails and a lock file (a second
+    run whose process ends without closing), two monitors, spikes and floats."""
+    with spikestore.StoreWriter(path) as w:
+        for t in range(40):
+            w.append("output", "sn1", (torch.rand(2, 8) < 0.3).float())
+            w.append("output", "sn2", torch.randn(3))
+            w.append("v", "sn1", torch.randn(2, 8))
+    script = textwrap.dedent(
+        f"""
+        import os, torch, spikestore
+        w = spikestore.StoreWriter({str(path)!r}, mode="a")
+        for t in range(5):
+            w.append("output", "sn1", (torch.rand(2, 8) < 0.3).float())
+            w.append("v", "sn1", torch.randn(2, 8))
+        w.flush()
+        os._exit(0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+def _kinds(store: Path) -> dict[str, Path]:
+    """One node of each kind: its relative path with numbers and names generalised."""
+    kinds: dict[str, Path] = {}
+    for p in sorted(store.rglob("*")):
+        rel = str(p.relative_to(store))
+        kind = re.sub(r"\d+", "#", rel)
+        kind = re.sub(r"^(output|v)(/sn#)?", "M/L", kind)
+        kinds.setdefault(kind, p)
+    return kinds
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pristine") / "s.spikes"
+    _make_store(path)
+    return path
+
+
+def _operations(path: Path) -> list[tuple[str, object]]:
+    def read_all() -> None:
+        s = spikestore.open(path)
+        for m in s:
+            for name in s[m]:
+                layer = s[m][name]
+                layer[:]
+                layer.nbytes_stored()
+
+    def info() -> None:
+        cli.main(["info", str(path)])
+
+    def append() -> None:
+        with spikestore.StoreWriter(path, mode="a") as w:
+            for _ in range(3):
+                w.append("output", "sn1", (torch.rand(2, 8) < 0.3).float())
+                w.append("v", "sn1", torch.randn(2, 8))
+                w.append("new", "x", torch.randn(4))
+
+    def new_writer() -> None:
+        with spikestore.StoreWriter(path) as w:
+            w.append("output", "sn1", torch.ones(2, 8))
+
+    def replace() -> None:
+        with spikestore.StoreWriter(path, mode="w") as w:
+            w.append("output", "sn1", torch.ones(2, 8))
+            w.append("v", "sn1", torch.randn(2, 8))
+
+    return [("read", read_all), ("info", info), ("append", append),
+            ("new writer", new_writer), ("replace", replace)]
+
+
+def test_links_at_every_kind_of_node_never_touch_their_targets(pristine, tmp_path):
+    kinds = _kinds(pristine)
+    assert {"zarr.json", LOCK_FILE, "M/L", "M/L/f#", "M/L/f#/index", "M/L/f#/s#",
+            "M/L/f#/s#t#", "M/L/f#/s#/c/#/#"} <= set(kinds), sorted(kinds)
+    for n, (kind, node) in enumerate(sorted(kinds.items())):
+        case = tmp_path / f"case{n}"
+        store = case / "s.spikes"
+        shutil.copytree(pristine, store, symlinks=True)
+        outside = case / "outside"
+        outside.mkdir()
+        rel = node.relative_to(pristine)
+        target = outside / "target"
+        planted = store / rel
+        if planted.is_dir():
+            shutil.copytree(planted, target)
+            shutil.rmtree(planted)
+        else:
+            shutil.copy2(planted, target)
+            planted.unlink()
+        planted.symlink_to(target)
+        before = _snapshot(outside)
+        for what, op in _operations(store):
+            try:
+                op()
+            except (OSError, ValueError, RuntimeError):
+                pass  # refusing is fine; what counts is the target, checked next
+            assert _snapshot(outside) == before, f"{what} with {kind} a link changed its target"
+
+
+@pytest.mark.parametrize("mode", [None, "a", "w"])
+def test_lock_file_linked_to_a_users_file_is_refused_and_left_alone(pristine, tmp_path, mode):
+    store = tmp_path / "s.spikes"
+    if mode is None:  # a folder holding only the planted lock file: a new store's place
+        store.mkdir()
+    else:
+        shutil.copytree(pristine, store, symlinks=True)
+        (store / LOCK_FILE).unlink()
+    precious = tmp_path / "thesis.tex"
+    precious.write_bytes(b"\\chapter{Results}\n" * 100)
+    (store / LOCK_FILE).symlink_to(precious)
+    with pytest.raises(UnsafeStoreError, match="symbolic link"):
+        spikestore.StoreWriter(store, mode=mode)
+    assert precious.read_bytes() == b"\\chapter{Results}\n" * 100
+
+
+def test_lock_file_hard_linked_to_a_users_file_is_refused(pristine, tmp_path):
+    store = tmp_path / "s.spikes"
+    shutil.copytree(pristine, store, symlinks=True)
+    precious = tmp_path / "notes.txt"
+    precious.write_bytes(b"keep me")
+    (store / LOCK_FILE).unlink()
+    os.link(precious, store / LOCK_FILE)
+    with pytest.raises(UnsafeStoreError, match="hard link"):
+        spikestore.StoreWriter(store, mode="a")
+    assert precious.read_bytes() == b"keep me"
+
+
+def test_append_through_linked_monitor_folder_is_refused(pristine, tmp_path):
+    store = tmp_path / "s.spikes"
+    shutil.copytree(pristine, store, symlinks=True)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(store / "output", elsewhere)
+    (store / "output").symlink_to(elsewhere)
+    before = _snapshot(elsewhere)
+    with pytest.raises(UnsafeStoreError, match="symbolic link"):
+        spikestore.StoreWriter(store, mode="a")
+    with pytest.raises(FormatError, match="symbolic link"):
+        spikestore.open(store)["output"]["sn1"][0]
+    assert _snapshot(elsewhere) == before
+
+
+def _run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spikestore", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("where", ["zarr.json", "output/zarr.json", "output/sn1/f0/zarr.json",
+                                   "output/sn1/f0/s0t0/c/0/0", "output/sn1/f0/index/c/0/0"])
+def test_fifo_in_a_store_is_refused_without_hanging(pristine, tmp_path, where):
+    store = tmp_path / "s.spikes"
+    shutil.copytree(pristine, store, symlinks=True)
+    (store / where).unlink()
+    os.mkfifo(store / where)
+    r = _run(["info", str(store)])  # hung forever before
+    if "/c/" in where:  # info reads no chunk; export reads them all
+        r = _run(["export", str(store), str(tmp_path / "x.nwb")])
+    assert r.returncode == 1, r
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # Metadata names the FIFO; a chunk that is not a regular file reads as missing.
+    expected = "FIFO" if where.endswith("zarr.json") else "FIFO|missing"
+    assert re.search(expected, r.stderr), r.stderr
+    with pytest.raises((FormatError, ReadError), match=expected):
+        s = spikestore.open(store)
+        s["output"]["sn1"][:]
+
+
+def test_metadata_linked_to_dev_zero_or_huge_is_refused_unread(pristine, tmp_path):
+    store = tmp_path / "s.spikes"
+    shutil.copytree(pristine, store, symlinks=True)
+    meta = store / "output" / "sn1" / "zarr.json"
+    meta.unlink()
+    meta.symlink_to("/dev/zero")
+    with pytest.raises(FormatError, match="symbolic link"):
+        spikestore.open(store)["output"]["sn1"]
+    meta.unlink()
+    with open(meta, "wb") as f:  # sparse: a 1 GiB file that takes no disk
+        f.truncate(1 << 30)
+    with pytest.raises(FormatError, match="more than a spikestore writer"):
+        spikestore.open(store)["output"]["sn1"]
+
+
+def test_writer_refuses_metadata_a_reader_would_refuse(tmp_path, monkeypatch):
+    from spikestore import _localfs
+
+    monkeypatch.setattr(_localfs, "MAX_METADATA_BYTES", 4096)
+    path = tmp_path / "s.spikes"
+    with pytest.raises(Exception, match="more than a store may hold"):  # noqa: PT011
+        spikestore.StoreWriter(path, attrs={"note": "x" * 8000}).close()
