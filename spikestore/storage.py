@@ -80,6 +80,7 @@ __all__ = [
     "LocalStorage",
     "ZarrStorage",
     "ObjectStorage",
+    "ConfinedLocalStore",
     "DurableLocalStore",
     "CachingStore",
     "storage_for",

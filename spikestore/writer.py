@@ -780,15 +780,13 @@ class StoreWriter:
             root_store = st.url_store(str(path), storage_options=storage_options)
             where = str(path)
         elif path is not None:
-            from zarr.storage import LocalStore
-
             root = Path(path)
             if root.exists() and not root.is_dir():
                 raise FileExistsError(f"{root} exists and is not a directory")
             root.mkdir(parents=True, exist_ok=True)
-            root_store, where = LocalStore(root), str(root)
+            root_store, where = st.ConfinedLocalStore(root), str(root)
         else:
-            root_store, where = store, repr(store)
+            root_store, where = st.confined(store), repr(store)
         self._root_where = where
         if not p.active:
             return None
