@@ -407,6 +407,15 @@ def _cli_words(text: str) -> str:
     return text
 
 
+def _names_output(exc: OSError, args: argparse.Namespace) -> bool:
+    """Whether ``exc`` is about export's OUT (the file or its folder), not the store."""
+    if not isinstance(exc.filename, (str, bytes, os.PathLike)):
+        return False
+    named = os.path.abspath(os.fsdecode(exc.filename))
+    out = os.path.abspath(args.out)
+    return named in (out, os.path.dirname(out))
+
+
 def _error_line(exc: BaseException, args: argparse.Namespace) -> str:
     """One line saying what failed, where, and what to do about it."""
     from .errors import StoreLockedError, WriteError
@@ -448,7 +457,10 @@ def _error_line(exc: BaseException, args: argparse.Namespace) -> str:
         if no == errno.ENOTDIR:
             return f"{text}; a part of the path is a file, not a folder"
         if no == errno.ENOSPC:
-            return f"{text}; free some space or choose another PATH"
+            where = "OUT" if cmd == "export" else "PATH"
+            return f"{text}; free some space or choose another {where}"
+        if isinstance(exc, FileNotFoundError) and cmd == "export" and _names_output(exc, args):
+            return f"{text}; create that folder first, or give OUT in an existing folder"
         if isinstance(exc, FileNotFoundError) and not writing:
             return f"{text}; give the folder (or URL) of a spikestore store"
         return text

@@ -22,10 +22,19 @@ together. The NWB files written here are HDF5.
 Both functions read the store through the public names of :mod:`spikestore.analysis`
 and :mod:`spikestore.reader` and decode a bounded block of steps at a time; they run in the caller's
 thread.
+
+:func:`to_nwb` never writes into the store it reads: an output path inside the store's
+folder (or inside the ranked store a rank's folder belongs to), however it is spelled
+(symlinks, ``..``, the folder itself, a case-insensitive file system), is refused
+before anything is written. The file is written beside ``out_path`` under a temporary
+name and renamed over it, so a failed export leaves an existing file as it was, and a
+hard link or symlink at ``out_path`` is replaced, never written through.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -344,6 +353,71 @@ def _store_seconds(store: Any) -> float:
     return float(dt) * _SECONDS[unit]
 
 
+def _store_folder(store: Any) -> str | None:
+    """The local folder of a store reader (None for object storage, or a store
+    object passed in)."""
+    path = getattr(store, "path", None)
+    if path is not None:
+        return os.fspath(path)
+    source = getattr(store, "source", None)
+    location = getattr(source, "location", None)
+    if isinstance(location, str) and location.lower().startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(location).path)
+    return None
+
+
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it, compared by device and inode
+    along ``path``'s resolved ancestors (symlinks, ``..``, case, bind mounts)."""
+    try:
+        root = os.stat(folder)
+    except OSError:
+        return False
+    p = os.path.realpath(path)
+    while True:
+        try:
+            if _same(os.stat(p), root):
+                return True
+        except OSError:
+            pass  # not there (yet): its parent may be
+        parent = os.path.dirname(p)
+        if parent == p:
+            return False
+        p = parent
+
+
+def _check_output(store: Any, out_path: str) -> None:
+    """Refuse an output inside the store (or the Zarr hierarchy around it: a ranked
+    store around a rank's folder) and an output folder that does not exist."""
+    folder = _store_folder(store)
+    if folder is not None:
+        guarded = os.path.realpath(folder)
+        up = os.path.dirname(guarded)
+        while up != guarded and os.path.isfile(os.path.join(up, "zarr.json")):
+            guarded, up = up, os.path.dirname(up)
+        if _inside(out_path, guarded):
+            raise ValueError(
+                f"{out_path} is inside the store {guarded} being exported; writing it "
+                "would damage the store: give an output path outside the store's folder"
+            )
+    if os.path.isdir(out_path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", out_path)
+    parent = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(parent):
+        missing = not os.path.lexists(parent)
+        raise (FileNotFoundError if missing else NotADirectoryError)(
+            errno.ENOENT if missing else errno.ENOTDIR,
+            "no such folder to write the NWB file in" if missing else "not a folder",
+            parent,
+        )
+
+
 def to_nwb(
     store_or_path: Any,
     out_path: str | os.PathLike[str],
@@ -377,7 +451,8 @@ def to_nwb(
     monitors : list of str, optional
         Export only these monitors (default: all).
     overwrite : bool
-        Replace ``out_path`` if it exists (otherwise FileExistsError).
+        Replace ``out_path`` if it exists (otherwise FileExistsError). A path inside
+        the store is refused (ValueError) whatever this says.
 
     What is written
     ---------------
@@ -412,7 +487,8 @@ def to_nwb(
     if isinstance(store, RankedStoreReader):
         raise ValueError("a ranked store: export one rank at a time, to_nwb(store.rank(r), ...)")
     out_path = os.fspath(out_path)
-    if os.path.exists(out_path) and not overwrite:
+    _check_output(store, out_path)
+    if os.path.lexists(out_path) and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True to replace it")
     if dt is None:
         dt = _store_seconds(store)
@@ -482,6 +558,20 @@ def to_nwb(
     if units.count:
         nwb.units = units.table(location)
     nwb.notes = json.dumps(meta)
-    with pynwb.NWBHDF5IO(out_path, "w") as io:
-        io.write(nwb)
+    # Beside out_path, then renamed over it: HDF5 truncates the file it opens, which
+    # would write through a hard link (to a file in the store, say) and leave a
+    # half-written file where a good one was if the export fails.
+    folder = os.path.dirname(os.path.abspath(out_path))
+    tmp = os.path.join(folder, f".spikestore-export-{uuid.uuid4().hex}.nwb")
+    try:
+        with pynwb.NWBHDF5IO(tmp, "w") as io:
+            io.write(nwb)
+        os.replace(tmp, out_path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno and tmp in f"{exc.filename} {exc}":
+            # h5py's message names the temporary file: name the file asked for.
+            raise OSError(exc.errno, os.strerror(exc.errno), out_path) from exc
+        raise
     return out_path

@@ -325,3 +325,137 @@ def test_times_default_to_the_stores_dt(tmp_path: Path) -> None:
         assert notes["attrs"] == {"run": name} and notes["marks"]["marks"][0]["values"] == {
             "epoch": 0
         }
+
+
+# ------------------------------------------------- the output is never in the store
+def _hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (symlinks as their target text)."""
+    import hashlib
+    import os
+
+    out = {}
+    for dirpath, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                out[str(p.relative_to(folder))] = "-> " + os.readlink(p)
+            elif p.is_file():
+                out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Path:
+    path = tmp_path / "S"
+    with spikestore.StoreWriter(path) as w:
+        for i in range(3):
+            w.append("m", "sn", (torch.arange(6) % (i + 2) == 0).float())
+            w.append("v", "mem", torch.full((2,), float(i)))
+    return path
+
+
+def test_export_refuses_an_output_inside_the_store(small_store: Path, tmp_path: Path) -> None:
+    """``spikestore export S S/zarr.json --overwrite`` wrote HDF5 over the store's root
+    metadata and exited 0. Every spelling of a path inside the store (the folder itself,
+    "..", a symlinked folder, a symlink to a file in it) is refused in one line with
+    exit status 1, and the store is byte for byte as it was."""
+    import os
+    import subprocess
+
+    pytest.importorskip("pynwb")
+    s = small_store
+    (tmp_path / "link").symlink_to(s)
+    (tmp_path / "to-root.nwb").symlink_to(s / "zarr.json")
+    outs = [
+        s / "zarr.json",
+        s,
+        s / "m" / "zarr.json",
+        s / "new.nwb",
+        s / "no" / "such" / "folder.nwb",
+        tmp_path / "S" / ".." / "S" / "zarr.json",
+        tmp_path / "link" / "zarr.json",
+        tmp_path / "to-root.nwb",
+    ]
+    before = _hashes(s)
+    for out in outs:
+        res = subprocess.run(
+            [sys.executable, "-m", "spikestore", "export", str(s), str(out), "--overwrite"],
+            capture_output=True, text=True, timeout=300,
+            cwd=Path(__file__).parent.parent, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )  # fmt: skip
+        assert res.returncode == 1, (out, res.stdout, res.stderr)
+        err = res.stderr
+        assert err.count("\n") == 1 and err.startswith("spikestore: error: "), (out, err)
+        assert "inside the store" in err and str(out) in err, err
+        assert _hashes(s) == before, out
+    assert os.readlink(tmp_path / "to-root.nwb") == str(s / "zarr.json")
+
+
+def test_to_nwb_refuses_an_output_inside_the_store(small_store: Path, tmp_path: Path) -> None:
+    """The Python API refuses the same, from a path or a reader, and inside the ranked
+    store around a rank's folder (its root zarr.json)."""
+    import shutil
+
+    pytest.importorskip("pynwb")
+    s = small_store
+    before = _hashes(s)
+    for source in (s, spikestore.open(s), f"{s}/../S/."):
+        for out in (s / "zarr.json", s / "v" / "mem" / "x.nwb"):
+            with pytest.raises(ValueError, match="inside the store"):
+                export.to_nwb(source, out, overwrite=True)
+    assert _hashes(s) == before
+    ranked = tmp_path / "ranked"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "store_v1.4_ranked", ranked)
+    before = _hashes(ranked)
+    rank = spikestore.open(ranked).rank(0)
+    with pytest.raises(ValueError, match="inside the store"):
+        export.to_nwb(rank, ranked / "zarr.json", overwrite=True)
+    assert _hashes(ranked) == before
+
+
+def test_to_nwb_replaces_a_link_and_never_writes_through_it(
+    small_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HDF5 truncates the file it creates: an output hard-linked to the store's
+    zarr.json overwrote it, and a failed export left a truncated file where the old
+    one was. The file is written beside the output and renamed over it."""
+    import os
+
+    pynwb = pytest.importorskip("pynwb")
+    s = small_store
+    before = _hashes(s)
+    out = tmp_path / "out.nwb"
+    os.link(s / "zarr.json", out)
+    export.to_nwb(s, out, overwrite=True)
+    assert _hashes(s) == before
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        assert len(io.read().units) == 6
+    kept = out.read_bytes()
+
+    def fail(self: object, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(pynwb.NWBHDF5IO, "write", fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        export.to_nwb(s, out, overwrite=True)
+    assert out.read_bytes() == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["S", "out.nwb"]
+
+
+def test_export_into_a_missing_folder_names_that_folder(
+    small_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output's missing folder is named, with what to do about it, not advice to
+    give the folder of a store (the store was fine)."""
+    from spikestore.cli import main
+
+    pytest.importorskip("pynwb")
+    missing = tmp_path / "nodir"
+    assert main(["export", str(small_store), str(missing / "out.nwb")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"spikestore: error: {missing}: "), err
+    assert "create that folder" in err and "spikestore store" not in err, err
+    with pytest.raises(FileNotFoundError) as info:
+        export.to_nwb(small_store, missing / "out.nwb")
+    assert info.value.filename == str(missing)
+    assert not missing.exists()
