@@ -85,11 +85,19 @@ __all__ = [
     "load_layer",
     "open_root",
     "layer_path",
+    "steps_text",
 ]
 
 
 def layer_path(monitor: str, layer: str) -> str:
     return f"{node_key(monitor)}/{node_key(layer)}"
+
+
+def steps_text(first: int, last: int) -> str:
+    """Steps ``first`` to ``last`` for a message: "step 4", "steps 4..9", "no steps"."""
+    if last < first:
+        return "no steps"
+    return f"step {first}" if first == last else f"steps {first}..{last}"
 
 
 def open_root(store: Any, zarr_mode: Literal["w", "w-", "a"], created_by: str, where: str) -> Any:
@@ -388,23 +396,28 @@ class FieldWriter:
         n0, n1 = self.committed, self.written
         if n1 == n0:
             return
-        if self.index.shape[0] < n1:
-            # A chunk at a time: the index's zarr.json is not rewritten at every commit.
-            self.index.resize((-(-n1 // INDEX_CHUNK) * INDEX_CHUNK, 2))
-        done = np.concatenate(self.unindexed) if len(self.unindexed) > 1 else self.unindexed[0]
-        self.index[n0:n1] = done
-        self.summary.write(self.group, n0, n1)
-        self.unindexed = []
+        if self.unindexed:  # empty: indexed by an attempt whose commit point failed
+            if self.index.shape[0] < n1:
+                # A chunk at a time: the index's zarr.json is not rewritten at every commit.
+                self.index.resize((-(-n1 // INDEX_CHUNK) * INDEX_CHUNK, 2))
+            done = np.concatenate(self.unindexed) if len(self.unindexed) > 1 else self.unindexed[0]
+            self.index[n0:n1] = done
+            self.summary.write(self.group, n0, n1)
+            self.unindexed = []
+        # Counted once the commit point is written: a failed one (a full disk) leaves
+        # these steps uncommitted, as the error must say and a retry must finish.
+        self.commit(n1)
         self.committed = n1
-        self.commit()
 
-    def commit(self) -> None:
-        """Write the field's attributes: the atomic commit point, fenced again (a
-        writer frozen during this commit's writes must not land its commit point)."""
+    def commit(self, steps: int | None = None) -> None:
+        """Write the field's attributes with ``steps`` committed (default: as many as
+        now): the atomic commit point, fenced again (a writer frozen during this
+        commit's writes must not land its commit point)."""
         if self.fence is not None:
             self.fence()
         segs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.segments]
-        self.group.attrs.update(field_attrs(self.committed, segs))
+        steps = self.committed if steps is None else steps
+        self.group.attrs.update(field_attrs(steps, segs))
         for seg in self.arrays.values():
             seg.disk_sealed = seg.desc["sealed"]
 
@@ -473,8 +486,9 @@ class Sink:
     run: dict[str, Any] | None = None
     run_dirty: bool = False
     _run_since: float | None = None  # when run_dirty was set
-    #: The layer being written and the last step of the write (for :meth:`lost`).
-    _writing: tuple[LayerWriter, int] | None = None
+    #: The layer being written, the last step of the write and ``doing`` as it said
+    #: so (for :meth:`lost`).
+    _writing: tuple[LayerWriter, int, str] | None = None
     #: ``(layer, step, append time)`` of the records not yet committed (and of some that
     #: were: dropped from the front when met), in the order they were taken.
     _order: deque[tuple[LayerWriter, int, float]] = field(default_factory=deque)
@@ -616,8 +630,8 @@ class Sink:
         # written before it are committed afterwards if the store still allows it).
         first = min(f.committed for f in lay.fields)
         last = max(f.written + f.pending for f in lay.fields) - 1
-        self.doing = f"monitor {lay.monitor!r}, layer {lay.name!r}, steps {first}..{last}"
-        self._writing = (lay, last)
+        self.doing = f"monitor {lay.monitor!r}, layer {lay.name!r}, {steps_text(first, last)}"
+        self._writing = (lay, last, self.doing)
         before = sum(f.buffered_bytes for f in lay.fields)
         self.writes += 1
         try:
@@ -630,13 +644,13 @@ class Sink:
     def lost(self) -> str:
         """After a failure: what is not committed, as ``doing`` says it (call after
         :meth:`commit_written`, which may have committed part of what ``doing`` names)."""
-        if self._writing is None or not self.doing.startswith("monitor "):
+        if self._writing is None or self._writing[2] != self.doing:
             return self.doing
-        lay, last = self._writing
-        if not self.doing.endswith(f"..{last}"):
-            return self.doing
+        lay, last, _ = self._writing
         first = min(f.committed for f in lay.fields)
-        return f"monitor {lay.monitor!r}, layer {lay.name!r}, steps {first}..{last}"
+        if first > last:  # the write failed, and then its steps were committed after all
+            return f"monitor {lay.monitor!r}, layer {lay.name!r} (its steps committed after all)"
+        return f"monitor {lay.monitor!r}, layer {lay.name!r}, {steps_text(first, last)}"
 
     def commit_written(self) -> None:
         """Commit what every field has written (best effort, after a failed write: the

@@ -622,6 +622,58 @@ def test_a_failed_write_names_every_step_it_leaves_uncommitted(tmp_path: Path) -
     assert all(torch.equal(layer[k], x + k) for k in range(len(layer)))
 
 
+def test_a_full_disk_names_exactly_the_steps_it_leaves_uncommitted(tmp_path: Path) -> None:
+    """Regression: a disk that filled up at a field's commit point (its zarr.json) gave
+    "failed at monitor 'm', layer 'a', steps 2..1", though step 1 was not committed:
+    the field counted it committed before its commit point was written (and so did
+    what the error says is lost). For every point where the disk fills, the layer the
+    error names is named with exactly its steps not on disk, a single step as "step 1",
+    never an empty range; so is each layer said not committed."""
+    import re
+
+    named = re.compile(r"monitor 'm', layer '(\w)', (?:step (\d+)(?!\.)|steps (\d+)\.\.(\d+))")
+    for writes in range(20):
+        path = tmp_path / f"s{writes}"
+        budget = WriteBudget(None)
+        w = StoreWriter(store=FullDiskStore(LocalStore(path), budget), flush_interval=3600)
+        for name in "ab":
+            w.append("m", name, torch.zeros(3))
+        w.flush()
+        budget.writes = writes
+        for name in "ab":
+            w.append("m", name, torch.ones(3))
+        try:
+            w.flush()
+        except WriteError as exc:
+            text = str(exc)
+        else:
+            assert writes > 4  # the commit went through: every write point was tried
+            with contextlib.suppress(WriteError):
+                w.close()  # sealing may fill the disk
+            break
+        with contextlib.suppress(WriteError):
+            w.close()
+        for m in re.finditer(r"steps (\d+)\.\.(\d+)", text):
+            assert int(m.group(1)) < int(m.group(2)), (writes, text)
+        failed_at, _, lost = text.partition("; not committed: ")
+        where = re.search(r" failed at monitor 'm', layer '(\w)'(.*?): OSError", failed_at)
+        assert where, (writes, text)
+        stored = spikestore.open(path)["m"]
+        name = where.group(1)
+        if len(stored[name]) == 1:
+            assert where.group(2) == ", step 1", (writes, text)
+        else:
+            assert "committed after all" in where.group(2), (writes, text)
+        if lost:  # each layer's steps accepted and not committed
+            uncommitted = {
+                m.group(1): (int(m.group(2) or m.group(3)), int(m.group(2) or m.group(4)))
+                for m in named.finditer(lost)
+            }
+            for name in "ab":
+                want = (1, 1) if len(stored[name]) == 1 else None
+                assert uncommitted.get(name) == want, (writes, name, len(stored[name]), text)
+
+
 class _BigWritesFail(WrapperStore):
     """Refuses writes of more than 1 MiB with ENOSPC once ``fail`` is set (a disk with
     room for metadata only)."""
