@@ -40,8 +40,8 @@ Untrusted lease objects
 -----------------------
 Anyone who can write the bucket can plant a lease object, so a body is judged, never
 trusted. A lease that is not one spikestore would write is stale, as a dead holder's
-is, and taken over at once: an object larger than :data:`MAX_LEASE_BYTES`, not a
-regular file (a local store), not JSON or nested past the parser's limit, not a
+is, and taken over at once: an object empty or larger than :data:`MAX_LEASE_BYTES`,
+not a regular file (a local store), not JSON or nested past the parser's limit, not a
 JSON object, a ``heartbeat`` or ``timeout`` that is not a finite number (``NaN``,
 ``Infinity``, text, ``true``), a timeout not above 0, ``released`` neither true nor
 false. A claimed timeout is capped at :data:`MAX_LEASE_TIMEOUT`. A heartbeat more
