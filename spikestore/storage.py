@@ -1014,7 +1014,7 @@ class ObjectStorage(Storage):
         return sorted({k.rstrip("/") for k in keys} - {_lease.LEASE_DIR, ""})
 
     def _prepare(self, mode: Mode) -> None:
-        self._finish_clearing()
+        self._finish_clearing(mode)
         entries = self._entries()
         if not entries:
             return
@@ -1072,18 +1072,41 @@ class ObjectStorage(Storage):
         _lease.write(self.store, _lease.CLEARING_KEY, json.dumps({"keys": keys}).encode())
         self._finish_clearing()
 
-    def _finish_clearing(self) -> None:
+    def _finish_clearing(self, mode: Mode) -> None:
+        """Carry out the journal of a replacement that a killed writer left.
+
+        The journal is untrusted (a store may be copied, or planted): only a writer
+        that replaces the store (``mode="w"``) deletes monitors the journal lists that
+        readers still see; any other mode deletes only what the killed writer had
+        already hidden (a monitor whose ``zarr.json`` is gone), and refuses to open a
+        store where listed monitors are still there.
+        """
         data = _lease.read_bytes(self.store, _lease.CLEARING_KEY)
         if data is None:
             return
         try:
             journal = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             journal = None  # damaged: nothing to replay
         keys = journal.get("keys") if isinstance(journal, dict) else None
-        for key in keys if isinstance(keys, list) else []:
-            if not isinstance(key, str) or "/" in key or key.startswith(".") or not key:
-                continue  # never a monitor key (see format.node_key): not ours to delete
+        keys = [
+            k for k in (keys if isinstance(keys, list) else [])
+            # never a monitor key (see format.node_key): not ours to delete
+            if isinstance(k, str) and k and "/" not in k and not k.startswith(".")
+        ]
+        if mode != "w":
+            seen = [
+                k for k in keys
+                if _sync(self.store.exists(k if k == "zarr.json" else f"{k}/zarr.json"))
+            ]
+            if seen:
+                shown = ", ".join(repr(k[:40]) for k in seen[:5])
+                raise FormatError(
+                    f"{self.where}: a replacement of this store (mode='w') was interrupted "
+                    f"before it removed {shown}; open it with mode='w' to finish "
+                    f"replacing it, or delete {_lease.CLEARING_KEY} to keep them"
+                )
+        for key in keys:
             if key == "zarr.json":
                 _sync(self.store.delete(key))
                 continue

@@ -21,6 +21,7 @@ from zarr.storage import FsspecStore, MemoryStore, ObjectStore
 import spikestore
 from spikestore import StoreLockedError, WriteError
 from spikestore._lease import CLEARING_KEY, LEASE_DIR
+from spikestore.format import FormatError
 from spikestore.storage import ObjectStorage, is_url, prefixed, storage_for, url_store
 from spikestore.testing import (
     RECORDER_LAYERS,
@@ -564,3 +565,22 @@ def test_the_test_server_starts_again_when_its_port_was_taken(monkeypatch) -> No
             urllib.request.urlopen(f"{s3.endpoint_url}/{s3.bucket}", timeout=10).close()
     finally:
         taken.close()
+
+
+def test_a_planted_clearing_journal_deletes_nothing_readers_see(s3: S3Server, url: str) -> None:
+    """A journal of an interrupted replacement is untrusted: copied or planted, it must not
+    make an appending (or a new) writer delete monitors, or the root metadata, that readers
+    still see; only mode="w", which replaces the store anyway, carries it out whole."""
+    opts = _options(s3)
+    with spikestore.StoreWriter(url, storage_options=opts) as w:
+        w.append("precious", "a", torch.ones(3))
+    store = url_store(url, storage_options=opts)
+    _put(store, CLEARING_KEY, json.dumps({"keys": ["precious", "zarr.json"]}).encode())
+    for mode in ("a", None):
+        with pytest.raises(FormatError, match="replacement of this store .* was interrupted"):
+            spikestore.StoreWriter(url, mode=mode, storage_options=opts)
+        assert same_record(_read(s3, url)["precious"]["a"][0], torch.ones(3))
+    with spikestore.StoreWriter(url, mode="w", storage_options=opts) as w:
+        w.append("new", "a", torch.zeros(3))
+    assert _read(s3, url).monitors == ["new"]
+    assert CLEARING_KEY not in _keys(s3, url)
