@@ -13,7 +13,9 @@ The shard file follows Zarr's ``sharding_indexed`` layout as
 :func:`spikestore.format.sharding_codec` builds it: the chunks back to back, then
 ``(offset, nbytes)`` as little-endian uint64 for every inner chunk in C order
 (``2**64 - 1`` twice for an absent chunk), then the CRC-32C of that index as a
-little-endian uint32.
+little-endian uint32. A segment with an id (format 1.6) also gets its shard header
+(:func:`spikestore.format.shard_header`: the segment, the shard's coordinates and
+each chunk's CRC-32C) between the chunks and the index, where no index entry points.
 
 The writer thread encodes a tail's chunks itself rather than through Zarr's
 ``__setitem__`` (:class:`_ChunkWriter`: the array's own codec chain, so the bytes
@@ -50,7 +52,15 @@ from .codecs import (
 from .codecs.layout import MAX_SHARD_BYTES
 from .codecs.layout import layout as chunk_layout
 from .codecs.rows import dense_codecs
-from .format import FORMAT_NAME, SPIKE_ENCODING, sharding_codec, tail_name
+from .format import (
+    FORMAT_NAME,
+    SEGMENT_ID_KEY,
+    SPIKE_ENCODING,
+    new_id,
+    shard_header,
+    sharding_codec,
+    tail_name,
+)
 from .storage import delete_prefix, file_writer, local_root, set_many, write_parts
 
 __all__ = [
@@ -63,6 +73,7 @@ __all__ = [
     "copy_to_shard",
     "copy_from_shard",
     "encode_threads",
+    "segment_id",
     "write_shard",
 ]
 
@@ -197,8 +208,12 @@ def write_shard(
         for buf in _sync(get_all()):
             yield None if buf is None else (buf.to_bytes(),)
 
+    coords0 = (shard,) + (0,) * (main.ndim - 1)
+    seg_id = segment_id(main)
+
     def parts() -> Iterator[Any]:
         index = np.full((*grid, 2), _EMPTY, dtype="<u8")
+        trailers = np.zeros(grid, dtype="<u4")
         offset = 0
         placed = itertools.chain(zip(old, chunks(), strict=True), fresh)
         for coords, data in placed:
@@ -206,12 +221,34 @@ def write_shard(
                 continue
             size = sum(memoryview(p).nbytes for p in data)
             index[coords] = (offset, size)
+            trailers[coords] = _trailer(data)
             offset += size
             yield from data
         raw = index.tobytes()
+        if seg_id is not None:
+            yield shard_header(seg_id, coords0, trailers.tobytes())
         yield raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
 
-    write_parts(store, _key(main, (shard,) + (0,) * (main.ndim - 1)), parts())
+    write_parts(store, _key(main, coords0), parts())
+
+
+def segment_id(arr: Any) -> str | None:
+    """The id of segment array ``arr`` (format 1.6), None for an older segment, whose
+    shard files then get no shard header."""
+    own = dict(arr.attrs).get(FORMAT_NAME)
+    value = own.get(SEGMENT_ID_KEY) if isinstance(own, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _trailer(parts: tuple[Any, ...]) -> int:
+    """The last 4 bytes of a chunk given as parts, as a little-endian uint32 (the
+    chunk's CRC-32C: every segment's codec chain ends with it)."""
+    tail = b""
+    for p in reversed(parts):
+        tail = bytes(memoryview(p).cast("B")[-(4 - len(tail)) :]) + tail
+        if len(tail) >= 4:
+            break
+    return int.from_bytes(tail.rjust(4, b"\0")[-4:], "little")
 
 
 def copy_from_shard(main: Any, shard: int, tail: Any) -> int:
@@ -279,10 +316,14 @@ def create_segment(grp: Any, desc: dict[str, Any], row: np.ndarray, opts: Segmen
     """Create segment ``desc["array"]`` in field group ``grp`` for rows like ``row``.
 
     An array of that name is replaced: it has no committed rows (left by a run
-    killed before its first commit).
+    killed before its first commit). ``desc`` gets the new array's ``id`` (format 1.6).
     """
     spikes = desc["encoding"] == SPIKE_ENCODING
     itemsize = row.dtype.itemsize
+    # A new array, a new id: in the descriptor (committed with the field's metadata)
+    # and in the array's attributes, so a reader tells this array from any other that
+    # takes its place, and its shard files from any other's.
+    desc[SEGMENT_ID_KEY] = new_id()
     frame = None
     if spikes and opts.compressor is None:
         perm = desc.get("permute")
@@ -386,7 +427,15 @@ class Segment:
         name = tail_name(self.desc["array"], p)
         shape = (self.shard, *self.main.shape[1:])
         t = self.grp[name] if name in self.grp else None
-        if t is None or t.shape != shape or t.chunks != self.main.chunks:
+        if (
+            t is None
+            or t.shape != shape
+            or t.chunks != self.main.chunks
+            # a tail left by an array that this one replaced (a run killed before its
+            # first commit) holds no committed rows, and names the other array
+            or dict(t.attrs).get(FORMAT_NAME, {}).get(SEGMENT_ID_KEY)
+            not in (None, self.desc.get(SEGMENT_ID_KEY))
+        ):
             from zarr.abc.codec import ArrayBytesCodec
 
             inner = list(self.main.metadata.codecs[0].codecs)
@@ -404,12 +453,19 @@ class Segment:
                 fill_value=0,
                 # Its rows are not steps: another name keeps xarray from aligning them.
                 dimension_names=["tail_row", *dims[1:]] if dims else None,
-                attributes={FORMAT_NAME: {"node": "tail", "of": self.desc["array"]}},
+                attributes={FORMAT_NAME: self._tail_attrs()},
                 config={"write_empty_chunks": True},
                 overwrite=True,
             )
         self._tails[p] = t
         return t
+
+    def _tail_attrs(self) -> dict[str, Any]:
+        attrs = {"node": "tail", "of": self.desc["array"]}
+        seg_id = self.desc.get(SEGMENT_ID_KEY)
+        if seg_id is not None:
+            attrs[SEGMENT_ID_KEY] = seg_id
+        return attrs
 
     def _grow(self, rows: int) -> None:
         if self.main.shape[0] < rows:

@@ -1,4 +1,4 @@
-"""The on-disk layout of a spikestore store (format version 1.5).
+"""The on-disk layout of a spikestore store (format version 1.6).
 
 This module is the contract between the writer and the reader. It imports
 nothing from the rest of the package, only the standard library, so the layout
@@ -54,6 +54,11 @@ the user's free JSON attributes, the duration ``dt`` of a time step with its
 ``time_unit``, and the user's marks (``epoch``, ``phase``, ...), each with the step
 of every layer from which it applies.
 
+Format 1.6 binds stored bytes to their place: every segment has an ``id``, each of
+its shard files a *shard header* naming the segment, the shard and its chunks'
+checksums (:func:`shard_header`), and the root a ``store_id`` that changes when a
+store is replaced; :data:`MAX_CHUNK_BYTES` bounds what a decoded chunk may be.
+
 Every format fact (names, chunk sizes, the sharding codec) is defined here once.
 """
 
@@ -105,7 +110,7 @@ __all__ = [
 
 FORMAT_NAME = "spikestore"
 #: (major, minor). A reader refuses a store whose major version is newer than its own.
-FORMAT_VERSION = (1, 5)
+FORMAT_VERSION = (1, 6)
 
 #: Steps per chunk of a field's ``index`` array.
 INDEX_CHUNK = 65536
@@ -573,3 +578,140 @@ def check_field_attrs(attrs: Any, where: str) -> dict[str, Any]:
         if seg["array"] != f"s{k}":
             raise FormatError(f"{where}: segment {k} is named {seg['array']!r}, expected 's{k}'")
     return meta
+
+
+# --------------------------------------------------------------------- integrity (1.6)
+# What binds stored bytes to their place, and the bounds on what a decoded chunk may be.
+# Format 1.6 gives every segment an ``id`` (in its descriptor and in its array's own
+# attributes) and writes a *shard header* into every shard file of such a segment: a
+# few bytes between the chunks and Zarr's shard index, which no index entry points
+# at, so Zarr (and any reader of the sharding layout) skips them. A reader checks that
+# a shard file names the segment and the shard coordinates it was read for, and that
+# each chunk it decodes ends with the CRC-32C the header lists for that chunk: a shard
+# file swapped with another of its array (or of another array), or one of a store that
+# replaced the one a reader opened, is an error, never another step's records.
+
+#: The most bytes a decoded inner chunk of any array of a store may hold. The writer
+#: never makes larger chunks (``spikestore.codecs.layout`` keeps its chunks within
+#: it: 16 MiB at most for spikes of convolutional layers, 256 KiB by default; index
+#: chunks are 512 KiB, summary chunks at most 8 MiB), and a reader refuses an array
+#: that declares larger ones before it reads a byte of their data.
+MAX_CHUNK_BYTES = 1 << 26
+#: The most inner chunks one shard may hold (its index takes 16 bytes a chunk).
+MAX_CHUNKS_PER_SHARD = 1 << 24
+#: The key of a segment's id in its descriptor and its array's attributes (1.6).
+SEGMENT_ID_KEY = "id"
+#: The key of a store's id in its root metadata (1.6): a new one each time a store
+#: is created or replaced (``mode="w"``); kept by writers that append.
+STORE_ID_KEY = "store_id"
+SHARD_HEADER_MAGIC = b"SKSH"
+SHARD_HEADER_VERSION = 1
+#: The fixed start of a shard header: magic, version, ndim, reserved, segment id.
+_SHARD_HEAD = "<4sBBH16s"
+_SHARD_HEAD_SIZE = 24
+
+
+def new_id() -> str:
+    """A new random id (32 lower-case hex digits) for a segment or a store."""
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def check_id(value: Any, where: str) -> str | None:
+    """An id as stored (32 lower-case hex digits), or None where there is none."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{32}", value):
+        raise FormatError(f"{where}: malformed id {str(value)[:80]!r}")
+    return value
+
+
+def with_store_id(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Root attributes (:func:`root_attrs`, :func:`ranked_root_attrs`) with a new store
+    id: what a writer that creates or replaces a store writes."""
+    entry = dict(attrs[FORMAT_NAME])
+    entry[STORE_ID_KEY] = new_id()
+    return {**attrs, FORMAT_NAME: entry}
+
+
+def store_id(meta: dict[str, Any], where: str) -> str | None:
+    """The store id of root metadata (the entry :func:`check_root_attrs` returns), or
+    None for a store written before format 1.6."""
+    return check_id(meta.get(STORE_ID_KEY), f"{where} store id")
+
+
+def shard_header_size(ndim: int, chunks: int) -> int:
+    """Bytes of the shard header of an ``ndim``-dimensional array whose shards hold
+    ``chunks`` inner chunks."""
+    return _SHARD_HEAD_SIZE + 8 * ndim + 4 * chunks + 4
+
+
+def shard_header(segment_id: str, coords: tuple[int, ...], trailers: bytes) -> bytes:
+    """The shard header of shard ``coords`` (its chunk key's coordinates) of the
+    segment ``segment_id``. ``trailers`` holds, for each inner chunk in C order, the
+    last 4 bytes of its encoded bytes (its CRC-32C: every segment's codec chain ends
+    with ``crc32c``), 4 zero bytes for an absent chunk.
+
+    Layout (little-endian)::
+
+        0        4       magic b"SKSH"
+        4        1       version 1
+        5        1       ndim, the number of coordinates
+        6        2       reserved, 0
+        8        16      the segment's id (its 32 hex digits as 16 bytes)
+        24       8*ndim  the shard's coordinates, uint64
+        ...      4*n     the inner chunks' trailers, in C order
+        ...      4       CRC-32 (zlib) of all the bytes before it
+    """
+    import struct
+    import zlib
+
+    head = struct.pack(
+        _SHARD_HEAD,
+        SHARD_HEADER_MAGIC,
+        SHARD_HEADER_VERSION,
+        len(coords),
+        0,
+        bytes.fromhex(segment_id),
+    )
+    body = head + struct.pack(f"<{len(coords)}Q", *coords) + bytes(trailers)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def parse_shard_header(data: bytes, ndim: int, chunks: int) -> tuple[str, tuple[int, ...], bytes]:
+    """``(segment id, coordinates, trailers)`` of a shard header (see
+    :func:`shard_header`) of ``shard_header_size(ndim, chunks)`` bytes; ValueError
+    naming what is wrong when the bytes are not one."""
+    import struct
+    import zlib
+
+    size = shard_header_size(ndim, chunks)
+    if len(data) != size:
+        raise ValueError(f"a shard header of {size} bytes was expected, not {len(data)}")
+    magic, version, n, _, raw_id = struct.unpack_from(_SHARD_HEAD, data)
+    if magic != SHARD_HEADER_MAGIC:
+        raise ValueError("no shard header (the file was not written with it)")
+    if struct.unpack_from("<I", data, size - 4)[0] != zlib.crc32(data[: size - 4]):
+        raise ValueError("the shard header's checksum does not match (damaged)")
+    if version != SHARD_HEADER_VERSION or n != ndim:
+        raise ValueError(f"unsupported shard header (version {version}, {n} coordinates)")
+    pos = _SHARD_HEAD_SIZE
+    coords = struct.unpack_from(f"<{ndim}Q", data, pos)
+    pos += 8 * ndim
+    return raw_id.hex(), tuple(coords), bytes(data[pos : pos + 4 * chunks])
+
+
+__all__ += [
+    "MAX_CHUNK_BYTES",
+    "MAX_CHUNKS_PER_SHARD",
+    "SEGMENT_ID_KEY",
+    "STORE_ID_KEY",
+    "new_id",
+    "check_id",
+    "with_store_id",
+    "store_id",
+    "shard_header",
+    "shard_header_size",
+    "parse_shard_header",
+]

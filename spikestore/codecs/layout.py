@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from ..format import MAX_CHUNK_BYTES, MAX_CHUNKS_PER_SHARD
 from .spikes import MOTION_MAX_T
 
 __all__ = ["MAX_SHARD_BYTES", "MAX_FRAME_BITS", "layout", "spike_frame", "time_last"]
@@ -44,7 +45,45 @@ def layout(
     row of chunks: records so large that 16 steps would pass it get fewer steps per
     chunk (a power of two, at least one), so that the writer buffers whole rows of
     chunks within its bound and writes each shard once.
+
+    The decoded chunk stays within :data:`~spikestore.format.MAX_CHUNK_BYTES` and a shard
+    holds at most :data:`~spikestore.format.MAX_CHUNKS_PER_SHARD` chunks, the bounds a
+    reader checks: ``chunk_bytes`` is taken as at most an eighth of the first (a chunk
+    of whole MOTION planes may hold eight times ``chunk_bytes``), and raised where
+    chunks that small would pass the second.
     """
+    chunk_bytes = min(max(1, int(chunk_bytes)), MAX_CHUNK_BYTES // 8)
+    while True:
+        chunks, shards = _layout(
+            row_shape,
+            itemsize,
+            shard_steps,
+            chunk_bytes,
+            max_shard_bytes,
+            frame,
+            max_chunk_row_bytes,
+        )
+        count = math.prod(-(-s // c) for s, c in zip(shards, chunks, strict=True))
+        if count <= MAX_CHUNKS_PER_SHARD or chunk_bytes >= MAX_CHUNK_BYTES // 8:
+            break
+        chunk_bytes = min(chunk_bytes * 2, MAX_CHUNK_BYTES // 8)
+    if math.prod(chunks) * itemsize > MAX_CHUNK_BYTES or count > MAX_CHUNKS_PER_SHARD:
+        raise ValueError(
+            f"records of shape {list(row_shape)} cannot be chunked within the format's "
+            f"bounds ({MAX_CHUNK_BYTES} bytes a chunk, {MAX_CHUNKS_PER_SHARD} chunks a shard)"
+        )
+    return chunks, shards
+
+
+def _layout(
+    row_shape: tuple[int, ...],
+    itemsize: int,
+    shard_steps: int,
+    chunk_bytes: int,
+    max_shard_bytes: int,
+    frame: tuple[int, int, int] | None,
+    max_chunk_row_bytes: int | None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     row_bytes = max(1, math.prod(row_shape) * itemsize)
     steps = min(max(16, _pow2_floor(chunk_bytes // row_bytes)), 4096)
     if max_chunk_row_bytes is not None and steps * row_bytes > max_chunk_row_bytes:

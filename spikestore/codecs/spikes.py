@@ -105,6 +105,7 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import JSON, parse_named_configuration
 from zarr.registry import register_codec
 
+from ..format import MAX_CHUNK_BYTES
 from . import motion as _motion
 
 if TYPE_CHECKING:
@@ -291,6 +292,12 @@ def _zstd_content_size(frame: memoryview) -> int | None:
     return size + 256 if nbytes == 2 else size
 
 
+#: Zstandard regenerates at most one block (128 KiB) from each 4 bytes of a frame
+#: (an RLE block: a 3-byte header and the byte repeated); a frame that claims more
+#: than that of its size is refused before its output is allocated.
+_ZSTD_MAX_BLOCK = 1 << 17
+
+
 def _decode_stream(frame: memoryview, expected: int, what: str) -> np.ndarray:
     if expected == 0:
         if len(frame) != 0:
@@ -301,6 +308,11 @@ def _decode_stream(frame: memoryview, expected: int, what: str) -> np.ndarray:
         raise ValueError(
             f"spike chunk: {what} holds {size} bytes according to its zstd header, "
             f"expected {expected}"
+        )
+    if expected > (len(frame) // 4 + 1) * _ZSTD_MAX_BLOCK:
+        raise ValueError(
+            f"spike chunk: {what} claims {expected} bytes from a {len(frame)}-byte zstd "
+            "frame, more than Zstandard can regenerate (crafted or damaged)"
         )
     out = np.empty(expected, np.uint8)
     try:
@@ -360,7 +372,9 @@ def decode_chunk(
     Raises
     ------
     ValueError
-        If the bytes are truncated, corrupt or describe another shape.
+        If the bytes are truncated, corrupt or describe another shape, or claim more
+        than :data:`~spikestore.format.MAX_CHUNK_BYTES` decoded or more than their
+        Zstandard frames can hold (checked before the output is allocated).
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) == 1:
@@ -388,6 +402,11 @@ def decode_chunk(
             f"chunk shape ({exp_rows}, {exp_cols})"
         )
     n0 = rows * cols
+    if n0 > MAX_CHUNK_BYTES:
+        raise ValueError(
+            f"spike chunk: ({rows}, {cols}) is {n0} bytes decoded, more than the "
+            f"{MAX_CHUNK_BYTES} a chunk of the format may hold"
+        )
     rest = buf[_HEADER.size :]
     if mode == MODE_ZERO:
         if len(rest):
