@@ -37,6 +37,7 @@ from .format import (
     check_run_attrs,
     field_key,
     is_tail_name,
+    node_key,
     rank_key,
     root_ranks,
     tail_name,
@@ -303,6 +304,27 @@ def _open_group(path: Path | None, store: Any) -> Any:
         raise FormatError(f"{path or store} is not a readable Zarr v3 group: {exc}") from None
 
 
+def _damage_of(damaged: dict[str, str], name: Any) -> str | None:
+    """Why the node ``name`` (listed by its name, or by its key where the name could
+    not be read) is damaged, or None."""
+    if not isinstance(name, str):
+        return None
+    if name in damaged:
+        return damaged[name]
+    return damaged.get(node_key(name))
+
+
+def _warn_damaged(where: str, what: str, damaged: dict[str, str]) -> None:
+    if damaged:
+        listed = "; ".join(f"{k!r}: {why}" for k, why in damaged.items())
+        warnings.warn(
+            f"{where}: {len(damaged)} {what}{'s' if len(damaged) != 1 else ''} cannot be "
+            f"read and {'are' if len(damaged) != 1 else 'is'} left out ({listed}); the "
+            "others read as ever",
+            stacklevel=3,
+        )
+
+
 _M = TypeVar("_M", bound=Mapping[str, Any])
 _L = TypeVar("_L")
 
@@ -314,10 +336,17 @@ class _Monitors(Mapping[str, _M]):
     _monitors: dict[str, _M]
     _where: str
     meta: dict[str, Any]
+    _damaged: dict[str, str]
 
     @property
     def monitors(self) -> list[str]:
         return list(self._monitors)
+
+    @property
+    def damaged(self) -> dict[str, str]:
+        """Monitors whose metadata cannot be read, by node key (or name where it could
+        be read): why. They are left out of the mapping; the others read as ever."""
+        return dict(getattr(self, "_damaged", {}))
 
     @property
     def version(self) -> str:
@@ -327,9 +356,17 @@ class _Monitors(Mapping[str, _M]):
         try:
             return self._monitors[name]
         except KeyError:
+            why = _damage_of(getattr(self, "_damaged", {}), name)
+            if why is not None:
+                raise ReadError(
+                    f"{self._where}: monitor {name!r} is damaged and cannot be read: {why}"
+                ) from None
             raise KeyError(
                 f"no monitor {name!r} in {self._where}; monitors: {self.monitors}"
             ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._monitors
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._monitors)
@@ -349,6 +386,7 @@ class _Layers(Mapping[str, _L]):
     :class:`RankedMonitorReader`."""
 
     name: str
+    _damaged: dict[str, str]
 
     def _load(self) -> dict[str, _L]:
         raise NotImplementedError
@@ -357,13 +395,29 @@ class _Layers(Mapping[str, _L]):
     def layers(self) -> list[str]:
         return list(self._load())
 
+    @property
+    def damaged(self) -> dict[str, str]:
+        """Layers whose metadata cannot be read (by name, or node key where the name
+        cannot be read): why. They are left out of the mapping; their siblings read
+        as ever."""
+        self._load()
+        return dict(getattr(self, "_damaged", {}))
+
     def __getitem__(self, name: str) -> _L:
         try:
             return self._load()[name]
         except KeyError:
+            why = _damage_of(getattr(self, "_damaged", {}), name)
+            if why is not None:
+                raise ReadError(
+                    f"monitor {self.name!r}: layer {name!r} is damaged and cannot be read: {why}"
+                ) from None
             raise KeyError(
                 f"monitor {self.name!r} has no layer {name!r}; layers: {self.layers}"
             ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._load()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._load())
@@ -411,15 +465,23 @@ class StoreReader(_Monitors["MonitorReader"]):
             warnings.warn(f"{exc}; the store's attrs, dt and marks are ignored", stacklevel=2)
             self.run = check_run_attrs({}, self._where)
         monitors: dict[str, MonitorReader] = {}
-        for key, grp in _child_groups(self._root, self._where):
+        damaged: dict[str, str] = {}
+        for key, grp in _child_groups(self._root, self._where, damaged):
             attrs = dict(grp.attrs).get(FORMAT_NAME)
+            if attrs is None:
+                continue  # a Zarr group that is not spikestore's
             if not isinstance(attrs, dict) or attrs.get("node") != "monitor":
+                damaged[key] = f"{self._where}/{key}: malformed monitor metadata"
                 continue
             name = attrs.get("name")
             if not isinstance(name, str):
-                raise FormatError(f"{self._where}/{key}: bad monitor name")
+                damaged[key] = f"{self._where}/{key}: bad monitor name"
+                continue
             monitors[name] = MonitorReader(self, name, grp)
+        # A damaged monitor must not hide the others: they open, it is named.
+        _warn_damaged(self._where, "monitor", damaged)
         self._monitors = monitors
+        self._damaged = damaged
         return self
 
     @property
@@ -486,11 +548,20 @@ class MonitorReader(_Layers["LayerReader"]):
     def _load(self) -> dict[str, LayerReader]:
         if self._layers is None:
             layers = {}
-            members = _child_groups(self._group, f"{self.store._where} monitor {self.name!r}")
-            for key, grp in members:
-                where = f"{self.store._where} monitor {self.name!r} node {key!r}"
-                meta = check_layer_attrs(dict(grp.attrs), where)
-                layers[meta["name"]] = LayerReader(self, meta, grp)
+            damaged: dict[str, str] = {}
+            mwhere = f"{self.store._where} monitor {self.name!r}"
+            for key, grp in _child_groups(self._group, mwhere, damaged):
+                where = f"{mwhere} node {key!r}"
+                own = dict(grp.attrs).get(FORMAT_NAME)
+                name = own.get("name") if isinstance(own, dict) else None
+                try:
+                    meta = check_layer_attrs(dict(grp.attrs), where)
+                    layers[meta["name"]] = LayerReader(self, meta, grp)
+                except (FormatError, ReadError) as exc:
+                    # A layer that cannot be read must not hide its siblings.
+                    damaged[name if isinstance(name, str) else key] = str(exc)
+            _warn_damaged(mwhere, "layer", damaged)
+            self._damaged = damaged
             # Call order (format 1.5), then layers of older stores by name.
             ordered = sorted(layers.values(), key=lambda lay: (lay.order is None, lay.order or 0))
             self._layers = {lay.name: lay for lay in ordered}
@@ -516,14 +587,17 @@ def _child(group: Any, key: str, where: str) -> Any:
         raise FormatError(f"{where}: malformed metadata of {key}: {exc}") from None
 
 
-def _child_groups(group: Any, where: str) -> list[tuple[str, Any]]:
+def _child_groups(
+    group: Any, where: str, damaged: dict[str, str] | None = None
+) -> list[tuple[str, Any]]:
     """(key, group) of each child group, in key order, opened one at a time.
 
     Other entries are skipped: the writer's lock file, its temporary files, and
     directories a live (or killed) writer has not finished creating. A child
-    whose ``zarr.json`` cannot be parsed raises FormatError. (Zarr's own
-    ``groups()`` opens the children concurrently and, when one fails, leaves the
-    others' exceptions unretrieved, which asyncio prints later as tracebacks.)
+    whose ``zarr.json`` cannot be parsed raises FormatError, or, given ``damaged``,
+    is entered there (key: why) and left out. (Zarr's own ``groups()`` opens the
+    children concurrently and, when one fails, leaves the others' exceptions
+    unretrieved, which asyncio prints later as tracebacks.)
     """
     import zarr
 
@@ -535,7 +609,13 @@ def _child_groups(group: Any, where: str) -> list[tuple[str, Any]]:
         raise FormatError(f"{where}: cannot list its members: {exc}") from exc
     out = []
     for key in keys:
-        child = _child(group, key, where)
+        try:
+            child = _child(group, key, where)
+        except FormatError as exc:
+            if damaged is None:
+                raise
+            damaged[key] = str(exc)
+            continue
         if isinstance(child, zarr.Group):
             out.append((key, child))
     return out
