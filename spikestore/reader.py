@@ -29,17 +29,24 @@ from .format import (
     DTYPES,
     FORMAT_NAME,
     INDEX_CHUNK,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNKS_PER_SHARD,
+    SEGMENT_ID_KEY,
     SPIKE_ENCODING,
     FormatError,
     check_field_attrs,
+    check_id,
     check_layer_attrs,
     check_root_attrs,
     check_run_attrs,
     field_key,
     is_tail_name,
     node_key,
+    parse_shard_header,
     rank_key,
     root_ranks,
+    shard_header_size,
+    store_id,
     tail_name,
     tree_field_names,
 )
@@ -52,6 +59,7 @@ __all__ = [
     "LayerReader",
     "FieldReader",
     "ReadError",
+    "StoreReplacedError",
     "RankedStoreReader",
     "RankedMonitorReader",
     "RankedLayerReader",
@@ -62,6 +70,12 @@ __all__ = [
 
 class ReadError(RuntimeError):
     """Stored data could not be read back; the message names monitor, layer and steps."""
+
+
+class StoreReplacedError(ReadError):
+    """The store was replaced (``mode="w"``, or deleted) after the reader read its
+    metadata: what the reader knows of it no longer describes what is stored. Call
+    ``refresh()`` on the store reader (or open the store again) to read the new one."""
 
 
 def read_retrying(read: Callable[..., Any], *args: Any) -> np.ndarray:
@@ -449,7 +463,9 @@ class StoreReader(_Monitors["MonitorReader"]):
         self.refresh()
 
     def refresh(self) -> StoreReader:
-        """Re-read the metadata so that steps committed since opening become visible."""
+        """Re-read the metadata so that steps committed since opening become visible,
+        or the store that replaced the one opened (see :class:`StoreReplacedError`);
+        readers of its monitors and layers taken before describe the old one."""
         self._root = _open_group(self.path, self._store)
         self.meta = check_root_attrs(dict(self._root.attrs), self._where)
         if root_ranks(self.meta, self._where) is not None:
@@ -571,9 +587,9 @@ class MonitorReader(_Layers["LayerReader"]):
         return f"<spikestore monitor {self.name!r}: {self.layers}>"
 
 
-#: Bounds on what hostile array metadata can make a read allocate.
-MAX_CHUNK_BYTES = 1 << 31
-MAX_CHUNKS_PER_SHARD = 1 << 24
+#: Bounds on what hostile array metadata can make a read allocate (the chunk bounds
+#: are the format's, :data:`~spikestore.format.MAX_CHUNK_BYTES` and
+#: :data:`~spikestore.format.MAX_CHUNKS_PER_SHARD`, which the writer keeps).
 MAX_STEPS = 1 << 53
 
 
@@ -622,29 +638,85 @@ def _child_groups(
 
 
 def _check_array(arr: Any, where: str, name: str) -> None:
-    """Refuse arrays whose chunks would make a single read allocate without bound."""
+    """Refuse, before reading any of its data, an array whose chunks are larger than a
+    writer ever makes them (:data:`~spikestore.format.MAX_CHUNK_BYTES` decoded,
+    :data:`~spikestore.format.MAX_CHUNKS_PER_SHARD` to a shard): ReadError naming its
+    ``zarr.json``. A crafted 78 KB store could otherwise make one read decode a 2 GiB
+    chunk."""
     inner = arr.chunks
     outer = arr.shards or inner
     itemsize = np.dtype(arr.dtype).itemsize if arr.dtype.kind != "O" else 8
-    if (
-        len(inner) != arr.ndim
-        or int(np.prod(inner, dtype=object)) * itemsize > MAX_CHUNK_BYTES
-        or int(np.prod([-(-o // i) for o, i in zip(outer, inner, strict=True)], dtype=object))
-        > MAX_CHUNKS_PER_SHARD
-    ):
-        raise FormatError(f"{where}: array {name} has oversized chunks {inner} / shards {outer}")
+    nbytes = int(np.prod(inner, dtype=object)) * itemsize
+    count = int(np.prod([-(-o // i) for o, i in zip(outer, inner, strict=True)], dtype=object))
+    file = f"{arr.path}/zarr.json" if arr.path else "zarr.json"
+    if len(inner) != arr.ndim or nbytes > MAX_CHUNK_BYTES or count > MAX_CHUNKS_PER_SHARD:
+        raise ReadError(
+            f"{where}: {file} declares chunks of {list(inner)} {arr.dtype} ({nbytes} bytes "
+            f"decoded) in shards of {list(outer)} ({count} chunks), more than a writer "
+            f"makes ({MAX_CHUNK_BYTES} bytes a chunk, {MAX_CHUNKS_PER_SHARD} chunks a "
+            f"shard): array {name} is refused unread"
+        )
 
 
-def _shard_keys(arr: Any, r0: int, r1: int) -> list[tuple[int, str]]:
-    """(first row, store key) of every shard (or chunk) holding rows [r0, r1)."""
+def _shard_keys(arr: Any, r0: int, r1: int) -> list[tuple[int, str, tuple[int, ...]]]:
+    """(first row, store key, coordinates) of every shard (or chunk) holding rows
+    [r0, r1)."""
     outer = arr.shards or arr.chunks
     rest = [range(-(-d // o)) for d, o in zip(arr.shape[1:], outer[1:], strict=True)]
     out = []
     for s0 in range(r0 // outer[0], (r1 - 1) // outer[0] + 1):
         for tail in itertools.product(*rest):
             key = arr.metadata.encode_chunk_key((s0, *tail))
-            out.append((s0 * outer[0], f"{arr.path}/{key}" if arr.path else key))
+            out.append((s0 * outer[0], f"{arr.path}/{key}" if arr.path else key, (s0, *tail)))
     return out
+
+
+def _shard_problem(
+    arr: Any, key: str, coords: tuple[int, ...], rows: int, seg_id: str
+) -> str | None:
+    """What is wrong with shard file ``key`` (at ``coords``) of a segment with an id
+    (format 1.6), read through Zarr, or None when its shard header names the segment
+    and the shard and its index lists every chunk of the segment's first ``rows`` rows
+    (Zarr would read an absent chunk as zeros)."""
+    import google_crc32c
+    from zarr.abc.store import SuffixByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    inner, outer = arr.chunks, arr.shards
+    grid = tuple(o // i for o, i in zip(outer, inner, strict=True))
+    n = math.prod(grid)
+    nbytes_index = 16 * n + 4
+    nbytes_end = nbytes_index + shard_header_size(arr.ndim, n)
+    buf = sync(
+        arr.store_path.store.get(key, default_buffer_prototype(), SuffixByteRequest(nbytes_end))
+    )
+    if buf is None:
+        return f"shard {key} is missing from the store"
+    data = buf.to_bytes()
+    if len(data) < nbytes_end:
+        return f"shard {key}: {len(data)} bytes cannot hold its shard header and index"
+    raw = data[len(data) - nbytes_index : -4]
+    if google_crc32c.value(raw) != int.from_bytes(data[-4:], "little"):
+        return f"shard {key}: the index's CRC-32C does not match (damaged)"
+    try:
+        got_id, got, _ = parse_shard_header(data[: len(data) - nbytes_index], arr.ndim, n)
+    except ValueError as exc:
+        return f"shard {key}: {exc}; its segment's files have shard headers"
+    if got_id != seg_id:
+        return f"shard {key} names segment {got_id}, not {seg_id}: a file of another array"
+    if got != coords:
+        return (
+            f"shard {key} holds shard {got} of its array, not {coords}: shard files were "
+            "moved or swapped"
+        )
+    index = np.frombuffer(raw, "<u8").reshape(*grid, 2)
+    wanted = -(-(min(rows, (coords[0] + 1) * outer[0]) - coords[0] * outer[0]) // inner[0])
+    absent = (index[:wanted, ..., 0] == _ABSENT) & (index[:wanted, ..., 1] == _ABSENT)
+    if absent.any():
+        at = tuple(int(v) for v in np.argwhere(absent)[0])
+        return f"shard {key}: inner chunk {at} of committed rows is absent"
+    return None
 
 
 def _spike_shards(arr: Any) -> tuple[tuple[int, int], tuple[int, int]] | None:
@@ -717,6 +789,7 @@ def _read_spike_rows(
     shapes: tuple[tuple[int, int], tuple[int, int]],
     rows: np.ndarray,
     place: Place | None = None,
+    seg_id: str | None = None,
 ) -> np.ndarray | None:
     """Rows ``rows`` (sorted, unique) of a sharded spike segment (see
     :func:`_spike_shards`), read through its store and decoded with
@@ -728,8 +801,13 @@ def _read_spike_rows(
 
     Each shard file is read whole (one ``get``) when most of it is wanted, else its
     index (a suffix range) and the wanted chunk rows (one byte range each). The
-    index's and every chunk's CRC-32C are checked; a damaged or truncated shard raises
-    ValueError naming the shard and chunk. Absent chunks are zeros (the fill value).
+    index's and every chunk's CRC-32C are checked; a damaged or truncated shard, or an
+    absent chunk of a wanted row (every committed row's chunk is written), raises
+    :class:`_DamagedRows` naming the shard and chunk. For a segment with an id
+    (``seg_id``, format 1.6) the shard header read with the index must name that
+    segment and the shard's coordinates, and each chunk must end with the CRC-32C it
+    lists: a shard file moved or swapped, or one read while a replaced store's writer
+    put another file in its place, is an error, never other rows.
     """
     import google_crc32c
     from zarr.abc.store import RangeByteRequest, SuffixByteRequest
@@ -741,6 +819,8 @@ def _read_spike_rows(
     (c0, c1), (s0, s1) = shapes
     g0, g1 = s0 // c0, s1 // c1
     nbytes_index = 16 * g0 * g1 + 4
+    nbytes_header = shard_header_size(2, g0 * g1) if seg_id is not None else 0
+    nbytes_end = nbytes_index + nbytes_header
     ncols = int(arr.shape[1])
     out = None
     if place is None:
@@ -774,23 +854,45 @@ def _read_spike_rows(
 
         return await asyncio.gather(
             *(
-                store.get(key, proto, None if whole(cr) else SuffixByteRequest(nbytes_index))
+                store.get(key, proto, None if whole(cr) else SuffixByteRequest(nbytes_end))
                 for key, _, _, cr in plan
             )
         )
 
-    def index_of(key: str, s: int, tail: Any, end: int) -> np.ndarray:
+    def index_of(
+        key: str, s: int, j: int, tail: Any, end: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         def damaged(message: str) -> _DamagedRows:
             return _DamagedRows(f"shard {key}: {message}", s * s0, (s + 1) * s0)
 
         if tail is None:
             raise damaged("missing from the store")
-        if len(tail) < nbytes_index:
-            raise damaged(f"{len(tail)} bytes cannot hold its {nbytes_index}-byte index")
+        if len(tail) < nbytes_end:
+            raise damaged(f"{len(tail)} bytes cannot hold its {nbytes_end}-byte index")
         raw = tail[len(tail) - nbytes_index : len(tail) - 4]
         crc = int(np.frombuffer(tail[len(tail) - 4 :], "<u4")[0])
         if google_crc32c.value(raw) != crc:
             raise damaged("the index's CRC-32C does not match (damaged)")
+        trailers = None
+        if seg_id is not None:
+            head = tail[len(tail) - nbytes_end : len(tail) - nbytes_index].tobytes()
+            try:
+                got_id, coords, table = parse_shard_header(head, 2, g0 * g1)
+            except ValueError as exc:
+                raise damaged(f"{exc}; its segment's files have shard headers") from None
+            if got_id != seg_id:
+                raise _ForeignShard(
+                    f"shard {key}: its shard header names segment {got_id}, not this "
+                    f"segment ({seg_id}): a file of another array",
+                    s * s0,
+                    (s + 1) * s0,
+                )
+            if coords != (s, j):
+                raise damaged(
+                    f"the file holds shard {coords} of its array, not ({s}, {j}): shard "
+                    "files were moved or swapped"
+                )
+            trailers = np.frombuffer(table, "<u4").reshape(g0, g1)
         index = np.frombuffer(raw, "<u8").reshape(g0, g1, 2)
         off, size = index[..., 0], index[..., 1]
         absent = (off == _ABSENT) & (size == _ABSENT)
@@ -803,30 +905,31 @@ def _read_spike_rows(
                 f"index entry of inner chunk {at} points outside the shard's {end} data "
                 f"bytes (offset {int(off[at])}, size {int(size[at])})"
             )
-        return np.where(absent[..., None], -1, index.astype(np.int64))
+        return np.where(absent[..., None], -1, index.astype(np.int64)), trailers
 
     heads = sync(first())
-    # (chunk bytes or None, shard row, chunk row in shard, chunk column in shard)
-    jobs: list[tuple[Any, str, int, int, int]] = []
+    # (chunk bytes or None, shard key, first row, first column, chunk column, trailer)
+    jobs: list[tuple[Any, str, int, int, int, int | None]] = []
     ranged: list[tuple[int, str, int, int]] = []  # (plan entry, key, start, stop)
     indexes = []
-    for n, ((key, s, _, crows), head) in enumerate(zip(plan, heads, strict=True)):
+    for n, ((key, s, j, crows), head) in enumerate(zip(plan, heads, strict=True)):
         if head is not None:
             head = head.as_numpy_array()
         if whole(crows):
-            idx = index_of(key, s, head, 0 if head is None else len(head) - nbytes_index)
-            indexes.append((idx, head, 0))
+            end = 0 if head is None else len(head) - nbytes_end
+            idx, trailers = index_of(key, s, j, head, end)
+            indexes.append((idx, trailers, head, 0))
             continue
         # The chunk rows must lie before the index; without the file size this is what
         # the byte range returned (checked below) that bounds them.
-        idx = index_of(key, s, head, 2**62)
+        idx, trailers = index_of(key, s, j, head, 2**62)
         sub = idx[crows]
         present = sub[..., 0] >= 0
         if present.any():
             lo = int(sub[..., 0][present].min())
             hi = int((sub[..., 0] + sub[..., 1])[present].max())
             ranged.append((n, key, lo, hi))
-        indexes.append((idx, None, 0))
+        indexes.append((idx, trailers, None, 0))
 
     if ranged:
 
@@ -847,29 +950,40 @@ def _read_spike_rows(
                     s * s0,
                     (s + 1) * s0,
                 )
-            indexes[n] = (indexes[n][0], data, lo)
+            indexes[n] = (indexes[n][0], indexes[n][1], data, lo)
 
-    for (key, s, j, crows), (idx, data, base) in zip(plan, indexes, strict=True):
+    for (key, s, j, crows), (idx, trailers, data, base) in zip(plan, indexes, strict=True):
         for cr in crows:
             for cc in range(g1):
                 off, size = (int(v) for v in idx[cr, cc])
                 chunk = None if off < 0 else data[off - base : off - base + size]
-                jobs.append((chunk, key, s * s0 + int(cr) * c0, j * s1 + cc * c1, cc))
+                want = None if trailers is None else int(trailers[cr, cc])
+                jobs.append((chunk, key, s * s0 + int(cr) * c0, j * s1 + cc * c1, cc, want))
 
-    def decode(job: tuple[Any, str, int, int, int]) -> None:
-        chunk, key, r0, col0, cc = job
+    def decode(job: tuple[Any, str, int, int, int, int | None]) -> None:
+        chunk, key, r0, col0, cc, want = job
         a, b = np.searchsorted(rows, [r0, r0 + c0])
         if a == b or col0 >= ncols:
             return
         width = min(c1, ncols - col0)
+        where = f"shard {key}: inner chunk ({(r0 % s0) // c0}, {cc})"
         if chunk is None:
-            place(int(a), int(b), None, col0, width)  # the fill value
-            return
+            # Every chunk of a committed row is written, zeros too: a lost one must not
+            # read as zeros (the fill value).
+            raise _DamagedRows(
+                f"{where} is absent, though rows it holds are committed", r0, r0 + c0
+            )
         body = chunk[:-4]
         crc = int(np.frombuffer(chunk[-4:], "<u4")[0])
-        where = f"shard {key}: inner chunk ({(r0 % s0) // c0}, {cc})"
         if google_crc32c.value(body) != crc:
             raise _DamagedRows(f"{where} fails its CRC-32C (damaged)", r0, r0 + c0)
+        if want is not None and crc != want:
+            raise _DamagedRows(
+                f"{where} is not the chunk its shard header lists (the file was replaced "
+                "while it was read, or pieced together from others)",
+                r0,
+                r0 + c0,
+            )
         try:
             dec = decode_chunk(body, (c0, c1))
         except ValueError as exc:
@@ -886,6 +1000,11 @@ def _read_spike_rows(
         for job in jobs:
             decode(job)
     return out
+
+
+class _ForeignShard(_DamagedRows):
+    """A shard file's header names another segment: a file of another array, or of the
+    store that replaced the one a reader opened."""
 
 
 class _TailGone(Exception):
@@ -946,6 +1065,11 @@ class FieldReader:
         self._summaries: dict[str, Any] = {}
         self.committed: int = 0
         self.segments: list[dict[str, Any]] = []
+        #: Each segment's id (format 1.6; None before) and rows, as when opened.
+        self._ids: list[str | None] = []
+        self._rows0: list[int] = []
+        #: Per segment: the ``lstat`` of its array's ``zarr.json`` and the id read then.
+        self._id_stat: dict[int, tuple[tuple[int, int, int, int], str]] = {}
         if group is None:
             # A writer killed (or still busy) before this field's first commit.
             return
@@ -954,6 +1078,134 @@ class FieldReader:
             raise FormatError(f"{self.where}: bad committed_steps {meta['committed_steps']}")
         self.committed = meta["committed_steps"]
         self.segments = meta["segments"]
+        self._ids = [
+            check_id(seg.get(SEGMENT_ID_KEY), f"{self.where} field {i} segment {k}")
+            for k, seg in enumerate(self.segments)
+        ]
+        self._rows0 = [int(seg["rows"]) for seg in self.segments]
+
+    # -- is this still the store that was opened?
+    def _lost(self, k: int | None, problem: str) -> ReadError:
+        """The error for data that is missing or not what the metadata read at opening
+        says: :class:`StoreReplacedError` when the store changed under the reader (its
+        store id, this field's metadata or a segment's id is not as when it was
+        opened), else a ReadError saying ``problem`` (damage)."""
+        why = self._replaced()
+        if why is not None:
+            return StoreReplacedError(
+                f"{self.where}: the store was replaced since this reader opened it ({why}); "
+                "call refresh() on the store reader (or open the store again) to read the "
+                f"new one ({problem})"
+            )
+        return ReadError(f"{self.where}: {problem}")
+
+    def _replaced(self) -> str | None:
+        """Why what is stored is no longer the store this reader opened, or None (an
+        error path: it reads the root's, the field's and the segments' metadata)."""
+        store = self.layer.store
+        try:
+            now = check_root_attrs(_fresh_attrs(store._root), store._where)
+            was, new = store_id(store.meta, store._where), store_id(now, store._where)
+        except Exception as exc:
+            return f"its root metadata cannot be read now: {type(exc).__name__}: {exc}"
+        if was != new:
+            return f"its store id is {new}, not {was}"
+        assert self.group is not None
+        try:
+            latest = check_field_attrs(_fresh_attrs(self.group), self.where)
+        except Exception as exc:
+            return f"the field's metadata cannot be read now: {type(exc).__name__}: {exc}"
+        return self._changed(latest, fresh_ids=True)
+
+    def _changed(self, latest: dict[str, Any], fresh_ids: bool = False) -> str | None:
+        """Why the field's metadata ``latest`` (read now) is not what a writer appending
+        to the field opened could have made of it, or None. ``fresh_ids``: also read
+        each segment array's id as stored now."""
+        if latest["committed_steps"] < self.committed:
+            return (
+                f"the field has {latest['committed_steps']} committed steps, not the "
+                f"{self.committed} it had"
+            )
+        segs = latest["segments"]
+        for k, old in enumerate(self.segments):
+            if k >= len(segs):
+                return f"segment {old['array']} is gone"
+            new_seg = segs[k]
+            same = ("encoding", "dtype", "shape", "python_scalar", "permute", SEGMENT_ID_KEY)
+            if any(new_seg.get(f) != old.get(f) for f in same):
+                return f"segment {old['array']} is another one"
+            if new_seg["rows"] < self._rows0[k]:
+                return f"segment {old['array']} has fewer rows than it had"
+            if fresh_ids and self._ids[k] is not None:
+                got = self._fresh_segment_id(k)
+                if got and got != self._ids[k]:  # a missing one is damage, not another
+                    return f"segment {old['array']} is another array (id {got})"
+        return None
+
+    def _fresh_segment_id(self, k: int) -> str:
+        """The id in segment ``k``'s array's ``zarr.json`` as stored now ("" when there is
+        no such file or no id).
+
+        In a local folder the file's ``lstat`` is taken first, and while it stays the
+        same (inode, size, modification and change times) the id read last is still
+        the stored one: a writer replaces the file by renaming a new one over it. That
+        saves a round trip through Zarr's event loop (about 0.25 ms) per read."""
+        import json
+
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.sync import sync
+
+        from .storage import local_root
+
+        assert self.group is not None
+        name = self.segments[k]["array"]
+        key = f"{self.group.path}/{name}/zarr.json" if self.group.path else f"{name}/zarr.json"
+        root = local_root(self.group.store)
+        stat = None
+        if root is not None:
+            try:
+                st = os.lstat(root / key)
+                stat = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            except OSError:
+                return ""
+            held = self._id_stat.get(k)
+            if held is not None and held[0] == stat:
+                return held[1]
+        try:
+            buf = sync(self.group.store.get(key, default_buffer_prototype()))
+            attrs = json.loads(buf.to_bytes())["attributes"][FORMAT_NAME] if buf else None
+            got = attrs.get(SEGMENT_ID_KEY) if isinstance(attrs, dict) else None
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return ""
+        got = got if isinstance(got, str) else ""
+        if stat is not None:
+            self._id_stat[k] = (stat, got)  # the stat taken before the read
+        return got
+
+    def _check_same(self, k: int) -> None:
+        """Raise :class:`StoreReplacedError` if segment ``k`` is not the array this reader
+        opened: called after every read through Zarr (which reads a missing chunk as
+        zeros, and would read a replacing store's chunks as this one's). A writer that
+        replaces a store creates a segment's array, with a new id, before any of its
+        chunks, and removes the old array before that; so if the array is still the
+        one opened after the read, the chunks read were its own. Without ids (format
+        < 1.6) the field's metadata must only have grown since opening."""
+        if not self.segments:
+            return
+        if self._ids[k] is not None and k not in self._arrays:
+            self.array(k)  # opened now, after the read: checks the id it stores
+            return
+        if self._ids[k] is not None:
+            got = self._fresh_segment_id(k)
+            if got == self._ids[k]:
+                return
+            problem = f"segment {self.segments[k]['array']} is another array now"
+        else:
+            why = self._replaced()
+            if why is None:
+                return
+            problem = why
+        raise self._lost(k, f"what was read may be the new store's ({problem})")
 
     # -- summaries
     def _summary_array(self, name: str) -> Any:
@@ -983,6 +1235,8 @@ class FieldReader:
                     )
                 _check_array(arr, where, name)
                 if arr.shape[0] < self.committed:
+                    if self._replaced() is not None:
+                        raise self._lost(None, f"the {name} has {arr.shape[0]} rows")
                     arr = None  # written by a writer that did not keep it up: not usable
         self._summaries[name] = arr
         return arr
@@ -1015,35 +1269,60 @@ class FieldReader:
         self._require(arr, steps, steps, name)
         try:
             if hi - lo == len(steps) and bool((np.diff(steps) == 1).all()):
-                return read_retrying(arr.__getitem__, slice(lo, hi))  # a range: no copy
-            if hi - lo <= 2 * len(steps):
-                return read_retrying(arr.__getitem__, slice(lo, hi))[steps - lo]
-            return read_retrying(arr.get_orthogonal_selection, (steps,))
+                out = read_retrying(arr.__getitem__, slice(lo, hi))  # a range: no copy
+            elif hi - lo <= 2 * len(steps):
+                out = read_retrying(arr.__getitem__, slice(lo, hi))[steps - lo]
+            else:
+                out = read_retrying(arr.get_orthogonal_selection, (steps,))
         except Exception as exc:
-            raise ReadError(
-                f"{self.where}: cannot read the {name} of steps {lo}..{hi - 1}: "
-                f"{type(exc).__name__}: {exc}"
+            raise self._lost(
+                None,
+                f"cannot read the {name} of steps {lo}..{hi - 1}: {type(exc).__name__}: {exc}",
             ) from exc
+        self._check_same(0)  # read through Zarr: still the store that was opened?
+        return out
 
-    def _require(self, arr: Any, rows: np.ndarray, steps: np.ndarray, name: str) -> None:
+    def _require(
+        self,
+        arr: Any,
+        rows: np.ndarray,
+        steps: np.ndarray,
+        name: str,
+        k: int | None = None,
+        *,
+        verify: bool = False,
+        lost: bool = True,
+    ) -> None:
         """Raise ReadError if a shard holding ``rows`` is missing from the store.
 
         Zarr reads a missing chunk as fill values; the writer writes every shard
-        (``write_empty_chunks``), so a missing one means the store was damaged.
+        (``write_empty_chunks``), so a missing one means the store was damaged, or
+        replaced since it was opened (:class:`StoreReplacedError`; ``lost=False``: a
+        plain ReadError, for tails, which a live writer drops). ``verify`` (segment
+        ``k``'s sharded array, read through Zarr, with an id): each shard's header is
+        read and checked once (see :func:`_shard_problem`).
         """
         from zarr.core.sync import sync
 
         r0, r1 = int(rows.min()), int(rows.max()) + 1
         outer = (arr.shards or arr.chunks)[0]
-        for first, key in _shard_keys(arr, r0, r1):
+        seg_id = self._ids[k] if verify and k is not None and arr.shards else None
+        for first, key, coords in _shard_keys(arr, r0, r1):
             if key in self._present:
                 continue
-            if not sync(arr.store_path.store.exists(key)):
+            found: str | None = None
+            if seg_id is not None:
+                assert k is not None
+                sealed = self.segments[k].get("sealed", self.segments[k]["rows"])
+                found = _shard_problem(arr, key, coords, sealed, seg_id)
+            elif not sync(arr.store_path.store.exists(key)):
+                found = f"chunk {key} of {name} is missing from the store"
+            if found is not None:
                 hit = steps[(rows >= first) & (rows < first + outer)]
-                raise ReadError(
-                    f"{self.where}: cannot read steps {int(hit.min())}..{int(hit.max())}: "
-                    f"chunk {key} of {name} is missing from the store"
-                )
+                problem = f"cannot read steps {int(hit.min())}..{int(hit.max())}: {found}"
+                if not lost:
+                    raise ReadError(f"{self.where}: {problem}")
+                raise self._lost(k, problem)
             self._present.add(key)
 
     def array(self, k: int) -> Any:
@@ -1054,7 +1333,7 @@ class FieldReader:
             try:
                 arr = self.group[name]
             except Exception as exc:
-                raise ReadError(f"{self.where}: cannot open segment {name}: {exc}") from exc
+                raise self._lost(k, f"cannot open segment {name}: {exc}") from exc
             _check_array(arr, self.where, name)
             numel = int(np.prod(seg["shape"], dtype=np.int64))
             if seg["encoding"] == SPIKE_ENCODING:
@@ -1067,10 +1346,20 @@ class FieldReader:
             own = dict(arr.attrs).get(FORMAT_NAME)
             if isinstance(own, dict) and own.get("node") == "segment":
                 ok = ok and all(own.get(f) == seg.get(f) for f in ("encoding", "dtype", "shape"))
+            if self._ids[k] is not None and (
+                not isinstance(own, dict) or own.get(SEGMENT_ID_KEY) != self._ids[k]
+            ):
+                got = own.get(SEGMENT_ID_KEY) if isinstance(own, dict) else None
+                raise self._lost(
+                    k, f"the array {name} is not the segment its descriptor names (id {got})"
+                )
             sealed = seg.get("sealed", seg["rows"])
             # Rows past ``sealed`` are in a tail, which holds at most one shard.
             open_rows = seg["rows"] - sealed
             if not ok or arr.shape[0] < sealed or open_rows > (arr.shards or arr.chunks)[0]:
+                why = self._replaced()
+                if why is not None:
+                    raise self._lost(k, f"segment {name} does not match its descriptor")
                 raise FormatError(
                     f"{self.where}: segment {name} ({arr.shape}, {arr.dtype}) does not match "
                     f"its descriptor (shape {seg['shape']}, dtype {seg['dtype']}, "
@@ -1085,9 +1374,11 @@ class FieldReader:
             try:
                 index = self.group["index"]
             except Exception as exc:
-                raise ReadError(f"{self.where}: cannot open the step index: {exc}") from exc
+                raise self._lost(None, f"cannot open the step index: {exc}") from exc
             _check_array(index, self.where, "index")
             if index.ndim != 2 or index.shape[1] != 2 or index.shape[0] < self.committed:
+                if self._replaced() is not None:
+                    raise self._lost(None, f"the step index has {index.shape[0]} rows")
                 raise FormatError(
                     f"{self.where}: step index of shape {index.shape} cannot hold "
                     f"{self.committed} committed steps"
@@ -1104,6 +1395,7 @@ class FieldReader:
                     steps = np.arange(max(start, lo), min(stop, hi))
                     self._require(self._index, steps, steps, "index")
                     block = np.asarray(self._index[lo:hi])
+                    self._check_index(c, block)
                     self._index_cache[c] = block
                 out.append(block[max(start, lo) - lo : min(stop, hi) - lo])
         except ReadError:
@@ -1117,10 +1409,45 @@ class FieldReader:
         bad = (idx[:, 0] >= len(self.segments)) | (idx[:, 0] < -1) | (idx[:, 1] < 0)
         if bad.any():
             hit = np.nonzero(bad)[0] + start
-            raise ReadError(
-                f"{self.where}: corrupt index at steps {int(hit.min())}..{int(hit.max())}"
-            )
+            raise self._lost(None, f"corrupt index at steps {int(hit.min())}..{int(hit.max())}")
         return idx
+
+    def _check_index(self, c: int, block: np.ndarray) -> None:
+        """Check index chunk ``c`` (its committed rows ``block``) against what the
+        index must be, so that a chunk file in another one's place (swapped, or the
+        index of a store that replaced this one) does not remap steps silently.
+
+        Row ``r`` of segment ``k`` is the ``r``-th step stored in it, so within the
+        chunk each segment's rows go up by one from step to step, and its first row
+        there is the number of its steps before the chunk: at most the chunk's first
+        step, and at least its committed rows less the steps from the chunk on that
+        are not its (exact for the last chunk, and for a field of one segment).
+        Then the segment the chunk points to first is checked to be the array that
+        was opened (:meth:`_check_same`): the chunk was read from this store.
+        """
+        lo, n = c * INDEX_CHUNK, len(block)
+        ks, rs = block[:, 0].astype(np.int64), block[:, 1].astype(np.int64)
+        used = (ks >= 0) & (ks < len(self.segments))
+        if used.any():
+            order = np.argsort(ks[used], kind="stable")  # by segment, then by step
+            k, r = ks[used][order], rs[used][order]
+            first = np.r_[True, k[1:] != k[:-1]]
+            steps_after = self.committed - lo  # steps from the chunk's first on
+            count = np.diff(np.r_[np.flatnonzero(first), k.size])  # steps per segment here
+            f_rows, f_k = r[first], k[first]
+            stored = np.asarray(self._rows0, dtype=np.int64)[f_k]
+            bad_run = ~first[1:] & (r[1:] != r[:-1] + 1)
+            bad_first = (f_rows > lo) | (f_rows < stored - count - (steps_after - n))
+            bad_first |= f_rows + count > stored
+            if bad_run.any() or bad_first.any():
+                raise self._lost(
+                    None,
+                    f"the step index chunk {c} (steps {lo}..{lo + n - 1}) does not belong "
+                    "there: its rows are not where those steps are stored (a chunk file "
+                    "moved, swapped or damaged)",
+                )
+        ref = ks[used]
+        self._check_same(int(ref[0]) if ref.size else 0)
 
     def read(self, steps: np.ndarray, device: Any) -> list[torch.Tensor | None]:
         """Decode the given steps (sorted or not) to one tensor (or None) per step."""
@@ -1138,9 +1465,10 @@ class FieldReader:
             past = rows >= seg["rows"]
             if past.any():
                 hit = steps[sel][past]
-                raise ReadError(
-                    f"{self.where}: corrupt index at steps {int(hit.min())}..{int(hit.max())}: "
-                    f"rows past the end of segment {seg['array']}"
+                raise self._lost(
+                    int(k),
+                    f"corrupt index at steps {int(hit.min())}..{int(hit.max())}: "
+                    f"rows past the end of segment {seg['array']}",
                 )
             data = self.take(int(k), rows, (), steps[sel])
             try:
@@ -1234,12 +1562,12 @@ class FieldReader:
                 else:
                     dst[j : j + len(bits), bit0 : bit0 + count].copy_(bits)
 
-        self._require(arr, rows, steps, seg["array"])
+        self._require(arr, rows, steps, seg["array"], k)
         try:
-            read_retrying(_read_spike_rows, arr, shapes, rows, place)
+            read_retrying(_read_spike_rows, arr, shapes, rows, place, self._ids[k])
         except Exception as exc:
-            raise ReadError(
-                f"{self.where}: cannot read {_read_failure(exc, rows, steps, seg['array'])}"
+            raise self._lost(
+                k, f"cannot read {_read_failure(exc, rows, steps, seg['array'])}"
             ) from exc
         return out
 
@@ -1261,6 +1589,10 @@ class FieldReader:
             _check_array(arr, self.where, name)
             if arr.shape != (shard, *main.shape[1:]) or seg["rows"] - seg["sealed"] > shard:
                 raise FormatError(f"{self.where}: tail {name} does not match segment {k}")
+            own = dict(arr.attrs).get(FORMAT_NAME)
+            got = own.get(SEGMENT_ID_KEY) if isinstance(own, dict) else None
+            if self._ids[k] is not None and got != self._ids[k]:
+                raise self._lost(k, f"the tail {name} is another segment's (id {got})")
             self._arrays[key] = arr
         return arr
 
@@ -1285,9 +1617,16 @@ class FieldReader:
                 data = None
             if data is not None and not (rows >= sealed).any():
                 return data
-            latest = check_field_attrs(
-                _fresh_attrs(self.group), f"{self.where} field {self.group.path}"
-            )["segments"]
+            try:
+                meta = check_field_attrs(
+                    _fresh_attrs(self.group), f"{self.where} field {self.group.path}"
+                )
+            except Exception as exc:
+                raise self._lost(k, f"the field's metadata cannot be read now: {exc}") from exc
+            changed = self._changed(meta)
+            if changed is not None:
+                raise self._lost(k, f"the field changed under the reader ({changed})")
+            latest = meta["segments"]
             if latest[k].get("sealed", latest[k]["rows"]) == sealed:
                 if data is not None:
                     return data
@@ -1318,20 +1657,22 @@ class FieldReader:
             else:
                 arr, local, name = self.array(k), sel, seg["array"]
             hit = steps[np.isin(rows, sel)]
+            shards = None if in_tail or rest else _spike_shards(arr)
             if in_tail:
                 # Tails are rewritten and dropped by the writer: never trust a cache.
                 self._present = {p for p in self._present if not is_tail_name(p)}
                 try:
-                    self._require(arr, local, hit if hit.size else local, name)
+                    self._require(arr, local, hit if hit.size else local, name, lost=False)
                 except ReadError:
                     raise _TailGone from None
             else:
-                self._require(arr, local, hit if hit.size else local, name)
+                self._require(
+                    arr, local, hit if hit.size else local, name, k, verify=shards is None
+                )
             r0, r1 = int(local[0]), int(local[-1]) + 1
-            shards = None if in_tail or rest else _spike_shards(arr)
             try:
                 if shards is not None:
-                    packed = read_retrying(_read_spike_rows, arr, shards, local)
+                    packed = read_retrying(_read_spike_rows, arr, shards, local, None, self._ids[k])
                     assert packed is not None
                     parts.append(packed)
                 elif r1 - r0 <= 2 * len(local):
@@ -1341,9 +1682,11 @@ class FieldReader:
                     parts.append(read_retrying(arr.get_orthogonal_selection, (local, *rest)))
             except Exception as exc:
                 at = rows[np.isin(rows, sel)]  # aligned with hit
-                raise ReadError(
-                    f"{self.where}: cannot read {_read_failure(exc, at, hit, name)}"
-                ) from exc
+                raise self._lost(k, f"cannot read {_read_failure(exc, at, hit, name)}") from exc
+            if shards is None:
+                # Zarr reads a missing chunk as zeros, and a replacing store's chunks as
+                # this one's: the segment must still be the array that was opened.
+                self._check_same(k)
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if len(inv) == len(data) and bool((np.diff(rows) > 0).all()):
             return data  # increasing rows: already in order
