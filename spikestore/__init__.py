@@ -28,8 +28,10 @@ if TYPE_CHECKING:
         RankedStoreReader,
         ReadError,
         StoreReader,
+        StoreReplacedError,
         open,
     )
+    from ._localfs import UnsafeStoreError
     from .storage import StoreExistsError
     from .writer import StoreWriter
 
@@ -47,7 +49,9 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "StoreReader",
+    "StoreReplacedError",
     "StoreWriter",
+    "UnsafeStoreError",
     "WriteError",
     "open",
 ]
@@ -61,9 +65,11 @@ _LAZY = {
     "RankedStoreReader": "reader",
     "ReadError": "reader",
     "StoreReader": "reader",
+    "StoreReplacedError": "reader",
     "open": "reader",
     "StoreWriter": "writer",
     "StoreExistsError": "storage",
+    "UnsafeStoreError": "_localfs",
 }
 #: Submodules that ``spikestore.<name>`` imports on first use (as an eager import of
 #: the reader and writer used to make them attributes of the package).

@@ -73,6 +73,7 @@ from .format import (
     node_key,
     root_attrs,
     segment_name,
+    with_store_id,
 )
 from .storage import member_keys
 from .summary import FieldSummary, SpikeBlock
@@ -110,7 +111,7 @@ def open_root(store: Any, zarr_mode: Literal["w", "w-", "a"], created_by: str, w
     """
     import zarr
 
-    attrs = root_attrs(created_by)
+    attrs = with_store_id(root_attrs(created_by))
     root = zarr.open_group(store=store, mode=zarr_mode, zarr_format=3, attributes=attrs)
     current = dict(root.attrs)
     if FORMAT_NAME in current:
@@ -126,7 +127,7 @@ def open_root(store: Any, zarr_mode: Literal["w", "w-", "a"], created_by: str, w
 
 def fresh_root(root: Any, created_by: str) -> None:
     """Replace the root's attributes with a new store's (after the old store was cleared)."""
-    root.attrs.put(root_attrs(created_by))
+    root.attrs.put(with_store_id(root_attrs(created_by)))
 
 
 @dataclass

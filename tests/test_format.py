@@ -47,7 +47,7 @@ def _leaves(r) -> list:
     return [r]
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3", "1.5"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3", "1.5", "1.6"])
 def test_committed_fixture_store_still_reads(version):
     store = spikestore.open(FIXTURES / f"store_v{version}")
     assert store.version == version
@@ -280,7 +280,7 @@ print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out,
 
 
 @pytest.mark.parametrize(
-    "version", ["1.0", "1.1", "1.2", "1.3", "1.4_ranked/rank00001", "1.5"]
+    "version", ["1.0", "1.1", "1.2", "1.3", "1.4_ranked/rank00001", "1.5", "1.6"]
 )
 def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
     """docs/format.md and the codec's documented byte layout are enough to read a store
