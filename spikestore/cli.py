@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+import warnings as _warnings
 from typing import Any
 
 __all__ = ["main", "info"]
@@ -75,23 +76,40 @@ def info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, 
     from .reader import RankedStoreReader
     from .reader import open as open_store
 
-    store = open_store(path, storage_options=storage_options)
     layers: list[dict[str, Any]] = []
     warnings: list[str] = []
-    out: dict[str, Any] = {"path": str(path), "format_version": store.version}
-    if isinstance(store, RankedStoreReader):
-        out["ranks"] = {
-            "world_size": store.world_size,
-            "recorded": store.recorded,
-            "present": store.ranks,
-        }
-        out["run"] = _run_info(store.rank(store.ranks[0])) if store.ranks else _run_info(store)
-        for r in store.ranks:
-            layers.extend({"rank": r, **_row(lay, warnings)} for lay in store.rank(r).layers())
-    else:
-        out["run"] = _run_info(store)
-        layers.extend(_row(lay, warnings) for lay in store.layers())
+    with _warnings.catch_warnings():
+        # Damaged monitors and layers are listed in "warnings" below, once each.
+        _warnings.simplefilter("ignore")
+        store = open_store(path, storage_options=storage_options)
+        out: dict[str, Any] = {"path": str(path), "format_version": store.version}
+        if isinstance(store, RankedStoreReader):
+            out["ranks"] = {
+                "world_size": store.world_size,
+                "recorded": store.recorded,
+                "present": store.ranks,
+            }
+            out["run"] = _run_info(store.rank(store.ranks[0])) if store.ranks else _run_info(store)
+            for r in store.ranks:
+                rank = store.rank(r)
+                layers.extend({"rank": r, **_row(lay, warnings)} for lay in rank.layers())
+                _damage(rank, warnings, f"rank {r}: ")
+        else:
+            out["run"] = _run_info(store)
+            layers.extend(_row(lay, warnings) for lay in store.layers())
+            _damage(store, warnings)
     return {**out, "layers": layers, "warnings": warnings}
+
+
+def _damage(store: Any, warnings: list[str], prefix: str = "") -> None:
+    """A line in ``warnings`` for every damaged monitor and layer of ``store``."""
+    for name, why in store.damaged.items():
+        warnings.append(f"{prefix}monitor {name!r} is damaged and left out: {why}")
+    for mon in store.values():
+        for name, why in mon.damaged.items():
+            warnings.append(
+                f"{prefix}monitor {mon.name!r}: layer {name!r} is damaged and left out: {why}"
+            )
 
 
 def _run_info(store: Any) -> dict[str, Any]:

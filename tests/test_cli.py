@@ -92,15 +92,33 @@ def test_info_on_a_layer_missing_its_field_fails_in_one_line(
     assert "field group is missing" in err and err.endswith(": f0\n")
 
 
-@pytest.mark.parametrize("target", ["zarr.json", "output/zarr.json", "output/sn/zarr.json"])
-def test_info_on_garbage_metadata_fails_in_one_line(
-    healthy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+def test_info_on_garbage_root_metadata_fails_in_one_line(
+    healthy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _copy(healthy, tmp_path)
-    (path / target).write_bytes(b"\x00\xffnot json")
+    (path / "zarr.json").write_bytes(b"\x00\xffnot json")
     assert main(["info", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spikestore: error: ")
+
+
+@pytest.mark.parametrize(
+    ("target", "damaged"),
+    [("output/zarr.json", "monitor 'output' is"), ("output/sn/zarr.json", "layer 'sn' is")],
+)
+def test_info_on_garbage_metadata_lists_the_rest_and_names_the_damaged_node(
+    healthy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, damaged: str
+) -> None:
+    path = _copy(healthy, tmp_path)
+    (path / target).write_bytes(b"\x00\xffnot json")
+    assert main(["info", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("spikestore: warning: "), err
+    assert f"{damaged} damaged and left out" in err
+    assert any(line.startswith("v ") for line in out.splitlines()), out
+    assert main(["info", "--json", str(path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["monitor"] for r in doc["layers"]] == ["v"] and len(doc["warnings"]) == 1
 
 
 def test_info_on_a_file_fails_in_one_line(
@@ -175,9 +193,10 @@ def test_info_as_a_command_prints_one_line_for_garbage_metadata(
     res = subprocess.run(
         [sys.executable, "-m", "spikestore", "info", str(path)], capture_output=True, text=True
     )
-    assert res.returncode == 1
-    assert res.stderr.count("\n") == 1 and res.stderr.startswith("spikestore: error: ")
-    assert "malformed metadata" in res.stderr
+    # The damaged node is left out with one warning; the other monitors are listed.
+    assert res.returncode == 0
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("spikestore: warning: ")
+    assert "malformed metadata" in res.stderr and "m7" in res.stdout
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
