@@ -94,7 +94,9 @@ __all__ = [
     "STRUCTURES",
     "RUN_KEY",
     "LAYER_EXTRAS",
+    "MAX_ATTRS_DEPTH",
     "check_run_attrs",
+    "check_attrs_depth",
     "check_tree",
     "tree_field_names",
     "node_key",
@@ -423,6 +425,32 @@ def tree_field_names(tree: dict[str, Any] | None, fields: int) -> list[str]:
     return names
 
 
+#: How deep a run's ``attrs`` may nest: objects and arrays, the ``attrs`` object itself
+#: counting 1 (a hyperparameter config nests a few levels; Python's JSON gives up
+#: near 1,000).
+MAX_ATTRS_DEPTH = 64
+
+
+def check_attrs_depth(value: Any, where: str) -> None:
+    """Refuse ``value`` (JSON, or the dicts, lists and tuples a writer is given) if it
+    nests objects and arrays deeper than :data:`MAX_ATTRS_DEPTH`. Iterative: it never
+    recurses, so no depth (nor a container holding itself) makes it fail otherwise."""
+    todo = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, dict):
+            items: Any = node.values()
+        elif isinstance(node, (list, tuple)):
+            items = node
+        else:
+            continue
+        if depth > MAX_ATTRS_DEPTH:
+            raise FormatError(
+                f"{where}: nested deeper than {MAX_ATTRS_DEPTH} levels of objects and arrays"
+            )
+        todo.extend((v, depth + 1) for v in items if isinstance(v, (dict, list, tuple)))
+
+
 def check_run_attrs(attrs: Any, where: str) -> dict[str, Any]:
     """The run description (format 1.5) of a root's attributes, validated; empty
     fields when there is none.
@@ -444,6 +472,7 @@ def check_run_attrs(attrs: Any, where: str) -> dict[str, Any]:
     unit = run.get("time_unit")
     if not isinstance(user, dict):
         raise FormatError(f"{where}: {RUN_KEY}.attrs must be an object")
+    check_attrs_depth(user, f"{where}: {RUN_KEY}.attrs")
     if dt is not None and (
         isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0 or math.isinf(dt)
     ):

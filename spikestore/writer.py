@@ -41,7 +41,7 @@ from ._version import __version__
 from ._worker import Item, Registry, Worker
 from .codecs import COMPRESSORS, LEVELS, time_last
 from .errors import RecordError, StoreLockedError, WriteError
-from .format import LOCK_FILE, check_run_attrs
+from .format import LOCK_FILE, FormatError, check_attrs_depth, check_run_attrs
 from .ranks import check_root, finish_root
 from .ranks import plan as rank_plan
 from .storage import Mode, Storage, storage_for
@@ -49,6 +49,7 @@ from .storage import Mode, Storage, storage_for
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
 
 _trim_fn: Any = False  # not looked up yet
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _malloc_trim() -> Callable[[], None] | None:
@@ -302,9 +303,15 @@ def _shutdown(worker: Worker, storage: Storage) -> None:
 
 
 def _json_object(obj: Any, what: str) -> dict[str, Any]:
-    """``obj`` as a JSON object (a copy), or a clear error."""
+    """``obj`` as a JSON object (a copy), or a clear error; no deeper than the reader
+    takes (``spikestore.format.MAX_ATTRS_DEPTH``)."""
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise TypeError(f"{what} must be a dict with str keys, got {type(obj).__name__}")
+    try:
+        # Before json.dumps, which recurses (a RecursionError a few hundred levels down).
+        check_attrs_depth(obj, what)
+    except FormatError as exc:
+        raise ValueError(f"{exc} (or it holds itself); a reader would ignore them") from None
     try:
         out = json.loads(json.dumps(obj, allow_nan=False))
     except (TypeError, ValueError) as exc:
@@ -1028,12 +1035,13 @@ class StoreWriter:
         """Mark every later step of every layer with ``values`` (until a later mark
         sets the same key), e.g. ``mark(epoch=3, phase="eval")``.
 
-        Values are JSON scalars (str, int, float, bool, None; NumPy and 0-d tensor
-        scalars are converted). A mark applies from the next step each layer records
-        (for a layer first recorded later, from its step 0) and keeps applying after
-        a reopen with ``mode="a"`` until a new mark. ``LayerReader.marks()`` gives
-        the values per step and ``spikestore.analysis.to_xarray`` makes them
-        coordinates (``da.groupby("epoch")``). Cheap enough for every step: marks are
+        Values are JSON scalars (str, int within int64, finite float, bool, None;
+        NumPy and 0-d tensor scalars are converted). A mark applies from the next step
+        each layer records (for a layer first recorded later, from its step 0) and
+        keeps applying after a reopen with ``mode="a"`` until a new mark.
+        ``LayerReader.marks()`` gives the values per step and
+        ``spikestore.analysis.to_xarray`` makes them coordinates
+        (``da.groupby("epoch")``). Cheap enough for every step: marks are
         written with the next commit (within ``flush_interval``; a mark holds one
         integer for each layer recorded since the previous mark), and a mark costs
         the caller no wait.
@@ -1053,6 +1061,12 @@ class StoreWriter:
                 )
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"mark {k}={v!r}: a mark's value must be finite")
+            if isinstance(v, int) and not isinstance(v, bool) and not _INT64[0] <= v <= _INT64[1]:
+                # JSON holds any int, but Python writes none past 4,300 digits, and
+                # tools that read JSON numbers as doubles or int64 would mangle it.
+                raise ValueError(
+                    f"mark {k}: a mark's int must fit in int64, got one of {v.bit_length()} bits"
+                )
             clean[k] = v
         with self._run_lock:
             layers = self._mark_layers
