@@ -17,7 +17,10 @@ Thread ownership
     queued bytes is guarded by a condition variable. The first exception on the
     writer thread is kept; from then on nothing more is written (what is on disk
     stays what was committed), the queue is still drained so that callers never
-    block, and every later call raises :class:`~spikestore.WriteError`.
+    block, and every later call raises :class:`~spikestore.WriteError`. The whole
+    body of the thread is covered: an exception that ends it from anywhere (waiting
+    on the queue included) is kept the same way, and callers waiting for it stop
+    waiting, so a writer thread never dies silently.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class LayerEntry:
     #: Whether this writer's first record has settled ``extra`` (a layer loaded from
     #: the store takes the dims and units it lacks from it).
     settled: bool = False
+    #: Steps the store held of the layer when this writer loaded it.
+    stored: int = 0
 
 
 class Registry:
@@ -102,7 +107,14 @@ class Registry:
         extra: dict[str, Any] = {
             k: stored.meta[k] for k in ("dims", "field_dims", "units", "tree") if k in stored.meta
         }
-        return LayerEntry(monitor, layer, schema, axis, stored.steps, extra=extra or None)
+        return LayerEntry(
+            monitor, layer, schema, axis, stored.steps, extra=extra or None, stored=stored.steps
+        )
+
+    def entries(self) -> list[LayerEntry]:
+        """Every entry made so far."""
+        with self._lock:
+            return list(self._entries.values())
 
     def known_steps(self, monitor: str, layer: str) -> int | None:
         """Steps recorded so far of a layer this registry has an entry for, else None."""
@@ -185,10 +197,16 @@ class Worker:
         max_queue_bytes: int,
         max_buffer_bytes: int,
         trim: Callable[[], None] | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self._sink = sink
         self._trim = trim  # called after each write (the writer's memory back to the system)
         self._where = where
+        # The callers' layers: after a failure, the steps they accepted and were not
+        # committed are named (read without locks, for the message only).
+        self._registry = registry
+        #: Steps committed per layer when the writer thread failed (set before _error).
+        self._committed: dict[tuple[str, str], int] = {}
         self.flush_interval = flush_interval
         self.max_queue_bytes = max_queue_bytes
         self.max_buffer_bytes = max_buffer_bytes
@@ -204,12 +222,36 @@ class Worker:
 
     # ----------------------------------------------------------- caller side
     def check(self) -> None:
-        """Raise :class:`WriteError` if the writer thread has failed."""
+        """Raise :class:`WriteError` if the writer thread has failed (or ended without
+        being told to): it names where, the cause, and each layer's steps that were
+        accepted and not committed."""
         if self._error is not None:
+            lost = self._not_committed()
             raise WriteError(
                 f"writing {self._where} failed at {self._error_where}: "
                 f"{type(self._error).__name__}: {self._error}"
+                + (f"; not committed: {lost}" if lost else "")
             ) from self._error
+
+    #: Layers named at most in a failure's message.
+    _NAMED_LAYERS = 8
+
+    def _not_committed(self) -> str:
+        """Each layer's steps that ``append`` accepted and the store has not committed
+        (read without the entries' locks: ``check`` runs under one, in ``put``)."""
+        if self._registry is None:
+            return ""
+        parts = []
+        for e in self._registry.entries():
+            accepted = e.next_step
+            done = self._committed.get((e.monitor, e.name), e.stored)
+            if accepted > done:
+                steps = f"steps {done}..{accepted - 1}" if accepted > done + 1 else f"step {done}"
+                parts.append(f"monitor {e.monitor!r}, layer {e.name!r}, {steps}")
+        more = len(parts) - self._NAMED_LAYERS
+        if more > 0:
+            parts[self._NAMED_LAYERS :] = [f"and {more} more layer{'s' if more > 1 else ''}"]
+        return "; ".join(parts)
 
     def put(self, item: Item) -> None:
         """Queue a record, waiting while the queue holds ``max_queue_bytes``.
@@ -262,9 +304,18 @@ class Worker:
 
     # ----------------------------------------------------------- writer side
     def _run(self) -> None:
+        """The thread's body: every exception that ends it is kept (see :meth:`_fail`);
+        one raised outside the handling of an item (waiting on the queue, say) finds
+        the Sink between operations, so it writes and commits what it holds first."""
+        ended = False
         try:
             self._loop()
+            ended = True
+        except BaseException as exc:
+            self._fail(exc, between=True)
         finally:
+            if not ended and self._error is None:
+                self._error = RuntimeError("the writer thread ended unexpectedly")
             # The encoder's threads are the writer thread's: they end with it.
             self._sink.close()
 
@@ -293,6 +344,7 @@ class Worker:
                 if isinstance(item, _Call):
                     try:
                         if self._error is None:
+                            sink.doing = ""  # what it writes says so itself
                             item.fn()
                     except BaseException as exc:
                         self._fail(exc)  # before the caller wakes up to check
@@ -301,6 +353,7 @@ class Worker:
                     continue
                 if isinstance(item, _Post):
                     if self._error is None:
+                        sink.doing = ""
                         item.fn()
                     continue
                 if isinstance(item, Item):
@@ -323,19 +376,33 @@ class Worker:
                     # Buffers freed on this thread and the encoder's go back to the system.
                     self._trim()
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, between: bool = False) -> None:
         """Record the writer thread's first error. Steps written before the failure are
         whole records: they are committed if the store still takes writes (a full disk
-        may not), and the message names what is lost. The error is published last
-        (callers read it without a lock)."""
+        may not), and the message names what is lost. ``between``: the error came
+        between two operations on the Sink (it ended the thread's loop), so every
+        record it buffered is whole too and is written and committed first. The
+        error is published last (callers read it without a lock), whatever fails
+        meanwhile."""
         if self._error is not None:
             return
         sink = self._sink
-        self._error_where = sink.doing or "the writer thread"
-        with contextlib.suppress(BaseException):
-            sink.commit_written()
-            self._error_where = sink.lost()
-        self._error = exc
+        try:
+            if between:
+                self._error_where = "the writer thread, between records"
+                with contextlib.suppress(BaseException):
+                    sink.write_all()
+            else:
+                self._error_where = sink.doing or "the writer thread"
+            with contextlib.suppress(BaseException):
+                sink.commit_written()
+                if not between:
+                    self._error_where = sink.lost() or "the writer thread"
+            with contextlib.suppress(BaseException):
+                layers = sink.layers.values()
+                self._committed = {(lay.monitor, lay.name): lay.done for lay in layers}
+        finally:
+            self._error = exc
 
     def _taken(self, item: Item) -> None:
         with self._space:
@@ -366,6 +433,7 @@ class Worker:
                 # Marks and attributes change only what the next commit writes: a mark
                 # per step must not cut the drain (and the commit) into steps.
                 if self._error is None:
+                    self._sink.doing = ""
                     nxt.fn()
                 continue
             if not isinstance(nxt, Item):

@@ -22,6 +22,7 @@ import concurrent.futures.thread
 import ctypes
 import json
 import math
+import numbers
 import os
 import signal
 import sys
@@ -50,6 +51,11 @@ __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK
 
 _trim_fn: Any = False  # not looked up yet
 _INT64 = (-(2**63), 2**63 - 1)
+
+#: The longest ``flush_interval`` (one day): records wait at most that long for their
+#: commit. Far below ``threading.TIMEOUT_MAX``, past which the writer thread's timed
+#: waits fail.
+MAX_FLUSH_INTERVAL = 86400.0
 
 
 def _malloc_trim() -> Callable[[], None] | None:
@@ -475,8 +481,9 @@ class StoreWriter:
     flush_interval : float, optional
         At most this many seconds pass between a record being taken and it being
         committed to disk, whether or not more records arrive (unless the disk is
-        slower than the producer). Default: 1 s on a local disk, longer on object
-        storage, where every commit costs requests.
+        slower than the producer): from 0 (commit every record as it is taken) to
+        86400 (one day, :data:`MAX_FLUSH_INTERVAL`). Default: 1 s on a local disk,
+        longer on object storage, where every commit costs requests.
     max_queue_bytes, max_buffer_bytes : int
         Bounds on the bytes waiting for the writer thread (16 MiB), and on encoded
         bytes buffered before a write (8 MiB; up to 4x that while records too large
@@ -576,10 +583,11 @@ class StoreWriter:
     than that waits for an empty queue and then goes alone); the writer thread
     buffers encoded rows up to ``max_buffer_bytes``.
 
-    **Failures.** If a background write fails (a full disk, a permission error),
-    the writer stops writing and the next :meth:`append`, :meth:`flush` or
-    :meth:`close` raises :class:`WriteError` naming the store, the layer and the
-    steps; what was committed before the failure stays readable.
+    **Failures.** If a background write fails (a full disk, a permission error), or
+    the writer thread ends for any other reason, the writer stops writing and the
+    next :meth:`append`, :meth:`flush` or :meth:`close` raises :class:`WriteError`
+    naming the store, the cause, and each layer's steps that are not committed; what
+    was committed before the failure stays readable.
 
     Examples
     --------
@@ -656,8 +664,15 @@ class StoreWriter:
             raise ValueError(
                 f"precision must be an int from 0 to 52 (mantissa bits kept), got {precision!r}"
             )
-        if flush_interval is not None and not float(flush_interval) >= 0:
-            raise ValueError(f"flush_interval must be >= 0 seconds, got {flush_interval!r}")
+        if flush_interval is not None and (
+            isinstance(flush_interval, bool)
+            or not isinstance(flush_interval, numbers.Real)
+            or not 0 <= flush_interval <= MAX_FLUSH_INTERVAL  # nan too
+        ):
+            raise ValueError(
+                f"flush_interval must be a number of seconds from 0 to {MAX_FLUSH_INTERVAL:g} "
+                f"(one day), got {flush_interval!r}"
+            )
         for name, value in (
             ("max_queue_bytes", max_queue_bytes),
             ("max_buffer_bytes", max_buffer_bytes),
@@ -736,6 +751,7 @@ class StoreWriter:
                 max_queue_bytes=int(max_queue_bytes),
                 max_buffer_bytes=int(max_buffer_bytes),
                 trim=_malloc_trim() if tune_allocator else None,
+                registry=self._registry,
             )
         except BaseException:
             self._storage.abort()
