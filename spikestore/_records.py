@@ -6,7 +6,13 @@ unstorable is checked here, in the caller's thread, so that no value the writer
 thread cannot encode is ever queued (:class:`~spikestore.RecordError` at once,
 nothing recorded before affected).
 
-Thread ownership: functions here are pure. A :class:`Schema` belongs to its
+Every limit of the format (``spikestore.format``: axes, elements, fields, segments,
+the time axis) is checked here with the reader's own check functions, run on the
+metadata the writer would write, so that the writer never stores what its reader
+refuses.
+
+Thread ownership: functions here are pure (:func:`_layout_ok` caches its answers,
+behind ``functools.lru_cache``'s own lock). A :class:`Schema` belongs to its
 layer's entry in the writer's registry and is read and changed only under that
 entry's lock (see ``spikestore._worker``); :meth:`Schema.check` never changes it,
 :meth:`Schema.adopt` does, once the record is accepted.
@@ -15,17 +21,44 @@ entry's lock (see ``spikestore._worker``); :meth:`Schema.check` never changes it
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from . import format as fmt
 from .codecs import dtype_name
 from .errors import RecordError
-from .format import MAX_FIELDS, MAX_TREE_DEPTH
+from .format import (
+    MAX_FIELDS,
+    MAX_TREE_DEPTH,
+    RAW_ENCODING,
+    SPIKE_ENCODING,
+    FormatError,
+    check_layer_attrs,
+    check_segment,
+    check_time_axis,
+    layer_attrs,
+)
 
-__all__ = ["Leaf", "Schema", "FieldSpec", "flatten", "SINGLE"]
+if TYPE_CHECKING:
+    from ._staging import Staged
+
+__all__ = [
+    "Leaf",
+    "Schema",
+    "FieldSpec",
+    "flatten",
+    "SINGLE",
+    "time_axis_arg",
+    "check_time_axis_fits",
+    "check_layer_meta",
+    "segment_keys",
+]
 
 #: Structures whose records have one field; they may follow each other in a layer.
 SINGLE = ("tensor", "number", "none")
@@ -45,7 +78,7 @@ class Leaf:
         return "number" if self.scalar else "tensor"
 
 
-def _check_tensor(t: torch.Tensor) -> None:
+def _check_tensor(t: torch.Tensor, field: int) -> None:
     """Refuse tensors the writer cannot store, with what to do instead."""
     if t.is_nested:
         raise RecordError("nested tensors cannot be stored; record each tensor of it instead")
@@ -56,16 +89,47 @@ def _check_tensor(t: torch.Tensor) -> None:
     if t.is_quantized:
         raise RecordError("quantized tensors cannot be stored; record t.dequantize() instead")
     try:
-        dtype_name(t.dtype)
+        name = dtype_name(t.dtype)
     except TypeError as exc:
         raise RecordError(str(exc)) from None
+    shape = tuple(t.shape)
+    if not _layout_ok(name, shape):
+        # Checked before the tensor is copied: an expanded tensor of 2**41 elements
+        # takes no memory until then.
+        try:
+            check_segment(_descriptor(name, shape), f"field {field}")
+        except FormatError as exc:
+            raise RecordError(str(exc)) from None
 
 
-def _leaf(value: Any) -> Leaf:
+def _descriptor(dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The segment descriptor a record of ``dtype`` and ``shape`` would get (its rank,
+    elements and dtype are what :func:`~spikestore.format.check_segment` bounds)."""
+    return {
+        "array": "s0",
+        "encoding": RAW_ENCODING,
+        "dtype": dtype,
+        "shape": list(shape),
+        "rows": 0,
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout_ok(dtype: str, shape: tuple[int, ...]) -> bool:
+    """Whether the reader takes a segment of records of ``dtype`` and ``shape``
+    (cached: a record's layout is checked once, not at every step)."""
+    try:
+        check_segment(_descriptor(dtype, shape), "")
+    except FormatError:
+        return False
+    return True
+
+
+def _leaf(value: Any, field: int = 0) -> Leaf:
     if value is None:
         return Leaf(None)
     if isinstance(value, torch.Tensor):
-        _check_tensor(value)
+        _check_tensor(value, field)
         return Leaf(value.detach())
     if isinstance(value, (np.bool_, np.integer, np.floating)):
         value = value.item()
@@ -89,8 +153,6 @@ def _nest(value: Any, leaves: list[Leaf], depth: int) -> Any:
     appended to ``leaves``."""
     if depth > MAX_TREE_DEPTH:
         raise RecordError(f"records nested deeper than {MAX_TREE_DEPTH} cannot be stored")
-    if len(leaves) > MAX_FIELDS:
-        raise RecordError(f"a record of more than {MAX_FIELDS} fields cannot be stored")
     if _is_namedtuple(value):
         keys = [str(k) for k in value._fields]
         items = [_nest(v, leaves, depth + 1) for v in value]
@@ -112,7 +174,10 @@ def _nest(value: Any, leaves: list[Leaf], depth: int) -> Any:
     if isinstance(value, (tuple, list)):
         items = [_nest(v, leaves, depth + 1) for v in value]
         return {"type": type(value).__name__, "items": items}
-    leaves.append(_leaf(value))
+    if len(leaves) == MAX_FIELDS:
+        # Before the leaf is taken: the reader refuses a layer of MAX_FIELDS + 1 fields.
+        raise RecordError(f"a record of more than {MAX_FIELDS} fields cannot be stored")
+    leaves.append(_leaf(value, len(leaves)))
     return len(leaves) - 1
 
 
@@ -146,6 +211,77 @@ def flatten(value: Any) -> tuple[str, list[Leaf], dict[str, Any] | None]:
     return leaf.kind, [leaf], None
 
 
+def time_axis_arg(time_axis: Any, where: str) -> int | None:
+    """The ``time_axis`` argument of ``append`` as the format stores it (an int in
+    ``[-MAX_RANK, MAX_RANK)``, or None); :class:`RecordError` starting with ``where``
+    for anything else (a str, a float, a bool). NumPy integers are taken as ints."""
+    if time_axis is None:
+        return None
+    try:
+        if isinstance(time_axis, (bool, np.bool_)):
+            raise TypeError
+        axis = operator.index(time_axis)
+    except TypeError:
+        raise RecordError(
+            f"{where}: time_axis must be an int (an axis of the record) or None, got "
+            f"{str(time_axis)[:100]!r} ({type(time_axis).__name__})"
+        ) from None
+    try:
+        return check_time_axis(axis, where)
+    except FormatError as exc:
+        raise RecordError(str(exc)) from None
+
+
+def check_time_axis_fits(time_axis: int | None, leaves: list[Leaf]) -> None:
+    """:class:`RecordError` unless ``time_axis`` is an axis of the record's first field
+    (the time axis belongs to records of its rank: see ``spikestore.analysis``). A
+    first field without axes (None, a number, a 0-d tensor) says nothing: a neuron's
+    ``v`` is the number 0.0 before its first multi-step call."""
+    if time_axis is None or not leaves:
+        return
+    t = leaves[0].tensor
+    if t is None or t.dim() == 0:
+        return
+    if not -t.dim() <= time_axis < t.dim():
+        raise RecordError(
+            f"time_axis={time_axis} is not an axis of the record (field 0 has shape "
+            f"{tuple(t.shape)}: axes {-t.dim()} to {t.dim() - 1})"
+        )
+
+
+def check_layer_meta(
+    name: str,
+    structure: str,
+    fields: int,
+    time_axis: int | None,
+    extra: dict[str, Any] | None,
+    where: str,
+) -> None:
+    """Run the reader's check (:func:`~spikestore.format.check_layer_attrs`) on the
+    metadata the writer will write for a layer; :class:`RecordError` with its message
+    if the reader would refuse it (too many fields, dims, a bad time axis or tree)."""
+    meta = layer_attrs(name, structure, fields, time_axis, extra={**(extra or {}), "order": 0})
+    try:
+        check_layer_attrs(meta, where)
+    except FormatError as exc:
+        raise RecordError(str(exc)) from None
+
+
+def segment_keys(staged: Staged) -> tuple[tuple[Any, ...], ...]:
+    """The keys (``spikestore.codecs.Encoded.key``) of the segments a staged field may
+    go to: one, or on a GPU, where the spike test ends on the writer thread, both the
+    spike segment and the raw one."""
+    name = dtype_name(staged.dtype)
+    raw = (RAW_ENCODING, name, staged.shape, staged.scalar, None)
+    if staged.packed is None:
+        return (raw,)
+    spikes = (SPIKE_ENCODING, name, staged.shape, False, staged.permute)
+    return (spikes,) if staged.flag is None else (spikes, raw)
+
+
+_NO_KEYS: frozenset[tuple[Any, ...]] = frozenset()
+
+
 @dataclass
 class FieldSpec:
     """What a field holds, fixed by its first non-None value."""
@@ -162,6 +298,9 @@ class Schema:
     structure: str | None = None  # None until the first record is accepted
     specs: list[FieldSpec] = field(default_factory=list)
     tree: dict[str, Any] | None = None  # how nested records put their fields together
+    #: Per field, the keys of the segments its records went to (or, from a GPU, may
+    #: have gone to): a field holds at most ``MAX_SEGMENTS``.
+    segments: list[set[tuple[Any, ...]]] = field(default_factory=list)
 
     def check(
         self, structure: str, leaves: list[Leaf], where: str, tree: dict[str, Any] | None = None
@@ -203,14 +342,49 @@ class Schema:
             out.append(spec)
         return out
 
+    def new_segments(
+        self, staged: list[Staged | None], where: str
+    ) -> list[tuple[int, tuple[Any, ...]]]:
+        """``(field, key)`` of the segments this record adds to the layer's fields;
+        :class:`RecordError` if a field would have more than ``MAX_SEGMENTS`` (a
+        record whose shape changes at every step). Changes nothing."""
+        limit = fmt.MAX_SEGMENTS
+        segments = self.segments
+        new: list[tuple[int, tuple[Any, ...]]] = []
+        for i, st in enumerate(staged):
+            if st is None:
+                continue
+            known = segments[i] if i < len(segments) else _NO_KEYS
+            for key in segment_keys(st):
+                if key in known:
+                    continue
+                if len(known) + sum(1 for j, _ in new if j == i) >= limit:
+                    raise RecordError(
+                        f"cannot record {where} (field {i}): the field holds {len(known)} "
+                        f"segments, one per distinct dtype and shape of its records, and a "
+                        f"field may hold {limit}; record shape {st.shape} is one more "
+                        "(pad records to a few shapes, or record into a new layer)"
+                    )
+                new.append((i, key))
+        return new
+
     def adopt(
-        self, structure: str, specs: list[FieldSpec], tree: dict[str, Any] | None = None
+        self,
+        structure: str,
+        specs: list[FieldSpec],
+        tree: dict[str, Any] | None = None,
+        segments: Sequence[tuple[int, tuple[Any, ...]]] = (),
     ) -> None:
-        """Take the result of :meth:`check` once the record is accepted."""
+        """Take the result of :meth:`check` (and :meth:`new_segments`) once the record
+        is accepted."""
         if self.structure is None:
             self.structure = structure
             self.tree = tree
         self.specs = specs
+        while len(self.segments) < len(specs):
+            self.segments.append(set())
+        for i, key in segments:
+            self.segments[i].add(key)
 
     @staticmethod
     def _spec(leaf: Leaf) -> FieldSpec:

@@ -36,6 +36,7 @@ from typing import Any
 from ._commit import Sink, StoredLayer
 from ._records import FieldSpec, Schema
 from ._staging import Staged
+from .codecs import Encoded
 from .errors import WriteError
 
 __all__ = ["LayerEntry", "Registry", "Item", "Worker"]
@@ -56,6 +57,9 @@ class LayerEntry:
     #: Whether this writer's first record has settled ``extra`` (a layer loaded from
     #: the store takes the dims and units it lacks from it).
     settled: bool = False
+    #: Whether ``time_axis`` is the layer's for good: stored with it, or given with
+    #: its first accepted record (until then each ``append`` gives its own).
+    axis_fixed: bool = False
     #: Steps the store held of the layer when this writer loaded it.
     stored: int = 0
 
@@ -71,44 +75,46 @@ class Registry:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], LayerEntry] = {}
 
-    def entry(self, monitor: str, layer: str, time_axis: int | None = None) -> LayerEntry:
+    def entry(self, monitor: str, layer: str) -> LayerEntry:
         """The layer's entry, made (or loaded from the store) on first use.
 
-        ``time_axis`` applies to a new layer, or to one loaded from a store that did
-        not record it.
+        Its ``time_axis`` is fixed (``axis_fixed``) for a layer loaded from a store
+        that recorded one; for a new layer, or one from a store before format 1.3
+        that did not, the first record accepted fixes it.
         """
         key = (monitor, layer)
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._make(monitor, layer, time_axis)
+                entry = self._make(monitor, layer)
                 self._entries[key] = entry
-        if entry.time_axis is None and time_axis is not None and entry.schema.structure is None:
-            with entry.lock:
-                if entry.schema.structure is None:
-                    entry.time_axis = int(time_axis)
         return entry
 
-    def _make(self, monitor: str, layer: str, time_axis: int | None) -> LayerEntry:
+    def _make(self, monitor: str, layer: str) -> LayerEntry:
         stored = self._load(monitor, layer)
         if stored is None:
-            axis = int(time_axis) if time_axis is not None else None
-            return LayerEntry(monitor, layer, Schema(), axis, 0)
+            return LayerEntry(monitor, layer, Schema(), None, 0)
         schema = Schema(stored.structure, [FieldSpec() for _ in stored.fields])
         for spec, fld in zip(schema.specs, stored.fields, strict=True):
             for seg in fld.segments:
                 spec.kind = "number" if seg.get("python_scalar") else "tensor"
                 spec.dtype = seg["dtype"]
                 spec.ndim = len(seg["shape"])
+        schema.segments = [{Encoded.segment_key(s) for s in f.segments} for f in stored.fields]
         schema.tree = stored.meta.get("tree")
-        axis = stored.time_axis
-        if axis is None and time_axis is not None:
-            axis = int(time_axis)
+        fixed = stored.complete or stored.time_axis is not None
         extra: dict[str, Any] = {
             k: stored.meta[k] for k in ("dims", "field_dims", "units", "tree") if k in stored.meta
         }
         return LayerEntry(
-            monitor, layer, schema, axis, stored.steps, extra=extra or None, stored=stored.steps
+            monitor,
+            layer,
+            schema,
+            stored.time_axis,
+            stored.steps,
+            extra=extra or None,
+            axis_fixed=fixed,
+            stored=stored.steps,
         )
 
     def entries(self) -> list[LayerEntry]:

@@ -97,6 +97,7 @@ __all__ = [
     "MAX_ATTRS_DEPTH",
     "check_run_attrs",
     "check_attrs_depth",
+    "check_time_axis",
     "check_tree",
     "tree_field_names",
     "node_key",
@@ -160,10 +161,16 @@ DTYPES: dict[str, tuple[str, int]] = {
 #: How a record's fields are put back together.
 STRUCTURES = ("tensor", "number", "none", "tuple", "list")
 
-# Limits that keep hostile metadata from causing huge allocations.
+# Limits that keep hostile metadata from causing huge allocations. The reader refuses
+# metadata past them and the writer refuses, at ``append``, a record that would need it
+# (by running the same checks on the metadata it is about to write).
+#: Axes of a record (and names in its ``dims``); ``time_axis`` is in ``[-MAX_RANK, MAX_RANK)``.
 MAX_RANK = 32
+#: Fields of a record, and items of one node of its tree.
 MAX_FIELDS = 1024
+#: Segments of a field (one per distinct encoding, dtype and shape of its records).
 MAX_SEGMENTS = 100_000
+#: Elements of one record of one field.
 MAX_NUMEL = 2**40
 #: Ranks of a ranked store (``rank_key`` has five digits).
 MAX_WORLD = 100_000
@@ -389,7 +396,9 @@ def check_tree(tree: Any, fields: int, where: str) -> dict[str, Any]:
             raise FormatError(f"{where}: bad record tree node {node!r}")
         items = node.get("items")
         if not isinstance(items, list) or len(items) > MAX_FIELDS:
-            raise FormatError(f"{where}: bad record tree items")
+            raise FormatError(
+                f"{where}: bad record tree items (a list of at most {MAX_FIELDS} nodes)"
+            )
         if node["type"] in ("namedtuple", "dict"):
             if _bad_names(node.get("keys"), len(items)):
                 raise FormatError(f"{where}: bad record tree keys {node.get('keys')!r}")
@@ -522,6 +531,18 @@ def _entry(attrs: Any, node: str, where: str) -> dict[str, Any]:
     return meta
 
 
+def check_time_axis(t: Any, where: str) -> int | None:
+    """A layer's ``time_axis`` (format 1.3): None, or an int in ``[-MAX_RANK, MAX_RANK)``."""
+    if t is not None and (
+        not isinstance(t, int) or isinstance(t, bool) or not -MAX_RANK <= t < MAX_RANK
+    ):
+        raise FormatError(
+            f"{where}: bad time_axis {str(t)[:100]} (None or an int from {-MAX_RANK} "
+            f"to {MAX_RANK - 1})"
+        )
+    return t
+
+
 def check_layer_attrs(attrs: Any, where: str) -> dict[str, Any]:
     meta = _entry(attrs, "layer", where)
     if not isinstance(meta.get("name"), str):
@@ -530,23 +551,25 @@ def check_layer_attrs(attrs: Any, where: str) -> dict[str, Any]:
         raise FormatError(f"{where}: unknown record structure {meta.get('structure')!r}")
     fields = meta.get("fields")
     if not isinstance(fields, int) or not 0 <= fields <= MAX_FIELDS:
-        raise FormatError(f"{where}: bad field count {fields!r}")
+        raise FormatError(f"{where}: bad field count {fields!r} (at most {MAX_FIELDS})")
     if meta["structure"] in ("tensor", "number") and fields != 1:
         raise FormatError(f"{where}: a {meta['structure']} record has exactly one field")
-    t = meta.get("time_axis")
-    bad = not isinstance(t, int) or isinstance(t, bool) or not -MAX_RANK <= t < MAX_RANK
-    if t is not None and bad:
-        raise FormatError(f"{where}: bad time_axis {t!r}")
+    check_time_axis(meta.get("time_axis"), where)
     dims = meta.get("dims")
     if dims is not None and (_bad_names(dims) or len(dims) > MAX_RANK):
-        raise FormatError(f"{where}: bad dims {dims!r}")
+        raise FormatError(
+            f"{where}: bad dims {str(dims)[:200]} (distinct non-empty names, at most {MAX_RANK})"
+        )
     fdims = meta.get("field_dims")
     if fdims is not None and (
         not isinstance(fdims, list)
         or len(fdims) != fields
         or any(d is not None and (_bad_names(d) or len(d) > MAX_RANK) for d in fdims)
     ):
-        raise FormatError(f"{where}: bad field_dims {fdims!r}")
+        raise FormatError(
+            f"{where}: bad field_dims {str(fdims)[:200]} (per field: None or distinct "
+            f"non-empty names, at most {MAX_RANK})"
+        )
     if not isinstance(meta.get("units", ""), str):
         raise FormatError(f"{where}: bad units {meta.get('units')!r}")
     order = meta.get("order", 0)
@@ -574,7 +597,10 @@ def check_segment(seg: Any, where: str) -> dict[str, Any]:
         or not all(isinstance(d, int) and d >= 0 for d in shape)
         or math.prod(shape) > MAX_NUMEL
     ):
-        raise FormatError(f"{where}: bad record shape {shape!r}")
+        raise FormatError(
+            f"{where}: bad record shape {str(shape)[:200]} (at most {MAX_RANK} axes and "
+            f"2**{MAX_NUMEL.bit_length() - 1} elements)"
+        )
     rows = seg.get("rows")
     if not isinstance(rows, int) or rows < 0:
         raise FormatError(f"{where}: bad row count {rows!r}")

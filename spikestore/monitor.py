@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._records import flatten
+from ._records import flatten, time_axis_arg
 from .errors import RecordError
 from .reader import LayerReader, StoreReader, step_indices
 from .writer import StoreWriter
@@ -426,6 +426,11 @@ class BaseMonitor:
             and (isinstance(time_axis, bool) or not isinstance(time_axis, int))
         ):
             raise ValueError(f"time_axis must be 'auto', None or an axis (int), got {time_axis!r}")
+        if time_axis != "auto":
+            try:
+                time_axis_arg(time_axis, type(self).__name__)  # the writer's own check
+            except RecordError as exc:
+                raise ValueError(str(exc)) from None
         if (
             dims != "auto"
             and dims is not None

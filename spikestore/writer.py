@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ._commit import Sink, fresh_root, list_layers, load_layer, open_root
-from ._records import flatten
+from ._records import check_layer_meta, check_time_axis_fits, flatten, time_axis_arg
 from ._segments import SegmentOptions
 from ._staging import Staged, stage
 from ._version import __version__
@@ -952,7 +952,12 @@ class StoreWriter:
         integer beyond int64, a record that does not fit the layer) raises
         :class:`RecordError` (a ``TypeError`` for unsupported types) naming the
         monitor, layer and step, before anything is queued: nothing already recorded
-        is affected, and the layer is left as it was.
+        is affected, and the layer is left as it was. So does a record past a limit
+        of the format (``spikestore.format``: more than 32 axes or 2**40 elements,
+        more than 1,024 fields, more than 32 ``dims``, a field's 100,001st distinct
+        shape), and a ``time_axis`` that is not an int (an axis of the record's first
+        field, from -32 to 31), checked as the reader checks what it reads: what
+        ``append`` accepts, the reader reads.
 
         On a rank that the ``ranks`` argument left out nothing is recorded and the
         step returned is -1.
@@ -964,51 +969,84 @@ class StoreWriter:
         self._check_usable()
         if not isinstance(monitor, str) or not isinstance(layer, str):
             raise TypeError("monitor and layer names must be str")
-        entry = self._registry.entry(monitor, layer, time_axis)
+        entry = self._registry.entry(monitor, layer)
 
         def where() -> str:
             return f"monitor {monitor!r}, layer {layer!r}, step {entry.next_step}"
 
+        given_axis = time_axis_arg(time_axis, f"cannot record {where()}")
+        leaves: list[Any] = []
+
+        def prepare(axis: int | None) -> list[Staged | None]:
+            """Check the record against ``axis`` and stage its fields."""
+            try:
+                check_time_axis_fits(axis, leaves)
+                staged: list[Staged | None] = []
+                for leaf in leaves:
+                    t = leaf.tensor
+                    if t is None:
+                        staged.append(None)
+                    else:
+                        staged.append(stage(t, leaf.scalar, time_last(axis, t.dim())))
+            except RecordError as exc:
+                raise RecordError(f"cannot record {where()}: {exc}") from None
+            except RuntimeError as exc:  # a tensor torch cannot copy or test
+                raise RecordError(f"cannot record {where()}: {exc}") from exc
+            return staged
+
         try:
             structure, leaves, tree = flatten(value)
-            staged: list[Staged | None] = []
-            for leaf in leaves:
-                t = leaf.tensor
-                if t is None:
-                    staged.append(None)
-                else:
-                    staged.append(stage(t, leaf.scalar, time_last(entry.time_axis, t.dim())))
         except TypeError as exc:
             raise TypeError(f"cannot record {where()}: {exc}") from None
         except RecordError as exc:
             raise RecordError(f"cannot record {where()}: {exc}") from None
-        except RuntimeError as exc:  # a tensor torch cannot copy or test
-            raise RecordError(f"cannot record {where()}: {exc}") from exc
-        nbytes = sum(s.nbytes for s in staged if s is not None)
+        # The layer's time axis, or this call's while the layer has accepted no record
+        # (checked again under the lock: another thread's first record may fix it).
+        axis = entry.time_axis if entry.axis_fixed else given_axis
+        staged = prepare(axis)
         with entry.lock:
             step = entry.next_step
+            if entry.axis_fixed and entry.time_axis != axis:
+                axis = entry.time_axis
+                staged = prepare(axis)
             specs = entry.schema.check(structure, leaves, where(), tree)
-            if entry.schema.structure is None:
-                entry.extra = _layer_extra(leaves, tree, dims, units, where())
-                entry.settled = True
+            segments = entry.schema.new_segments(staged, where())
+            extra = entry.extra
+            new_layer = entry.schema.structure is None
+            if new_layer:
+                extra = _layer_extra(leaves, tree, dims, units, where())
             elif not entry.settled:
                 given = _layer_extra(leaves, tree, dims, units, where())
-                entry.extra = _settle_extra(entry.extra, given, entry.time_axis, where())
-                entry.settled = True
+                extra = _settle_extra(entry.extra, given, axis, where())
+            if new_layer or not entry.settled:
+                # The reader's own check, on the metadata this record makes the writer
+                # thread write.
+                check_layer_meta(
+                    layer,
+                    entry.schema.structure or structure,
+                    len(leaves),
+                    axis,
+                    extra,
+                    f"cannot record {where()}",
+                )
             self._worker.put(
                 Item(
                     monitor,
                     layer,
                     entry.schema.structure or structure,
-                    entry.time_axis,
+                    axis,
                     step,
                     staged,
-                    nbytes,
+                    sum(s.nbytes for s in staged if s is not None),
                     time.monotonic(),
-                    entry.extra,
+                    extra,
                 )
             )
-            entry.schema.adopt(structure, specs, tree)
+            entry.extra = extra
+            entry.settled = True
+            entry.time_axis = axis
+            entry.axis_fixed = True
+            entry.schema.adopt(structure, specs, tree, segments)
             entry.next_step = step + 1
         if _term_pending:
             _sigterm_checkpoint()

@@ -4,6 +4,10 @@
   ``close()`` raise, naming the cause and each layer's steps not committed; steps
   committed before stay readable. ``flush_interval`` is bounded (a huge one made the
   thread's timed wait fail, silently).
+* Every limit the reader checks (``spikestore.format``) is checked at ``append`` with
+  a :class:`~spikestore.RecordError` naming the monitor, layer and step; the store
+  written so far (other layers, earlier steps) still opens, reads and passes
+  ``spikestore info``.
 * Run attributes nest at most ``MAX_ATTRS_DEPTH`` deep (a ``RecursionError`` before);
   mark values are JSON scalars any reader takes.
 
@@ -24,10 +28,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import spikestore
 import spikestore.format as fmt
-from spikestore import StoreWriter, WriteError
+from spikestore import RecordError, StoreWriter, WriteError
+from spikestore.monitor import OutputMonitor
 from spikestore.testing import wait_for
 
 
@@ -194,6 +200,162 @@ def test_a_failure_names_every_layer_it_leaves_uncommitted(tmp_path: Path) -> No
         w.close()
     store = spikestore.open(path)
     assert len(store["m"]["a"]) == 5 and len(store["m"]["b"]) == 5
+
+
+# ------------------------------------------------ 4. the reader's limits at append
+_DIMS33 = [f"d{i}" for i in range(33)]
+
+#: Records the writer took and its reader then refused (the whole monitor and
+#: ``spikestore info`` failed with FormatError): (record, append's keywords, message).
+_REFUSED: dict[str, tuple[Any, dict[str, Any], str]] = {
+    "33 axes": (torch.zeros([1] * 33), {}, r"field 0: bad record shape .*at most 32 axes"),
+    "1,025 fields": (
+        tuple(torch.zeros(2) for _ in range(1025)),
+        {},
+        "more than 1024 fields",
+    ),
+    "time_axis 32": (_x(0), {"time_axis": 32}, r"bad time_axis 32 \(None or an int from -32"),
+    "time_axis 2**62": (_x(0), {"time_axis": 2**62}, "bad time_axis 4611686018427387904"),
+    "time_axis -33": (_x(0), {"time_axis": -33}, "bad time_axis -33"),
+    "time_axis 5 of a 2-D record": (_x(0), {"time_axis": 5}, r"time_axis=5 is not an axis"),
+    "time_axis -3 of a 2-D record": (_x(0), {"time_axis": -3}, "time_axis=-3 is not an axis"),
+    "time_axis '0'": (_x(0), {"time_axis": "0"}, r"time_axis must be an int .* \(str\)"),
+    "time_axis 0.5": (_x(0), {"time_axis": 0.5}, r"time_axis must be an int .* \(float\)"),
+    "time_axis True": (_x(0), {"time_axis": True}, r"time_axis must be an int .* \(bool\)"),
+    "33 dims of a None": (None, {"dims": _DIMS33}, r"bad dims .*at most 32"),
+    "33 field dims": (
+        (None, torch.zeros(2)),
+        {"dims": [_DIMS33, ["neuron"]]},
+        r"bad dims .*at most 32",
+    ),
+    "a tree node of 1,025 items": (
+        tuple([()] * 1025 + [torch.zeros(2)]),
+        {},
+        r"bad record tree items \(a list of at most 1024",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_REFUSED))
+def test_a_record_the_reader_would_refuse_is_refused_at_append(tmp_path: Path, case: str) -> None:
+    """Regression: each record was accepted, and then every layer of its monitor and
+    ``spikestore info`` failed with FormatError."""
+    value, kwargs, message = _REFUSED[case]
+    path = tmp_path / "s"
+    with StoreWriter(path) as w:
+        for i in range(3):
+            w.append("m", "ok", _x(i))
+            w.append("other", "v", float(i))
+        with pytest.raises(RecordError, match=message) as err:
+            w.append("m", "bad", value, **kwargs)
+        assert "monitor 'm', layer 'bad', step 0" in str(err.value)
+        # The writer goes on: the layer takes a good record as its step 0.
+        assert w.append("m", "bad", _x(7), time_axis=0) == 0
+        w.append("m", "ok", _x(3))
+    store = spikestore.open(path)
+    assert [torch.equal(store["m"]["ok"][i], _x(i)) for i in range(4)] == [True] * 4
+    assert [store["other"]["v"][i] for i in range(3)] == [0.0, 1.0, 2.0]
+    bad = store["m"]["bad"]
+    assert len(bad) == 1 and bad.time_axis == 0 and torch.equal(bad[0], _x(7))
+    res = _info(path)
+    assert res.returncode == 0, res.stderr
+    assert "bad" in res.stdout and "ok" in res.stdout
+
+
+def test_a_record_of_max_fields_fields_reads_back(tmp_path: Path) -> None:
+    """1,024 fields is the limit on both sides (the writer took 1,025, the reader 1,024)."""
+    path = tmp_path / "s"
+    rec = tuple(torch.full((2,), float(i)) for i in range(fmt.MAX_FIELDS))
+    with StoreWriter(path) as w:
+        w.append("m", "wide", rec)
+    got = spikestore.open(path)["m"]["wide"][0]
+    assert len(got) == fmt.MAX_FIELDS and all(torch.equal(a, b) for a, b in zip(got, rec))
+
+
+def test_a_bad_record_at_a_later_step_names_that_step(tmp_path: Path) -> None:
+    """The step is named where it is known; the layer's earlier steps stay readable."""
+    path = tmp_path / "s"
+    with StoreWriter(path) as w:
+        for i in range(4):
+            w.append("m", "a", (_x(i), None))
+        with pytest.raises(RecordError, match=r"layer 'a', step 4: time_axis must be an int"):
+            w.append("m", "a", (_x(4), None), time_axis="1")
+        with pytest.raises(RecordError, match=r"layer 'a', step 4: field 1: bad record shape"):
+            w.append("m", "a", (_x(4), torch.zeros([1] * 33)))
+        w.append("m", "a", (_x(4), None))
+    layer = spikestore.open(path)["m"]["a"]
+    assert len(layer) == 5 and torch.equal(layer[4][0], _x(4))
+    assert _info(path).returncode == 0
+
+
+def test_time_axis_is_checked_against_the_first_tensor_of_the_layer(tmp_path: Path) -> None:
+    """Negative axes count from the end, as the reader takes them; a record without
+    axes (a neuron's v is 0.0 before its first multi-step call) says nothing about
+    the axis, and the first tensor is checked."""
+    path = tmp_path / "s"
+    with StoreWriter(path) as w:
+        w.append("m", "neg", _x(0), time_axis=-1)
+        w.append("m", "neg", _x(1), time_axis=np.int64(0))  # later records' axis is ignored
+        w.append("m", "v", 0.0, time_axis=0)
+        w.append("m", "v", _x(1), time_axis=0)
+        w.append("m", "v5", 0.0, time_axis=5)
+        with pytest.raises(RecordError, match=r"layer 'v5', step 1: time_axis=5 is not an axis"):
+            w.append("m", "v5", _x(1))
+    store = spikestore.open(path)
+    assert store["m"]["neg"].time_axis == -1 and torch.equal(store["m"]["neg"][1], _x(1))
+    assert store["m"]["v"].time_axis == 0 and torch.equal(store["m"]["v"][1], _x(1))
+    assert len(store["m"]["v5"]) == 1
+    assert _info(path).returncode == 0
+
+
+def test_a_refused_first_record_leaves_the_layer_free_to_take_another_time_axis(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s"
+    with StoreWriter(path) as w:
+        with pytest.raises(RecordError):
+            w.append("m", "a", _x(0), time_axis=5)
+        w.append("m", "a", _x(0), time_axis=1)
+        w.append("m", "b", _x(0), time_axis=None)
+    store = spikestore.open(path)
+    assert store["m"]["a"].time_axis == 1 and store["m"]["b"].time_axis is None
+
+
+def test_a_field_past_max_segments_is_refused_at_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field has a segment per distinct shape of its records, and the reader refuses
+    a field of more than MAX_SEGMENTS: the record that would make one more is refused
+    (the limit is lowered here, for writer and reader alike: one definition), also
+    after a reopen with mode="a"."""
+    monkeypatch.setattr(fmt, "MAX_SEGMENTS", 3)
+    path = tmp_path / "s"
+
+    def row(n: int) -> torch.Tensor:
+        return torch.arange(n, dtype=torch.float32) + 0.5
+
+    with StoreWriter(path) as w:
+        for n in (1, 2, 3, 1):
+            w.append("m", "var", row(n))
+        with pytest.raises(RecordError, match=r"layer 'var', step 4 \(field 0\).*may hold 3"):
+            w.append("m", "var", row(4))
+        w.append("m", "other", row(4))
+    with StoreWriter(path, mode="a") as w:
+        w.append("m", "var", row(3))
+        with pytest.raises(RecordError, match=r"layer 'var', step 5 \(field 0\).*may hold 3"):
+            w.append("m", "var", row(5))
+    store = spikestore.open(path)
+    layer = store["m"]["var"]
+    assert [len(layer[i]) for i in range(len(layer))] == [1, 2, 3, 1, 3]
+    assert len(store["m"]["other"]) == 1
+
+
+def test_a_monitor_refuses_a_time_axis_the_format_cannot_hold(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Linear(2, 2))
+    for bad in (32, -33, 2**62):
+        with pytest.raises(ValueError, match=rf"bad time_axis {bad} \(None or an int from -32"):
+            OutputMonitor(net, nn.Linear, store=tmp_path / f"s{bad}", time_axis=bad)
+        assert not (tmp_path / f"s{bad}").exists()
 
 
 # ------------------------------------------------------ 11. attrs and mark values
