@@ -332,8 +332,8 @@ def test_committed_steps_never_carry_an_older_marks_values(tmp_path, monkeypatch
     checked = []
     real = _commit.FieldWriter.commit
 
-    def commit_then_check(self):
-        real(self)
+    def commit_then_check(self, *args, **kwargs):
+        real(self, *args, **kwargs)
         store = spikestore.open(path)
         for name in ("a", "b"):
             if "out" in store and name in store["out"]:
@@ -378,7 +378,9 @@ def test_names_a_namedtuple_cannot_hold_read_back_as_a_dict(tmp_path):
         dup.field_index("a.b")
 
 
-def test_metadata_nested_deeper_than_python_parses_is_a_format_error(tmp_path):
+def test_metadata_nested_deeper_than_python_parses_is_a_read_error(tmp_path):
+    """A layer whose metadata is nested past what Python parses is damaged: left out of
+    its monitor, and a clear error when asked for (it raised RecursionError once)."""
     path = tmp_path / "s"
     with spikestore.StoreWriter(path) as w:
         w.append("m", "l", torch.ones(1))
@@ -386,8 +388,11 @@ def test_metadata_nested_deeper_than_python_parses_is_a_format_error(tmp_path):
     doc = json.loads(meta.read_text())
     text = json.dumps(doc)[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
     meta.write_text(text)
-    with pytest.raises(spikestore.FormatError, match="malformed metadata"):
-        spikestore.open(path)["m"]["l"]
+    with pytest.warns(UserWarning, match="malformed metadata"):
+        monitor = spikestore.open(path)["m"]
+        assert monitor.layers == []
+    with pytest.raises(spikestore.ReadError, match="damaged.*malformed metadata"):
+        monitor["l"]
 
 
 def test_recent_copies_are_not_kept_when_the_store_rounds_floats(tmp_path):
