@@ -20,6 +20,7 @@ from .errors import RecordError, StoreLockedError, WriteError
 from .format import FORMAT_VERSION, FormatError
 
 if TYPE_CHECKING:
+    from ._localfs import UnsafeStoreError
     from .reader import (
         LayerReader,
         MonitorReader,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
         StoreReplacedError,
         open,
     )
-    from ._localfs import UnsafeStoreError
     from .storage import StoreExistsError
     from .writer import StoreWriter
 

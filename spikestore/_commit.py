@@ -72,7 +72,7 @@ from .format import (
     monitor_attrs,
     node_key,
     root_attrs,
-    segment_name,
+    segment_descriptor,
     with_store_id,
 )
 from .storage import member_keys
@@ -297,18 +297,10 @@ class FieldWriter:
         k = self.keys.get(enc.key)
         if k is None:
             k = len(self.segments)
-            desc: dict[str, Any] = {
-                "array": segment_name(k),
-                "encoding": enc.encoding,
-                "dtype": enc.dtype,
-                "shape": list(enc.shape),
-                "rows": 0,
-            }
-            if enc.python_scalar:
-                desc["python_scalar"] = True
-            if enc.encoding == SPIKE_ENCODING:
-                desc["bit_order"] = "big"
-                desc["permute"] = list(enc.permute) if enc.permute is not None else None
+            desc = segment_descriptor(
+                k, enc.encoding, enc.dtype, enc.shape,
+                python_scalar=enc.python_scalar, permute=enc.permute,
+            )  # fmt: skip
             self.segments.append(desc)
             self.keys[enc.key] = k
         return k

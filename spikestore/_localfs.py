@@ -112,7 +112,9 @@ def fsync_dir(fd_or_path: int | Path) -> None:
 
 
 @contextlib.contextmanager
-def _dir(root: Path, parts: list[str], *, create: bool = False, durable: bool = False) -> Iterator[int]:
+def _dir(
+    root: Path, parts: list[str], *, create: bool = False, durable: bool = False
+) -> Iterator[int]:
     """A descriptor of the folder ``root/parts...``, reached without following links.
 
     ``create``: missing folders are made (their parents ``fsync``-ed if ``durable``).
@@ -241,7 +243,9 @@ def write_file(
         tmp = f"{name}.{uuid.uuid4().hex}.partial"
         n = 0
         fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
             dir_fd=dfd,
         )
         try:
@@ -370,7 +374,8 @@ def open_lock_file(path: Path) -> int:
     (:class:`UnsafeStoreError`) if it is a link, not a regular file, or a hard link
     shared with another name (truncating it would truncate a user's file)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        fd = os.open(path, flags, 0o644)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
@@ -413,9 +418,7 @@ class ConfinedLocalStore(LocalStore):
     async def get_partial_values(
         self, prototype: Any, key_ranges: Iterable[tuple[str, Any]]
     ) -> list[Any]:
-        return list(
-            await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges))
-        )
+        return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
 
     def set_sync(self, key: str, value: Any) -> None:
         self._ensure_open_sync()
@@ -427,8 +430,12 @@ class ConfinedLocalStore(LocalStore):
             await self._open()
         self._check_writable()
         await asyncio.to_thread(
-            write_file, self.root, key, [value.as_buffer_like()],
-            durable=self.durable, exclusive=exclusive,
+            write_file,
+            self.root,
+            key,
+            [value.as_buffer_like()],
+            durable=self.durable,
+            exclusive=exclusive,
         )
 
     def delete_sync(self, key: str) -> None:

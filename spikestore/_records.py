@@ -43,6 +43,7 @@ from .format import (
     check_segment,
     check_time_axis,
     layer_attrs,
+    segment_descriptor,
 )
 
 if TYPE_CHECKING:
@@ -97,21 +98,9 @@ def _check_tensor(t: torch.Tensor, field: int) -> None:
         # Checked before the tensor is copied: an expanded tensor of 2**41 elements
         # takes no memory until then.
         try:
-            check_segment(_descriptor(name, shape), f"field {field}")
+            check_segment(segment_descriptor(0, RAW_ENCODING, name, shape), f"field {field}")
         except FormatError as exc:
             raise RecordError(str(exc)) from None
-
-
-def _descriptor(dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
-    """The segment descriptor a record of ``dtype`` and ``shape`` would get (its rank,
-    elements and dtype are what :func:`~spikestore.format.check_segment` bounds)."""
-    return {
-        "array": "s0",
-        "encoding": RAW_ENCODING,
-        "dtype": dtype,
-        "shape": list(shape),
-        "rows": 0,
-    }
 
 
 @functools.lru_cache(maxsize=4096)
@@ -119,7 +108,7 @@ def _layout_ok(dtype: str, shape: tuple[int, ...]) -> bool:
     """Whether the reader takes a segment of records of ``dtype`` and ``shape``
     (cached: a record's layout is checked once, not at every step)."""
     try:
-        check_segment(_descriptor(dtype, shape), "")
+        check_segment(segment_descriptor(0, RAW_ENCODING, dtype, shape), "")
     except FormatError:
         return False
     return True

@@ -109,6 +109,7 @@ __all__ = [
     "check_layer_attrs",
     "check_field_attrs",
     "check_segment",
+    "segment_descriptor",
 ]
 
 FORMAT_NAME = "spikestore"
@@ -580,6 +581,32 @@ def check_layer_attrs(attrs: Any, where: str) -> dict[str, Any]:
             raise FormatError(f"{where}: a record tree needs a tuple or list structure")
         check_tree(meta["tree"], fields, where)
     return meta
+
+
+def segment_descriptor(
+    k: int,
+    encoding: str,
+    dtype: str,
+    shape: Any,
+    *,
+    python_scalar: bool = False,
+    permute: Any = None,
+) -> dict[str, Any]:
+    """The descriptor of a new segment ``k`` (no rows yet) of records of ``encoding``,
+    ``dtype`` and ``shape``: what the writer stores and :func:`check_segment` checks."""
+    desc: dict[str, Any] = {
+        "array": segment_name(k),
+        "encoding": encoding,
+        "dtype": dtype,
+        "shape": list(shape),
+        "rows": 0,
+    }
+    if python_scalar:
+        desc["python_scalar"] = True
+    if encoding == SPIKE_ENCODING:
+        desc["bit_order"] = "big"
+        desc["permute"] = list(permute) if permute is not None else None
+    return desc
 
 
 def check_segment(seg: Any, where: str) -> dict[str, Any]:

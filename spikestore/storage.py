@@ -1064,13 +1064,14 @@ class ObjectStorage(Storage):
         first; each monitor's ``zarr.json`` is deleted before its other objects, so a
         reader never opens a half-deleted monitor; the journal goes last. A writer killed
         meanwhile leaves a store that opens (with fewer monitors) and a journal that the
-        next writer, in any mode, finishes before it looks at the store. A valid root
+        next writer finishes before it looks at the store (see :meth:`_finish_clearing`
+        for what a writer that does not replace the store does). A valid root
         ``zarr.json`` stays until the writer replaces it in one write.
         """
         if not keys:
             return
         _lease.write(self.store, _lease.CLEARING_KEY, json.dumps({"keys": keys}).encode())
-        self._finish_clearing()
+        self._finish_clearing("w")
 
     def _finish_clearing(self, mode: Mode) -> None:
         """Carry out the journal of a replacement that a killed writer left.

@@ -52,7 +52,7 @@ def _make_store(path: Path) -> None:
     """A store with shards (a closed first run) and tails and a lock file (a second
     run whose process ends without closing), two monitors, spikes and floats."""
     with spikestore.StoreWriter(path) as w:
-        for t in range(40):
+        for _ in range(40):
             w.append("output", "sn1", (torch.rand(2, 8) < 0.3).float())
             w.append("output", "sn2", torch.randn(3))
             w.append("v", "sn1", torch.randn(2, 8))
@@ -116,14 +116,27 @@ def _operations(path: Path) -> list[tuple[str, object]]:
             w.append("output", "sn1", torch.ones(2, 8))
             w.append("v", "sn1", torch.randn(2, 8))
 
-    return [("read", read_all), ("info", info), ("append", append),
-            ("new writer", new_writer), ("replace", replace)]
+    return [
+        ("read", read_all),
+        ("info", info),
+        ("append", append),
+        ("new writer", new_writer),
+        ("replace", replace),
+    ]
 
 
 def test_links_at_every_kind_of_node_never_touch_their_targets(pristine, tmp_path):
     kinds = _kinds(pristine)
-    assert {"zarr.json", LOCK_FILE, "M/L", "M/L/f#", "M/L/f#/index", "M/L/f#/s#",
-            "M/L/f#/s#t#", "M/L/f#/s#/c/#/#"} <= set(kinds), sorted(kinds)
+    assert {
+        "zarr.json",
+        LOCK_FILE,
+        "M/L",
+        "M/L/f#",
+        "M/L/f#/index",
+        "M/L/f#/s#",
+        "M/L/f#/s#t#",
+        "M/L/f#/s#/c/#/#",
+    } <= set(kinds), sorted(kinds)
     for n, (kind, node) in enumerate(sorted(kinds.items())):
         case = tmp_path / f"case{n}"
         store = case / "s.spikes"
@@ -194,12 +207,22 @@ def test_append_through_linked_monitor_folder_is_refused(pristine, tmp_path):
 def _run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "spikestore", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-@pytest.mark.parametrize("where", ["zarr.json", "output/zarr.json", "output/sn1/f0/zarr.json",
-                                   "output/sn1/f0/s0t0/c/0/0", "output/sn1/f0/index/c/0/0"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "zarr.json",
+        "output/zarr.json",
+        "output/sn1/f0/zarr.json",
+        "output/sn1/f0/s0t0/c/0/0",
+        "output/sn1/f0/index/c/0/0",
+    ],
+)
 def test_fifo_in_a_store_is_refused_without_hanging(pristine, tmp_path, where):
     store = tmp_path / "s.spikes"
     shutil.copytree(pristine, store, symlinks=True)
@@ -238,5 +261,5 @@ def test_writer_refuses_metadata_a_reader_would_refuse(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_localfs, "MAX_METADATA_BYTES", 4096)
     path = tmp_path / "s.spikes"
-    with pytest.raises(Exception, match="more than a store may hold"):  # noqa: PT011
+    with pytest.raises(Exception, match="more than a store may hold"):
         spikestore.StoreWriter(path, attrs={"note": "x" * 8000}).close()

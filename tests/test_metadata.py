@@ -391,7 +391,7 @@ def test_metadata_nested_deeper_than_python_parses_is_a_read_error(tmp_path):
     with pytest.warns(UserWarning, match="malformed metadata"):
         monitor = spikestore.open(path)["m"]
         assert monitor.layers == []
-    with pytest.raises(spikestore.ReadError, match="damaged.*malformed metadata"):
+    with pytest.raises(spikestore.ReadError, match=r"damaged.*malformed metadata"):
         monitor["l"]
 
 

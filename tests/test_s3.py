@@ -577,7 +577,7 @@ def test_a_planted_clearing_journal_deletes_nothing_readers_see(s3: S3Server, ur
     store = url_store(url, storage_options=opts)
     _put(store, CLEARING_KEY, json.dumps({"keys": ["precious", "zarr.json"]}).encode())
     for mode in ("a", None):
-        with pytest.raises(FormatError, match="replacement of this store .* was interrupted"):
+        with pytest.raises(FormatError, match=r"replacement of this store .* was interrupted"):
             spikestore.StoreWriter(url, mode=mode, storage_options=opts)
         assert same_record(_read(s3, url)["precious"]["a"][0], torch.ones(3))
     with spikestore.StoreWriter(url, mode="w", storage_options=opts) as w:

@@ -99,6 +99,7 @@ def _kill_writer_thread(w: StoreWriter) -> threading.Event:
     (records queued meanwhile stay queued)."""
     gate = threading.Event()
     w._worker._queue = _TimedWaitsFail(w._worker._queue)
+
     def hold() -> None:
         gate.wait(60)
 
@@ -269,7 +270,8 @@ def test_a_record_of_max_fields_fields_reads_back(tmp_path: Path) -> None:
     with StoreWriter(path) as w:
         w.append("m", "wide", rec)
     got = spikestore.open(path)["m"]["wide"][0]
-    assert len(got) == fmt.MAX_FIELDS and all(torch.equal(a, b) for a, b in zip(got, rec))
+    assert len(got) == fmt.MAX_FIELDS
+    assert all(torch.equal(a, b) for a, b in zip(got, rec, strict=True))
 
 
 def test_a_bad_record_at_a_later_step_names_that_step(tmp_path: Path) -> None:
