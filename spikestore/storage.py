@@ -230,8 +230,9 @@ def storage_for(
 
 def confined(store: Any) -> Any:
     """``store``, or for a plain Zarr ``LocalStore`` the same folder as a
-    :class:`~spikestore._localfs.ConfinedLocalStore` (links and special files refused)."""
-    if isinstance(store, LocalStore) and not isinstance(store, ConfinedLocalStore):
+    :class:`~spikestore._localfs.ConfinedLocalStore` (links and special files refused).
+    A subclass of ``LocalStore`` is the caller's own store, used as it is given."""
+    if type(store) is LocalStore:
         return ConfinedLocalStore(store.root, read_only=store.read_only)
     return store
 
