@@ -42,7 +42,13 @@ from ._version import __version__
 from ._worker import Item, Registry, Worker
 from .codecs import COMPRESSORS, LEVELS, time_last
 from .errors import RecordError, StoreLockedError, WriteError
-from .format import LOCK_FILE, FormatError, check_attrs_depth, check_run_attrs
+from .format import (
+    LOCK_FILE,
+    MAX_METADATA_BYTES,
+    FormatError,
+    check_attrs_depth,
+    check_run_attrs,
+)
 from .ranks import check_root, finish_root
 from .ranks import plan as rank_plan
 from .storage import Mode, Storage, storage_for
@@ -51,6 +57,25 @@ __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK
 
 _trim_fn: Any = False  # not looked up yet
 _INT64 = (-(2**63), 2**63 - 1)
+#: Zarr writes the root's ``zarr.json`` indented: at most this many times the run
+#: description's compact JSON (measured: about 2.2x for marks).
+_JSON_EXPANSION = 4
+
+
+def _json_size(obj: Any) -> int:
+    return len(json.dumps(obj, separators=(",", ":")))
+
+
+def _check_run_size(attrs_bytes: int, marks_bytes: int, what: str) -> None:
+    """Refuse, at the call, a run description the root's ``zarr.json`` could not hold
+    (readers refuse one longer than ``format.MAX_METADATA_BYTES``)."""
+    if (attrs_bytes + marks_bytes) * _JSON_EXPANSION > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"{what}: the run description (attrs {attrs_bytes:,} bytes, marks "
+            f"{marks_bytes:,} bytes of JSON) would not fit in the store's root metadata "
+            f"(at most {MAX_METADATA_BYTES >> 20} MiB); marks are for epochs and phases, "
+            "attrs for settings: record per-step values with append"
+        )
 
 #: The longest ``flush_interval`` (one day): records wait at most that long for their
 #: commit. Far below ``threading.TIMEOUT_MAX``, past which the writer thread's timed
@@ -721,6 +746,9 @@ class StoreWriter:
                 fresh_root(root, created_by)
             self._root = root
             self._run = _open_run(root, where, run_attrs, dt, time_unit)
+            self._attrs_bytes = _json_size(self._run["attrs"])  # under _run_lock
+            self._marks_bytes = _json_size(self._run["marks"])  # under _run_lock
+            _check_run_size(self._attrs_bytes, self._marks_bytes, "attrs")
             opts = SegmentOptions(
                 compressor,
                 level,
@@ -1079,6 +1107,9 @@ class StoreWriter:
         self._check_usable()
         new = _json_object(attrs, "attrs")
         with self._run_lock:
+            size = _json_size({**self._run["attrs"], **new})
+            _check_run_size(size, self._marks_bytes, "set_attrs")
+            self._attrs_bytes = size
             self._run["attrs"].update(new)
             sink = self._sink
             self._worker.post(lambda: sink.change_run(attrs=new))
@@ -1123,6 +1154,9 @@ class StoreWriter:
                 )
             clean[k] = v
         with self._run_lock:
+            # Checked with the marks so far: _JSON_EXPANSION's margin (the real factor
+            # is about 2.2) leaves megabytes for the mark being made.
+            _check_run_size(self._attrs_bytes, self._marks_bytes + _json_size(clean), "mark")
             layers = self._mark_layers
             before = len(layers)
             known = self._marked_layers
@@ -1151,6 +1185,7 @@ class StoreWriter:
                 if n != last.get(i, 0):  # unchanged layers inherit the previous start
                     at[str(i)] = last[i] = n
             change = ([list(k) for k in layers[before:]], {"values": clean, "at": at})
+            self._marks_bytes += _json_size(change)
             sink = self._sink
             self._worker.post(lambda: sink.change_run(mark=change))
         if _term_pending:

@@ -423,3 +423,33 @@ def test_mark_values_any_reader_takes(tmp_path: Path) -> None:
         w.flush()
     marks = spikestore.open(path)["m"]["a"].marks()
     assert marks["epoch"][1] == 2**63 - 1 and marks["phase"][1] == "train"
+
+
+def test_attrs_and_marks_the_root_metadata_cannot_hold_are_refused_at_the_call(
+    tmp_path, monkeypatch
+):
+    """The run description lives in the root's zarr.json, which readers refuse past
+    MAX_METADATA_BYTES: a writer refuses attrs or marks that would take it there at the
+    call (it failed in the writer thread, losing the steps after), and what was
+    recorded stays readable."""
+    from spikestore import writer as writer_mod
+
+    monkeypatch.setattr(writer_mod, "MAX_METADATA_BYTES", 64 << 10)
+    path = tmp_path / "s"
+    with pytest.raises(ValueError, match="would not fit in the store's root metadata"):
+        spikestore.StoreWriter(path, attrs={"blob": "x" * (20 << 10)})
+    with spikestore.StoreWriter(path, mode="a") as w:
+        w.append("m", "l", torch.ones(2))
+        with pytest.raises(ValueError, match="set_attrs: the run description"):
+            w.set_attrs(blob="x" * (20 << 10))
+        n = 0
+        with pytest.raises(ValueError, match="mark: the run description"):
+            while n < 10_000:
+                w.mark(step=n, phase="train")
+                w.append("m", "l", torch.ones(2))
+                n += 1
+        assert 100 < n < 10_000
+        w.append("m", "l", torch.zeros(2))
+    store = spikestore.open(path)
+    assert len(store["m"]["l"]) == n + 2
+    assert store["m"]["l"].marks()["step"][n] == n - 1
