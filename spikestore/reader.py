@@ -1061,6 +1061,8 @@ class FieldReader:
         self._arrays: dict[int, Any] = {}
         self._index: Any = None
         self._index_cache: dict[int, np.ndarray] = {}
+        # Per index chunk: its rows that break what a writer's index is (_check_index).
+        self._index_bad: dict[int, np.ndarray] = {}
         self._present: set[str] = set()
         self._summaries: dict[str, Any] = {}
         self.committed: int = 0
@@ -1384,7 +1386,7 @@ class FieldReader:
                     f"{self.committed} committed steps"
                 )
             self._index = index
-        out = []
+        out, bad_rows = [], []
         c0, c1 = start // INDEX_CHUNK, (stop - 1) // INDEX_CHUNK
         try:
             for c in range(c0, c1 + 1):
@@ -1395,9 +1397,11 @@ class FieldReader:
                     steps = np.arange(max(start, lo), min(stop, hi))
                     self._require(self._index, steps, steps, "index")
                     block = np.asarray(self._index[lo:hi])
-                    self._check_index(c, block)
+                    self._index_bad[c] = self._check_index(block)
                     self._index_cache[c] = block
-                out.append(block[max(start, lo) - lo : min(stop, hi) - lo])
+                part = slice(max(start, lo) - lo, min(stop, hi) - lo)
+                out.append(block[part])
+                bad_rows.append(self._index_bad[c][part])
         except ReadError:
             raise
         except Exception as exc:
@@ -1407,47 +1411,40 @@ class FieldReader:
             ) from exc
         idx = np.concatenate(out) if len(out) > 1 else out[0]
         bad = (idx[:, 0] >= len(self.segments)) | (idx[:, 0] < -1) | (idx[:, 1] < 0)
+        bad |= np.concatenate(bad_rows) if len(bad_rows) > 1 else bad_rows[0]
         if bad.any():
             hit = np.nonzero(bad)[0] + start
             raise self._lost(None, f"corrupt index at steps {int(hit.min())}..{int(hit.max())}")
         return idx
 
-    def _check_index(self, c: int, block: np.ndarray) -> None:
-        """Check index chunk ``c`` (its committed rows ``block``) against what the
-        index must be, so that a chunk file in another one's place (swapped, or the
-        index of a store that replaced this one) does not remap steps silently.
+    def _check_index(self, block: np.ndarray) -> np.ndarray:
+        """The rows of an index chunk (its committed rows ``block``) that break what
+        any index a writer wrote satisfies, so that a chunk file in another one's
+        place (or the index of a store that replaced this one) is an error for the
+        steps where it can be told, and a damaged entry costs only its own steps.
 
-        Row ``r`` of segment ``k`` is the ``r``-th step stored in it, so within the
-        chunk each segment's rows go up by one from step to step, and its first row
-        there is the number of its steps before the chunk: at most the chunk's first
-        step, and at least its committed rows less the steps from the chunk on that
-        are not its (exact for the last chunk, and for a field of one segment).
-        Then the segment the chunk points to first is checked to be the array that
-        was opened (:meth:`_check_same`): the chunk was read from this store.
+        A segment's rows are given out in step order and never reused, so within the
+        chunk each segment's rows go up from step to step, and all lie below the
+        segment's stored ``rows``. They need not go up by one: a writer appending
+        after a killed one starts above rows the killed one wrote but never
+        committed. Then the segment the chunk points to first is checked to be the
+        array that was opened (:meth:`_check_same`): the chunk was read from this
+        store. An index chunk of the same layout moved from another place, or another
+        layer, passes these checks (see docs/format.md, "Not bound").
         """
-        lo, n = c * INDEX_CHUNK, len(block)
         ks, rs = block[:, 0].astype(np.int64), block[:, 1].astype(np.int64)
+        bad = np.zeros(len(block), dtype=bool)
         used = (ks >= 0) & (ks < len(self.segments))
         if used.any():
+            pos = np.flatnonzero(used)
             order = np.argsort(ks[used], kind="stable")  # by segment, then by step
-            k, r = ks[used][order], rs[used][order]
-            first = np.r_[True, k[1:] != k[:-1]]
-            steps_after = self.committed - lo  # steps from the chunk's first on
-            count = np.diff(np.r_[np.flatnonzero(first), k.size])  # steps per segment here
-            f_rows, f_k = r[first], k[first]
-            stored = np.asarray(self._rows0, dtype=np.int64)[f_k]
-            bad_run = ~first[1:] & (r[1:] != r[:-1] + 1)
-            bad_first = (f_rows > lo) | (f_rows < stored - count - (steps_after - n))
-            bad_first |= f_rows + count > stored
-            if bad_run.any() or bad_first.any():
-                raise self._lost(
-                    None,
-                    f"the step index chunk {c} (steps {lo}..{lo + n - 1}) does not belong "
-                    "there: its rows are not where those steps are stored (a chunk file "
-                    "moved, swapped or damaged)",
-                )
+            k, r, pos = ks[used][order], rs[used][order], pos[order]
+            down = (k[1:] == k[:-1]) & (r[1:] <= r[:-1])
+            bad[pos[1:][down]] = bad[pos[:-1][down]] = True
+            bad[pos[r >= np.asarray(self._rows0, dtype=np.int64)[k]]] = True
         ref = ks[used]
         self._check_same(int(ref[0]) if ref.size else 0)
+        return bad
 
     def read(self, steps: np.ndarray, device: Any) -> list[torch.Tensor | None]:
         """Decode the given steps (sorted or not) to one tensor (or None) per step."""

@@ -199,7 +199,7 @@ def test_append_through_linked_monitor_folder_is_refused(pristine, tmp_path):
     before = _snapshot(elsewhere)
     with pytest.raises(UnsafeStoreError, match="symbolic link"):
         spikestore.StoreWriter(store, mode="a")
-    with pytest.raises(FormatError, match="symbolic link"):
+    with pytest.raises((FormatError, ReadError), match="symbolic link"):
         spikestore.open(store)["output"]["sn1"][0]
     assert _snapshot(elsewhere) == before
 
@@ -231,7 +231,9 @@ def test_fifo_in_a_store_is_refused_without_hanging(pristine, tmp_path, where):
     r = _run(["info", str(store)])  # hung forever before
     if "/c/" in where:  # info reads no chunk; export reads them all
         r = _run(["export", str(store), str(tmp_path / "x.nwb")])
-    assert r.returncode == 1, r
+    # The root's metadata or a chunk fails the command; a monitor's or a field's leaves
+    # that node out with one warning, and the rest is listed.
+    assert r.returncode == (0 if where.count("/") in (1, 3) else 1), r
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     # Metadata names the FIFO; a chunk that is not a regular file reads as missing.
     expected = "FIFO" if where.endswith("zarr.json") else "FIFO|missing"
@@ -247,12 +249,12 @@ def test_metadata_linked_to_dev_zero_or_huge_is_refused_unread(pristine, tmp_pat
     meta = store / "output" / "sn1" / "zarr.json"
     meta.unlink()
     meta.symlink_to("/dev/zero")
-    with pytest.raises(FormatError, match="symbolic link"):
+    with pytest.raises((FormatError, ReadError), match="symbolic link"):
         spikestore.open(store)["output"]["sn1"]
     meta.unlink()
     with open(meta, "wb") as f:  # sparse: a 1 GiB file that takes no disk
         f.truncate(1 << 30)
-    with pytest.raises(FormatError, match="more than a spikestore writer"):
+    with pytest.raises((FormatError, ReadError), match="more than a spikestore writer"):
         spikestore.open(store)["output"]["sn1"]
 
 
