@@ -371,10 +371,16 @@ def _is_store_node(path: Path) -> bool:
 
 
 class LocalStorage(Storage):
-    """A store in a local directory (see the module docstring)."""
+    """A store in a local directory (see the module docstring).
 
-    def __init__(self, path: Path, *, durable: bool = False) -> None:
+    ``within``: the folder of a store that holds this one (a ranked store's root for a
+    rank's folder): then this folder is a node of an untrusted store, and a link or
+    special file in its place is refused, never followed.
+    """
+
+    def __init__(self, path: Path, *, durable: bool = False, within: Path | None = None) -> None:
         self.root = Path(path)
+        self.within = within
         self.path = self.root
         self.where = str(self.root)
         self.durable = bool(durable)
@@ -386,8 +392,18 @@ class LocalStorage(Storage):
     def owned(self) -> bool:
         return self._pid == os.getpid()
 
+    def _check_node(self) -> None:
+        p = self.root
+        if self.within is not None and os.path.lexists(p) and not is_real_dir(p):
+            raise UnsafeStoreError(
+                f"{p} is {'a symbolic link' if p.is_symlink() else 'not a folder'}; "
+                f"spikestore never follows a link or writes into a special file inside a "
+                f"store ({self.within}): remove it first"
+            )
+
     def open(self, mode: Mode) -> tuple[Any, Literal["w", "w-", "a"]]:
         p = self.root
+        self._check_node()
         if p.exists() and not p.is_dir():
             raise FileExistsError(f"{p} exists and is not a directory")
         if mode == "w-" and p.exists() and _holds_store(p):
@@ -507,6 +523,7 @@ class LocalStorage(Storage):
         self._pid = self.owner_pid = os.getpid()
 
     def _take(self) -> None:
+        self._check_node()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock()
 

@@ -822,8 +822,11 @@ class StoreWriter:
                     url, None, durable=False, storage_options=storage_options,
                     lease_timeout=lease_timeout,
                 )  # fmt: skip
+            if path is not None and key:
+                # A rank's folder is a node of the ranked store: never a link followed.
+                return st.LocalStorage(Path(path) / key, durable=durable, within=Path(path))
             if path is not None:
-                return storage_for(Path(path) / key if key else Path(path), None, durable=durable)
+                return storage_for(Path(path), None, durable=durable)
             sub = st.prefixed(store, key) if key else store
             return storage_for(None, sub, durable=False, lease_timeout=lease_timeout)
 

@@ -265,3 +265,48 @@ def test_writer_refuses_metadata_a_reader_would_refuse(tmp_path, monkeypatch):
     path = tmp_path / "s.spikes"
     with pytest.raises(Exception, match="more than a store may hold"):
         spikestore.StoreWriter(path, attrs={"note": "x" * 8000}).close()
+
+
+RANK_FOLDER_LINKED = textwrap.dedent(
+    """
+    import os, sys, torch, torch.distributed as dist
+    import spikestore
+    store, mode = sys.argv[1], sys.argv[2]
+    dist.init_process_group("gloo", init_method=f"file://{sys.argv[3]}", rank=0, world_size=1)
+    try:
+        with spikestore.StoreWriter(store, mode=None if mode == "none" else mode) as w:
+            w.append("output", "sn", torch.zeros(2, 3))
+        print("wrote")
+    except spikestore.UnsafeStoreError as exc:
+        print("refused:", exc)
+    dist.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["none", "a", "w"])
+@pytest.mark.parametrize("victim_kind", ["store", "empty"])
+def test_a_ranked_stores_rank_folder_linked_elsewhere_is_never_followed(
+    tmp_path, mode, victim_kind
+):
+    """A rank's folder is a node of the ranked store: a link in its place (to a user's
+    store, or an empty folder) was followed, so mode="w" replaced the store it pointed
+    to and mode="a" appended to it."""
+    victim = tmp_path / "victim"
+    if victim_kind == "store":
+        with spikestore.StoreWriter(victim) as w:
+            for _ in range(5):
+                w.append("output", "sn", torch.ones(4, 8))
+    else:
+        victim.mkdir()
+    before = _snapshot(victim)
+    store = tmp_path / "downloaded.spikes"
+    store.mkdir()
+    (store / "rank00000").symlink_to(victim)
+    r = subprocess.run(
+        [sys.executable, "-c", RANK_FOLDER_LINKED, str(store), mode, str(tmp_path / "pg")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "refused:" in r.stdout and "symbolic link" in r.stdout, r.stdout
+    assert _snapshot(victim) == before
