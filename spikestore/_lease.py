@@ -6,6 +6,7 @@ Lease objects live beside the store's nodes, in a prefix no Zarr node can have (
 keys never start with ``.``, see ``spikestore.format.node_key``)::
 
     <store>/.spikestore-lease/<generation>     one object per generation, 10 digits
+                                               (more past 9999999999, 30 at most)
     <store>/.spikestore-lease/clearing.json    only while a writer replaces a store
 
 Each generation's body is JSON::
@@ -20,7 +21,10 @@ heartbeat is older than its ``timeout``, create generation + 1 with a
 create-if-absent write (S3 ``If-None-Match: *``): of several contenders exactly one
 creates it, and the others get :class:`~spikestore.errors.StoreLockedError`. A live
 holder's lease gets that error at once, naming the holder and when it may be taken
-over. Generations older than the one taken over are then deleted.
+over. Generations older than the one taken over are then deleted. The highest
+generation a key can hold (:data:`MAX_GENERATION`, 30 digits: reached only by a
+planted key) has no successor; once it is stale it is *reset* (see "Untrusted lease
+objects") and the lease is acquired again.
 
 *Renew*: every ``timeout / 3`` a daemon thread lists the generations and, if its own
 is still the highest, rewrites it with a new heartbeat; if a higher one exists the
@@ -30,8 +34,8 @@ lease is *lost* for good.
 before group creation): the lease is refused if it
 was lost, renewed synchronously if its last renewal is older than ``timeout / 2``
 (the daemon thread may be starved), and otherwise one ``exists`` of generation + 1
-tells whether another writer took over. A writer whose lease is lost writes nothing
-more.
+(none past :data:`MAX_GENERATION`) tells whether another writer took over. A writer
+whose lease is lost writes nothing more.
 
 *Release* (close): the daemon thread stops and the generation is rewritten with
 ``released: true``, so the next writer need not wait for the timeout.
@@ -54,8 +58,23 @@ it was written, whoever looks and however often; a store that keeps no such time
 time as far in the future is not believed (stale). The remote wall clock of a body
 is thus used only as far as the stated clock assumption lets it be. Values quoted
 from a body in a message (the holder) are escaped to one line and at most 100
-characters. Generation keys are ASCII digits, 10 to 30 of them; other keys in the
-folder are ignored.
+characters.
+
+Generation keys are only those a writer writes and reads back: ASCII digits, 10 to 30
+of them, spelt as ``<generation:010d>`` spells them (a key of other digits, of more
+leading zeros, or longer, is not a lease and is ignored, as other keys in the folder
+are), so the highest is :data:`MAX_GENERATION`. A writer takes only generations up to
+it, so it always lists its own. A planted key locks the store no longer than its body
+does: its body is judged as any other, and a stale :data:`MAX_GENERATION` is reset
+instead of taken over: the acquirer deletes it together with the run of consecutive
+generations just below it (deleted from the lowest up, so that a contender still sees
+the stale last one and resets alike), then acquires as usual: judges the highest
+generation left below the run, and takes over its successor, absent, below the run
+and never one it deleted (the run ends at 10**30 - 1, so writers reach its first
+generation again only after about 10**30 takeovers). A holder of a deleted generation
+thus finds its object gone at its next renewal and writes nothing more, and
+contenders that reset alike race for the same next generation, which one of them
+creates. A run of N planted keys costs N deletes, once.
 
 Assumptions, stated so they can be checked: the hosts' clocks agree to well under
 the timeout (heartbeats are wall times), and the store's ``set_if_not_exists`` is
@@ -75,6 +94,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import re
 import socket
@@ -93,6 +113,8 @@ __all__ = [
     "MAX_LEASE_TIMEOUT",
     "CLOCK_SKEW",
     "MAX_LEASE_BYTES",
+    "MAX_GENERATION",
+    "check_timeout",
     "Lease",
     "create_exclusive",
     "read_bytes",
@@ -107,16 +129,22 @@ MAX_LEASE_TIMEOUT = 86400.0
 #: How far (seconds) a heartbeat may lie ahead of this host's clock and still be
 #: believed, if the lease's timeout is not less: clocks under NTP agree to milliseconds.
 CLOCK_SKEW = 5.0
+#: The highest generation: the largest a generation key (30 digits) can hold. Reached
+#: only by a planted key; it has no successor, so it is reset, not taken over.
+MAX_GENERATION = 10**30 - 1
 #: The largest lease object read; spikestore writes about 200 bytes (a holder string
 #: carries a host name of at most 255).
 MAX_LEASE_BYTES = 16 * 1024
 
 # Zero-padded to 10 ASCII digits, more past 9999999999; 30 at most, so that int() of a
-# planted key is cheap and cannot fail.
+# planted key is cheap and cannot fail (and MAX_GENERATION is the highest).
 _GEN = re.compile(r"[0-9]{10,30}")
 #: The most older generations one acquire deletes (garbage; planted by the thousand,
 #: they must not make opening a store slow).
 _MAX_DELETES = 64
+#: The most resets (see :meth:`Lease._reset`) one acquire makes: more means something
+#: keeps planting the last generation.
+_MAX_RESETS = 3
 #: Characters of an untrusted value shown in a message.
 _SHOWN = 100
 
@@ -178,6 +206,33 @@ def create_exclusive(store: Any, key: str, data: bytes) -> bool:
 
 def _gen_key(generation: int) -> str:
     return f"{LEASE_DIR}/{generation:010d}"
+
+
+def _generation(name: Any) -> int | None:
+    """The generation a lease folder entry's ``name`` is the key of, or None if it is
+    not one a writer writes (see "Untrusted lease objects" in the module docstring)."""
+    if not isinstance(name, str) or not _GEN.fullmatch(name):
+        return None
+    generation = int(name)
+    return generation if f"{generation:010d}" == name else None
+
+
+def check_timeout(timeout: Any, name: str = "lease_timeout") -> float:
+    """``timeout`` as a float: seconds above 0 and at most :data:`MAX_LEASE_TIMEOUT`;
+    anything else (NaN, infinity, 0 or less, not a number) is a ValueError naming
+    ``name``."""
+    value = math.nan
+    if not isinstance(timeout, bool) and isinstance(timeout, numbers.Real):
+        try:
+            value = float(timeout)
+        except (OverflowError, ValueError, TypeError):
+            pass
+    if not 0 < value <= MAX_LEASE_TIMEOUT:  # False for NaN
+        raise ValueError(
+            f"{name} must be a number of seconds > 0 and at most {MAX_LEASE_TIMEOUT:.0f}, "
+            f"got {timeout!r}"
+        )
+    return value
 
 
 def _shown(value: Any, limit: int = _SHOWN) -> str:
@@ -295,14 +350,9 @@ class Lease:
     """
 
     def __init__(self, store: Any, where: str, timeout: float = DEFAULT_LEASE_TIMEOUT) -> None:
-        if not 0 < float(timeout) <= MAX_LEASE_TIMEOUT:
-            raise ValueError(
-                f"lease_timeout must be > 0 and at most {MAX_LEASE_TIMEOUT:.0f} seconds, "
-                f"got {timeout!r}"
-            )
+        self.timeout = check_timeout(timeout)
         self.store = store
         self.where = where
-        self.timeout = float(timeout)
         self.generation: int | None = None
         #: The generation taken over (0: the store had no lease).
         self.previous = 0
@@ -324,7 +374,7 @@ class Lease:
             keys = _sync(names())
         except FileNotFoundError:
             return []
-        return sorted(int(k) for k in keys if isinstance(k, str) and _GEN.fullmatch(k))
+        return sorted(g for g in map(_generation, keys) if g is not None)
 
     def _body(self, released: bool = False, heartbeat: float | None = None) -> bytes:
         return json.dumps(
@@ -387,12 +437,24 @@ class Lease:
 
     def acquire(self) -> None:
         """Take the lease, or raise :class:`StoreLockedError` naming its holder."""
-        gens = self._generations()
-        top = gens[-1] if gens else 0
-        if gens:
-            why = self._holds(top)
-            if why is not None:
-                raise StoreLockedError(why)
+        resets = 0
+        while True:
+            gens = self._generations()
+            top = gens[-1] if gens else 0
+            if gens:
+                why = self._holds(top)
+                if why is not None:
+                    raise StoreLockedError(why)
+            if top < MAX_GENERATION:
+                break
+            if resets == _MAX_RESETS:
+                raise StoreLockedError(
+                    f"{self.where}: lease generation {MAX_GENERATION} (never a writer's "
+                    f"successor: planted) came back after {resets} resets; something "
+                    f"keeps writing it in {LEASE_DIR}/"
+                )
+            self._reset(gens)
+            resets += 1
         self.previous = top
         self.generation = top + 1
         self.pid = os.getpid()
@@ -413,6 +475,22 @@ class Lease:
             target=self._run, name=f"spikestore-lease {self.where}", daemon=True
         )
         self._thread.start()
+
+    def _reset(self, gens: list[int]) -> None:
+        """Delete the stale last generation (:data:`MAX_GENERATION`, the highest of
+        ``gens``) and the run of consecutive ones just below it, from the lowest up (see
+        the module docstring): the acquire that follows takes over the highest one left.
+        A key listed only as a prefix of others (``<generation>/x``, planted) is deleted
+        with what it holds: left, it would be listed again."""
+        run = len(gens) - 1
+        while run > 0 and gens[run - 1] == gens[run] - 1:
+            run -= 1
+        for g in gens[run:]:
+            for delete in (self.store.delete, self.store.delete_dir):
+                try:
+                    _sync(delete(_gen_key(g)))
+                except FileNotFoundError:
+                    pass  # a contender resetting alike deleted it first
 
     def _lose(self, why: str) -> StoreLockedError:
         self._lost = why
@@ -460,7 +538,7 @@ class Lease:
                 self._renew()
                 return
             nxt = self.generation + 1
-            if _sync(self.store.exists(_gen_key(nxt))):
+            if nxt <= MAX_GENERATION and _sync(self.store.exists(_gen_key(nxt))):
                 raise self._lose(f"another writer took over (lease generation {nxt})")
 
     def release(self) -> None:

@@ -200,10 +200,13 @@ def storage_for(
     :func:`url_store` and ``storage_options``; ``file://`` URLs are local paths. A
     ``store`` in this process's memory gets :class:`ZarrStorage`, any other Zarr store
     :class:`ObjectStorage`. ``lease_timeout`` (seconds) is the lease's, for object
-    storage.
+    storage; checked for every storage, so that a bad one is refused the same way
+    wherever the store is.
     """
     if (path is None) == (store is None):
         raise ValueError("pass exactly one of path and store")
+    if lease_timeout is not None:
+        lease_timeout = _lease.check_timeout(lease_timeout)
     if path is not None:
         if isinstance(path, str) and is_url(path):
             local = _file_url_path(path)

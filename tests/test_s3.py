@@ -584,3 +584,79 @@ def test_a_planted_clearing_journal_deletes_nothing_readers_see(s3: S3Server, ur
         w.append("new", "a", torch.zeros(3))
     assert _read(s3, url).monitors == ["new"]
     assert CLEARING_KEY not in _keys(s3, url)
+
+
+# ------------------------------------------------ planted last generation keys
+def test_a_planted_last_generation_key_leaves_the_store_writable(s3: S3Server, url: str) -> None:
+    """A planted generation key of 30 nines (the highest a key can hold) with a released
+    body: the next writer took generation 10**30, whose 31-digit key is not a lease key,
+    lost its own lease at its first renewal (WriteError, steps lost), and every later
+    writer was refused for ever ("another writer took the lease ... first"). Now the
+    stale last generation is reset, and writers append and close as usual."""
+    opts = s3.storage_options
+    with spikestore.StoreWriter(url, storage_options=opts) as w:
+        w.append("m", "l", torch.ones(2))
+    _put(url_store(url, storage_options=opts), _lease_key("9" * 30), b'{"released": true}')
+    for _ in range(2):
+        with spikestore.StoreWriter(
+            url, mode="a", storage_options=opts, lease_timeout=1, flush_interval=3600
+        ) as w:
+            for _ in range(3):
+                w.append("m", "l", torch.ones(2))
+                time.sleep(0.6)  # past timeout / 2: the fence renews, listing the keys
+                w.flush()
+            gen = w._storage.lease.generation
+            assert gen is not None and len(f"{gen:010d}") <= 30
+    assert len(_read(s3, url)["m"]["l"]) == 7
+    assert _lease_key("9" * 30) not in _keys(s3, url)
+    # Listed only as a prefix of another key, it is reset as well.
+    _put(url_store(url, storage_options=opts), _lease_key("9" * 30) + "/x", b"{}")
+    with spikestore.StoreWriter(url, mode="a", storage_options=opts) as w:
+        w.append("m", "l", torch.ones(2))
+    assert len(_read(s3, url)["m"]["l"]) == 8
+    assert not [k for k in _keys(s3, url) if k.startswith(_lease_key("9" * 30))]
+
+
+def test_a_planted_run_of_last_generations_is_reset() -> None:
+    """A writer may take the last generation (its key lists); once it is stale, the run
+    of consecutive generations ending at it is deleted and the highest below is taken
+    over: a live last generation locks the store only for its (capped) timeout, and a
+    key spelt otherwise than ``<generation:010d>`` is not a lease."""
+    from spikestore._lease import Lease
+
+    store = MemoryStore()
+    top = 10**30 - 1  # spikestore._lease.MAX_GENERATION
+    _put(store, _lease_key(top - 1), b'{"released": true}')
+    first = Lease(store, "memory", timeout=5)
+    first.acquire()
+    try:
+        assert first.generation == top
+        first._renew()  # it lists its own key
+        first.check()
+    finally:
+        first.release()
+    _put(store, _lease_key(7), b'{"released": true}')
+    _put(store, _lease_key(5), b'{"released": true}')
+    _put(store, _lease_key("0" * 20 + "9"), _body(heartbeat=time.time(), timeout=3600))
+    second = Lease(store, "memory", timeout=5)
+    second.acquire()  # 7, top - 1 and top listed: top - 1 and top are reset
+    try:
+        assert (second.previous, second.generation) == (7, 8)
+        second._renew()
+    finally:
+        second.release()
+    left = sync(_list(store))
+    assert _lease_key(top) not in left and _lease_key(top - 1) not in left, left
+    # A live body at the last generation locks the store until its timeout only.
+    _put(store, _lease_key(top), _body(heartbeat=time.time(), timeout=0.5))
+    with pytest.raises(StoreLockedError, match=f"generation {top}"):
+        Lease(store, "memory", timeout=5).acquire()
+    time.sleep(0.6)
+    third = Lease(store, "memory", timeout=5)
+    third.acquire()
+    assert third.generation == 9
+    third.release()
+
+
+async def _list(store: Any) -> list[str]:
+    return [k async for k in store.list()]
