@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import stat
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -41,13 +42,20 @@ from typing import Any
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
-from .format import MAX_METADATA_BYTES, FormatError
+from .format import (
+    MAX_CHUNK_BYTES,
+    MAX_METADATA_BYTES,
+    MAX_NODE_METADATA_BYTES,
+    FormatError,
+)
 
 __all__ = [
     "UnsafeStoreError",
     "ConfinedLocalStore",
     "DurableLocalStore",
     "MAX_FILE_BYTES",
+    "MAX_READ_BYTES",
+    "metadata_limit",
     "read_file",
     "write_file",
     "remove",
@@ -59,9 +67,17 @@ __all__ = [
     "open_lock_file",
 ]
 
-#: The most bytes any file of a store is read whole (a shard is at most 1 GiB; a
-#: larger file in a store was not written by spikestore).
+#: The most bytes a shard file of a segment (``.../s<k>/c/...``) is read whole: a
+#: writer's shard holds at most 1 GiB (``codecs.layout.MAX_SHARD_BYTES``).
 MAX_FILE_BYTES = 1 << 31
+#: The most bytes of any other read: a chunk file, or a byte range of a shard, holds
+#: one chunk (at most ``format.MAX_CHUNK_BYTES`` decoded; compressed data that did not
+#: shrink is a little longer) or a shard's index.
+MAX_READ_BYTES = MAX_CHUNK_BYTES + (1 << 20)
+
+# Metadata that grows with a run: the root's (marks) and a field group's (segments).
+_GROWING = re.compile(r"^(rank\d+/)?zarr\.json$|(^|/)f\d+/zarr\.json$")
+_SHARD = re.compile(r"(^|/)s\d+/c/")
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -171,15 +187,25 @@ def _open_file(root: Path, parts: list[str], dfd: int) -> int | None:
     raise _unsafe(root, parts, _kind(st))
 
 
-def _limit(key: str) -> int:
-    return MAX_METADATA_BYTES if key.rsplit("/", 1)[-1] == "zarr.json" else MAX_FILE_BYTES
+def metadata_limit(key: str) -> int:
+    """The most bytes the ``zarr.json`` at ``key`` may have: the root's and a field
+    group's grow with a run (:data:`~spikestore.format.MAX_METADATA_BYTES`), every
+    other node's is small (:data:`~spikestore.format.MAX_NODE_METADATA_BYTES`)."""
+    key = key.strip("/")
+    return MAX_METADATA_BYTES if _GROWING.search(key) else MAX_NODE_METADATA_BYTES
+
+
+def _limit(key: str, whole: bool) -> int:
+    if key.rsplit("/", 1)[-1] == "zarr.json":
+        return metadata_limit(key)
+    return MAX_FILE_BYTES if whole and _SHARD.search(key) else MAX_READ_BYTES
 
 
 def read_file(root: Path, key: str, byte_range: Any = None) -> bytes | None:
     """The bytes of ``key`` under ``root`` (a byte range of them, as Zarr asks), or None
-    if there is no such file. Refuses links, special files, and a whole file longer
-    than a writer writes (``zarr.json``: :data:`MAX_METADATA_BYTES`; others
-    :data:`MAX_FILE_BYTES`)."""
+    if there is no such file. Refuses links, special files, and a read longer than a
+    writer writes there (:func:`metadata_limit` for ``zarr.json``, :data:`MAX_FILE_BYTES`
+    for a whole shard file, :data:`MAX_READ_BYTES` for the rest), before reading."""
     parts = _parts(key)
     if not parts:
         return None
@@ -202,10 +228,12 @@ def read_file(root: Path, key: str, byte_range: Any = None) -> bytes | None:
             start, end = max(0, size - byte_range.suffix), size
         else:
             raise TypeError(f"unexpected byte range {byte_range!r}")
-        if end - start > _limit(key):
+        limit = _limit(key, byte_range is None)
+        if end - start > limit:
+            what = "is" if byte_range is None else f"would give {end - start} of its"
             raise UnsafeStoreError(
-                f"{Path(root, *parts)} is {size} bytes, more than a spikestore writer ever "
-                f"writes there ({_limit(key)}); refusing to read it"
+                f"{Path(root, *parts)} {what} {size} bytes, more than a spikestore writer "
+                f"ever writes there ({limit}); refusing to read it"
             )
         chunks = []
         pos, want = start, max(0, end - start)
@@ -238,7 +266,7 @@ def write_file(
     if not names:
         raise ValueError("cannot write the store's root folder as a file")
     name = names[-1]
-    limit = MAX_METADATA_BYTES if name == "zarr.json" else None
+    limit = metadata_limit(key) if name == "zarr.json" else None
     with _dir(root, names[:-1], create=True, durable=durable) as dfd:
         tmp = f"{name}.{uuid.uuid4().hex}.partial"
         n = 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ from .codecs import dtype_name
 from .errors import RecordError
 from .format import (
     MAX_FIELDS,
+    MAX_NODE_METADATA_BYTES,
     MAX_TREE_DEPTH,
+    METADATA_EXPANSION,
     RAW_ENCODING,
     SPIKE_ENCODING,
     FormatError,
@@ -254,6 +257,15 @@ def check_layer_meta(
         check_layer_attrs(meta, where)
     except FormatError as exc:
         raise RecordError(str(exc)) from None
+    # A layer's zarr.json is bounded too (readers refuse a longer one unread): huge
+    # dims= or units= would fail the writer thread and every step waiting with them.
+    size = len(json.dumps(meta, separators=(",", ":"))) * METADATA_EXPANSION
+    if size > MAX_NODE_METADATA_BYTES:
+        raise RecordError(
+            f"{where}: the layer's metadata (dims, units, field names) would take up to "
+            f"{size:,} bytes, more than a layer's zarr.json may hold "
+            f"({MAX_NODE_METADATA_BYTES:,}); give shorter dims and units"
+        )
 
 
 def segment_keys(staged: Staged) -> tuple[tuple[Any, ...], ...]:

@@ -73,6 +73,8 @@ __all__ = [
     "INDEX_CHUNK",
     "LOCK_FILE",
     "MAX_METADATA_BYTES",
+    "MAX_NODE_METADATA_BYTES",
+    "METADATA_EXPANSION",
     "LEASE_DIR",
     "CLEARING_KEY",
     "TRASH_PREFIX",
@@ -120,9 +122,18 @@ FORMAT_VERSION = (1, 6)
 INDEX_CHUNK = 65536
 #: The writer's lock file in a local store's root (not a Zarr node).
 LOCK_FILE = ".spikestore.lock"
-#: The most bytes a ``zarr.json`` of a store may have: a writer refuses to write more
-#: (a root with about 400,000 marks), and a reader refuses a longer file unread.
+#: The most bytes the root's or a field group's ``zarr.json`` may have (they grow with
+#: the run's marks and segments): a writer refuses to write more (a root with about
+#: 400,000 marks), and a reader refuses a longer file unread.
 MAX_METADATA_BYTES = 64 << 20
+#: The most bytes any other ``zarr.json`` may have (a monitor's, a layer's, an
+#: array's): they do not grow with a run. Parsing JSON can take some 25 times its
+#: size in memory, so each node's bound is kept to what a writer needs.
+MAX_NODE_METADATA_BYTES = 4 << 20
+#: Zarr writes a ``zarr.json`` indented: at most this many times the compact JSON of
+#: its attributes (measured: about 2.2 times). Writers check the metadata they are
+#: about to write against the bounds above with it, in the caller's thread.
+METADATA_EXPANSION = 4
 #: The prefix of a writer's lease objects in a store on object storage (not Zarr
 #: nodes): ``<LEASE_DIR>/<generation:010d>``, and the journal of a ``mode="w"``
 #: that replaces a store there (see ``spikestore._lease``).

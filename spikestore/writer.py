@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ._commit import Sink, fresh_root, list_layers, load_layer, open_root
+from ._lease import check_timeout as check_lease_timeout
 from ._records import check_layer_meta, check_time_axis_fits, flatten, time_axis_arg
 from ._segments import SegmentOptions
 from ._staging import Staged, stage
@@ -45,6 +46,7 @@ from .errors import RecordError, StoreLockedError, WriteError
 from .format import (
     LOCK_FILE,
     MAX_METADATA_BYTES,
+    METADATA_EXPANSION,
     FormatError,
     check_attrs_depth,
     check_run_attrs,
@@ -57,11 +59,6 @@ __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK
 
 _trim_fn: Any = False  # not looked up yet
 _INT64 = (-(2**63), 2**63 - 1)
-#: Zarr writes the root's ``zarr.json`` indented: at most this many times the run
-#: description's compact JSON (measured: about 2.2x for marks).
-_JSON_EXPANSION = 4
-
-
 def _json_size(obj: Any) -> int:
     return len(json.dumps(obj, separators=(",", ":")))
 
@@ -69,12 +66,14 @@ def _json_size(obj: Any) -> int:
 def _check_run_size(attrs_bytes: int, marks_bytes: int, what: str) -> None:
     """Refuse, at the call, a run description the root's ``zarr.json`` could not hold
     (readers refuse one longer than ``format.MAX_METADATA_BYTES``)."""
-    if (attrs_bytes + marks_bytes) * _JSON_EXPANSION > MAX_METADATA_BYTES:
+    need = (attrs_bytes + marks_bytes) * METADATA_EXPANSION
+    if need > MAX_METADATA_BYTES:
         raise ValueError(
-            f"{what}: the run description (attrs {attrs_bytes:,} bytes, marks "
-            f"{marks_bytes:,} bytes of JSON) would not fit in the store's root metadata "
-            f"(at most {MAX_METADATA_BYTES >> 20} MiB); marks are for epochs and phases, "
-            "attrs for settings: record per-step values with append"
+            f"{what}: the run description (attrs {attrs_bytes:,} bytes and marks "
+            f"{marks_bytes:,} bytes of compact JSON, up to {need / 2**20:.0f} MiB as Zarr "
+            f"writes it) would not fit in the store's root metadata (at most "
+            f"{MAX_METADATA_BYTES >> 20} MiB); marks are for epochs and phases, attrs for "
+            "settings: record per-step values with append"
         )
 
 #: The longest ``flush_interval`` (one day): records wait at most that long for their
@@ -708,6 +707,8 @@ class StoreWriter:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if lease_timeout is not None:  # on every rank, whatever the store
+            lease_timeout = check_lease_timeout(lease_timeout)
         self.mode: Mode = mode
         self.compressor = compressor
         self.level = level
@@ -1157,7 +1158,7 @@ class StoreWriter:
                 )
             clean[k] = v
         with self._run_lock:
-            # Checked with the marks so far: _JSON_EXPANSION's margin (the real factor
+            # Checked with the marks so far: METADATA_EXPANSION's margin (the real factor
             # is about 2.2) leaves megabytes for the mark being made.
             _check_run_size(self._attrs_bytes, self._marks_bytes + _json_size(clean), "mark")
             layers = self._mark_layers

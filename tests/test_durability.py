@@ -545,10 +545,10 @@ def test_bad_layer_metadata(tmp_path: Path) -> None:
     _small_store(path)
     # A damaged layer is left out of its monitor (with a warning) and named when asked for.
     _edit_attrs(path / "v" / "lif", lambda a: a.__setitem__("fields", 10**9))
-    with pytest.warns(UserWarning), pytest.raises(ReadError, match="damaged.*field count"):
+    with pytest.warns(UserWarning), pytest.raises(ReadError, match=r"damaged.*field count"):
         spikestore.open(path)["v"]["lif"]
     _edit_attrs(path / "v" / "lif", lambda a: a.__setitem__("structure", "pickle"))
-    with pytest.warns(UserWarning), pytest.raises(ReadError, match="damaged.*structure"):
+    with pytest.warns(UserWarning), pytest.raises(ReadError, match=r"damaged.*structure"):
         spikestore.open(path)["v"]["lif"]
 
 

@@ -12,6 +12,7 @@ ever written, truncated or deleted, whatever the operation says.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ import torch
 import spikestore
 from spikestore import cli
 from spikestore._localfs import UnsafeStoreError
-from spikestore.format import LOCK_FILE, FormatError
+from spikestore.format import LOCK_FILE, MAX_NODE_METADATA_BYTES, FormatError
 from spikestore.reader import ReadError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and FIFOs")
@@ -310,3 +311,63 @@ def test_a_ranked_stores_rank_folder_linked_elsewhere_is_never_followed(
     assert r.returncode == 0, r.stderr[-3000:]
     assert "refused:" in r.stdout and "symbolic link" in r.stdout, r.stdout
     assert _snapshot(victim) == before
+
+
+@pytest.mark.parametrize("arg", ["units", "dims"])
+def test_layer_metadata_a_reader_would_refuse_is_refused_at_append(tmp_path, arg):
+    """Huge units= or dims= were accepted by append; the writer thread then failed on
+    the layer's zarr.json and the other layers' uncommitted steps were lost."""
+    path = tmp_path / "s"
+    w = spikestore.StoreWriter(path, flush_interval=3600)
+    for _ in range(100):
+        w.append("output", "good", torch.ones(3))
+    huge = {"units": "mV" * (1 << 20)} if arg == "units" else {"dims": ("n" * (2 << 20),)}
+    with pytest.raises(spikestore.RecordError, match=r"'v'.*'bad'.*step 0.*metadata"):
+        w.append("v", "bad", torch.ones(3), **huge)
+    w.close()
+    assert len(spikestore.open(path)["output"]["good"]) == 100
+
+
+SPARSE_READ = textwrap.dedent(
+    """
+    import resource, sys, spikestore
+    try:
+        spikestore.open(sys.argv[1])["output"]["sn1"][0]
+        print("read")
+    except Exception as exc:
+        print(type(exc).__name__, str(exc)[:300])
+    print("maxrss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """
+)
+
+
+def test_a_sparse_chunk_file_is_refused_before_it_is_read(pristine, tmp_path):
+    """A step-index chunk truncated to 2 GiB (sparse: 4 KB on disk) was read whole:
+    4.3 GiB of memory before its checksum failed. A chunk file longer than any chunk a
+    writer writes is refused unread."""
+    store = tmp_path / "s.spikes"
+    shutil.copytree(pristine, store, symlinks=True)
+    with open(store / "output" / "sn1" / "f0" / "index" / "c" / "0" / "0", "r+b") as f:
+        f.truncate((1 << 31) - 1)
+    r = subprocess.run(
+        [sys.executable, "-c", SPARSE_READ, str(store)], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert "more than a spikestore writer ever writes" in r.stdout, r.stdout + r.stderr
+    assert int(r.stdout.split("maxrss_mb")[1]) < 1024, r.stdout
+
+
+def test_metadata_of_a_node_that_does_not_grow_is_bounded_smaller(pristine, tmp_path):
+    """A monitor's or a layer's zarr.json never grows with a run: one of 5 MiB (under
+    the root's 64 MiB, parsed at some 25 times its size) is refused unread, and the
+    other monitors read."""
+    store = tmp_path / "s.spikes"
+    shutil.copytree(pristine, store, symlinks=True)
+    meta = store / "v" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["junk"] = [[]] * ((5 << 20) // 4)
+    meta.write_text(json.dumps(doc))
+    assert meta.stat().st_size > MAX_NODE_METADATA_BYTES
+    with pytest.warns(UserWarning, match="more than a spikestore writer ever writes"):
+        s = spikestore.open(store)
+    assert "v" in s.damaged and len(s["output"]["sn1"]) == 45
