@@ -60,6 +60,7 @@ from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_CHUNK,
+    INDEX_HEADS_KEY,
     RUN_KEY,
     SPIKE_ENCODING,
     FormatError,
@@ -135,6 +136,7 @@ class StoredField:
     committed: int
     segments: list[dict[str, Any]]
     group: Any  # None if the field group does not exist
+    index_heads: list[Any] | None = None
 
 
 @dataclass
@@ -178,7 +180,9 @@ def load_layer(root: Any, monitor: str, layer: str, where: str) -> StoredLayer |
         if fmeta["committed_steps"] and "index" not in fgrp:
             raise FormatError(f"{fwhere}: the step index is missing (damaged store)")
         segs = [dict(s) for s in fmeta["segments"]]
-        fields.append(StoredField(fmeta["committed_steps"], segs, fgrp))
+        fields.append(
+            StoredField(fmeta["committed_steps"], segs, fgrp, fmeta.get(INDEX_HEADS_KEY))
+        )
         if time_axis is None and "time_axis" not in meta:
             # Before format 1.3 the time axis shows only in how spikes were packed.
             for s in segs:
@@ -248,6 +252,8 @@ class FieldWriter:
         self.pending_rows: dict[int, list[np.ndarray]] = {}
         self.buffered_bytes = 0
         self.summary = FieldSummary()
+        #: Entry c: the index entry of step c * INDEX_CHUNK (format.INDEX_HEADS_KEY).
+        self.index_heads: list[list[int] | None] = []
         grp = stored.group if stored is not None else None
         if grp is None:
             grp = root.create_group(path, attributes=field_attrs(0, []), overwrite=True)
@@ -258,6 +264,9 @@ class FieldWriter:
             self.keys = {Encoded.segment_key(s): k for k, s in enumerate(self.segments)}
             self.index = grp["index"] if "index" in grp else self._create_index(grp)
             self.summary.load(grp, self.committed)
+            chunks = -(-self.committed // INDEX_CHUNK)  # a killed writer's later ones go
+            heads = (stored.index_heads if stored is not None else None) or []
+            self.index_heads = (list(heads) + [None] * chunks)[:chunks]
         self.group = grp
 
     @staticmethod
@@ -395,6 +404,10 @@ class FieldWriter:
                 self.index.resize((-(-n1 // INDEX_CHUNK) * INDEX_CHUNK, 2))
             done = np.concatenate(self.unindexed) if len(self.unindexed) > 1 else self.unindexed[0]
             self.index[n0:n1] = done
+            for c in range(-(-n0 // INDEX_CHUNK), -(-n1 // INDEX_CHUNK)):
+                del self.index_heads[c:]
+                self.index_heads += [None] * (c - len(self.index_heads))
+                self.index_heads.append([int(x) for x in done[c * INDEX_CHUNK - n0]])
             self.summary.write(self.group, n0, n1)
             self.unindexed = []
         # Counted once the commit point is written: a failed one (a full disk) leaves
@@ -410,7 +423,8 @@ class FieldWriter:
             self.fence()
         segs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.segments]
         steps = self.committed if steps is None else steps
-        self.group.attrs.update(field_attrs(steps, segs))
+        heads = self.index_heads[: -(-steps // INDEX_CHUNK)]
+        self.group.attrs.update(field_attrs(steps, segs, heads))
         for seg in self.arrays.values():
             seg.disk_sealed = seg.desc["sealed"]
 

@@ -110,6 +110,8 @@ __all__ = [
     "field_attrs",
     "check_layer_attrs",
     "check_field_attrs",
+    "check_index_heads",
+    "INDEX_HEADS_KEY",
     "check_segment",
     "segment_descriptor",
 ]
@@ -530,10 +532,44 @@ def check_run_attrs(attrs: Any, where: str) -> dict[str, Any]:
     }
 
 
-def field_attrs(committed_steps: int, segments: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        FORMAT_NAME: {"node": "field", "committed_steps": committed_steps, "segments": segments}
+#: A field's key (format 1.6) binding its step-index chunks to their place: entry ``c``
+#: is the ``[segment, row]`` of step ``c * INDEX_CHUNK`` (null where unknown: steps a
+#: writer before 1.6 indexed).
+INDEX_HEADS_KEY = "index_heads"
+
+
+def field_attrs(
+    committed_steps: int,
+    segments: list[dict[str, Any]],
+    index_heads: list[list[int] | None] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "node": "field",
+        "committed_steps": committed_steps,
+        "segments": segments,
     }
+    if index_heads is not None:
+        meta[INDEX_HEADS_KEY] = index_heads
+    return {FORMAT_NAME: meta}
+
+
+def check_index_heads(heads: Any, committed: int, where: str) -> list[Any] | None:
+    """A field's ``index_heads`` (:data:`INDEX_HEADS_KEY`): None (absent), or one entry
+    per index chunk holding committed steps, each null or ``[segment, row]``."""
+    if heads is None:
+        return None
+    ok = isinstance(heads, list) and len(heads) <= max(1, committed)
+    for h in heads if ok else []:
+        if h is not None and not (
+            isinstance(h, list)
+            and len(h) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in h)
+        ):
+            ok = False
+            break
+    if not ok:
+        raise FormatError(f"{where}: bad {INDEX_HEADS_KEY}")
+    return heads
 
 
 def _entry(attrs: Any, node: str, where: str) -> dict[str, Any]:
@@ -670,6 +706,7 @@ def check_field_attrs(attrs: Any, where: str) -> dict[str, Any]:
         check_segment(seg, f"{where} segment {k}")
         if seg["array"] != f"s{k}":
             raise FormatError(f"{where}: segment {k} is named {seg['array']!r}, expected 's{k}'")
+    check_index_heads(meta.get(INDEX_HEADS_KEY), steps, where)
     return meta
 
 

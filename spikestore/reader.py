@@ -29,6 +29,7 @@ from .format import (
     DTYPES,
     FORMAT_NAME,
     INDEX_CHUNK,
+    INDEX_HEADS_KEY,
     MAX_CHUNK_BYTES,
     MAX_CHUNKS_PER_SHARD,
     SEGMENT_ID_KEY,
@@ -1085,6 +1086,7 @@ class FieldReader:
             for k, seg in enumerate(self.segments)
         ]
         self._rows0 = [int(seg["rows"]) for seg in self.segments]
+        self._heads: list[Any] = meta.get(INDEX_HEADS_KEY) or []
 
     # -- is this still the store that was opened?
     def _lost(self, k: int | None, problem: str) -> ReadError:
@@ -1123,21 +1125,30 @@ class FieldReader:
         """Why the field's metadata ``latest`` (read now) is not what a writer appending
         to the field opened could have made of it, or None. ``fresh_ids``: also read
         each segment array's id as stored now."""
-        if latest["committed_steps"] < self.committed:
+        # A writer appending after a killed one sets every field back to the layer's
+        # committed steps (the fewest of its fields): only fewer than those is a change.
+        layer_steps = len(self.layer)
+        if latest["committed_steps"] < layer_steps:
             return (
                 f"the field has {latest['committed_steps']} committed steps, not the "
-                f"{self.committed} it had"
+                f"{layer_steps} its layer had"
             )
         segs = latest["segments"]
         for k, old in enumerate(self.segments):
             if k >= len(segs):
                 return f"segment {old['array']} is gone"
             new_seg = segs[k]
-            same = ("encoding", "dtype", "shape", "python_scalar", "permute", SEGMENT_ID_KEY)
+            same = ("encoding", "dtype", "shape", "python_scalar", "permute")
             if any(new_seg.get(f) != old.get(f) for f in same):
                 return f"segment {old['array']} is another one"
             if new_seg["rows"] < self._rows0[k]:
                 return f"segment {old['array']} has fewer rows than it had"
+            if not self._rows0[k]:
+                # No rows when opened: nothing of it was read, and a writer appending
+                # after a killed one may make its array anew (with a new id).
+                continue
+            if new_seg.get(SEGMENT_ID_KEY) != old.get(SEGMENT_ID_KEY):
+                return f"segment {old['array']} is another one"
             if fresh_ids and self._ids[k] is not None:
                 got = self._fresh_segment_id(k)
                 if got and got != self._ids[k]:  # a missing one is damage, not another
@@ -1397,7 +1408,7 @@ class FieldReader:
                     steps = np.arange(max(start, lo), min(stop, hi))
                     self._require(self._index, steps, steps, "index")
                     block = np.asarray(self._index[lo:hi])
-                    self._index_bad[c] = self._check_index(block)
+                    self._index_bad[c] = self._check_index(c, block)
                     self._index_cache[c] = block
                 part = slice(max(start, lo) - lo, min(stop, hi) - lo)
                 out.append(block[part])
@@ -1417,7 +1428,7 @@ class FieldReader:
             raise self._lost(None, f"corrupt index at steps {int(hit.min())}..{int(hit.max())}")
         return idx
 
-    def _check_index(self, block: np.ndarray) -> np.ndarray:
+    def _check_index(self, c: int, block: np.ndarray) -> np.ndarray:
         """The rows of an index chunk (its committed rows ``block``) that break what
         any index a writer wrote satisfies, so that a chunk file in another one's
         place (or the index of a store that replaced this one) is an error for the
@@ -1429,9 +1440,19 @@ class FieldReader:
         after a killed one starts above rows the killed one wrote but never
         committed. Then the segment the chunk points to first is checked to be the
         array that was opened (:meth:`_check_same`): the chunk was read from this
-        store. An index chunk of the same layout moved from another place, or another
-        layer, passes these checks (see docs/format.md, "Not bound").
+        store. A field written by format 1.6 also lists each chunk's first entry
+        (``index_heads``): a chunk whose first entry is not its own is in another's
+        place, and all of its steps are an error.
         """
+        head = self._heads[c] if c < len(self._heads) else None
+        if head is not None and len(block) and [int(x) for x in block[0]] != head:
+            lo = c * INDEX_CHUNK
+            raise self._lost(
+                None,
+                f"the step index chunk {c} (steps {lo}..{lo + len(block) - 1}) does not "
+                "belong there: its first entry is not the one the field's metadata lists "
+                "(a chunk file moved, swapped or damaged)",
+            )
         ks, rs = block[:, 0].astype(np.int64), block[:, 1].astype(np.int64)
         bad = np.zeros(len(block), dtype=bool)
         used = (ks >= 0) & (ks < len(self.segments))

@@ -539,3 +539,39 @@ def test_plain_zarr_reads_a_segment_with_shard_headers(tmp_path):
     out = json.loads(res.stdout)
     assert out["spikestore"] is False
     np.testing.assert_array_equal(np.asarray(out["rows"]), torch.stack(x).numpy())
+
+
+KILLED_WITH_AN_EMPTY_SEGMENT = textwrap.dedent(
+    """
+    import os, sys, time, torch, spikestore
+    w = spikestore.StoreWriter(sys.argv[1], mode="w", flush_interval=2.0,
+                               max_buffer_bytes=4096, chunk_bytes=1024)
+    a = torch.arange(16.0) + 0.5  # never spikes
+    for i in range(20):
+        w.append("m", "l", a + i)
+    w.append("m", "l", torch.ones(3))  # a second segment, committed before it has rows
+    time.sleep(1.2)                    # older than half the flush interval
+    for i in range(50):
+        w.append("m", "l", a)
+    time.sleep(0.5)
+    os.kill(os.getpid(), 9)
+    """
+)
+
+
+def test_appending_after_a_kill_is_not_a_replacement_for_open_readers(tmp_path):
+    """A segment committed with no rows yet is made anew (with a new id) by a writer
+    appending after a killed one: readers opened before raised StoreReplacedError on
+    every read, though nothing they had read changed."""
+    path = tmp_path / "s"
+    subprocess.run([sys.executable, "-c", KILLED_WITH_AN_EMPTY_SEGMENT, str(path)], timeout=120)
+    layer = spikestore.open(path)["m"]["l"]
+    n = len(layer)
+    assert n >= 20
+    with spikestore.StoreWriter(path, mode="a", flush_interval=0.1) as w:
+        w.append("m", "l", torch.ones(3))
+        w.append("m", "l", torch.arange(16.0) + 0.5)
+        w.flush()
+        for s in (0, 5, 19):
+            assert torch.equal(layer[s], torch.arange(16.0) + 0.5 + s)
+    assert len(spikestore.open(path)["m"]["l"]) == n + 2
