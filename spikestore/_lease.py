@@ -63,10 +63,11 @@ characters.
 Generation keys are only those a writer writes and reads back: ASCII digits, 10 to 30
 of them, spelt as ``<generation:010d>`` spells them (a key of other digits, of more
 leading zeros, or longer, is not a lease and is ignored, as other keys in the folder
-are), so the highest is :data:`MAX_GENERATION`. A writer takes only generations up to
-it, so it always lists its own. A planted key locks the store no longer than its body
-does: its body is judged as any other, and a stale :data:`MAX_GENERATION` is reset
-instead of taken over: the acquirer deletes it together with the run of consecutive
+are), so the highest is :data:`MAX_GENERATION`. A writer takes only generations below
+it, so it always lists its own and its successor's (the fence). A planted key locks the
+store no longer than its body does: its body is judged as any other, and a stale
+:data:`MAX_GENERATION` (or the one below, the highest a writer takes) is reset instead
+of taken over: the acquirer deletes it together with the run of consecutive
 generations just below it (deleted from the lowest up, so that a contender still sees
 the stale last one and resets alike), then acquires as usual: judges the highest
 generation left below the run, and takes over its successor, absent, below the run
@@ -445,7 +446,9 @@ class Lease:
                 why = self._holds(top)
                 if why is not None:
                     raise StoreLockedError(why)
-            if top < MAX_GENERATION:
+            # A writer never takes MAX_GENERATION itself: its successor's key could not
+            # be written, and the fence (``gen + 1`` exists) would not hold for it.
+            if top < MAX_GENERATION - 1:
                 break
             if resets == _MAX_RESETS:
                 raise StoreLockedError(
@@ -477,8 +480,8 @@ class Lease:
         self._thread.start()
 
     def _reset(self, gens: list[int]) -> None:
-        """Delete the stale last generation (:data:`MAX_GENERATION`, the highest of
-        ``gens``) and the run of consecutive ones just below it, from the lowest up (see
+        """Delete the stale last generation (:data:`MAX_GENERATION` or the one below it,
+        the highest of ``gens``) and the run of consecutive ones just below it, from the lowest up (see
         the module docstring): the acquire that follows takes over the highest one left.
         A key listed only as a prefix of others (``<generation>/x``, planted) is deleted
         with what it holds: left, it would be listed again."""

@@ -618,8 +618,9 @@ def test_a_planted_last_generation_key_leaves_the_store_writable(s3: S3Server, u
 
 
 def test_a_planted_run_of_last_generations_is_reset() -> None:
-    """A writer may take the last generation (its key lists); once it is stale, the run
-    of consecutive generations ending at it is deleted and the highest below is taken
+    """A writer takes at most the generation below the last (its successor's key still
+    lists, so the fence holds); once a generation at or past it is stale, the run of
+    consecutive generations ending there is deleted and the highest below is taken
     over: a live last generation locks the store only for its (capped) timeout, and a
     key spelt otherwise than ``<generation:010d>`` is not a lease."""
     from spikestore._lease import Lease
@@ -627,19 +628,30 @@ def test_a_planted_run_of_last_generations_is_reset() -> None:
     store = MemoryStore()
     top = 10**30 - 1  # spikestore._lease.MAX_GENERATION
     _put(store, _lease_key(top - 1), b'{"released": true}')
+    zeroth = Lease(store, "memory", timeout=5)
+    zeroth.acquire()
+    assert zeroth.generation == 1  # top - 1 is reset: a writer never takes the last one
+    zeroth.release()
+    sync(store.delete(_lease_key(1)))
+    _put(store, _lease_key(top - 2), b'{"released": true}')
     first = Lease(store, "memory", timeout=5)
     first.acquire()
     try:
-        assert first.generation == top
+        assert first.generation == top - 1
         first._renew()  # it lists its own key
         first.check()
+        _put(store, _lease_key(top), _body(heartbeat=time.time(), timeout=5))
+        with pytest.raises(StoreLockedError, match="took over"):
+            first.check()  # the fence sees its successor, even at the last generation
     finally:
-        first.release()
+        first.release()  # lost: it leaves its object as it was
+    sync(store.delete(_lease_key(top)))
+    _put(store, _lease_key(top - 1), b'{"released": true}')
     _put(store, _lease_key(7), b'{"released": true}')
     _put(store, _lease_key(5), b'{"released": true}')
     _put(store, _lease_key("0" * 20 + "9"), _body(heartbeat=time.time(), timeout=3600))
     second = Lease(store, "memory", timeout=5)
-    second.acquire()  # 7, top - 1 and top listed: top - 1 and top are reset
+    second.acquire()  # 5, 7 and top - 1 listed: top - 1 is reset, 7 taken over
     try:
         assert (second.previous, second.generation) == (7, 8)
         second._renew()
