@@ -481,8 +481,9 @@ class Lease:
 
     def _reset(self, gens: list[int]) -> None:
         """Delete the stale last generation (:data:`MAX_GENERATION` or the one below it,
-        the highest of ``gens``) and the run of consecutive ones just below it, from the lowest up (see
-        the module docstring): the acquire that follows takes over the highest one left.
+        the highest of ``gens``) and the run of consecutive ones just below it, from the
+        lowest up (see the module docstring): the acquire that follows takes over the
+        highest one left.
         A key listed only as a prefix of others (``<generation>/x``, planted) is deleted
         with what it holds: left, it would be listed again."""
         run = len(gens) - 1

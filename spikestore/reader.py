@@ -1071,6 +1071,9 @@ class FieldReader:
         #: Each segment's id (format 1.6; None before) and rows, as when opened.
         self._ids: list[str | None] = []
         self._rows0: list[int] = []
+        #: Each index chunk's first entry (format 1.6 ``index_heads``; [] before).
+        self._heads: list[Any] = []
+        self._same_stat: tuple[Any, ...] | None = None  # see _check_same
         #: Per segment: the ``lstat`` of its array's ``zarr.json`` and the id read then.
         self._id_stat: dict[int, tuple[tuple[int, int, int, int], str]] = {}
         if group is None:
@@ -1086,7 +1089,7 @@ class FieldReader:
             for k, seg in enumerate(self.segments)
         ]
         self._rows0 = [int(seg["rows"]) for seg in self.segments]
-        self._heads: list[Any] = meta.get(INDEX_HEADS_KEY) or []
+        self._heads = meta.get(INDEX_HEADS_KEY) or []
 
     # -- is this still the store that was opened?
     def _lost(self, k: int | None, problem: str) -> ReadError:
@@ -1214,11 +1217,36 @@ class FieldReader:
                 return
             problem = f"segment {self.segments[k]['array']} is another array now"
         else:
+            # A store before 1.6: its root's and this field's metadata must be as they
+            # were; in a local folder unchanged files (lstat) need not be read again.
+            sig = self._metadata_stat()
+            if sig is not None and sig == self._same_stat:
+                return
             why = self._replaced()
             if why is None:
+                self._same_stat = sig
                 return
             problem = why
         raise self._lost(k, f"what was read may be the new store's ({problem})")
+
+    def _metadata_stat(self) -> tuple[Any, ...] | None:
+        """The ``lstat`` of the root's and this field's ``zarr.json`` in a local folder
+        (inode, size, times), or None elsewhere: a writer replaces such a file by
+        renaming a new one over it, so an equal stat is an unchanged file."""
+        from .storage import local_root
+
+        assert self.group is not None
+        root = local_root(self.group.store)
+        if root is None:
+            return None
+        out = []
+        for key in ("zarr.json", f"{self.group.path}/zarr.json"):
+            try:
+                st = os.lstat(root / key)
+            except OSError:
+                return None
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(out)
 
     # -- summaries
     def _summary_array(self, name: str) -> Any:
