@@ -307,21 +307,28 @@ def write_file(
     return n
 
 
-def _rmtree_at(dfd: int, name: str) -> None:
-    """Remove entry ``name`` of folder ``dfd``: a link or file is unlinked, a folder
-    removed with everything in it, links inside unlinked, never followed."""
-    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(name, dir_fd=dfd)
-        return
-    fd = os.open(name, _DIR, dir_fd=dfd)
-    try:
-        for entry in os.listdir(fd):
-            with contextlib.suppress(FileNotFoundError):
-                _rmtree_at(fd, entry)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dfd)
+def _remove_folder(root: Path, parts: list[str]) -> None:
+    """Remove folder ``root/parts...`` with everything in it: files and links unlinked
+    (never followed), folders removed deepest first. Iterative, each folder reached
+    again from the root: no recursion and no descriptor per level, however deep a
+    (hostile) store nests its folders."""
+    todo, order = [parts], []
+    while todo:
+        here = todo.pop()
+        order.append(here)
+        with contextlib.suppress(FileNotFoundError), _dir(root, here) as fd:
+            for name in os.listdir(fd):
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if stat.S_ISDIR(st.st_mode):
+                        todo.append([*here, name])
+                    else:
+                        os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+    for here in reversed(order):
+        with contextlib.suppress(FileNotFoundError), _dir(root, here[:-1]) as fd:
+            os.rmdir(here[-1], dir_fd=fd)
 
 
 def remove(root: Path, key: str, *, durable: bool = False) -> None:
@@ -334,9 +341,13 @@ def remove(root: Path, key: str, *, durable: bool = False) -> None:
     try:
         with _dir(root, parts[:-1]) as dfd:
             try:
-                _rmtree_at(dfd, parts[-1])
+                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    os.unlink(parts[-1], dir_fd=dfd)
             except FileNotFoundError:
                 return
+            if stat.S_ISDIR(st.st_mode):
+                _remove_folder(root, parts)
             if durable:
                 os.fsync(dfd)
     except (FileNotFoundError, NotADirectoryError):

@@ -373,3 +373,24 @@ def test_metadata_of_a_node_that_does_not_grow_is_bounded_smaller(pristine, tmp_
     with pytest.warns(UserWarning, match="more than a spikestore writer ever writes"):
         s = spikestore.open(store)
     assert "v" in s.damaged and len(s["output"]["sn1"]) == 45
+
+
+def test_replacing_a_store_with_folders_nested_deep_removes_them(pristine, tmp_path):
+    """Removal walked a folder tree by recursion, a descriptor per level: a store
+    nesting 1,500 folders made mode="w" fail. The links inside are removed, not
+    followed."""
+    store = tmp_path / "s.spikes"
+    shutil.copytree(pristine, store, symlinks=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"x")
+    deep = store / "output" / "sn1"
+    for _ in range(1500):
+        deep = deep / "d"
+        os.mkdir(deep)
+    (deep / "link").symlink_to(outside)
+    with spikestore.StoreWriter(store, mode="w") as w:
+        w.append("output", "sn1", torch.ones(2, 8))
+    assert len(spikestore.open(store)["output"]["sn1"]) == 1
+    assert not (store / "output" / "sn1" / "d").exists()
+    assert (outside / "keep").read_bytes() == b"x"
