@@ -26,7 +26,7 @@ import torch
 
 import spikestore
 from spikestore import cli
-from spikestore._localfs import UnsafeStoreError
+from spikestore._localfs import UnsafeStoreError, remove
 from spikestore.format import LOCK_FILE, MAX_NODE_METADATA_BYTES, FormatError
 from spikestore.reader import ReadError
 
@@ -389,8 +389,11 @@ def test_replacing_a_store_with_folders_nested_deep_removes_them(pristine, tmp_p
         deep = deep / "d"
         os.mkdir(deep)
     (deep / "link").symlink_to(outside)
-    with spikestore.StoreWriter(store, mode="w") as w:
-        w.append("output", "sn1", torch.ones(2, 8))
-    assert len(spikestore.open(store)["output"]["sn1"]) == 1
-    assert not (store / "output" / "sn1" / "d").exists()
-    assert (outside / "keep").read_bytes() == b"x"
+    try:
+        with spikestore.StoreWriter(store, mode="w") as w:
+            w.append("output", "sn1", torch.ones(2, 8))
+        assert len(spikestore.open(store)["output"]["sn1"]) == 1
+        assert not (store / "output" / "sn1" / "d").exists()
+        assert (outside / "keep").read_bytes() == b"x"
+    finally:  # pytest's own clean-up of old temporary folders recurses per level
+        remove(tmp_path, "s.spikes")

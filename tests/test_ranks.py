@@ -302,7 +302,12 @@ def test_torchrun_sigterm_commits_survivors(tmp_path: Path) -> None:
     # SIGTERM may land between an append and the count file's update.
     assert n0 in (appended(tmp_path, 0), appended(tmp_path, 0) + 1), proc.stderr[-2000:]
     assert n0 > 0
-    check_rank((s.rank(0)["output"]["sn"], s.rank(0)["output"]["fc"]), 0, n0)
+    # A SIGTERM inside the "sn" append ends the process as that call returns, before the
+    # step's "fc" append: "fc" may then hold one step fewer (CI saw 39 and 38).
+    fc = s.rank(0)["output"]["fc"]
+    assert len(fc) in (n0, n0 - 1)
+    check_rank((s.rank(0)["output"]["sn"], fc), 0, len(fc))
+    assert bits_equal(s.rank(0)["output"]["sn"][n0 - 1], spikes(0, n0 - 1))
 
 
 SIGTERM_CHILD = textwrap.dedent(
