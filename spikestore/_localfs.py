@@ -61,6 +61,7 @@ __all__ = [
     "remove",
     "is_file",
     "is_real_dir",
+    "check_entry",
     "list_dir",
     "walk_files",
     "fsync_dir",
@@ -113,6 +114,20 @@ def _kind(st: os.stat_result) -> str:
     if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
         return "a device file"
     return "not a regular file"
+
+
+def check_entry(path: Path, *, file_ok: bool) -> None:
+    """Refuse (:class:`UnsafeStoreError`) an entry of a store that is a link or a special
+    file, or a regular file unless ``file_ok``, without following it; nothing if it is
+    a folder or missing."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode) or (file_ok and stat.S_ISREG(st.st_mode)):
+        return
+    what = "a file where a folder is due" if stat.S_ISREG(st.st_mode) else _kind(st)
+    raise _unsafe(path.parent, [path.name], what)
 
 
 def fsync_dir(fd_or_path: int | Path) -> None:

@@ -48,7 +48,6 @@ import json
 import os
 import re
 import socket
-import stat
 import threading
 import uuid
 from collections import OrderedDict
@@ -63,7 +62,7 @@ from . import _lease
 from ._localfs import (
     ConfinedLocalStore,
     DurableLocalStore,
-    UnsafeStoreError,
+    check_entry,
     fsync_dir,
     is_real_dir,
     open_lock_file,
@@ -396,13 +395,8 @@ class LocalStorage(Storage):
         return self._pid == os.getpid()
 
     def _check_node(self) -> None:
-        p = self.root
-        if self.within is not None and os.path.lexists(p) and not is_real_dir(p):
-            raise UnsafeStoreError(
-                f"{p} is {'a symbolic link' if p.is_symlink() else 'not a folder'}; "
-                f"spikestore never follows a link or writes into a special file inside a "
-                f"store ({self.within}): remove it first"
-            )
+        if self.within is not None:
+            check_entry(self.root, file_ok=False)
 
     def open(self, mode: Mode) -> tuple[Any, Literal["w", "w-", "a"]]:
         p = self.root
@@ -430,12 +424,7 @@ class LocalStorage(Storage):
         for x in entries:
             # A store folder is untrusted: a link or special file in its root (where
             # monitors and the root metadata live) is refused before anything changes.
-            if not (is_real_dir(x) or stat.S_ISREG(os.lstat(x).st_mode)):
-                raise UnsafeStoreError(
-                    f"{x} is {'a symbolic link' if x.is_symlink() else 'a special file'}; "
-                    "spikestore never writes through links or into special files in a "
-                    "store: remove it first"
-                )
+            check_entry(x, file_ok=True)
         if not entries:
             return
         meta, entry = _node_meta(p)
