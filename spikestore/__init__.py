@@ -16,23 +16,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import RecordError, StoreLockedError, WriteError
-from .format import FORMAT_VERSION, FormatError
+from .errors import (
+    FormatError,
+    ReadError,
+    RecordError,
+    SpikestoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreReplacedError,
+    UnsafeStoreError,
+    WriteError,
+)
+from .format import FORMAT_VERSION
 
 if TYPE_CHECKING:
-    from ._localfs import UnsafeStoreError
     from .reader import (
         LayerReader,
         MonitorReader,
         RankedLayerReader,
         RankedMonitorReader,
         RankedStoreReader,
-        ReadError,
         StoreReader,
-        StoreReplacedError,
         open,
     )
-    from .storage import StoreExistsError
     from .writer import StoreWriter
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "RankedStoreReader",
     "ReadError",
     "RecordError",
+    "SpikestoreError",
     "StoreExistsError",
     "StoreLockedError",
     "StoreReader",
@@ -63,13 +70,9 @@ _LAZY = {
     "RankedLayerReader": "reader",
     "RankedMonitorReader": "reader",
     "RankedStoreReader": "reader",
-    "ReadError": "reader",
     "StoreReader": "reader",
-    "StoreReplacedError": "reader",
     "open": "reader",
     "StoreWriter": "writer",
-    "StoreExistsError": "storage",
-    "UnsafeStoreError": "_localfs",
 }
 #: Submodules that ``spikestore.<name>`` imports on first use (as an eager import of
 #: the reader and writer used to make them attributes of the package).

@@ -42,11 +42,11 @@ from typing import Any
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
+from .errors import UnsafeStoreError
 from .format import (
     MAX_CHUNK_BYTES,
     MAX_METADATA_BYTES,
     MAX_NODE_METADATA_BYTES,
-    FormatError,
 )
 
 __all__ = [
@@ -82,11 +82,6 @@ _SHARD = re.compile(r"(^|/)s\d+/c/")
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-
-
-class UnsafeStoreError(FormatError):
-    """A store holds a symbolic link or a special file where spikestore reads or writes,
-    or a metadata file larger than any writer writes; nothing was followed or read."""
 
 
 def _parts(key: str) -> list[str]:

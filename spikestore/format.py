@@ -68,6 +68,8 @@ import math
 import re
 from typing import Any
 
+from .errors import FormatError
+
 __all__ = [
     "FORMAT_NAME",
     "INDEX_CHUNK",
@@ -191,10 +193,6 @@ MAX_WORLD = 100_000
 
 _SAFE = re.compile(r"[A-Za-z0-9_.\-]")
 _MAX_KEY = 120
-
-
-class FormatError(ValueError):
-    """A store's metadata is missing, malformed or from an unsupported version."""
 
 
 def node_key(name: str) -> str:

@@ -25,6 +25,7 @@ import torch
 
 from ._localfs import walk_files
 from .codecs import bit_positions, decode_rows
+from .errors import ReadError, StoreReplacedError
 from .format import (
     DTYPES,
     FORMAT_NAME,
@@ -67,16 +68,6 @@ __all__ = [
     "Source",
     "step_indices",
 ]
-
-
-class ReadError(RuntimeError):
-    """Stored data could not be read back; the message names monitor, layer and steps."""
-
-
-class StoreReplacedError(ReadError):
-    """The store was replaced (``mode="w"``, or deleted) after the reader read its
-    metadata: what the reader knows of it no longer describes what is stored. Call
-    ``refresh()`` on the store reader (or open the store again) to read the new one."""
 
 
 def read_retrying(read: Callable[..., Any], *args: Any) -> np.ndarray:

@@ -70,7 +70,7 @@ from ._localfs import (
     remove,
     write_file,
 )
-from .errors import StoreLockedError
+from .errors import StoreExistsError, StoreLockedError
 from .format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
 
 __all__ = [
@@ -97,20 +97,6 @@ __all__ = [
 ]
 
 Mode = Literal["w", "w-", "a"]
-
-
-class StoreExistsError(FileExistsError):
-    """A writer without ``mode="a"`` or ``mode="w"`` found a store already there.
-
-    Its message is one line naming both ways out; :attr:`where` is the store.
-    """
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        super().__init__(
-            f"{where} already exists as a spikestore store; pass mode='a' to append to it, "
-            "or mode='w' (overwrite=True) to replace it"
-        )
 
 
 class Storage:
