@@ -287,12 +287,63 @@ def _foreign_private_attributes(source: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("module", ["analysis", "plot", "export"])
-def test_analysis_and_plot_use_only_public_names(module: str) -> None:
-    import spikestore
+def _imports_past_public_names(module: str, source: str) -> list[str]:
+    """Names that ``module`` (dotted) imports from ``reader`` or ``analysis`` that are
+    not public: a name of ``reader`` must be in its ``__all__``; a name of the analysis
+    package or one of its modules must be in that module's ``__all__`` (modules of
+    the analysis package share their private helpers among themselves)."""
+    import importlib
 
-    source = (Path(spikestore.__file__).parent / f"{module}.py").read_text()
+    is_package = hasattr(importlib.import_module(module), "__path__")
+    package = module if is_package else module.rsplit(".", 1)[0]
+    inside_analysis = module.startswith("spikestore.analysis")
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+        for alias in node.names:
+            target, name = base, alias.name
+            if f"{base}.{name}" in ("spikestore.reader", "spikestore.analysis"):
+                continue  # ``from . import analysis``: the module itself
+            if not target.startswith(("spikestore.reader", "spikestore.analysis")):
+                continue
+            if inside_analysis and target.startswith("spikestore.analysis"):
+                continue
+            if target.startswith("spikestore.reader") and target != "spikestore.reader":
+                bad.append(f"line {node.lineno}: from {target} (a module inside reader)")
+                continue
+            public = getattr(importlib.import_module(target), "__all__", [])
+            if name not in public:
+                bad.append(f"line {node.lineno}: {name} from {target}")
+    return bad
+
+
+_READ_THROUGH_PUBLIC_NAMES = sorted(
+    ["spikestore.plot", "spikestore.export"]
+    + [
+        "spikestore.analysis" + ("" if p.stem == "__init__" else f".{p.stem}")
+        for p in (Path(__file__).parents[1] / "spikestore" / "analysis").glob("*.py")
+    ]
+)
+
+
+@pytest.mark.parametrize("module", _READ_THROUGH_PUBLIC_NAMES)
+def test_analysis_and_plot_use_only_public_names(module: str) -> None:
+    import importlib
+
+    source = Path(importlib.import_module(module).__file__ or "").read_text()
     assert _foreign_private_attributes(source) == []
+    assert _imports_past_public_names(module, source) == []
+
+
+def test_the_public_names_check_covers_the_analysis_package() -> None:
+    assert "spikestore.analysis" in _READ_THROUGH_PUBLIC_NAMES
+    assert len(_READ_THROUGH_PUBLIC_NAMES) >= 6
+    inside = "from ..reader import _private, FieldReader\nfrom ._select import _field\n"
+    assert len(_imports_past_public_names("spikestore.analysis._select", inside)) == 1
+    outside = "from .reader import FieldReader\nfrom .analysis._select import _field\n"
+    assert len(_imports_past_public_names("spikestore.plot", outside)) == 1
 
 
 def test_float16_stays_float16_and_bfloat16_widens(tmp_path: Path) -> None:

@@ -1,0 +1,288 @@
+"""Shapes: the shape a selection of steps is read at (mixed shapes, the batch axis),
+and how a neuron selection lays out over it.
+
+Every function here runs in the caller's thread and keeps no state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..reader import FieldReader
+from ._ranks import _over_ranks
+from ._select import (
+    _batch_axis,
+    _dims,
+    _field,
+    _pick_rank,
+    _ranks,
+    _time,
+    _where,
+    neuron_ids,
+    step_selection,
+)
+
+__all__ = ["shapes", "record_shape", "unravel"]
+
+
+def _tensor_shapes(fld: FieldReader) -> list[tuple[int, ...]]:
+    """The tensor shapes among a field's segments (Python numbers left out), in order."""
+    out: list[tuple[int, ...]] = []
+    for s in fld.segments:
+        shape = tuple(s["shape"])
+        if not s.get("python_scalar", False) and shape not in out:
+            out.append(shape)
+    return out
+
+
+def _groups(fld: FieldReader, sel: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """``(shape, steps)`` for each tensor shape of the selected steps, in order of first
+    appearance. A step that recorded ``None`` or a Python number joins the group of the
+    nearest tensor step before it (after it, for steps before the first); with no
+    tensor step at all, Python numbers are shape ``()`` and ``None`` alone gives []."""
+    if not sel.size:
+        return []
+    segs = fld.segments
+    lo, hi = int(sel.min()), int(sel.max()) + 1
+    seg_of = fld.index(lo, hi)[sel - lo, 0]
+    known = _tensor_shapes(fld)
+    # Group id per segment; the extra last entry is the one index -1 (None) picks.
+    lut = np.array(
+        [
+            -1 if s.get("python_scalar", False) else known.index(tuple(s["shape"]))
+            for s in segs
+        ]
+        + [-1],
+        dtype=np.int64,
+    )
+    gid = lut[seg_of]
+    valid = gid >= 0
+    if not valid.any():
+        return [((), sel)] if bool((seg_of >= 0).any()) else []
+    pos = np.maximum.accumulate(np.where(valid, np.arange(len(gid)), 0))
+    first = int(np.argmax(valid))
+    pos[:first] = first
+    filled = gid[pos]
+    order = sorted(set(filled.tolist()), key=lambda g: int(np.argmax(filled == g)))
+    return [(known[g], sel[filled == g]) for g in order]
+
+
+def _only_none(layer: Any, sel: np.ndarray) -> ValueError:
+    if not sel.size and not len(layer):
+        return ValueError(f"{_where(layer)} has no committed steps: nothing to read")
+    return ValueError(
+        f"{_where(layer)} recorded only None at the selected steps ({len(sel)} of "
+        f"{len(layer)} steps): there is no value to read. A monitored attribute that "
+        "was never set records None (SpikingJelly's v_seq, for one, needs "
+        "store_v_seq=True on the neuron)"
+    )
+
+
+def _listing(groups: list[tuple[tuple[int, ...], np.ndarray]]) -> str:
+    return "; ".join(
+        f"{shape}: {len(st)} step{'s' if len(st) != 1 else ''}, "
+        f"first {int(st[0])}, last {int(st[-1])}"
+        for shape, st in groups
+    )
+
+
+def _plan(
+    layer: Any, fld: FieldReader, sel: np.ndarray, *, pad: bool, what: str = ""
+) -> tuple[tuple[int, ...], bool]:
+    """The shape the selected steps are read at, and whether some are smaller in it.
+
+    One shape: that shape. Shapes that differ only in the batch axis: with ``pad``,
+    the largest; without, a ValueError (``what`` names the caller for the message).
+    Any other mix: a ValueError listing the shapes and their steps.
+    """
+    known = _tensor_shapes(fld)
+    if len(known) == 1:
+        return known[0], False
+    if not known:
+        if fld.segments:
+            return (), False
+        raise _only_none(layer, sel)
+    groups = _groups(fld, sel)
+    if not groups:
+        if sel.size:
+            raise _only_none(layer, sel)
+        groups = _groups(fld, np.arange(len(layer), dtype=np.int64))
+        if not groups:
+            raise _only_none(layer, sel)
+        pad = True
+    if len(groups) == 1:
+        return groups[0][0], False
+    shapes_ = [g[0] for g in groups]
+    ndim = len(shapes_[0])
+    b = _batch_axis(layer, ndim) if all(len(s) == ndim for s in shapes_) else None
+    if b is not None and all(s[:b] + s[b + 1 :] == shapes_[0][:b] + shapes_[0][b + 1 :]
+                             for s in shapes_):
+        widest = max(s[b] for s in shapes_)
+        union = (*shapes_[0][:b], widest, *shapes_[0][b + 1 :])
+        if pad:
+            return union, True
+        dims = _dims(layer, ndim)
+        axis = f"axis {b}" + (f" ({dims[b]!r})" if dims else "")
+        raise ValueError(
+            f"{_where(layer)}: the selected steps have several batch sizes ({_listing(groups)}); "
+            f"{what or 'this'} needs one shape: pass steps= within one shape "
+            f"(spikestore.analysis.shapes(layer) lists them), or pad=True to pad the batch "
+            f"axis ({axis}) to {widest} with NaN"
+        )
+    dims = _dims(layer, ndim)
+    named = f" (dims {dims})" if dims else ""
+    raise ValueError(
+        f"{_where(layer)}: the selected steps recorded tensors of several shapes{named} "
+        f"that differ in more than the batch axis ({_listing(groups)}); pass steps= "
+        "within one shape (spikestore.analysis.shapes(layer) lists each shape's steps)"
+    )
+
+
+def shapes(
+    layer: Any, field: int | str = 0, *, steps: Any = None
+) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """The record shapes of a layer, each with the steps that recorded it.
+
+    Returns a list of ``(shape, steps)``, shapes in the order they first appear and
+    ``steps`` an int64 array (in the order of ``steps=``, default all). Steps that
+    recorded ``None`` or a Python number belong to the shape of the tensor step
+    before them (after them, for steps before the first tensor), so the lists
+    together cover every selected step; a layer that recorded only Python numbers
+    has the one shape ``()``, and one that recorded only ``None`` none at all.
+
+    For a ranked layer pass one rank's layer (``layer.layer(r)``).
+
+    Examples
+    --------
+    >>> for shape, st in shapes(store["output"]["sn1"]):           # doctest: +SKIP
+    ...     counts = spike_counts(store["output"]["sn1"], st)      # doctest: +SKIP
+    """
+    if _ranks(layer) is not None:
+        raise TypeError(f"layer {layer.name!r} is a ranked layer: pass layer.layer(rank)")
+    sel = step_selection(layer, steps)
+    fld = _field(layer, field)
+    return _groups(fld, sel)
+
+
+def record_shape(
+    layer: Any, field: int | str = 0, *, steps: Any = None, rank: int | None = None
+) -> tuple[int, ...]:
+    """The tensor shape the layer's records (of field ``field``) are read at.
+
+    The one shape of the selected steps (``steps``, default all). Where the
+    records differ only in the batch axis (see "Mixed shapes" in the module
+    docstring), the largest: the shape in which :func:`raster`, :func:`traces`,
+    :func:`spike_counts` and :func:`spike_trains` number neurons. Steps that
+    recorded a Python number broadcast to it. Shapes that differ in other axes
+    raise ValueError, and so does a ranked layer whose ranks recorded different
+    shapes (pick one with ``rank=``). The shape never includes the rank axis.
+    """
+    if rank is not None or _ranks(layer) is not None:
+        found = _over_ranks(
+            layer, steps, rank, lambda lay, st: record_shape(lay, field, steps=st), stack=False
+        )
+        if rank is not None:
+            return found  # type: ignore[no-any-return]
+        if len(set(found)) != 1:
+            raise ValueError(
+                f"layer {layer.name!r}: ranks {layer.ranks} recorded shapes {found}; "
+                "choose a rank with rank="
+            )
+        return found[0]  # type: ignore[no-any-return]
+    sel = step_selection(layer, steps)
+    return _plan(layer, _field(layer, field), sel, pad=True)[0]
+
+
+def _field_dtype(fld: FieldReader) -> str:
+    tensors = [s for s in fld.segments if not s.get("python_scalar", False)]
+    segs = tensors or fld.segments
+    if not segs:
+        return "float32"
+    return segs[0]["dtype"]
+
+class _Layout(NamedTuple):
+    """How a neuron selection reads a window: the shape read at, the time axis (or
+    None), its length (1 without), the neurons' shape, their flat ids in it, and
+    the flat indices into the record to read (t-major with a time axis)."""
+
+    shape: tuple[int, ...]
+    axis: int | None
+    t_len: int
+    rest: tuple[int, ...]
+    ids: np.ndarray
+    flat: np.ndarray
+
+
+def _layout(
+    layer: Any, fld: FieldReader, sel: np.ndarray, neurons: Any, time_axis: Any
+) -> _Layout:
+    shape, _ = _plan(layer, fld, sel, pad=True)
+    axis = _time(layer, time_axis, shape)
+    if axis is None:
+        t_len, rest = 1, shape
+    else:
+        t_len, rest = shape[axis], shape[:axis] + shape[axis + 1 :]
+    dims = _dims(layer, len(shape))
+    rest_dims = None if dims is None else tuple(d for i, d in enumerate(dims) if i != axis)
+    if axis is None:
+        where = f"{_where(layer)} (no time axis)"
+    else:
+        where = f"{_where(layer)} (records {shape}, time axis {axis}: neurons number the rest)"
+    try:
+        ids = neuron_ids(neurons, rest, where=where, dims=rest_dims)
+    except IndexError as exc:
+        if axis is None and len(shape) >= 2:
+            raise IndexError(
+                f"{exc}. If axis 0 is time, pass time_axis=True to number neurons "
+                "without it"
+            ) from None
+        raise
+    if axis is None:
+        return _Layout(shape, None, 1, rest, ids, ids)
+    return _Layout(shape, axis, t_len, rest, ids, _time_flat(shape, axis, ids))
+
+
+def _time_flat(shape: tuple[int, ...], axis: int, ids: np.ndarray) -> np.ndarray:
+    """Flat indices into records of ``shape`` of every ``(t, neuron)``, t-major, for
+    neurons ``ids`` numbered in the record without axis ``axis``."""
+    t_len = shape[axis]
+    rest = shape[:axis] + shape[axis + 1 :]
+    nd = list(np.unravel_index(ids, rest)) if rest else []
+    grid = (t_len, len(ids))
+    parts = [np.broadcast_to(a[None, :], grid) for a in nd]
+    parts.insert(axis, np.broadcast_to(np.arange(t_len)[:, None], grid))
+    return np.ravel_multi_index(tuple(parts), shape).reshape(-1)
+
+
+def unravel(
+    layer: Any,
+    ids: Any,
+    *,
+    field: int | str = 0,
+    steps: Any = None,
+    time_axis: int | bool | None = None,
+    rank: int | None = None,
+) -> np.ndarray:
+    """Per-axis indices of flat neuron ids, as :func:`raster` and :func:`spike_trains`
+    number neurons: an int64 array ``(len(ids), ndim)``, one row per id.
+
+    With a time axis (``time_axis`` as in :func:`raster`; default the layer's own),
+    ``ndim`` counts the record's axes without it: for ``[T, B, N]`` records each row
+    is ``(batch, neuron)``. Rows are accepted back as ``neurons=``. Out-of-range ids
+    raise IndexError.
+
+    Examples
+    --------
+    >>> t, n = raster(store["output"]["sn1"])              # doctest: +SKIP
+    >>> batch, neuron = unravel(store["output"]["sn1"], n).T  # doctest: +SKIP
+    """
+    shape = record_shape(layer, field, steps=steps, rank=rank)
+    one = _pick_rank(layer, rank)
+    axis = _time(one, time_axis, shape)
+    rest = shape if axis is None else shape[:axis] + shape[axis + 1 :]
+    flat = neuron_ids(ids, rest, where=_where(layer))
+    if not rest:
+        return np.zeros((len(flat), 0), dtype=np.int64)
+    return np.stack(np.unravel_index(flat, rest), axis=1).astype(np.int64)
