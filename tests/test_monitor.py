@@ -629,7 +629,7 @@ def test_records_work_with_torch_cat_stack_and_list_addition(tmp_path):
 def test_many_small_records_are_decoded_in_batches(tmp_path, monkeypatch):
     from zarr.storage import LocalStore
 
-    import spikestore.monitor as sm
+    import spikestore.monitor._base as sm  # where StoreReader is looked up
     from spikestore.testing import CountingStore
 
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU())

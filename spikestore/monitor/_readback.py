@@ -1,0 +1,163 @@
+"""Reading a monitor's records back: :class:`Records` and the recent copies.
+
+:class:`Records` is the lazy sequence behind ``monitor.records``: it decodes records
+from the store a layer at a time, or returns the monitor's copies of its latest small
+records (made by :func:`_recent_copy`). Its state is the monitor's, owned by the thread
+that runs the hooks (a monitor has no lock); read records in that thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..reader import step_indices
+
+if TYPE_CHECKING:
+    from ._base import BaseMonitor
+
+__all__ = ["Records"]
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return any(_has_float(v) for v in value)
+    return isinstance(value, float) or (
+        isinstance(value, torch.Tensor)
+        and value.dtype in (torch.float16, torch.float32, torch.float64)
+    )
+
+
+def _recent_copy(value: Any, limit: int) -> tuple[Any, int] | None:
+    """A copy of ``value`` as the reader would give it back (CPU tensors, Python numbers,
+    None, a flat tuple or list of those) and its bytes; None if it is larger than
+    ``limit`` or of another kind (the reader then decodes it from the store)."""
+    if isinstance(value, (tuple, list)) and type(value) in (tuple, list):
+        if not value:
+            return None
+        parts = [_recent_copy(v, limit) for v in value]
+        nested = any(isinstance(v, (tuple, list)) for v in value)
+        if nested or any(p is None for p in parts):
+            return None
+        got = [p for p in parts if p is not None]
+        n = sum(p[1] for p in got)
+        if n > limit:
+            return None
+        return type(value)(p[0] for p in got), n
+    if value is None:
+        return None, 0
+    if type(value) in (bool, int, float):
+        return value, 8
+    if isinstance(value, torch.Tensor):
+        n = value.numel() * value.element_size()
+        if n > limit or value.layout != torch.strided or value.is_nested:
+            return None
+        return value.detach().to("cpu", copy=True), n
+    return None
+
+
+class Records(Sequence[Any]):
+    """A monitor's records in the order the hooks produced them, read from disk.
+
+    Supports ``len``, integer indexing (negative too), slices and lists of indices
+    (a list of records; see :func:`spikestore.reader.step_indices`),
+    iteration, ``print`` and :meth:`clear` (same as the monitor's
+    ``clear_recorded_data``). Each access decodes the records it needs, a layer at
+    a time: every chunk that holds several of them is read and decoded once.
+
+    SpikingJelly's idioms work too: ``torch.cat(m.records, 0)``,
+    ``torch.stack(m.records)`` (any ``torch`` function given the records, through
+    ``__torch_function__``), ``m.records + other_list`` and ``other_list + m.records``
+    (a list).
+
+    Memory: it is not a ``list``; the monitor keeps copies of its latest small records
+    only (:attr:`BaseMonitor.recent_bytes`, 1 MiB), which are read back without a commit
+    or decoding. Indexing holds the records asked for; iteration about 256 records at a
+    time. A ``torch`` function and ``+``
+    need every record at once: they decode all of them into a list (as large
+    as SpikingJelly's own ``records``); ``+`` returns it, a ``torch`` function drops
+    it when it returns, so ``torch.cat`` peaks at about twice the records' size. For a long run,
+    read steps of one layer (``m[layer]``, or ``spikestore.open(path)``'s lazy
+    layers) instead.
+    """
+
+    def __init__(self, monitor: BaseMonitor) -> None:
+        self._m = monitor
+
+    def __len__(self) -> int:
+        return len(self._m._order)
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        m = self._m
+        idx, many = step_indices(key, len(m._order), "record", where=f"monitor {m.name!r}")
+        out = self._take(idx)
+        return out if many else out[0]
+
+    def _take(self, idx: np.ndarray) -> list[Any]:
+        """The records at positions ``idx`` (any order), decoded a layer at a time."""
+        m = self._m
+        if idx.size == 0:
+            return []
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        lids = np.frombuffer(m._order[lo:hi], dtype=np.int32)[idx - lo]
+        steps = np.frombuffer(m._steps[lo:hi], dtype=np.int64)[idx - lo]
+        out: list[Any] = [None] * idx.size
+        recent = m._recent
+        for lid in np.unique(lids):
+            pos = np.nonzero(lids == lid)[0]
+            lid = int(lid)
+            if recent:
+                hits = [(lid, int(steps[p])) in recent for p in pos]
+                for p, hit in zip(pos.tolist(), hits, strict=True):
+                    if hit:
+                        out[p] = recent[(lid, int(steps[p]))][0]
+                pos = pos[~np.asarray(hits, dtype=bool)]
+                if not pos.size:
+                    continue
+            need = int(steps[pos].max()) + 1
+            vals = m._layer_reader(lid, need).records(steps[pos])
+            for p, v in zip(pos.tolist(), vals, strict=True):
+                out[p] = v
+        return out
+
+    def __iter__(self) -> Iterator[Any]:
+        n, block = len(self), 256
+        for a in range(0, n, block):
+            yield from self._take(np.arange(a, min(n, a + block), dtype=np.int64))
+
+    def clear(self) -> None:
+        self._m.clear_recorded_data()
+
+    def __add__(self, other: Any) -> list[Any]:
+        if not isinstance(other, (list, tuple, Records)):
+            return NotImplemented
+        return self[:] + list(other)
+
+    def __radd__(self, other: Any) -> list[Any]:
+        if not isinstance(other, (list, tuple)):
+            return NotImplemented
+        return list(other) + self[:]
+
+    @classmethod
+    def __torch_function__(
+        cls, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        """Run ``func`` with every :class:`Records` argument decoded into a list (in
+        one read a layer), so that ``torch.cat(m.records)`` works as on SpikingJelly's
+        lists."""
+
+        def plain(a: Any) -> Any:
+            return a[:] if isinstance(a, Records) else a
+
+        return func(*map(plain, args), **{k: plain(v) for k, v in (kwargs or {}).items()})
+
+    def __repr__(self) -> str:
+        n = len(self)
+        if n <= 16:
+            return repr(self[:])
+        head = ", ".join(repr(r) for r in self[:3])
+        tail = ", ".join(repr(r) for r in self[-3:])
+        return f"[{head}, ..., {tail}] ({n} records)"
