@@ -343,7 +343,7 @@ def test_stacked_read_of_a_live_store_reads_the_tail(tmp_path: Path) -> None:
 
 
 def test_stack_of_records_uses_one_output(tmp_path: Path) -> None:
-    from spikestore.reader import _stack
+    from spikestore.reader._trees import _stack
 
     recs = [torch.randn(3, 4) for _ in range(5)]
     out = _stack(recs)
@@ -384,22 +384,24 @@ def test_spike_shards_are_read_directly_and_match_zarr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int, shape, time_axis
 ) -> None:
     from spikestore import reader
+    from spikestore.reader import _field, _shards
 
     big = time_axis == "big"
     recs = _spike_store(tmp_path / "s", shape=shape, time_axis=None if big else time_axis, big=big)
     layer = spikestore.open(tmp_path / "s")["m"]["l"]
     fld = layer.field(0)
     arr = fld.array(0)
-    assert reader._spike_shards(arr) is not None
+    assert _shards._spike_shards(arr) is not None
     calls: list[int] = []
-    real = reader._read_spike_rows
+    real = _shards._read_spike_rows
 
     def counted(*args: Any) -> Any:
         calls.append(len(args[2]))
         return real(*args)
 
-    monkeypatch.setattr(reader, "_read_spike_rows", counted)
-    monkeypatch.setattr(reader, "_PARALLEL_BITS", 0)  # every read shares its chunks
+    monkeypatch.setattr(_field, "_read_spike_rows", counted)
+    monkeypatch.setattr(_shards, "_PARALLEL_BITS", 0)  # every read shares its chunks
+    monkeypatch.setattr(_field, "_PARALLEL_BITS", 0)
     monkeypatch.setattr(reader, "READ_THREADS", threads)
     for key in (slice(None), slice(3, 47, 3), [49, 0, 5, 5, 17], slice(20, 21), slice(1, 49)):
         steps = range(len(recs))[key] if isinstance(key, slice) else key
@@ -416,15 +418,15 @@ def test_spike_shards_are_read_directly_and_match_zarr(
 
 
 def test_other_spike_codecs_and_raw_rows_are_read_through_zarr(tmp_path: Path) -> None:
-    from spikestore import reader
+    from spikestore.reader._shards import _spike_shards
 
     recs = _spike_store(tmp_path / "z", compressor="zstd")
     layer = spikestore.open(tmp_path / "z")["m"]["l"]
-    assert reader._spike_shards(layer.field(0).array(0)) is None
+    assert _spike_shards(layer.field(0).array(0)) is None
     assert torch.equal(layer[:], torch.stack(recs))
     with spikestore.StoreWriter(tmp_path / "r") as w:
         w.append("m", "l", torch.randn(3, 5))
-    assert reader._spike_shards(spikestore.open(tmp_path / "r")["m"]["l"].field(0).array(0)) is None
+    assert _spike_shards(spikestore.open(tmp_path / "r")["m"]["l"].field(0).array(0)) is None
 
 
 def _set_index(blob: bytes, grid: int, fn) -> bytes:
@@ -508,6 +510,7 @@ def test_flipped_bytes_in_a_stored_chunk_raise_or_decode(tmp_path: Path) -> None
 
 def test_share_runs_every_job_and_raises_the_first_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from spikestore import reader
+    from spikestore.reader._pool import _share
 
     monkeypatch.setattr(reader, "READ_THREADS", 2)
     done: list[int] = []
@@ -518,7 +521,7 @@ def test_share_runs_every_job_and_raises_the_first_error(monkeypatch: pytest.Mon
         with lock:
             done.append(j)
 
-    reader._share(ok, range(40))
+    _share(ok, range(40))
     assert sorted(done) == list(range(40))
 
     def boom(j: int) -> None:
@@ -527,7 +530,7 @@ def test_share_runs_every_job_and_raises_the_first_error(monkeypatch: pytest.Mon
         time.sleep(0.001)
 
     with pytest.raises(ValueError, match="job 5"):
-        reader._share(boom, range(40))
+        _share(boom, range(40))
 
 
 def test_neuron_errors_name_the_layer_shape_and_range(tmp_path):
