@@ -287,6 +287,19 @@ class Worker:
                 break
         self.check()
 
+    def commit(self, timeout: float) -> None:
+        """Commit everything queued so far; wait for it at most ``timeout`` seconds
+        (any thread; used by ``spikestore._exit`` after a SIGTERM). A writer that is
+        closing commits as it stops: this then waits for the thread to end."""
+        if self._error is not None or not self._thread.is_alive():
+            return
+        c = _Call(self._sink.write_all)
+        self._queue.put(c)
+        end = time.monotonic() + timeout
+        while not c.done.wait(min(0.1, max(0.0, end - time.monotonic()))):
+            if not self._thread.is_alive() or time.monotonic() >= end:
+                return
+
     def post(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the writer thread after everything queued so far; do not wait
         (its failure is reported like a failed write)."""

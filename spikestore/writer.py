@@ -16,16 +16,11 @@ This module holds no state of its own beyond the objects it delegates to.
 
 from __future__ import annotations
 
-import atexit
-import concurrent.futures.process
-import concurrent.futures.thread
 import ctypes
 import json
 import math
 import numbers
 import os
-import signal
-import sys
 import threading
 import time
 import warnings
@@ -35,6 +30,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ._commit import Sink, fresh_root, list_layers, load_layer, open_root
+from ._exit import track as track_for_exit
 from ._lease import check_timeout as check_lease_timeout
 from ._records import check_layer_meta, check_time_axis_fits, flatten, time_axis_arg
 from ._segments import SegmentOptions
@@ -102,225 +98,6 @@ def _malloc_trim() -> Callable[[], None] | None:
         except (OSError, AttributeError):
             _trim_fn = None
     return _trim_fn
-
-
-#: Writers not yet closed, committed by :func:`_close_at_exit`.
-_OPEN: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
-_OPEN_LOCK = threading.Lock()
-_exit_hook_pid: int | None = None
-
-
-def _close_at_exit() -> None:
-    """Commit and close every writer still open at interpreter exit.
-
-    It must run while writes can still happen: Zarr's local store writes through
-    ``asyncio.to_thread``, whose executor refuses new work once ``threading`` has
-    run its exit functions, and Zarr's ``atexit`` handler stops its event loop. So it
-    is registered as a ``threading`` exit function, after ``concurrent.futures``
-    registered its own (they run last in, first out), as ``concurrent.futures`` itself
-    does; ``atexit`` where that hook is missing.
-    """
-    global _exiting
-    _exiting = True  # SIGTERM from now on waits for the commits (see _on_sigterm)
-    with _OPEN_LOCK:
-        writers = list(_OPEN)
-    # Python joins the threads still running only after this hook, and they may still
-    # append: wait for them first, as the interpreter would. Not for daemon threads
-    # (never joined), nor for the workers of thread and process pools: those end only
-    # when their pool's own exit hook, which runs after this one, tells them to. Nor
-    # once a SIGTERM came: it commits now and ends the process (see below).
-    others: list[threading.Thread] = []
-    if writers:
-        pools = set(getattr(concurrent.futures.thread, "_threads_queues", {}))
-        pools |= set(getattr(concurrent.futures.process, "_threads_wakeups", {}))
-        me, main = threading.current_thread(), threading.main_thread()
-        others = [
-            t
-            for t in threading.enumerate()
-            if t not in (me, main) and not t.daemon and t not in pools
-        ]
-        for t in others:
-            while t.is_alive() and not (_terminated or _term_pending):
-                t.join(0.05)
-    for w in writers:
-        try:
-            w.close()
-            # A close() that a SIGTERM cut short between its first line and its commit
-            # left the writer marked closed but not committed: commit it now (the
-            # finalizer runs once; a no-op for a writer already committed).
-            w._finalizer()
-        except Exception:
-            pass  # the error was the writer's to raise; exit goes on
-    if (_terminated or _term_pending) and any(t.is_alive() for t in others):
-        # Threads that would keep the interpreter from exiting: a SIGTERM ends the
-        # process, once the records are committed, as Python's default would have.
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _register_exit_hook() -> None:
-    global _exit_hook_pid
-    if _exit_hook_pid != os.getpid():  # once per process (a forked child too)
-        _exit_hook_pid = os.getpid()
-        register = getattr(threading, "_register_atexit", None)
-        try:
-            if register is None:
-                raise RuntimeError
-            register(_close_at_exit)
-        except RuntimeError:  # no such hook, or the interpreter is already shutting down
-            atexit.register(_close_at_exit)
-
-
-#: Set when the exit hook starts committing; from then on SIGTERM waits for it.
-_exiting = False
-#: close() calls running in the main thread (where SIGTERM handlers run).
-_closing_in_main = 0
-#: A SIGTERM that came while the main thread was committing, or running spikestore's
-#: own code, to act on after it.
-_term_pending = False
-#: Whether a thread waits to deliver a deferred SIGTERM (see _redeliver_sigterm).
-_redelivering = False
-#: Set when a SIGTERM raised SystemExit: the process is ending because of it.
-_terminated = False
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM with writers open: exit through ``SystemExit`` so that they commit.
-
-    ``torchrun`` sends SIGTERM to the ranks that survive a failed one; Python's default
-    would end the process at once and lose every record not yet committed. Raised in
-    the main thread, ``SystemExit`` runs ``finally`` blocks and ``with`` exits (which
-    close monitors and writers), then the interpreter's exit, where
-    :func:`_close_at_exit` commits the writers still open. While the main thread is
-    committing (in ``close()`` or at exit), SIGTERM only waits for it: ``close()``
-    raises the ``SystemExit`` when it is done, and at exit nothing more is needed.
-    Nor is it raised inside spikestore's own code (an ``append`` from a monitor's
-    hook, say), where it could leave a lock held (a ``with`` on a ``Condition``
-    entered or left) and the exit hook waiting for it forever: it is raised when
-    the writer call in progress returns (:func:`_sigterm_checkpoint`), or once the
-    main thread is back in the program's code (:func:`_redeliver_sigterm`).
-    With no writer of this process left to commit (a forked child has none), SIGTERM
-    ends the process as the default would.
-    Python runs this handler when the main thread next runs Python code, not while it
-    is blocked in a C call (a collective still waiting on a dead peer).
-    """
-    global _term_pending, _terminated
-    try:
-        writers = list(_OPEN)
-    except RuntimeError:  # the set changed meanwhile (another thread): assume open ones
-        writers = [None]  # type: ignore[list-item]
-    if not any(w is None or (not w._finished and w._storage.owned) for w in writers):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
-    if _exiting or _closing_in_main or _interpreter_exiting(frame):
-        _term_pending = True
-        return
-    if _inside_spikestore(frame):
-        _term_pending = True
-        _redeliver_sigterm()
-        return
-    _terminated = True
-    raise SystemExit(128 + signum)
-
-
-def _sigterm_checkpoint() -> None:
-    """Raise the ``SystemExit`` of a SIGTERM that came during a writer call, as the
-    call returns (in the main thread, with no lock held). A main thread that spends
-    its time in spikestore (a training loop behind a slow store, or one run from
-    spikestore's own code, as ``spikestore demo``) acts on SIGTERM at its next
-    ``append``."""
-    global _term_pending, _terminated
-    if (
-        _term_pending
-        and not _exiting
-        and not _closing_in_main
-        and threading.current_thread() is threading.main_thread()
-    ):
-        _term_pending = False
-        _terminated = True
-        raise SystemExit(128 + signal.SIGTERM)
-
-
-def _inside_spikestore(frame: Any) -> bool:
-    """Whether ``frame`` (the main thread's) runs spikestore's code, or code it called."""
-    while frame is not None:
-        if os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _redeliver_sigterm() -> None:
-    """Send the deferred SIGTERM again once the main thread has left spikestore's code.
-
-    A daemon thread looks at the main thread's stack every few milliseconds; the
-    handler then runs again in the program's code and raises ``SystemExit`` there
-    (or defers once more if the main thread went back into spikestore meanwhile).
-    ``close()`` in the main thread raises it itself, and at exit nothing is needed.
-    """
-    global _redelivering
-    if _redelivering:
-        return
-    _redelivering = True
-    main = threading.main_thread()
-
-    def watch() -> None:
-        global _redelivering, _term_pending
-        while _term_pending and not _exiting:
-            frame = sys._current_frames().get(main.ident or -1)
-            if frame is None:
-                break  # the main thread has ended
-            if not _closing_in_main and not _inside_spikestore(frame):
-                # Cleared first: the handler may defer again, and watch again.
-                _redelivering = _term_pending = False
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
-            del frame
-            time.sleep(0.005)
-        _redelivering = False
-
-    threading.Thread(target=watch, name="spikestore-sigterm", daemon=True).start()
-
-
-def _interpreter_exiting(frame: Any) -> bool:
-    """Whether the main thread has left the program for the interpreter's exit.
-
-    A ``SystemExit`` raised in ``threading``'s exit functions (before the exit hook
-    sets ``_exiting``) would end them, and the hook that commits the writers would
-    never run: SIGTERM must only wait there too.
-    """
-    if getattr(threading, "_SHUTTING_DOWN", False):
-        return True
-    while frame is not None and frame.f_back is not None:
-        frame = frame.f_back  # the outermost frame of the main thread
-    return frame is not None and frame.f_code in _EXIT_CODES
-
-
-#: Where spikestore's modules are (as their code objects name their files).
-_PACKAGE_DIR = os.path.dirname(_on_sigterm.__code__.co_filename)
-#: The code of the functions that the interpreter's exit calls from C (the outermost
-#: frame of the main thread once the program has ended).
-_EXIT_CODES = {_close_at_exit.__code__}
-if hasattr(threading, "_shutdown"):
-    _EXIT_CODES.add(threading._shutdown.__code__)
-
-
-def _install_sigterm_handler() -> None:
-    """Handle SIGTERM with :func:`_on_sigterm`, when called from the main thread and
-    nobody else handles it (Python's default is in place)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-    except (ValueError, OSError):  # no signals here (an embedded interpreter)
-        pass
 
 
 def _shutdown(worker: Worker, storage: Storage) -> None:
@@ -789,12 +566,10 @@ class StoreWriter:
         self._marked_layers: dict[tuple[str, str], int] | None = None  # under _run_lock
         self._stored_steps: dict[tuple[str, str], int] = {}  # under _run_lock
         self._finalizer = weakref.finalize(self, _shutdown, self._worker, self._storage)
-        # At exit the writers are closed by _close_at_exit, before Zarr stops its loop.
+        # At exit the writers are closed by spikestore._exit, before Zarr stops its loop.
         self._finalizer.atexit = False
-        with _OPEN_LOCK:
-            _OPEN.add(self)
-        _register_exit_hook()
-        _install_sigterm_handler()
+        storage = self._storage
+        track_for_exit(self, self._worker, lambda: storage.owned)
 
     def _open_ranked(
         self,
@@ -1080,8 +855,6 @@ class StoreWriter:
             entry.axis_fixed = True
             entry.schema.adopt(structure, specs, tree, segments)
             entry.next_step = step + 1
-        if _term_pending:
-            _sigterm_checkpoint()
         return step
 
     # --------------------------------------------------------- run metadata
@@ -1117,8 +890,6 @@ class StoreWriter:
             self._run["attrs"].update(new)
             sink = self._sink
             self._worker.post(lambda: sink.change_run(attrs=new))
-        if _term_pending:
-            _sigterm_checkpoint()
 
     def mark(self, **values: Any) -> None:
         """Mark every later step of every layer with ``values`` (until a later mark
@@ -1192,8 +963,6 @@ class StoreWriter:
             self._marks_bytes += _json_size(change)
             sink = self._sink
             self._worker.post(lambda: sink.change_run(mark=change))
-        if _term_pending:
-            _sigterm_checkpoint()
 
     def _worker_call_list_layers(self) -> list[tuple[str, str]]:
         """The layers already in the store (read on the writer thread, which owns the
@@ -1212,8 +981,6 @@ class StoreWriter:
             return
         self._check_usable()
         self._worker.call(self._sink.write_all)
-        if _term_pending:
-            _sigterm_checkpoint()
 
     def close(self) -> None:
         """Commit everything, stop the writer thread and release the store. Idempotent.
@@ -1221,7 +988,6 @@ class StoreWriter:
         In a forked child it only lets go of the child's copy of the lock: the parent
         keeps writing (and keeps its lock).
         """
-        global _closing_in_main
         if self._closed:
             return
         self._closed = True
@@ -1229,17 +995,8 @@ class StoreWriter:
             self._finished = True
             return
         owned = self._storage.owned
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            _closing_in_main += 1
-        try:
-            self._finalizer()
-            self._finished = True
-        finally:
-            if in_main:
-                _closing_in_main -= 1
-        if in_main:
-            _sigterm_checkpoint()  # the SIGTERM that came meanwhile
+        self._finalizer()
+        self._finished = True
         if owned:
             self._worker.check()
 
