@@ -15,7 +15,7 @@ from torch import nn
 from .._records import flatten
 from ..errors import RecordError
 
-__all__ = ["default_dims", "module_time_axis"]
+__all__ = ["default_dims", "module_time_axis", "record_dims"]
 
 
 def module_time_axis(module: nn.Module) -> int | None:
@@ -61,3 +61,20 @@ def _leaf_ranks(value: Any) -> list[int | None] | None:
     except (TypeError, RecordError):
         return None
     return [None if leaf.tensor is None else leaf.tensor.dim() for leaf in leaves]
+
+
+def record_dims(value: Any, time_axis: int | None) -> Any:
+    """The axis names of a record, by :func:`default_dims` of each field's rank: a tuple
+    for a one-field record, a list (one entry a field, None for one not named) for
+    several; None for a record the writer will refuse or whose rank does not say."""
+    ranks = _leaf_ranks(value)
+    if ranks is None:
+        return None
+    if len(ranks) == 1:
+        return default_dims(ranks[0], time_axis) if ranks[0] is not None else None
+    # Each field by its rank: the time axis belongs to fields shaped like the first
+    # (Norse's (z, state): z is [T, B, N], the state [B, N]).
+    first = next((r for r in ranks if r is not None), None)
+    return [
+        None if r is None else default_dims(r, time_axis if r == first else None) for r in ranks
+    ]

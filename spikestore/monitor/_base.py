@@ -31,8 +31,8 @@ from .._records import time_axis_arg
 from ..errors import RecordError
 from ..reader import LayerReader, StoreReader
 from ..writer import StoreWriter
-from ._axes import _leaf_ranks, default_dims, module_time_axis
-from ._readback import Records, _has_float, _recent_copy
+from ._axes import module_time_axis, record_dims
+from ._readback import Records, remember
 
 __all__ = ["BaseMonitor", "Instance"]
 
@@ -123,6 +123,26 @@ def _empty(holder_ref: Callable[[], _Holder | None]) -> None:
     holder = holder_ref()
     if holder is not None:
         holder.monitor = None
+
+
+def _hook(
+    holder: _Holder, lid: int, value: Callable[[BaseMonitor, Any, tuple[Any, ...]], Any]
+) -> Any:
+    """A hook recording ``value(monitor, module, hook_args)`` for layer ``lid`` while
+    ``holder`` holds the monitor (see :meth:`BaseMonitor._attach`)."""
+
+    def hook(module: nn.Module, *args: Any) -> None:
+        m = holder.monitor
+        if m is None or not m._enable:
+            return
+        if m.every != 1:
+            c = m._calls[lid]
+            m._calls[lid] = c + 1
+            if c % m.every:
+                return
+        m._record(lid, value(m, module, args))
+
+    return hook
 
 
 class BaseMonitor:
@@ -327,16 +347,7 @@ class BaseMonitor:
             return self._dims_arg
         if not self._auto_dims[lid] or self._named[lid]:
             return None
-        ranks = _leaf_ranks(value)
-        t = self._time_axis[lid]
-        if ranks is None:
-            return None
-        if len(ranks) == 1:
-            return default_dims(ranks[0], t) if ranks[0] is not None else None
-        # Each field by its rank: the time axis belongs to fields shaped like the first
-        # (Norse's (z, state): z is [T, B, N], the state [B, N]).
-        first = next((r for r in ranks if r is not None), None)
-        return [None if r is None else default_dims(r, t if r == first else None) for r in ranks]
+        return record_dims(value, self._time_axis[lid])
 
     def _attach(
         self,
@@ -365,33 +376,13 @@ class BaseMonitor:
         self._holder = weakref.ref(holder)
         self._net_finalizer = weakref.finalize(net, _empty, self._holder)
         for n, module in modules:
-            hook = self._hook(holder, self._lids[n], value)
+            hook = _hook(holder, self._lids[n], value)
             if kind == "forward":
                 self.hooks.append(module.register_forward_hook(hook))
             elif kind == "forward_pre":
                 self.hooks.append(module.register_forward_pre_hook(hook))
             else:
                 self.hooks.append(module.register_full_backward_hook(hook))
-
-    @staticmethod
-    def _hook(
-        holder: _Holder, lid: int, value: Callable[[BaseMonitor, Any, tuple[Any, ...]], Any]
-    ) -> Any:
-        """A hook recording ``value(monitor, module, hook_args)`` for layer ``lid`` while
-        ``holder`` holds the monitor (see :meth:`_attach`)."""
-
-        def hook(module: nn.Module, *args: Any) -> None:
-            m = holder.monitor
-            if m is None or not m._enable:
-                return
-            if m.every != 1:
-                c = m._calls[lid]
-                m._calls[lid] = c + 1
-                if c % m.every:
-                    return
-            m._record(lid, value(m, module, args))
-
-        return hook
 
     def _record(self, lid: int, value: Any) -> None:
         try:
@@ -414,23 +405,7 @@ class BaseMonitor:
         self._steps.append(step)
         self._appended += 1
         if self.recent_bytes > 0:
-            self._remember(lid, step, value)
-
-    def _remember(self, lid: int, step: int, value: Any) -> None:
-        """Keep a CPU copy of a small record (as the reader would return it), dropping
-        the oldest copies beyond :attr:`recent_bytes`."""
-        if self._writer.precision is not None and _has_float(value):
-            return  # the store keeps them rounded: a copy would read back otherwise
-        copy = _recent_copy(value, self.recent_bytes // 4)
-        if copy is None:
-            return
-        value, nbytes = copy
-        recent = self._recent
-        recent[(lid, step)] = (value, nbytes)
-        self._recent_nbytes += nbytes
-        while self._recent_nbytes > self.recent_bytes and recent:
-            _, (_, n) = recent.popitem(last=False)
-            self._recent_nbytes -= n
+            remember(self, lid, step, value)
 
     # --------------------------------------------------------------- reading
     def _layer_reader(self, lid: int, need: int | None = None) -> LayerReader:

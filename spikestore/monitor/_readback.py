@@ -2,7 +2,7 @@
 
 :class:`Records` is the lazy sequence behind ``monitor.records``: it decodes records
 from the store a layer at a time, or returns the monitor's copies of its latest small
-records (made by :func:`_recent_copy`). Its state is the monitor's, owned by the thread
+records (made by :func:`remember`). Its state is the monitor's, owned by the thread
 that runs the hooks (a monitor has no lock); read records in that thread.
 """
 
@@ -19,7 +19,7 @@ from ..reader import step_indices
 if TYPE_CHECKING:
     from ._base import BaseMonitor
 
-__all__ = ["Records"]
+__all__ = ["Records", "remember"]
 
 
 def _has_float(value: Any) -> bool:
@@ -57,6 +57,23 @@ def _recent_copy(value: Any, limit: int) -> tuple[Any, int] | None:
             return None
         return value.detach().to("cpu", copy=True), n
     return None
+
+
+def remember(m: BaseMonitor, lid: int, step: int, value: Any) -> None:
+    """Keep a CPU copy of a small record of ``m`` (as the reader would return it),
+    dropping the oldest copies beyond its :attr:`~BaseMonitor.recent_bytes`."""
+    if m._writer.precision is not None and _has_float(value):
+        return  # the store keeps them rounded: a copy would read back otherwise
+    copy = _recent_copy(value, m.recent_bytes // 4)
+    if copy is None:
+        return
+    value, nbytes = copy
+    recent = m._recent
+    recent[(lid, step)] = (value, nbytes)
+    m._recent_nbytes += nbytes
+    while m._recent_nbytes > m.recent_bytes and recent:
+        _, (_, n) = recent.popitem(last=False)
+        m._recent_nbytes -= n
 
 
 class Records(Sequence[Any]):
