@@ -639,6 +639,56 @@ def test_ranked_layers_have_a_leading_rank_axis(ranked) -> None:  # type: ignore
         A.firing_rate(sn, rank=5)
 
 
+def test_one_rule_for_ranks_written_once(ranked) -> None:  # type: ignore[no-untyped-def]
+    import inspect
+
+    from spikestore.analysis._ranks import listed, per_rank
+    from spikestore.analysis._select import one_rank
+
+    seen: list[tuple[object, object]] = []
+
+    @per_rank(listed)
+    def read(layer, steps=None, *, field=0, rank=None):  # type: ignore[no-untyped-def]
+        assert rank is None  # the decorator takes rank
+        seen.append((layer, steps))
+        return field
+
+    sn = ranked["output"]["sn"]
+    assert read(sn, field=3) == [3, 3]
+    assert [lay for lay, _ in seen] == [sn.layer(0), sn.layer(1)]
+    assert [st.tolist() for _, st in seen] == [list(range(25))] * 2  # steps every rank has
+    seen.clear()
+    assert read(sn, slice(-2, None), rank=1) == 0
+    assert seen == [(sn.layer(1), slice(-2, None))]  # rank 1's own steps
+    plain = sn.layer(0)
+    seen.clear()
+    assert read(plain, [4]) == 0 and seen == [(plain, [4])]
+    with pytest.raises(ValueError, match="not a layer of a ranked store"):
+        read(plain, rank=0)
+    with pytest.raises(TypeError, match="keyword-only rank"):
+        per_rank()(lambda layer, steps=None, rank=None: None)
+    # The public functions keep their own signatures, rank included.
+    for f in (A.summary, A.firing_rate, A.spike_counts, A.raster, A.traces, A.to_numpy):
+        assert inspect.signature(f).parameters["rank"].kind is inspect.Parameter.KEYWORD_ONLY
+    # What reads one rank (a plot) must be told which.
+    assert one_rank(plain, None) is plain and one_rank(sn, 1) is sn.layer(1)
+    with pytest.raises(ValueError, match=r"ranks \[0, 1\]\): pass rank="):
+        one_rank(sn, None)
+    with pytest.raises(ValueError, match="has ranks"):
+        one_rank(sn, 5)
+
+
+def test_spike_trains_in_small_blocks(run: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spikestore.analysis import _events
+
+    lay = run["store"]["output"]["sn"]
+    want = A.spike_trains(lay, slice(3, 40), neurons=range(30))
+    monkeypatch.setattr(_events, "_TRAIN_BLOCK", 7)  # a step or so per block
+    got = A.spike_trains(lay, slice(3, 40), neurons=range(30))
+    assert len(got) == len(want) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
 def test_ranked_dask_and_xarray(ranked) -> None:  # type: ignore[no-untyped-def]
     import pickle
 

@@ -117,6 +117,18 @@ whose arrays carry ``dimension_names``, so ``xarray.open_zarr`` and
   :func:`to_dask` and :func:`to_xarray` decode them for you.
 * ``summary`` (``["step", "stat"]``) and ``summary_axis0`` (``["step", "axis0"]``) are
   aligned with steps (see :mod:`spikestore.summary`).
+
+Modules and threads
+-------------------
+This package re-exports the public names of its modules, one per job: ``_select``
+(steps, fields, time axis, ranks, neurons), ``_ranks`` (the rule for ranked stores,
+a decorator), ``_shapes`` (mixed shapes, neuron layouts), ``_read`` (decoding chosen
+elements), ``_rates`` (summaries, rates), ``_events`` (counts, rasters, spike trains,
+traces) and ``_views`` (lazy arrays, NumPy, Dask, xarray). A module's ``__all__``
+lists the names other modules of spikestore may use (:mod:`spikestore.plot` reads
+layers through ``_select`` and ``_shapes``). Every function runs in the caller's
+thread; the blocks of a Dask graph run where it is computed (its workers), each
+process with one reader per store.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ._ranks import _over_ranks
+from ._ranks import listed, per_rank
 from ._read import _blocks, _columns
-from ._select import _field, _ranks, _time, _where, step_selection
+from ._select import _field, _where, step_selection, time_axis_of
 from ._shapes import _layout, _plan
 
 __all__ = ["spike_counts", "raster", "spike_trains", "store_dt", "traces"]
@@ -23,6 +23,7 @@ __all__ = ["spike_counts", "raster", "spike_trains", "store_dt", "traces"]
 _TRAIN_BLOCK = 1 << 21
 
 
+@per_rank()
 def spike_counts(
     layer: Any,
     steps: Any = None,
@@ -59,17 +60,10 @@ def spike_counts(
     --------
     >>> counts = spike_counts(layer, slice(1000, 2000), axis=0)  # doctest: +SKIP
     """
-    if rank is not None or _ranks(layer) is not None:
-        return _over_ranks(  # type: ignore[no-any-return]
-            layer,
-            steps,
-            rank,
-            lambda lay, st: spike_counts(lay, st, axis=axis, time_axis=time_axis, field=field),
-        )
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
     shape, _ = _plan(layer, fld, sel, pad=True)
-    t = _time(layer, time_axis, shape)
+    t = time_axis_of(layer, time_axis, shape)
     total = np.zeros(shape, dtype=np.float64)
     for _, vals in _blocks(layer, sel, field, shape):
         total += np.nansum(vals, axis=0, dtype=np.float64)
@@ -88,6 +82,7 @@ def spike_counts(
     return total
 
 
+@per_rank(listed)
 def raster(
     layer: Any,
     steps: Any = None,
@@ -131,14 +126,6 @@ def raster(
     --------
     >>> t, n = raster(layer, slice(0, 500), neurons=range(100))  # doctest: +SKIP
     """
-    if rank is not None or _ranks(layer) is not None:
-        return _over_ranks(
-            layer,
-            steps,
-            rank,
-            lambda lay, st: raster(lay, st, neurons, time_axis=time_axis, field=field),
-            stack=False,
-        )
     sel = step_selection(layer, steps)
     lay = _layout(layer, _field(layer, field), sel, neurons, time_axis)
     vals = _columns(layer, sel, lay.flat, field=field, shape=lay.shape)
@@ -156,6 +143,7 @@ def store_dt(layer: Any) -> float | None:
     return float(dt) if isinstance(dt, (int, float)) and not isinstance(dt, bool) else None
 
 
+@per_rank(listed)
 def spike_trains(
     layer: Any,
     steps: Any = None,
@@ -222,16 +210,6 @@ def spike_trains(
     >>> trains = spike_trains(store["output"]["sn1"], dt=1e-3)  # doctest: +SKIP
     >>> rates = [len(t) for t in trains]                         # doctest: +SKIP
     """
-    if rank is not None or _ranks(layer) is not None:
-        return _over_ranks(
-            layer,
-            steps,
-            rank,
-            lambda lay, st: spike_trains(
-                lay, st, dt=dt, neurons=neurons, field=field, time_axis=time_axis
-            ),
-            stack=False,
-        )
     field = 0 if field is None else field
     if dt is None:
         dt = store_dt(layer) or 1.0
@@ -258,6 +236,7 @@ def spike_trains(
     return list(trains)
 
 
+@per_rank()
 def traces(
     layer: Any,
     neurons: Any,
@@ -291,13 +270,6 @@ def traces(
     --------
     >>> v = traces(store["v"]["sn1"], neurons=[0, 5, 9])  # doctest: +SKIP
     """
-    if rank is not None or _ranks(layer) is not None:
-        return _over_ranks(  # type: ignore[no-any-return]
-            layer,
-            steps,
-            rank,
-            lambda lay, st: traces(lay, neurons, st, time_axis=time_axis, field=field),
-        )
     sel = step_selection(layer, steps)
     lay = _layout(layer, _field(layer, field), sel, neurons, time_axis)
     vals = _columns(layer, sel, lay.flat, field=field, shape=lay.shape)

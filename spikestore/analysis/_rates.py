@@ -14,8 +14,8 @@ import torch
 
 from ..reader import FieldReader
 from ..summary import COLUMNS, SUMMARY, SUMMARY_AXIS0
-from ._ranks import _over_ranks
-from ._select import _field, _field_index, _ranks, _where, step_selection
+from ._ranks import per_rank
+from ._select import _field, _where, field_index, step_selection
 from ._shapes import _plan
 
 __all__ = ["summary", "firing_rate", "mean_rate"]
@@ -24,6 +24,7 @@ __all__ = ["summary", "firing_rate", "mean_rate"]
 _STAT = {name: i for i, name in enumerate(COLUMNS)}
 
 
+@per_rank()
 def summary(
     layer: Any,
     steps: Any = None,
@@ -61,10 +62,6 @@ def summary(
     >>> s = spikestore.open("run.spikes")              # doctest: +SKIP
     >>> counts = summary(s["output"]["sn1"])[:, 1]     # doctest: +SKIP
     """
-    if rank is not None or _ranks(layer) is not None:
-        return _over_ranks(  # type: ignore[no-any-return]
-            layer, steps, rank, lambda lay, st: summary(lay, st, field=field, axis0=axis0)
-        )
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
     if sel.size == 0:
@@ -76,7 +73,7 @@ def summary(
     if axis0 and fld.has_summary(SUMMARY):
         # The field never recorded a tensor of rank >= 2.
         raise ValueError(f"layer {layer.name!r} has no records of rank >= 2 (no time axis)")
-    return _summary_decoded(layer, sel, _field_index(layer, field), axis0)
+    return _summary_decoded(layer, sel, field_index(layer, field), axis0)
 
 
 def _axis0_len(layer: Any, fld: FieldReader) -> int:
@@ -126,17 +123,18 @@ def mean_rate(layer: Any, field: int | str = 0, *, rank: int | None = None) -> A
     rank over the steps every rank has (NaN for None), or with ``rank=`` that
     rank's float over all its steps.
     """
-    if rank is not None or _ranks(layer) is not None:
-        rates = _over_ranks(
-            layer, None, rank, lambda lay, st: _mean_rate(lay, st, field), stack=False
-        )
-        if rank is not None:
-            return rates
-        return np.array([np.nan if r is None else r for r in rates], dtype=np.float64)
-    return _mean_rate(layer, None, field)
+    return _mean_rate(layer, None, field, rank=rank)
 
 
-def _mean_rate(layer: Any, steps: Any, field: int | str) -> float | None:
+def _rates(layer: Any, rates: list[float | None]) -> np.ndarray:
+    """The ranks' mean rates as a float64 array, NaN for None."""
+    return np.array([np.nan if r is None else r for r in rates], dtype=np.float64)
+
+
+@per_rank(_rates)
+def _mean_rate(layer: Any, steps: Any, field: int | str, *, rank: int | None = None) -> Any:
+    """Spikes per element over ``steps`` from the stored summary, or None: a float (for
+    a ranked layer without ``rank``, one per rank as an array)."""
     fld = _field(layer, field)
     sel = step_selection(layer, steps)
     s = fld.summary(SUMMARY, sel) if sel.size else None
@@ -146,6 +144,7 @@ def _mean_rate(layer: Any, steps: Any, field: int | str) -> float | None:
     return float(np.nansum(s[:, _STAT["sum"]])) / total if total else None
 
 
+@per_rank()
 def firing_rate(
     layer: Any,
     steps: Any = None,
@@ -178,13 +177,6 @@ def firing_rate(
     --------
     >>> rate = firing_rate(spikestore.open("run.spikes")["output"]["sn1"])  # doctest: +SKIP
     """
-    if rank is not None or _ranks(layer) is not None:
-        return _over_ranks(  # type: ignore[no-any-return]
-            layer,
-            steps,
-            rank,
-            lambda lay, st: firing_rate(lay, st, over=over, field=field, time_axis=time_axis),
-        )
     if over == "step":
         s = summary(layer, steps, field=field)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -1,6 +1,12 @@
 """Selection: the steps, fields, time axis, ranks and neurons a call of
 :mod:`spikestore.analysis` names, turned into indices.
 
+Its ``__all__`` is the package's helper contract: :func:`step_selection` and
+:func:`neuron_ids` are public (``spikestore.analysis`` re-exports them); the other
+names in ``__all__`` (rank, field, time axis and axis-name helpers) are how
+:mod:`spikestore.plot` and :mod:`spikestore.export` read a layer the way analysis
+does, without a copy. Names with a leading underscore stay inside the package.
+
 Every function here runs in the caller's thread and keeps no state.
 """
 
@@ -16,7 +22,16 @@ import torch
 
 from ..reader import FieldReader, step_indices
 
-__all__ = ["step_selection", "neuron_ids"]
+__all__ = [
+    "step_selection",
+    "neuron_ids",
+    "ranks_of",
+    "pick_rank",
+    "one_rank",
+    "field_index",
+    "record_dims",
+    "time_axis_of",
+]
 
 
 def _where(layer: Any) -> str:
@@ -42,7 +57,7 @@ def step_selection(layer: Any, steps: Any = None) -> np.ndarray:
     return step_indices(steps, len(layer), where=_where(layer))[0]
 
 
-def _ranks(layer: Any) -> list[int] | None:
+def ranks_of(layer: Any) -> list[int] | None:
     """The ranks of a layer of a ranked store
     (:class:`~spikestore.reader.RankedLayerReader`); None for any other layer."""
     ranks = getattr(layer, "ranks", None)
@@ -50,16 +65,33 @@ def _ranks(layer: Any) -> list[int] | None:
         return None
     return list(ranks)
 
-def _pick_rank(layer: Any, rank: int | None) -> Any:
+
+def pick_rank(layer: Any, rank: int | None) -> Any:
     """``layer``, or with ``rank`` given that rank's layer of a ranked layer."""
     if rank is None:
         return layer
-    if _ranks(layer) is None:
+    if ranks_of(layer) is None:
         raise ValueError(f"rank={rank!r}: layer {layer.name!r} is not a layer of a ranked store")
     return layer.layer(rank)
 
 
-def _field_index(layer: Any, field: int | str) -> int:
+def one_rank(layer: Any, rank: int | None) -> Any:
+    """One rank's layer, for what reads a single rank (a plot): as :func:`pick_rank`,
+    but a layer of a ranked store needs ``rank``, one of its ranks (a ValueError
+    naming them otherwise)."""
+    ranks = ranks_of(layer)
+    if ranks is not None and (rank is None or rank not in ranks):
+        where = f"layer {layer.monitor!r}/{layer.name!r}"
+        if rank is None:
+            raise ValueError(
+                f"{where} is a layer of a ranked store (ranks {ranks}): pass rank= to "
+                "choose one rank"
+            )
+        raise ValueError(f"rank={rank!r}: {where} has ranks {ranks}")
+    return pick_rank(layer, rank)
+
+
+def field_index(layer: Any, field: int | np.integer | str) -> int:
     """The position of field ``field`` (an int, or a name where the store names fields)."""
     resolve = getattr(layer, "field_index", None)
     if callable(resolve):
@@ -73,7 +105,7 @@ def _field_index(layer: Any, field: int | str) -> int:
 
 
 def _field(layer: Any, field: int | str) -> FieldReader:
-    fld: FieldReader = layer.field(_field_index(layer, field))
+    fld: FieldReader = layer.field(field_index(layer, field))
     return fld
 
 
@@ -85,7 +117,7 @@ def _np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-def _dims(layer: Any, ndim: int, field: int | None = None) -> tuple[str, ...] | None:
+def record_dims(layer: Any, ndim: int, field: int | None = None) -> tuple[str, ...] | None:
     """The names of the record's axes when the store knows them for records of ``ndim``
     (the names of field ``field``'s own axes first, where given)."""
     field_dims = getattr(layer, "field_dims", None)
@@ -107,7 +139,7 @@ def _stored_time_axis(layer: Any, ndim: int) -> int | None:
     t = getattr(layer, "time_axis", None)
     if t is None or isinstance(t, bool) or not -ndim <= int(t) < ndim:
         return None
-    dims = _dims(layer, ndim)
+    dims = record_dims(layer, ndim)
     if dims is not None and "time" in dims and dims.index("time") != int(t) % ndim:
         return None
     fields = getattr(layer, "fields", None)
@@ -118,7 +150,7 @@ def _stored_time_axis(layer: Any, ndim: int) -> int | None:
     return int(t) % ndim
 
 
-def _time(layer: Any, time_axis: Any, shape: tuple[int, ...]) -> int | None:
+def time_axis_of(layer: Any, time_axis: Any, shape: tuple[int, ...]) -> int | None:
     """The record axis a ``time_axis`` argument names for records of ``shape``, or None."""
     if time_axis is None:
         return _stored_time_axis(layer, len(shape))
@@ -141,7 +173,7 @@ def _batch_axis(layer: Any, ndim: int) -> int | None:
     else 1 for a layer whose time axis is 0, else 0 (None for scalars)."""
     if ndim == 0:
         return None
-    dims = _dims(layer, ndim)
+    dims = record_dims(layer, ndim)
     if dims is not None and "batch" in dims:
         return dims.index("batch")
     return 1 if _stored_time_axis(layer, ndim) == 0 and ndim > 1 else 0

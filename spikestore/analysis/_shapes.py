@@ -1,5 +1,7 @@
 """Shapes: the shape a selection of steps is read at (mixed shapes, the batch axis),
-and how a neuron selection lays out over it.
+and how a neuron selection lays out over it. :func:`shapes`, :func:`record_shape`
+and :func:`unravel` are public; :func:`time_flat` is in ``__all__`` for
+:mod:`spikestore.plot`, which lays neurons out over time the same way.
 
 Every function here runs in the caller's thread and keeps no state.
 """
@@ -11,20 +13,20 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..reader import FieldReader
-from ._ranks import _over_ranks
+from ._ranks import per_rank
 from ._select import (
     _batch_axis,
-    _dims,
     _field,
-    _pick_rank,
-    _ranks,
-    _time,
     _where,
     neuron_ids,
+    pick_rank,
+    ranks_of,
+    record_dims,
     step_selection,
+    time_axis_of,
 )
 
-__all__ = ["shapes", "record_shape", "unravel"]
+__all__ = ["shapes", "record_shape", "unravel", "time_flat"]
 
 
 def _tensor_shapes(fld: FieldReader) -> list[tuple[int, ...]]:
@@ -123,7 +125,7 @@ def _plan(
         union = (*shapes_[0][:b], widest, *shapes_[0][b + 1 :])
         if pad:
             return union, True
-        dims = _dims(layer, ndim)
+        dims = record_dims(layer, ndim)
         axis = f"axis {b}" + (f" ({dims[b]!r})" if dims else "")
         raise ValueError(
             f"{_where(layer)}: the selected steps have several batch sizes ({_listing(groups)}); "
@@ -131,7 +133,7 @@ def _plan(
             f"(spikestore.analysis.shapes(layer) lists them), or pad=True to pad the batch "
             f"axis ({axis}) to {widest} with NaN"
         )
-    dims = _dims(layer, ndim)
+    dims = record_dims(layer, ndim)
     named = f" (dims {dims})" if dims else ""
     raise ValueError(
         f"{_where(layer)}: the selected steps recorded tensors of several shapes{named} "
@@ -159,13 +161,24 @@ def shapes(
     >>> for shape, st in shapes(store["output"]["sn1"]):           # doctest: +SKIP
     ...     counts = spike_counts(store["output"]["sn1"], st)      # doctest: +SKIP
     """
-    if _ranks(layer) is not None:
+    if ranks_of(layer) is not None:
         raise TypeError(f"layer {layer.name!r} is a ranked layer: pass layer.layer(rank)")
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
     return _groups(fld, sel)
 
 
+def _one_shape(layer: Any, found: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """The ranks' one record shape; a ValueError when they recorded several."""
+    if len(set(found)) != 1:
+        raise ValueError(
+            f"layer {layer.name!r}: ranks {layer.ranks} recorded shapes {found}; "
+            "choose a rank with rank="
+        )
+    return found[0]
+
+
+@per_rank(_one_shape)
 def record_shape(
     layer: Any, field: int | str = 0, *, steps: Any = None, rank: int | None = None
 ) -> tuple[int, ...]:
@@ -179,18 +192,6 @@ def record_shape(
     raise ValueError, and so does a ranked layer whose ranks recorded different
     shapes (pick one with ``rank=``). The shape never includes the rank axis.
     """
-    if rank is not None or _ranks(layer) is not None:
-        found = _over_ranks(
-            layer, steps, rank, lambda lay, st: record_shape(lay, field, steps=st), stack=False
-        )
-        if rank is not None:
-            return found  # type: ignore[no-any-return]
-        if len(set(found)) != 1:
-            raise ValueError(
-                f"layer {layer.name!r}: ranks {layer.ranks} recorded shapes {found}; "
-                "choose a rank with rank="
-            )
-        return found[0]  # type: ignore[no-any-return]
     sel = step_selection(layer, steps)
     return _plan(layer, _field(layer, field), sel, pad=True)[0]
 
@@ -219,12 +220,12 @@ def _layout(
     layer: Any, fld: FieldReader, sel: np.ndarray, neurons: Any, time_axis: Any
 ) -> _Layout:
     shape, _ = _plan(layer, fld, sel, pad=True)
-    axis = _time(layer, time_axis, shape)
+    axis = time_axis_of(layer, time_axis, shape)
     if axis is None:
         t_len, rest = 1, shape
     else:
         t_len, rest = shape[axis], shape[:axis] + shape[axis + 1 :]
-    dims = _dims(layer, len(shape))
+    dims = record_dims(layer, len(shape))
     rest_dims = None if dims is None else tuple(d for i, d in enumerate(dims) if i != axis)
     if axis is None:
         where = f"{_where(layer)} (no time axis)"
@@ -241,10 +242,10 @@ def _layout(
         raise
     if axis is None:
         return _Layout(shape, None, 1, rest, ids, ids)
-    return _Layout(shape, axis, t_len, rest, ids, _time_flat(shape, axis, ids))
+    return _Layout(shape, axis, t_len, rest, ids, time_flat(shape, axis, ids))
 
 
-def _time_flat(shape: tuple[int, ...], axis: int, ids: np.ndarray) -> np.ndarray:
+def time_flat(shape: tuple[int, ...], axis: int, ids: np.ndarray) -> np.ndarray:
     """Flat indices into records of ``shape`` of every ``(t, neuron)``, t-major, for
     neurons ``ids`` numbered in the record without axis ``axis``."""
     t_len = shape[axis]
@@ -279,8 +280,8 @@ def unravel(
     >>> batch, neuron = unravel(store["output"]["sn1"], n).T  # doctest: +SKIP
     """
     shape = record_shape(layer, field, steps=steps, rank=rank)
-    one = _pick_rank(layer, rank)
-    axis = _time(one, time_axis, shape)
+    one = pick_rank(layer, rank)
+    axis = time_axis_of(one, time_axis, shape)
     rest = shape if axis is None else shape[:axis] + shape[axis + 1 :]
     flat = neuron_ids(ids, rest, where=_where(layer))
     if not rest:

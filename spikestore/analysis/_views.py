@@ -16,9 +16,17 @@ from typing import Any
 import numpy as np
 
 from ..format import SPIKE_ENCODING
-from ._ranks import _over_ranks
+from ._ranks import per_rank
 from ._read import _blocks, _columns
-from ._select import _dims, _field, _field_index, _np_dtype, _pick_rank, _ranks, step_selection
+from ._select import (
+    _field,
+    _np_dtype,
+    field_index,
+    pick_rank,
+    ranks_of,
+    record_dims,
+    step_selection,
+)
 from ._shapes import _field_dtype, _plan
 
 __all__ = ["to_numpy", "to_dask", "to_xarray", "LayerArray", "RankedArray"]
@@ -101,7 +109,7 @@ class LayerArray:
     def __init__(
         self, layer: Any, field: int | str = 0, *, length: int | None = None, pad: bool = False
     ) -> None:
-        if _ranks(layer) is not None:
+        if ranks_of(layer) is not None:
             raise TypeError(
                 f"layer {layer.name!r} is a ranked layer: use RankedArray, or .layer(rank)"
             )
@@ -109,7 +117,7 @@ class LayerArray:
         self.monitor: str = layer.monitor
         self.name: str = layer.name
         self.source = _source_of(layer)
-        self.field = _field_index(layer, field)
+        self.field = field_index(layer, field)
         fld = _field(layer, self.field)
         steps = len(layer)
         if length is not None:
@@ -211,7 +219,7 @@ class RankedArray:
     """
 
     def __init__(self, layer: Any, field: int | str = 0, *, pad: bool = False) -> None:
-        ranks = _ranks(layer)
+        ranks = ranks_of(layer)
         if ranks is None:
             raise TypeError(f"layer {layer.name!r} is not a layer of a ranked store")
         self.ranks = ranks
@@ -272,6 +280,7 @@ class RankedArray:
         return np.stack(parts)
 
 
+@per_rank()
 def to_numpy(
     layer: Any,
     steps: Any = None,
@@ -296,10 +305,6 @@ def to_numpy(
     other axes are always a ValueError: pass ``steps=`` within one shape
     (:func:`shapes` lists them).
     """
-    if rank is not None or _ranks(layer) is not None:
-        return _over_ranks(  # type: ignore[no-any-return]
-            layer, steps, rank, lambda lay, st: to_numpy(lay, st, field=field, pad=pad)
-        )
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
     shape, padded = _plan(layer, fld, sel, pad=pad, what="to_numpy")
@@ -378,9 +383,9 @@ def to_dask(
         raise ImportError(
             "spikestore.analysis.to_dask needs dask: pip install 'dask[array]'"
         ) from exc
-    layer = _pick_rank(layer, rank)
+    layer = pick_rank(layer, rank)
     arr: LayerArray | RankedArray
-    if _ranks(layer) is not None:
+    if ranks_of(layer) is not None:
         arr = RankedArray(layer, field, pad=pad)
         if chunks is None:
             chunks = (1, *_store_chunks(layer.layer(arr.ranks[0]), arr.arrays[0]))
@@ -511,17 +516,17 @@ def to_xarray(
         import xarray as xr
     except ImportError as exc:
         raise ImportError("spikestore.analysis.to_xarray needs xarray: pip install xarray") from exc
-    layer = _pick_rank(layer, rank)
+    layer = pick_rank(layer, rank)
     arr: LayerArray | RankedArray
     lead: tuple[str, ...]
-    if _ranks(layer) is not None:
+    if ranks_of(layer) is not None:
         arr, lead = RankedArray(layer, field, pad=pad), ("rank", "step")
         first = layer.layer(arr.ranks[0])
     else:
         arr, lead, first = LayerArray(layer, field, pad=pad), ("step",), layer
     n_rec = len(arr.record_shape)
     if dims is None:
-        stored = _dims(first, n_rec, arr.field)
+        stored = record_dims(first, n_rec, arr.field)
         if stored is None or len(set(stored)) != n_rec or set(stored) & set(lead):
             stored = tuple(f"dim_{i}" for i in range(n_rec))
         names = (*lead, *stored)
