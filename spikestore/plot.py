@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from . import analysis
+from .analysis._select import field_index, one_rank, ranks_of, record_dims, time_axis_of
+from .analysis._shapes import time_flat
 from .reader import LayerReader, RankedLayerReader
 from .summary import COLUMNS
 
@@ -61,32 +63,11 @@ def _axes(ax: Any, figsize: tuple[float, float] | None = None) -> tuple[Any, boo
     return ax, True
 
 
-def _one_rank(layer: Any, rank: int | None) -> Any:
-    """``layer``, or the layer of rank ``rank`` of a ranked store's layer: a plot
-    draws one rank (the ranks' steps are separate runs of the same network)."""
-    if isinstance(layer, RankedLayerReader):
-        if rank is None:
-            raise ValueError(
-                f"layer {layer.monitor!r}/{layer.name!r} is a layer of a ranked store "
-                f"(ranks {layer.ranks}): pass rank= to plot one rank"
-            )
-        if rank not in layer.ranks:
-            raise ValueError(
-                f"rank={rank!r}: layer {layer.monitor!r}/{layer.name!r} has ranks {layer.ranks}"
-            )
-        return layer.layer(rank)
-    if rank is not None and isinstance(layer, LayerReader):
-        raise ValueError(
-            f"rank={rank!r}: layer {layer.monitor!r}/{layer.name!r} is not a layer of a "
-            "ranked store"
-        )
-    return layer
-
-
 def _named(layers: Any, rank: int | None = None) -> list[tuple[str, Any]]:
     """(label, LayerReader) pairs from a MonitorReader/dict, a list, or one layer,
     in the order given (a MonitorReader's own order); of rank ``rank`` for a ranked
-    store's layers."""
+    store's layers (a plot draws one rank: the ranks' steps are separate runs of the
+    same network)."""
     if isinstance(layers, Mapping):
         named = [(str(k), v) for k, v in layers.items()]
     elif isinstance(layers, (LayerReader, RankedLayerReader)):
@@ -97,22 +78,7 @@ def _named(layers: Any, rank: int | None = None) -> list[tuple[str, Any]]:
         raise TypeError(
             f"expected layers (a monitor, dict, list or one layer), got {type(layers)}"
         )
-    return [(name, _one_rank(lay, rank)) for name, lay in named]
-
-
-def _field(layer: Any, field: Any) -> int:
-    """The position of ``field`` (a position, or a field name the reader knows)."""
-    if isinstance(field, (int, np.integer)) and not isinstance(field, bool):
-        return int(field)
-    resolve = getattr(layer, "field_index", None)
-    if resolve is not None:
-        return int(resolve(field))
-    if isinstance(field, str) and field.isdigit():
-        return int(field)
-    raise ValueError(
-        f"field {field!r} of layer {layer.name!r}: give the field's position "
-        f"(0..{len(layer.fields) - 1})"
-    )
+    return [(name, one_rank(lay, rank)) for name, lay in named]
 
 
 def _field_name(layer: Any, field: int) -> str | None:
@@ -125,23 +91,6 @@ def _field_name(layer: Any, field: int) -> str | None:
     return f"field {field}"
 
 
-def _axis(layer: Any, time_axis: bool | int | None, shape: tuple[int, ...]) -> int | None:
-    """The record axis that is time, from a plot's ``time_axis`` argument."""
-    if time_axis is None:
-        axis = layer.time_axis
-        if axis is None or not shape:
-            return None
-    elif time_axis is False:
-        return None
-    else:
-        axis = 0 if time_axis is True else int(time_axis)
-        if not shape:
-            raise ValueError(f"layer {layer.name!r} records scalars; there is no time axis")
-    if not -len(shape) <= axis < len(shape):
-        raise ValueError(f"time_axis {axis} is not an axis of records of shape {shape}")
-    return axis % len(shape)
-
-
 def _columns(
     shape: tuple[int, ...], axis: int | None, neurons: Any
 ) -> tuple[int, tuple[int, ...], np.ndarray, np.ndarray]:
@@ -150,24 +99,19 @@ def _columns(
     if axis is None:
         ids = analysis.neuron_ids(neurons, shape)
         return 1, shape, ids, ids
-    t_len = shape[axis]
     rest = shape[:axis] + shape[axis + 1 :]
     ids = analysis.neuron_ids(neurons, rest)
-    nd = np.unravel_index(ids, rest) if rest else ()
-    t = np.broadcast_to(np.arange(t_len)[:, None], (t_len, len(ids)))
-    parts = [np.broadcast_to(a[None, :], (t_len, len(ids))) for a in nd]
-    parts.insert(axis, t)
-    flat = np.ravel_multi_index(tuple(parts), shape).reshape(-1)
-    return t_len, rest, ids, flat
+    return shape[axis], rest, ids, time_flat(shape, axis, ids)
 
 
-def _dims(layer: Any, shape: tuple[int, ...], axis: int | None) -> tuple[str, ...] | None:
+def _dims(
+    layer: Any, shape: tuple[int, ...], axis: int | None, field: int
+) -> tuple[str, ...] | None:
     """Names of the neuron axes (the record's axes without time), when the reader knows them."""
-    dims = getattr(layer, "dims", None)
-    if dims is None or len(dims) != len(shape):
-        return None
-    names = tuple(str(d) for d in dims)
-    return names if axis is None else names[:axis] + names[axis + 1 :]
+    names = record_dims(layer, len(shape), field)
+    if names is None or axis is None:
+        return names
+    return names[:axis] + names[axis + 1 :]
 
 
 def _neuron_label(rest: tuple[int, ...], names: tuple[str, ...] | None) -> str:
@@ -266,12 +210,12 @@ def raster_plot(
     --------
     >>> ax = raster_plot(store["output"]["sn1"], slice(0, 500), range(64))  # doctest: +SKIP
     """
-    layer = _one_rank(layer, rank)
+    layer = one_rank(layer, rank)
     ax, _ = _axes(ax)
-    f = _field(layer, field)
+    f = field_index(layer, field)
     sel = analysis.step_selection(layer, steps)
     shape = analysis.record_shape(layer, f)
-    axis = _axis(layer, time_axis, shape)
+    axis = time_axis_of(layer, time_axis, shape)
     t_len, rest, ids, _ = _columns(shape, axis, neurons)
     trains = analysis.spike_trains(
         layer,
@@ -310,7 +254,7 @@ def raster_plot(
                 zorder=0,
             )
     ax.set_xlabel(_time_label(layer, axis is not None))
-    ax.set_ylabel(_neuron_label(rest, _dims(layer, shape, axis)))
+    ax.set_ylabel(_neuron_label(rest, _dims(layer, shape, axis, f)))
     what = _field_name(layer, f)
     ax.set_title(f"{layer.name}{' ' + what if what else ''}: {int(counts.sum())} spikes")
     return ax
@@ -375,7 +319,7 @@ def rate_heatmap(
     ax, new = _axes(ax, figsize=(8.0, max(2.5, 1.6 + 0.3 * len(named))))
     rows = []
     for _, lay in named:
-        r = analysis.firing_rate(lay, steps, over=over, field=_field(lay, field))
+        r = analysis.firing_rate(lay, steps, over=over, field=field_index(lay, field))
         rows.append(np.asarray(r, dtype=np.float64).reshape(-1))
     width = max((len(r) for r in rows), default=0)
     grid = np.full((len(rows), width), np.nan)
@@ -479,21 +423,21 @@ def membrane_traces(
     >>> ax = membrane_traces(store["v"]["sn1"], [0, 1, 2], threshold=1.0,   # doctest: +SKIP
     ...                      spikes=store["output"]["sn1"])
     """
-    layer = _one_rank(layer, rank)
-    if isinstance(spikes, RankedLayerReader):
-        spikes = _one_rank(spikes, rank)
+    layer = one_rank(layer, rank)
+    if ranks_of(spikes) is not None:
+        spikes = one_rank(spikes, rank)
     ax, _ = _axes(ax)
-    f = _field(layer, field)
+    f = field_index(layer, field)
     sel = analysis.step_selection(layer, steps)
     shape = analysis.record_shape(layer, f)
-    axis = _axis(layer, time_axis, shape)
+    axis = time_axis_of(layer, time_axis, shape)
     t_len, rest, ids, flat = _columns(shape, axis, neurons)
     vals = analysis.traces(layer, flat, sel, time_axis=False, field=f)
     vals = vals.reshape(len(sel), t_len, len(ids))
     x = _trace_x(sel, t_len, axis)
     y = np.full((*x.shape, len(ids)), np.nan)
     y[:, :t_len] = vals
-    names = _dims(layer, shape, axis)
+    names = _dims(layer, shape, axis, f)
     colors = []
     for j, i in enumerate(ids):
         (line,) = ax.plot(
@@ -554,7 +498,7 @@ def _spike_values(
 ) -> np.ndarray:
     """The spike layer's (or field's) values at the traced (step, t, neuron) columns."""
     if isinstance(spikes, (int, np.integer, str)) and not isinstance(spikes, bool):
-        src, sf = layer, _field(layer, spikes)
+        src, sf = layer, field_index(layer, spikes)
     elif isinstance(spikes, bool):
         raise TypeError("spikes= takes a layer of spikes or a field of this layer, not a bool")
     else:
@@ -608,7 +552,7 @@ def gradient_norms(
     """
     ax, _ = _axes(ax)
     for name, lay in _named(layers, rank):
-        f = _field(lay, field)
+        f = field_index(lay, field)
         sel = analysis.step_selection(lay, steps)
         s = analysis.summary(lay, sel, field=f)
         if np.all((s[:, 0] == 1) | np.isnan(s[:, 0])):

@@ -151,6 +151,13 @@ def test_raster_uses_dimension_names_when_the_reader_has_them(ms: dict, plt) -> 
         def __getattr__(self, name):  # type: ignore[no-untyped-def]
             return getattr(self._lay, name)
 
+        # The reader's names per field and per rank, as analysis.record_dims reads them.
+        def field_dims(self, field):  # type: ignore[no-untyped-def]
+            return self.dims
+
+        def dims_of(self, ndim):  # type: ignore[no-untyped-def]
+            return self.dims if len(self.dims) == ndim else None
+
         def __len__(self) -> int:
             return len(self._lay)
 
