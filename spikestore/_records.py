@@ -11,6 +11,10 @@ the time axis) is checked here with the reader's own check functions, run on the
 metadata the writer would write, so that the writer never stores what its reader
 refuses.
 
+A layer's optional metadata (``dims``, ``units``: :func:`layer_extra`) is checked
+against its first record, and completed for a layer an older writer made without it
+(:func:`settle_extra`).
+
 Thread ownership: functions here are pure (:func:`_layout_ok` caches its answers,
 behind ``functools.lru_cache``'s own lock). A :class:`Schema` belongs to its
 layer's entry in the writer's registry and is read and changed only under that
@@ -24,6 +28,7 @@ import dataclasses
 import functools
 import json
 import operator
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -61,6 +66,8 @@ __all__ = [
     "time_axis_arg",
     "check_time_axis_fits",
     "check_layer_meta",
+    "layer_extra",
+    "settle_extra",
     "segment_keys",
 ]
 
@@ -266,6 +273,102 @@ def check_layer_meta(
             f"{size:,} bytes, more than a layer's zarr.json may hold "
             f"({MAX_NODE_METADATA_BYTES:,}); give shorter dims and units"
         )
+
+
+def layer_extra(
+    leaves: list[Any], tree: dict[str, Any] | None, dims: Any, units: Any, where: str
+) -> dict[str, Any] | None:
+    """A new layer's optional metadata (format 1.5), checked against its first record."""
+    extra: dict[str, Any] = {}
+    if tree is not None:
+        extra["tree"] = tree
+    if dims is not None:
+        per_field = not isinstance(dims, str) and all(
+            d is None or (not isinstance(d, str) and isinstance(d, (list, tuple))) for d in dims
+        )
+        if per_field:
+            if len(dims) != len(leaves):
+                raise RecordError(
+                    f"cannot record {where}: dims has {len(dims)} entries for a record of "
+                    f"{len(leaves)} fields"
+                )
+            names = [_check_dims(d, leaf, where) for d, leaf in zip(dims, leaves, strict=True)]
+        else:
+            first = next((i for i, leaf in enumerate(leaves) if leaf.tensor is not None), 0)
+            names = [None] * len(leaves)
+            names[first] = _check_dims(dims, leaves[first], where)
+        head = next((d for d in names if d is not None), None)
+        if head is not None:
+            extra["dims"] = head
+            if any(d is not None and d != head for d in names):
+                extra["field_dims"] = names
+    if units is not None:
+        if not isinstance(units, str):
+            raise RecordError(f"cannot record {where}: units must be a str, got {units!r}")
+        extra["units"] = units
+    return extra or None
+
+
+def settle_extra(
+    stored: dict[str, Any] | None,
+    given: dict[str, Any] | None,
+    time_axis: int | None,
+    where: str,
+) -> dict[str, Any] | None:
+    """A stored layer's metadata with the ``dims`` and ``units`` it lacks taken from
+    the first record this writer appends to it (a layer an older writer made without
+    them); those it has are kept, with a warning where the new ones differ. Dims for
+    a layer with a time axis must name that axis ``time`` (a monitor's automatic dims
+    for a module it takes as single-step would call it ``batch``)."""
+    extra = dict(stored or {})
+    given = dict(given or {})
+    dims = given.get("dims")
+    if (
+        "dims" not in extra
+        and dims is not None
+        and time_axis is not None
+        and (time_axis >= len(dims) or dims[time_axis] != "time")
+    ):
+        warnings.warn(
+            f"{where}: dims={tuple(dims)!r} do not name the layer's time axis "
+            f"{time_axis} 'time'; the layer keeps no dims",
+            stacklevel=3,
+        )
+        given.pop("dims")
+        given.pop("field_dims", None)
+    groups: tuple[tuple[str, ...], ...] = (("dims", "field_dims"), ("units",))
+    for keys in groups:
+        new = {k: given[k] for k in keys if k in given}
+        old = {k: extra[k] for k in keys if k in extra}
+        if not new or new == old:
+            continue
+        if keys[0] not in extra:
+            extra.update(new)
+        else:
+            warnings.warn(
+                f"{where}: the layer keeps its stored {keys[0]} {extra[keys[0]]!r}; "
+                f"{keys[0]}={given.get(keys[0])!r} is ignored",
+                stacklevel=3,
+            )
+    return extra or None
+
+
+def _check_dims(dims: Any, leaf: Any, where: str) -> list[str] | None:
+    """A field's axis names, checked against its first value (None: not named)."""
+    if dims is None:
+        return None
+    if isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims):
+        raise RecordError(f"cannot record {where}: dims must be a sequence of names")
+    dims = list(dims)
+    if len(set(dims)) != len(dims):
+        raise RecordError(f"cannot record {where}: dims {dims} repeat a name")
+    t = leaf.tensor
+    if t is not None and t.dim() != len(dims):
+        raise RecordError(
+            f"cannot record {where}: dims {dims} name {len(dims)} axes, the record has "
+            f"{t.dim()} (shape {tuple(t.shape)})"
+        )
+    return dims
 
 
 def segment_keys(staged: Staged) -> tuple[tuple[Any, ...], ...]:

@@ -28,8 +28,10 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .format import (
     FORMAT_NAME,
     LEASE_DIR,
@@ -43,7 +45,17 @@ from .format import (
     root_ranks,
 )
 
-__all__ = ["RankPlan", "plan", "distributed_rank", "check_root", "finish_root"]
+if TYPE_CHECKING:
+    from .storage import Mode, Storage
+
+__all__ = [
+    "RankPlan",
+    "plan",
+    "distributed_rank",
+    "check_root",
+    "finish_root",
+    "open_ranked",
+]
 
 
 def distributed_rank() -> tuple[int, int] | None:
@@ -266,6 +278,64 @@ def finish_root(
             for n in names:
                 if rank_of_key(n) is None and _is_monitor(store, n):
                     _sync(store.delete_dir(n))
+
+
+def open_ranked(
+    p: RankPlan,
+    mode: Mode,
+    path: Any,
+    store: Any,
+    durable: bool,
+    storage_options: dict[str, Any] | None,
+    lease_timeout: float | None,
+) -> tuple[str, tuple[Storage, Any, Mode] | None]:
+    """Open this rank's store in a ranked store: check the root, take this rank's
+    folder, then write the root's metadata. Returns how messages name the root, and
+    ``(storage, zarr store, zarr mode)``, or None on a rank that does not record."""
+    from . import storage as st
+    from .storage import storage_for
+
+    if (path is None) == (store is None):
+        raise ValueError("pass exactly one of path and store")
+
+    def storage_at(key: str | None) -> Storage:
+        """The storage of the root's folder ``key`` (None: the root itself)."""
+        if path is not None and st.is_url(str(path)):
+            url = str(path).rstrip("/") + (f"/{key}" if key else "")
+            return storage_for(
+                url, None, durable=False, storage_options=storage_options,
+                lease_timeout=lease_timeout,
+            )  # fmt: skip
+        if path is not None and key:
+            # A rank's folder is a node of the ranked store: never a link followed.
+            return st.LocalStorage(Path(path) / key, durable=durable, within=Path(path))
+        if path is not None:
+            return storage_for(Path(path), None, durable=durable)
+        sub = st.prefixed(store, key) if key else store
+        return storage_for(None, sub, durable=False, lease_timeout=lease_timeout)
+
+    if path is not None and st.is_url(str(path)):
+        root_store = st.url_store(str(path), storage_options=storage_options)
+        where = str(path)
+    elif path is not None:
+        root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise FileExistsError(f"{root} exists and is not a directory")
+        root.mkdir(parents=True, exist_ok=True)
+        root_store, where = st.ConfinedLocalStore(root), str(root)
+    else:
+        root_store, where = st.confined(store), repr(store)
+    if not p.active:
+        return where, None
+    check_root(root_store, p, mode, where)
+    storage = storage_at(p.key)
+    zstore, zmode = storage.open(mode)  # this rank's lock from here on
+    try:
+        finish_root(root_store, p, mode, f"spikestore {__version__}", where, storage_at)
+    except BaseException:
+        storage.abort()
+        raise
+    return where, (storage, zstore, zmode)
 
 
 #: Seconds a rank waits for the lowest recorded rank to replace a store of one process.

@@ -23,31 +23,30 @@ import numbers
 import os
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 from ._commit import Sink, fresh_root, list_layers, load_layer, open_root
 from ._exit import track as track_for_exit
 from ._lease import check_timeout as check_lease_timeout
-from ._records import check_layer_meta, check_time_axis_fits, flatten, time_axis_arg
+from ._records import (
+    check_layer_meta,
+    check_time_axis_fits,
+    flatten,
+    layer_extra,
+    settle_extra,
+    time_axis_arg,
+)
+from ._run import check_run_size, json_object, json_size, open_run
 from ._segments import SegmentOptions
 from ._staging import Staged, stage
 from ._version import __version__
 from ._worker import Item, Registry, Worker
 from .codecs import COMPRESSORS, LEVELS, time_last
 from .errors import RecordError, StoreLockedError, WriteError
-from .format import (
-    LOCK_FILE,
-    MAX_METADATA_BYTES,
-    METADATA_EXPANSION,
-    FormatError,
-    check_attrs_depth,
-    check_run_attrs,
-)
-from .ranks import check_root, finish_root
+from .format import LOCK_FILE
+from .ranks import open_ranked
 from .ranks import plan as rank_plan
 from .storage import Mode, Storage, storage_for
 
@@ -55,22 +54,6 @@ __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK
 
 _trim_fn: Any = False  # not looked up yet
 _INT64 = (-(2**63), 2**63 - 1)
-def _json_size(obj: Any) -> int:
-    return len(json.dumps(obj, separators=(",", ":")))
-
-
-def _check_run_size(attrs_bytes: int, marks_bytes: int, what: str) -> None:
-    """Refuse, at the call, a run description the root's ``zarr.json`` could not hold
-    (readers refuse one longer than ``format.MAX_METADATA_BYTES``)."""
-    need = (attrs_bytes + marks_bytes) * METADATA_EXPANSION
-    if need > MAX_METADATA_BYTES:
-        raise ValueError(
-            f"{what}: the run description (attrs {attrs_bytes:,} bytes and marks "
-            f"{marks_bytes:,} bytes of compact JSON, up to {need / 2**20:.0f} MiB as Zarr "
-            f"writes it) would not fit in the store's root metadata (at most "
-            f"{MAX_METADATA_BYTES >> 20} MiB); marks are for epochs and phases, attrs for "
-            "settings: record per-step values with append"
-        )
 
 #: The longest ``flush_interval`` (one day): records wait at most that long for their
 #: commit. Far below ``threading.TIMEOUT_MAX``, past which the writer thread's timed
@@ -107,141 +90,6 @@ def _shutdown(worker: Worker, storage: Storage) -> None:
     # In a forked child the writer thread does not exist and its locks may be held:
     # touch nothing but the child's copy of the lock descriptor.
     storage.release()
-
-
-def _json_object(obj: Any, what: str) -> dict[str, Any]:
-    """``obj`` as a JSON object (a copy), or a clear error; no deeper than the reader
-    takes (``spikestore.format.MAX_ATTRS_DEPTH``)."""
-    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
-        raise TypeError(f"{what} must be a dict with str keys, got {type(obj).__name__}")
-    try:
-        # Before json.dumps, which recurses (a RecursionError a few hundred levels down).
-        check_attrs_depth(obj, what)
-    except FormatError as exc:
-        raise ValueError(f"{exc} (or it holds itself); a reader would ignore them") from None
-    try:
-        out = json.loads(json.dumps(obj, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{what} must hold JSON values only (str, numbers, lists, dicts): {exc}"
-        ) from None
-    return cast(dict[str, Any], out)
-
-
-def _open_run(
-    root: Any, where: str, attrs: dict[str, Any], dt: float | None, time_unit: str | None
-) -> dict[str, Any]:
-    """The run description: the store's (appending) with this writer's changes."""
-    run = check_run_attrs(dict(root.attrs), where)
-    if dt is not None and time_unit is None:
-        time_unit = run["time_unit"] or "s"
-    for name, new in (("dt", dt), ("time_unit", time_unit)):
-        old = run[name]
-        if new is not None and old is not None and new != old:
-            raise ValueError(
-                f"{where} was recorded with {name}={old!r}; appending with {name}={new!r} "
-                "would mislabel its steps (record into a new store)"
-            )
-        if new is not None:
-            run[name] = float(new) if name == "dt" else new
-    run["attrs"].update(attrs)
-    return run
-
-
-def _layer_extra(
-    leaves: list[Any], tree: dict[str, Any] | None, dims: Any, units: Any, where: str
-) -> dict[str, Any] | None:
-    """A new layer's optional metadata (format 1.5), checked against its first record."""
-    extra: dict[str, Any] = {}
-    if tree is not None:
-        extra["tree"] = tree
-    if dims is not None:
-        per_field = not isinstance(dims, str) and all(
-            d is None or (not isinstance(d, str) and isinstance(d, (list, tuple))) for d in dims
-        )
-        if per_field:
-            if len(dims) != len(leaves):
-                raise RecordError(
-                    f"cannot record {where}: dims has {len(dims)} entries for a record of "
-                    f"{len(leaves)} fields"
-                )
-            names = [_check_dims(d, leaf, where) for d, leaf in zip(dims, leaves, strict=True)]
-        else:
-            first = next((i for i, leaf in enumerate(leaves) if leaf.tensor is not None), 0)
-            names = [None] * len(leaves)
-            names[first] = _check_dims(dims, leaves[first], where)
-        head = next((d for d in names if d is not None), None)
-        if head is not None:
-            extra["dims"] = head
-            if any(d is not None and d != head for d in names):
-                extra["field_dims"] = names
-    if units is not None:
-        if not isinstance(units, str):
-            raise RecordError(f"cannot record {where}: units must be a str, got {units!r}")
-        extra["units"] = units
-    return extra or None
-
-
-def _settle_extra(
-    stored: dict[str, Any] | None,
-    given: dict[str, Any] | None,
-    time_axis: int | None,
-    where: str,
-) -> dict[str, Any] | None:
-    """A stored layer's metadata with the ``dims`` and ``units`` it lacks taken from
-    the first record this writer appends to it (a layer an older writer made without
-    them); those it has are kept, with a warning where the new ones differ. Dims for
-    a layer with a time axis must name that axis ``time`` (a monitor's automatic dims
-    for a module it takes as single-step would call it ``batch``)."""
-    extra = dict(stored or {})
-    given = dict(given or {})
-    dims = given.get("dims")
-    if (
-        "dims" not in extra
-        and dims is not None
-        and time_axis is not None
-        and (time_axis >= len(dims) or dims[time_axis] != "time")
-    ):
-        warnings.warn(
-            f"{where}: dims={tuple(dims)!r} do not name the layer's time axis "
-            f"{time_axis} 'time'; the layer keeps no dims",
-            stacklevel=3,
-        )
-        given.pop("dims")
-        given.pop("field_dims", None)
-    groups: tuple[tuple[str, ...], ...] = (("dims", "field_dims"), ("units",))
-    for keys in groups:
-        new = {k: given[k] for k in keys if k in given}
-        old = {k: extra[k] for k in keys if k in extra}
-        if not new or new == old:
-            continue
-        if keys[0] not in extra:
-            extra.update(new)
-        else:
-            warnings.warn(
-                f"{where}: the layer keeps its stored {keys[0]} {extra[keys[0]]!r}; "
-                f"{keys[0]}={given.get(keys[0])!r} is ignored",
-                stacklevel=3,
-            )
-    return extra or None
-
-
-def _check_dims(dims: Any, leaf: Any, where: str) -> list[str] | None:
-    """A field's axis names, checked against its first value (None: not named)."""
-    if dims is None:
-        return None
-    if isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims):
-        raise RecordError(f"cannot record {where}: dims must be a sequence of names")
-    dims = list(dims)
-    if len(set(dims)) != len(dims):
-        raise RecordError(f"cannot record {where}: dims {dims} repeat a name")
-    t = leaf.tensor
-    if t is not None and t.dim() != len(dims):
-        raise RecordError(
-            f"cannot record {where}: dims {dims} name {len(dims)} axes, the record has "
-            f"{t.dim()} (shape {tuple(t.shape)})"
-        )
-    return dims
 
 
 class StoreWriter:
@@ -425,7 +273,7 @@ class StoreWriter:
         dt: float | None = None,
         time_unit: str | None = None,
     ) -> None:
-        run_attrs = _json_object(attrs or {}, "attrs")
+        run_attrs = json_object(attrs or {}, "attrs")
         if dt is not None and (
             isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf
         ):
@@ -497,10 +345,12 @@ class StoreWriter:
         self._plan = rank_plan(ranks)
         self._active = self._plan is None or self._plan.active
         if self._plan is not None:
-            opened = self._open_ranked(path, store, durable, storage_options, lease_timeout)
+            root_where, opened = open_ranked(
+                self._plan, mode, path, store, durable, storage_options, lease_timeout
+            )
             if opened is None:  # this rank does not record
                 self.path = None
-                self._where = f"{self._root_where} (rank {self._plan.rank} does not record)"
+                self._where = f"{root_where} (rank {self._plan.rank} does not record)"
                 return
             self._storage, zstore, zmode = opened
         else:
@@ -523,10 +373,10 @@ class StoreWriter:
                 # The old store's nodes are gone; its root metadata is replaced in one write.
                 fresh_root(root, created_by)
             self._root = root
-            self._run = _open_run(root, where, run_attrs, dt, time_unit)
-            self._attrs_bytes = _json_size(self._run["attrs"])  # under _run_lock
-            self._marks_bytes = _json_size(self._run["marks"])  # under _run_lock
-            _check_run_size(self._attrs_bytes, self._marks_bytes, "attrs")
+            self._run = open_run(root, where, run_attrs, dt, time_unit)
+            self._attrs_bytes = json_size(self._run["attrs"])  # under _run_lock
+            self._marks_bytes = json_size(self._run["marks"])  # under _run_lock
+            check_run_size(self._attrs_bytes, self._marks_bytes, "attrs")
             opts = SegmentOptions(
                 compressor,
                 level,
@@ -570,65 +420,6 @@ class StoreWriter:
         self._finalizer.atexit = False
         storage = self._storage
         track_for_exit(self, self._worker, lambda: storage.owned)
-
-    def _open_ranked(
-        self,
-        path: Any,
-        store: Any,
-        durable: bool,
-        storage_options: dict[str, Any] | None,
-        lease_timeout: float | None,
-    ) -> tuple[Storage, Any, Mode] | None:
-        """Open this rank's store in a ranked store (see :mod:`spikestore.ranks`):
-        check the root, take this rank's folder, then write the root's metadata.
-        Returns ``(storage, zarr store, zarr mode)``, or None on a rank that does not
-        record."""
-        from . import storage as st
-
-        p = self._plan
-        assert p is not None
-        if (path is None) == (store is None):
-            raise ValueError("pass exactly one of path and store")
-
-        def storage_at(key: str | None) -> Storage:
-            """The storage of the root's folder ``key`` (None: the root itself)."""
-            if path is not None and st.is_url(str(path)):
-                url = str(path).rstrip("/") + (f"/{key}" if key else "")
-                return storage_for(
-                    url, None, durable=False, storage_options=storage_options,
-                    lease_timeout=lease_timeout,
-                )  # fmt: skip
-            if path is not None and key:
-                # A rank's folder is a node of the ranked store: never a link followed.
-                return st.LocalStorage(Path(path) / key, durable=durable, within=Path(path))
-            if path is not None:
-                return storage_for(Path(path), None, durable=durable)
-            sub = st.prefixed(store, key) if key else store
-            return storage_for(None, sub, durable=False, lease_timeout=lease_timeout)
-
-        if path is not None and st.is_url(str(path)):
-            root_store = st.url_store(str(path), storage_options=storage_options)
-            where = str(path)
-        elif path is not None:
-            root = Path(path)
-            if root.exists() and not root.is_dir():
-                raise FileExistsError(f"{root} exists and is not a directory")
-            root.mkdir(parents=True, exist_ok=True)
-            root_store, where = st.ConfinedLocalStore(root), str(root)
-        else:
-            root_store, where = st.confined(store), repr(store)
-        self._root_where = where
-        if not p.active:
-            return None
-        check_root(root_store, p, self.mode, where)
-        storage = storage_at(p.key)
-        zstore, zmode = storage.open(self.mode)  # this rank's lock from here on
-        try:
-            finish_root(root_store, p, self.mode, f"spikestore {__version__}", where, storage_at)
-        except BaseException:
-            storage.abort()
-            raise
-        return storage, zstore, zmode
 
     # ------------------------------------------------------------- properties
     @property
@@ -821,10 +612,10 @@ class StoreWriter:
             extra = entry.extra
             new_layer = entry.schema.structure is None
             if new_layer:
-                extra = _layer_extra(leaves, tree, dims, units, where())
+                extra = layer_extra(leaves, tree, dims, units, where())
             elif not entry.settled:
-                given = _layer_extra(leaves, tree, dims, units, where())
-                extra = _settle_extra(entry.extra, given, axis, where())
+                given = layer_extra(leaves, tree, dims, units, where())
+                extra = settle_extra(entry.extra, given, axis, where())
             if new_layer or not entry.settled:
                 # The reader's own check, on the metadata this record makes the writer
                 # thread write.
@@ -882,10 +673,10 @@ class StoreWriter:
         if not self._active:
             return
         self._check_usable()
-        new = _json_object(attrs, "attrs")
+        new = json_object(attrs, "attrs")
         with self._run_lock:
-            size = _json_size({**self._run["attrs"], **new})
-            _check_run_size(size, self._marks_bytes, "set_attrs")
+            size = json_size({**self._run["attrs"], **new})
+            check_run_size(size, self._marks_bytes, "set_attrs")
             self._attrs_bytes = size
             self._run["attrs"].update(new)
             sink = self._sink
@@ -931,7 +722,7 @@ class StoreWriter:
         with self._run_lock:
             # Checked with the marks so far: METADATA_EXPANSION's margin (the real factor
             # is about 2.2) leaves megabytes for the mark being made.
-            _check_run_size(self._attrs_bytes, self._marks_bytes + _json_size(clean), "mark")
+            check_run_size(self._attrs_bytes, self._marks_bytes + json_size(clean), "mark")
             layers = self._mark_layers
             before = len(layers)
             known = self._marked_layers
@@ -960,7 +751,7 @@ class StoreWriter:
                 if n != last.get(i, 0):  # unchanged layers inherit the previous start
                     at[str(i)] = last[i] = n
             change = ([list(k) for k in layers[before:]], {"values": clean, "at": at})
-            self._marks_bytes += _json_size(change)
+            self._marks_bytes += json_size(change)
             sink = self._sink
             self._worker.post(lambda: sink.change_run(mark=change))
 
