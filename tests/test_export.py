@@ -105,7 +105,7 @@ def test_spike_trains_window_neurons_blocks(
     expected = [exp[i] for i in flat]
     _same(A.spike_trains(layer, slice(lo, hi), neurons=picks), expected)
     # decoded a few values at a time: the same trains
-    monkeypatch.setattr(A, "_TRAIN_BLOCK", 7)
+    monkeypatch.setattr(A._events, "_TRAIN_BLOCK", 7)
     _same(A.spike_trains(layer, slice(lo, hi), neurons=picks), expected)
     _same(A.spike_trains(layer), want)
     # steps out of order: still sorted times
