@@ -28,38 +28,27 @@ Backends
     (``mode="w"``) deletes its monitors' objects, journaled so that a writer killed
     meanwhile leaves a store that opens and that the next writer finishes clearing.
 
-Stores for URLs
----------------
-:func:`url_store` makes the Zarr store for a URL: ``s3://`` through Zarr's
-``ObjectStore`` (obstore), anything else (or ``s3://`` without obstore) through
-``FsspecStore``. ``storage_options`` follow fsspec's (s3fs's) names, mapped to
-obstore's: ``endpoint_url``, ``key``, ``secret``, ``token``, ``anon``,
-``client_kwargs={"region_name": ...}`` (``region`` also accepted). Options obstore has
-no name for send the URL to ``FsspecStore``. :func:`prefixed` gives the same store
-with every key under a prefix (per-rank sub-stores).
+:func:`storage_for` picks the backend for a writer's ``path`` or ``store`` argument; the
+Zarr store for a URL is made in ``spikestore.storage._urls``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import json
 import os
-import re
 import socket
-import threading
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from zarr.abc.store import Store
-from zarr.storage import LocalStore, WrapperStore
+from zarr.storage import WrapperStore
 
-from . import _lease
-from ._localfs import (
+from .. import _lease
+from .._localfs import (
     ConfinedLocalStore,
     DurableLocalStore,
     check_entry,
@@ -68,32 +57,20 @@ from ._localfs import (
     open_lock_file,
     read_file,
     remove,
-    write_file,
 )
-from .errors import StoreExistsError, StoreLockedError
-from .format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
+from ..errors import StoreExistsError, StoreLockedError
+from ..format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
+from ._cache import CachingStore
+from ._files import _sync
+from ._urls import _file_url_path, _safe_url, confined, is_url, unreachable, url_store
 
 __all__ = [
+    "Mode",
     "Storage",
-    "StoreExistsError",
     "LocalStorage",
     "ZarrStorage",
     "ObjectStorage",
-    "ConfinedLocalStore",
-    "DurableLocalStore",
-    "CachingStore",
     "storage_for",
-    "confined",
-    "write_parts",
-    "file_writer",
-    "delete_prefix",
-    "local_root",
-    "set_many",
-    "unreachable",
-    "is_url",
-    "url_store",
-    "prefixed",
-    "member_keys",
 ]
 
 Mode = Literal["w", "w-", "a"]
@@ -160,17 +137,6 @@ class Storage:
     owner_pid: int | None = None
 
 
-def unreachable(where: str, exc: BaseException) -> OSError:
-    """An object store's own error (obstore's, s3fs's), as an ``OSError`` that says
-    where and what to check."""
-    text = " ".join(str(exc).split())[:500]
-    return OSError(
-        f"{where}: the object store did not answer as expected ({type(exc).__name__}: "
-        f"{text}); check storage_options (endpoint_url, credentials, region) and that the "
-        "bucket exists"
-    )
-
-
 def storage_for(
     path: str | os.PathLike[str] | None,
     store: Any,
@@ -216,15 +182,6 @@ def storage_for(
     return ObjectStorage(confined(store), lease_timeout=lease_timeout)
 
 
-def confined(store: Any) -> Any:
-    """``store``, or for a plain Zarr ``LocalStore`` the same folder as a
-    :class:`~spikestore._localfs.ConfinedLocalStore` (links and special files refused).
-    A subclass of ``LocalStore`` is the caller's own store, used as it is given."""
-    if type(store) is LocalStore:
-        return ConfinedLocalStore(store.root, read_only=store.read_only)
-    return store
-
-
 def _innermost(store: Any) -> Any:
     while isinstance(store, WrapperStore):
         store = store._store
@@ -238,89 +195,6 @@ def _in_process(store: Any) -> bool:
 
     inner = _innermost(store)
     return not isinstance(inner, Store) or isinstance(inner, (MemoryStore, ZipStore))
-
-
-# ------------------------------------------------------------------ local files
-# Every file of a local store is reached through spikestore._localfs: no link below
-# the root is followed, no special file read (a store folder is untrusted input).
-
-
-def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
-    """Write the concatenation of ``parts`` as ``key`` of ``store``, atomically.
-
-    A local store gets the parts streamed into a file (one part in memory at a
-    time), ``fsync``-ed if the store is durable; other stores get one ``set``.
-    """
-    if isinstance(store, CachingStore):
-        store.forget(key)
-        store = store._store
-    if isinstance(store, LocalStore):
-        write_file(Path(str(store.root)), key, parts, durable=getattr(store, "durable", False))
-        return
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    proto = default_buffer_prototype()
-    sync(store.set(key, proto.buffer.from_bytes(b"".join(parts))))
-
-
-def local_root(store: Any) -> Path | None:
-    """The folder whose files are the keys of ``store`` (a ``LocalStore``, perhaps in a
-    :class:`CachingStore`), or None for any other store."""
-    inner = store._store if isinstance(store, CachingStore) else store
-    return Path(str(inner.root)) if isinstance(inner, LocalStore) else None
-
-
-def file_writer(store: Any) -> Callable[[str, Sequence[Any]], None] | None:
-    """A function writing one key of ``store`` as a file made of the given parts
-    (bytes-like), atomically (and ``fsync``-ed if the store is durable), or None if
-    ``store`` does not keep its keys in local files.
-
-    The function may be called from any thread, for different keys at the same time:
-    the encoder threads of a commit write the chunks they encode (see
-    ``spikestore._segments``). Each call forgets what a :class:`CachingStore` held of
-    the key.
-    """
-    cache = store if isinstance(store, CachingStore) else None
-    inner = store._store if cache is not None else store
-    root = local_root(store)
-    if root is None:
-        return None
-    durable = getattr(inner, "durable", False)
-
-    def write(key: str, parts: Sequence[Any]) -> None:
-        if cache is not None:
-            cache.forget(key)
-        write_file(root, key, parts, durable=durable)
-
-    return write
-
-
-def delete_prefix(store: Any, prefix: str) -> None:
-    """Delete every key under ``prefix`` (a node and what it holds): a local store's
-    folder is removed in one go (its parent ``fsync``-ed if the store is durable)."""
-    if isinstance(store, CachingStore):
-        store._forget_prefix(prefix)
-    root = local_root(store)
-    if root is None:
-        _sync(store.delete_dir(prefix))
-        return
-    inner = store._store if isinstance(store, CachingStore) else store
-    remove(root, prefix, durable=getattr(inner, "durable", False))
-
-
-def set_many(store: Any, items: Iterable[tuple[str, bytes]]) -> None:
-    """Write every ``(key, data)`` of ``items`` in one round trip to Zarr's event loop
-    (the writes run concurrently; all have finished when this returns)."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    proto = default_buffer_prototype()
-
-    async def put_all() -> None:
-        await asyncio.gather(*(store.set(k, proto.buffer.from_bytes(v)) for k, v in items))
-
-    sync(put_all())
 
 
 def _node_meta(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -567,382 +441,10 @@ class ZarrStorage(Storage):
             del ZarrStorage._open[id(self.store)]
 
 
-# --------------------------------------------------------------- URLs and prefixes
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
-
-
-def is_url(s: Any) -> bool:
-    """Whether ``s`` is a URL string (``scheme://...``) rather than a local path.
-
-    >>> is_url("s3://bucket/run"), is_url("runs/a.spikes"), is_url("C:/x")
-    (True, False, False)
-    """
-    return isinstance(s, str) and _SCHEME.match(s) is not None
-
-
-def _file_url_path(url: str) -> Path | None:
-    """The local path of a ``file://`` URL, None for other schemes."""
-    if not url.lower().startswith("file://"):
-        return None
-    from urllib.parse import unquote, urlparse
-
-    parsed = urlparse(url)
-    if parsed.netloc not in ("", "localhost"):
-        raise ValueError(f"{url}: only local file:// URLs are supported")
-    return Path(unquote(parsed.path))
-
-
-def _safe_url(url: str) -> str:
-    """``url`` without credentials written into it (``s3://key:secret@bucket``)."""
-    return re.sub(r"://[^/@]*@", "://", url)
-
-
-#: fsspec (s3fs) option names accepted for the same thing under another name.
-_S3_ALIASES = {
-    "aws_access_key_id": "key",
-    "aws_secret_access_key": "secret",
-    "aws_session_token": "token",
-    "region_name": "region",
-}
-
-
-def _s3_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``storage_options`` in s3fs's names (aliases mapped, the region into client_kwargs)."""
-    out = dict(options)
-    for alias, name in _S3_ALIASES.items():
-        if alias in out:
-            out.setdefault(name, out.pop(alias))
-    region = out.pop("region", None)
-    if region is not None:
-        out["client_kwargs"] = {"region_name": region, **out.get("client_kwargs", {})}
-    return out
-
-
-def _obstore_s3_kwargs(options: dict[str, Any]) -> dict[str, Any] | None:
-    """s3fs-style options as obstore ``S3Store`` arguments; None if one has no match."""
-    options = dict(options)
-    client = dict(options.pop("client_kwargs", {}) or {})
-    config: dict[str, Any] = {}
-    names = {"key": "access_key_id", "secret": "secret_access_key", "token": "session_token"}
-    for name, target in names.items():
-        if options.get(name) is not None:
-            config[target] = options.pop(name)
-        options.pop(name, None)
-    endpoint = options.pop("endpoint_url", None) or client.pop("endpoint_url", None)
-    region = client.pop("region_name", None)
-    if options.pop("anon", False):
-        config["skip_signature"] = True
-    if options or client:
-        return None
-    kwargs: dict[str, Any] = {"config": config}
-    if region is not None:
-        config["region"] = region
-    if endpoint is not None:
-        config["endpoint"] = endpoint
-        if str(endpoint).startswith("http://"):
-            kwargs["client_options"] = {"allow_http": True}
-    return kwargs
-
-
-def url_store(
-    url: str, *, storage_options: dict[str, Any] | None = None, read_only: bool = False
-) -> Any:
-    """The Zarr store for a URL (see the module docstring).
-
-    ``s3://bucket/prefix`` gives Zarr's ``ObjectStore`` over obstore's ``S3Store`` when
-    obstore is installed and every option has an obstore name; other URLs, and S3
-    otherwise, ``FsspecStore``; ``file://`` URLs a ``LocalStore``.
-
-    Examples
-    --------
-    >>> opts = {"endpoint_url": "http://127.0.0.1:9000", "key": "k", "secret": "s"}
-    >>> url_store("s3://bucket/run", storage_options=opts)  # doctest: +SKIP
-    ObjectStore(object_store://S3Store(bucket="bucket", prefix="run"))
-    """
-    if not is_url(url):
-        raise ValueError(f"{url!r} is not a URL (scheme://...)")
-    local = _file_url_path(url)
-    if local is not None:
-        return ConfinedLocalStore(local, read_only=read_only)
-    scheme, rest = url.split("://", 1)
-    options = dict(storage_options or {})
-    if scheme.lower() in ("s3", "s3a"):
-        options = _s3_options(options)
-        kwargs = _obstore_s3_kwargs(options)
-        if kwargs is not None and "@" not in rest.split("/", 1)[0]:
-            try:
-                from obstore.store import S3Store
-            except ImportError:
-                pass
-            else:
-                from zarr.storage import ObjectStore
-
-                bucket, _, prefix = rest.partition("/")
-                inner = S3Store(bucket, prefix=prefix.strip("/") or None, **kwargs)
-                return ObjectStore(inner, read_only=read_only)
-        url = f"s3://{rest}"
-    from zarr.storage import FsspecStore
-
-    return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
-
-
-def prefixed(store: Any, prefix: str) -> Any:
-    """``store`` with every key under ``prefix/`` (a sub-store, e.g. per rank).
-
-    Stores that have a root of their own (``LocalStore``, ``FsspecStore``, Zarr's
-    ``ObjectStore`` over obstore's cloud and local stores) are rebuilt with the longer
-    root, wrappers around their wrapped store; others are wrapped in a store that
-    prefixes keys.
-
-    >>> from zarr.storage import MemoryStore
-    >>> prefixed(MemoryStore(), "rank00003")  # doctest: +ELLIPSIS
-    PrefixStore(MemoryStore, 'rank00003')
-    """
-    from zarr.storage import FsspecStore, ObjectStore
-
-    parts = [p for p in str(prefix).split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        raise ValueError(f"bad store prefix {prefix!r}")
-    prefix = "/".join(parts)
-    if not prefix:
-        return store
-    if isinstance(store, PrefixStore):
-        return PrefixStore(store._store, f"{store.prefix}/{prefix}")
-    if isinstance(store, WrapperStore):
-        try:
-            return store._with_store(prefixed(store._store, prefix))
-        except TypeError:  # a wrapper that cannot be rebuilt around another store
-            return PrefixStore(store, prefix)
-    if isinstance(store, LocalStore):
-        return type(store)(Path(store.root) / prefix, read_only=store.read_only)
-    if isinstance(store, FsspecStore):
-        return FsspecStore(
-            store.fs,
-            read_only=store.read_only,
-            path=f"{store.path.rstrip('/')}/{prefix}",
-            allowed_exceptions=store.allowed_exceptions,
-        )
-    if isinstance(store, ObjectStore):
-        inner = _obstore_prefixed(store.store, prefix)
-        if inner is not None:
-            return ObjectStore(inner, read_only=store.read_only)
-    return PrefixStore(store, prefix)
-
-
-def _obstore_prefixed(inner: Any, prefix: str) -> Any:
-    """obstore store ``inner`` rebuilt with ``prefix`` under its own; None if it cannot be."""
-    from obstore.store import AzureStore, GCSStore, S3Store
-    from obstore.store import LocalStore as ObsLocalStore
-
-    try:
-        if isinstance(inner, (S3Store, GCSStore, AzureStore)):
-            old = str(inner.prefix or "").strip("/")
-            cls: Any = type(inner)
-            return cls(
-                prefix=f"{old}/{prefix}" if old else prefix,
-                config=inner.config,
-                client_options=inner.client_options,
-                retry_config=inner.retry_config,
-                credential_provider=inner.credential_provider,
-            )
-        if isinstance(inner, ObsLocalStore) and inner.prefix is not None:
-            return ObsLocalStore(Path(inner.prefix) / prefix, mkdir=True)
-    except BaseException as exc:
-        # obstore raises a Rust panic (a BaseException) for some configurations it
-        # cannot give back; the generic prefix wrapper does the job then.
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-    return None
-
-
-class PrefixStore(WrapperStore):  # type: ignore[type-arg]
-    """A store whose keys are those of the wrapped store under ``prefix/``."""
-
-    def __init__(self, store: Any, prefix: str) -> None:
-        super().__init__(store)
-        self.prefix = prefix.strip("/")
-
-    def _with_store(self, store: Any) -> PrefixStore:
-        return type(self)(store, self.prefix)
-
-    def _k(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if key else self.prefix
-
-    def _strip(self, key: str) -> str:
-        return key[len(self.prefix) + 1 :] if key.startswith(self.prefix + "/") else key
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, PrefixStore)
-            and other.prefix == self.prefix
-            and other._store == self._store
-        )
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __str__(self) -> str:
-        return f"{self._store}/{self.prefix}"
-
-    def __repr__(self) -> str:
-        return f"PrefixStore({type(self._store).__name__}, {self.prefix!r})"
-
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        return await self._store.get(self._k(key), prototype, byte_range)
-
-    async def get_partial_values(self, prototype: Any, key_ranges: Iterable[Any]) -> Any:
-        ranges = [(self._k(k), r) for k, r in key_ranges]
-        return await self._store.get_partial_values(prototype, ranges)
-
-    async def _get_many(self, requests: Iterable[Any]) -> Any:
-        for key, prototype, byte_range in requests:
-            yield key, await self.get(key, prototype, byte_range)
-
-    async def exists(self, key: str) -> bool:
-        return bool(await self._store.exists(self._k(key)))
-
-    async def set(self, key: str, value: Any) -> None:
-        await self._store.set(self._k(key), value)
-
-    async def set_if_not_exists(self, key: str, value: Any) -> None:
-        await self._store.set_if_not_exists(self._k(key), value)
-
-    async def _set_many(self, values: Iterable[Any]) -> None:
-        await self._store._set_many([(self._k(k), v) for k, v in values])
-
-    async def delete(self, key: str) -> None:
-        await self._store.delete(self._k(key))
-
-    async def delete_dir(self, prefix: str) -> None:
-        await self._store.delete_dir(self._k(prefix))
-
-    async def clear(self) -> None:
-        await self._store.delete_dir(self.prefix)
-
-    async def is_empty(self, prefix: str) -> bool:
-        return bool(await self._store.is_empty(self._k(prefix)))
-
-    async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
-        async for key in self._store.list_prefix(self.prefix + "/"):
-            yield self._strip(key)
-
-    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
-        async for key in self._store.list_prefix(f"{self.prefix}/{prefix}"):
-            yield self._strip(key)
-
-    def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        return self._store.list_dir(self._k(prefix.rstrip("/")))
-
-    async def getsize(self, key: str) -> int:
-        return int(await self._store.getsize(self._k(key)))
-
-    async def getsize_prefix(self, prefix: str) -> int:
-        return int(await self._store.getsize_prefix(self._k(prefix)))
-
-
-# ------------------------------------------------------------------ write cache
-class CachingStore(WrapperStore):  # type: ignore[type-arg]
-    """Keeps what was last written to each key (up to ``max_bytes``, least recently
-    used first out) and answers whole-object reads of those keys from memory.
-
-    Only for the one writer of a store: nobody else changes the objects, so the copy
-    is the object. A commit rewrites the open chunks of a field's tail, index and
-    summaries, which Zarr would otherwise read back first (one GET each, the cost
-    that dominates on object storage). Writes go through at once, in order: the
-    commit protocol is unchanged.
-    """
-
-    def __init__(self, store: Any, max_bytes: int = 32 << 20) -> None:
-        super().__init__(store)
-        self.max_bytes = max_bytes
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def _with_store(self, store: Any) -> CachingStore:
-        return type(self)(store, self.max_bytes)
-
-    def __repr__(self) -> str:
-        return repr(self._store)
-
-    def __str__(self) -> str:
-        return str(self._store)
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            old = self._cache.pop(key, None)
-            if old is not None:
-                self._bytes -= len(old)
-
-    def _forget_prefix(self, prefix: str) -> None:
-        prefix = prefix.rstrip("/") + "/" if prefix else ""
-        with self._lock:
-            for key in [k for k in self._cache if k.startswith(prefix)]:
-                self._bytes -= len(self._cache.pop(key))
-
-    def _keep(self, key: str, value: Any) -> None:
-        self.forget(key)
-        n = len(value)
-        if n > self.max_bytes // 8:
-            return
-        with self._lock:
-            self._cache[key] = value
-            self._bytes += n
-            while self._bytes > self.max_bytes:
-                self._bytes -= len(self._cache.popitem(last=False)[1])
-
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        if byte_range is None:
-            with self._lock:
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-            if hit is not None:
-                if isinstance(hit, prototype.buffer):
-                    return hit
-                return prototype.buffer.from_bytes(hit.to_bytes())
-        return await self._store.get(key, prototype, byte_range)
-
-    async def _get_many(self, requests: Iterable[Any]) -> Any:
-        for key, prototype, byte_range in requests:
-            yield key, await self.get(key, prototype, byte_range)
-
-    async def set(self, key: str, value: Any) -> None:
-        self.forget(key)
-        await self._store.set(key, value)
-        self._keep(key, value)
-
-    async def set_if_not_exists(self, key: str, value: Any) -> None:
-        self.forget(key)
-        await self._store.set_if_not_exists(key, value)
-
-    async def _set_many(self, values: Iterable[Any]) -> None:
-        for key, value in values:
-            await self.set(key, value)
-
-    async def delete(self, key: str) -> None:
-        self.forget(key)
-        await self._store.delete(key)
-
-    async def delete_dir(self, prefix: str) -> None:
-        self._forget_prefix(prefix)
-        await self._store.delete_dir(prefix)
-
-    async def clear(self) -> None:
-        self._forget_prefix("")
-        await self._store.clear()
-
-
 # ------------------------------------------------------------------ object storage
 async def _list_dir(store: Any, prefix: str) -> list[str]:
     # Called in the coroutine: some stores start the listing when list_dir is called.
     return [k async for k in store.list_dir(prefix)]
-
-
-def _sync(coro: Any) -> Any:
-    from zarr.core.sync import sync
-
-    return sync(coro)
 
 
 class ObjectStorage(Storage):
@@ -1110,16 +612,3 @@ class ObjectStorage(Storage):
             _sync(self.store.delete(f"{key}/zarr.json"))
             _sync(self.store.delete_dir(key))
         _sync(self.store.delete(_lease.CLEARING_KEY))
-
-
-def member_keys(group: Any) -> list[str]:
-    """Keys of a Zarr group's members that may be nodes, sorted: not its ``zarr.json``,
-    not the writer's lock or temporary files (node keys never start with ``.``; see
-    ``spikestore.format.node_key``). Raises what the store's listing raises
-    (``FileNotFoundError`` for a folder gone)."""
-    from zarr.core.sync import sync
-
-    async def names() -> list[str]:
-        return [k async for k in group.store.list_dir(group.path)]
-
-    return sorted(k for k in sync(names()) if k != "zarr.json" and not k.startswith("."))
