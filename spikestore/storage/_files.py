@@ -37,6 +37,14 @@ __all__ = [
 ]
 
 
+def _sync(coro: Any) -> Any:
+    """Run ``coro`` on Zarr's event loop and return its result (the storage package's
+    one use of ``zarr.core.sync``)."""
+    from zarr.core.sync import sync
+
+    return sync(coro)
+
+
 def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
     """Write the concatenation of ``parts`` as ``key`` of ``store``, atomically.
 
@@ -50,10 +58,9 @@ def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
         write_file(Path(str(store.root)), key, parts, durable=getattr(store, "durable", False))
         return
     from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
 
     proto = default_buffer_prototype()
-    sync(store.set(key, proto.buffer.from_bytes(b"".join(parts))))
+    _sync(store.set(key, proto.buffer.from_bytes(b"".join(parts))))
 
 
 def local_root(store: Any) -> Path | None:
@@ -105,20 +112,13 @@ def set_many(store: Any, items: Iterable[tuple[str, bytes]]) -> None:
     """Write every ``(key, data)`` of ``items`` in one round trip to Zarr's event loop
     (the writes run concurrently; all have finished when this returns)."""
     from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
 
     proto = default_buffer_prototype()
 
     async def put_all() -> None:
         await asyncio.gather(*(store.set(k, proto.buffer.from_bytes(v)) for k, v in items))
 
-    sync(put_all())
-
-
-def _sync(coro: Any) -> Any:
-    from zarr.core.sync import sync
-
-    return sync(coro)
+    _sync(put_all())
 
 
 def member_keys(group: Any) -> list[str]:
@@ -126,9 +126,8 @@ def member_keys(group: Any) -> list[str]:
     not the writer's lock or temporary files (node keys never start with ``.``; see
     ``spikestore.format.node_key``). Raises what the store's listing raises
     (``FileNotFoundError`` for a folder gone)."""
-    from zarr.core.sync import sync
 
     async def names() -> list[str]:
         return [k async for k in group.store.list_dir(group.path)]
 
-    return sorted(k for k in sync(names()) if k != "zarr.json" and not k.startswith("."))
+    return sorted(k for k in _sync(names()) if k != "zarr.json" and not k.startswith("."))
