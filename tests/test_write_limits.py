@@ -432,9 +432,9 @@ def test_attrs_and_marks_the_root_metadata_cannot_hold_are_refused_at_the_call(
     MAX_METADATA_BYTES: a writer refuses attrs or marks that would take it there at the
     call (it failed in the writer thread, losing the steps after), and what was
     recorded stays readable."""
-    from spikestore import writer as writer_mod
+    from spikestore import _run
 
-    monkeypatch.setattr(writer_mod, "MAX_METADATA_BYTES", 64 << 10)
+    monkeypatch.setattr(_run, "MAX_METADATA_BYTES", 64 << 10)
     path = tmp_path / "s"
     with pytest.raises(ValueError, match="would not fit in the store's root metadata"):
         spikestore.StoreWriter(path, attrs={"blob": "x" * (20 << 10)})
