@@ -19,17 +19,17 @@ from __future__ import annotations
 import ctypes
 import json
 import math
-import numbers
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
 from ._commit import Sink, fresh_root, list_layers, load_layer, open_root
 from ._exit import track as track_for_exit
-from ._lease import check_timeout as check_lease_timeout
+from ._options import MAX_FLUSH_INTERVAL as MAX_FLUSH_INTERVAL
+from ._options import WriterOptions
 from ._records import (
     check_layer_meta,
     check_time_axis_fits,
@@ -43,7 +43,7 @@ from ._segments import SegmentOptions
 from ._staging import Staged, stage
 from ._version import __version__
 from ._worker import Item, Registry, Worker
-from .codecs import COMPRESSORS, LEVELS, time_last
+from .codecs import time_last
 from .errors import RecordError, StoreLockedError, WriteError
 from .format import LOCK_FILE
 from .ranks import open_ranked
@@ -54,11 +54,6 @@ __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK
 
 _trim_fn: Any = False  # not looked up yet
 _INT64 = (-(2**63), 2**63 - 1)
-
-#: The longest ``flush_interval`` (one day): records wait at most that long for their
-#: commit. Far below ``threading.TIMEOUT_MAX``, past which the writer thread's timed
-#: waits fail.
-MAX_FLUSH_INTERVAL = 86400.0
 
 
 def _malloc_trim() -> Callable[[], None] | None:
@@ -273,72 +268,32 @@ class StoreWriter:
         dt: float | None = None,
         time_unit: str | None = None,
     ) -> None:
-        run_attrs = json_object(attrs or {}, "attrs")
-        if dt is not None and (
-            isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf
-        ):
-            raise ValueError(
-                f"dt must be a positive number (the duration of a time step), got {dt!r}"
-            )
-        if time_unit is not None and not isinstance(time_unit, str):
-            raise TypeError(f"time_unit must be a str such as 's' or 'ms', got {time_unit!r}")
-        if overwrite:
-            if mode not in (None, "w"):
-                raise ValueError(f"overwrite=True means mode='w'; it contradicts mode={mode!r}")
-            mode = "w"
-        elif mode is None:
-            mode = "w-"  # never replace a store unless told to
-        if mode not in ("w", "w-", "a"):
-            raise ValueError(
-                f"mode must be 'w' (replace), 'w-' (new only, the default) or 'a' (append), "
-                f"got {mode!r}"
-            )
-        mode = cast(Mode, mode)
-        if compressor is not None and compressor not in COMPRESSORS:
-            raise ValueError(
-                f"unknown compressor {compressor!r}; choose one of {sorted(COMPRESSORS)}"
-            )
-        if level is not None:
-            lo, hi = LEVELS[compressor or "zstd"]
-            if isinstance(level, bool) or not isinstance(level, int) or not lo <= level <= hi:
-                raise ValueError(
-                    f"level must be an int from {lo} to {hi} for "
-                    f"{compressor or 'the default codecs (zstd levels)'}, got {level!r}"
-                )
-        if precision is not None and (
-            isinstance(precision, bool)
-            or not isinstance(precision, int)
-            or not 0 <= precision <= 52
-        ):
-            raise ValueError(
-                f"precision must be an int from 0 to 52 (mantissa bits kept), got {precision!r}"
-            )
-        if flush_interval is not None and (
-            isinstance(flush_interval, bool)
-            or not isinstance(flush_interval, numbers.Real)
-            or not 0 <= flush_interval <= MAX_FLUSH_INTERVAL  # nan too
-        ):
-            raise ValueError(
-                f"flush_interval must be a number of seconds from 0 to {MAX_FLUSH_INTERVAL:g} "
-                f"(one day), got {flush_interval!r}"
-            )
-        for name, value in (
-            ("max_queue_bytes", max_queue_bytes),
-            ("max_buffer_bytes", max_buffer_bytes),
-            ("shard_steps", shard_steps),
-            ("chunk_bytes", chunk_bytes),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        if lease_timeout is not None:  # on every rank, whatever the store
-            lease_timeout = check_lease_timeout(lease_timeout)
-        self.mode: Mode = mode
-        self.compressor = compressor
-        self.level = level
-        self.precision = precision
-        self.durable = bool(durable)
+        opts = WriterOptions.check(
+            path,
+            mode,
+            overwrite=overwrite,
+            compressor=compressor,
+            level=level,
+            flush_interval=flush_interval,
+            max_queue_bytes=max_queue_bytes,
+            max_buffer_bytes=max_buffer_bytes,
+            shard_steps=shard_steps,
+            chunk_bytes=chunk_bytes,
+            store=store,
+            tune_allocator=tune_allocator,
+            durable=durable,
+            storage_options=storage_options,
+            lease_timeout=lease_timeout,
+            precision=precision,
+            attrs=attrs,
+            dt=dt,
+            time_unit=time_unit,
+        )
+        self.mode: Mode = opts.mode
+        self.compressor = opts.compressor
+        self.level = opts.level
+        self.precision = opts.precision
+        self.durable = opts.durable
         self._closed = False
         self._finished = False  # committed and released (close() has returned)
         #: This process's part in a ranked store (None: a store of one process).
@@ -346,7 +301,13 @@ class StoreWriter:
         self._active = self._plan is None or self._plan.active
         if self._plan is not None:
             root_where, opened = open_ranked(
-                self._plan, mode, path, store, durable, storage_options, lease_timeout
+                self._plan,
+                opts.mode,
+                opts.path,
+                opts.store,
+                opts.durable,
+                opts.storage_options,
+                opts.lease_timeout,
             )
             if opened is None:  # this rank does not record
                 self.path = None
@@ -355,43 +316,46 @@ class StoreWriter:
             self._storage, zstore, zmode = opened
         else:
             self._storage = storage_for(
-                path,
-                store,
-                durable=durable,
-                storage_options=storage_options,
-                lease_timeout=lease_timeout,
+                opts.path,
+                opts.store,
+                durable=opts.durable,
+                storage_options=opts.storage_options,
+                lease_timeout=opts.lease_timeout,
             )
-            zstore, zmode = self._storage.open(mode)  # holds the lock from here on
+            zstore, zmode = self._storage.open(opts.mode)  # holds the lock from here on
         self.path = self._storage.path
+        flush_interval = opts.flush_interval
         if flush_interval is None:
             flush_interval = self._storage.default_flush_interval
         where = self._storage.where
         try:
             created_by = f"spikestore {__version__}"
             root = open_root(zstore, zmode, created_by, where)
-            if mode == "w":
+            if opts.mode == "w":
                 # The old store's nodes are gone; its root metadata is replaced in one write.
                 fresh_root(root, created_by)
             self._root = root
-            self._run = open_run(root, where, run_attrs, dt, time_unit)
+            self._run = open_run(root, where, opts.attrs, opts.dt, opts.time_unit)
             self._attrs_bytes = json_size(self._run["attrs"])  # under _run_lock
             self._marks_bytes = json_size(self._run["marks"])  # under _run_lock
             check_run_size(self._attrs_bytes, self._marks_bytes, "attrs")
-            opts = SegmentOptions(
-                compressor,
-                level,
-                int(shard_steps),
-                int(chunk_bytes),
-                precision=precision,
-                dense_shard_bytes=int(max_buffer_bytes),
+            segments = SegmentOptions(
+                opts.compressor,
+                opts.level,
+                opts.shard_steps,
+                opts.chunk_bytes,
+                precision=opts.precision,
+                dense_shard_bytes=opts.max_buffer_bytes,
             )
             self._registry = Registry(lambda m, lay: load_layer(root, m, lay, where))
             # The writer thread's; used only via calls.
-            self._sink = Sink(root, opts, where, fence=self._storage.check_fence)
+            self._sink = Sink(root, segments, where, fence=self._storage.check_fence)
             # The writer thread's copy of the run description from now on (the marks'
             # list only there); this thread keeps what it needs to make marks.
             self._sink.run = json.loads(json.dumps(self._run))
-            self._sink.run_dirty = bool(attrs) or dt is not None or time_unit is not None
+            self._sink.run_dirty = (
+                bool(opts.attrs) or opts.dt is not None or opts.time_unit is not None
+            )
             self._sink.write_run()  # before the writer thread starts, which owns it after
             self._mark_layers: list[list[str]] = self._run["marks"]["layers"]
             # Where the marks so far start on each marked layer (by its index): a mark
@@ -404,9 +368,9 @@ class StoreWriter:
                 self._sink,
                 where,
                 flush_interval=float(flush_interval),
-                max_queue_bytes=int(max_queue_bytes),
-                max_buffer_bytes=int(max_buffer_bytes),
-                trim=_malloc_trim() if tune_allocator else None,
+                max_queue_bytes=opts.max_queue_bytes,
+                max_buffer_bytes=opts.max_buffer_bytes,
+                trim=_malloc_trim() if opts.tune_allocator else None,
                 registry=self._registry,
             )
         except BaseException:
@@ -728,9 +692,7 @@ class StoreWriter:
             known = self._marked_layers
             if known is None:
                 # Layers of the store before this writer (mode="a") are marked too.
-                known = self._marked_layers = {
-                    (lay[0], lay[1]): i for i, lay in enumerate(layers)
-                }
+                known = self._marked_layers = {(lay[0], lay[1]): i for i, lay in enumerate(layers)}
                 for key in self._worker_call_list_layers():
                     if key not in known:
                         known[key] = len(layers)
