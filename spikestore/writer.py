@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import json
-import math
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -38,7 +36,7 @@ from ._records import (
     settle_extra,
     time_axis_arg,
 )
-from ._run import check_run_size, json_object, json_size, open_run
+from ._run import RunDescription, open_run
 from ._segments import SegmentOptions
 from ._staging import Staged, stage
 from ._version import __version__
@@ -53,7 +51,6 @@ from .storage import Mode, Storage, storage_for
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
 
 _trim_fn: Any = False  # not looked up yet
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _malloc_trim() -> Callable[[], None] | None:
@@ -335,10 +332,7 @@ class StoreWriter:
                 # The old store's nodes are gone; its root metadata is replaced in one write.
                 fresh_root(root, created_by)
             self._root = root
-            self._run = open_run(root, where, opts.attrs, opts.dt, opts.time_unit)
-            self._attrs_bytes = json_size(self._run["attrs"])  # under _run_lock
-            self._marks_bytes = json_size(self._run["marks"])  # under _run_lock
-            check_run_size(self._attrs_bytes, self._marks_bytes, "attrs")
+            run = open_run(root, where, opts.attrs, opts.dt, opts.time_unit)
             segments = SegmentOptions(
                 opts.compressor,
                 opts.level,
@@ -351,20 +345,13 @@ class StoreWriter:
             # The writer thread's; used only via calls.
             self._sink = Sink(root, segments, where, fence=self._storage.check_fence)
             # The writer thread's copy of the run description from now on (the marks'
-            # list only there); this thread keeps what it needs to make marks.
-            self._sink.run = json.loads(json.dumps(self._run))
+            # list only there); self._run keeps what callers need to make marks.
+            self._sink.run = json.loads(json.dumps(run))
             self._sink.run_dirty = (
                 bool(opts.attrs) or opts.dt is not None or opts.time_unit is not None
             )
             self._sink.write_run()  # before the writer thread starts, which owns it after
-            self._mark_layers: list[list[str]] = self._run["marks"]["layers"]
-            # Where the marks so far start on each marked layer (by its index): a mark
-            # lists only the layers whose step count changed since.
-            self._last_at: dict[int, int] = {}
-            for m in self._run["marks"]["marks"]:
-                self._last_at.update((int(k), int(v)) for k, v in m["at"].items())
-            del self._run["marks"]
-            self._worker = Worker(
+            self._worker = worker = Worker(
                 self._sink,
                 where,
                 flush_interval=float(flush_interval),
@@ -373,12 +360,24 @@ class StoreWriter:
                 trim=_malloc_trim() if opts.tune_allocator else None,
                 registry=self._registry,
             )
+            sink = self._sink
+
+            def stored_layers() -> list[tuple[str, str]]:
+                """The layers already in the store (read on the writer thread, which
+                owns the root)."""
+                out: list[tuple[str, str]] = []
+                worker.call(lambda: out.extend(list_layers(root, where)))
+                return out
+
+            self._run = RunDescription(
+                run,
+                self._registry,
+                lambda **change: worker.post(lambda: sink.change_run(**change)),
+                stored_layers,
+            )
         except BaseException:
             self._storage.abort()
             raise
-        self._run_lock = threading.Lock()  # guards self._run (any caller thread)
-        self._marked_layers: dict[tuple[str, str], int] | None = None  # under _run_lock
-        self._stored_steps: dict[tuple[str, str], int] = {}  # under _run_lock
         self._finalizer = weakref.finalize(self, _shutdown, self._worker, self._storage)
         # At exit the writers are closed by spikestore._exit, before Zarr stops its loop.
         self._finalizer.atexit = False
@@ -618,17 +617,16 @@ class StoreWriter:
         """The run's attributes (a copy; change them with :meth:`set_attrs`)."""
         if not self._active:
             return {}
-        with self._run_lock:
-            return json.loads(json.dumps(self._run["attrs"]))
+        return self._run.attrs
 
     @property
     def dt(self) -> float | None:
         """Duration of one time step (see ``dt`` in the class docstring), or None."""
-        return self._run["dt"] if self._active else None
+        return self._run.dt if self._active else None
 
     @property
     def time_unit(self) -> str | None:
-        return self._run["time_unit"] if self._active else None
+        return self._run.time_unit if self._active else None
 
     def set_attrs(self, **attrs: Any) -> None:
         """Add or replace run attributes (hyperparameters, a description, ...): any
@@ -637,14 +635,7 @@ class StoreWriter:
         if not self._active:
             return
         self._check_usable()
-        new = json_object(attrs, "attrs")
-        with self._run_lock:
-            size = json_size({**self._run["attrs"], **new})
-            check_run_size(size, self._marks_bytes, "set_attrs")
-            self._attrs_bytes = size
-            self._run["attrs"].update(new)
-            sink = self._sink
-            self._worker.post(lambda: sink.change_run(attrs=new))
+        self._run.set_attrs(attrs)
 
     def mark(self, **values: Any) -> None:
         """Mark every later step of every layer with ``values`` (until a later mark
@@ -664,66 +655,7 @@ class StoreWriter:
         if not self._active:
             return
         self._check_usable()
-        if not values:
-            raise TypeError("mark() needs at least one key=value")
-        clean = {}
-        for k, v in values.items():
-            if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 0) == 0:
-                v = v.item()
-            if v is not None and not isinstance(v, (str, int, float, bool)):
-                raise TypeError(
-                    f"mark {k}={v!r}: a mark's value must be a str, int, float, bool or None"
-                )
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"mark {k}={v!r}: a mark's value must be finite")
-            if isinstance(v, int) and not isinstance(v, bool) and not _INT64[0] <= v <= _INT64[1]:
-                # JSON holds any int, but Python writes none past 4,300 digits, and
-                # tools that read JSON numbers as doubles or int64 would mangle it.
-                raise ValueError(
-                    f"mark {k}: a mark's int must fit in int64, got one of {v.bit_length()} bits"
-                )
-            clean[k] = v
-        with self._run_lock:
-            # Checked with the marks so far: METADATA_EXPANSION's margin (the real factor
-            # is about 2.2) leaves megabytes for the mark being made.
-            check_run_size(self._attrs_bytes, self._marks_bytes + json_size(clean), "mark")
-            layers = self._mark_layers
-            before = len(layers)
-            known = self._marked_layers
-            if known is None:
-                # Layers of the store before this writer (mode="a") are marked too.
-                known = self._marked_layers = {(lay[0], lay[1]): i for i, lay in enumerate(layers)}
-                for key in self._worker_call_list_layers():
-                    if key not in known:
-                        known[key] = len(layers)
-                        layers.append(list(key))
-            for key in self._registry.keys():
-                if key not in known:
-                    known[key] = len(layers)
-                    layers.append(list(key))
-            at: dict[str, int] = {}
-            stored = self._stored_steps
-            last = self._last_at
-            for key, i in known.items():
-                n = self._registry.known_steps(*key)
-                if n is None:  # not recorded by this writer: its stored steps stay as they are
-                    n = stored.get(key)
-                    if n is None:
-                        n = stored[key] = self._registry.peek(*key)
-                if n != last.get(i, 0):  # unchanged layers inherit the previous start
-                    at[str(i)] = last[i] = n
-            change = ([list(k) for k in layers[before:]], {"values": clean, "at": at})
-            self._marks_bytes += json_size(change)
-            sink = self._sink
-            self._worker.post(lambda: sink.change_run(mark=change))
-
-    def _worker_call_list_layers(self) -> list[tuple[str, str]]:
-        """The layers already in the store (read on the writer thread, which owns the
-        root)."""
-        out: list[tuple[str, str]] = []
-        root, where = self._root, self.where
-        self._worker.call(lambda: out.extend(list_layers(root, where)))
-        return out
+        self._run.mark(values)
 
     def flush(self) -> None:
         """Block until every record appended so far is committed to disk."""
