@@ -11,42 +11,33 @@ The write path, one module per job::
       -> _segments segments, tails and shard files
       -> storage   the directory (or Zarr store), its lock, durable writes
 
+:class:`StoreWriter` checks its arguments (``spikestore._options``), opens the store
+(a ranked store through ``spikestore.ranks``) and its root, then delegates each call
+to a ``spikestore._recording.Recording``, or on a rank that does not record to a
+``NotRecording``; the run description is ``spikestore._run``'s, what becomes of open
+writers at exit ``spikestore._exit``'s.
+
 This module holds no state of its own beyond the objects it delegates to.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ._commit import Sink, fresh_root, list_layers, load_layer, open_root
+from ._commit import fresh_root, open_root
 from ._exit import track as track_for_exit
 from ._options import MAX_FLUSH_INTERVAL as MAX_FLUSH_INTERVAL
 from ._options import WriterOptions
-from ._records import (
-    check_layer_meta,
-    check_time_axis_fits,
-    flatten,
-    layer_extra,
-    settle_extra,
-    time_axis_arg,
-)
-from ._run import RunDescription, open_run
-from ._segments import SegmentOptions
-from ._staging import Staged, stage
+from ._recording import NotRecording, Recording
 from ._version import __version__
-from ._worker import Item, Registry, Worker
-from .codecs import time_last
 from .errors import RecordError, StoreLockedError, WriteError
 from .format import LOCK_FILE
-from .ranks import open_ranked
+from .ranks import RankPlan, open_ranked
 from .ranks import plan as rank_plan
-from .storage import Mode, Storage, storage_for
+from .storage import Mode, storage_for
 
 __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK_FILE"]
 
@@ -75,13 +66,44 @@ def _malloc_trim() -> Callable[[], None] | None:
     return _trim_fn
 
 
-def _shutdown(worker: Worker, storage: Storage) -> None:
-    """Commit and release; run once, by close(), at collection or at interpreter exit."""
-    if storage.owned:
-        worker.close()
-    # In a forked child the writer thread does not exist and its locks may be held:
-    # touch nothing but the child's copy of the lock descriptor.
-    storage.release()
+def _open(
+    owner: StoreWriter, opts: WriterOptions, plan: RankPlan | None
+) -> Recording | NotRecording:
+    """Open the store (this rank's, in a ranked store) and its root for ``owner``; on a
+    rank that does not record, a writer that records nothing."""
+    if plan is not None:
+        root_where, opened = open_ranked(
+            plan,
+            opts.mode,
+            opts.path,
+            opts.store,
+            opts.durable,
+            opts.storage_options,
+            opts.lease_timeout,
+        )
+        if opened is None:  # this rank does not record
+            return NotRecording(f"{root_where} (rank {plan.rank} does not record)")
+        storage, zstore, zmode = opened
+    else:
+        storage = storage_for(
+            opts.path,
+            opts.store,
+            durable=opts.durable,
+            storage_options=opts.storage_options,
+            lease_timeout=opts.lease_timeout,
+        )
+        zstore, zmode = storage.open(opts.mode)  # holds the lock from here on
+    try:
+        created_by = f"spikestore {__version__}"
+        root = open_root(zstore, zmode, created_by, storage.where)
+        if opts.mode == "w":
+            # The old store's nodes are gone; its root metadata is replaced in one write.
+            fresh_root(root, created_by)
+        trim = _malloc_trim() if opts.tune_allocator else None
+        return Recording(owner, storage, root, opts, trim)
+    except BaseException:
+        storage.abort()
+        raise
 
 
 class StoreWriter:
@@ -291,116 +313,34 @@ class StoreWriter:
         self.level = opts.level
         self.precision = opts.precision
         self.durable = opts.durable
-        self._closed = False
-        self._finished = False  # committed and released (close() has returned)
         #: This process's part in a ranked store (None: a store of one process).
         self._plan = rank_plan(ranks)
-        self._active = self._plan is None or self._plan.active
-        if self._plan is not None:
-            root_where, opened = open_ranked(
-                self._plan,
-                opts.mode,
-                opts.path,
-                opts.store,
-                opts.durable,
-                opts.storage_options,
-                opts.lease_timeout,
-            )
-            if opened is None:  # this rank does not record
-                self.path = None
-                self._where = f"{root_where} (rank {self._plan.rank} does not record)"
-                return
-            self._storage, zstore, zmode = opened
-        else:
-            self._storage = storage_for(
-                opts.path,
-                opts.store,
-                durable=opts.durable,
-                storage_options=opts.storage_options,
-                lease_timeout=opts.lease_timeout,
-            )
-            zstore, zmode = self._storage.open(opts.mode)  # holds the lock from here on
-        self.path = self._storage.path
-        flush_interval = opts.flush_interval
-        if flush_interval is None:
-            flush_interval = self._storage.default_flush_interval
-        where = self._storage.where
-        try:
-            created_by = f"spikestore {__version__}"
-            root = open_root(zstore, zmode, created_by, where)
-            if opts.mode == "w":
-                # The old store's nodes are gone; its root metadata is replaced in one write.
-                fresh_root(root, created_by)
-            self._root = root
-            run = open_run(root, where, opts.attrs, opts.dt, opts.time_unit)
-            segments = SegmentOptions(
-                opts.compressor,
-                opts.level,
-                opts.shard_steps,
-                opts.chunk_bytes,
-                precision=opts.precision,
-                dense_shard_bytes=opts.max_buffer_bytes,
-            )
-            self._registry = Registry(lambda m, lay: load_layer(root, m, lay, where))
-            # The writer thread's; used only via calls.
-            self._sink = Sink(root, segments, where, fence=self._storage.check_fence)
-            # The writer thread's copy of the run description from now on (the marks'
-            # list only there); self._run keeps what callers need to make marks.
-            self._sink.run = json.loads(json.dumps(run))
-            self._sink.run_dirty = (
-                bool(opts.attrs) or opts.dt is not None or opts.time_unit is not None
-            )
-            self._sink.write_run()  # before the writer thread starts, which owns it after
-            self._worker = worker = Worker(
-                self._sink,
-                where,
-                flush_interval=float(flush_interval),
-                max_queue_bytes=opts.max_queue_bytes,
-                max_buffer_bytes=opts.max_buffer_bytes,
-                trim=_malloc_trim() if opts.tune_allocator else None,
-                registry=self._registry,
-            )
-            sink = self._sink
-
-            def stored_layers() -> list[tuple[str, str]]:
-                """The layers already in the store (read on the writer thread, which
-                owns the root)."""
-                out: list[tuple[str, str]] = []
-                worker.call(lambda: out.extend(list_layers(root, where)))
-                return out
-
-            self._run = RunDescription(
-                run,
-                self._registry,
-                lambda **change: worker.post(lambda: sink.change_run(**change)),
-                stored_layers,
-            )
-        except BaseException:
-            self._storage.abort()
-            raise
-        self._finalizer = weakref.finalize(self, _shutdown, self._worker, self._storage)
-        # At exit the writers are closed by spikestore._exit, before Zarr stops its loop.
-        self._finalizer.atexit = False
-        storage = self._storage
+        self._impl = _open(self, opts, self._plan)
+        self.path = self._impl.path
+        if not isinstance(self._impl, Recording):
+            return  # nothing to commit, at exit or ever
+        storage = self._storage = self._impl.storage
+        self._worker = self._impl.worker
+        self._sink = self._impl.sink  # the writer thread's; used only via calls
         track_for_exit(self, self._worker, lambda: storage.owned)
 
     # ------------------------------------------------------------- properties
     @property
     def where(self) -> str:
         """How messages name this store (its path, or the Zarr store's repr)."""
-        return self._storage.where if self._active else self._where
+        return self._impl.where
 
     @property
     def store(self) -> Any:
         """The Zarr store written to (this rank's, in a ranked store; None on a rank that
         does not record); ``spikestore.open(store=writer.store)`` reads it."""
-        return self._root.store if self._active else None
+        return self._impl.store
 
     @property
     def recording(self) -> bool:
         """False on a rank that the ``ranks`` argument left out: there the writer records
         nothing (``append`` returns -1)."""
-        return self._active
+        return self._impl.recording
 
     @property
     def rank(self) -> int | None:
@@ -415,30 +355,32 @@ class StoreWriter:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._impl.closed
+
+    _closed = closed  # its name before it was public, which tests still read
 
     @property
     def owned(self) -> bool:
         """Whether this process opened the writer (False in a forked child, where the
         writer refuses to write and ``close()`` does nothing to the parent's store)."""
-        return self._storage.owned if self._active else True
+        return self._impl.owned
 
     @property
     def flush_interval(self) -> float:
-        return self._worker.flush_interval if self._active else 0.0
+        return self._impl.flush_interval
 
     @property
     def max_queue_bytes(self) -> int:
-        return self._worker.max_queue_bytes if self._active else 0
+        return self._impl.max_queue_bytes
 
     @property
     def max_buffer_bytes(self) -> int:
-        return self._worker.max_buffer_bytes if self._active else 0
+        return self._impl.max_buffer_bytes
 
     @property
     def layers(self) -> list[tuple[str, str]]:
         """(monitor, layer) pairs this writer has recorded into."""
-        return self._registry.keys() if self._active else []
+        return self._impl.layers
 
     def steps(self, monitor: str, layer: str) -> int:
         """Steps recorded so far for a layer (committed or not).
@@ -446,37 +388,15 @@ class StoreWriter:
         In append mode this counts the steps already in the store, so it is the
         step number the next :meth:`append` to the layer will return.
         """
-        if not self._active:
-            return 0
-        self._check_owner()
-        return self._registry.peek(monitor, layer)
+        return self._impl.steps(monitor, layer)
 
     # ---------------------------------------------------------------- writing
-    def _check_owner(self) -> None:
-        # Checked before any lock is touched: a forked child may have inherited them held.
-        if not self._storage.owned:
-            raise RuntimeError(
-                f"this writer of {self.where} belongs to process {self._storage.owner_pid}, "
-                f"not to this forked process {os.getpid()}; open a writer of its own (on "
-                "another path) in the child"
-            )
-
-    def _check_usable(self) -> None:
-        self._check_owner()
-        self._worker.check()
-        if self._closed:
-            raise RuntimeError(f"{self.where} is closed")
-
     def add_monitor(self, monitor: str) -> None:
         """Create the monitor's group now (monitors call this when they attach), so that
         a store killed before its first record still lists the monitor."""
         if not isinstance(monitor, str):
             raise TypeError("monitor names must be str")
-        if not self._active:
-            return
-        self._check_usable()
-        sink = self._sink
-        self._worker.call(lambda: sink.declare_monitor(monitor))
+        self._impl.add_monitor(monitor)
 
     def append(
         self,
@@ -523,119 +443,28 @@ class StoreWriter:
         On a rank that the ``ranks`` argument left out nothing is recorded and the
         step returned is -1.
         """
-        if not self._active:
-            if self._closed:
-                raise RuntimeError(f"{self.where} is closed")
-            return -1
-        self._check_usable()
-        if not isinstance(monitor, str) or not isinstance(layer, str):
-            raise TypeError("monitor and layer names must be str")
-        entry = self._registry.entry(monitor, layer)
-
-        def where() -> str:
-            return f"monitor {monitor!r}, layer {layer!r}, step {entry.next_step}"
-
-        given_axis = time_axis_arg(time_axis, f"cannot record {where()}")
-        leaves: list[Any] = []
-
-        def prepare(axis: int | None) -> list[Staged | None]:
-            """Check the record against ``axis`` and stage its fields."""
-            try:
-                check_time_axis_fits(axis, leaves)
-                staged: list[Staged | None] = []
-                for leaf in leaves:
-                    t = leaf.tensor
-                    if t is None:
-                        staged.append(None)
-                    else:
-                        staged.append(stage(t, leaf.scalar, time_last(axis, t.dim())))
-            except RecordError as exc:
-                raise RecordError(f"cannot record {where()}: {exc}") from None
-            except RuntimeError as exc:  # a tensor torch cannot copy or test
-                raise RecordError(f"cannot record {where()}: {exc}") from exc
-            return staged
-
-        try:
-            structure, leaves, tree = flatten(value)
-        except TypeError as exc:
-            raise TypeError(f"cannot record {where()}: {exc}") from None
-        except RecordError as exc:
-            raise RecordError(f"cannot record {where()}: {exc}") from None
-        # The layer's time axis, or this call's while the layer has accepted no record
-        # (checked again under the lock: another thread's first record may fix it).
-        axis = entry.time_axis if entry.axis_fixed else given_axis
-        staged = prepare(axis)
-        with entry.lock:
-            step = entry.next_step
-            if entry.axis_fixed and entry.time_axis != axis:
-                axis = entry.time_axis
-                staged = prepare(axis)
-            specs = entry.schema.check(structure, leaves, where(), tree)
-            segments = entry.schema.new_segments(staged, where())
-            extra = entry.extra
-            new_layer = entry.schema.structure is None
-            if new_layer:
-                extra = layer_extra(leaves, tree, dims, units, where())
-            elif not entry.settled:
-                given = layer_extra(leaves, tree, dims, units, where())
-                extra = settle_extra(entry.extra, given, axis, where())
-            if new_layer or not entry.settled:
-                # The reader's own check, on the metadata this record makes the writer
-                # thread write.
-                check_layer_meta(
-                    layer,
-                    entry.schema.structure or structure,
-                    len(leaves),
-                    axis,
-                    extra,
-                    f"cannot record {where()}",
-                )
-            self._worker.put(
-                Item(
-                    monitor,
-                    layer,
-                    entry.schema.structure or structure,
-                    axis,
-                    step,
-                    staged,
-                    sum(s.nbytes for s in staged if s is not None),
-                    time.monotonic(),
-                    extra,
-                )
-            )
-            entry.extra = extra
-            entry.settled = True
-            entry.time_axis = axis
-            entry.axis_fixed = True
-            entry.schema.adopt(structure, specs, tree, segments)
-            entry.next_step = step + 1
-        return step
+        return self._impl.append(monitor, layer, value, time_axis, dims, units)
 
     # --------------------------------------------------------- run metadata
     @property
     def attrs(self) -> dict[str, Any]:
         """The run's attributes (a copy; change them with :meth:`set_attrs`)."""
-        if not self._active:
-            return {}
-        return self._run.attrs
+        return self._impl.attrs
 
     @property
     def dt(self) -> float | None:
         """Duration of one time step (see ``dt`` in the class docstring), or None."""
-        return self._run.dt if self._active else None
+        return self._impl.dt
 
     @property
     def time_unit(self) -> str | None:
-        return self._run.time_unit if self._active else None
+        return self._impl.time_unit
 
     def set_attrs(self, **attrs: Any) -> None:
         """Add or replace run attributes (hyperparameters, a description, ...): any
         JSON values. Readers get them as ``spikestore.open(path).attrs``; written
         with the next commit (within ``flush_interval``, or at :meth:`flush`)."""
-        if not self._active:
-            return
-        self._check_usable()
-        self._run.set_attrs(attrs)
+        self._impl.set_attrs(attrs)
 
     def mark(self, **values: Any) -> None:
         """Mark every later step of every layer with ``values`` (until a later mark
@@ -652,20 +481,11 @@ class StoreWriter:
         integer for each layer recorded since the previous mark), and a mark costs
         the caller no wait.
         """
-        if not self._active:
-            return
-        self._check_usable()
-        self._run.mark(values)
+        self._impl.mark(values)
 
     def flush(self) -> None:
         """Block until every record appended so far is committed to disk."""
-        if not self._active:
-            return
-        if self._closed:
-            self._worker.check()
-            return
-        self._check_usable()
-        self._worker.call(self._sink.write_all)
+        self._impl.flush()
 
     def close(self) -> None:
         """Commit everything, stop the writer thread and release the store. Idempotent.
@@ -673,17 +493,7 @@ class StoreWriter:
         In a forked child it only lets go of the child's copy of the lock: the parent
         keeps writing (and keeps its lock).
         """
-        if self._closed:
-            return
-        self._closed = True
-        if not self._active:
-            self._finished = True
-            return
-        owned = self._storage.owned
-        self._finalizer()
-        self._finished = True
-        if owned:
-            self._worker.check()
+        self._impl.close()
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -692,5 +502,5 @@ class StoreWriter:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self.layers)} layers"
+        state = "closed" if self.closed else f"{len(self.layers)} layers"
         return f"<spikestore.StoreWriter {self.where} ({state})>"
