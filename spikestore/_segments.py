@@ -9,13 +9,9 @@ shard is complete (or the writer closes) its chunks are copied, as encoded bytes
 into one shard file, written once. Nothing is decoded or encoded again, and (on
 local disk) only one chunk is in memory at a time.
 
-The shard file follows Zarr's ``sharding_indexed`` layout as
-:func:`spikestore.format.sharding_codec` builds it: the chunks back to back, then
-``(offset, nbytes)`` as little-endian uint64 for every inner chunk in C order
-(``2**64 - 1`` twice for an absent chunk), then the CRC-32C of that index as a
-little-endian uint32. A segment with an id (format 1.6) also gets its shard header
-(:func:`spikestore.format.shard_header`: the segment, the shard's coordinates and
-each chunk's CRC-32C) between the chunks and the index, where no index entry points.
+The shard file's layout (Zarr's ``sharding_indexed`` with the index at the end, and
+for a segment with an id, format 1.6, a shard header between the chunks and the
+index) is :mod:`spikestore._shard`'s, which builds and parses its index and header.
 
 The writer thread encodes a tail's chunks itself rather than through Zarr's
 ``__setitem__`` (:class:`_ChunkWriter`: the array's own codec chain, so the bytes
@@ -42,6 +38,7 @@ import google_crc32c
 import numpy as np
 
 from ._localfs import read_file
+from ._shard import ShardFooter, chunk_spans, parse_index, sharding_codec
 from .codecs import (
     DEFAULT_SPIKES,
     SpikeCodec,
@@ -57,8 +54,6 @@ from .format import (
     SEGMENT_ID_KEY,
     SPIKE_ENCODING,
     new_id,
-    shard_header,
-    sharding_codec,
     tail_name,
 )
 from .storage import delete_prefix, file_writer, local_root, set_many, write_parts
@@ -139,7 +134,6 @@ class Encoder:
             pool.shutdown(wait=True)
 
 
-_EMPTY = np.uint64(2**64 - 1)
 #: The least ``SegmentOptions.dense_shard_bytes``, whatever the writer's buffer bound.
 MIN_DENSE_SHARD_BYTES = 1 << 20
 #: Bytes of rows (before encoding) a shard written from memory encodes at a time.
@@ -212,22 +206,14 @@ def write_shard(
     seg_id = segment_id(main)
 
     def parts() -> Iterator[Any]:
-        index = np.full((*grid, 2), _EMPTY, dtype="<u8")
-        trailers = np.zeros(grid, dtype="<u4")
-        offset = 0
+        footer = ShardFooter(grid)
         placed = itertools.chain(zip(old, chunks(), strict=True), fresh)
         for coords, data in placed:
             if data is None:
                 continue
-            size = sum(memoryview(p).nbytes for p in data)
-            index[coords] = (offset, size)
-            trailers[coords] = _trailer(data)
-            offset += size
+            footer.place(coords, data)
             yield from data
-        raw = index.tobytes()
-        if seg_id is not None:
-            yield shard_header(seg_id, coords0, trailers.tobytes())
-        yield raw + np.uint32(google_crc32c.value(raw)).astype("<u4").tobytes()
+        yield footer.end(seg_id, coords0)
 
     write_parts(store, _key(main, coords0), parts())
 
@@ -238,17 +224,6 @@ def segment_id(arr: Any) -> str | None:
     own = dict(arr.attrs).get(FORMAT_NAME)
     value = own.get(SEGMENT_ID_KEY) if isinstance(own, dict) else None
     return value if isinstance(value, str) else None
-
-
-def _trailer(parts: tuple[Any, ...]) -> int:
-    """The last 4 bytes of a chunk given as parts, as a little-endian uint32 (the
-    chunk's CRC-32C: every segment's codec chain ends with it)."""
-    tail = b""
-    for p in reversed(parts):
-        tail = bytes(memoryview(p).cast("B")[-(4 - len(tail)) :]) + tail
-        if len(tail) >= 4:
-            break
-    return int.from_bytes(tail.rjust(4, b"\0")[-4:], "little")
 
 
 def copy_from_shard(main: Any, shard: int, tail: Any) -> int:
@@ -266,15 +241,14 @@ def copy_from_shard(main: Any, shard: int, tail: Any) -> int:
     if blob is None:
         return 0
     data = blob.as_numpy_array()
-    n = int(np.prod(grid)) * 16
-    raw = data[-4 - n : -4].tobytes()
-    if np.frombuffer(data[-4:].tobytes(), "<u4")[0] != google_crc32c.value(raw):
-        raise ValueError(f"shard {shard} of {main.path}: index checksum mismatch")
-    index = np.frombuffer(raw, "<u8").reshape(*grid, 2)
+    try:
+        spans = chunk_spans(parse_index(data, grid), len(data))
+    except ValueError as exc:
+        raise ValueError(f"shard {shard} of {main.path}: {exc}") from None
     copied = 0
     for coords in itertools.product(*(range(g) for g in grid)):
-        off, size = (int(x) for x in index[coords])
-        if off == int(_EMPTY):
+        off, size = (int(x) for x in spans[coords])
+        if off < 0:
             continue
         chunk = data[off : off + size].tobytes()
         _sync(store.set(_key(tail, coords), proto.buffer.from_bytes(chunk)))

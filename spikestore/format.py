@@ -56,10 +56,12 @@ of every layer from which it applies.
 
 Format 1.6 binds stored bytes to their place: every segment has an ``id``, each of
 its shard files a *shard header* naming the segment, the shard and its chunks'
-checksums (:func:`shard_header`), and the root a ``store_id`` that changes when a
-store is replaced; :data:`MAX_CHUNK_BYTES` bounds what a decoded chunk may be.
+checksums (``spikestore._shard.shard_header``), and the root a ``store_id`` that
+changes when a store is replaced; :data:`MAX_CHUNK_BYTES` bounds what a decoded chunk may be.
 
-Every format fact (names, chunk sizes, the sharding codec) is defined here once.
+Every format fact (names, versions, limits, metadata) is defined here once; the byte
+layout of a shard file (the sharding codec, its index and the shard header) is
+``spikestore._shard``'s.
 """
 
 from __future__ import annotations
@@ -88,7 +90,6 @@ __all__ = [
     "segment_name",
     "tail_name",
     "is_tail_name",
-    "sharding_codec",
     "FORMAT_VERSION",
     "FormatError",
     "SPIKE_ENCODING",
@@ -263,24 +264,6 @@ def tail_name(array: str, parity: int) -> str:
 def is_tail_name(key: str) -> bool:
     """Whether some part of a store key names a tail array."""
     return any(re.fullmatch(r"s\d+t[01]", part) for part in key.split("/"))
-
-
-def sharding_codec(chunks: tuple[int, ...], codecs: list[Any]) -> Any:
-    """Zarr's ``sharding_indexed`` codec as every segment uses it.
-
-    ``spikestore._segments`` writes shard files itself and relies on exactly this:
-    the index at the end, ``(offset, nbytes)`` as little-endian uint64 per inner
-    chunk in C order, followed by its CRC-32C. Built explicitly so that no change
-    of Zarr's defaults can silently break that.
-    """
-    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
-
-    return ShardingCodec(
-        chunk_shape=chunks,
-        codecs=codecs,
-        index_codecs=[BytesCodec(endian="little"), Crc32cCodec()],
-        index_location="end",
-    )
 
 
 def root_attrs(created_by: str) -> dict[str, Any]:
@@ -713,7 +696,8 @@ def check_field_attrs(attrs: Any, where: str) -> dict[str, Any]:
 # Format 1.6 gives every segment an ``id`` (in its descriptor and in its array's own
 # attributes) and writes a *shard header* into every shard file of such a segment: a
 # few bytes between the chunks and Zarr's shard index, which no index entry points
-# at, so Zarr (and any reader of the sharding layout) skips them. A reader checks that
+# at, so Zarr (and any reader of the sharding layout) skips them (their layout is in
+# ``spikestore._shard``). A reader checks that
 # a shard file names the segment and the shard coordinates it was read for, and that
 # each chunk it decodes ends with the CRC-32C the header lists for that chunk: a shard
 # file swapped with another of its array (or of another array), or one of a store that
@@ -732,11 +716,6 @@ SEGMENT_ID_KEY = "id"
 #: The key of a store's id in its root metadata (1.6): a new one each time a store
 #: is created or replaced (``mode="w"``); kept by writers that append.
 STORE_ID_KEY = "store_id"
-SHARD_HEADER_MAGIC = b"SKSH"
-SHARD_HEADER_VERSION = 1
-#: The fixed start of a shard header: magic, version, ndim, reserved, segment id.
-_SHARD_HEAD = "<4sBBH16s"
-_SHARD_HEAD_SIZE = 24
 
 
 def new_id() -> str:
@@ -769,67 +748,6 @@ def store_id(meta: dict[str, Any], where: str) -> str | None:
     return check_id(meta.get(STORE_ID_KEY), f"{where} store id")
 
 
-def shard_header_size(ndim: int, chunks: int) -> int:
-    """Bytes of the shard header of an ``ndim``-dimensional array whose shards hold
-    ``chunks`` inner chunks."""
-    return _SHARD_HEAD_SIZE + 8 * ndim + 4 * chunks + 4
-
-
-def shard_header(segment_id: str, coords: tuple[int, ...], trailers: bytes) -> bytes:
-    """The shard header of shard ``coords`` (its chunk key's coordinates) of the
-    segment ``segment_id``. ``trailers`` holds, for each inner chunk in C order, the
-    last 4 bytes of its encoded bytes (its CRC-32C: every segment's codec chain ends
-    with ``crc32c``), 4 zero bytes for an absent chunk.
-
-    Layout (little-endian)::
-
-        0        4       magic b"SKSH"
-        4        1       version 1
-        5        1       ndim, the number of coordinates
-        6        2       reserved, 0
-        8        16      the segment's id (its 32 hex digits as 16 bytes)
-        24       8*ndim  the shard's coordinates, uint64
-        ...      4*n     the inner chunks' trailers, in C order
-        ...      4       CRC-32 (zlib) of all the bytes before it
-    """
-    import struct
-    import zlib
-
-    head = struct.pack(
-        _SHARD_HEAD,
-        SHARD_HEADER_MAGIC,
-        SHARD_HEADER_VERSION,
-        len(coords),
-        0,
-        bytes.fromhex(segment_id),
-    )
-    body = head + struct.pack(f"<{len(coords)}Q", *coords) + bytes(trailers)
-    return body + struct.pack("<I", zlib.crc32(body))
-
-
-def parse_shard_header(data: bytes, ndim: int, chunks: int) -> tuple[str, tuple[int, ...], bytes]:
-    """``(segment id, coordinates, trailers)`` of a shard header (see
-    :func:`shard_header`) of ``shard_header_size(ndim, chunks)`` bytes; ValueError
-    naming what is wrong when the bytes are not one."""
-    import struct
-    import zlib
-
-    size = shard_header_size(ndim, chunks)
-    if len(data) != size:
-        raise ValueError(f"a shard header of {size} bytes was expected, not {len(data)}")
-    magic, version, n, _, raw_id = struct.unpack_from(_SHARD_HEAD, data)
-    if magic != SHARD_HEADER_MAGIC:
-        raise ValueError("no shard header (the file was not written with it)")
-    if struct.unpack_from("<I", data, size - 4)[0] != zlib.crc32(data[: size - 4]):
-        raise ValueError("the shard header's checksum does not match (damaged)")
-    if version != SHARD_HEADER_VERSION or n != ndim:
-        raise ValueError(f"unsupported shard header (version {version}, {n} coordinates)")
-    pos = _SHARD_HEAD_SIZE
-    coords = struct.unpack_from(f"<{ndim}Q", data, pos)
-    pos += 8 * ndim
-    return raw_id.hex(), tuple(coords), bytes(data[pos : pos + 4 * chunks])
-
-
 __all__ += [
     "MAX_CHUNK_BYTES",
     "MAX_CHUNKS_PER_SHARD",
@@ -839,7 +757,4 @@ __all__ += [
     "check_id",
     "with_store_id",
     "store_id",
-    "shard_header",
-    "shard_header_size",
-    "parse_shard_header",
 ]

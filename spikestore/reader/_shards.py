@@ -15,8 +15,18 @@ from typing import Any
 
 import numpy as np
 
+from .._shard import (
+    ABSENT,
+    check_chunk,
+    chunk_spans,
+    footer_size,
+    index_size,
+    is_sharding_codec,
+    parse_index,
+    parse_shard_header,
+)
 from ..errors import ReadError
-from ..format import MAX_CHUNK_BYTES, MAX_CHUNKS_PER_SHARD, parse_shard_header, shard_header_size
+from ..format import MAX_CHUNK_BYTES, MAX_CHUNKS_PER_SHARD
 from ._pool import _PARALLEL_BITS, _share
 
 __all__ = [
@@ -65,7 +75,6 @@ def _shard_problem(
     (format 1.6), read through Zarr, or None when its shard header names the segment
     and the shard and its index lists every chunk of the segment's first ``rows`` rows
     (Zarr would read an absent chunk as zeros)."""
-    import google_crc32c
     from zarr.abc.store import SuffixByteRequest
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
@@ -73,8 +82,8 @@ def _shard_problem(
     inner, outer = arr.chunks, arr.shards
     grid = tuple(o // i for o, i in zip(outer, inner, strict=True))
     n = math.prod(grid)
-    nbytes_index = 16 * n + 4
-    nbytes_end = nbytes_index + shard_header_size(arr.ndim, n)
+    nbytes_index = index_size(n)
+    nbytes_end = footer_size(arr.ndim, n, header=True)
     buf = sync(
         arr.store_path.store.get(key, default_buffer_prototype(), SuffixByteRequest(nbytes_end))
     )
@@ -83,9 +92,10 @@ def _shard_problem(
     data = buf.to_bytes()
     if len(data) < nbytes_end:
         return f"shard {key}: {len(data)} bytes cannot hold its shard header and index"
-    raw = data[len(data) - nbytes_index : -4]
-    if google_crc32c.value(raw) != int.from_bytes(data[-4:], "little"):
-        return f"shard {key}: the index's CRC-32C does not match (damaged)"
+    try:
+        index = parse_index(data, grid)
+    except ValueError as exc:
+        return f"shard {key}: {exc}"
     try:
         got_id, got, _ = parse_shard_header(data[: len(data) - nbytes_index], arr.ndim, n)
     except ValueError as exc:
@@ -97,9 +107,8 @@ def _shard_problem(
             f"shard {key} holds shard {got} of its array, not {coords}: shard files were "
             "moved or swapped"
         )
-    index = np.frombuffer(raw, "<u8").reshape(*grid, 2)
     wanted = -(-(min(rows, (coords[0] + 1) * outer[0]) - coords[0] * outer[0]) // inner[0])
-    absent = (index[:wanted, ..., 0] == _ABSENT) & (index[:wanted, ..., 1] == _ABSENT)
+    absent = (index[:wanted, ..., 0] == ABSENT) & (index[:wanted, ..., 1] == ABSENT)
     if absent.any():
         at = tuple(int(v) for v in np.argwhere(absent)[0])
         return f"shard {key}: inner chunk {at} of committed rows is absent"
@@ -114,8 +123,7 @@ sharding_codec` around ``spikestore.spikes`` and ``crc32c``), else None.
     Such arrays are read by :func:`_read_spike_rows` instead of Zarr; anything else
     (another codec or index layout, another dtype or rank) goes through Zarr.
     """
-    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
-    from zarr.codecs.sharding import ShardingCodecIndexLocation
+    from zarr.codecs import Crc32cCodec
 
     from ..codecs.spikes import SpikeCodec
 
@@ -124,9 +132,7 @@ sharding_codec` around ``spikestore.spikes`` and ``crc32c``), else None.
         return None
     sc = codecs[0]
     if (
-        type(sc) is not ShardingCodec
-        or sc.index_location != ShardingCodecIndexLocation.end
-        or tuple(sc.index_codecs) != (BytesCodec(endian="little"), Crc32cCodec())
+        not is_sharding_codec(sc)
         or len(sc.codecs) != 2
         or type(sc.codecs[0]) is not SpikeCodec
         or type(sc.codecs[1]) is not Crc32cCodec
@@ -163,7 +169,6 @@ def _read_failure(exc: BaseException, rows: np.ndarray, steps: np.ndarray, name:
 #: A shard is read whole when at least this share of its inner chunk rows is wanted,
 #: else its index and then each wanted chunk row by byte ranges.
 _WHOLE_SHARD_SHARE = 0.5
-_ABSENT = 2**64 - 1
 
 
 #: ``place(a, b, block, col0, width)``: rows ``a:b`` of the result, packed columns
@@ -196,7 +201,6 @@ def _read_spike_rows(
     lists: a shard file moved or swapped, or one read while a replaced store's writer
     put another file in its place, is an error, never other rows.
     """
-    import google_crc32c
     from zarr.abc.store import RangeByteRequest, SuffixByteRequest
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
@@ -205,9 +209,8 @@ def _read_spike_rows(
 
     (c0, c1), (s0, s1) = shapes
     g0, g1 = s0 // c0, s1 // c1
-    nbytes_index = 16 * g0 * g1 + 4
-    nbytes_header = shard_header_size(2, g0 * g1) if seg_id is not None else 0
-    nbytes_end = nbytes_index + nbytes_header
+    nbytes_index = index_size(g0 * g1)
+    nbytes_end = footer_size(2, g0 * g1, header=seg_id is not None)
     ncols = int(arr.shape[1])
     out = None
     if place is None:
@@ -256,10 +259,10 @@ def _read_spike_rows(
             raise damaged("missing from the store")
         if len(tail) < nbytes_end:
             raise damaged(f"{len(tail)} bytes cannot hold its {nbytes_end}-byte index")
-        raw = tail[len(tail) - nbytes_index : len(tail) - 4]
-        crc = int(np.frombuffer(tail[len(tail) - 4 :], "<u4")[0])
-        if google_crc32c.value(raw) != crc:
-            raise damaged("the index's CRC-32C does not match (damaged)")
+        try:
+            index = parse_index(tail, (g0, g1))
+        except ValueError as exc:
+            raise damaged(str(exc)) from None
         trailers = None
         if seg_id is not None:
             head = tail[len(tail) - nbytes_end : len(tail) - nbytes_index].tobytes()
@@ -280,19 +283,10 @@ def _read_spike_rows(
                     "files were moved or swapped"
                 )
             trailers = np.frombuffer(table, "<u4").reshape(g0, g1)
-        index = np.frombuffer(raw, "<u8").reshape(g0, g1, 2)
-        off, size = index[..., 0], index[..., 1]
-        absent = (off == _ABSENT) & (size == _ABSENT)
-        lim = np.uint64(end)
-        # off + size <= end, written so that it cannot overflow
-        bad = ~absent & ((size < 4) | (off > lim) | (size > lim - np.minimum(off, lim)))
-        if bad.any():
-            at = tuple(int(v) for v in np.argwhere(bad)[0])
-            raise damaged(
-                f"index entry of inner chunk {at} points outside the shard's {end} data "
-                f"bytes (offset {int(off[at])}, size {int(size[at])})"
-            )
-        return np.where(absent[..., None], -1, index.astype(np.int64)), trailers
+        try:
+            return chunk_spans(index, end), trailers
+        except ValueError as exc:
+            raise damaged(str(exc)) from None
 
     heads = sync(first())
     # (chunk bytes or None, shard key, first row, first column, chunk column, trailer)
@@ -360,10 +354,10 @@ def _read_spike_rows(
             raise _DamagedRows(
                 f"{where} is absent, though rows it holds are committed", r0, r0 + c0
             )
-        body = chunk[:-4]
-        crc = int(np.frombuffer(chunk[-4:], "<u4")[0])
-        if google_crc32c.value(body) != crc:
-            raise _DamagedRows(f"{where} fails its CRC-32C (damaged)", r0, r0 + c0)
+        try:
+            body, crc = check_chunk(chunk)
+        except ValueError as exc:
+            raise _DamagedRows(f"{where} {exc}", r0, r0 + c0) from None
         if want is not None and crc != want:
             raise _DamagedRows(
                 f"{where} is not the chunk its shard header lists (the file was replaced "
