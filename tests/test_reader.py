@@ -384,7 +384,7 @@ def test_spike_shards_are_read_directly_and_match_zarr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int, shape, time_axis
 ) -> None:
     from spikestore import reader
-    from spikestore.reader import _field, _shards
+    from spikestore.reader import _field, _pool, _shards
 
     big = time_axis == "big"
     recs = _spike_store(tmp_path / "s", shape=shape, time_axis=None if big else time_axis, big=big)
@@ -400,8 +400,7 @@ def test_spike_shards_are_read_directly_and_match_zarr(
         return real(*args)
 
     monkeypatch.setattr(_field, "_read_spike_rows", counted)
-    monkeypatch.setattr(_shards, "_PARALLEL_BITS", 0)  # every read shares its chunks
-    monkeypatch.setattr(_field, "_PARALLEL_BITS", 0)
+    monkeypatch.setattr(_pool, "_PARALLEL_BITS", 0)  # every read shares its chunks
     monkeypatch.setattr(reader, "READ_THREADS", threads)
     for key in (slice(None), slice(3, 47, 3), [49, 0, 5, 5, 17], slice(20, 21), slice(1, 49)):
         steps = range(len(recs))[key] if isinstance(key, slice) else key

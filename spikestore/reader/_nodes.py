@@ -87,7 +87,7 @@ class _Monitors(Mapping[str, _M]):
     def damaged(self) -> dict[str, str]:
         """Monitors whose metadata cannot be read, by node key (or name where it could
         be read): why. They are left out of the mapping; the others read as ever."""
-        return dict(getattr(self, "_damaged", {}))
+        return dict(self._damaged)
 
     @property
     def version(self) -> str:
@@ -97,7 +97,7 @@ class _Monitors(Mapping[str, _M]):
         try:
             return self._monitors[name]
         except KeyError:
-            why = _damage_of(getattr(self, "_damaged", {}), name)
+            why = _damage_of(self._damaged, name)
             if why is not None:
                 raise ReadError(
                     f"{self._where}: monitor {name!r} is damaged and cannot be read: {why}"
@@ -142,13 +142,13 @@ class _Layers(Mapping[str, _L]):
         cannot be read): why. They are left out of the mapping; their siblings read
         as ever."""
         self._load()
-        return dict(getattr(self, "_damaged", {}))
+        return dict(self._damaged)
 
     def __getitem__(self, name: str) -> _L:
         try:
             return self._load()[name]
         except KeyError:
-            why = _damage_of(getattr(self, "_damaged", {}), name)
+            why = _damage_of(self._damaged, name)
             if why is not None:
                 raise ReadError(
                     f"monitor {self.name!r}: layer {name!r} is damaged and cannot be read: {why}"
@@ -287,6 +287,7 @@ class MonitorReader(_Layers["LayerReader"]):
         self.name = name
         self._group = group
         self._layers: dict[str, LayerReader] | None = None
+        self._damaged: dict[str, str] = {}  # filled by _load
 
     def _load(self) -> dict[str, LayerReader]:
         if self._layers is None:

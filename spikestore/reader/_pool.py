@@ -38,16 +38,19 @@ def _empty_cpu(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return out if dtype == out.dtype else out.view(dtype)
 
 
-def _share(fn: Callable[[Any], None], jobs: Iterable[Any]) -> None:
+def _share(fn: Callable[[Any], None], jobs: Iterable[Any], bits: int | None = None) -> None:
     """``fn(job)`` for every job, by the calling thread and one of the reader's
     threads taking jobs from one queue; the first error stops both and is raised.
 
-    The calling thread works too and waits only for a job the helper has started:
-    on a machine whose other core is busy the helper gets few jobs or none, and the
-    read never waits for it to be scheduled.
+    ``bits``: how many output bits the jobs make together; below
+    :data:`_PARALLEL_BITS` the calling thread runs them alone (None: shared at any
+    size). The calling thread works too and waits only for a job the helper has
+    started: on a machine whose other core is busy the helper gets few jobs or none,
+    and the read never waits for it to be scheduled.
     """
     todo = list(jobs)
-    if len(todo) < 2 or read_threads() < 2:
+    small = bits is not None and bits < _PARALLEL_BITS
+    if small or len(todo) < 2 or read_threads() < 2:
         for job in todo:
             fn(job)
         return

@@ -58,6 +58,8 @@ class RankedStoreReader(_Monitors["RankedMonitorReader"]):
         self.device = device
         self._where = self._loc.where
         self._readers: dict[int, StoreReader] = {}
+        # A rank's damaged monitors are its own reader's (rank(r).damaged).
+        self._damaged: dict[str, str] = {}
         self.refresh()
 
     def refresh(self) -> RankedStoreReader:
@@ -139,6 +141,7 @@ class RankedMonitorReader(_Layers["RankedLayerReader"]):
         self.store = store
         self.name = name
         self._layers: dict[str, RankedLayerReader] | None = None
+        self._damaged: dict[str, str] = {}  # a rank's own: rank(r)[monitor].damaged
 
     def _load(self) -> dict[str, RankedLayerReader]:
         if self._layers is None:

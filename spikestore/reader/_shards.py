@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from .._shard import (
     ABSENT,
@@ -27,7 +28,7 @@ from .._shard import (
 )
 from ..errors import ReadError
 from ..format import MAX_CHUNK_BYTES, MAX_CHUNKS_PER_SHARD
-from ._pool import _PARALLEL_BITS, _share
+from ._pool import _empty_cpu, _share
 
 __all__ = [
     "Place",
@@ -375,14 +376,47 @@ def _read_spike_rows(
         else:
             place(int(a), int(b), dec[sel], col0, width)
 
-    if rows.size * ncols >= _PARALLEL_BITS // 8:
-        _share(decode, jobs)
-    else:
-        for job in jobs:
-            decode(job)
+    _share(decode, jobs, rows.size * ncols * 8)
     return out
 
 
 class _ForeignShard(_DamagedRows):
     """A shard file's header names another segment: a file of another array, or of the
     store that replaced the one a reader opened."""
+
+
+def _unpacker(
+    seg: dict[str, Any], n: int, shapes: tuple[tuple[int, int], tuple[int, int]], ncols: int
+) -> tuple[torch.Tensor, Place] | None:
+    """An output tensor for ``n`` records of spike segment ``seg`` (in shards of
+    ``shapes``, rows of ``ncols`` bytes), and the ``place`` for :func:`_read_spike_rows`
+    that unpacks each decoded chunk into it while the chunk is in cache; None for
+    records without elements, or time-last records in chunks narrower than a row (those
+    are unpacked whole)."""
+    from ..codecs import torch_dtype
+
+    shape = tuple(int(d) for d in seg["shape"])
+    numel = int(np.prod(shape, dtype=np.int64))
+    perm = seg.get("permute")
+    if not numel or (perm is not None and shapes[0][1] < ncols):
+        return None
+    out = _empty_cpu((n, *shape), torch_dtype(seg["dtype"]))
+    dst = out.permute(0, *[int(p) + 1 for p in perm]) if perm is not None else out.view(n, -1)
+
+    def place(a: int, b: int, block: np.ndarray | None, col0: int, width: int) -> None:
+        bit0 = col0 * 8
+        count = min(width * 8, numel - bit0)
+        if block is None:
+            (dst[a:b] if perm is not None else dst[a:b, bit0 : bit0 + count]).zero_()
+            return
+        # a few rows at a time, so the unpacked bits are still in cache for the cast
+        step = max(1, (1 << 20) // count)
+        for i in range(0, b - a, step):
+            bits = torch.from_numpy(np.unpackbits(block[i : i + step, :width], axis=1, count=count))
+            j = a + i
+            if perm is not None:
+                dst[j : j + len(bits)].copy_(bits.view(len(bits), *dst.shape[1:]))
+            else:
+                dst[j : j + len(bits), bit0 : bit0 + count].copy_(bits)
+
+    return out, place
