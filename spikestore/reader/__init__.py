@@ -9,6 +9,7 @@ The package has one module per job; the public names are imported from here:
 - ``_source``: where a store is (:class:`Source`, :func:`open`), its groups opened;
 - ``_nodes``: :class:`StoreReader`, :class:`MonitorReader`, :class:`LayerReader`;
 - ``_field``: :class:`FieldReader`, a field's rows decoded to tensors;
+- ``_checks``: whether what a field reads is what it opened (damage, a replaced store);
 - ``_shards``: shard checks and direct reads of spike shards;
 - ``_trees``: step and neuron indices, nested records rebuilt, steps stacked;
 - ``_pool``: the read pool (:data:`READ_THREADS`);
