@@ -37,6 +37,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
+from ._exit import ExitSafePool
 from ._localfs import read_file
 from ._shard import ShardFooter, chunk_spans, parse_index, sharding_codec
 from .codecs import (
@@ -122,7 +123,7 @@ class Encoder:
     def _get_pool(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None or self._pid != os.getpid():
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="spikestore-enc")
+                self._pool = ExitSafePool(self.threads, thread_name_prefix="spikestore-enc")
                 self._pid = os.getpid()
             return self._pool
 
