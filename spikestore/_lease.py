@@ -104,6 +104,7 @@ import time
 import uuid
 from typing import Any
 
+from ._zarr import sync as _sync
 from .errors import StoreLockedError
 from .format import CLEARING_KEY, LEASE_DIR
 
@@ -150,20 +151,16 @@ _MAX_RESETS = 3
 _SHOWN = 100
 
 
-def _sync(coro: Any) -> Any:
-    from zarr.core.sync import sync
-
-    return sync(coro)
 
 
 def _buffer(data: bytes) -> Any:
-    from zarr.core.buffer import default_buffer_prototype
+    from ._zarr import buffer_prototype as default_buffer_prototype
 
     return default_buffer_prototype().buffer.from_bytes(data)
 
 
 def read_bytes(store: Any, key: str) -> bytes | None:
-    from zarr.core.buffer import default_buffer_prototype
+    from ._zarr import buffer_prototype as default_buffer_prototype
 
     buf = _sync(store.get(key, default_buffer_prototype()))
     return None if buf is None else buf.to_bytes()

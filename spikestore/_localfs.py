@@ -448,7 +448,7 @@ class ConfinedLocalStore(LocalStore):
         return type(self)(root=self.root, read_only=read_only)
 
     def get_sync(self, key: str, *, prototype: Any = None, byte_range: Any = None) -> Any:
-        from zarr.core.buffer import default_buffer_prototype
+        from ._zarr import buffer_prototype as default_buffer_prototype
 
         self._ensure_open_sync()
         data = read_file(self.root, key, byte_range)
@@ -456,7 +456,7 @@ class ConfinedLocalStore(LocalStore):
         return None if data is None else proto.buffer.from_bytes(data)
 
     async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
-        from zarr.core.buffer import default_buffer_prototype
+        from ._zarr import buffer_prototype as default_buffer_prototype
 
         if not self._is_open:
             await self._open()

@@ -40,6 +40,8 @@ import numpy as np
 from ._exit import ExitSafePool
 from ._localfs import read_file
 from ._shard import ShardFooter, chunk_spans, parse_index, sharding_codec
+from ._zarr import can_encode_sync, chunk_spec, encode_chain, inner_chunk_spec
+from ._zarr import sync as _sync
 from .codecs import (
     DEFAULT_SPIKES,
     SpikeCodec,
@@ -150,10 +152,6 @@ def _grid(main: Any) -> tuple[int, ...]:
     return tuple(s // c for s, c in zip(main.shards, main.chunks, strict=True))
 
 
-def _sync(coro: Any) -> Any:
-    from zarr.core.sync import sync
-
-    return sync(coro)
 
 
 def copy_to_shard(tail: Any, main: Any, shard: int, chunk_rows: int) -> None:
@@ -177,7 +175,7 @@ def write_shard(
     chunks of ``fresh``: ``(coordinates, parts)`` in C order, each chunk's bytes as
     parts written one after the other (an iterator: encoded while the file is being
     written); any other chunk is left absent."""
-    from zarr.core.buffer import default_buffer_prototype
+    from ._zarr import buffer_prototype as default_buffer_prototype
 
     store = main.store_path.store
     grid = _grid(main)
@@ -233,7 +231,7 @@ def copy_from_shard(main: Any, shard: int, tail: Any) -> int:
     The inverse of :func:`copy_to_shard`, used when a writer reopens a store whose
     last shard was closed partial. Returns the number of chunks copied.
     """
-    from zarr.core.buffer import default_buffer_prototype
+    from ._zarr import buffer_prototype as default_buffer_prototype
 
     store = main.store_path.store
     grid = _grid(main)
@@ -624,22 +622,18 @@ class _ChunkWriter:
             return None
         if not all(isinstance(c, BytesBytesCodec) for c in rest[1:]):
             return None
-        if not all(hasattr(c, "_encode_sync") for c in rest):
+        if not all(can_encode_sync(c) for c in rest):
             return None
         return codecs[:k], rest
 
     @classmethod
     def for_tail(cls, arr: Any) -> _ChunkWriter | None:
         """A writer for unsharded ``arr``, or None if its codecs cannot encode synchronously."""
-        from zarr.core.array_spec import ArrayConfig
-        from zarr.core.buffer import default_buffer_prototype
-
         meta = arr.metadata
         chain = cls._sync_chain(list(meta.codecs))
         if chain is None:
             return None
-        config = ArrayConfig.from_dict({"write_empty_chunks": True})
-        spec = meta.get_chunk_spec((0,) * arr.ndim, config, default_buffer_prototype())
+        spec = chunk_spec(arr)
         chunks = tuple(int(c) for c in arr.chunks)
         return cls(arr, *chain, spec, chunks, tuple(int(n) for n in arr.shape))
 
@@ -647,20 +641,11 @@ class _ChunkWriter:
     def for_shards(cls, main: Any) -> _ChunkWriter | None:
         """An encoder of the inner chunks of sharded ``main``, or None if its inner codecs
         cannot encode synchronously."""
-        from zarr.core.array_spec import ArrayConfig, ArraySpec
-        from zarr.core.buffer import default_buffer_prototype
-
         chain = cls._sync_chain(list(main.metadata.codecs[0].codecs))
         if chain is None:
             return None
         chunks = tuple(int(c) for c in main.chunks)
-        spec = ArraySpec(
-            shape=chunks,
-            dtype=main.metadata.data_type,
-            fill_value=main.metadata.fill_value,
-            config=ArrayConfig.from_dict({"write_empty_chunks": True}),
-            prototype=default_buffer_prototype(),
-        )
+        spec = inner_chunk_spec(main, chunks)
         shard_shape = (int(main.shards[0]), *(int(n) for n in main.shards[1:]))
         return cls(main, *chain, spec, chunks, shard_shape)
 
@@ -713,12 +698,7 @@ class _ChunkWriter:
         block = np.ascontiguousarray(block)
         for f in self.filters:
             block = np.asarray(f._codec.encode(block)).reshape(self.chunks)
-        spec = self.spec
-        codecs = self.body
-        buf = codecs[0]._encode_sync(spec.prototype.nd_buffer.from_numpy_array(block), spec)
-        for codec in codecs[1:]:
-            buf = codec._encode_sync(buf, spec)
-        data = buf.as_numpy_array()
+        data = encode_chain(self.body, block, self.spec)
         if not self.crc:
             return (data,)
         return data, np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()

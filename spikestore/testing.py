@@ -524,7 +524,7 @@ def recorder_existing_steps(
 
     out = {key: 0 for key in RECORDER_LAYERS}
     if is_url(path):
-        from zarr.core.sync import sync
+        from ._zarr import sync
 
         zstore = url_store(str(path), storage_options=storage_options, read_only=True)
         if not sync(zstore.exists("zarr.json")):

@@ -102,19 +102,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numcodecs.zstd import Zstd
 from zarr.abc.codec import ArrayBytesCodec
-from zarr.core.common import JSON, parse_named_configuration
 from zarr.registry import register_codec
 
+from .._zarr import parse_named_configuration
 from ..format import MAX_CHUNK_BYTES
 from . import motion as _motion
 
 if TYPE_CHECKING:
     from typing import Self
 
-    from zarr.core.array_spec import ArraySpec
-    from zarr.core.buffer import Buffer, NDBuffer
-    from zarr.core.chunk_grids import ChunkGrid
-    from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+    from .._zarr import (
+        JSON,
+        ArraySpec,
+        Buffer,
+        ChunkGrid,
+        NDBuffer,
+        TBaseDType,
+        TBaseScalar,
+        ZDType,
+    )
 
 __all__ = [
     "CODEC_NAME",

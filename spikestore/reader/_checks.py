@@ -165,9 +165,8 @@ class FieldChecks:
         saves a round trip through Zarr's event loop (about 0.25 ms) per read."""
         import json
 
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.sync import sync
-
+        from .._zarr import buffer_prototype as default_buffer_prototype
+        from .._zarr import sync
         from ..storage import local_root
 
         assert self.field.group is not None
@@ -258,7 +257,7 @@ class FieldChecks:
         ``k``'s sharded array, read through Zarr, with an id): each shard's header is
         read and checked once (see :func:`_shard_problem`).
         """
-        from zarr.core.sync import sync
+        from .._zarr import sync
 
         r0, r1 = int(rows.min()), int(rows.max()) + 1
         outer = (arr.shards or arr.chunks)[0]

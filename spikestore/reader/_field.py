@@ -78,7 +78,7 @@ class _TailGone(Exception):
 
 def _exists(group: Any, key: str) -> bool:
     """Whether ``key`` (relative to ``group``) is in the group's store."""
-    from zarr.core.sync import sync
+    from .._zarr import sync
 
     full = f"{group.path}/{key}" if group.path else key
     return bool(sync(group.store.exists(full)))

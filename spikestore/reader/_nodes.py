@@ -498,8 +498,9 @@ class LayerReader(Sequence[Any]):
         ``*.partial`` temporary files are skipped; other stores are asked again
         a few times.
         """
-        from zarr.core.sync import sync
         from zarr.storage import LocalStore
+
+        from .._zarr import sync
 
         store, prefix = self._group.store, self._group.path
         if isinstance(store, LocalStore):
@@ -522,8 +523,9 @@ class LayerReader(Sequence[Any]):
     def nbytes_metadata(self) -> int:
         """Bytes of the layer's ``zarr.json`` documents (part of :meth:`nbytes_stored`):
         the fixed cost of a layer, a few KiB, that dominates the size of short runs."""
-        from zarr.core.sync import sync
         from zarr.storage import LocalStore
+
+        from .._zarr import sync
 
         store, prefix = self._group.store, self._group.path
         if isinstance(store, LocalStore):

@@ -77,8 +77,9 @@ def _shard_problem(
     and the shard and its index lists every chunk of the segment's first ``rows`` rows
     (Zarr would read an absent chunk as zeros)."""
     from zarr.abc.store import SuffixByteRequest
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+
+    from .._zarr import buffer_prototype as default_buffer_prototype
+    from .._zarr import sync
 
     inner, outer = arr.chunks, arr.shards
     grid = tuple(o // i for o, i in zip(outer, inner, strict=True))
@@ -203,9 +204,9 @@ def _read_spike_rows(
     put another file in its place, is an error, never other rows.
     """
     from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
 
+    from .._zarr import buffer_prototype as default_buffer_prototype
+    from .._zarr import sync
     from ..codecs.spikes import decode_chunk
 
     (c0, c1), (s0, s1) = shapes

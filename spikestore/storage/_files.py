@@ -25,6 +25,7 @@ from typing import Any
 from zarr.storage import LocalStore
 
 from .._localfs import remove, write_file
+from .._zarr import sync as _sync
 from ._cache import CachingStore
 
 __all__ = [
@@ -37,12 +38,6 @@ __all__ = [
 ]
 
 
-def _sync(coro: Any) -> Any:
-    """Run ``coro`` on Zarr's event loop and return its result (the storage package's
-    one use of ``zarr.core.sync``)."""
-    from zarr.core.sync import sync
-
-    return sync(coro)
 
 
 def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
@@ -57,7 +52,7 @@ def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
     if isinstance(store, LocalStore):
         write_file(Path(str(store.root)), key, parts, durable=getattr(store, "durable", False))
         return
-    from zarr.core.buffer import default_buffer_prototype
+    from .._zarr import buffer_prototype as default_buffer_prototype
 
     proto = default_buffer_prototype()
     _sync(store.set(key, proto.buffer.from_bytes(b"".join(parts))))
@@ -111,7 +106,7 @@ def delete_prefix(store: Any, prefix: str) -> None:
 def set_many(store: Any, items: Iterable[tuple[str, bytes]]) -> None:
     """Write every ``(key, data)`` of ``items`` in one round trip to Zarr's event loop
     (the writes run concurrently; all have finished when this returns)."""
-    from zarr.core.buffer import default_buffer_prototype
+    from .._zarr import buffer_prototype as default_buffer_prototype
 
     proto = default_buffer_prototype()
 
