@@ -405,6 +405,7 @@ class SyncProbe:
         self.armed = False
         self.opened = 0
         self.closed = 0
+        self.hook_threads: set[int] = set()
 
     def _set(self, mode: str | int) -> None:
         import torch
@@ -414,6 +415,8 @@ class SyncProbe:
 
     def on(self, *_: Any) -> None:
         if self.armed:
+            # Backward hooks of CUDA tensors run in autograd's device thread, not the main one.
+            self.hook_threads.add(threading.get_ident())
             self.opened += 1
             self._set(self.mode)
 
@@ -460,6 +463,7 @@ def collect_warnings() -> Iterator[list[dict[str, Any]]]:
         got.append(
             {
                 "thread": threading.current_thread().name,
+                "ident": threading.get_ident(),
                 "category": category.__name__,
                 "where": f"{filename}:{lineno}",
                 "message": str(message)[:300],
@@ -471,6 +475,18 @@ def collect_warnings() -> Iterator[list[dict[str, Any]]]:
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         warnings.showwarning = show
         yield got
+
+
+def _dedupe(ws: list[dict[str, Any]], keep: int = 20) -> list[dict[str, Any]]:
+    """One entry per thread, place and message, with how often it came."""
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for w in ws:
+        key = (w["thread"], w["where"], w["message"][:120])
+        if key in seen:
+            seen[key]["count"] += 1
+        else:
+            seen[key] = {**w, "count": 1}
+    return list(seen.values())[:keep]
 
 
 def _sync_warnings(got: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -569,6 +585,14 @@ def part_sync(dev: Any, sz: dict[str, int], tmp: Path) -> dict[str, Any]:
 
         cold, cold_err = bracketed("warn", 1)  # first use: allocations, cached constants
         steady, steady_err = bracketed("warn", sz["sync_steps"])
+        # Again without the monitors' CPU copies of small records (recent_bytes): tells
+        # the staging's syncs from those copies'.
+        kept = [m.recent_bytes for m in mons]
+        for m in mons:
+            m.recent_bytes = 0
+        no_recent, no_recent_err = bracketed("warn", sz["sync_steps"])
+        for m, k in zip(mons, kept, strict=True):
+            m.recent_bytes = k
         _, error_err = bracketed("error", 1)
         writer_error = None
         for m in mons:
@@ -579,13 +603,25 @@ def part_sync(dev: Any, sz: dict[str, int], tmp: Path) -> dict[str, Any]:
     for h in probe.handles:
         h.remove()
 
-    def split(ws: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-        main = [x for x in ws if x["thread"] == threading.main_thread().name]
-        return {"hook": main, "other_threads": [x for x in ws if x not in main]}
+    def split(ws: list[dict[str, Any]]) -> dict[str, Any]:
+        # The threads that ran the hooks (main, autograd's); the writer thread never does.
+        hook = [x for x in ws if x["ident"] in probe.hook_threads]
+        other = [x for x in ws if x["ident"] not in probe.hook_threads]
+        return {
+            "hook": _dedupe(hook),
+            "hook_syncs": len(hook),
+            "other_threads": _dedupe(other),
+            "other_syncs": len(other),
+        }
 
-    figures["hook_windows"] = {"opened": probe.opened, "closed": probe.closed}
+    figures["hook_windows"] = {
+        "opened": probe.opened,
+        "closed": probe.closed,
+        "threads": len(probe.hook_threads),
+    }
     figures["cold_first_step"] = split(cold) | {"exception": cold_err}
     figures["steady_warn"] = split(steady) | {"exception": steady_err}
+    figures["steady_warn_recent_bytes_0"] = split(no_recent) | {"exception": no_recent_err}
     figures["steady_error_mode_exception"] = error_err
     figures["writer_error_at_close"] = writer_error
     errors["whole_step_with_monitors"] = _whole_step_error(dev, sz, tmp, True)
@@ -608,15 +644,16 @@ def part_sync(dev: Any, sz: dict[str, int], tmp: Path) -> dict[str, Any]:
                 "over forward + backward; no sync check without a GPU"
             ),
         }
-    hook_syncs = len(figures["steady_warn"]["hook"])
+    hook_syncs = figures["steady_warn"]["hook_syncs"]
     hook_error = error_err is not None and not error_err.startswith("writer thread: ")
     ok = hook_syncs == 0 and not hook_error and steady_err is None
-    cold_n = len(figures["cold_first_step"]["hook"])
+    cold_n = figures["cold_first_step"]["hook_syncs"]
     whole = errors["whole_step_with_monitors"]
     whole_base = errors["whole_step_without_monitors"]
     summary = (
         f"{probe.opened} hook windows; steady steps: {hook_syncs} syncs in hooks, mode 'error': "
         + ("no exception" if error_err is None else error_err.splitlines()[0][:300])
+        + f"; with recent_bytes=0: {figures['steady_warn_recent_bytes_0']['hook_syncs']} syncs"
         + f"; first step: {cold_n} syncs in hooks"
         + "; whole step under 'error': "
         + ("clean" if whole is None else whole.splitlines()[0][:300])
@@ -1097,6 +1134,9 @@ def _pytest_result(out: Path, device: str) -> dict[str, Any]:
     res: dict[str, Any] = {"part": "pytest", "status": status, "summary": summary, "rc": rc}
     if status == SKIPPED and device == "cpu":
         res["reason"] = "SKIPPED-on-CPU: the CUDA tests skip without a GPU"
+    elif status == SKIPPED:  # asked for a GPU, yet no CUDA test ran
+        res["status"] = FAIL
+        res["reason"] = "no CUDA test ran: pytest's interpreter sees no GPU"
     return res
 
 
@@ -1194,14 +1234,16 @@ def summarize(args: argparse.Namespace) -> int:
         elif k == "sync" and r.get("figures"):
             f = r["figures"]
             lines.append(f"- hook windows: {f.get('hook_windows')}")
-            for key in ("cold_first_step", "steady_warn"):
+            for key in ("cold_first_step", "steady_warn", "steady_warn_recent_bytes_0"):
                 v = f.get(key) or {}
                 lines.append(
-                    f"- {key}: {len(v.get('hook', []))} syncs in hooks, "
-                    f"{len(v.get('other_threads', []))} in other threads"
+                    f"- {key}: {v.get('hook_syncs')} syncs in hooks, "
+                    f"{v.get('other_syncs')} in other threads"
                 )
                 for w in (v.get("hook", []) + v.get("other_threads", []))[:8]:
-                    lines.append(f"  - [{w['thread']}] {w['where']}: {w['message'][:160]}")
+                    lines.append(
+                        f"  - [{w['thread']}] x{w['count']} {w['where']}: {w['message'][:160]}"
+                    )
             for key in (
                 "steady_error_mode_exception",
                 "whole_step_with_monitors",

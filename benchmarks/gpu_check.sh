@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # spikestore's GPU check: one command, from the repository root, everything under $OUT.
 #
-#   bash benchmarks/gpu_check.sh                     # on a GPU machine (about 3-6 minutes)
+#   bash benchmarks/gpu_check.sh                     # on a GPU machine (about 4-5 minutes)
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_QUICK=1 bash benchmarks/gpu_check.sh    # dry run, CPU
 #   bash benchmarks/gpu_check.sh --fetch-wheels      # here, with network: cp312 wheels
 #                                                    # of the deps into .whl/ (see below)
@@ -13,6 +13,7 @@
 #
 # Environment: OUT (default ./gpu_check_out), GPU_CHECK_DEVICE (cuda | cpu),
 # GPU_CHECK_QUICK (1: tiny sizes), GPU_CHECK_BUDGET (seconds in all, default 450),
+# GPU_CHECK_OVERHEAD_S (seconds for the overhead part's timed blocks, default 150),
 # GPU_CHECK_PYTHON (the interpreter; else .venv/bin/python, python3, python: the first
 # whose torch sees CUDA when the device is cuda), GPU_CHECK_WHEELS (default .whl:
 # wheels installed into /tmp/gpu_check_site when the interpreter lacks zarr, numcodecs,
@@ -103,6 +104,7 @@ run() {  # run NAME LIMIT_S CMD...: stdout+stderr to LOG (or $REDIRECT), rc to p
         return
     fi
     [ "$limit" -gt $((left - 20)) ] && limit=$((left - 20))
+    [ "$limit" -lt 5 ] && limit=5
     say "$name: start (limit ${limit}s)"
     if command -v timeout >/dev/null 2>&1; then
         timeout -k 10 "$limit" "$@" >>"${REDIRECT:-$LOG}" 2>&1
@@ -131,8 +133,13 @@ echo "\$ python -m pytest -q -m cuda $tests" >"$OUT/pytest_cuda.txt"
 # shellcheck disable=SC2086
 REDIRECT=$OUT/pytest_cuda.txt run pytest 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider \
     --continue-on-collection-errors $tests
+# The overhead blocks get 2/3 of what is left, at most 150 s (OVERHEAD_S), at least 10 s.
 left=$((START + BUDGET - $(date +%s)))
-part overhead $((left - 25)) --budget $(((left - 25) * 2 / 3 > 10 ? (left - 25) * 2 / 3 : 10))
+blocks=$(((left - 25) * 2 / 3))
+cap=${GPU_CHECK_OVERHEAD_S:-150}
+[ "$blocks" -gt "$cap" ] && blocks=$cap
+[ "$blocks" -lt 10 ] && blocks=10
+part overhead $((left - 25)) --budget "$blocks"
 
 # ---- the summary (a minimal one if the summarizer itself fails)
 "$PY" benchmarks/gpu_check.py --summarize --device "$DEVICE" --out "$OUT" \
