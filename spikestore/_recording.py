@@ -9,7 +9,8 @@ state (its entry in the :class:`~spikestore._worker.Registry`) is read and chang
 that entry's lock, the run description under its own (``spikestore._run``); the
 :class:`~spikestore._commit.Sink` and the root belong to the writer thread and are
 reached only through the :class:`~spikestore._worker.Worker`. ``closed`` is set once,
-by ``close()``. A :class:`NotRecording` holds nothing but its name and ``closed``.
+by ``StoreWriter.close()``, which then calls ``shutdown()``. A :class:`NotRecording`
+holds nothing but its name and ``closed``.
 """
 
 from __future__ import annotations
@@ -121,9 +122,11 @@ class Recording:
             lambda **change: worker.post(lambda: sink.change_run(**change)),
             stored_layers,
         )
-        self.finalizer = weakref.finalize(owner, _shutdown, worker, storage)
+        #: Commit and release, once: called by ``StoreWriter.close()``, or when
+        #: ``owner`` is collected.
+        self.shutdown = weakref.finalize(owner, _shutdown, worker, storage)
         # At exit the writers are closed by spikestore._exit, before Zarr stops its loop.
-        self.finalizer.atexit = False
+        self.shutdown.atexit = False
 
     # ------------------------------------------------------------- properties
     @property
@@ -296,14 +299,9 @@ class Recording:
         self._check_usable()
         self.worker.call(self.sink.write_all)
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        owned = self.storage.owned
-        self.finalizer()
-        if owned:
-            self.worker.check()
+    def check(self) -> None:
+        """Raise the writer thread's error, if it failed (:class:`WriteError`)."""
+        self.worker.check()
 
 
 class NotRecording:
@@ -361,5 +359,8 @@ class NotRecording:
     def flush(self) -> None:
         pass
 
-    def close(self) -> None:
-        self.closed = True
+    def shutdown(self) -> None:
+        pass
+
+    def check(self) -> None:
+        pass

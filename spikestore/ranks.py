@@ -8,10 +8,11 @@ size and the recorded ranks. Ranks do not coordinate while writing: each writes
 its own folder, under its own lock (``flock`` locally, a lease on object storage),
 so a rank that dies never damages another's records.
 
-Opening, each recording rank checks the root (reading only: a folder of the user's,
-or a store of one process in any mode but ``"w"``, is refused), then takes its own
-folder's lock, then (:func:`finish_root`) the lowest recorded rank rewrites the root's
-metadata under the root's lock while the others only create it if it is missing.
+Opening (:func:`open_ranked`), each recording rank checks the root (reading only: a
+folder of the user's, or a store of one process in any mode but ``"w"``, is refused),
+then takes its own folder's lock, then (:func:`finish_root`) the lowest recorded rank
+rewrites the root's metadata under the root's lock while the others only create it if
+it is missing.
 ``mode="w"`` replaces a store at the root: each rank replaces its own folder, and the
 lowest recorded rank removes what no rank of this run will write (the monitors of a
 store of one process, the stores in folders of ranks not recorded now), each under

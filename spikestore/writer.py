@@ -288,26 +288,13 @@ class StoreWriter:
         time_unit: str | None = None,
     ) -> None:
         opts = WriterOptions.check(
-            path,
-            mode,
-            overwrite=overwrite,
-            compressor=compressor,
-            level=level,
-            flush_interval=flush_interval,
-            max_queue_bytes=max_queue_bytes,
-            max_buffer_bytes=max_buffer_bytes,
-            shard_steps=shard_steps,
-            chunk_bytes=chunk_bytes,
-            store=store,
-            tune_allocator=tune_allocator,
-            durable=durable,
-            storage_options=storage_options,
-            lease_timeout=lease_timeout,
-            precision=precision,
-            attrs=attrs,
-            dt=dt,
-            time_unit=time_unit,
-        )
+            path, mode, overwrite=overwrite, compressor=compressor, level=level,
+            flush_interval=flush_interval, max_queue_bytes=max_queue_bytes,
+            max_buffer_bytes=max_buffer_bytes, shard_steps=shard_steps, chunk_bytes=chunk_bytes,
+            store=store, tune_allocator=tune_allocator, durable=durable,
+            storage_options=storage_options, lease_timeout=lease_timeout, precision=precision,
+            attrs=attrs, dt=dt, time_unit=time_unit,
+        )  # fmt: skip
         self.mode: Mode = opts.mode
         self.compressor = opts.compressor
         self.level = opts.level
@@ -493,7 +480,14 @@ class StoreWriter:
         In a forked child it only lets go of the child's copy of the lock: the parent
         keeps writing (and keeps its lock).
         """
-        self._impl.close()
+        impl = self._impl
+        if impl.closed:
+            return
+        impl.closed = True
+        owned = impl.owned
+        impl.shutdown()
+        if owned:
+            impl.check()
 
     def __enter__(self) -> StoreWriter:
         return self
