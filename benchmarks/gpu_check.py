@@ -75,6 +75,8 @@ PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 
 
 def sizes(quick: bool) -> dict[str, int]:
+    """The net and step counts. ``small_B``: the batch of the compare and sync parts,
+    whose records are decoded and compared several times (the net is the same)."""
     if quick:
         return dict(
             T=4,
@@ -89,6 +91,7 @@ def sizes(quick: bool) -> dict[str, int]:
             steps=3,
             devices_records=6,
             sj_clear=2,
+            small_B=2,
         )
     return dict(
         T=4,
@@ -98,11 +101,12 @@ def sizes(quick: bool) -> dict[str, int]:
         hw=32,
         compare_steps=3,
         sync_steps=3,
-        memcpy_steps=5,
+        memcpy_steps=3,
         warm=3,
         steps=20,
         devices_records=12,
         sj_clear=4,
+        small_B=8,
     )
 
 
@@ -212,6 +216,12 @@ def proc_status(key: str) -> float | None:
     return None
 
 
+def quietly(fn: Callable[[], Any]) -> None:
+    """Call ``fn``, ignoring its exception (closing after a failure already reported)."""
+    with contextlib.suppress(Exception):
+        fn()
+
+
 def sync(dev: Any) -> None:
     import torch
 
@@ -295,6 +305,7 @@ def _dist_version(name: str) -> str | None:
 
 def part_compare(dev: Any, sz: dict[str, int], tmp: Path) -> dict[str, Any]:
     """spikestore's monitors against SpikingJelly's, bit for bit, on the conv SNN."""
+    sz = sz | {"B": sz["small_B"]}
     import spikingjelly.activation_based.monitor as sjm
     import torch
 
@@ -506,7 +517,8 @@ def _whole_step_error(dev: Any, sz: dict[str, int], tmp: Path, monitors: bool) -
     x, y = inputs(sz, dev, 7)
     path = tmp / f"whole-{monitors}.spikes"
     err = None
-    with spikestore.StoreWriter(path) as w:
+    w = spikestore.StoreWriter(path)
+    try:
         mons = []
         if monitors:
             mons = [
@@ -530,12 +542,17 @@ def _whole_step_error(dev: Any, sz: dict[str, int], tmp: Path, monitors: bool) -
         sync(dev)
         for m in mons:
             m.close()
+    except Exception as e:  # a writer thread that hit the (process-wide) mode, say
+        err = (err or "") + f"\nafterwards: {type(e).__name__}: {e}"
+    finally:
+        with contextlib.suppress(Exception):
+            w.close()
     return err
 
 
 def part_sync(dev: Any, sz: dict[str, int], tmp: Path) -> dict[str, Any]:
     """No host synchronisation in the monitors' hooks (forward and backward)."""
-
+    sz = sz | {"B": sz["small_B"]}
     import spikestore
     import spikestore.monitor as ssm
 
@@ -546,7 +563,9 @@ def part_sync(dev: Any, sz: dict[str, int], tmp: Path) -> dict[str, Any]:
     x, y = inputs(sz, dev, 3)
     figures: dict[str, Any] = {}
     errors: dict[str, str | None] = {}
-    with spikestore.StoreWriter(tmp / "sync.spikes") as w:
+    w = spikestore.StoreWriter(tmp / "sync.spikes")
+    with contextlib.ExitStack() as stack:
+        stack.callback(quietly, w.close)
         mons = probe.install(
             lifs,
             lambda: [
@@ -952,25 +971,22 @@ def part_overhead(dev: Any, sz: dict[str, int], tmp: Path, budget: float) -> dic
             ]
         return mons
 
-    for mode, step in mode_steps.items():
-        for cfg in configs:
-            left = budget - (time.perf_counter() - t_start)
-            blocks_left = n_blocks - len(blocks)
-            cap = max(left / blocks_left, 0.5)  # seconds this block may take
-            net = copy.deepcopy(base)
-            opt = torch.optim.SGD(net.parameters(), lr=0.01) if mode != "forward" else None
-            lib, _, which = cfg.partition(":")
-            path = tmp / f"overhead-{len(blocks)}.spikes"
-            w = spikestore.StoreWriter(path) if lib == "spikestore" else None
-            mons = monitors(lib, which, net, w) if lib in ("spikestore", "spikingjelly") else []
-            times: list[float] = []
-            rss: list[float | None] = []
-            gmem: list[float | None] = []
+    def run_block(mode: str, step: Callable[..., None], cfg: str, cap: float) -> dict[str, Any]:
+        net = copy.deepcopy(base)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01) if mode != "forward" else None
+        lib, _, which = cfg.partition(":")
+        path = tmp / f"overhead-{len(blocks)}.spikes"
+        w = spikestore.StoreWriter(path) if lib == "spikestore" else None
+        mons = monitors(lib, which, net, w) if lib in ("spikestore", "spikingjelly") else []
+        times: list[float] = []
+        rss: list[float | None] = []
+        gmem: list[float | None] = []
+        try:
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
             sync(dev)
             t0 = time.perf_counter()
-            t_measured = None
+            t_measured = t0
             i = 0
             while True:
                 if lib == "spikingjelly" and i % sz["sj_clear"] == 0:
@@ -1005,37 +1021,52 @@ def part_overhead(dev: Any, sz: dict[str, int], tmp: Path, budget: float) -> dic
                 w.close()
             sync(dev)
             t_end = time.perf_counter()
-            assert t_measured is not None
-            blk: dict[str, Any] = {
-                "steps_measured": len(times),
-                "warmup_steps": sz["warm"],
-                "median_ms": rnd(statistics.median(times) * 1e3),
-                "min_ms": rnd(min(times) * 1e3),
-                "max_ms": rnd(max(times) * 1e3),
-                "close_s": rnd(t_end - tc),
-                "sustained_ms": rnd((t_end - t_measured) / len(times) * 1e3),
-                "rss_mib": thin(rss),
-                "gpu_mib": thin(gmem) if dev.type == "cuda" else None,
-                "peak_gpu_mib": rnd(gpu_mib(dev, peak=True), 1),
-                "vmhwm_mib": rnd(proc_status("VmHWM"), 1),
-            }
+        finally:
+            for m in mons:
+                quietly(m.remove_hooks)
             if w is not None:
-                blk["store_bytes"] = dir_bytes(path)
-                shutil.rmtree(path, ignore_errors=True)
+                quietly(w.close)
+        blk: dict[str, Any] = {
+            "steps_measured": len(times),
+            "warmup_steps": sz["warm"],
+            "median_ms": rnd(statistics.median(times) * 1e3),
+            "min_ms": rnd(min(times) * 1e3),
+            "max_ms": rnd(max(times) * 1e3),
+            "close_s": rnd(t_end - tc),
+            "sustained_ms": rnd((t_end - t_measured) / len(times) * 1e3),
+            "rss_mib": thin(rss),
+            "gpu_mib": thin(gmem) if dev.type == "cuda" else None,
+            "peak_gpu_mib": rnd(gpu_mib(dev, peak=True), 1),
+            "vmhwm_mib": rnd(proc_status("VmHWM"), 1),
+        }
+        if w is not None:
+            blk["store_bytes"] = dir_bytes(path)
+            shutil.rmtree(path, ignore_errors=True)
+        return blk
+
+    for mode, step in mode_steps.items():
+        for cfg in configs:
+            left = budget - (time.perf_counter() - t_start)
+            cap = max(left / (n_blocks - len(blocks)), 0.5)  # seconds this block may take
+            try:
+                blk = run_block(mode, step, cfg, cap)
+            except Exception as e:  # one block's failure (out of memory, say) leaves the rest
+                blk = {"error": f"{type(e).__name__}: {e}"[:500]}
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
             blocks[f"{mode} | {cfg}"] = blk
-            del net, opt, mons
+
     # Ratios to no monitor, per mode.
+    def ratio(mode: str, cfg: str, key: str = "median_ms") -> float | None:
+        ref = blocks[f"{mode} | none"].get("median_ms")
+        got = blocks[f"{mode} | {cfg}"].get(key)
+        return rnd(got / ref) if ref and got else None
+
     ratios: dict[str, dict[str, float | None]] = {}
     for mode in mode_steps:
-        ref = blocks[f"{mode} | none"]["median_ms"]
-        ratios[mode] = {
-            cfg: rnd(blocks[f"{mode} | {cfg}"]["median_ms"] / ref) if ref else None
-            for cfg in configs[1:]
-        }
+        ratios[mode] = {cfg: ratio(mode, cfg) for cfg in configs[1:]}
         ratios[mode] |= {
-            f"{cfg} sustained": rnd(blocks[f"{mode} | {cfg}"]["sustained_ms"] / ref)
-            if ref
-            else None
+            f"{cfg} sustained": ratio(mode, cfg, "sustained_ms")
             for cfg in configs[1:-1]
             if cfg.startswith("spikestore")
         }
@@ -1062,7 +1093,10 @@ def part_overhead(dev: Any, sz: dict[str, int], tmp: Path, budget: float) -> dic
         f"{fb['spikingjelly:spikes']} / {fb['spikingjelly:all']}; noise {fw['none (again)']}, "
         f"{fb['none (again)']}; peak RSS {figures['peak_host_rss_mib']} MiB"
     )
-    ok = all(isinstance(b["median_ms"], float) and b["median_ms"] > 0 for b in blocks.values())
+    ok = all(isinstance(b.get("median_ms"), float) and b["median_ms"] > 0 for b in blocks.values())
+    failed = {k: b["error"] for k, b in blocks.items() if "error" in b}
+    if failed:
+        summary = f"{len(failed)} blocks failed: {failed}; " + summary
     return {"status": PASS if ok else FAIL, "figures": figures, "summary": summary}
 
 
@@ -1286,6 +1320,9 @@ def _overhead_table(f: dict[str, Any]) -> list[str]:
         mode, cfg = key.split(" | ")
         ratio = f["ratio_to_none"].get(mode, {}).get(cfg, 1.0 if cfg == "none" else None)
         store = b.get("store_bytes")
+        if "error" in b:
+            lines.append(f"| {mode} / {cfg} | failed: {b['error'].replace('|', '/')} |")
+            continue
         lines.append(
             f"| {mode} / {cfg} | {b['steps_measured']} | {b['median_ms']} | "
             f"{b['min_ms']}-{b['max_ms']} | "
