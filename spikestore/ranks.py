@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from ._zarr import buffer_prototype, group_metadata_files, sync
 from .format import (
     FORMAT_NAME,
     LEASE_DIR,
@@ -130,18 +131,10 @@ def plan(ranks: str | int | Iterable[int] | None) -> RankPlan | None:
     return RankPlan(rank, world, tuple(sorted(set(chosen))))
 
 
-def _sync(coro: Any) -> Any:
-    from zarr.core.sync import sync
-
-    return sync(coro)
-
-
 def _read_json(store: Any, key: str) -> dict[str, Any] | None:
     import json
 
-    from zarr.core.buffer import default_buffer_prototype
-
-    buf = _sync(store.get(key, prototype=default_buffer_prototype()))
+    buf = sync(store.get(key, prototype=buffer_prototype()))
     if buf is None:
         return None
     try:
@@ -168,7 +161,7 @@ def check_root(store: Any, p: RankPlan, mode: str, where: str) -> set[int]:
     its own folder, so a refused root is left as it was.
     """
     meta = _read_json(store, "zarr.json")
-    names = list(_sync(_list_dir(store)))
+    names = list(sync(_list_dir(store)))
     recorded = set(p.recorded)
     if meta is None:
         others = [
@@ -255,7 +248,7 @@ def finish_root(
             time.sleep(0.05)
     with storage_at(None).hold(), contextlib.ExitStack() as held:
         recorded = check_root(store, p, mode, where)  # again, under the root's lock
-        names = list(_sync(_list_dir(store)))
+        names = list(sync(_list_dir(store)))
         stale = [n for n in names if (r := rank_of_key(n)) is not None and r not in recorded]
         if mode != "w":
             stale = []
@@ -274,11 +267,11 @@ def finish_root(
             opened.append(zsub)
         _write_group_meta(store, ranked_root_attrs(created_by, p.world_size, sorted(recorded)))
         for zsub in opened:  # no longer a store; the user's files in it stay
-            _sync(zsub.delete("zarr.json"))
+            sync(zsub.delete("zarr.json"))
         if mode == "w":
             for n in names:
                 if rank_of_key(n) is None and _is_monitor(store, n):
-                    _sync(store.delete_dir(n))
+                    sync(store.delete_dir(n))
 
 
 def open_ranked(
@@ -353,24 +346,14 @@ def _store_entry(store: Any, key: str) -> dict[str, Any] | None:
 
 def _create_group_meta(store: Any, attrs: dict[str, Any]) -> None:
     """Write a group's ``zarr.json`` unless there is one (an atomic create)."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.group import GroupMetadata
-
-    for key, buf in (
-        GroupMetadata(attributes=attrs).to_buffer_dict(default_buffer_prototype()).items()
-    ):
-        _sync(store.set_if_not_exists(key, buf))
+    for key, buf in group_metadata_files(attrs).items():
+        sync(store.set_if_not_exists(key, buf))
 
 
 def _write_group_meta(store: Any, attrs: dict[str, Any]) -> None:
     """Write a group's ``zarr.json`` in one write, as Zarr writes it."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.group import GroupMetadata
-
-    for key, buf in (
-        GroupMetadata(attributes=attrs).to_buffer_dict(default_buffer_prototype()).items()
-    ):
-        _sync(store.set(key, buf))
+    for key, buf in group_metadata_files(attrs).items():
+        sync(store.set(key, buf))
 
 
 async def _list_dir(store: Any) -> list[str]:
