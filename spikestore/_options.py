@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from ._lease import check_timeout as check_lease_timeout
 from ._run import json_object
 from .codecs import COMPRESSORS, LEVELS
+from .storage._lease import check_timeout as check_lease_timeout
 
 if TYPE_CHECKING:
     from .storage import Mode

@@ -38,7 +38,6 @@ import google_crc32c
 import numpy as np
 
 from ._exit import ExitSafePool
-from ._localfs import read_file
 from ._shard import ShardFooter, chunk_spans, parse_index, sharding_codec
 from ._zarr import can_encode_sync, chunk_spec, encode_chain, inner_chunk_spec
 from ._zarr import sync as _sync
@@ -60,6 +59,7 @@ from .format import (
     tail_name,
 )
 from .storage import delete_prefix, file_writer, local_root, set_many, write_parts
+from .storage._localfs import read_file
 
 __all__ = [
     "ENCODE_THREADS",

@@ -141,7 +141,7 @@ MAX_NODE_METADATA_BYTES = 4 << 20
 METADATA_EXPANSION = 4
 #: The prefix of a writer's lease objects in a store on object storage (not Zarr
 #: nodes): ``<LEASE_DIR>/<generation:010d>``, and the journal of a ``mode="w"``
-#: that replaces a store there (see ``spikestore._lease``).
+#: that replaces a store there (see ``spikestore.storage._lease``).
 LEASE_DIR = ".spikestore-lease"
 CLEARING_KEY = f"{LEASE_DIR}/clearing.json"
 #: Folders a writer moves an old store's nodes into while replacing it (``mode="w"``),

@@ -178,7 +178,7 @@ class StoreWriter:
     lease_timeout : float, optional
         On object storage, where there is no ``flock``: seconds (default 30) after
         which a writer's lease, no longer renewed because its process died, may be
-        taken over by a new writer (see ``spikestore._lease``).
+        taken over by a new writer (see ``spikestore.storage._lease``).
     durable : bool
         ``fsync`` every file written (then its directory) before the commit that
         points to it, so a committed step survives power loss, not only a killed

@@ -26,9 +26,9 @@ import torch
 
 import spikestore
 from spikestore import cli
-from spikestore._localfs import UnsafeStoreError, remove
 from spikestore.format import LOCK_FILE, MAX_NODE_METADATA_BYTES, FormatError
 from spikestore.reader import ReadError
+from spikestore.storage._localfs import UnsafeStoreError, remove
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and FIFOs")
 
@@ -260,7 +260,7 @@ def test_metadata_linked_to_dev_zero_or_huge_is_refused_unread(pristine, tmp_pat
 
 
 def test_writer_refuses_metadata_a_reader_would_refuse(tmp_path, monkeypatch):
-    from spikestore import _localfs
+    from spikestore.storage import _localfs
 
     monkeypatch.setattr(_localfs, "MAX_METADATA_BYTES", 4096)
     path = tmp_path / "s.spikes"

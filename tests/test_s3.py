@@ -20,9 +20,9 @@ from zarr.storage import FsspecStore, MemoryStore, ObjectStore
 
 import spikestore
 from spikestore import StoreLockedError, WriteError
-from spikestore._lease import CLEARING_KEY, LEASE_DIR
 from spikestore.format import FormatError
 from spikestore.storage import ObjectStorage, is_url, prefixed, storage_for, url_store
+from spikestore.storage._lease import CLEARING_KEY, LEASE_DIR
 from spikestore.testing import (
     RECORDER_LAYERS,
     RequestCountingStore,
@@ -195,7 +195,7 @@ def test_an_expired_lease_goes_to_exactly_one_contender(
     the create-if-absent write (If-None-Match) lets exactly one win."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from spikestore._lease import Lease, create_exclusive
+    from spikestore.storage._lease import Lease, create_exclusive
 
     opts = _options(s3, backend)
     first = Lease(url_store(url, storage_options=opts), "first", timeout=0.5)
@@ -343,7 +343,7 @@ def test_a_lease_refusal_is_one_bounded_line(s3: S3Server, url: str) -> None:
         spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options)
     text = str(info.value)
     assert len(text) < len(url) + 300 and "1e+300 s in the future" in text, text
-    from spikestore._lease import CLOCK_SKEW
+    from spikestore.storage._lease import CLOCK_SKEW
 
     wait = float(re.search(r"wait ([0-9.]+) s", text).group(1))  # type: ignore[union-attr]
     assert wait <= 30 + CLOCK_SKEW, text
@@ -353,7 +353,7 @@ def test_planted_generation_keys(s3: S3Server, url: str) -> None:
     """Generation keys are ASCII digits, 10 to 30: a 1,000-digit key (the next one
     would be longer than S3 allows, so no writer could open the store) and a key of
     other scripts' digits (int() reads them) are ignored."""
-    from spikestore._lease import Lease
+    from spikestore.storage._lease import Lease
 
     store = url_store(url, storage_options=s3.storage_options)
     live = _body(heartbeat=time.time() + 3600, timeout=3600)
@@ -371,7 +371,7 @@ def test_planted_generation_keys(s3: S3Server, url: str) -> None:
 def test_a_planted_lease_expires_in_a_store_without_modification_times() -> None:
     """A store that keeps no modification time (memory): a heartbeat from the future
     counts from when this process first read that body."""
-    from spikestore._lease import Lease
+    from spikestore.storage._lease import Lease
 
     store = MemoryStore()
     _put(store, _lease_key(1), _body(heartbeat=1e300, timeout=0.5))
@@ -463,7 +463,7 @@ def test_frozen_writer_is_fenced_after_takeover(s3: S3Server, url: str, tmp_path
 
     It is stopped while idle (it commits only at its flushes, 2.5 s apart): a holder
     frozen in the middle of a commit's writes can still land them (the documented gap,
-    see ``spikestore._lease``), which made this test fail now and then."""
+    see ``spikestore.storage._lease``), which made this test fail now and then."""
     log = tmp_path / "a.txt"
     proc = _spawn(
         url, s3, log, "--mode", "w", "--flush-every", "5", "--lease-timeout", "1.5",
@@ -623,10 +623,10 @@ def test_a_planted_run_of_last_generations_is_reset() -> None:
     consecutive generations ending there is deleted and the highest below is taken
     over: a live last generation locks the store only for its (capped) timeout, and a
     key spelt otherwise than ``<generation:010d>`` is not a lease."""
-    from spikestore._lease import Lease
+    from spikestore.storage._lease import Lease
 
     store = MemoryStore()
-    top = 10**30 - 1  # spikestore._lease.MAX_GENERATION
+    top = 10**30 - 1  # spikestore.storage._lease.MAX_GENERATION
     _put(store, _lease_key(top - 1), b'{"released": true}')
     zeroth = Lease(store, "memory", timeout=5)
     zeroth.acquire()

@@ -278,7 +278,7 @@ def test_lease_on_a_store_passed_in(tmp_path: Path) -> None:
     its timeout; the holder that lost it is fenced."""
     from zarr.storage import LocalStore
 
-    from spikestore._lease import Lease
+    from spikestore.storage._lease import Lease
 
     store = LocalStore(tmp_path / "s")
     w = spikestore.StoreWriter(store=store, lease_timeout=2.0)

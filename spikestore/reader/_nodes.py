@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from .._localfs import walk_files
 from ..codecs import bit_positions, decode_rows
 from ..errors import ReadError
 from ..format import (
@@ -34,6 +33,7 @@ from ..format import (
     root_ranks,
     tree_field_names,
 )
+from ..storage._localfs import walk_files
 from ._field import FieldReader
 from ._source import Source, _child, _child_groups, _Location, _open_group
 from ._trees import _element, _rebuilder, _stack, step_indices

@@ -133,8 +133,8 @@ class _Location:
 def _open_group(path: Path | None, store: Any) -> Any:
     import zarr
 
-    from .._localfs import ConfinedLocalStore
     from ..storage import confined
+    from ..storage._localfs import ConfinedLocalStore
 
     if store is None:
         assert path is not None

@@ -22,11 +22,11 @@ that opens the writer, its lock to that thread's process; the cache to the write
 
 from __future__ import annotations
 
-from .._localfs import ConfinedLocalStore, DurableLocalStore
 from ..errors import StoreExistsError
 from ._backends import LocalStorage, Mode, ObjectStorage, Storage, ZarrStorage, storage_for
 from ._cache import CachingStore
 from ._files import delete_prefix, file_writer, local_root, member_keys, set_many, write_parts
+from ._localfs import ConfinedLocalStore, DurableLocalStore
 from ._urls import PrefixStore, confined, is_url, prefixed, unreachable, url_store
 
 __all__ = [

@@ -24,7 +24,7 @@ Backends
 :class:`ObjectStorage`
     Object storage (``s3://bucket/prefix``, any fsspec URL) or any other Zarr store
     passed in (``ObjectStore``, ``FsspecStore``, ``LocalStore``), locked with a lease
-    (``spikestore._lease``): there is no ``flock`` on a bucket. Replacing a store
+    (``spikestore.storage._lease``): there is no ``flock`` on a bucket. Replacing a store
     (``mode="w"``) deletes its monitors' objects, journaled so that a writer killed
     meanwhile leaves a store that opens and that the next writer finishes clearing.
 
@@ -47,8 +47,12 @@ from typing import Any, ClassVar, Literal
 from zarr.abc.store import Store
 from zarr.storage import WrapperStore
 
-from .. import _lease
-from .._localfs import (
+from ..errors import StoreExistsError, StoreLockedError
+from ..format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
+from . import _lease
+from ._cache import CachingStore
+from ._files import _sync
+from ._localfs import (
     ConfinedLocalStore,
     DurableLocalStore,
     check_entry,
@@ -58,10 +62,6 @@ from .._localfs import (
     read_file,
     remove,
 )
-from ..errors import StoreExistsError, StoreLockedError
-from ..format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
-from ._cache import CachingStore
-from ._files import _sync
 from ._urls import _file_url_path, _safe_url, confined, is_url, unreachable, url_store
 
 __all__ = [
@@ -449,7 +449,7 @@ async def _list_dir(store: Any, prefix: str) -> list[str]:
 
 class ObjectStorage(Storage):
     """A store in object storage, or any Zarr store another process could write: a
-    lease instead of a lock (see the module docstring and ``spikestore._lease``).
+    lease instead of a lock (see the module docstring and ``spikestore.storage._lease``).
 
     ``default_flush_interval`` is 10 s: a commit costs about 5 requests per field
     (each tens of ms on a real service, and billed), so committing every second

@@ -1,7 +1,7 @@
 """Writing, deleting and listing a store's keys for the writer: a local store's keys as
 files, any other store's through Zarr.
 
-Every file of a local store is reached through ``spikestore._localfs``: no link below
+Every file of a local store is reached through ``spikestore.storage._localfs``: no link below
 the root is followed, no special file read (a store folder is untrusted input).
 ``spikestore._segments`` writes shard files with :func:`write_parts` and
 :func:`file_writer`, deletes segments with :func:`delete_prefix` and writes many small
@@ -24,9 +24,9 @@ from typing import Any
 
 from zarr.storage import LocalStore
 
-from .._localfs import remove, write_file
 from .._zarr import sync as _sync
 from ._cache import CachingStore
+from ._localfs import remove, write_file
 
 __all__ = [
     "write_parts",

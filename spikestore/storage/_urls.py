@@ -24,7 +24,7 @@ from typing import Any
 
 from zarr.storage import LocalStore, WrapperStore
 
-from .._localfs import ConfinedLocalStore
+from ._localfs import ConfinedLocalStore
 
 __all__ = [
     "is_url",
@@ -49,7 +49,7 @@ def unreachable(where: str, exc: BaseException) -> OSError:
 
 def confined(store: Any) -> Any:
     """``store``, or for a plain Zarr ``LocalStore`` the same folder as a
-    :class:`~spikestore._localfs.ConfinedLocalStore` (links and special files refused).
+    :class:`~spikestore.storage._localfs.ConfinedLocalStore` (links and special files refused).
     A subclass of ``LocalStore`` is the caller's own store, used as it is given."""
     if type(store) is LocalStore:
         return ConfinedLocalStore(store.root, read_only=store.read_only)

@@ -42,8 +42,8 @@ from typing import Any
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
-from .errors import UnsafeStoreError
-from .format import (
+from ..errors import UnsafeStoreError
+from ..format import (
     MAX_CHUNK_BYTES,
     MAX_METADATA_BYTES,
     MAX_NODE_METADATA_BYTES,
@@ -448,7 +448,7 @@ class ConfinedLocalStore(LocalStore):
         return type(self)(root=self.root, read_only=read_only)
 
     def get_sync(self, key: str, *, prototype: Any = None, byte_range: Any = None) -> Any:
-        from ._zarr import buffer_prototype as default_buffer_prototype
+        from .._zarr import buffer_prototype as default_buffer_prototype
 
         self._ensure_open_sync()
         data = read_file(self.root, key, byte_range)
@@ -456,7 +456,7 @@ class ConfinedLocalStore(LocalStore):
         return None if data is None else proto.buffer.from_bytes(data)
 
     async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
-        from ._zarr import buffer_prototype as default_buffer_prototype
+        from .._zarr import buffer_prototype as default_buffer_prototype
 
         if not self._is_open:
             await self._open()

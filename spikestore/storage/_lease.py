@@ -104,9 +104,9 @@ import time
 import uuid
 from typing import Any
 
-from ._zarr import sync as _sync
-from .errors import StoreLockedError
-from .format import CLEARING_KEY, LEASE_DIR
+from .._zarr import sync as _sync
+from ..errors import StoreLockedError
+from ..format import CLEARING_KEY, LEASE_DIR
 
 __all__ = [
     "LEASE_DIR",
@@ -154,13 +154,13 @@ _SHOWN = 100
 
 
 def _buffer(data: bytes) -> Any:
-    from ._zarr import buffer_prototype as default_buffer_prototype
+    from .._zarr import buffer_prototype as default_buffer_prototype
 
     return default_buffer_prototype().buffer.from_bytes(data)
 
 
 def read_bytes(store: Any, key: str) -> bytes | None:
-    from ._zarr import buffer_prototype as default_buffer_prototype
+    from .._zarr import buffer_prototype as default_buffer_prototype
 
     buf = _sync(store.get(key, default_buffer_prototype()))
     return None if buf is None else buf.to_bytes()
