@@ -128,7 +128,7 @@ part sync 90
 part memcpy 90
 # The whole suite's CUDA tests; the dry run collects only the files that have some.
 tests=tests
-[ ${#QUICK[@]} -gt 0 ] && tests=$(grep -l "mark.cuda" tests/test_*.py | tr '\n' ' ')
+[ ${#QUICK[@]} -gt 0 ] && tests=$(grep -l "mark.cuda" tests/test_*.py tests/*/test_*.py | tr '\n' ' ')
 echo "\$ python -m pytest -q -m cuda $tests" >"$OUT/pytest_cuda.txt"
 # shellcheck disable=SC2086
 REDIRECT=$OUT/pytest_cuda.txt run pytest 150 "$PY" -m pytest -q -m cuda -p no:cacheprovider \

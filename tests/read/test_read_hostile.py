@@ -26,7 +26,7 @@ from spikestore.format import FormatError
 from spikestore.reader import ReadError, StoreReplacedError
 from spikestore.testing import bits_equal, fixture_records
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 # The records of "generation" ``gen`` of a store, as plain formulas, so that the writer

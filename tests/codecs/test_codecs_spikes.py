@@ -2,7 +2,7 @@
 
 Regenerate the committed fixtures (only when the format version changes)::
 
-    python tests/test_codecs_spikes.py --write-fixtures
+    python tests/codecs/test_codecs_spikes.py --write-fixtures
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from spikestore.codecs.spikes import (
 )
 from spikestore.testing import assert_chunk_flips_raise_or_decode
 
-FIXTURES = Path(__file__).parent / "fixtures" / "spikecodec_v1"
-REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "spikecodec_v1"
+REPO = Path(__file__).resolve().parents[2]
 
 SHAPES = [(1, 1), (1, 17), (3, 5), (32, 1), (64, 4096), (5, 333)]
 DENSITIES = [0.0, 1e-4, 0.01, 0.05, 0.2, 0.5, 0.9, 1.0]

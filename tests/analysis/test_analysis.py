@@ -323,7 +323,7 @@ _READ_THROUGH_PUBLIC_NAMES = sorted(
     ["spikestore.plot", "spikestore.export"]
     + [
         "spikestore.analysis" + ("" if p.stem == "__init__" else f".{p.stem}")
-        for p in (Path(__file__).parents[1] / "spikestore" / "analysis").glob("*.py")
+        for p in (Path(__file__).parents[2] / "spikestore" / "analysis").glob("*.py")
     ]
 )
 

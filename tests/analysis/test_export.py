@@ -381,7 +381,7 @@ def test_export_refuses_an_output_inside_the_store(small_store: Path, tmp_path: 
         res = subprocess.run(
             [sys.executable, "-m", "spikestore", "export", str(s), str(out), "--overwrite"],
             capture_output=True, text=True, timeout=300,
-            cwd=Path(__file__).parent.parent, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            cwd=Path(__file__).parents[2], env={**os.environ, "PYTHONWARNINGS": "ignore"},
         )  # fmt: skip
         assert res.returncode == 1, (out, res.stdout, res.stderr)
         err = res.stderr
@@ -405,7 +405,7 @@ def test_to_nwb_refuses_an_output_inside_the_store(small_store: Path, tmp_path: 
                 export.to_nwb(source, out, overwrite=True)
     assert _hashes(s) == before
     ranked = tmp_path / "ranked"
-    shutil.copytree(Path(__file__).parent / "fixtures" / "store_v1.4_ranked", ranked)
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "store_v1.4_ranked", ranked)
     before = _hashes(ranked)
     rank = spikestore.open(ranked).rank(0)
     with pytest.raises(ValueError, match="inside the store"):

@@ -282,7 +282,7 @@ def test_motion_chunks_are_smaller_than_tree_on_the_same_rows() -> None:
 def test_predictability_benchmark_quick_runs(capsys: pytest.CaptureFixture[str]) -> None:
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(repo / "benchmarks"))
     try:
         import bench_predictability
@@ -294,7 +294,7 @@ def test_predictability_benchmark_quick_runs(capsys: pytest.CaptureFixture[str])
 
 
 # ------------------------------------------- numba kernels against the numpy code
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 PATHS = ["numpy", pytest.param("numba", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="numba"))]
 

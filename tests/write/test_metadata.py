@@ -455,7 +455,7 @@ def test_appending_to_a_layer_without_dims_adds_them(tmp_path):
     from pathlib import Path
 
     path = tmp_path / "s"
-    shutil.copytree(Path(__file__).parent / "fixtures" / "store_v1.3", path)
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "store_v1.3", path)
     before = spikestore.open(path)["output"]["ms.sn"][:]
     with spikestore.StoreWriter(path, mode="a") as w:
         x = (torch.rand(4, 2, 3, 5) > 0.5).float()
@@ -487,7 +487,7 @@ def test_dims_added_to_an_old_multistep_layer_must_name_its_time_axis(tmp_path):
     from pathlib import Path
 
     path = tmp_path / "s"
-    shutil.copytree(Path(__file__).parent / "fixtures" / "store_v1.3", path)
+    shutil.copytree(Path(__file__).parents[1] / "fixtures" / "store_v1.3", path)
 
     class SN(nn.Module):
         def forward(self, x):

@@ -47,6 +47,7 @@ from spikestore.testing import (
 from spikestore.testing import wait_for as _wait_for
 
 HERE = Path(__file__).parent
+REPO = Path(__file__).parents[2]
 
 
 class Expected:
@@ -68,7 +69,7 @@ def check_all(reader: spikestore.StoreReader, expected: Expected, start: int = 0
 
 
 def _spawn(path: Path, log: Path, *args: str) -> subprocess.Popen:
-    return spawn_recorder(str(path), log, *args, cwd=HERE.parent)
+    return spawn_recorder(str(path), log, *args, cwd=REPO)
 
 
 _lines = recorder_lines

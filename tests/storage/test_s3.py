@@ -37,6 +37,7 @@ from spikestore.testing import (
 )
 
 HERE = Path(__file__).parent
+REPO = Path(__file__).parents[2]
 BACKENDS = ["obstore", "fsspec"]
 
 
@@ -405,7 +406,7 @@ print("ok")
     import sys
 
     res = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=HERE.parent
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO
     )
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
     assert len(spikestore.open(tmp_path / "s")["m"]["l"]) == 1
@@ -414,7 +415,7 @@ print("ok")
 # ---------------------------------------------------------------- crash safety
 def _spawn(url: str, s3: S3Server, log: Path, *args: str) -> subprocess.Popen:
     options = json.dumps(s3.storage_options)
-    return spawn_recorder(url, log, "--storage-options", options, *args, cwd=HERE.parent)
+    return spawn_recorder(url, log, "--storage-options", options, *args, cwd=REPO)
 
 
 _lines = recorder_lines
