@@ -1,0 +1,84 @@
+"""``benchmarks/bench_peers.py`` at its smoke size: every table, every round trip checked.
+
+The benchmark compares each contender's read-back with what was written and stops with
+an error on a mismatch; here it runs once (well under 40 s on two cores) and must print
+all four workloads' tables with every contender it could run marked verified.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("h5py")
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "bench_peers.py"
+TABLES = (
+    "### 1. Spikes:",
+    "### 2. Membrane floats:",
+    "### 3. One step read back after closing",
+    "### 4. Long sparse run:",
+    "### Targets",
+)
+
+
+def test_smoke_run_prints_every_table_and_verifies_round_trips(tmp_path: Path) -> None:
+    out = tmp_path / "peers.json"
+    env = {**os.environ}
+    env.pop("PYTEST_ADDOPTS", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--smoke", "--repeats", "1", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    assert text.startswith("`python benchmarks/bench_peers.py --quick --smoke --repeats 1")
+    for title in TABLES:
+        assert title in text, title
+    assert "| spikestore | " in text
+    assert "| spikestore StoreWriter | " in text
+    assert "| spikestore OutputMonitor (nn.Identity) | " in text
+
+    doc = json.loads(out.read_text())
+    workloads = doc["workloads"]
+    assert set(workloads) == {"1_spikes", "2_floats", "4_sparse"}
+    for name, results in workloads.items():
+        for contender, r in results.items():
+            if r["skipped"]:
+                assert f"| {contender} | skipped: " in text or "skipped: " in text
+                continue
+            # Every contender that ran read back what it wrote (limits check themselves).
+            assert r["verified"], (name, contender)
+            assert len(r["total_s"]) == 1 and r["total_s"][0] > 0, (name, contender)
+    # spikestore's own read-back matched the records, step by step and neuron by neuron.
+    assert workloads["1_spikes"]["spikestore"]["read_s"]
+    assert workloads["2_floats"]["spikestore"]["read_s"]
+    assert workloads["4_sparse"]["spikestore StoreWriter"]["neuron_s"]
+    assert len(doc["targets"]) == 8
+
+
+def test_a_mismatch_fails_loudly() -> None:
+    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_peers"] = mod  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        del sys.modules["bench_peers"]
+    want = torch.zeros(4, 8)
+    mod.check("same", 0, want.clone(), want)
+    got = want.clone()
+    got[1, 2] = 1.0
+    with pytest.raises(mod.Mismatch, match="round trip mismatch: flipped"):
+        mod.check("flipped", 3, got, want)
+    with pytest.raises(mod.Mismatch):
+        mod.check("shape", 3, want.reshape(8, 4), want)
