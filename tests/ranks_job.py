@@ -111,7 +111,7 @@ def main() -> None:
         (out / f"appended{rank}.tmp").write_text(str(step))
         os.replace(out / f"appended{rank}.tmp", out / f"appended{rank}")  # never half-written
         if args.forever:
-            time.sleep(0.02)
+            time.sleep(0.02)  # a training step's pace, until the job is ended
     if mon is not None:
         (out / f"records{rank}").write_text(str(len(mon.records)))
         mon.close()

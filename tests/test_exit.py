@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import spikestore
-from spikestore.testing import bits_equal
+from spikestore.testing import bits_equal, wait_for
 
 JOB = Path(__file__).with_name("ranks_job.py")
 sys.path.insert(0, str(JOB.parent))
@@ -61,7 +61,7 @@ elif how == "nondaemon":
     def run():
         for i in range(50):
             w.append("m", "l", torch.full((3,), float(i)))
-            time.sleep(0.01)
+            time.sleep(0.01)  # a training step's pace: still running as the main thread ends
 
     threading.Thread(target=run).start()  # still appending when the main thread ends
 elif how == "pool":
@@ -166,7 +166,7 @@ SIGTERM_CHILD = textwrap.dedent(
         n += 1
         open(sys.argv[2] + ".tmp", "w").write(str(n))
         os.replace(sys.argv[2] + ".tmp", sys.argv[2])  # never half-written
-        time.sleep(0.01)
+        time.sleep(0.01)  # a training step's pace
     """
 )
 
@@ -372,8 +372,7 @@ def test_sigterm_at_any_line_of_close_loses_nothing(tmp_path: Path) -> None:
             [sys.executable, "-c", SIGTERM_IN_CLOSE, str(tmp_path / str(n)), str(n)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        while sum(p.poll() is None for p in procs.values()) >= 4:
-            time.sleep(0.05)
+        wait_for(lambda: sum(p.poll() is None for p in procs.values()) < 4, 120, "a free slot")
     sent = 0
     for n, p in procs.items():
         out, err = p.communicate(timeout=120)
@@ -486,7 +485,7 @@ SIGTERM_IN_A_LOOP_INSIDE_SPIKESTORE = textwrap.dedent(
 
     class Slow(WrapperStore):  # backpressure: append waits for the writer thread
         async def set(self, key, value):
-            time.sleep(0.05)
+            time.sleep(0.05)  # a slow store
             await self._store.set(key, value)
 
     w = spikestore.StoreWriter(store=Slow(LocalStore(sys.argv[1])), flush_interval=0.05,
@@ -547,7 +546,7 @@ SIGTERM_WITH_A_STORE_THAT_HANGS = textwrap.dedent(
     w.append("output", "x", torch.full((4,), 20.0))
     print("sent", flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
-    while True:
+    while True:  # the SIGTERM must end the process
         time.sleep(0.05)
     """
 )
@@ -580,11 +579,11 @@ SIGTERM_WITH_A_THREAD_THAT_NEVER_ENDS = textwrap.dedent(
                 pass
             n += 1
             print(n, flush=True)
-            time.sleep(0.01)
+            time.sleep(0.01)  # a training step's pace
 
     threading.Thread(target=work).start()
     if sys.argv[2] == "main waits":
-        while True:
+        while True:  # until the SIGTERM ends the process
             time.sleep(0.05)
     print("main done", flush=True)  # the main thread ends: the interpreter's exit begins
     """
@@ -628,7 +627,7 @@ SIGTERM_IN_A_FORKED_CHILD = textwrap.dedent(
         pid = os.fork()
         if pid == 0:
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(30)
+            time.sleep(30)  # the SIGTERM ends the child here
             os._exit(5)
         _, status = os.waitpid(pid, 0)
         print("child", os.waitstatus_to_exitcode(status), flush=True)

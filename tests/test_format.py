@@ -14,7 +14,7 @@ import torch
 from zarr.storage import LocalStore
 
 import spikestore
-from spikestore.reader import RankedStoreReader
+from spikestore import RankedStoreReader
 from spikestore.testing import CountingStore, bits_equal, fixture_records
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -20,8 +20,8 @@ import torch
 import zarr
 
 import spikestore
-from spikestore.format import FormatError, rank_key
-from spikestore.reader import RankedLayerReader, RankedStoreReader
+from spikestore import FormatError, RankedLayerReader, RankedStoreReader
+from spikestore.format import rank_key
 from spikestore.testing import S3Server, bits_equal
 
 JOB = Path(__file__).with_name("ranks_job.py")

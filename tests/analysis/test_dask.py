@@ -186,7 +186,7 @@ def test_distributed_cluster_reads_a_live_store(tmp_path: Path) -> None:
                 return
             writer.append("output", "sn", (torch.rand(8, 300, generator=g) < 0.1).float())
             writer.append("v", "sn", torch.randn(8, 40, generator=g))
-            time.sleep(0.002)
+            time.sleep(0.002)  # a training step's pace, not a wait
 
     try:
         append(700)

@@ -568,7 +568,7 @@ def test_records_take_the_same_keys_as_a_layer() -> None:
 
 @pytest.mark.parametrize("kind", ["output", "input", "attribute", "grad_input", "grad_output"])
 def test_monitor_given_a_path_refuses_an_existing_store(tmp_path, kind):
-    from spikestore.storage import StoreExistsError
+    from spikestore import StoreExistsError
 
     def make(**kw):
         net = nn.Sequential(nn.Linear(4, 3), nn.Tanh())

@@ -22,8 +22,7 @@ import pytest
 import torch
 
 import spikestore
-from spikestore.format import FormatError
-from spikestore.reader import ReadError, StoreReplacedError
+from spikestore import FormatError, ReadError, StoreReplacedError
 from spikestore.testing import bits_equal, fixture_records
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -553,7 +552,10 @@ KILLED_WITH_AN_EMPTY_SEGMENT = textwrap.dedent(
     time.sleep(1.2)                    # older than half the flush interval
     for i in range(50):
         w.append("m", "l", a)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while len(spikestore.open(sys.argv[1])["m"]["l"]) < 20:  # the forced writes' commit
+        assert time.monotonic() < deadline, "not committed"
+        time.sleep(0.01)
     os.kill(os.getpid(), 9)
     """
 )

@@ -17,7 +17,8 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 import spikestore
-from spikestore.reader import FieldReader, ReadError, step_indices
+from spikestore import ReadError
+from spikestore.reader import FieldReader, step_indices
 
 
 # ------------------------------------------------------------- step_indices
@@ -516,7 +517,7 @@ def test_share_runs_every_job_and_raises_the_first_error(monkeypatch: pytest.Mon
     lock = threading.Lock()
 
     def ok(j: int) -> None:
-        time.sleep(0.001)
+        time.sleep(0.001)  # a job that takes a while: the threads share them
         with lock:
             done.append(j)
 
@@ -526,7 +527,7 @@ def test_share_runs_every_job_and_raises_the_first_error(monkeypatch: pytest.Mon
     def boom(j: int) -> None:
         if j == 5:
             raise ValueError("job 5")
-        time.sleep(0.001)
+        time.sleep(0.001)  # the other jobs are still running when job 5 fails
 
     with pytest.raises(ValueError, match="job 5"):
         _share(boom, range(40))

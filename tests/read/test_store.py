@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spikestore
+from spikestore import RecordError
 from spikestore.format import node_key
 from spikestore.testing import bits_equal, records_strategy
-from spikestore.writer import RecordError
 
 FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 INT_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]

@@ -25,10 +25,9 @@ import pytest
 import torch
 
 import spikestore
-from spikestore import cli
-from spikestore.format import LOCK_FILE, MAX_NODE_METADATA_BYTES, FormatError
-from spikestore.reader import ReadError
-from spikestore.storage._localfs import UnsafeStoreError, remove
+from spikestore import FormatError, ReadError, UnsafeStoreError, cli
+from spikestore.format import LOCK_FILE, MAX_NODE_METADATA_BYTES
+from spikestore.storage._localfs import remove
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and FIFOs")
 

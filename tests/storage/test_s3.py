@@ -19,10 +19,9 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, MemoryStore, ObjectStore
 
 import spikestore
-from spikestore import StoreLockedError, WriteError
-from spikestore.format import FormatError
+from spikestore import FormatError, StoreLockedError, WriteError
+from spikestore.format import CLEARING_KEY, LEASE_DIR
 from spikestore.storage import ObjectStorage, is_url, prefixed, storage_for, url_store
-from spikestore.storage._lease import CLEARING_KEY, LEASE_DIR
 from spikestore.testing import (
     RECORDER_LAYERS,
     RequestCountingStore,
@@ -202,7 +201,7 @@ def test_an_expired_lease_goes_to_exactly_one_contender(
     first = Lease(url_store(url, storage_options=opts), "first", timeout=0.5)
     first.acquire()
     first._stop.set()  # it stops renewing: as good as dead
-    time.sleep(0.6)
+    time.sleep(0.6)  # the lease ages past its 0.5 s timeout
     key = f"{LEASE_DIR}/{2:010d}"
 
     def contend(i: int) -> bool:
@@ -473,7 +472,7 @@ def test_frozen_writer_is_fenced_after_takeover(s3: S3Server, url: str, tmp_path
     try:
         wait_for(lambda: any("flushed" in x for x in _lines(log)), timeout=60, what="flush")
         proc.send_signal(signal.SIGSTOP)
-        time.sleep(1.6)
+        time.sleep(1.6)  # frozen past its 1.5 s lease timeout
         with spikestore.StoreWriter(url, mode="a", storage_options=s3.storage_options) as w:
             n = w.steps("output", "sn1")
             for step in range(n, n + 3):
@@ -664,7 +663,7 @@ def test_a_planted_run_of_last_generations_is_reset() -> None:
     _put(store, _lease_key(top), _body(heartbeat=time.time(), timeout=0.5))
     with pytest.raises(StoreLockedError, match=f"generation {top}"):
         Lease(store, "memory", timeout=5).acquire()
-    time.sleep(0.6)
+    time.sleep(0.6)  # the last generation's 0.5 s lease ages out
     third = Lease(store, "memory", timeout=5)
     third.acquire()
     assert third.generation == 9

@@ -289,7 +289,7 @@ def test_lease_on_a_store_passed_in(tmp_path: Path) -> None:
     lease = w._storage.lease
     lease._stop.set()  # the holder stops renewing (as if frozen)
     lease._thread.join()
-    time.sleep(2.1)
+    time.sleep(2.1)  # the lease ages past its 2 s timeout
     other = Lease(LocalStore(tmp_path / "s"), "other", timeout=5)
     other.acquire()
     w.append("m", "l", torch.zeros(2))
@@ -339,7 +339,7 @@ def test_writer_that_lost_its_lease_leaves_the_new_holders_chunks_alone(tmp_path
     lease = a._storage.lease
     lease._stop.set()  # frozen: no renewals
     lease._thread.join()
-    time.sleep(0.6)
+    time.sleep(0.6)  # the lease ages past its 0.5 s timeout
     with spikestore.StoreWriter(store=LocalStore(tmp_path / "s"), mode="a", lease_timeout=5) as b:
         for i in range(3, 6):
             b.append("m", "l", torch.full((4,), float(i)))

@@ -112,7 +112,7 @@ def _kill_cycles(tmp_path: Path, kills: int, seed: int) -> None:
             time.sleep(rng.uniform(0.0, 1.5))
         else:
             _wait_for(lambda log=log: any("ready" in x for x in _lines(log)), what="start")
-            time.sleep(rng.uniform(0.0, 1.0))
+            time.sleep(rng.uniform(0.0, 1.0))  # a random moment of the recording
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL, log.read_text()
         lines = _lines(log)
@@ -257,7 +257,7 @@ def test_reader_sees_consistent_prefix_of_a_live_recording(tmp_path: Path) -> No
             grew += seen != before
             if not running:
                 break
-            time.sleep(0.02)
+            time.sleep(0.02)  # the reader's poll interval: it samples until the recorder ends
         assert proc.returncode == 0, log.read_text()
         assert set(seen.values()) == {600}
         assert grew >= 3, f"only {grew} of {polls} polls saw new steps"
@@ -748,7 +748,6 @@ def test_threads_that_never_let_the_queue_empty_still_get_commits(tmp_path):
     thread's drain (take everything queued, then commit) from ever ending: after 20 s
     and 278,000 records nothing was committed, so a kill would have lost it all."""
     import threading
-    import time
 
     path = tmp_path / "s"
     w = spikestore.StoreWriter(path, flush_interval=0.05)
@@ -762,16 +761,14 @@ def test_threads_that_never_let_the_queue_empty_still_get_commits(tmp_path):
     for t in threads:
         t.start()
     try:
-        committed = 0
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
+
+        def committed() -> int:
             store = spikestore.open(path)
             if "m" in store and len(store["m"]) == 3:
-                committed = min(len(lay) for lay in store["m"].values())
-                if committed:
-                    break
-        assert committed > 0
+                return min(len(lay) for lay in store["m"].values())
+            return 0
+
+        _wait_for(lambda: committed() > 0, 10.0, "a commit of every thread's layer")
     finally:
         stop.set()
         for t in threads:

@@ -187,7 +187,7 @@ def test_encoder_waits_for_every_job_and_raises_the_first_error():
     done = []
 
     def job(x):
-        time.sleep(0.01 * (5 - x))
+        time.sleep(0.01 * (5 - x))  # jobs end out of order, some after the first error
         if x in (1, 3):
             raise ValueError(f"job {x}")
         done.append(x)

@@ -604,7 +604,7 @@ def test_cli_info_on_a_store_being_written(tmp_path: Path, capsys: Any) -> None:
                 w.append("output", "b", _spikes((3, 7), i % 50, p=0.5))
                 w.append("v", "c", torch.full((5,), float(i)))
                 i += 1
-                time.sleep(0.001)
+                time.sleep(0.001)  # a training step's pace, not a wait
         except BaseException as exc:
             errors.append(exc)
 
@@ -622,7 +622,11 @@ def test_cli_info_on_a_store_being_written(tmp_path: Path, capsys: Any) -> None:
                 rc = f"raised {exc!r}"
             err = capsys.readouterr().err
             codes.append((rc, err.strip()))
-            time.sleep(0.02)
+            # The next `info` sees a newer commit (or the producer has failed).
+            seen = _committed(path, "v", "c")
+            _wait_for(
+                lambda seen=seen: errors or _committed(path, "v", "c") > seen, 10.0, "a commit"
+            )
     finally:
         stop.set()
         th.join(20)
@@ -910,7 +914,7 @@ def test_block_spike_summaries_equal_per_step_summaries(shape, permute):
     """Spike summaries are computed a block of steps at a time; the stored values are
     those of each step on its own."""
     from spikestore.codecs import encode
-    from spikestore.summary import _summarize_raw, summarize, summarize_spikes
+    from spikestore.summary import summarize, summarize_spikes
 
     g = torch.Generator().manual_seed(3)
     recs = [(torch.rand(shape, generator=g) < p).float() for p in (0.0, 1.0, 0.1, 0.5, 0.9)]
@@ -921,7 +925,7 @@ def test_block_spike_summaries_equal_per_step_summaries(shape, permute):
         one, one0 = summarize(e)
         np.testing.assert_array_equal(rows[i], one)
         # ... and those of the record summarised as plain values.
-        raw, raw0 = _summarize_raw(_raw(r))
+        raw, raw0 = summarize(_raw(r))
         np.testing.assert_array_equal(one, raw)
         if len(shape) >= 2:
             np.testing.assert_array_equal(axis0[i], one0)
@@ -963,7 +967,7 @@ def test_an_open_writer_leaves_large_allocations_of_the_process_fast(tmp_path):
 
 # ------------------------------------------------------------ safe by default
 def test_default_mode_refuses_an_existing_store_and_names_both_ways_out(tmp_path: Path) -> None:
-    from spikestore.storage import StoreExistsError
+    from spikestore import StoreExistsError
 
     path = tmp_path / "s"
     with spikestore.StoreWriter(path) as w:  # a new path: just works
@@ -1010,7 +1014,7 @@ def test_default_mode_takes_an_empty_folder_or_one_with_a_stale_lock_file(tmp_pa
 def test_default_mode_refuses_a_store_in_a_zarr_store_passed_in() -> None:
     from zarr.storage import MemoryStore
 
-    from spikestore.storage import StoreExistsError
+    from spikestore import StoreExistsError
 
     ms = MemoryStore()
     with spikestore.StoreWriter(store=ms) as w:
