@@ -228,8 +228,13 @@ OWN_HANDLER_THAT_RETURNS = textwrap.dedent(
     os.kill(os.getpid(), signal.SIGTERM)
     while not stop:  # the program's own handler runs in this thread
         time.sleep(0.01)
+
+    def committed():  # the layer is listed from its first commit on
+        out = spikestore.open(sys.argv[1])
+        return len(out["output"]["x"]) if "output" in out and "x" in out["output"] else 0
+
     deadline = time.monotonic() + 60
-    while len(spikestore.open(sys.argv[1])["output"]["x"]) < 30:  # committed meanwhile
+    while committed() < 30:  # committed meanwhile
         assert time.monotonic() < deadline, "not committed"
         time.sleep(0.05)
     w.append("output", "x", torch.full((4,), 30.0))  # the writer is still open
