@@ -17,12 +17,14 @@ lose every record not yet committed. The handler installed here does two things:
 
 1. it writes one byte to a pipe, which wakes this module's thread
    (``spikestore-exit``): that thread asks every writer of this process to commit what
-   was appended so far and waits for it, at most :data:`COMMIT_TIMEOUT` seconds;
+   was appended so far, all at once, and waits for them, at most
+   :data:`COMMIT_TIMEOUT` seconds in all;
 2. if a handler of the program's own was installed before spikestore's, it calls it
    at once, as Python would have (it may raise ``SystemExit``, set a flag, ...). If
    there was none (Python's default), the thread ends the process once the commit
-   is done, by SIGTERM's default action: it sends SIGTERM again, and the handler,
-   seeing the commit done, restores the default and re-raises the signal.
+   is done, by SIGTERM's default action (restored through the C library's
+   ``signal``, as Python's works in the main thread only). If the program ends first
+   (the SIGTERM came during its last ``close()``), the ``atexit`` hook ends it so.
 
 The handler never blocks and never raises: whatever the main thread was doing (a
 monitor's hook, ``close()``, the interpreter's exit, waiting for a thread that never
@@ -32,17 +34,22 @@ Guarantees and limits:
 
 - Records appended before the SIGTERM are committed before the process ends, unless
   the commit takes longer than :data:`COMMIT_TIMEOUT` (then the process ends anyway:
-  a SIGTERM never hangs it). Records appended after it may or may not be.
+  a SIGTERM never hangs it; a store that hangs does not hold up the others), or a
+  handler of the program's own ends the process at once (``os._exit``, or restoring
+  the default and re-sending the signal: then it ends before the commit). Records
+  appended after the SIGTERM may or may not be committed.
 - With the default action, the program's ``finally`` blocks and ``with`` exits do not
   run (as without spikestore). A handler of the program's own decides that itself.
 - A SIGTERM is seen only when Python's main thread runs Python code: one blocked in a
   C call (a collective waiting for a dead peer) delays the commit until the call
   returns. The process's end then waits at most :data:`END_TIMEOUT` more seconds for
   the main thread to end it before ``os._exit``.
-- The handler is installed only by a writer opened in the main thread, and only over
-  Python's default or a Python function (never over ``SIG_IGN`` or a C handler). A
-  handler the program installs later replaces it (spikestore then commits at exit
-  only).
+- The handler is installed once per process, by the first writer opened in the main
+  thread, and only over Python's default or a Python function (never over
+  ``SIG_IGN``, nor over a C handler Python knows of). A C handler Python does not
+  report (``faulthandler.register(signal.SIGTERM)``) is replaced. A handler the
+  program installs later replaces spikestore's (spikestore then commits at exit only);
+  one that chains to it gets spikestore's behaviour.
 - A forked child never commits or unlocks its parent's writers: a SIGTERM there acts
   as the handler before spikestore's, or the default.
 
@@ -96,7 +103,7 @@ class ExitSafePool(ThreadPoolExecutor):
 
 
 class _Worker(Protocol):
-    def commit(self, timeout: float) -> None: ...
+    def start_commit(self) -> Callable[[float], None]: ...
 
 
 class _Closable(Protocol):
@@ -117,7 +124,8 @@ class _Process:
         os.set_blocking(self.write_fd, False)
         #: Set by the ``spikestore-exit`` thread once the commit after a SIGTERM is done.
         self.committed = False
-        #: Whether the process is to end by SIGTERM's default action after the commit.
+        #: Whether the process is to end by SIGTERM's default action after the commit
+        #: (set by the handler: a SIGTERM came, and no handler of the program's was before).
         self.then_default = False
         threading.Thread(target=self._serve, name="spikestore-exit", daemon=True).start()
         set_io_executor(ExitSafePool(thread_name_prefix="spikestore-io"))
@@ -135,16 +143,22 @@ class _Process:
             except InterruptedError:
                 continue
             deadline = time.monotonic() + COMMIT_TIMEOUT
-            for worker, owns in self.owned():
-                try:
+            waits = []
+            for worker, owns in self.owned():  # every writer commits at once: one that
+                try:  # hangs does not hold up the others
                     if owns():
-                        worker.commit(max(0.0, deadline - time.monotonic()))
+                        waits.append(worker.start_commit())
                 except Exception:
                     pass  # the writer's error is the writer's to raise
+            for wait in waits:
+                wait(max(0.0, deadline - time.monotonic()))
             if self.then_default:
                 self.committed = True
                 _flush_streams()
-                os.kill(os.getpid(), signal.SIGTERM)  # the handler ends the process
+                _kill_by_default()
+                # Without a C-level way to restore the default (no libc), the handler
+                # does it when the main thread next runs Python code.
+                os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(END_TIMEOUT)  # the main thread is blocked in a C call
                 _flush_streams()
                 os._exit(128 + signal.SIGTERM)
@@ -154,12 +168,16 @@ _process: _Process | None = None
 _process_lock = threading.Lock()
 #: The SIGTERM handler that was in place before spikestore's (SIG_DFL or a function).
 _previous: Any = signal.SIG_DFL
+#: The process that installed the handler (once: a handler the program installs
+#: later is not replaced by the next writer).
+_installed_pid: int | None = None
 
 
 def track(writer: _Closable, worker: _Worker, owns: Callable[[], bool]) -> None:
     """Commit ``writer`` at exit and on SIGTERM.
 
-    ``worker.commit(timeout)`` commits what was appended so far (from any thread);
+    ``worker.start_commit()`` asks for a commit of what was appended so far (from any
+    thread) and returns a function that waits for it at most the given seconds;
     ``owns()`` says whether this process owns the store (False in a forked child);
     ``writer.close()`` is called at exit if the writer is still open. Holds no strong
     reference to ``writer``: one that is collected is closed by its own finalizer.
@@ -177,9 +195,12 @@ def track(writer: _Closable, worker: _Worker, owns: Callable[[], bool]) -> None:
 def _install_handler() -> None:
     """Handle SIGTERM with :func:`_on_sigterm` (from the main thread only), over
     Python's default or a Python function installed before."""
-    global _previous
+    global _previous, _installed_pid
     if threading.current_thread() is not threading.main_thread():
         return
+    if _installed_pid == os.getpid():
+        return
+    _installed_pid = os.getpid()
     try:
         current = signal.getsignal(signal.SIGTERM)
         if current is _on_sigterm or not (current is signal.SIG_DFL or callable(current)):
@@ -213,7 +234,25 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _end_by_default() -> None:
+    """SIGTERM's default action, from the main thread."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _kill_by_default() -> None:
+    """SIGTERM's default action, from any thread: the C library's ``signal`` restores
+    the default (Python's ``signal.signal`` works in the main thread only), then the
+    signal ends the process at once. Returns only if that could not be done."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.signal.restype = ctypes.c_void_p
+        libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        if libc.signal(signal.SIGTERM, 0) == ctypes.c_void_p(-1).value:  # SIG_DFL is 0
+            return
+    except (OSError, AttributeError):
+        return
     os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -238,3 +277,8 @@ def _close_at_exit() -> None:
             w.close()
         except Exception:
             pass  # the error was the writer's to raise; exit goes on
+    if process.pid == os.getpid() and process.then_default:
+        # A SIGTERM came and the program ended before the spikestore-exit thread could
+        # end it (the writers are committed now): end as SIGTERM's default would.
+        _flush_streams()
+        _end_by_default()

@@ -287,18 +287,23 @@ class Worker:
                 break
         self.check()
 
-    def commit(self, timeout: float) -> None:
-        """Commit everything queued so far; wait for it at most ``timeout`` seconds
-        (any thread; used by ``spikestore._exit`` after a SIGTERM). A writer that is
-        closing commits as it stops: this then waits for the thread to end."""
+    def start_commit(self) -> Callable[[float], None]:
+        """Ask the writer thread to commit everything queued so far (any thread; used by
+        ``spikestore._exit`` after a SIGTERM); returns a function that waits for it at
+        most the given seconds. A writer that is closing commits as it stops: the wait
+        then ends with the thread."""
         if self._error is not None or not self._thread.is_alive():
-            return
+            return lambda timeout: None
         c = _Call(self._sink.write_all)
         self._queue.put(c)
-        end = time.monotonic() + timeout
-        while not c.done.wait(min(0.1, max(0.0, end - time.monotonic()))):
-            if not self._thread.is_alive() or time.monotonic() >= end:
-                return
+
+        def wait(timeout: float) -> None:
+            end = time.monotonic() + timeout
+            while not c.done.wait(min(0.02, max(0.0, end - time.monotonic()))):
+                if not self._thread.is_alive() or time.monotonic() >= end:
+                    return
+
+        return wait
 
     def post(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the writer thread after everything queued so far; do not wait

@@ -37,7 +37,10 @@ __all__ = [
 
 
 class SpikestoreError(Exception):
-    """The base of every exception spikestore raises on purpose."""
+    """The base of spikestore's own exceptions: a store, a record or a writer in a state
+    spikestore cannot go on with. Bad arguments raise Python's ``TypeError`` or
+    ``ValueError``, a missing path ``FileNotFoundError``, and a call on a closed writer
+    ``RuntimeError``, as Python's own APIs do."""
 
 
 class FormatError(SpikestoreError, ValueError):
