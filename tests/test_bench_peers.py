@@ -65,7 +65,7 @@ def test_smoke_run_prints_every_table_and_verifies_round_trips(tmp_path: Path) -
     assert len(doc["targets"]) == 8
 
 
-def test_a_mismatch_fails_loudly() -> None:
+def _module():
     spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
@@ -74,6 +74,37 @@ def test_a_mismatch_fails_loudly() -> None:
         spec.loader.exec_module(mod)
     finally:
         del sys.modules["bench_peers"]
+    return mod
+
+
+def test_targets_pair_every_repeat() -> None:
+    """The targets table with three repeats (the smoke run above has one)."""
+    mod = _module()
+    recipe = "h5py + hdf5plugin packbits recipe (Blosc2 zstd 1)"
+
+    def r(**values: list[float]) -> dict:
+        return {"kind": "contender", "skipped": None, **values}
+
+    three = {"total_s": [1.0, 2.0, 3.0], "call_mean_s": [1.0, 1.0, 1.0],
+             "read_s": [1.0, 1.0, 1.0], "neuron_s": [1.0, 1.0, 1.0], "bytes": [10, 10, 10]}
+    w1 = {"spikestore": r(**three), recipe: r(**three)}
+    w2 = {"spikestore": r(**three), "np.save per step": r(**three)}
+    w4 = {"spikestore StoreWriter": r(**three), "spikestore OutputMonitor (nn.Identity)":
+          r(**three), recipe: {"kind": "contender", "skipped": "hdf5plugin not importable"},
+          "_entropy_bytes": 5.0}
+    rows = {t["target"]: t for t in mod.target_rows(w1, w2, w4)}
+    assert len(rows) == 8
+    assert rows["spikes to closed <= 1.0x the h5py recipe"]["per_repeat"] == [1.0, 1.0, 1.0]
+    size = rows["size <= 1.2x entropy"]
+    assert size["ratio"] == 2.0 and size["per_repeat"] == [2.0, 2.0, 2.0]
+    assert not size["reached"]
+    skipped = rows["long sparse write <= 0.8x the recipe"]
+    assert skipped["ratio"] is None and "hdf5plugin" in skipped["skipped"]
+    assert "n/a (hdf5plugin" in "\n".join(mod.targets_table(list(rows.values())))
+
+
+def test_a_mismatch_fails_loudly() -> None:
+    mod = _module()
     want = torch.zeros(4, 8)
     mod.check("same", 0, want.clone(), want)
     got = want.clone()
