@@ -48,6 +48,8 @@ no ``summary`` array; readers then decode the records instead.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,6 +167,8 @@ def _spike_axis0(
     if (permute is None or permute[0] == 0) and per % 8 == 0:
         # Each index of the first axis owns whole bytes: popcount them.
         return _popcount(block[:, : numel // 8].reshape(m, t, per // 8)).astype(np.float64)
+    if permute is not None and permute[-1] == 0 and t <= _TIME_LAST_MAX:
+        return _time_last_axis0(block, t, numel)
     out = np.empty((m, t), np.float64)
     step = max(1, _UNPACK_BYTES // max(1, numel))
     for i in range(0, m, step):
@@ -179,6 +183,50 @@ def _spike_axis0(
             per_t = moved.reshape(k, t, -1).sum(axis=2, dtype=np.int64)
         out[i : i + k] = per_t
     return out
+
+
+#: The longest time axis :func:`_time_last_axis0` counts with byte tables (a table per
+#: byte position of the repeating pattern: ``lcm(t, 8) / 8`` tables of ``256 x t``).
+_TIME_LAST_MAX = 64
+
+
+@functools.lru_cache(maxsize=64)
+def _time_tables(t: int) -> np.ndarray:
+    """``tables[k, v, i]``: how many set bits of byte value ``v``, at byte ``k`` of the
+    repeating group of ``lcm(t, 8) / 8`` bytes, fall on time index ``i`` (bits are
+    ``np.packbits``'s order, most significant first; the time index of bit ``b`` of
+    the record is ``b % t``)."""
+    group = math.lcm(t, 8) // 8
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # (256, 8)
+    tables = np.zeros((group, 256, t), np.int64)
+    for k in range(group):
+        for j in range(8):
+            tables[k, :, (8 * k + j) % t] += bits[:, j]
+    return tables
+
+
+def _time_last_axis0(block: np.ndarray, t: int, numel: int) -> np.ndarray:
+    """Per-time spike counts of time-last packed rows (time the innermost axis, so bit
+    ``b`` of a row belongs to time ``b % t``), without unpacking: a histogram of the
+    byte values at each position of the repeating byte group, times a table."""
+    m = block.shape[0]
+    tables = _time_tables(t)
+    group = tables.shape[0]
+    full = (numel // (8 * group)) * group  # bytes in whole groups
+    out = np.zeros((m, t), np.int64)
+    offsets = (np.arange(m, dtype=np.int64) * 256)[:, None]
+    for k in range(group):
+        cols = block[:, k:full:group]
+        if cols.size:
+            hist = np.bincount((cols + offsets).ravel(), minlength=256 * m).reshape(m, 256)
+            out += hist @ tables[k]
+    rest = numel - 8 * full  # bits after the whole groups: unpacked (fewer than 8 * group)
+    if rest:
+        bits = np.unpackbits(block[:, full:], axis=1, count=rest).astype(np.int64)
+        idx = np.arange(rest) % t  # 8 * full is a multiple of t
+        for i in range(t):
+            out[:, i] += bits[:, idx == i].sum(axis=1)
+    return out.astype(np.float64)
 
 
 def _summarize_raw(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
