@@ -39,7 +39,14 @@ import numpy as np
 
 from ._exit import ExitSafePool
 from ._shard import ShardFooter, chunk_spans, parse_index, sharding_codec
-from ._zarr import can_encode_sync, chunk_spec, encode_chain, inner_chunk_spec
+from ._zarr import (
+    buffer_prototype,
+    can_encode_sync,
+    chunk_spec,
+    encode_chain,
+    from_bytes,
+    inner_chunk_spec,
+)
 from ._zarr import sync as _sync
 from .codecs import (
     DEFAULT_SPIKES,
@@ -152,8 +159,6 @@ def _grid(main: Any) -> tuple[int, ...]:
     return tuple(s // c for s, c in zip(main.shards, main.chunks, strict=True))
 
 
-
-
 def copy_to_shard(tail: Any, main: Any, shard: int, chunk_rows: int) -> None:
     """Write shard ``shard`` of ``main`` from the encoded chunks of ``tail``.
 
@@ -175,11 +180,9 @@ def write_shard(
     chunks of ``fresh``: ``(coordinates, parts)`` in C order, each chunk's bytes as
     parts written one after the other (an iterator: encoded while the file is being
     written); any other chunk is left absent."""
-    from ._zarr import buffer_prototype as default_buffer_prototype
-
     store = main.store_path.store
     grid = _grid(main)
-    proto = default_buffer_prototype()
+    proto = buffer_prototype()
 
     old = [c for c in itertools.product(*(range(g) for g in grid)) if c[0] < tail_rows]
     root = local_root(store)
@@ -231,11 +234,9 @@ def copy_from_shard(main: Any, shard: int, tail: Any) -> int:
     The inverse of :func:`copy_to_shard`, used when a writer reopens a store whose
     last shard was closed partial. Returns the number of chunks copied.
     """
-    from ._zarr import buffer_prototype as default_buffer_prototype
-
     store = main.store_path.store
     grid = _grid(main)
-    proto = default_buffer_prototype()
+    proto = buffer_prototype()
     blob = _sync(store.get(_key(main, (shard,) + (0,) * (main.ndim - 1)), proto))
     if blob is None:
         return 0
@@ -250,7 +251,7 @@ def copy_from_shard(main: Any, shard: int, tail: Any) -> int:
         if off < 0:
             continue
         chunk = data[off : off + size].tobytes()
-        _sync(store.set(_key(tail, coords), proto.buffer.from_bytes(chunk)))
+        _sync(store.set(_key(tail, coords), from_bytes(chunk)))
         copied += 1
     return copied
 

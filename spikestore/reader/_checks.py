@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._zarr import buffer_prototype
 from ..errors import ReadError, StoreReplacedError
 from ..format import (
     DTYPES,
@@ -165,7 +166,6 @@ class FieldChecks:
         saves a round trip through Zarr's event loop (about 0.25 ms) per read."""
         import json
 
-        from .._zarr import buffer_prototype as default_buffer_prototype
         from .._zarr import sync
         from ..storage import local_root
 
@@ -183,7 +183,7 @@ class FieldChecks:
             if held is not None and held[0] == stat:
                 return held[1]
         try:
-            buf = sync(group.store.get(key, default_buffer_prototype()))
+            buf = sync(group.store.get(key, buffer_prototype()))
             attrs = json.loads(buf.to_bytes())["attributes"][FORMAT_NAME] if buf else None
             got = attrs.get(SEGMENT_ID_KEY) if isinstance(attrs, dict) else None
         except (ValueError, KeyError, TypeError, RecursionError):

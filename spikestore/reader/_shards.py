@@ -26,6 +26,7 @@ from .._shard import (
     parse_index,
     parse_shard_header,
 )
+from .._zarr import buffer_prototype
 from ..errors import ReadError
 from ..format import MAX_CHUNK_BYTES, MAX_CHUNKS_PER_SHARD
 from ._pool import _empty_cpu, _share
@@ -78,7 +79,6 @@ def _shard_problem(
     (Zarr would read an absent chunk as zeros)."""
     from zarr.abc.store import SuffixByteRequest
 
-    from .._zarr import buffer_prototype as default_buffer_prototype
     from .._zarr import sync
 
     inner, outer = arr.chunks, arr.shards
@@ -87,7 +87,7 @@ def _shard_problem(
     nbytes_index = index_size(n)
     nbytes_end = footer_size(arr.ndim, n, header=True)
     buf = sync(
-        arr.store_path.store.get(key, default_buffer_prototype(), SuffixByteRequest(nbytes_end))
+        arr.store_path.store.get(key, buffer_prototype(), SuffixByteRequest(nbytes_end))
     )
     if buf is None:
         return f"shard {key} is missing from the store"
@@ -205,7 +205,6 @@ def _read_spike_rows(
     """
     from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 
-    from .._zarr import buffer_prototype as default_buffer_prototype
     from .._zarr import sync
     from ..codecs.spikes import decode_chunk
 
@@ -227,7 +226,7 @@ def _read_spike_rows(
     if not rows.size or not ncols:
         return out
     store = arr.store_path.store
-    proto = default_buffer_prototype()
+    proto = buffer_prototype()
     col_shards = range(-(-ncols // s1))
     # (shard key, shard row, shard column, wanted chunk rows of the shard)
     plan = []

@@ -24,6 +24,7 @@ from typing import Any
 
 from zarr.storage import LocalStore
 
+from .._zarr import from_bytes
 from .._zarr import sync as _sync
 from ._cache import CachingStore
 from ._localfs import remove, write_file
@@ -38,8 +39,6 @@ __all__ = [
 ]
 
 
-
-
 def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
     """Write the concatenation of ``parts`` as ``key`` of ``store``, atomically.
 
@@ -52,10 +51,7 @@ def write_parts(store: Any, key: str, parts: Iterable[bytes]) -> None:
     if isinstance(store, LocalStore):
         write_file(Path(str(store.root)), key, parts, durable=getattr(store, "durable", False))
         return
-    from .._zarr import buffer_prototype as default_buffer_prototype
-
-    proto = default_buffer_prototype()
-    _sync(store.set(key, proto.buffer.from_bytes(b"".join(parts))))
+    _sync(store.set(key, from_bytes(b"".join(parts))))
 
 
 def local_root(store: Any) -> Path | None:
@@ -106,12 +102,8 @@ def delete_prefix(store: Any, prefix: str) -> None:
 def set_many(store: Any, items: Iterable[tuple[str, bytes]]) -> None:
     """Write every ``(key, data)`` of ``items`` in one round trip to Zarr's event loop
     (the writes run concurrently; all have finished when this returns)."""
-    from .._zarr import buffer_prototype as default_buffer_prototype
-
-    proto = default_buffer_prototype()
-
     async def put_all() -> None:
-        await asyncio.gather(*(store.set(k, proto.buffer.from_bytes(v)) for k, v in items))
+        await asyncio.gather(*(store.set(k, from_bytes(v)) for k, v in items))
 
     _sync(put_all())
 

@@ -104,6 +104,7 @@ import time
 import uuid
 from typing import Any
 
+from .._zarr import buffer_prototype, from_bytes
 from .._zarr import sync as _sync
 from ..errors import StoreLockedError
 from ..format import CLEARING_KEY, LEASE_DIR
@@ -151,18 +152,8 @@ _MAX_RESETS = 3
 _SHOWN = 100
 
 
-
-
-def _buffer(data: bytes) -> Any:
-    from .._zarr import buffer_prototype as default_buffer_prototype
-
-    return default_buffer_prototype().buffer.from_bytes(data)
-
-
 def read_bytes(store: Any, key: str) -> bytes | None:
-    from .._zarr import buffer_prototype as default_buffer_prototype
-
-    buf = _sync(store.get(key, default_buffer_prototype()))
+    buf = _sync(store.get(key, buffer_prototype()))
     return None if buf is None else buf.to_bytes()
 
 
@@ -178,7 +169,7 @@ def read_json(store: Any, key: str) -> Any:
 
 
 def write(store: Any, key: str, data: bytes) -> None:
-    _sync(store.set(key, _buffer(data)))
+    _sync(store.set(key, from_bytes(data)))
 
 
 def create_exclusive(store: Any, key: str, data: bytes) -> bool:
@@ -198,7 +189,7 @@ def create_exclusive(store: Any, key: str, data: bytes) -> bool:
         except FileExistsError:
             return False
         return True
-    _sync(store.set_if_not_exists(key, _buffer(data)))
+    _sync(store.set_if_not_exists(key, from_bytes(data)))
     return read_bytes(store, key) == data
 
 

@@ -42,6 +42,7 @@ from typing import Any
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
+from .._zarr import buffer_prototype
 from ..errors import UnsafeStoreError
 from ..format import (
     MAX_CHUNK_BYTES,
@@ -448,20 +449,16 @@ class ConfinedLocalStore(LocalStore):
         return type(self)(root=self.root, read_only=read_only)
 
     def get_sync(self, key: str, *, prototype: Any = None, byte_range: Any = None) -> Any:
-        from .._zarr import buffer_prototype as default_buffer_prototype
-
         self._ensure_open_sync()
         data = read_file(self.root, key, byte_range)
-        proto = prototype or default_buffer_prototype()
+        proto = prototype or buffer_prototype()
         return None if data is None else proto.buffer.from_bytes(data)
 
     async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
-        from .._zarr import buffer_prototype as default_buffer_prototype
-
         if not self._is_open:
             await self._open()
         data = await asyncio.to_thread(read_file, self.root, key, byte_range)
-        proto = prototype or default_buffer_prototype()
+        proto = prototype or buffer_prototype()
         return None if data is None else proto.buffer.from_bytes(data)
 
     async def get_partial_values(
