@@ -276,7 +276,9 @@ class FieldWriter:
             shape=(0, 2),
             dtype="int32",
             chunks=(INDEX_CHUNK, 2),
-            compressors=compressor_codecs("zstd", 3, itemsize=4, shuffle=False),
+            # Byte shuffle: the rows go up by one from step to step, which zstd alone
+            # keeps at ~1.4 bytes a step and shuffled at ~0.03.
+            compressors=compressor_codecs("blosc-zstd", 5, itemsize=4, shuffle=True),
             fill_value=-1,
             dimension_names=["step", "segment_row"],
             config={"write_empty_chunks": True},
