@@ -24,11 +24,20 @@ The functions share one reading of a layer (the vocabulary of
 * ``field=`` picks the field of tuple records, by position or by name (where the
   reader knows the fields' names): snnTorch's ``(spk, mem)`` has the membrane
   potential in field 1.
+
+Plots at scale
+--------------
+A plot never draws more columns or marks than its axes have pixels to show them:
+:func:`rate_heatmap` averages steps into bins that fit the axes' width (the mean rate
+over each bin, never every k-th step, which aliases), and :func:`raster_plot` of more
+spikes than the axes have pixels (or more neurons than pixel rows) draws a density
+image of spike counts per bin instead of one mark per spike. Each says so in its
+title and colour bar label; ``bins=`` and ``density=`` choose for yourself. Pixels
+are counted at the figure's size and dpi when the plot is made.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,6 +58,8 @@ __all__ = ["raster_plot", "rate_heatmap", "membrane_traces", "gradient_norms"]
 _MAX_BOUNDARY_LINES = 64
 #: At most this many batch separators are drawn across a raster.
 _MAX_GROUP_LINES = 32
+#: Values a density raster decodes at a time (steps x time x chosen neurons).
+_DENSITY_BLOCK = 1 << 21
 
 
 def _axes(ax: Any, figsize: tuple[float, float] | None = None) -> tuple[Any, bool]:
@@ -172,6 +183,38 @@ def _xlim(ax: Any, a: int, b: int, t_len: int) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def _pixels(ax: Any) -> tuple[int, int]:
+    """The axes' width and height in pixels, at the figure's size and dpi (at least 1);
+    a figure with a layout engine (``layout="constrained"``) is laid out first, as it
+    places its axes only when drawn."""
+    fig = getattr(ax.figure, "figure", None) or ax.figure  # a subfigure's root figure
+    engine = fig.get_layout_engine() if hasattr(fig, "get_layout_engine") else None
+    if engine is not None:
+        engine.execute(fig)
+    box = ax.get_window_extent()
+    return max(1, int(box.width)), max(1, int(box.height))
+
+
+def _per_bin(n: int, pixels: int) -> int:
+    """How many of ``n`` columns (or rows) one bin takes so that the bins fit in ``pixels``."""
+    return max(1, -(-n // max(1, pixels)))
+
+
+def _plural(k: int, unit: str) -> str:
+    """``1 step``, ``41 steps``."""
+    return f"{k} {unit}{'' if k == 1 else 's'}"
+
+
+def _mean_bins(grid: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The mean of each row's finite values over the columns ``[edges[i], edges[i + 1])``
+    (NaN where a bin has none); ``edges`` increase strictly from 0 to the width."""
+    ok = np.isfinite(grid)
+    sums = np.add.reduceat(np.where(ok, grid, 0.0), edges[:-1], axis=1)
+    counts = np.add.reduceat(ok.astype(np.int64), edges[:-1], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def raster_plot(
     layer: Any,
     steps: Any = None,
@@ -179,11 +222,13 @@ def raster_plot(
     *,
     time_axis: bool | int | None = None,
     field: int | str = 0,
+    density: bool | None = None,
     rank: int | None = None,
     ax: Any = None,
     **scatter: Any,
 ) -> Any:
-    """Spike raster of a layer: one mark per spike at (step or time, neuron).
+    """Spike raster of a layer: one mark per spike at (step or time, neuron), or a
+    density image of spike counts when there are more spikes than pixels.
 
     Parameters
     ----------
@@ -201,10 +246,20 @@ def raster_plot(
         whole record. True or an int: that record axis is time.
     field : int or str
         Field of tuple records.
+    density : bool, optional
+        None (default): a density image when the window holds more spikes than the
+        axes have pixels (counted from the stored summaries, before any record is
+        decoded), or more neurons than pixel rows; one mark per spike otherwise.
+        True or False: always or never. The image bins time and neurons to the
+        axes' pixels (each bin ``k`` time steps by ``m`` neurons, at least one
+        pixel), shows the spikes in each bin (they sum to the spikes in the title),
+        reads the window a bounded block of steps at a time, and says its bins in
+        the colour bar's label and "(density)" in the title.
     rank : int, optional
         For a layer of a ranked store (a ``torchrun`` job), the rank to draw.
     **scatter
-        Passed to ``ax.scatter``.
+        Passed to ``ax.scatter``. A density image takes ``color`` (white to that
+        colour; default black) or ``cmap``, and ``vmax``.
 
     Examples
     --------
@@ -217,23 +272,36 @@ def raster_plot(
     shape = analysis.record_shape(layer, f)
     axis = time_axis_of(layer, time_axis, shape)
     t_len, rest, ids, _ = _columns(shape, axis, neurons)
-    trains = analysis.spike_trains(
-        layer,
-        sel,
-        dt=1.0,
-        neurons=None if neurons is None else ids,
-        field=f,
-        time_axis=False if axis is None else axis,
-    )
-    counts = np.array([len(tr) for tr in trains], dtype=np.int64)
-    x = np.concatenate(trains) if len(trains) else np.zeros(0)
-    y = np.repeat(ids, counts)
-    style = {"marker": "|", "s": 12, "linewidths": 0.8, "color": "k"}
-    style.update(scatter)
-    ax.scatter(x, y, **style)
     a, b = _window(layer, steps, sel)
-    _xlim(ax, a, b, t_len)
     lo, hi = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if density is None:
+        density = _crowded(ax, layer, sel, f, ids, rest)
+    if density:
+        total = _density_image(
+            ax,
+            layer,
+            (sel, f, neurons, ids, axis, t_len),
+            (a * t_len, max(1, (b - a) * t_len)),
+            (lo, hi - lo + 1),
+            scatter,
+        )
+    else:
+        trains = analysis.spike_trains(
+            layer,
+            sel,
+            dt=1.0,
+            neurons=None if neurons is None else ids,
+            field=f,
+            time_axis=False if axis is None else axis,
+        )
+        counts = np.array([len(tr) for tr in trains], dtype=np.int64)
+        x = np.concatenate(trains) if len(trains) else np.zeros(0)
+        y = np.repeat(ids, counts)
+        style = {"marker": "|", "s": 12, "linewidths": 0.8, "color": "k"}
+        style.update(scatter)
+        ax.scatter(x, y, **style)
+        total = int(counts.sum())
+    _xlim(ax, a, b, t_len)
     ax.set_ylim(lo - 0.5, hi + 0.5)
     from matplotlib.ticker import MaxNLocator
 
@@ -251,13 +319,81 @@ def raster_plot(
                 colors="0.8",
                 linewidths=0.6,
                 gid="groups",
-                zorder=0,
+                zorder=0.5 if density else 0,
             )
     ax.set_xlabel(_time_label(layer, axis is not None))
     ax.set_ylabel(_neuron_label(rest, _dims(layer, shape, axis, f)))
     what = _field_name(layer, f)
-    ax.set_title(f"{layer.name}{' ' + what if what else ''}: {int(counts.sum())} spikes")
+    title = f"{layer.name}{' ' + what if what else ''}: {total} spikes"
+    ax.set_title(title + (" (density)" if density else ""))
     return ax
+
+
+def _crowded(ax: Any, layer: Any, sel: np.ndarray, f: int, ids: np.ndarray, rest: Any) -> bool:
+    """Whether a raster of neurons ``ids`` over steps ``sel`` has more neurons than the
+    axes have pixel rows, or more spikes than pixels: the spikes counted from the
+    stored summaries (for a subset of neurons, their share of the layer's spikes)."""
+    if not len(sel) or not len(ids):
+        return False
+    width, height = _pixels(ax)
+    if len(ids) > height:
+        return True
+    counts = analysis.summary(layer, sel, field=f)[:, COLUMNS.index("sum")]
+    spikes = float(np.nansum(counts)) * len(ids) / max(1, math.prod(rest))
+    return spikes > width * height
+
+
+def _density_image(
+    ax: Any,
+    layer: Any,
+    what: tuple[np.ndarray, int, Any, np.ndarray, int | None, int],
+    x: tuple[int, int],
+    y: tuple[int, int],
+    style: Mapping[str, Any],
+) -> int:
+    """Draw the spikes of ``what`` (steps, field, ``neurons``, their ids, time axis,
+    T) as counts in bins of the axes' pixel grid, over times ``[x0, x0 + span)`` and
+    neuron ids ``[y0, y0 + rows)`` (``x`` and ``y``), with a colour bar; the spikes."""
+    from matplotlib.colors import LinearSegmentedColormap, to_rgba
+
+    sel, f, neurons, ids, axis, t_len = what
+    (x0, span), (y0, rows) = x, y
+    cmap = style.get("cmap")
+    if cmap is None:
+        color = style.get("color", "k")
+        cmap = LinearSegmentedColormap.from_list("spikes", [to_rgba("white"), to_rgba(color)])
+    im = ax.imshow(
+        np.zeros((1, 1)),
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+        cmap=cmap,
+        extent=(x0, x0 + span, y0 - 0.5, y0 - 0.5 + rows),
+    )
+    cbar = ax.figure.colorbar(im, ax=ax)
+    width, height = _pixels(ax)  # what the colour bar left
+    kx, ky = _per_bin(span, width), _per_bin(rows, height)
+    nx, ny = -(-span // kx), -(-rows // ky)
+    counts = np.zeros(nx * ny, dtype=np.int64)
+    block = max(1, _DENSITY_BLOCK // max(1, t_len * len(ids)))
+    for i in range(0, len(sel), block):
+        t, n = analysis.raster(
+            layer,
+            sel[i : i + block],
+            None if neurons is None else ids,
+            field=f,
+            time_axis=False if axis is None else axis,
+        )
+        cell = (n - y0) // ky * nx + (t - x0) // kx
+        counts += np.bincount(cell, minlength=nx * ny)
+    img = counts.reshape(ny, nx)
+    im.set_data(img)
+    im.set_extent((x0, x0 + nx * kx, y0 - 0.5, y0 - 0.5 + ny * ky))
+    im.set_clim(0, style.get("vmax", max(1, int(img.max()))))
+    unit = "step" if axis is None else "time step"
+    who = "neuron" if len(ids) == rows else "neuron id"
+    cbar.set_label(f"spikes per bin ({_plural(kx, unit)} x {_plural(ky, who)})")
+    return int(counts.sum())
 
 
 def rate_heatmap(
@@ -268,7 +404,7 @@ def rate_heatmap(
     time_axis: bool | None = None,
     norm: str = "layer",
     field: int | str = 0,
-    bins: int | None = None,
+    bins: int | str | None = None,
     rank: int | None = None,
     ax: Any = None,
     **imshow: Any,
@@ -295,20 +431,30 @@ def rate_heatmap(
         colour scale of rates for every row.
     field : int or str
         Field of tuple records, in every layer.
-    bins : int, optional
-        Average the columns into this many bins (for long runs).
+    bins : int, "auto" or None
+        None or ``"auto"`` (default): at most one column per pixel column of the
+        axes: when the window has more steps (or time steps) than that, each column
+        is the mean rate over a bin of ``k`` consecutive ones, and the title says
+        "mean firing rate over bins of k steps". An int: that many bins of (nearly)
+        equal width. 0: one column per step, however many.
     rank : int, optional
         For the layers of a ranked store (a ``torchrun`` job), the rank to draw.
 
-    A new figure gets margins that fit the layer names (``fig.tight_layout()``);
-    on axes of your own, lay the figure out yourself.
+    Bins average (a bin's columns all count); they never pick every ``k``-th step,
+    which aliases a long run into stripes that look like bursts. Pixels are counted
+    at the figure's size and dpi when the plot is made, after the colour bar and
+    (for a new figure) ``fig.tight_layout()`` took their room; on axes of your own,
+    lay the figure out before the call.
 
     Examples
     --------
-    >>> ax = rate_heatmap(spikestore.open("run.spikes")["output"], bins=200)  # doctest: +SKIP
+    >>> ax = rate_heatmap(spikestore.open("run.spikes")["output"])  # doctest: +SKIP
     """
     if norm not in ("layer", "shared"):
         raise ValueError(f"norm must be 'layer' or 'shared', got {norm!r}")
+    auto = bins is None or bins == "auto"
+    if not auto and (isinstance(bins, (str, bool)) or int(bins) < 0):  # type: ignore[arg-type]
+        raise ValueError(f"bins must be None, 'auto' or an int >= 0, got {bins!r}")
     named = _named(layers, rank)
     if over is None:
         if time_axis is None:
@@ -325,40 +471,57 @@ def rate_heatmap(
     grid = np.full((len(rows), width), np.nan)
     for i, r in enumerate(rows):
         grid[i, : len(r)] = r
-    if bins is not None and 0 < bins < width:
-        edges = np.linspace(0, width, bins + 1).astype(int)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins stay NaN
-            grid = np.stack(
-                [np.nanmean(grid[:, a:b], axis=1) for a, b in itertools.pairwise(edges)],
-                axis=1,
-            )
+    sel = analysis.step_selection(named[0][1], steps) if named else np.zeros(0, dtype=np.int64)
+    t_len = width // len(sel) if len(sel) and over == "time" else 1
+    start = int(sel[0]) * t_len if len(sel) else 0
+    stop = start + max(width, 1)
     style: dict[str, Any] = {"aspect": "auto", "interpolation": "nearest", "cmap": "viridis"}
+    style.update(imshow)
+    # The image is drawn at full width first, so that the colour bar and the layout
+    # take their room; then its columns are binned to the pixels left.
+    im = ax.imshow(np.zeros((len(rows), 1)), extent=(start, stop, len(rows) - 0.5, -0.5), **style)
+    _xlim(ax, start, stop, 1)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([name for name, _ in named])
+    ax.set_xlabel(_time_label(named[0][1], over == "time") if named else "step")
+    ax.set_ylabel("layer")
+    label = "rate / layer max" if norm == "layer" else "firing rate"
+    ax.figure.colorbar(im, ax=ax, label=label)
+    if new:
+        ax.figure.tight_layout()
+    unit = "time step" if over == "time" else "step"
+    title = f"firing rate per {unit}"
+    most = _pixels(ax)[0] if auto else (int(bins) or width)  # type: ignore[arg-type]
+    if 0 < most < width:
+        if auto:  # bins of k columns each (the last one may be shorter)
+            k = _per_bin(width, most)
+            edges = np.append(np.arange(0, width, k), width)
+            title = f"mean firing rate over bins of {_plural(k, unit)}"
+            stop = start + (len(edges) - 1) * k
+        else:  # as many bins as asked, of nearly equal widths
+            edges = np.linspace(0, width, most + 1).astype(int)
+            k_lo, k_hi = int(np.diff(edges).min()), int(np.diff(edges).max())
+            size = str(k_lo) if k_lo == k_hi else f"{k_lo}-{k_hi}"
+            title = f"mean firing rate over {most} bins of {size} {unit}s"
+        grid = _mean_bins(grid, edges)
     if norm == "layer":
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
             top = np.nanmax(np.abs(grid), axis=1, keepdims=True) if grid.size else grid[:, :1]
         top = np.where(top > 0, top, 1.0)  # a silent row stays 0
         grid = grid / top
-        style.update(vmin=0.0 if np.nanmin(grid, initial=0.0) >= 0 else -1.0, vmax=1.0)
-    style.update(imshow)
-    sel = analysis.step_selection(named[0][1], steps) if named else np.zeros(0, dtype=np.int64)
-    t_len = width // len(sel) if len(sel) and over == "time" else 1
-    start = int(sel[0]) * t_len if len(sel) else 0
-    stop = start + max(width, 1)
-    im = ax.imshow(grid, extent=(start, stop, len(rows) - 0.5, -0.5), **style)
-    _xlim(ax, start, stop, 1)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([name for name, _ in named])
-    ax.set_xlabel(_time_label(named[0][1], over == "time") if named else "step")
-    ax.set_ylabel("layer")
+    im.set_data(grid)
+    im.set_extent((start, stop, len(rows) - 0.5, -0.5))
+    _xlim(ax, start, start + max(width, 1), 1)
+    if "norm" not in imshow:
+        if norm == "layer":
+            low = 0.0 if np.nanmin(grid, initial=0.0) >= 0 else -1.0
+            im.set_clim(imshow.get("vmin", low), imshow.get("vmax", 1.0))
+        elif np.isfinite(grid).any():
+            fin = grid[np.isfinite(grid)]
+            im.set_clim(imshow.get("vmin", fin.min()), imshow.get("vmax", fin.max()))
     monitors = {lay.monitor for _, lay in named}
-    title = f"firing rate per {'time step' if over == 'time' else 'step'}"
     ax.set_title(f"{monitors.pop()}: {title}" if len(monitors) == 1 else title)
-    label = "rate / layer max" if norm == "layer" else "firing rate"
-    ax.figure.colorbar(im, ax=ax, label=label)
-    if new:
-        ax.figure.tight_layout()
     return ax
 
 

@@ -229,6 +229,136 @@ def test_rate_heatmap_of_multistep_layers_is_over_time_by_default(ms: dict, plt)
     np.testing.assert_allclose(np.asarray(ax.images[0].get_array())[0], x / x.max())
 
 
+# ------------------------------------------------------------------ at scale
+LONG_RUN = 5000
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A long run of a small layer (for rate_heatmap), a busy multi-step layer (more
+    spikes than a small figure's pixels) and a wide one (more neurons than pixel rows,
+    few spikes)."""
+    path = tmp_path_factory.mktemp("plot") / "big.spikes"
+    g = torch.Generator().manual_seed(7)
+    rec: dict[str, list] = {"long": [], "busy": [], "wide": []}
+    with spikestore.StoreWriter(path) as w:
+        for i in range(LONG_RUN):
+            # Bursts every 40 steps: what a heatmap that picks every k-th step aliases.
+            p = 0.6 if i % 40 < 4 else 0.05
+            s = (torch.rand(16, generator=g) < p).float()
+            w.append("output", "long", s)
+            rec["long"].append(s)
+        for _ in range(300):
+            s = (torch.rand(T, B, 50, generator=g) < 0.6).float()
+            w.append("output", "busy", s, time_axis=0)
+            rec["busy"].append(s)
+        for _ in range(60):
+            s = (torch.rand(3000, generator=g) < 0.01).float()
+            w.append("output", "wide", s)
+            rec["wide"].append(s)
+    return {"path": path, "rec": rec, "store": spikestore.open(path)}
+
+
+def test_rate_heatmap_of_a_long_run_bins_to_the_axes_width(big: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    from spikestore import plot
+
+    lay = big["store"]["output"]["long"]
+    _, ax = plt.subplots(figsize=(4, 2), dpi=100)
+    ax = plot.rate_heatmap([lay], norm="shared", ax=ax)
+    _save(ax, "heatmap_long")
+    grid = np.asarray(ax.images[0].get_array())
+    pixels = ax.get_window_extent().width
+    assert grid.shape[0] == 1 and 1 < grid.shape[1] <= pixels
+    m = re.fullmatch(r"output: mean firing rate over bins of (\d+) steps", ax.get_title())
+    assert m, ax.get_title()
+    k = int(m.group(1))
+    assert grid.shape[1] == -(-LONG_RUN // k)
+    # Each column is the mean rate over its bin of k steps (the last one shorter).
+    rate = torch.stack(big["rec"]["long"]).numpy().astype(np.float64).mean(axis=1)
+    want = [rate[i : i + k].mean() for i in range(0, LONG_RUN, k)]
+    np.testing.assert_allclose(grid[0], want, rtol=1e-12)
+    assert ax.get_xlim() == (0, LONG_RUN)
+    # An explicit bins= still gives that many columns, and says so.
+    ax = plot.rate_heatmap([lay], bins=200)
+    assert ax.images[0].get_array().shape == (1, 200)
+    assert ax.get_title() == "output: mean firing rate over 200 bins of 25 steps"
+    # bins=0: every step.
+    ax = plot.rate_heatmap([lay], slice(0, 2000), bins=0)
+    assert ax.images[0].get_array().shape == (1, 2000)
+    assert ax.get_title() == "output: firing rate per step"
+    with pytest.raises(ValueError, match="bins"):
+        plot.rate_heatmap([lay], bins="some")
+
+
+def _density(ax):  # type: ignore[no-untyped-def]
+    """The density image of a raster, and its colour bar's label."""
+    (im,) = ax.images
+    return np.asarray(im.get_array()), ax.figure.axes[-1].get_ylabel()
+
+
+def test_raster_with_more_spikes_than_pixels_draws_a_density_image(big: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    from matplotlib.image import AxesImage
+
+    from spikestore import plot
+
+    lay = big["store"]["output"]["busy"]
+    _, ax = plt.subplots(figsize=(3, 2), dpi=100)
+    ax = plot.raster_plot(lay, ax=ax)
+    _save(ax, "raster_density_busy")
+    assert isinstance(ax.images[0], AxesImage)
+    assert [c.get_gid() for c in ax.collections] == ["groups"]  # no marks
+    img, label = _density(ax)
+    x = torch.stack(big["rec"]["busy"]).numpy().reshape(300 * T, B * 50)  # [time, neuron]
+    spikes = int(x.sum())
+    assert spikes > 3 * 2 * 100**2  # more spikes than the figure has pixels
+    assert img.sum() == spikes and ax.get_title() == f"busy: {spikes} spikes (density)"
+    m = re.fullmatch(r"spikes per bin \((\d+) time steps? x (\d+) neurons?\)", label)
+    assert m, label
+    kx, ky = int(m.group(1)), int(m.group(2))
+    w, h = ax.get_window_extent().width, ax.get_window_extent().height
+    assert img.shape == (-(-B * 50 // ky), -(-300 * T // kx))
+    assert img.shape[0] <= h and img.shape[1] <= w and kx > 1
+    # Each bin holds the spikes of its k time steps x m neurons (row 0: neurons 0..m-1).
+    t, n = np.nonzero(x)
+    want = np.zeros(img.shape, dtype=np.int64)
+    np.add.at(want, (n // ky, t // kx), 1)
+    np.testing.assert_array_equal(img, want)
+    assert ax.get_xlim() == (0, 300 * T) and ax.get_ylim() == (-0.5, B * 50 - 0.5)
+    # A window and a neuron subset are binned the same way.
+    ax = plot.raster_plot(lay, slice(100, 200), range(10, 90), density=True)
+    img, _ = _density(ax)
+    assert img.sum() == int(x[100 * T : 200 * T, 10:90].sum())
+    assert ax.get_xlim() == (100 * T, 200 * T) and ax.get_ylim() == (9.5, 89.5)
+    # A small window of the same layer is still one mark per spike.
+    ax = plot.raster_plot(lay, slice(0, 3), range(20))
+    assert not ax.images and len(ax.collections[0].get_offsets()) == int(x[: 3 * T, :20].sum())
+    assert not ax.get_title().endswith("(density)")
+    # density=False forces the marks.
+    ax = plot.raster_plot(lay, slice(0, 50), density=False)
+    assert not ax.images and len(ax.collections[0].get_offsets()) == int(x[: 50 * T].sum())
+
+
+def test_raster_with_more_neurons_than_pixel_rows_draws_a_density_image(big: dict, plt) -> None:  # type: ignore[no-untyped-def]
+    from spikestore import plot
+
+    lay = big["store"]["output"]["wide"]
+    _, ax = plt.subplots(figsize=(3, 2), dpi=100)
+    ax = plot.raster_plot(lay, ax=ax, color="tab:red")
+    _save(ax, "raster_density_wide")
+    img, label = _density(ax)
+    x = torch.stack(big["rec"]["wide"]).numpy()  # [step, neuron]
+    assert img.sum() == int(x.sum()) < 3 * 2 * 100**2  # few spikes, but 3000 rows
+    assert img.shape[1] == 60 and label.startswith("spikes per bin (1 step x ")
+    assert img.shape[0] <= ax.get_window_extent().height
+    # Marks still, on a tall enough figure for a subset.
+    ax = plot.raster_plot(lay, neurons=range(100))
+    assert not ax.images and len(ax.collections[0].get_offsets()) == int(x[:, :100].sum())
+
+
 # -------------------------------------------------------------- membrane_traces
 def test_membrane_traces_of_multistep_layer_break_between_records(ms: dict, plt) -> None:  # type: ignore[no-untyped-def]
     from spikestore import plot
