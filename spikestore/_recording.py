@@ -198,8 +198,10 @@ class Recording:
         time_axis: int | None,
         dims: Sequence[str] | None,
         units: str | None,
+        keep: list[Staged | None] | None = None,
     ) -> int:
-        """See ``StoreWriter.append``."""
+        """See ``StoreWriter.append``; ``keep``, if given, is extended with the record's
+        fields as queued (immutable: see ``spikestore._staging``)."""
         self._check_usable()
         if not isinstance(monitor, str) or not isinstance(layer, str):
             raise TypeError("monitor and layer names must be str")
@@ -282,6 +284,8 @@ class Recording:
             entry.axis_fixed = True
             entry.schema.adopt(structure, specs, tree, segments)
             entry.next_step = step + 1
+        if keep is not None:
+            keep.extend(staged)
         return step
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
@@ -345,6 +349,7 @@ class NotRecording:
         time_axis: int | None,
         dims: Sequence[str] | None,
         units: str | None,
+        keep: list[Staged | None] | None = None,
     ) -> int:
         if self.closed:
             raise RuntimeError(f"{self.where} is closed")

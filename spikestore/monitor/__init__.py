@@ -27,7 +27,7 @@ too). See :class:`BaseMonitor` for what happens to a temporary store.
 The package is split by job: ``_base`` (:class:`BaseMonitor`: module selection,
 hooks, the writer it opens or shares, reading back, enable/disable, closing),
 ``_axes`` (a record's time axis and axis names from its module's library),
-``_readback`` (:class:`Records` and the copies of recent small records) and
+``_readback`` (:class:`Records` and the latest small records, kept) and
 ``_kinds`` (the five monitors). The public names are all imported here.
 """
 

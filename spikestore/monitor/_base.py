@@ -5,7 +5,7 @@ through a holder that only the hooks keep (so the network keeps the monitor, nev
 reverse), opens a :class:`~spikestore.StoreWriter` or shares one (one monitor name per
 writer, claimed in ``_CLAIMS``), appends each record, and reads records back through a
 :class:`~spikestore.StoreReader`. A monitor's state (record order, call counts, recent
-copies, readers) is owned by the thread that runs the hooks; a monitor has no lock.
+records, readers) is owned by the thread that runs the hooks; a monitor has no lock.
 ``_CLAIMS`` is changed by the threads that open and close monitors.
 """
 
@@ -204,10 +204,13 @@ class BaseMonitor:
     """
 
     _default_name = "records"
-    #: Bytes of the latest records a monitor keeps copies of (records of at most a
-    #: quarter of it each: tensors, numbers, None, flat tuples and lists), so that
-    #: reading them back (``records[-1]``, ``torch.cat(m.records)`` at every step, as
-    #: SpikingJelly's examples do) needs no commit and no decoding. Other records are
+    #: Bytes of the latest records a monitor keeps (records of at most a quarter of it
+    #: each, counted as the tensors they read back as: tensors, numbers, None, flat
+    #: tuples and lists), so that reading them back (``records[-1]``,
+    #: ``torch.cat(m.records)`` at every step, as SpikingJelly's examples do) needs no
+    #: commit and no read from the store. A tensor is kept as the writer queued it (its
+    #: packed spikes or its copy of the values: the hook copies nothing more), made a
+    #: tensor when first read. Other records are
     #: read from the store, after a commit if they are not committed yet. Set it on
     #: the monitor (``mon.recent_bytes = 0`` keeps nothing). A writer with
     #: ``precision=`` stores floats rounded: their records are always read from the store.
@@ -268,8 +271,8 @@ class BaseMonitor:
         self._layer_readers: dict[int, LayerReader] = {}
         self._seen = 0  # records appended when the reader was last refreshed
         self._appended = 0
-        # Copies of the latest small records, by (layer id, step): read back without
-        # a commit (see recent_bytes).
+        # The latest small records, by (layer id, step): read back without a commit
+        # (see recent_bytes and _readback).
         self._recent: collections.OrderedDict[tuple[int, int], tuple[Any, int]] = (
             collections.OrderedDict()
         )
@@ -385,13 +388,19 @@ class BaseMonitor:
                 self.hooks.append(module.register_full_backward_hook(hook))
 
     def _record(self, lid: int, value: Any) -> None:
+        # StoreWriter.append, also handing back the record's fields as queued for the
+        # writer thread (immutable packed bits or copies of the values): the monitor
+        # keeps its latest records without copying them again (see _readback).
+        keep: list[Any] = []
         try:
-            step = self._writer.append(
+            step = self._writer._impl.append(
                 self.name,
                 self.monitored_layers[lid],
                 value,
-                time_axis=self._time_axis[lid],
-                dims=self._dims(lid, value),
+                self._time_axis[lid],
+                self._dims(lid, value),
+                None,
+                keep,
             )
         except TypeError as exc:
             raise TypeError(
@@ -405,7 +414,7 @@ class BaseMonitor:
         self._steps.append(step)
         self._appended += 1
         if self.recent_bytes > 0:
-            remember(self, lid, step, value)
+            remember(self, lid, step, value, keep)
 
     # --------------------------------------------------------------- reading
     def _layer_reader(self, lid: int, need: int | None = None) -> LayerReader:

@@ -1,9 +1,13 @@
-"""Reading a monitor's records back: :class:`Records` and the recent copies.
+"""Reading a monitor's records back: :class:`Records` and the latest records kept.
 
 :class:`Records` is the lazy sequence behind ``monitor.records``: it decodes records
-from the store a layer at a time, or returns the monitor's copies of its latest small
-records (made by :func:`remember`). Its state is the monitor's, owned by the thread
-that runs the hooks (a monitor has no lock); read records in that thread.
+from the store a layer at a time, or returns the monitor's latest small records, kept
+by :func:`remember` as the writer queued them (the staged fields of
+``spikestore._staging``: packed spikes, or the writer's copy of the values, immutable)
+and made tensors on their first read, exactly as the reader decodes them. The hook
+copies nothing (on a GPU it no longer waits for the device either). Its state is the
+monitor's, owned by the thread that runs the hooks (a monitor has no lock); read
+records in that thread.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..codecs import decode_rows, dtype_name
+from ..format import SPIKE_ENCODING
 from ..reader import step_indices
 
 if TYPE_CHECKING:
+    from .._staging import Staged
     from ._base import BaseMonitor
 
 __all__ = ["Records", "remember"]
@@ -31,49 +38,103 @@ def _has_float(value: Any) -> bool:
     )
 
 
-def _recent_copy(value: Any, limit: int) -> tuple[Any, int] | None:
-    """A copy of ``value`` as the reader would give it back (CPU tensors, Python numbers,
-    None, a flat tuple or list of those) and its bytes; None if it is larger than
-    ``limit`` or of another kind (the reader then decodes it from the store)."""
-    if isinstance(value, (tuple, list)) and type(value) in (tuple, list):
-        if not value:
+class _Kept:
+    """A tensor record's staged field, kept instead of a copy: the writer's own
+    immutable packed bits (spikes) or copy of the values (see ``spikestore._staging``).
+    :func:`_recent` turns it into the tensor the reader would return, on first read."""
+
+    __slots__ = ("staged",)
+
+    def __init__(self, staged: Staged) -> None:
+        self.staged = staged
+
+    def tensor(self) -> torch.Tensor:
+        s = self.staged
+        if s.event is not None:
+            s.event.synchronize()
+        if s.packed is not None and (s.flag is None or bool(s.flag)):
+            seg = {
+                "encoding": SPIKE_ENCODING,
+                "dtype": dtype_name(s.dtype),
+                "shape": s.shape,
+                "permute": s.permute,
+            }
+            return decode_rows(s.packed.numpy()[None], seg)[0]
+        assert s.values is not None
+        # A copy: the writer thread may not have encoded these values yet.
+        return s.values.to("cpu", copy=True)
+
+
+def _keep(value: Any, staged: Sequence[Staged | None], limit: int) -> tuple[Any, int] | None:
+    """What to keep of ``value`` (CPU tensors, Python numbers, None, a flat tuple or list
+    of those), given its fields as the writer staged them, and the bytes it reads back
+    as; None if it is larger than ``limit`` or of another kind (the reader then decodes
+    it from the store). Tensors are kept as their staged fields (:class:`_Kept`), not
+    copied: the hook pays nothing for them."""
+    if type(value) in (tuple, list):
+        if not value or len(staged) != len(value):
             return None
-        parts = [_recent_copy(v, limit) for v in value]
-        nested = any(isinstance(v, (tuple, list)) for v in value)
-        if nested or any(p is None for p in parts):
-            return None
-        got = [p for p in parts if p is not None]
-        n = sum(p[1] for p in got)
+        parts = []
+        n = 0
+        for v, s in zip(value, staged, strict=True):
+            p = _keep_leaf(v, s)
+            if p is None:
+                return None
+            parts.append(p[0])
+            n += p[1]
         if n > limit:
             return None
-        return type(value)(p[0] for p in got), n
+        return type(value)(parts), n
+    if len(staged) != 1:
+        return None
+    p = _keep_leaf(value, staged[0])
+    if p is None or p[1] > limit:
+        return None
+    return p
+
+
+def _keep_leaf(value: Any, staged: Staged | None) -> tuple[Any, int] | None:
     if value is None:
         return None, 0
     if type(value) in (bool, int, float):
         return value, 8
-    if isinstance(value, torch.Tensor):
-        n = value.numel() * value.element_size()
-        if n > limit or value.layout != torch.strided or value.is_nested:
-            return None
-        return value.detach().to("cpu", copy=True), n
+    if isinstance(value, torch.Tensor) and staged is not None:
+        return _Kept(staged), value.numel() * value.element_size()
     return None
 
 
-def remember(m: BaseMonitor, lid: int, step: int, value: Any) -> None:
-    """Keep a CPU copy of a small record of ``m`` (as the reader would return it),
-    dropping the oldest copies beyond its :attr:`~BaseMonitor.recent_bytes`."""
+def remember(
+    m: BaseMonitor, lid: int, step: int, value: Any, staged: Sequence[Staged | None]
+) -> None:
+    """Keep a small record of ``m`` (``staged``: its fields as the writer staged them)
+    for reading back as the reader would return it, dropping the oldest beyond its
+    :attr:`~BaseMonitor.recent_bytes`."""
     if m._writer.precision is not None and _has_float(value):
         return  # the store keeps them rounded: a copy would read back otherwise
-    copy = _recent_copy(value, m.recent_bytes // 4)
-    if copy is None:
+    kept = _keep(value, staged, m.recent_bytes // 4)
+    if kept is None:
         return
-    value, nbytes = copy
     recent = m._recent
-    recent[(lid, step)] = (value, nbytes)
+    nbytes = kept[1]
+    recent[(lid, step)] = kept
     m._recent_nbytes += nbytes
     while m._recent_nbytes > m.recent_bytes and recent:
         _, (_, n) = recent.popitem(last=False)
         m._recent_nbytes -= n
+
+
+def _recent(m: BaseMonitor, key: tuple[int, int]) -> Any:
+    """The kept record at ``key`` (layer id, step), made a tensor (or tuple, list of
+    tensors) on its first read and kept so from then on."""
+    value, nbytes = m._recent[key]
+    if isinstance(value, _Kept):
+        value = value.tensor()
+    elif type(value) in (tuple, list) and any(isinstance(v, _Kept) for v in value):
+        value = type(value)(v.tensor() if isinstance(v, _Kept) else v for v in value)
+    else:
+        return value
+    m._recent[key] = (value, nbytes)  # same place in the order: a dict keeps it
+    return value
 
 
 class Records(Sequence[Any]):
@@ -90,10 +151,10 @@ class Records(Sequence[Any]):
     ``__torch_function__``), ``m.records + other_list`` and ``other_list + m.records``
     (a list).
 
-    Memory: it is not a ``list``; the monitor keeps copies of its latest small records
-    only (:attr:`BaseMonitor.recent_bytes`, 1 MiB), which are read back without a commit
-    or decoding. Indexing holds the records asked for; iteration about 256 records at a
-    time. A ``torch`` function and ``+``
+    Memory: it is not a ``list``; the monitor keeps its latest small records only
+    (:attr:`BaseMonitor.recent_bytes`, 1 MiB), which are read back without a commit or a
+    read from the store. Indexing holds the records asked for; iteration about 256
+    records at a time. A ``torch`` function and ``+``
     need every record at once: they decode all of them into a list (as large
     as SpikingJelly's own ``records``); ``+`` returns it, a ``torch`` function drops
     it when it returns, so ``torch.cat`` peaks at about twice the records' size. For a long run,
@@ -130,7 +191,7 @@ class Records(Sequence[Any]):
                 hits = [(lid, int(steps[p])) in recent for p in pos]
                 for p, hit in zip(pos.tolist(), hits, strict=True):
                     if hit:
-                        out[p] = recent[(lid, int(steps[p]))][0]
+                        out[p] = _recent(m, (lid, int(steps[p])))
                 pos = pos[~np.asarray(hits, dtype=bool)]
                 if not pos.size:
                     continue
