@@ -23,7 +23,9 @@ This module holds no state of its own beyond the objects it delegates to.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -43,24 +45,46 @@ __all__ = ["StoreWriter", "WriteError", "RecordError", "StoreLockedError", "LOCK
 
 _trim_fn: Any = False  # not looked up yet
 
+#: Seconds between two trims of the process's heaps, at least (see :func:`_malloc_trim`).
+TRIM_INTERVAL = 1.0
+
+
+def _at_most_every(fn: Callable[[], None], interval: float,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[], None]:
+    """``fn``, skipped when it ran less than ``interval`` seconds ago (any thread: two
+    calls at once may both run it, which is harmless)."""
+    last = [-math.inf]
+
+    def limited() -> None:
+        now = clock()
+        if now - last[0] >= interval:
+            last[0] = now
+            fn()
+
+    return limited
+
 
 def _malloc_trim() -> Callable[[], None] | None:
-    """glibc's ``malloc_trim(0)`` (Linux only), or None: returns the free memory of
-    every heap to the system.
+    """glibc's ``malloc_trim(0)`` (Linux only), at most every :data:`TRIM_INTERVAL`
+    seconds in the process, or None: returns the free memory of every heap to the system.
 
     Record-sized blocks (hundreds of KiB to MiB) are allocated on one thread and freed
     on another, and glibc's per-thread heaps keep what is freed: without a trim a
     writer's peak RSS grows by tens to hundreds of MiB over what it holds. The writer
-    thread trims after each write, which costs little; an earlier version fixed
-    glibc's mmap threshold instead, which made every large allocation of the whole
-    process (the network's own tensors too) a fresh mmap, paying its page faults.
+    thread trims after its writes; an earlier version fixed glibc's mmap threshold
+    instead, which made every large allocation of the whole process (the network's own
+    tensors too) a fresh mmap, paying its page faults. A trim returns the training
+    loop's freed blocks too, which then fault in again: trimmed after every write (many
+    an iteration when dense layers are recorded), a SpikingJelly conv net's iteration
+    took about 27,000 page faults (110 MiB, 80 ms of system time) instead of 500-3,000;
+    once a second costs the loop one iteration's faults a second.
     """
     global _trim_fn
     if _trim_fn is False:
         try:
             trim = ctypes.CDLL("libc.so.6").malloc_trim
             trim.argtypes = [ctypes.c_size_t]
-            _trim_fn = lambda: trim(0) and None  # noqa: E731
+            _trim_fn = _at_most_every(lambda: trim(0) and None, TRIM_INTERVAL)
         except (OSError, AttributeError):
             _trim_fn = None
     return _trim_fn
@@ -162,9 +186,9 @@ class StoreWriter:
         URL; a ``MemoryStore`` (tests) allows one writer per store object in a
         process.
     tune_allocator : bool
-        After each write the writer thread has glibc return freed memory to the
-        system (``malloc_trim``; Linux only), so that record buffers freed on
-        another thread do not pile up in glibc's per-thread heaps (peak RSS: see
+        After its writes, at most once a second, the writer thread has glibc return
+        freed memory to the system (``malloc_trim``; Linux only): record buffers freed on
+        another thread then do not pile up in glibc's per-thread heaps (peak RSS: see
         ``benchmarks/bench_scale.py``). False skips it.
     storage_options : dict, optional
         For a URL ``path``: the object store's endpoint and credentials (see
