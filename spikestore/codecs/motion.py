@@ -14,12 +14,14 @@ module holds the transform only. Every operation is a whole-array numpy operatio
 encoder works on all ``T`` frames at once, the decoder frame by frame (each frame's
 contexts need the frames before it).
 
-:func:`estimate_bits`, :func:`encode` and :func:`decode` are what the codec calls, on
+:func:`estimate_packed`, :func:`encode` and :func:`decode` are what the codec calls, on
 planes in their stored order ``(Q, H, W, T)``. When numba is installed (the ``fast``
 extra) they run loops compiled by numba (on first use, cached on disk) that give the
-same bytes as the numpy code, without its
-transposes, per-frame sorts and views; ``USE_NUMBA = False``, or the environment
-variable ``SPIKESTORE_NUMBA=0``, keeps the numpy code.
+same bytes (and estimates) as the numpy code, without its transposes, per-frame sorts
+and views; the estimate, which the encoder makes for every chunk, reads its sample of
+planes straight from the packed chunk and holds each pixel's ``T`` bits as one word
+(T <= 56), so that motions and contexts are found for all frames at once.
+``USE_NUMBA = False``, or the environment variable ``SPIKESTORE_NUMBA=0``, keeps the numpy code.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "encode",
     "entropy_bits",
     "estimate_bits",
+    "estimate_packed",
     "order_bits",
     "unorder_bits",
 ]
@@ -182,13 +185,18 @@ def entropy_bits(ctx: np.ndarray, x: np.ndarray) -> float:
     """Empirical entropy of the bits ``x`` (``(T, ...)``) given their context and frame,
     in bits: about what context coding costs (the TREE coding of the stream adapts to
     each frame's groups), so the encoder can skip it when it cannot win."""
+    return _entropy_counts(*_counts(ctx, x))
+
+
+def _counts(ctx: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bits and ones of ``x`` (``(T, ...)``) per frame and context, ``(T * 256,)`` each."""
     t = x.shape[0]
     keys = ctx.reshape(t, -1).astype(np.intp)
     keys += (np.arange(t, dtype=np.intp) * NCTX)[:, None]
     key = keys.reshape(-1)
     n = np.bincount(key, minlength=t * NCTX)
     ones = np.bincount(key[x.reshape(-1).view(np.bool_)], minlength=t * NCTX)
-    return _entropy_counts(n, ones)
+    return n, ones
 
 
 def _entropy_counts(n: np.ndarray, ones: np.ndarray) -> float:
@@ -238,6 +246,9 @@ def unorder_bits(
 # the order that of ``np.argsort(..., kind="stable")`` (a counting sort per frame).
 _DY = np.array([m[0] for m in MOTIONS], np.int64)
 _DX = np.array([m[1] for m in MOTIONS], np.int64)
+_WORD_MAX_T = 56  # _k_estimate's words: T bits (and 8 more while reading) in an int64
+_REV = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], np.uint8)
+_SPREAD = np.array([sum(((b >> i) & 1) << (8 * i) for i in range(8)) for b in range(256)], np.int64)
 
 
 def _k_choose(xp: np.ndarray, dys: np.ndarray, dxs: np.ndarray) -> np.ndarray:
@@ -288,6 +299,99 @@ def _k_contexts(
                     n[i - 2, c] += 1
                     ones[i - 2, c] += xp[q, y, x, i]
     return ctx, n, ones
+
+
+def _k_words(
+    packed: np.ndarray, starts: np.ndarray, xw: np.ndarray, t: int, rev: np.ndarray
+) -> None:
+    # Each pixel's T bits as a word (bit i: frame i), read from the planes of
+    # ``H * W * T`` bits at bits ``starts`` of ``packed`` (np.packbits, big), into ``xw``
+    # (``(Q, H + 4, W + 4)``, zeros around; T <= 56, so that the buffer stays positive).
+    # ``rev[b]`` is byte b bit-reversed.
+    nq, h, w = xw.shape[0], xw.shape[1] - 4, xw.shape[2] - 4
+    low = (np.int64(1) << t) - 1
+    for q in range(nq):
+        pos = starts[q] >> 3
+        acc = np.int64(rev[packed[pos]]) >> (starts[q] & 7)  # bits in reading order
+        have = 8 - (starts[q] & 7)
+        for y in range(2, h + 2):
+            for x in range(2, w + 2):
+                while have < t:
+                    pos += 1
+                    acc |= np.int64(rev[packed[pos]]) << have
+                    have += 8
+                xw[q, y, x] = acc & low
+                acc >>= t
+                have -= t
+
+
+def _k_estimate(
+    xw: np.ndarray, t: int, dys: np.ndarray, dxs: np.ndarray, spread: np.ndarray
+) -> np.ndarray:
+    # :func:`_k_choose` then :func:`_k_contexts`' counts, bit-parallel over time, on the
+    # words of :func:`_k_words` (T <= 56). ``spread[b]`` has bit i of b at bit 8 * i.
+    # Returns counts ``(T, 512)``: ``[i, 2 * c + b]`` the bits of frame i in context c
+    # that are b.
+    nq, h, w = xw.shape[0], xw.shape[1] - 4, xw.shape[2] - 4
+    low = (np.int64(1) << t) - 1
+    cnt = np.zeros((t, 512), np.int64)
+    later = low - 1  # frames 1 .. t - 1, each predicted from the one before
+    m1 = np.int64(0x5555555555555555)
+    m2 = np.int64(0x3333333333333333)
+    m4 = np.int64(0x0F0F0F0F0F0F0F0F)
+    h01 = np.int64(0x0101010101010101)
+    still = np.int64(0)
+    for q in range(nq):
+        best = np.int64(0)
+        best_m = 0
+        for m in range(dys.size):
+            dy, dx = dys[m], dxs[m]
+            err = np.int64(0)
+            for y in range(2, h + 2):
+                for x in range(2, w + 2):
+                    v = ((np.int64(xw[q, y - dy, x - dx]) << 1) ^ np.int64(xw[q, y, x])) & later
+                    v = v - ((v >> 1) & m1)  # popcount
+                    v = (v & m2) + ((v >> 2) & m2)
+                    v = (v + (v >> 4)) & m4
+                    err += (v * h01) >> 56
+            if m == 0:
+                err -= err // 64  # a tie-break towards "still"
+            if m == 0 or err < best:
+                best, best_m = err, m
+        dy, dx = dys[best_m], dxs[best_m]
+        ey, ex = (1, 0) if dy == 0 and dx == 0 else (dx, dy)
+        for y in range(2, h + 2):
+            for x in range(2, w + 2):
+                v = np.int64(xw[q, y, x])
+                b0 = np.int64(xw[q, y - dy, x - dx])
+                b4 = np.int64(xw[q, y - 2 * dy, x - 2 * dx])
+                b5 = np.int64(xw[q, y - dy - ey, x - dx - ex])
+                b6 = np.int64(xw[q, y - dy + ey, x - dx + ex])
+                b7 = np.int64(xw[q, y + dy, x + dx])
+                if (v | b0 | b4 | b5 | b6 | b7) == 0:
+                    still += 1  # context 0 and a 0 bit in every frame
+                    continue
+                # bit i of a_k is context bit k of frame i (see _k_contexts); eight
+                # frames at a time, byte j of ``c`` is then the context of frame i + j
+                a0, a1, a2, a3 = b0 << 1, v << 1, b0 << 2, v << 2
+                a4, a5, a6, a7 = b4 << 2, b5 << 1, b6 << 1, b7 << 1
+                for i in range(0, t, 8):
+                    c = (
+                        spread[(a0 >> i) & 255]
+                        | (spread[(a1 >> i) & 255] << 1)
+                        | (spread[(a2 >> i) & 255] << 2)
+                        | (spread[(a3 >> i) & 255] << 3)
+                        | (spread[(a4 >> i) & 255] << 4)
+                        | (spread[(a5 >> i) & 255] << 5)
+                        | (spread[(a6 >> i) & 255] << 6)
+                        | (spread[(a7 >> i) & 255] << 7)
+                    )
+                    b = v >> i
+                    for j in range(min(8, t - i)):
+                        cnt[i + j, 2 * ((c >> (8 * j)) & 255) + ((b >> j) & 1)] += 1
+    for i in range(t):
+        cnt[i, 0] += still
+    return cnt
 
 
 def _k_order(xp: np.ndarray, ctx: np.ndarray, rank: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -371,6 +475,8 @@ class _Kernels:
         self._contexts = jit(_k_contexts)
         self._order = jit(_k_order)
         self._unorder = jit(_k_unorder)
+        self._words = jit(_k_words)
+        self._estimate = jit(_k_estimate)
 
     @staticmethod
     def padded(xq: np.ndarray) -> np.ndarray:
@@ -378,6 +484,19 @@ class _Kernels:
         xp = np.zeros((q, h + 2 * _PAD, w + 2 * _PAD, t + 2), np.uint8)
         xp[:, _PAD : _PAD + h, _PAD : _PAD + w, 2:] = xq
         return xp
+
+    def estimate_counts(
+        self, packed: np.ndarray, starts: np.ndarray, frame: tuple[int, int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Counts of bits and of ones per (frame, context), as :func:`context_counts`
+        gives them with the motion :func:`choose_motion` picks, of the planes at bits
+        ``starts`` of ``packed``; T at most :data:`_WORD_MAX_T`."""
+        h, w, t = frame
+        nb = 1 << max(0, (t - 1) // 8).bit_length()  # bytes a word
+        xw = np.zeros((starts.size, h + 2 * _PAD, w + 2 * _PAD), f"<u{nb}")
+        self._words(packed, starts.astype(np.int64), xw, t, _REV)
+        cnt = self._estimate(xw, t, _DY, _DX, _SPREAD)
+        return cnt[:, 0::2] + cnt[:, 1::2], cnt[:, 1::2]
 
     def choose_motion(self, xp: np.ndarray) -> np.ndarray:
         return self._choose(xp, _DY, _DX)
@@ -434,11 +553,51 @@ def estimate_bits(xq: np.ndarray) -> float:
     motion :func:`choose_motion` picks for each."""
     nb = _numba()
     if nb is not None:
+        q, h, w, t = xq.shape
+        if t <= _WORD_MAX_T:
+            starts = np.arange(q, dtype=np.int64) * (h * w * t)
+            return _entropy_counts(*nb.estimate_counts(np.packbits(xq), starts, (h, w, t)))
         xp = nb.padded(xq)
         _, n, ones = nb.context_counts(xp, nb.choose_motion(xp))
         return _entropy_counts(n, ones)
     x = np.ascontiguousarray(xq.transpose(3, 0, 1, 2))
     return entropy_bits(contexts(x, choose_motion(x)), x)
+
+
+def estimate_packed(
+    packed: np.ndarray, starts: np.ndarray, frame: tuple[int, int, int], unbiased: bool = False
+) -> float:
+    """:func:`estimate_bits` of the planes of ``frame`` (``(H, W, T)``) bits that start at
+    bits ``starts`` of ``packed`` (``uint8``, ``np.packbits`` order), read from the
+    packed bytes (only these planes are unpacked, and only without numba).
+
+    ``unbiased`` adds the Miller-Madow correction, ``1 / (2 ln 2)`` bits for each
+    (frame, context) that holds both zeros and ones: the empirical entropy is about
+    that much below the entropy the sample is drawn from, so that estimates on
+    samples of different sizes compare.
+    """
+    h, w, t = frame
+    nb = _numba()
+    if nb is not None and t <= _WORD_MAX_T:
+        n, ones = nb.estimate_counts(packed, starts, frame)
+    else:
+        plane = h * w * t
+        if plane % 8 == 0 and not np.any(starts % 8):
+            rows = packed[(starts // 8)[:, None] + np.arange(plane // 8)]
+            bits = np.unpackbits(rows, axis=1)
+        else:
+            bits = np.unpackbits(packed)[starts[:, None] + np.arange(plane)]
+        xq = bits.reshape(-1, h, w, t)
+        if nb is not None:
+            xp = nb.padded(xq)
+            _, n, ones = nb.context_counts(xp, nb.choose_motion(xp))
+        else:
+            x = np.ascontiguousarray(xq.transpose(3, 0, 1, 2))
+            n, ones = _counts(contexts(x, choose_motion(x)), x)
+    bits_ = _entropy_counts(n, ones)
+    if unbiased:
+        bits_ += np.count_nonzero((ones > 0) & (ones < n)) / (2 * np.log(2))
+    return bits_
 
 
 def encode(xq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -381,13 +381,26 @@ def _pack_time_last(o8: np.ndarray, p_: int, steps: int, r: int, group: int) -> 
         # Take the group's neurons as one little-endian word: after the shifts, byte q
         # of ``acc`` holds neuron q's steps at bits 7 .. 8 - steps; each output byte
         # then takes the neurons whose bits it holds.
-        word = np.dtype(f"<u{group}")
-        acc = np.zeros((p_, r // group), word)
-        tmp = np.empty_like(acc)
+        # The shifts on 8 neurons a word where they fill words (a 0/1 byte shifted by
+        # < 8 stays in its byte), then the group's neurons as one word.
+        wide = np.dtype(f"<u{8 if r % 8 == 0 else group}")
+        acc_w = np.empty((p_, r // wide.itemsize), wide)
+        tmp = np.empty_like(acc_w)
         for s in range(steps):
-            row = np.ascontiguousarray(src[:, s]).view(word).reshape(acc.shape)
-            np.left_shift(row, 7 - s, out=tmp)
-            acc |= tmp
+            row = src[:, s].reshape(p_, r).view(wide)
+            if s == 0:
+                np.left_shift(row, 7, out=acc_w)
+            else:
+                np.left_shift(row, 7 - s, out=tmp)
+                acc_w |= tmp
+        acc = acc_w.view(f"<u{group}")
+        if nbytes == 1:
+            # steps 1, 2 or 4: neuron q's bits move from byte q to bits 7 - q * steps
+            # down, and every other byte leaves the low byte or the word
+            low = acc.copy()
+            for q in range(1, group):
+                low |= acc >> (q * (8 + steps))
+            return low.astype(np.uint8).reshape(-1)
         for j in range(nbytes):
             acc8.fill(0)
             for q in range(group):

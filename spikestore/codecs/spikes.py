@@ -184,7 +184,8 @@ def _encode_flat(flat: np.ndarray, rows: int, cols: int, level: int) -> bytes:
         and nonzero < _SPLIT_BELOW * cur.size
     ):
         mask = cur != 0
-        streams.append(zstd.encode(cur[mask]))
+        # np.compress gathers 3-6x faster than cur[mask] at these densities (numpy 2)
+        streams.append(zstd.encode(np.compress(mask, cur)))
         cur = np.packbits(mask)
         nonzero = np.count_nonzero(cur)
     streams.append(zstd.encode(cur))
@@ -222,18 +223,24 @@ def _encode_motion(
     """MOTION encoding of chunk ``a``, or None when it would not beat ``budget`` bytes."""
     h, w, t = frame
     rows, cols = a.shape
-    bits = np.unpackbits(a, axis=1).reshape(planes, h * w * t)
+    plane = h * w * t
+    flat = np.ascontiguousarray(a).reshape(-1)
     # Context coding costs about the conditional entropy: estimate it on a sample of
     # the non-zero planes (all-zero planes, such as the padding of a partial chunk,
-    # cost next to nothing either way) and stop here when it cannot win.
-    live = np.flatnonzero(bits.any(axis=1))
-    sample = max(_MOTION_SAMPLE_PLANES, -(-_MOTION_SAMPLE_BITS // (h * w * t)))
+    # cost next to nothing either way) and stop here when it cannot win. Planes and
+    # the sample are read from the packed bytes.
+    if plane % 8 == 0:
+        live = np.flatnonzero(flat.reshape(planes, plane // 8).any(axis=1))
+    else:
+        live = np.flatnonzero(np.unpackbits(flat).reshape(planes, plane).any(axis=1))
+    sample = max(_MOTION_SAMPLE_PLANES, -(-_MOTION_SAMPLE_BITS // plane))
     step = max(1, live.size // sample)
     picked = live[::step]
-    sub = bits[picked].reshape(-1, h, w, t)
-    estimate = _motion.estimate_bits(sub) / 8 * (live.size / max(1, picked.size))
+    estimate = _motion.estimate_packed(flat, picked * plane, frame) / 8
+    estimate *= live.size / max(1, picked.size)
     if estimate + _MOTION_HEADER.size >= _MOTION_TRY_BELOW * budget:
         return None
+    bits = np.unpackbits(flat).reshape(planes, plane)
     motion, stream, rank, flip = _motion.encode(bits.reshape(planes, h, w, t))
     motion_frame = Zstd(level=level).encode(motion.tobytes())
     nested = _encode_flat(np.packbits(stream), 1, rows * cols, level)

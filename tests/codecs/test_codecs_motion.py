@@ -418,3 +418,40 @@ def test_numba_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not _motion.accelerated()
     monkeypatch.setenv("SPIKESTORE_NUMBA", "1")
     assert _motion.accelerated() is HAVE_NUMBA
+
+
+@pytest.mark.parametrize("t", [2, 3, 4, 8, 9, 16, 17, 33, 56, 57, 64])
+def test_estimate_packed_matches_estimate_bits(t: int) -> None:
+    """The encoder's trial reads planes from the packed chunk at any bit offset (planes
+    of a whole number of bytes or not) and estimates exactly what the numpy
+    estimate_bits does on the unpacked planes, with numba (words up to T = 56, then the
+    plane kernels) and without."""
+    for h, w, q in ((5, 7, 6), (4, 4, 5), (1, 3, 4)):
+        x, _ = moving_planes(q, h, w, t, seed=t + h, noise=0.05)
+        xq = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+        plane = h * w * t
+        packed = np.packbits(xq.reshape(-1))
+        for picked in (np.arange(q), np.array([0, 2, q - 1]), np.array([], np.int64)):
+            sub = xq[picked]
+            starts = picked * plane
+            frame = (h, w, t)
+            want = _both(lambda sub=sub: _motion.estimate_bits(sub))[0]
+            got = _both(lambda b=packed, s=starts, f=frame: _motion.estimate_packed(b, s, f))
+            assert got[0] == got[1] == want, (h, w, q, picked)
+        starts = np.arange(q) * plane
+        biased, unbiased = (_motion.estimate_packed(packed, starts, (h, w, t), u) for u in (0, 1))
+        assert unbiased >= biased
+
+
+def test_motion_trial_reads_packed_planes_as_before() -> None:
+    """The trial on packed planes keeps the decisions of unpacking the whole chunk: the
+    same chunks are MOTION, and the i.i.d. ones (of whole-byte planes or not) TREE."""
+    rng = np.random.default_rng(7)
+    for frame, rows, per_row in (((8, 8, 8), 16, 64), ((5, 7, 3), 8, 8 * 8), ((28, 28, 4), 4, 8)):
+        plane = math.prod(frame)
+        iid = np.packbits(rng.random((rows, per_row * plane)) < 0.05, axis=1)
+        assert encode_chunk(iid, frame=frame) == encode_chunk(iid)
+        h, w, t = frame
+        x, _ = moving_planes(rows * per_row, h, w, t, seed=rows)
+        a = to_chunk(x, rows)
+        assert encode_chunk(a, frame=frame)[3] == MODE_MOTION

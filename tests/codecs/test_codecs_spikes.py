@@ -8,6 +8,7 @@ Regenerate the committed fixtures (only when the format version changes)::
 from __future__ import annotations
 
 import json
+import math
 import struct
 import subprocess
 import sys
@@ -320,3 +321,24 @@ if __name__ == "__main__":
         print(f"wrote {FIXTURES}")
     else:
         print(__doc__)
+
+
+@pytest.mark.parametrize("steps", range(1, 10))
+def test_time_last_packing_by_shifts_matches_a_transpose(steps: int) -> None:
+    """Records large enough for the shift path of rows.pack_ones, with the time axis
+    first or in the middle, neurons that fill 8-byte words or not."""
+    from spikestore.codecs.layout import time_last
+    from spikestore.codecs.rows import _SHIFT_MIN, pack_ones
+
+    rng = np.random.default_rng(steps)
+    for shape, axis in (
+        ((steps, 3, 8192), 0),
+        ((steps, 5, 8196), 0),
+        ((3, steps, 6000), 1),
+        ((3, steps, 6004), 1),
+    ):
+        assert math.prod(shape) >= _SHIFT_MIN or steps == 1
+        ones = rng.random(shape) < 0.3
+        perm = time_last(axis, len(shape))
+        want = np.packbits(ones.transpose(perm) if perm else ones)
+        np.testing.assert_array_equal(pack_ones(ones, shape, perm), want)
