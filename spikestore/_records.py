@@ -191,6 +191,9 @@ def flatten(value: Any) -> tuple[str, list[Leaf], dict[str, Any] | None]:
     Raises ``TypeError`` for unsupported types and :class:`RecordError` for
     tensors or numbers that cannot be stored (the caller adds where).
     """
+    if type(value) is torch.Tensor:  # the common record, checked first: no other test
+        _check_tensor(value, 0)
+        return "tensor", [Leaf(value.detach())], None
     nested = (
         _is_namedtuple(value)
         or isinstance(value, dict)
