@@ -16,9 +16,10 @@ index) is :mod:`spikestore._shard`'s, which builds and parses its index and head
 The writer thread encodes a tail's chunks itself rather than through Zarr's
 ``__setitem__`` (:class:`_ChunkWriter`: the array's own codec chain, so the bytes
 are Zarr's): every chunk a commit touches is encoded on the :class:`Encoder`'s
-threads and written as its own file (or, off local disk, in one round trip), and
-the rows of a partly written chunk row stay in memory, so completing it reads
-nothing back.
+threads (rows stored as they are, ``bytes`` then ``crc32c``, are written from their
+own memory instead) and written as its own file (or, off local disk, in one round
+trip); the rows of a partly written chunk row stay in memory, so completing it
+reads nothing back.
 
 Thread ownership: the writer thread only; an :class:`Encoder`'s threads run the
 jobs the writer thread hands them (encode a chunk, write its file) while it waits.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -148,6 +150,8 @@ class Encoder:
 MIN_DENSE_SHARD_BYTES = 1 << 20
 #: Bytes of rows (before encoding) a shard written from memory encodes at a time.
 ENCODE_BATCH = 4 << 20
+#: Shards a segment array grows by at most, ahead of its rows (see ``Segment._grow``).
+GROW_SHARDS = 64
 
 
 def _key(arr: Any, coords: tuple[int, ...]) -> str:
@@ -286,18 +290,37 @@ class SegmentOptions:
         self.precision = precision
 
 
+#: A private descriptor key (never committed: see ``FieldWriter.commit``): the codec chain
+#: a raw segment created without a compressor takes instead if its first write does not
+#: fill a row of inner chunks (see :func:`create_segment`).
+SHORT_CHAIN = "_short_chain"
+
+
+def _blosc_copy(inner: list[Any]) -> bool:
+    """Whether ``inner`` is :func:`dense_codecs`' chain for rows it found incompressible
+    (Blosc LZ4 at level 1 without shuffle: a copy)."""
+    from zarr.codecs import BloscCodec
+
+    b = next((c for c in inner if isinstance(c, BloscCodec)), None)
+    return b is not None and (b.cname.value, b.clevel, b.shuffle.value) == ("lz4", 1, "noshuffle")
+
+
 def create_segment(grp: Any, desc: dict[str, Any], row: np.ndarray, opts: SegmentOptions) -> Any:
     """Create segment ``desc["array"]`` in field group ``grp`` for rows like ``row``.
 
     An array of that name is replaced: it has no committed rows (left by a run
     killed before its first commit). ``desc`` gets the new array's ``id`` (format 1.6).
+
+    Raw rows that the default compressor cannot shrink are stored as they are
+    (``bytes``, ``crc32c``: nothing to compress, and chunks are written straight from
+    the rows); but if the segment's first write holds less than two rows of inner
+    chunks and less than a shard (a short run), :meth:`Segment.write` makes the array
+    again with the Blosc copy of :func:`dense_codecs`, which squeezes the fill rows of
+    a partly filled chunk row. Otherwise fill rows cost at most one chunk row a segment,
+    less than a third of what it holds (or, where a shard is one chunk row, half).
     """
     spikes = desc["encoding"] == SPIKE_ENCODING
     itemsize = row.dtype.itemsize
-    # A new array, a new id: in the descriptor (committed with the field's metadata)
-    # and in the array's attributes, so a reader tells this array from any other that
-    # takes its place, and its shard files from any other's.
-    desc[SEGMENT_ID_KEY] = new_id()
     frame = None
     if spikes and opts.compressor is None:
         perm = desc.get("permute")
@@ -312,6 +335,7 @@ def create_segment(grp: Any, desc: dict[str, Any], row: np.ndarray, opts: Segmen
         max_chunk_row_bytes=None if spikes else opts.dense_shard_bytes,
     )
     inner: list[Any]
+    short = None
     if spikes and opts.compressor is None:
         # The default spike encoding: a registered codec that compresses packed bits
         # close to their entropy (see spikestore.codecs.spikes).
@@ -329,11 +353,27 @@ def create_segment(grp: Any, desc: dict[str, Any], row: np.ndarray, opts: Segmen
     else:
         # Raw rows: optional rounding, then a compressor only where it pays.
         inner = dense_codecs(row, opts.compressor, opts.level, opts.precision)
+        if opts.compressor is None and _blosc_copy(inner):
+            short, inner = inner, [inner[0], inner[-1]]  # bytes, crc32c
     dims = ["step", "packed_bits"] if spikes else ["step", *[f"dim_{i}" for i in range(row.ndim)]]
+    arr = _create_array(grp, desc, row.dtype, row.shape, chunks, shards, inner, dims)
+    if short is not None:
+        desc[SHORT_CHAIN] = short  # see Segment._first_write
+    return arr
+
+
+def _create_array(
+    grp: Any, desc: dict[str, Any], dtype: Any, shape: Any, chunks: Any, shards: Any,
+    inner: list[Any], dims: list[str],
+) -> Any:  # fmt: skip
+    # A new array, a new id: in the descriptor (committed with the field's metadata)
+    # and in the array's attributes, so a reader tells this array from any other that
+    # takes its place, and its shard files from any other's.
+    desc[SEGMENT_ID_KEY] = new_id()
     return grp.create_array(
         desc["array"],
-        shape=(0, *row.shape),
-        dtype=row.dtype,
+        shape=(0, *shape),
+        dtype=dtype,
         chunks=shards,
         serializer=sharding_codec(chunks, inner),
         compressors=None,
@@ -442,12 +482,36 @@ class Segment:
         return attrs
 
     def _grow(self, rows: int) -> None:
-        if self.main.shape[0] < rows:
-            self.main.resize((rows, *self.main.shape[1:]))
+        """Make the array at least ``rows`` long: twice as long, up to :data:`GROW_SHARDS`
+        shards more, so that its ``zarr.json`` is not rewritten for every shard (rows
+        past the descriptor's ``rows`` hold nothing; :meth:`seal_partial` cuts them)."""
+        n = self.main.shape[0]
+        if n < rows:
+            ahead = max(rows, min(2 * n, n + GROW_SHARDS * self.shard))
+            self._resize(-(-ahead // self.shard) * self.shard)
+
+    def _resize(self, rows: int) -> None:  # nothing to delete past ``rows``
+        _sync(self.main.async_array.resize((rows, *self.main.shape[1:]), False))
+
+    def _first_write(self, rows: int) -> None:
+        """Before the first write (``rows`` rows): a raw segment without a compressor
+        whose first write fills neither two rows of inner chunks nor a shard (a short
+        run, its chunks mostly fill) is made again with the chain kept for it."""
+        short = self.desc.pop(SHORT_CHAIN, None)
+        if short is None or self.desc["rows"] or rows >= min(2 * self.chunk_rows, self.shard):
+            return
+        old = self.main
+        dims = list(old.metadata.dimension_names)
+        self.main = _create_array(
+            self.grp, self.desc, old.dtype, old.shape[1:], old.chunks, old.shards, short, dims
+        )
+        self._shards = _ChunkWriter.for_shards(self.main)
 
     def write(self, block: np.ndarray) -> None:
         """Append rows; each shard file is written once, when the shard is complete
         (from the rows given and the tail's), the open shard's rows to its tail."""
+        if SHORT_CHAIN in self.desc:
+            self._first_write(len(block))
         start = self.desc["rows"]
         stop = start + len(block)
         pos = start
@@ -543,10 +607,11 @@ class Segment:
     def seal_partial(self) -> bool:
         """Copy the open shard's rows into a (partial) shard file; True if any."""
         rows, sealed = self.desc["rows"], self.desc["sealed"]
+        if self.main.shape[0] != rows:
+            self._resize(rows)  # exactly its rows, once closed (see _grow)
         if rows <= sealed:
             return False
         j = sealed // self.shard
-        self._grow(rows)
         copy_to_shard(self.tail(j % 2), self.main, j, -(-(rows - sealed) // self.chunk_rows))
         self.desc["sealed"] = rows
         return True
@@ -598,11 +663,18 @@ class _ChunkWriter:
         self.fill = arr.metadata.fill_value
         self.store = arr.store_path.store
         self.put = file_writer(self.store)
-        from zarr.codecs import Crc32cCodec
+        from zarr.codecs import BytesCodec, Crc32cCodec
 
         #: The checksum, when last, is computed by :meth:`_one` itself.
         self.crc = isinstance(codecs[-1], Crc32cCodec)
         self.body = codecs[:-1] if self.crc else codecs
+        #: ``bytes`` then ``crc32c`` on rows whose bytes are the stored ones: a chunk is
+        #: its rows' own memory and a CRC-32C (:meth:`_plain`), nothing to hand to threads.
+        endian = getattr(self.body[0], "endian", None)
+        little = sys.byteorder == "little" and getattr(endian, "value", endian) == "little"
+        self.plain = self.crc and not filters and len(self.body) == 1
+        self.plain &= isinstance(self.body[0], BytesCodec)
+        self.plain &= self.dtype.itemsize == 1 or (little and self.dtype.byteorder in "=<")
 
     @staticmethod
     def _sync_chain(codecs: list[Any]) -> tuple[list[Any], list[Any]] | None:
@@ -667,6 +739,10 @@ class _ChunkWriter:
         every chunk they touch, encoded and written (all done when this returns)."""
         jobs = self._jobs(row0, data)
         put = self.put
+        if put is not None and self.plain:
+            for coords, block in jobs:
+                put(_key(self.arr, coords), self._plain(block))
+            return
         if put is not None:
             encoder.run(lambda job: put(_key(self.arr, job[0]), self._one(job[1])), jobs)
             return
@@ -682,11 +758,30 @@ class _ChunkWriter:
         :data:`ENCODE_BATCH` bytes of rows at a time, as the caller asks for them, so
         that the encoded bytes in memory stay bounded whatever the shard's size."""
         jobs = self._jobs(row0, data)
+        if self.plain:  # encoded as the file is written, parts of ``data`` itself
+            yield from ((coords, self._plain(block)) for coords, block in jobs)
+            return
         per = max(1, ENCODE_BATCH // max(1, jobs[0][1].nbytes)) if jobs else 1
         for i in range(0, len(jobs), per):
             batch = jobs[i : i + per]
             encoded = encoder.run(lambda job: self._one(job[1]), batch)
             yield from zip((job[0] for job in batch), encoded, strict=True)
+
+    def _plain(self, block: np.ndarray) -> tuple[Any, ...]:
+        """A chunk of a plain chain (see ``plain``) as parts: its rows, not copied where
+        each is contiguous, then their CRC-32C (fill past the rows given: :meth:`_one`)."""
+        if block.shape != self.chunks:
+            return self._one(block)
+        if block.flags.c_contiguous:
+            parts = [block]
+        elif block[0].flags.c_contiguous:
+            parts = list(block)
+        else:
+            parts = [np.ascontiguousarray(block)]
+        crc = 0
+        for p in parts:
+            crc = google_crc32c.extend(crc, p.reshape(-1).view(np.uint8))
+        return (*parts, np.uint32(crc).astype("<u4").tobytes())
 
     def _one(self, block: np.ndarray) -> tuple[Any, ...]:
         """One chunk, encoded: its bytes as parts to write one after the other (the

@@ -249,15 +249,18 @@ def _inner_chunks(path, grid):
 
 
 @pytest.mark.parametrize(
-    "compressor, precision", [(None, None), ("zstd", None), (None, 7), ("blosc-zstd", None)]
+    "compressor, precision, first",
+    [(None, None, 3), (None, None, 40), ("zstd", None, 3), (None, 7, 3), ("blosc-zstd", None, 3)],
 )
 def test_complete_shards_are_written_once_with_zarrs_chunk_bytes(
-    tmp_path, monkeypatch, compressor, precision
+    tmp_path, monkeypatch, compressor, precision, first
 ):
     """A write that completes a shard encodes its new chunks in memory and writes the
     shard file once, with the rows already in the tail; every inner chunk is byte for
     byte what Zarr writes, and plain Zarr reads the rows back (a precision's BitRound
-    included)."""
+    included). Incompressible rows by default: a first write of 3 rows (a short run)
+    keeps Blosc's copy, one of 40 (two chunk rows and more) stores them as they are,
+    chunks written straight from the rows."""
     from spikestore import _segments
     from spikestore._segments import Encoder, Segment, SegmentOptions, _grid, create_segment
 
@@ -275,6 +278,24 @@ def test_complete_shards_are_written_once_with_zarrs_chunk_bytes(
     assert seg._shards is not None  # the path under test
     shard, cr = seg.shard, seg.chunk_rows
     assert (shard, cr) == (64, 16)
+    tail_sets = collections.Counter()
+    real_write_tail = seg._write_tail
+
+    def counting(tail, j, r0, r1, part):
+        tail_sets[j] += len(part)
+        return real_write_tail(tail, j, r0, r1, part)
+
+    seg._write_tail = counting
+    # 0-3 and 3-40 go to the tail (shard 0 open); 40-64 completes shard 0 from the
+    # tail's rows and a partly written chunk row (32-40) held in memory; 64-192 is two
+    # whole shards; 192-200 opens shard 3, 200-290 completes it and opens shard 4.
+    cuts = [0, first, 40, 64, 192, 200, 290, n] if first < 40 else [0, 40, 64, 192, 200, 290, n]
+    for a, b in itertools.pairwise(cuts):
+        seg.write(rows[a:b])
+    main = seg.main
+    names = [c["name"] for c in main.metadata.to_dict()["codecs"][0]["configuration"]["codecs"]]
+    if compressor is None and precision is None:
+        assert names == (["bytes", "blosc", "crc32c"] if first < 32 else ["bytes", "crc32c"])
     # Zarr's own writes of the same rows into an array with the same codecs.
     ref = grp.create_array(
         "ref",
@@ -287,20 +308,6 @@ def test_complete_shards_are_written_once_with_zarrs_chunk_bytes(
         config={"write_empty_chunks": True},
     )
     ref[:] = rows
-    tail_sets = collections.Counter()
-    real_write_tail = seg._write_tail
-
-    def counting(tail, j, r0, r1, part):
-        tail_sets[j] += len(part)
-        return real_write_tail(tail, j, r0, r1, part)
-
-    seg._write_tail = counting
-    # 0-3 and 3-40 go to the tail (shard 0 open); 40-64 completes shard 0 from the
-    # tail's rows and a partly written chunk row (32-40) held in memory; 64-192 is two
-    # whole shards; 192-200 opens shard 3, 200-290 completes it and opens shard 4.
-    cuts = [0, 3, 40, 64, 192, 200, 290, n]
-    for a, b in itertools.pairwise(cuts):
-        seg.write(rows[a:b])
     assert tail_sets == {0: 40, 3: 8, 4: 44}  # rows that completed a shard skipped the tail
     assert desc["sealed"] == 256 and desc["rows"] == n
     grid = _grid(main)
