@@ -27,6 +27,7 @@ from ..format import (
 )
 from ..summary import SUMMARY, SUMMARY_AXIS0
 from ._checks import FieldChecks
+from ._direct import raw_layout, read_raw_rows
 from ._pool import _empty_cpu, _share
 from ._shards import (
     _check_array,
@@ -117,6 +118,7 @@ class FieldReader:
         self.where = f"monitor {layer.monitor!r}, layer {layer.name!r}"
         self.group = group
         self._arrays: dict[int, Any] = {}
+        self._layouts: dict[int, tuple[Any, Any, Any]] = {}
         self._index: Any = None
         self._index_cache: dict[int, np.ndarray] = {}
         # Per index chunk: its rows that break what a writer's index is
@@ -409,6 +411,17 @@ class FieldReader:
             self._checks.present.clear()
         raise ReadError(f"{self.where}: segment {k} kept moving while being read; try again")
 
+    def _layout(self, k: int, arr: Any) -> tuple[Any, Any]:
+        """How segment ``k``'s array ``arr`` is read whole rows at a time: ``(spike
+        shards, None)`` (:func:`_spike_shards`), ``(None, raw layout)``
+        (:func:`raw_layout`), or ``(None, None)``: through Zarr. Kept per array."""
+        held = self._layouts.get(k)
+        if held is None or held[0] is not arr:
+            shards = _spike_shards(arr)
+            held = (arr, shards, None if shards is not None else raw_layout(arr))
+            self._layouts[k] = held
+        return held[1], held[2]
+
     def _take(
         self, k: int, rows: np.ndarray, rest: tuple[Any, ...], steps: np.ndarray
     ) -> np.ndarray:
@@ -424,8 +437,8 @@ class FieldReader:
                 arr, local, name = self.tail(k), sel - sealed, f"{seg['array']} (tail)"
             else:
                 arr, local, name = self.array(k), sel, seg["array"]
-            hit = steps[np.isin(rows, sel)]
-            shards = None if in_tail or rest else _spike_shards(arr)
+            hit = steps[np.isin(rows, sel)] if len(urows) > 1 else steps
+            shards, raw = (None, None) if in_tail or rest else self._layout(k, arr)
             if in_tail:
                 # Tails are rewritten and dropped by the writer: never trust a cache.
                 self._checks.present = {p for p in self._checks.present if not is_tail_name(p)}
@@ -434,8 +447,9 @@ class FieldReader:
                 except ReadError:
                     raise _TailGone from None
             else:
+                direct = shards is not None or raw is not None
                 self._checks.require(
-                    arr, local, hit if hit.size else local, name, k, verify=shards is None
+                    arr, local, hit if hit.size else local, name, k, verify=not direct
                 )
             r0, r1 = int(local[0]), int(local[-1]) + 1
             try:
@@ -444,18 +458,24 @@ class FieldReader:
                     packed = read_retrying(_read_spike_rows, arr, shards, local, None, seg_id)
                     assert packed is not None
                     parts.append(packed)
+                elif raw is not None:
+                    out = np.empty((len(local), *arr.shape[1:]), raw.dtype)
+                    read_retrying(read_raw_rows, arr, raw, local, out, self._checks.ids[k])
+                    parts.append(out)
                 elif r1 - r0 <= 2 * len(local):
                     data = read_retrying(arr.get_orthogonal_selection, (slice(r0, r1), *rest))
-                    parts.append(data[local - r0])
+                    # a range of rows is already what was asked for: no copy
+                    parts.append(data if r1 - r0 == len(local) else data[local - r0])
                 else:
                     parts.append(read_retrying(arr.get_orthogonal_selection, (local, *rest)))
             except Exception as exc:
                 at = rows[np.isin(rows, sel)]  # aligned with hit
                 why = _read_failure(exc, at, hit, name)
                 raise self._checks.lost(k, f"cannot read {why}") from exc
-            if shards is None:
+            if shards is None and (raw is None or self._checks.ids[k] is None):
                 # Zarr reads a missing chunk as zeros, and a replacing store's chunks as
-                # this one's: the segment must still be the array that was opened.
+                # this one's: the segment must still be the array that was opened (a
+                # direct read of a segment with an id is bound by its shard headers).
                 self._checks.check_same(k)
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if len(inv) == len(data) and bool((np.diff(rows) > 0).all()):
@@ -484,15 +504,27 @@ def _decode_segment_rows(rows: np.ndarray, seg: dict[str, Any], device: Any) -> 
     if perm is not None:
         # the rows hold the record in the axis order ``perm``: write through that view
         dst = out.permute(0, *[int(p) + 1 for p in perm])
+        stored = [shape[int(p)] for p in perm]
+        back = [0, *[int(i) + 1 for i in np.argsort(perm)]]
     else:
         dst = out
+    try:
+        out_np = out.numpy()  # numpy: copies in this thread, never in torch's pool
+    except TypeError:  # a dtype numpy lacks (bfloat16, float8)
+        out_np = None
     # Unpack a few rows at a time, so the unpacked bits stay in cache between the two
     # passes, and spread the blocks over two threads (both passes release the GIL).
     block = max(1, (1 << 21) // numel)
 
     def fill(a: int) -> None:
         bits = np.unpackbits(rows[a : a + block], axis=1, count=numel)
-        dst[a : a + block].copy_(torch.from_numpy(bits).view(bits.shape[0], *dst.shape[1:]))
+        if out_np is None:
+            dst[a : a + block].copy_(torch.from_numpy(bits).view(bits.shape[0], *dst.shape[1:]))
+        elif perm is None:
+            np.copyto(out_np[a : a + block], bits.reshape(-1, *shape), casting="unsafe")
+        else:
+            src = bits.reshape(-1, *stored).transpose(back)
+            np.copyto(out_np[a : a + block], src, casting="unsafe")
 
     _share(fill, range(0, n, block), n * numel)
     return out

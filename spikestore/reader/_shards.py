@@ -29,7 +29,9 @@ from .._shard import (
 from .._zarr import buffer_prototype
 from ..errors import ReadError
 from ..format import MAX_CHUNK_BYTES, MAX_CHUNKS_PER_SHARD
+from ._direct import confined_root
 from ._pool import _empty_cpu, _share
+from ._rows import chunk_rows
 
 __all__ = [
     "Place",
@@ -289,7 +291,15 @@ def _read_spike_rows(
         except ValueError as exc:
             raise damaged(str(exc)) from None
 
-    heads = sync(first())
+    root = confined_root(store)
+    if root is None:
+        heads = sync(first())
+    else:
+        # spikestore's local store: read here, without a round trip through Zarr's loop
+        heads = [
+            _local_get(root, key, None if whole(cr) else SuffixByteRequest(nbytes_end))
+            for key, _, _, cr in plan
+        ]
     # (chunk bytes or None, shard key, first row, first column, chunk column, trailer)
     jobs: list[tuple[Any, str, int, int, int, int | None]] = []
     ranged: list[tuple[int, str, int, int]] = []  # (plan entry, key, start, stop)
@@ -322,7 +332,11 @@ def _read_spike_rows(
                 *(store.get(key, proto, RangeByteRequest(lo, hi)) for _, key, lo, hi in ranged)
             )
 
-        for (n, key, lo, hi), buf in zip(ranged, sync(second()), strict=True):
+        if root is None:
+            bufs = sync(second())
+        else:
+            bufs = [_local_get(root, key, RangeByteRequest(lo, hi)) for _, key, lo, hi in ranged]
+        for (n, key, lo, hi), buf in zip(ranged, bufs, strict=True):
             data = None if buf is None else buf.as_numpy_array()
             if data is None or len(data) != hi - lo:
                 got = 0 if data is None else len(data)
@@ -366,11 +380,17 @@ def _read_spike_rows(
                 r0,
                 r0 + c0,
             )
+        sel = rows[a:b] - r0
+        first, stop = int(sel[0]), int(sel[-1]) + 1
         try:
-            dec = decode_chunk(body, (c0, c1))
+            if 2 * (stop - first) <= c0:
+                # a few rows of the chunk: decode only those (same checks)
+                dec = chunk_rows(body, (c0, c1), first, stop)
+                sel = sel - first
+            else:
+                dec = decode_chunk(body, (c0, c1))
         except ValueError as exc:
             raise _DamagedRows(f"{where}: {exc}", r0, r0 + c0) from exc
-        sel = rows[a:b] - r0
         if sel[-1] - sel[0] == b - a - 1:
             place(int(a), int(b), dec[int(sel[0]) : int(sel[-1]) + 1], col0, width)
         else:
@@ -378,6 +398,23 @@ def _read_spike_rows(
 
     _share(decode, jobs, rows.size * ncols * 8)
     return out
+
+
+def _local_get(root: Any, key: str, byte_range: Any) -> Any:
+    """``store.get(key, byte_range)`` of spikestore's local store at ``root``, read in
+    this thread: an object with ``as_numpy_array()``, or None for a missing file."""
+    from ..storage._localfs import read_file
+
+    data = read_file(root, key, byte_range)
+    return None if data is None else _Bytes(data)
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def as_numpy_array(self) -> np.ndarray:
+        return np.frombuffer(self.data, np.uint8)
 
 
 class _ForeignShard(_DamagedRows):

@@ -57,6 +57,8 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_READ_BYTES",
     "metadata_limit",
+    "ConfinedFile",
+    "open_file",
     "read_file",
     "write_file",
     "remove",
@@ -212,23 +214,30 @@ def _limit(key: str, whole: bool) -> int:
     return MAX_FILE_BYTES if whole and _SHARD.search(key) else MAX_READ_BYTES
 
 
-def read_file(root: Path, key: str, byte_range: Any = None) -> bytes | None:
-    """The bytes of ``key`` under ``root`` (a byte range of them, as Zarr asks), or None
-    if there is no such file. Refuses links, special files, and a read longer than a
-    writer writes there (:func:`metadata_limit` for ``zarr.json``, :data:`MAX_FILE_BYTES`
-    for a whole shard file, :data:`MAX_READ_BYTES` for the rest), before reading."""
-    parts = _parts(key)
-    if not parts:
-        return None
-    try:
-        with _dir(root, parts[:-1]) as dfd:
-            fd = _open_file(root, parts, dfd)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if fd is None:
-        return None
-    try:
-        size = os.fstat(fd).st_size
+class ConfinedFile:
+    """A regular file of a store opened for reading by :func:`open_file` (reached
+    without following links): its size when opened, and reads of byte ranges, each
+    refused before reading when it is longer than a writer writes there (see
+    :func:`read_file`). A writer replaces files by renaming new ones over them, so
+    every read of one :class:`ConfinedFile` sees the same file."""
+
+    def __init__(self, root: Path, key: str, fd: int) -> None:
+        self.root, self.key, self.fd = root, key, fd
+        self.size = os.fstat(fd).st_size
+
+    def _refuse(self, start: int, end: int, whole: bool) -> None:
+        limit = _limit(self.key, whole)
+        if end - start > limit:
+            what = "is" if whole else f"would give {end - start} of its"
+            raise UnsafeStoreError(
+                f"{Path(self.root, *_parts(self.key))} {what} {self.size} bytes, more than a "
+                f"spikestore writer ever writes there ({limit}); refusing to read it"
+            )
+
+    def read(self, byte_range: Any = None) -> bytes:
+        """The file's bytes, or a byte range of them as Zarr asks (``RangeByteRequest``,
+        ``OffsetByteRequest``, ``SuffixByteRequest``); shorter at the end of the file."""
+        size = self.size
         if byte_range is None:
             start, end = 0, size
         elif isinstance(byte_range, RangeByteRequest):
@@ -239,25 +248,61 @@ def read_file(root: Path, key: str, byte_range: Any = None) -> bytes | None:
             start, end = max(0, size - byte_range.suffix), size
         else:
             raise TypeError(f"unexpected byte range {byte_range!r}")
-        limit = _limit(key, byte_range is None)
-        if end - start > limit:
-            what = "is" if byte_range is None else f"would give {end - start} of its"
-            raise UnsafeStoreError(
-                f"{Path(root, *parts)} {what} {size} bytes, more than a spikestore writer "
-                f"ever writes there ({limit}); refusing to read it"
-            )
+        self._refuse(start, end, byte_range is None)
         chunks = []
         pos, want = start, max(0, end - start)
         while want > 0:
-            b = os.pread(fd, min(want, 1 << 26), pos)
+            b = os.pread(self.fd, min(want, 1 << 26), pos)
             if not b:
                 break
             chunks.append(b)
             pos += len(b)
             want -= len(b)
         return b"".join(chunks)
+
+    def read_into(self, start: int, buf: Any) -> int:
+        """Read the bytes at ``start`` into ``buf`` (a writable buffer, filled as far as
+        the file goes); returns how many were read."""
+        view = memoryview(buf).cast("B")
+        self._refuse(start, start + len(view), False)
+        got = 0
+        while got < len(view):
+            k = os.preadv(self.fd, [view[got:]], start + got)
+            if not k:
+                break
+            got += k
+        return got
+
+
+@contextlib.contextmanager
+def open_file(root: Path, key: str) -> Iterator[ConfinedFile | None]:
+    """``key`` under ``root`` opened for reading (:class:`ConfinedFile`), or None if
+    there is no such file; links and special files refused as :func:`read_file` does.
+    Closed on leaving the block."""
+    parts = _parts(key)
+    fd = None
+    if parts:
+        try:
+            with _dir(root, parts[:-1]) as dfd:
+                fd = _open_file(root, parts, dfd)
+        except (FileNotFoundError, NotADirectoryError):
+            fd = None
+    if fd is None:
+        yield None
+        return
+    try:
+        yield ConfinedFile(root, key, fd)
     finally:
         os.close(fd)
+
+
+def read_file(root: Path, key: str, byte_range: Any = None) -> bytes | None:
+    """The bytes of ``key`` under ``root`` (a byte range of them, as Zarr asks), or None
+    if there is no such file. Refuses links, special files, and a read longer than a
+    writer writes there (:func:`metadata_limit` for ``zarr.json``, :data:`MAX_FILE_BYTES`
+    for a whole shard file, :data:`MAX_READ_BYTES` for the rest), before reading."""
+    with open_file(root, key) as f:
+        return None if f is None else f.read(byte_range)
 
 
 def write_file(

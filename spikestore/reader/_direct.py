@@ -1,0 +1,307 @@
+"""Rows of raw (non-spike) segments read straight from the shard files of a local
+store: each wanted inner chunk read by one ``pread``, its CRC-32C (and, format 1.6,
+the one its shard header lists) checked, and its bytes decoded into the output
+(Blosc chunks stored as they were are not decoded at all). Segments whose codec
+chain is not one of those handled here (:func:`raw_layout`) are read through Zarr.
+
+Thread ownership: the caller; the chunks of a large read are shared with one thread
+of the read pool (:mod:`spikestore.reader._pool`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import struct
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._shard import (
+    check_chunk,
+    chunk_spans,
+    footer_size,
+    index_size,
+    is_sharding_codec,
+    parse_index,
+    parse_shard_header,
+)
+from ._pool import _share
+
+__all__ = ["RawLayout", "confined_root", "raw_layout", "read_raw_rows"]
+
+#: Blosc 1's chunk header: version, format version, flags, typesize, then the
+#: decoded size, the block size and the encoded size (uint32 each).
+_BLOSC = struct.Struct("<BBBBIII")
+_BLOSC_MEMCPYED = 0x02
+
+
+def confined_root(store: Any) -> Path | None:
+    """The folder of ``store`` when it is spikestore's confined local store (its files
+    reached without following links, see :mod:`spikestore.storage._localfs`), else
+    None: such a store's files are read here directly, any other store through Zarr."""
+    from ..storage._localfs import ConfinedLocalStore
+
+    if isinstance(store, ConfinedLocalStore):
+        return Path(str(store.root))
+    return None
+
+
+class RawLayout:
+    """How a raw segment's shard files hold its chunks: inner chunk and shard shapes,
+    dtype, and whether the chunks are Blosc-compressed."""
+
+    def __init__(self, inner: tuple[int, ...], shard: tuple[int, ...], dtype: Any, blosc: bool):
+        self.inner, self.shard, self.dtype, self.blosc = inner, shard, np.dtype(dtype), blosc
+        self.grid = tuple(s // c for s, c in zip(shard, inner, strict=True))
+        self.chunk_bytes = math.prod(inner) * self.dtype.itemsize
+
+
+def raw_layout(arr: Any) -> RawLayout | None:
+    """The :class:`RawLayout` of a sharded array of a local store whose inner codec chain
+    is ``bytes`` (little-endian), optionally ``blosc``, then ``crc32c``, in shards laid
+    out as :func:`~spikestore._shard.sharding_codec` makes them; None for any other
+    array (read through Zarr)."""
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+    from zarr.codecs.bytes import Endian
+
+    if confined_root(arr.store_path.store) is None or sys.byteorder != "little":
+        return None
+    codecs = tuple(getattr(arr.metadata, "codecs", ()))
+    if len(codecs) != 1 or not is_sharding_codec(codecs[0]):
+        return None
+    try:
+        dtype = np.dtype(arr.dtype)
+    except TypeError:
+        return None
+    if dtype.kind not in "biufc" or dtype.hasobject:
+        return None
+    inner_codecs = tuple(codecs[0].codecs)
+    if not 2 <= len(inner_codecs) <= 3:
+        return None
+    first, last = inner_codecs[0], inner_codecs[-1]
+    if type(first) is not BytesCodec or type(last) is not Crc32cCodec:
+        return None
+    if first.endian not in (Endian.little, None) or (first.endian is None and dtype.itemsize > 1):
+        return None
+    if len(inner_codecs) == 3 and type(inner_codecs[1]) is not BloscCodec:
+        return None
+    inner = tuple(int(c) for c in codecs[0].chunk_shape)
+    shard = tuple(int(s) for s in arr.shards)
+    if (
+        len(inner) != arr.ndim
+        or min(inner, default=0) < 1
+        or any(s % c for s, c in zip(shard, inner, strict=True))
+    ):
+        return None
+    return RawLayout(inner, shard, dtype.newbyteorder("<"), len(inner_codecs) == 3)
+
+
+#: Reads of at least this many output bytes share their chunks with a helper thread.
+_PARALLEL_BYTES = 16 << 20
+
+_SCRATCH = threading.local()
+
+
+def _scratch(size: int) -> np.ndarray:
+    """``size`` bytes of this thread's scratch buffer, which the next call reuses: a chunk
+    read into it is decoded and copied out before the thread reads the next one, and
+    memory already touched spares the page faults of a fresh buffer per chunk."""
+    buf = getattr(_SCRATCH, "buf", None)
+    if size > _SCRATCH_BYTES:
+        return np.empty(size, np.uint8)  # kept only while it is used
+    if buf is None or len(buf) < size:
+        buf = _SCRATCH.buf = np.empty(_SCRATCH_BYTES, np.uint8)
+    return buf[:size]
+
+
+#: The scratch buffer each thread keeps (larger chunks get one of their own).
+_SCRATCH_BYTES = 4 << 20
+
+
+def _decode(body: np.ndarray, lay: RawLayout) -> np.ndarray:
+    """An inner chunk's bytes (its CRC-32C checked and cut off) as an array of its shape;
+    a view of ``body`` where no decoding is needed. ValueError if they are not one."""
+    n = lay.chunk_bytes
+    if lay.blosc:
+        if len(body) < _BLOSC.size:
+            raise ValueError(f"{len(body)} bytes cannot hold a Blosc header")
+        version, _, flags, _, nbytes, _, cbytes = _BLOSC.unpack(body[: _BLOSC.size].tobytes())
+        if nbytes != n or cbytes != len(body):
+            raise ValueError(
+                f"its Blosc header says {nbytes} bytes decoded from {cbytes}, not {n} from "
+                f"{len(body)}"
+            )
+        if flags & _BLOSC_MEMCPYED and version == 2 and cbytes == _BLOSC.size + n:
+            raw = body[_BLOSC.size :]  # stored as it was: no decoding
+        else:
+            from numcodecs.blosc import decompress
+
+            raw = np.empty(n, np.uint8)
+            try:
+                decompress(body, raw)
+            except Exception as exc:
+                raise ValueError(f"is not a valid Blosc chunk: {exc}") from None
+    else:
+        if len(body) != n:
+            raise ValueError(f"holds {len(body)} bytes, not {n}")
+        raw = body
+    return raw.view(lay.dtype).reshape(lay.inner)
+
+
+def _footer(
+    f: Any, key: str, coords: tuple[int, ...], lay: RawLayout, seg_id: str | None, rows: Any
+) -> tuple[list[Any], list[int] | None]:
+    """The spans (``(offset, nbytes)``, ``(-1, -1)`` absent) of shard file ``f``'s inner
+    chunks in C order, and the CRC-32C its shard header lists for each (None without
+    an id), both checked (see :func:`read_raw_rows`); ``rows``: the rows the shard holds,
+    for the error."""
+    from ._shards import _DamagedRows, _ForeignShard
+
+    ndim, nchunks = len(lay.shard), math.prod(lay.grid)
+    nbytes_index = index_size(nchunks)
+    nbytes_end = footer_size(ndim, nchunks, header=seg_id is not None)
+
+    def damaged(msg: str) -> _DamagedRows:
+        return _DamagedRows(f"shard {key}: {msg}", *rows)
+
+    if f is None:
+        raise damaged("missing from the store")
+    if f.size < nbytes_end:
+        raise damaged(f"{f.size} bytes cannot hold its {nbytes_end}-byte index")
+    foot = np.empty(nbytes_end, np.uint8)
+    if f.read_into(f.size - nbytes_end, foot) != nbytes_end:
+        raise damaged("truncated while it was read")
+    try:
+        spans = chunk_spans(parse_index(foot, lay.grid), f.size - nbytes_end)
+    except ValueError as exc:
+        raise damaged(str(exc)) from None
+    if seg_id is None:
+        return spans.reshape(-1, 2).tolist(), None
+    head = foot[: nbytes_end - nbytes_index].tobytes()
+    try:
+        got_id, got, table = parse_shard_header(head, ndim, nchunks)
+    except ValueError as exc:
+        raise damaged(f"{exc}; its segment's files have shard headers") from None
+    if got_id != seg_id:
+        raise _ForeignShard(
+            f"shard {key}: its shard header names segment {got_id}, not this segment "
+            f"({seg_id}): a file of another array",
+            *rows,
+        )
+    if got != coords:
+        raise damaged(
+            f"the file holds shard {got} of its array, not {coords}: shard files were moved "
+            "or swapped"
+        )
+    return spans.reshape(-1, 2).tolist(), np.frombuffer(table, "<u4").tolist()
+
+
+def read_raw_rows(
+    arr: Any, lay: RawLayout, rows: np.ndarray, out: np.ndarray, seg_id: str | None
+) -> None:
+    """Rows ``rows`` (sorted, unique) of the sharded array ``arr`` (of :func:`raw_layout`
+    ``lay``) into ``out`` (``(len(rows), *arr.shape[1:])``).
+
+    Each shard file is opened once: its index (and, for a segment with an id, format
+    1.6, its shard header) read from its end and checked, then each wanted inner chunk
+    read by one ``pread``, checked against its CRC-32C and the one the shard header
+    lists, decoded and copied into ``out``. A damaged, truncated, moved or swapped
+    shard file, or an absent chunk of a wanted row, raises
+    :class:`~spikestore.reader._shards._DamagedRows` naming the file and the chunk.
+    """
+    from ..storage._localfs import open_file
+    from ._shards import _DamagedRows
+
+    root = confined_root(arr.store_path.store)
+    assert root is not None
+    shape = tuple(int(d) for d in arr.shape)
+    inner, shard, grid = lay.inner, lay.shard, lay.grid
+    s0, c0 = shard[0], inner[0]
+    row_chunks = math.prod(grid[1:])  # inner chunks in a chunk row of a shard
+    rest = [range(-(-d // s)) for d, s in zip(shape[1:], shard[1:], strict=True)]
+    # Where each inner chunk of a chunk row lies, for every shard of a row of shards:
+    # (its position in the chunk row, the output's and the chunk's slices), clipped at
+    # the array's edge (chunks wholly past it are skipped).
+    tails = []
+    for tail in itertools.product(*rest):
+        places = []
+        for pos, cc in enumerate(itertools.product(*(range(g) for g in grid[1:]))):
+            starts = [
+                t * sh + c * ci for t, sh, c, ci in zip(tail, shard[1:], cc, inner[1:], strict=True)
+            ]
+            widths = [
+                min(ci, d - st) for ci, d, st in zip(inner[1:], shape[1:], starts, strict=True)
+            ]
+            if min(widths, default=1) <= 0:
+                continue
+            dst = tuple(slice(st, st + w) for st, w in zip(starts, widths, strict=True))
+            src = tuple(slice(0, w) for w in widths)
+            places.append((pos, cc, dst, src))
+        tails.append((tail, places))
+    row_bytes = lay.chunk_bytes // c0 * row_chunks
+    for s in np.unique(rows // s0).tolist():
+        lo, hi = np.searchsorted(rows, [s * s0, (s + 1) * s0]).tolist()
+        local = rows[lo:hi] - s * s0
+        # (chunk row, output rows a:b, the chunk's rows)
+        crows = []
+        for cr in np.unique(local // c0).tolist():
+            a, b = np.searchsorted(local, [cr * c0, (cr + 1) * c0]).tolist()
+            sel = local[a:b] - cr * c0
+            first, last = int(sel[0]), int(sel[-1])
+            take = slice(first, last + 1) if last - first == b - a - 1 else sel
+            crows.append((cr, lo + a, lo + b, take))
+        for tail, places in tails:
+            coords = (int(s), *tail)
+            key = arr.metadata.encode_chunk_key(coords)
+            key = f"{arr.path}/{key}" if arr.path else key
+            with open_file(root, key) as f:
+                spans, trailers = _footer(f, key, coords, lay, seg_id, (s * s0, (s + 1) * s0))
+                jobs = [(c, p) for c in crows for p in places]
+
+                def one(
+                    job: Any,
+                    f: Any = f,
+                    spans: list[Any] = spans,
+                    trailers: list[int] | None = trailers,
+                    key: str = key,
+                    r: int = s * s0,
+                ) -> None:
+                    (cr, a, b, take), (pos, cc, dst, src) = job
+                    at = cr * row_chunks + pos
+                    off, size = spans[at]
+                    r0 = r + cr * c0
+                    if off < 0:
+                        # Every chunk of a committed row is written: a lost one must not
+                        # read as the fill value.
+                        raise _DamagedRows(
+                            f"shard {key}: inner chunk {(cr, *cc)} is absent, though rows it "
+                            "holds are committed",
+                            r0,
+                            r0 + c0,
+                        )
+                    chunk = _scratch(size)
+                    try:
+                        if f.read_into(off, chunk) != size:
+                            raise ValueError("is truncated")
+                        body, crc = check_chunk(chunk)
+                        if trailers is not None and crc != trailers[at]:
+                            raise ValueError(
+                                "is not the chunk its shard header lists (the file was "
+                                "replaced while it was read, or pieced together from others)"
+                            )
+                        dec = _decode(body, lay)
+                    except ValueError as exc:
+                        raise _DamagedRows(
+                            f"shard {key}: inner chunk {(cr, *cc)} {exc}", r0, r0 + c0
+                        ) from None
+                    out[(slice(a, b), *dst)] = dec[(take, *src)]
+
+                if (hi - lo) * row_bytes < _PARALLEL_BYTES:
+                    for job in jobs:  # memory-bound copies: a helper thread only waits
+                        one(job)
+                else:
+                    _share(one, jobs)
