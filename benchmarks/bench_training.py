@@ -21,12 +21,15 @@ Each repeat runs every configuration for one block of iterations, in an order th
 rotates from repeat to repeat (so load from other processes falls on all alike); a
 block's figure is its median ms per iteration, the table gives the median over repeats
 and the (min-max) over repeats, and each ratio is taken within a repeat (blocks run
-back to back) before its median. Between blocks, outside the timers, the monitors'
-records are cleared (``clear_recorded_data()``, as a user saves or clears per epoch:
-SpikingJelly's records keep every step's tensors, and the autograd graph of the
-outputs, in memory) and spikestore's writers commit (``flush()``, as at an epoch's
-end), so that no configuration's background work falls into another's block. One
-torch thread (``torch.set_num_threads(1)``) for stable figures on shared cores.
+back to back) before its median. CPU time is measured too, per block: of the whole
+process (the writer's threads included, and the block's commit) and of the training
+loop's thread alone; on shared cores these ratios are steadier than wall time's.
+Between blocks, outside the timers, the monitors' records are cleared
+(``clear_recorded_data()``, as a user saves or clears per epoch: SpikingJelly's records
+keep every step's tensors, and the autograd graph of the outputs, in memory) and
+spikestore's writers commit (``flush()``, as at an epoch's end), so that no
+configuration's background work falls into another's block. One torch thread
+(``torch.set_num_threads(1)``) for stable figures on shared cores.
 
 After the last repeat, the records of (c) are read back from its store and compared
 with those of (b), record by record: a mismatch stops the script with an error.
@@ -42,6 +45,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -146,10 +150,11 @@ class Run:
         self.opt.step()
         self.reset(self.net)
 
-    def end_block(self) -> float:
+    def end_block(self, clear: bool = True) -> float:
         """Untimed: clear the records, commit the store; the commit's seconds."""
-        for m in self.monitors:
-            m.clear_recorded_data()
+        if clear:
+            for m in self.monitors:
+                m.clear_recorded_data()
         t0 = pc()
         if self.writer is not None:
             self.writer.flush()
@@ -202,12 +207,18 @@ def progress(msg: str) -> None:
     print(f"[{pc() - T0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
+def cpu() -> float:
+    """CPU seconds of the whole process so far (every thread: the writer's too)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def measure(kinds: list[str], repeats: int, iters: int, warm: int, batch: int,
             folder: Path) -> tuple[dict[str, dict[str, list[float]]], int]:
     data = batches(max(4, min(iters, 16)), batch, seed=1)
     runs = {k: Run(k, 0, folder) for k in kinds}
     res: dict[str, dict[str, list[float]]] = {
-        k: {"ms": [], "flush_ms": []} for k in kinds
+        k: {"ms": [], "flush_ms": [], "cpu_ms": [], "main_cpu_ms": []} for k in kinds
     }
     for k in kinds:  # warm-up: first-use costs, the stores' layers made
         for i in range(warm):
@@ -221,14 +232,20 @@ def measure(kinds: list[str], repeats: int, iters: int, warm: int, batch: int,
         for k in kinds[r:] + kinds[:r]:
             progress(f"repeat {rep + 1}/{repeats}: {LABELS[k]}")
             run, times = runs[k], []
+            cpu0, main0 = cpu(), time.thread_time()
             for i in range(iters):
                 x, y = data[(pos + i) % len(data)]
                 t0 = pc()
                 run.step(x, y)
                 times.append(pc() - t0)
-            res[k]["ms"].append(statistics.median(times) * 1e3)
-            if rep < repeats - 1:
-                res[k]["flush_ms"].append(run.end_block() * 1e3)
+            main1 = time.thread_time()
+            # The last block's records stay, to be compared.
+            flush = run.end_block(clear=rep < repeats - 1)
+            r = res[k]
+            r["ms"].append(statistics.median(times) * 1e3)
+            r["flush_ms"].append(flush * 1e3)
+            r["cpu_ms"].append((cpu() - cpu0) / iters * 1e3)  # the block's commit too
+            r["main_cpu_ms"].append((main1 - main0) / iters * 1e3)
         pos += iters
     checked = -1
     if "b" in runs and "c" in runs:
@@ -247,16 +264,17 @@ def spread(v: list[float], fmt: str = ".1f") -> str:
 
 
 def ratio_rows(res: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
+    """Each ratio of wall time (the target's), and of CPU time (all threads; the
+    caller's thread alone), within each repeat."""
     rows = []
     for name, num, den, target in RATIOS:
-        if num not in res or den not in res:
-            rows.append({"ratio": name, "skipped": True})
-            continue
-        per = [a / b for a, b in zip(res[num]["ms"], res[den]["ms"], strict=True)]
-        med = statistics.median(per)
+        per = {key: [a / b for a, b in zip(res[num][key], res[den][key], strict=True)]
+               for key in ("ms", "cpu_ms", "main_cpu_ms")}
+        med = statistics.median(per["ms"])
         rows.append({
-            "ratio": name, "median": med, "per_repeat": per, "target": target,
-            "reached": None if target is None else med <= target, "skipped": False,
+            "ratio": name, "median": med, "per_repeat": per["ms"], "target": target,
+            "reached": None if target is None else med <= target,
+            "cpu_per_repeat": per["cpu_ms"], "main_cpu_per_repeat": per["main_cpu_ms"],
         })
     return rows
 
@@ -314,20 +332,27 @@ def main(argv: list[str] | None = None) -> int:
         f"median (min-max) over repeats; {pc() - t_run:.0f} s in all; "
         f"{checked} records of (c) read back and equal to (b)'s)",
         "",
-        "| configuration | ms / iteration | vs (a) | commit between blocks, ms |",
-        "|---|---:|---:|---:|",
+        "CPU: ms of CPU time an iteration, of every thread of the process (the block's",
+        "commit included: the writer's work too), and of the training loop's thread alone.",
+        "",
+        "| configuration | ms / iteration | vs (a) | CPU ms, all threads | CPU ms, loop's "
+        "thread | commit between blocks, ms |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for k in kinds:
-        rel = [a / b for a, b in zip(res[k]["ms"], base, strict=True)]
-        fl = res[k]["flush_ms"] if k in ("c", "d") else []
-        out.append(f"| {LABELS[k]} | {spread(res[k]['ms'])} | {spread(rel, '.3f')}x | "
-                   f"{spread(fl) if fl else '-'} |")
-    out += ["", "| ratio (within each repeat) | median (min-max) | target | reached |",
-            "|---|---:|---:|---|"]
+        r = res[k]
+        rel = [a / b for a, b in zip(r["ms"], base, strict=True)]
+        fl = spread(r["flush_ms"]) if k in ("c", "d") else "-"
+        out.append(f"| {LABELS[k]} | {spread(r['ms'])} | {spread(rel, '.3f')}x | "
+                   f"{spread(r['cpu_ms'])} | {spread(r['main_cpu_ms'])} | {fl} |")
+    out += ["", "| ratio (within each repeat) | wall: median (min-max) | target | reached | "
+            "CPU, all threads | CPU, loop's thread |", "|---|---:|---:|---|---:|---:|"]
     for r in rows:
         tgt = "-" if r["target"] is None else f"<= {r['target']:.2f}"
         reached = "-" if r["reached"] is None else ("yes" if r["reached"] else "no")
-        out.append(f"| {r['ratio']} | {spread(r['per_repeat'], '.3f')} | {tgt} | {reached} |")
+        out.append(f"| {r['ratio']} | {spread(r['per_repeat'], '.3f')} | {tgt} | {reached} | "
+                   f"{spread(r['cpu_per_repeat'], '.3f')} | "
+                   f"{spread(r['main_cpu_per_repeat'], '.3f')} |")
     print("\n".join(out))
     if args.json is not None:
         doc = {"command": cmd.strip(), "torch": torch.__version__,
