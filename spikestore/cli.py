@@ -8,7 +8,8 @@ or a folder of other files, a folder that cannot be written, a full disk, a miss
 extra) gives ``spikestore: error: ...``, naming the path and what to do, with exit
 status 1. ``--debug`` (or the environment variable ``SPIKESTORE_DEBUG=1``) shows the
 traceback instead. ``demo`` refuses a store already at its path unless given
-``--append`` or ``--overwrite``.
+``--append`` or ``--overwrite``. ``export`` prints a ``spikestore: warning: ...`` line
+on stderr for each layer it leaves out of the file (and says how many in its last line).
 """
 
 from __future__ import annotations
@@ -523,16 +524,28 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2) if args.json else _table(summary))
         return 0
     if args.command == "export":
-        from .export import to_nwb
+        from .export import ExportWarning, to_nwb
 
-        written = to_nwb(
-            args.path,
-            args.out,
-            dt=args.dt,
-            session_description=args.description,
-            overwrite=args.overwrite,
-        )
-        print(f"wrote {written}")
+        with _warnings.catch_warnings(record=True) as caught:
+            # Every layer left out is named on stderr, once each; other warnings
+            # (a damaged layer, say) are shown as Python shows them.
+            _warnings.simplefilter("always", ExportWarning)
+            written = to_nwb(
+                args.path,
+                args.out,
+                dt=args.dt,
+                session_description=args.description,
+                overwrite=args.overwrite,
+            )
+        left_out = 0
+        for w in caught:
+            if issubclass(w.category, ExportWarning):
+                left_out += 1
+                print(f"spikestore: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+            else:
+                _warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        tail = f" ({left_out} left out: see the warnings above)" if left_out else ""
+        print(f"wrote {written}{tail}")
         return 0
     from .demo import run
 

@@ -36,25 +36,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import uuid
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import torch
 
-from . import analysis
-from .format import SPIKE_ENCODING
+from . import _nwb, analysis
 from .reader import RankedLayerReader, RankedStoreReader
 from .reader import open as open_store
 
-__all__ = ["to_neo", "to_nwb"]
+__all__ = ["ExportWarning", "to_neo", "to_nwb"]
 
-#: HDF5 chunk and write buffer of a TimeSeries (about; whole rows each).
-_CHUNK_BYTES = 4 << 20
-_BUFFER_BYTES = 16 << 20
+
+class ExportWarning(UserWarning):
+    """A layer (or some of its steps) that :func:`to_nwb` leaves out of the file, with
+    the reason; the command line prints each on stderr."""
 
 
 def _require(module: str, extra: str) -> Any:
@@ -179,155 +178,6 @@ def to_neo(
         )
         out.append(st)
     return out
-
-
-def _row_iterator(read: Any, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-    """An hdmf chunk iterator over ``read(a, b)`` (rows ``a:b`` of a time series of
-    ``shape``), so that pynwb writes the series a few MB at a time."""
-    from hdmf.data_utils import GenericDataChunkIterator
-
-    class _Rows(GenericDataChunkIterator):  # type: ignore[misc]
-        def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-            a, b, _ = selection[0].indices(shape[0])
-            return read(a, b)[(slice(None), *selection[1:])]  # type: ignore[no-any-return]
-
-        def _get_maxshape(self) -> tuple[int, ...]:
-            return shape
-
-        def _get_dtype(self) -> np.dtype:
-            return dtype
-
-    # Whole rows in every chunk and buffer (a read decodes whole steps): chunks of
-    # about 4 MiB, buffers of about 16 MiB.
-    row = max(1, math.prod(shape[1:]) * np.dtype(dtype).itemsize)
-    chunk = max(1, min(shape[0], _CHUNK_BYTES // row))
-    buffer = max(chunk, min(shape[0], _BUFFER_BYTES // row // chunk * chunk))
-    return _Rows(
-        chunk_shape=(chunk, *shape[1:]),
-        buffer_shape=(buffer, *shape[1:]),
-        display_progress=False,
-    )
-
-
-def _field_kind(layer: Any, fi: int, fld: Any) -> tuple[str | None, Any]:
-    """``("spikes", None)`` when every segment of the field is bit-packed spikes,
-    ``("series", LayerArray)`` when it is numeric records of one shape, ``(None, None)``
-    when it cannot be exported (several shapes, empty records, complex or boolean
-    values that are not spike-coded, no steps)."""
-    segs = fld.segments
-    if not segs or not len(layer):
-        return None, None
-    if all(s["encoding"] == SPIKE_ENCODING for s in segs):
-        return "spikes", None
-    try:
-        arr = analysis.LayerArray(layer, fi)
-    except (ValueError, TypeError):
-        return None, None
-    if arr.dtype.kind not in "iuf" or math.prod(arr.record_shape) == 0:
-        return None, None
-    return "series", arr
-
-
-def _series_rows(layer: Any, fi: int, arr: Any) -> tuple[Any, ...]:
-    """T, the per-time-point shape, the time axis (None for single-step records) and
-    a function ``read(a, b)`` giving rows ``a:b`` of field ``fi`` of the layer as a time
-    series (time first, row ``step * T + t``) of ``arr.dtype`` (``arr`` is the field's
-    :class:`~spikestore.analysis.LayerArray`)."""
-    fld = layer.field(fi)
-    shape, dtype = tuple(arr.record_shape), arr.dtype
-    axis = layer.time_axis
-    if axis is None or not shape:
-        axis, t_len, rest = None, 1, shape
-    else:
-        axis = int(axis) % len(shape)
-        t_len, rest = shape[axis], shape[:axis] + shape[axis + 1 :]
-
-    def read(a: int, b: int) -> np.ndarray:
-        s0, s1 = a // t_len, -(-b // t_len)
-        steps = np.arange(s0, s1, dtype=np.int64)
-        block = fld.read_block(steps, None)  # the reader's fast path: one segment of tensors
-        if block is not None and tuple(block.shape[1:]) == shape:
-            if block.dtype in (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2):
-                block = block.float()  # dtypes NumPy lacks
-            vals = block.numpy().astype(dtype, copy=False)
-        else:  # None steps (NaN), Python-number steps, several segments
-            vals = arr[s0:s1]
-        vals = vals.reshape(len(steps), *shape)
-        if axis is not None:
-            vals = np.moveaxis(vals, axis + 1, 1)
-        vals = vals.reshape(len(steps) * t_len, *rest)
-        return vals[a - s0 * t_len : b - s0 * t_len]
-
-    return t_len, rest, axis, read
-
-
-class _UnitColumns:
-    """The Units table's columns, gathered layer by layer and written as one table
-    (``NWBFile.add_unit`` per neuron costs about 0.5 ms each, 40 times more)."""
-
-    COLUMNS = (
-        ("monitor", "spikestore monitor name"),
-        ("layer", "spikestore layer name"),
-        ("field", "field of tuple records (0 otherwise)"),
-        ("neuron", "flat C-order index into the per-time-point record (without its time axis)"),
-        ("neuron_index", "the neuron's index tuple into the per-time-point record, as text"),
-    )
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.times: list[np.ndarray] = []
-        self.lengths: list[np.ndarray] = []
-        self.cols: dict[str, list[Any]] = {name: [] for name, _ in self.COLUMNS}
-
-    def add(
-        self,
-        monitor: str,
-        layer: str,
-        field: int,
-        trains: list[np.ndarray],
-        ids: np.ndarray,
-        rest: tuple[int, ...],
-    ) -> None:
-        n = len(ids)
-        self.count += n
-        self.times.extend(trains)
-        self.lengths.append(np.array([len(t) for t in trains], dtype=np.int64))
-        self.cols["monitor"].extend([monitor] * n)
-        self.cols["layer"].extend([layer] * n)
-        self.cols["field"].extend([field] * n)
-        self.cols["neuron"].extend(ids.tolist())
-        nd = np.unravel_index(ids, rest) if rest else ()
-        self.cols["neuron_index"].extend(str(tuple(int(a[i]) for a in nd)) for i in range(n))
-
-    def table(self, location: str) -> Any:
-        from hdmf.common import ElementIdentifiers, VectorData, VectorIndex
-        from pynwb.misc import Units
-
-        times = np.concatenate(self.times) if self.times else np.zeros(0)
-        spike_times = VectorData(
-            name="spike_times",
-            description="the spike times for each unit in seconds",
-            data=times.astype(np.float64),
-        )
-        columns = [
-            spike_times,
-            VectorIndex(
-                name="spike_times_index",
-                data=np.cumsum(np.concatenate(self.lengths)),
-                target=spike_times,
-            ),
-        ]
-        for name, desc in self.COLUMNS:
-            data: Any = self.cols[name]
-            if name in ("field", "neuron"):
-                data = np.asarray(data, dtype=np.int64)
-            columns.append(VectorData(name=name, description=desc, data=data))
-        return Units(
-            name="units",
-            description=f"one unit per neuron of the spike layers of spikestore store {location}",
-            id=ElementIdentifiers(name="id", data=np.arange(self.count)),
-            columns=columns,
-        )
 
 
 def _nwb_name(*parts: str) -> str:
@@ -456,25 +306,44 @@ def to_nwb(
 
     What is written
     ---------------
+    Every field of every layer of the chosen monitors, split by record shape: a
+    layer whose steps recorded several shapes (eval batches of another batch size, a
+    smaller last batch) gives one export per shape, never padded, each holding the
+    steps of that shape (:func:`spikestore.analysis.shapes`) with their own times.
+
     * Spike layers (every segment bit-packed spikes): one unit per neuron in the
       file's Units table, ``spike_times`` as in :func:`spikestore.analysis.spike_trains`
       (step ``s``, time index ``t``: ``(s * T + t) * dt`` seconds). Unit columns:
       ``monitor``, ``layer``, ``field``, ``neuron`` (the flat C-order index into the
-      per-time-point record shape) and ``neuron_index`` (that index as a tuple,
-      written as text such as ``"(0, 5)"``). Units are in store order: monitor,
-      layer, field, then neuron.
-    * Other numeric layers (membrane potentials, currents, ...): a ``TimeSeries``
-      named ``"<monitor>.<layer>"`` (``.f<i>`` added for tuple records; "/" in
-      names becomes ":") in the processing module ``spikestore``, data of shape
-      ``(steps * T, *per-time-point shape)`` with time first, ``rate = 1 / dt``,
-      ``starting_time = 0``, unit ``"n/a"``. Steps that recorded ``None`` are NaN.
-      Written block by block (hdmf's chunk iterator), never whole in memory.
-    * Layers that cannot be exported (records of several shapes, nothing
-      committed, boolean or complex values that are not spike-coded) are listed
-      in the file's ``notes`` as skipped.
+      per-time-point record shape), ``neuron_index`` (that index as a tuple, written
+      as text such as ``"(0, 5)"``), ``record_shape`` (that shape, as text) and
+      ``steps`` (the steps the unit covers, as ranges such as ``"0-99, 200-299"``:
+      all of the layer's steps, or those of its shape). Units are in store order:
+      monitor, layer, field, shape, then neuron.
+    * Other numeric layers (membrane potentials, gradients, ...): a ``TimeSeries``
+      named ``"<monitor>.<layer>"`` (``.f<i>`` added for tuple records, ``.shape<k>``
+      for the ``k``-th record shape of a layer of several; "/" in names becomes ":")
+      in the processing module ``spikestore``, data of shape
+      ``(rows, *per-time-point shape)`` with time first (rows ``step * T + t`` of the
+      shape's steps in order), unit ``"n/a"``. Records with more than 3 axes per
+      time point (every float layer of a multi-step conv net: ``[T, B, C, H, W]``)
+      are flattened to ``(rows, features)`` in C order, as NWB's TimeSeries has at
+      most 4 dimensions; the description gives the record shape, its dims, the time
+      axis and the steps, and so do the file's notes. Times: ``rate = 1 / dt`` and
+      ``starting_time`` where the steps are contiguous, else ``timestamps``. Steps
+      that recorded ``None`` are NaN; booleans are written as uint8.
+    * Anything left out (nothing committed, only ``None`` recorded, records that hold
+      no values, complex values) is named, with the reason, in an
+      :class:`ExportWarning` (the command line prints each) and in the notes'
+      ``skipped``.
     * ``notes``: JSON with the store's location, its format version and
-      ``created_by``, ``dt``, the time axis of each layer and what was skipped;
-      ``source_script`` names spikestore.
+      ``created_by``, ``dt``, the run's attrs and marks, each export (``layers``)
+      and what was skipped; ``source_script`` names spikestore.
+
+    Memory does not grow with the run: series are written a few MB of rows at a
+    time (hdmf's chunk iterators), and spike times a block of neurons at a time
+    (at most about 4M neuron time points decoded at once) through a scratch file
+    beside ``out_path``, removed afterwards. The file passes pynwb's validator.
 
     Returns the path written. Ranked stores: export one rank (``store.rank(r)``).
     Raises ImportError naming the ``nwb`` extra when pynwb is not installed.
@@ -494,6 +363,7 @@ def to_nwb(
         dt = _store_seconds(store)
     if not dt > 0:
         raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    dt = float(dt)
     location = str(store.source.location) if store.source is not None else "<zarr store>"
     chosen = list(store) if monitors is None else list(monitors)
     for m in chosen:
@@ -510,60 +380,58 @@ def to_nwb(
         "spikestore_store": location,
         "format_version": store.meta.get("version"),
         "created_by": store.meta.get("created_by"),
-        "dt_seconds": float(dt),
+        "dt_seconds": dt,
         # The run's description (format 1.5): the user's attributes and marks.
         "attrs": getattr(store, "attrs", {}),
         "marks": getattr(store, "run", {}).get("marks", {}),
         "layers": [],
         "skipped": [],
     }
-    units = _UnitColumns()
-    module = None
-
-    for m in chosen:
-        for lname, layer in store[m].items():
-            for fi, fld in enumerate(layer.fields):
-                kind, arr = _field_kind(layer, fi, fld)
-                where = {"monitor": m, "layer": lname, "field": fi}
-                if kind is None:
-                    meta["skipped"].append(where)
-                    continue
-                meta["layers"].append({**where, "kind": kind, "time_axis": layer.time_axis})
-                if kind == "spikes":
-                    _, _, rest, ids = _layout(layer, None, None, fi, None)
-                    trains = analysis.spike_trains(layer, dt=dt, field=fi)
-                    units.add(m, lname, fi, trains, ids, rest)
-                    continue
-                t_len, rest, axis, read = _series_rows(layer, fi, arr)
-                n_rows = len(layer) * t_len
-                data = _row_iterator(read, (n_rows, *rest), arr.dtype)
-                name = _nwb_name(m, lname, *([f"f{fi}"] if len(layer.fields) > 1 else []))
-                ts = pynwb.TimeSeries(
-                    name=name,
-                    data=data,
-                    unit="n/a",
-                    rate=1.0 / float(dt),
-                    starting_time=0.0,
-                    description=(
-                        f"spikestore monitor {m!r}, layer {lname!r}, field {fi}; record "
-                        f"shape {list(arr.record_shape)}, time axis {axis}; rows are step * T + t"
-                    ),
-                )
-                if module is None:
-                    module = nwb.create_processing_module(
-                        name="spikestore", description=f"records of spikestore store {location}"
-                    )
-                module.add(ts)
-
-    if units.count:
-        nwb.units = units.table(location)
-    nwb.notes = json.dumps(meta)
     # Beside out_path, then renamed over it: HDF5 truncates the file it opens, which
     # would write through a hard link (to a file in the store, say) and leave a
     # half-written file where a good one was if the export fails.
     folder = os.path.dirname(os.path.abspath(out_path))
     tmp = os.path.join(folder, f".spikestore-export-{uuid.uuid4().hex}.nwb")
+    units = _nwb.UnitWriter(tmp[: -len(".nwb")] + ".spike-times")
+    module = None
     try:
+        for m in chosen:
+            for lname, layer in store[m].items():
+                for fi in range(len(layer.fields)):
+                    where = {"monitor": m, "layer": lname, "field": fi}
+                    parts, skipped = _nwb.plan(layer, fi)
+                    for why in skipped:
+                        meta["skipped"].append({**where, "reason": why})
+                        name = f"{m}/{lname}" + (f" field {fi}" if len(layer.fields) > 1 else "")
+                        warnings.warn(
+                            f"{name} is not exported to {out_path}: {why}",
+                            ExportWarning,
+                            stacklevel=2,
+                        )
+                    for part in parts:
+                        entry = {**where, "kind": part.kind, "time_axis": layer.time_axis}
+                        if part.kind == "spikes":
+                            meta["layers"].append({**entry, **units.add(layer, part, dt)})
+                            continue
+                        name = _nwb_name(
+                            m,
+                            lname,
+                            *([f"f{fi}"] if len(layer.fields) > 1 else []),
+                            *([f"shape{part.number}"] if part.number is not None else []),
+                        )
+                        ts, note = _nwb.series(pynwb, layer, part, name, dt)
+                        meta["layers"].append({**entry, **note})
+                        if module is None:
+                            module = nwb.create_processing_module(
+                                name="spikestore",
+                                description=f"records of spikestore store {location}",
+                            )
+                        module.add(ts)
+        if units.count:
+            nwb.units = units.table(
+                f"one unit per neuron of the spike layers of spikestore store {location}"
+            )
+        nwb.notes = json.dumps(meta)
         with pynwb.NWBHDF5IO(tmp, "w") as io:
             io.write(nwb)
         os.replace(tmp, out_path)
@@ -574,4 +442,7 @@ def to_nwb(
             # h5py's message names the temporary file: name the file asked for.
             raise OSError(exc.errno, os.strerror(exc.errno), out_path) from exc
         raise
+    finally:
+        with contextlib.suppress(OSError):
+            units.close()
     return out_path

@@ -320,7 +320,7 @@ def _imports_past_public_names(module: str, source: str) -> list[str]:
 
 
 _READ_THROUGH_PUBLIC_NAMES = sorted(
-    ["spikestore.plot", "spikestore.export"]
+    ["spikestore.plot", "spikestore.export", "spikestore._nwb"]
     + [
         "spikestore.analysis" + ("" if p.stem == "__init__" else f".{p.stem}")
         for p in (Path(__file__).parents[2] / "spikestore" / "analysis").glob("*.py")

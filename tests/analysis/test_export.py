@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import spikestore
+from spikestore import _nwb, export
 from spikestore import analysis as A
-from spikestore import export
 
 STEPS = 40
 T = 3
@@ -226,8 +226,8 @@ def test_to_nwb_chunked_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
             ns.append(n.numpy())
     out = tmp_path / "big.nwb"
     # chunks of 2 rows, buffers of 4: reads start inside a step of T = 3 rows
-    monkeypatch.setattr(export, "_CHUNK_BYTES", 2 * 4096 * 4)
-    monkeypatch.setattr(export, "_BUFFER_BYTES", 5 * 4096 * 4)
+    monkeypatch.setattr(_nwb, "CHUNK_BYTES", 2 * 4096 * 4)
+    monkeypatch.setattr(_nwb, "BUFFER_BYTES", 5 * 4096 * 4)
     export.to_nwb(spikestore.open(path), out, dt=0.5)
     with pynwb.NWBHDF5IO(str(out), "r") as io:
         nwb = io.read()
