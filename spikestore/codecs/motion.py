@@ -394,6 +394,87 @@ def _k_estimate(
     return cnt
 
 
+def _k_estimate8(
+    xs: np.ndarray,
+    t: int,
+    dys: np.ndarray,
+    dxs: np.ndarray,
+    lanes: np.ndarray,
+    nvalid: np.ndarray,
+) -> np.ndarray:
+    # :func:`_k_estimate` for T <= 8, on eight pixels at once: ``xs[o + 2, q, y + 2, j]``
+    # holds, in byte l, the word of pixel (y, 8 * j + l - o) (0 off the plane, and two
+    # rows of zeros above and below); ``lanes[j]`` has bytes 0xFF where 8 * j + l is on
+    # the plane, ``nvalid[j]`` of them (the first ones).
+    nq, h, nj = xs.shape[1], xs.shape[2] - 4, xs.shape[3]
+    lo = np.int64(0x0101010101010101)
+    low = (np.int64(1) << t) - 1
+    m1s = lo * (low - 1)  # bits 1 .. t - 1 of every byte: a byte shifted left by 1
+    m2s = lo * (low - 3)  # bits 2 .. t - 1: by 2 (what crosses into the next byte goes)
+    m1 = np.int64(0x5555555555555555)
+    m2 = np.int64(0x3333333333333333)
+    m4 = np.int64(0x0F0F0F0F0F0F0F0F)
+    h01 = np.int64(0x0101010101010101)
+    cnt = np.zeros((t, 512), np.int64)
+    still = np.int64(0)
+    for q in range(nq):
+        best = np.int64(0)
+        best_m = 0
+        for m in range(dys.size):
+            dy, dx = dys[m], dxs[m]
+            err = np.int64(0)
+            for y in range(2, h + 2):
+                for j in range(nj):
+                    v = ((xs[dx + 2, q, y - dy, j] << 1) ^ xs[2, q, y, j]) & m1s & lanes[j]
+                    v = v - ((v >> 1) & m1)  # popcount
+                    v = (v & m2) + ((v >> 2) & m2)
+                    v = (v + (v >> 4)) & m4
+                    err += (v * h01) >> 56
+            if m == 0:
+                err -= err // 64  # a tie-break towards "still"
+            if m == 0 or err < best:
+                best, best_m = err, m
+        dy, dx = dys[best_m], dxs[best_m]
+        ey, ex = (1, 0) if dy == 0 and dx == 0 else (dx, dy)
+        for y in range(2, h + 2):
+            for j in range(nj):
+                v = xs[2, q, y, j]
+                b0 = xs[dx + 2, q, y - dy, j]
+                b4 = xs[2 * dx + 2, q, y - 2 * dy, j]
+                b5 = xs[dx + ex + 2, q, y - dy - ey, j]
+                b6 = xs[dx - ex + 2, q, y - dy + ey, j]
+                b7 = xs[2 - dx, q, y + dy, j]
+                a0 = (b0 << 1) & m1s
+                a1 = (v << 1) & m1s
+                a2 = (b0 << 2) & m2s
+                a3 = (v << 2) & m2s
+                a4 = (b4 << 2) & m2s
+                a5 = (b5 << 1) & m1s
+                a6 = (b6 << 1) & m1s
+                a7 = (b7 << 1) & m1s
+                if (a0 | a1 | a4 | a5 | a6 | a7 | v) & lanes[j] == 0:
+                    still += nvalid[j]  # context 0 and a 0 bit in every frame
+                    continue
+                nl = nvalid[j]
+                for i in range(t):  # byte l of c: the context of pixel 8 * j + l, frame i
+                    c = (
+                        ((a0 >> i) & lo)
+                        | (((a1 >> i) & lo) << 1)
+                        | (((a2 >> i) & lo) << 2)
+                        | (((a3 >> i) & lo) << 3)
+                        | (((a4 >> i) & lo) << 4)
+                        | (((a5 >> i) & lo) << 5)
+                        | (((a6 >> i) & lo) << 6)
+                        | (((a7 >> i) & lo) << 7)
+                    )
+                    b = v >> i
+                    for k in range(0, 8 * nl, 8):
+                        cnt[i, 2 * ((c >> k) & 255) + ((b >> k) & 1)] += 1
+    for i in range(t):
+        cnt[i, 0] += still
+    return cnt
+
+
 def _k_order(xp: np.ndarray, ctx: np.ndarray, rank: np.ndarray, flip: np.ndarray) -> np.ndarray:
     nq, h, w, t = ctx.shape
     frame = nq * h * w
@@ -466,6 +547,23 @@ def _k_unorder(
                     start[r] += 1
 
 
+def _eight_wide(xw: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``xs``, ``lanes`` and ``nvalid`` of :func:`_k_estimate8` from one-byte words ``xw``
+    (``(Q, H + 4, W + 4)``, pixel (y, x) at ``[y + 2, x + 2]``): five copies shifted by
+    -2 .. 2 pixels, 8 pixels an int64, and which bytes are pixels."""
+    q = xw.shape[0]
+    nj = -(-w // 8)
+    xs = np.zeros((5, q, h + 4, nj * 8), np.uint8)
+    for o in range(-2, 3):
+        lo = max(0, o)  # byte x of the copy o + 2 is pixel x - o, for 0 <= x - o < w
+        hi = max(lo, min(nj * 8, w + o))
+        xs[o + 2, :, :, lo:hi] = xw[:, :, lo - o + _PAD : hi - o + _PAD]
+    lanes = np.zeros(nj * 8, np.uint8)
+    lanes[:w] = 0xFF
+    nvalid = np.minimum(8, w - 8 * np.arange(nj, dtype=np.int64))
+    return xs.view(np.int64), lanes.view(np.int64), nvalid
+
+
 class _Kernels:
     """The kernels compiled (``njit(nogil=True, cache=True)``), with numpy glue."""
 
@@ -477,6 +575,7 @@ class _Kernels:
         self._unorder = jit(_k_unorder)
         self._words = jit(_k_words)
         self._estimate = jit(_k_estimate)
+        self._estimate8 = jit(_k_estimate8)
 
     @staticmethod
     def padded(xq: np.ndarray) -> np.ndarray:
@@ -495,7 +594,11 @@ class _Kernels:
         nb = 1 << max(0, (t - 1) // 8).bit_length()  # bytes a word
         xw = np.zeros((starts.size, h + 2 * _PAD, w + 2 * _PAD), f"<u{nb}")
         self._words(packed, starts.astype(np.int64), xw, t, _REV)
-        cnt = self._estimate(xw, t, _DY, _DX, _SPREAD)
+        if t <= 8:
+            xs, lanes, nvalid = _eight_wide(xw, h, w)
+            cnt = self._estimate8(xs, t, _DY, _DX, lanes, nvalid)
+        else:
+            cnt = self._estimate(xw, t, _DY, _DX, _SPREAD)
         return cnt[:, 0::2] + cnt[:, 1::2], cnt[:, 1::2]
 
     def choose_motion(self, xp: np.ndarray) -> np.ndarray:

@@ -426,12 +426,12 @@ def test_estimate_packed_matches_estimate_bits(t: int) -> None:
     of a whole number of bytes or not) and estimates exactly what the numpy
     estimate_bits does on the unpacked planes, with numba (words up to T = 56, then the
     plane kernels) and without."""
-    for h, w, q in ((5, 7, 6), (4, 4, 5), (1, 3, 4)):
+    for h, w, q in ((5, 7, 6), (4, 4, 5), (1, 3, 4), (3, 19, 2), (2, 16, 3)):
         x, _ = moving_planes(q, h, w, t, seed=t + h, noise=0.05)
         xq = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
         plane = h * w * t
         packed = np.packbits(xq.reshape(-1))
-        for picked in (np.arange(q), np.array([0, 2, q - 1]), np.array([], np.int64)):
+        for picked in (np.arange(q), np.arange(0, q, 2), np.array([q - 1]), np.arange(0)):
             sub = xq[picked]
             starts = picked * plane
             frame = (h, w, t)
