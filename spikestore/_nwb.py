@@ -103,6 +103,14 @@ def _time_layout(layer: Any, shape: tuple[int, ...]) -> tuple[int | None, int, t
     return a, shape[a], shape[:a] + shape[a + 1 :]
 
 
+def _chunk_steps(fld: Any) -> int:
+    """Steps in a chunk of the field's first segment (1 where unknown)."""
+    try:
+        return max(1, int(fld.array(0).chunks[0]))
+    except Exception:  # a best-effort block size only
+        return 1
+
+
 class Part(NamedTuple):
     """What one export holds: the ``kind`` (``"spikes"`` or ``"series"``) of field
     ``field``'s records of ``shape`` at ``steps``; ``number`` numbers the shapes of the
@@ -282,6 +290,9 @@ class UnitWriter:
         files = [open(p, "wb") for p in paths]  # closed below
         try:
             step_block = max(1, SPIKE_BLOCK // (t_len * n))
+            rows = _chunk_steps(layer.field(part.field))
+            if step_block > rows:  # whole chunks of steps: each decoded once
+                step_block -= step_block % rows
             for a in range(0, len(part.steps), step_block):
                 ticks, ids = analysis.raster(
                     layer, part.steps[a : a + step_block], field=part.field
