@@ -269,8 +269,8 @@ def test_a_spikingjelly_conv_run_exports_complete_and_valid(tmp_path: Path) -> N
 
 
 def test_scratch_rows_are_read_back_in_order(tmp_path: Path) -> None:
-    """The Units table's spike times come back from the scratch file in unit order,
-    across several hdmf chunks."""
+    """The Units table's spike times come back in unit order, across several hdmf
+    chunks, bucket files, and sorting passes over a bucket larger than a sort."""
     path = tmp_path / "s.spikes"
     gen = torch.Generator().manual_seed(4)
     recs = []
@@ -284,7 +284,8 @@ def test_scratch_rows_are_read_back_in_order(tmp_path: Path) -> None:
     with mp.context() as m:
         m.setattr(_nwb, "CHUNK_BYTES", 64)
         m.setattr(_nwb, "BUFFER_BYTES", 256)
-        m.setattr(_nwb, "SPIKE_BLOCK", 7 * 50)  # blocks of 7 neurons
+        m.setattr(_nwb, "SPIKE_BLOCK", 300)  # blocks of 7 steps, sorts of <= 300 events
+        m.setattr(_nwb, "BUCKETS", 3)  # buckets of 14 neurons, about 350 events each
         to_nwb(path, out, dt=1.0)
     _validate(out)
     _, _, units = _read(out)
