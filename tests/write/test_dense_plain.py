@@ -176,3 +176,25 @@ def test_plain_rows_in_a_zarr_store_off_disk() -> None:
     assert arr.shape == (70, 8, 64, 64)
     names = [c["name"] for c in arr.metadata.to_dict()["codecs"][0]["configuration"]["codecs"]]
     assert names == ["bytes", "crc32c"]
+
+
+def test_a_killed_writers_longer_arrays_read_and_take_appends(tmp_path: Path) -> None:
+    """A copy of a live store (as a killed writer leaves it): segment arrays longer
+    than their rows; the reader reads the committed rows, a writer appends, and the
+    closed store's arrays have exactly their rows again."""
+    import shutil
+
+    recs = _noise(120, (4, 64, 64), seed=5)
+    live, dead = tmp_path / "live", tmp_path / "dead"
+    with spikestore.StoreWriter(live, max_buffer_bytes=1 << 20, flush_interval=1e3) as w:
+        for r in recs[:90]:
+            w.append("v", "lif", r)
+        w.flush()
+        shutil.copytree(live, dead)
+    assert _shape(dead, "v/lif/f0/s0")[0] > 90
+    assert torch.equal(spikestore.open(dead)["v"]["lif"][:], torch.stack(recs[:90]))
+    with spikestore.StoreWriter(dead, mode="a", flush_interval=1e3) as w:
+        for r in recs[90:]:
+            w.append("v", "lif", r)
+    assert torch.equal(spikestore.open(dead)["v"]["lif"][:], torch.stack(recs))
+    assert _shape(dead, "v/lif/f0/s0")[0] == 120
