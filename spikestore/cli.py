@@ -19,6 +19,7 @@ import errno
 import json
 import math
 import os
+import re
 import sys
 import warnings as _warnings
 from typing import Any
@@ -343,13 +344,20 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _plain(text: str) -> str:
+    """A docstring as a terminal shows it: ``literal`` markup becomes 'literal'."""
+    return re.sub(r"``(.+?)``", r"'\1'", text, flags=re.S)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     debug_help = "show the traceback of a failure (also SPIKESTORE_DEBUG=1)"
     # SUPPRESS: a subcommand without --debug keeps what ``spikestore --debug`` set.
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     parser = argparse.ArgumentParser(
-        prog="spikestore", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        prog="spikestore",
+        description=_plain(__doc__ or ""),
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -504,6 +512,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
+    except BrokenPipeError:
+        # The reader of our output went away (``spikestore info X | head``): stop
+        # quietly, as a command killed by SIGPIPE does, and keep the interpreter from
+        # reporting the failed flush of stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except KeyboardInterrupt:
         if _debug(args):
             raise

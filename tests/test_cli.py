@@ -652,3 +652,26 @@ def test_demo_describes_its_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
         "neuron",
     )
     assert "dt: 1 ms per time step" in out and "marks: 1 mark setting epoch (1)" in out
+
+
+def test_help_shows_no_rst_markup() -> None:
+    res = _cli("--help")
+    assert res.returncode == 0 and "spikestore info PATH" in res.stdout
+    assert "``" not in res.stdout, res.stdout
+    for cmd in ("info", "demo", "export"):
+        sub = _cli(cmd, "--help")
+        assert sub.returncode == 0 and "``" not in sub.stdout, sub.stdout
+
+
+def test_info_into_a_closed_pipe_stops_quietly() -> None:
+    # `spikestore info X | head -1`: the reader leaves before the table is written.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spikestore", "info", str(FIXTURES / "store_v1.6")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # nothing reads: the first write fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141
+    assert err == "", err
