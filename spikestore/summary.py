@@ -188,6 +188,7 @@ def _spike_axis0(
 #: The longest time axis :func:`_time_last_axis0` counts with byte tables (a table per
 #: byte position of the repeating pattern: ``lcm(t, 8) / 8`` tables of ``256 x t``).
 _TIME_LAST_MAX = 64
+_POPCOUNT = hasattr(np, "bitwise_count")  # numpy >= 2.0
 
 
 @functools.lru_cache(maxsize=64)
@@ -205,11 +206,41 @@ def _time_tables(t: int) -> np.ndarray:
     return tables
 
 
+@functools.lru_cache(maxsize=8)
+def _time_masks(t: int) -> np.ndarray:
+    """``masks[i]``: the bits of a little-endian uint64 word of packed bytes (bit order
+    big) whose time index is ``i``, for ``t`` with ``lcm(t, 8)`` dividing 64 (the
+    pattern then repeats every word)."""
+    masks = np.zeros(t, np.uint64)
+    for b in range(64):  # bit b of 8 bytes: byte b // 8, bit 7 - b % 8 of it
+        masks[b % t] |= np.uint64(1) << np.uint64(8 * (b // 8) + 7 - b % 8)
+    return masks
+
+
 def _time_last_axis0(block: np.ndarray, t: int, numel: int) -> np.ndarray:
     """Per-time spike counts of time-last packed rows (time the innermost axis, so bit
-    ``b`` of a row belongs to time ``b % t``), without unpacking: a histogram of the
-    byte values at each position of the repeating byte group, times a table."""
+    ``b`` of a row belongs to time ``b % t``), without unpacking.
+
+    Where the bits of one time index repeat every 8 bytes (``t`` in 1, 2, 4, ..., 64),
+    a popcount of each 64-bit word under that index's mask; otherwise a histogram of
+    the byte values at each position of the repeating byte group, times a table
+    (about 10x slower: an int64 index a byte)."""
     m = block.shape[0]
+    words = numel // 64
+    if words and _POPCOUNT and 64 % math.lcm(t, 8) == 0:
+        out = np.zeros((m, t), np.int64)
+        w = np.ascontiguousarray(block[:, : 8 * words]).view("<u8")
+        tmp = np.empty_like(w)
+        for i, mask in enumerate(_time_masks(t)):
+            np.bitwise_and(w, mask, out=tmp)
+            out[:, i] = np.bitwise_count(tmp).sum(axis=1, dtype=np.int64)
+        rest = numel - 64 * words  # 64 * words is a multiple of t
+        if rest:
+            bits = np.unpackbits(block[:, 8 * words :], axis=1, count=rest)
+            idx = np.arange(rest) % t
+            for i in range(t):
+                out[:, i] += bits[:, idx == i].sum(axis=1, dtype=np.int64)
+        return out.astype(np.float64)
     tables = _time_tables(t)
     group = tables.shape[0]
     full = (numel // (8 * group)) * group  # bytes in whole groups
