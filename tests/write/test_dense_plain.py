@@ -198,3 +198,29 @@ def test_a_killed_writers_longer_arrays_read_and_take_appends(tmp_path: Path) ->
             w.append("v", "lif", r)
     assert torch.equal(spikestore.open(dead)["v"]["lif"][:], torch.stack(recs))
     assert _shape(dead, "v/lif/f0/s0")[0] == 120
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(3, 4),
+        lambda: torch.randn(4, 3).t(),
+        lambda: torch.randn(3).to(torch.bfloat16),
+        lambda: torch.randn(5).to(torch.float8_e5m2),
+        lambda: torch.randn(5).to(torch.float8_e4m3fn),
+        lambda: torch.tensor(3.5),
+        lambda: torch.arange(6).reshape(2, 3) + 2,
+    ],
+)
+def test_the_writers_row_of_a_copy_is_encode_values_row(make) -> None:
+    """The writer thread's row of a staged copy, made without torch calls, is the row
+    ``encode_values`` makes: same dtype name, shape, stored dtype and bytes."""
+    from spikestore.codecs import encode_values
+
+    t = make()
+    scalar = t.ndim == 0
+    got = stage(t, scalar, None).encode()
+    want = encode_values(t.contiguous(), python_scalar=scalar)
+    assert got.key == want.key
+    assert got.row.dtype == want.row.dtype and got.row.shape == want.row.shape
+    assert got.row.flags.c_contiguous and got.row.tobytes() == want.row.tobytes()
