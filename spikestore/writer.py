@@ -151,9 +151,10 @@ class StoreWriter:
         One of ``zstd``, ``zlib``, ``blosc-lz4``, ``blosc-zstd`` and its level, for
         every array of the store. By default spikes use the ``spikestore.spikes``
         codec (level 1), and other tensors Blosc LZ4 with bit shuffle where it makes
-        a segment's first record at least 20 % smaller, else Blosc LZ4 level 1 without
-        shuffle (chosen per segment and recorded in its codec chain; ``level=0``
-        stores them uncompressed).
+        a segment's first record at least 20 % smaller, else uncompressed (a short
+        run's segment: Blosc LZ4 level 1 without shuffle, which squeezes its fill
+        rows); chosen per segment and recorded in its codec chain; ``level=0``
+        stores them uncompressed.
     precision : int, optional
         Lossy, opt-in: keep ``precision`` mantissa bits (0 to 52) of float16,
         float32 and float64 records that are not spikes, rounding to nearest (Zarr's

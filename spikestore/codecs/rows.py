@@ -67,9 +67,9 @@ DEFAULT_SPIKES = "zstd"
 #: :func:`dense_codecs`).
 DEFAULT_DENSE = "blosc-lz4"
 #: Raw rows are compressed by default only if :data:`DEFAULT_DENSE` makes a segment's
-#: first record at least this much smaller; otherwise with Blosc LZ4 at level 1 and no
-#: shuffle, a copy at memory speed (membrane potentials save 8-15 % with the former,
-#: at a fraction of the speed of writing them raw).
+#: first record at least this much smaller; otherwise the writer stores them as they
+#: are (membrane potentials save 8-15 % with the former, at a fraction of the speed of
+#: writing them raw), see :func:`dense_codecs`.
 DENSE_MIN_SAVING = 0.2
 #: Bytes of a first record compressed to decide.
 _PROBE_BYTES = 1 << 20
@@ -147,7 +147,9 @@ def dense_codecs(
     (``level``: its clevel, 5 if None) is used if it makes ``row`` (its first
     MiB) at least :data:`DENSE_MIN_SAVING` smaller, else Blosc LZ4 at level 1 without
     shuffle (a copy at memory speed for incompressible blocks, which still squeezes the
-    fill rows of a partly filled chunk). Each chain is Zarr's ``bytes`` codec, the
+    fill rows of a partly filled chunk): the writer keeps that chain only for a short
+    run's segment and stores longer ones as they are (``bytes``, ``crc32c``; see
+    :func:`spikestore._segments.create_segment`). Each chain is Zarr's ``bytes`` codec, the
     compressor if any, and :func:`checksum`; all are codecs that Zarr and numcodecs ship.
     """
     from zarr.codecs import BloscCodec, BytesCodec
