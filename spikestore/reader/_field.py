@@ -438,7 +438,13 @@ class FieldReader:
             else:
                 arr, local, name = self.array(k), sel, seg["array"]
             hit = steps[np.isin(rows, sel)] if len(urows) > 1 else steps
-            shards, raw = (None, None) if in_tail or rest else self._layout(k, arr)
+            # One byte column of a spike segment (a neuron's history): its chunks only.
+            col = int(rest[0]) if len(rest) == 1 and isinstance(rest[0], int | np.integer) else None
+            if in_tail or (rest and col is None):
+                shards, raw = None, None
+            else:
+                shards, raw = self._layout(k, arr)
+                raw = None if rest else raw
             if in_tail:
                 # Tails are rewritten and dropped by the writer: never trust a cache.
                 self._checks.present = {p for p in self._checks.present if not is_tail_name(p)}
@@ -453,7 +459,11 @@ class FieldReader:
                 )
             r0, r1 = int(local[0]), int(local[-1]) + 1
             try:
-                if shards is not None:
+                if shards is not None and col is not None:
+                    parts.append(
+                        read_retrying(_spike_column, arr, shards, local, col, self._checks.ids[k])
+                    )
+                elif shards is not None:
                     seg_id = self._checks.ids[k]
                     packed = read_retrying(_read_spike_rows, arr, shards, local, None, seg_id)
                     assert packed is not None
@@ -481,6 +491,21 @@ class FieldReader:
         if len(inv) == len(data) and bool((np.diff(rows) > 0).all()):
             return data  # increasing rows: already in order
         return data[inv]
+
+
+def _spike_column(
+    arr: Any, shards: Any, rows: np.ndarray, col: int, seg_id: str | None
+) -> np.ndarray:
+    """Byte column ``col`` of rows ``rows`` of a sharded spike segment, decoding only
+    the chunks that hold it (:func:`_read_spike_rows` with its checks)."""
+    out = np.empty(len(rows), np.uint8)
+
+    def place(a: int, b: int, block: np.ndarray | None, col0: int, width: int) -> None:
+        if col0 <= col < col0 + width:
+            out[a:b] = 0 if block is None else block[:, col - col0]
+
+    _read_spike_rows(arr, shards, rows, place, seg_id, (col, col + 1))
+    return out
 
 
 def _decode_segment_rows(rows: np.ndarray, seg: dict[str, Any], device: Any) -> torch.Tensor:

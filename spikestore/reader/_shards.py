@@ -186,6 +186,7 @@ def _read_spike_rows(
     rows: np.ndarray,
     place: Place | None = None,
     seg_id: str | None = None,
+    cols: tuple[int, int] | None = None,
 ) -> np.ndarray | None:
     """Rows ``rows`` (sorted, unique) of a sharded spike segment (see
     :func:`_spike_shards`), read through its store and decoded with
@@ -199,7 +200,9 @@ def _read_spike_rows(
     index (a suffix range) and the wanted chunk rows (one byte range each). The
     index's and every chunk's CRC-32C are checked; a damaged or truncated shard, or an
     absent chunk of a wanted row (every committed row's chunk is written), raises
-    :class:`_DamagedRows` naming the shard and chunk. For a segment with an id
+    :class:`_DamagedRows` naming the shard and chunk. ``cols`` (a byte column range,
+    with ``place``): only the chunks holding those columns are read and decoded (one
+    neuron's history). For a segment with an id
     (``seg_id``, format 1.6) the shard header read with the index must name that
     segment and the shard's coordinates, and each chunk must end with the CRC-32C it
     lists: a shard file moved or swapped, or one read while a replaced store's writer
@@ -229,7 +232,8 @@ def _read_spike_rows(
         return out
     store = arr.store_path.store
     proto = buffer_prototype()
-    col_shards = range(-(-ncols // s1))
+    lo_col, hi_col = (0, ncols) if cols is None else (max(0, cols[0]), min(ncols, cols[1]))
+    col_shards = range(lo_col // s1, -(-hi_col // s1)) if hi_col > lo_col else range(0)
     # (shard key, shard row, shard column, wanted chunk rows of the shard)
     plan = []
     for s in np.unique(rows // s0):
@@ -351,6 +355,8 @@ def _read_spike_rows(
     for (key, s, j, crows), (idx, trailers, data, base) in zip(plan, indexes, strict=True):
         for cr in crows:
             for cc in range(g1):
+                if not lo_col - c1 < j * s1 + cc * c1 < hi_col:
+                    continue  # no wanted column
                 off, size = (int(v) for v in idx[cr, cc])
                 chunk = None if off < 0 else data[off - base : off - base + size]
                 want = None if trailers is None else int(trailers[cr, cc])

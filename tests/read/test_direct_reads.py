@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import zarr
 
 import spikestore
 from spikestore import ReadError
@@ -174,3 +176,36 @@ def test_time_last_spikes_unpack_to_their_records(tmp_path, dtype):
     for got, i in zip(lay.records([4, 2, 2, 28]), [4, 2, 2, 28], strict=True):
         assert bits_equal(got, recs[i])
     assert bits_equal(lay[:], torch.stack(recs))
+
+
+def test_neuron_of_a_wide_spike_record_decodes_only_its_column_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spikestore.codecs.spikes as spikes_codec
+    import spikestore.reader._shards as shards_mod
+
+    g = torch.Generator().manual_seed(5)
+    data = (torch.rand((64, 4, 8, 16, 28, 28), generator=g) < 0.05).float()
+    path = tmp_path / "run.spikes"
+    with spikestore.StoreWriter(path) as w:
+        for x in data:
+            w.append("output", "sn", x, time_axis=0)
+    layer = spikestore.open(path)["output"]["sn"]
+    arr = zarr.open_array(str(path / "output" / "sn" / "f0" / "s0"), mode="r")
+    row_chunks = -(-64 // arr.chunks[0])
+    col_chunks = -(-arr.shape[1] // arr.chunks[1])
+    assert col_chunks > 1  # the record spans several chunk columns
+    calls = []
+    for mod, name in ((spikes_codec, "decode_chunk"), (shards_mod, "chunk_rows")):
+        real = getattr(mod, name)
+
+        def counted(*a: Any, _real: Any = real, **k: Any) -> Any:
+            calls.append(1)
+            return _real(*a, **k)
+
+        monkeypatch.setattr(mod, name, counted)
+    for idx in [(1, 2, 3, 4, 5), (3, 7, 15, 27, 27), (0, 0, 0, 0, 0)]:
+        calls.clear()
+        got = layer.neuron(idx)
+        assert torch.equal(got, data[(slice(None), *idx)])
+        assert len(calls) == row_chunks, (len(calls), row_chunks, col_chunks)
