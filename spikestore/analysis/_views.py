@@ -450,15 +450,38 @@ def _mark_coords(layer: Any, arr: LayerArray | RankedArray, names: tuple[str, ..
                 if key in m:
                     row[:] = m[key][:n]
             if all(row.tolist() == rows[0].tolist() for row in rows):
-                out[key] = (names[1], rows[0])
+                out[key] = (names[1], _typed(rows[0]))
             else:
-                out[key] = (names[:2], np.stack(rows))
+                out[key] = (names[:2], _typed(np.stack(rows)))
         return out
     marks = getattr(layer, "marks", None)
     return {
-        key: (names[0], np.asarray(values, dtype=object)[: arr.shape[0]])
+        key: (names[0], _typed(np.asarray(values, dtype=object)[: arr.shape[0]]))
         for key, values in (marks() if callable(marks) else {}).items()
     }
+
+
+def _typed(values: np.ndarray) -> np.ndarray:
+    """Mark values (an object array, None before a key's first mark) in the dtype their
+    values share, as a user's coordinates would be: int64, float64, bool or str; numbers
+    with None before the first mark as float64 with NaN there; anything else as is."""
+    flat = values.ravel().tolist()
+    kinds = {type(v) for v in flat if v is not None}
+    has_none = any(v is None for v in flat)
+    if not kinds:
+        return values
+    try:
+        if kinds <= {int, float}:
+            if has_none:
+                filled = [np.nan if v is None else v for v in flat]
+                return np.array(filled, np.float64).reshape(values.shape)
+            dtype = np.int64 if kinds == {int} else np.float64
+            return np.array(flat, dtype).reshape(values.shape)
+        if not has_none and len(kinds) == 1 and kinds <= {bool, str}:
+            return np.array(flat).reshape(values.shape)
+    except OverflowError:  # an int past int64
+        pass
+    return values
 
 
 def to_xarray(

@@ -1059,3 +1059,28 @@ def test_a_stored_time_axis_other_than_0(tmp_path: Path) -> None:
     assert A.unravel(lay, [6]).tolist() == [[1, 2]]
     with pytest.raises(ValueError, match="axis 0"):
         A.firing_rate(lay, over="time")
+
+
+def test_xarray_marks_are_typed_coordinates(tmp_path: Path) -> None:
+    """Marks come out as int, float, str or bool coordinates, not object arrays
+    (issue 24, item 7); numbers not yet marked at the first steps are NaN."""
+    pytest.importorskip("xarray")
+    path = tmp_path / "run.spikes"
+    with spikestore.StoreWriter(path) as w:
+        for i in range(6):
+            if i == 0:
+                w.mark(epoch=0, phase="train", eval=False)
+            if i == 2:
+                w.mark(lr=0.1)
+            if i == 4:
+                w.mark(epoch=1, phase="eval", eval=True, lr=0.01)
+            w.append("output", "sn", torch.zeros(3))
+    da = A.to_xarray(spikestore.open(path)["output"]["sn"])
+    assert da.coords["epoch"].dtype == np.int64
+    assert da.coords["epoch"].values.tolist() == [0, 0, 0, 0, 1, 1]
+    assert da.coords["phase"].dtype.kind == "U"
+    assert da.coords["eval"].dtype == bool
+    lr = da.coords["lr"].values
+    assert lr.dtype == np.float64 and np.isnan(lr[:2]).all()
+    assert lr[2:].tolist() == [0.1, 0.1, 0.01, 0.01]
+    assert da.groupby("epoch").mean().sizes["epoch"] == 2
