@@ -411,17 +411,6 @@ class FieldReader:
             self._checks.present.clear()
         raise ReadError(f"{self.where}: segment {k} kept moving while being read; try again")
 
-    def _layout(self, k: int, arr: Any) -> tuple[Any, Any]:
-        """How segment ``k``'s array ``arr`` is read whole rows at a time: ``(spike
-        shards, None)`` (:func:`_spike_shards`), ``(None, raw layout)``
-        (:func:`raw_layout`), or ``(None, None)``: through Zarr. Kept per array."""
-        held = self._layouts.get(k)
-        if held is None or held[0] is not arr:
-            shards = _spike_shards(arr)
-            held = (arr, shards, None if shards is not None else raw_layout(arr))
-            self._layouts[k] = held
-        return held[1], held[2]
-
     def _take(
         self, k: int, rows: np.ndarray, rest: tuple[Any, ...], steps: np.ndarray
     ) -> np.ndarray:
@@ -438,13 +427,8 @@ class FieldReader:
             else:
                 arr, local, name = self.array(k), sel, seg["array"]
             hit = steps[np.isin(rows, sel)] if len(urows) > 1 else steps
-            # One byte column of a spike segment (a neuron's history): its chunks only.
-            col = int(rest[0]) if len(rest) == 1 and isinstance(rest[0], int | np.integer) else None
-            if in_tail or (rest and col is None):
-                shards, raw = None, None
-            else:
-                shards, raw = self._layout(k, arr)
-                raw = None if rest else raw
+            col = _byte_column(rest)
+            shards, raw = (None, None) if in_tail else _layout(self._layouts, k, arr, rest)
             if in_tail:
                 # Tails are rewritten and dropped by the writer: never trust a cache.
                 self._checks.present = {p for p in self._checks.present if not is_tail_name(p)}
@@ -491,6 +475,27 @@ class FieldReader:
         if len(inv) == len(data) and bool((np.diff(rows) > 0).all()):
             return data  # increasing rows: already in order
         return data[inv]
+
+
+def _byte_column(rest: tuple[Any, ...]) -> int | None:
+    """The one byte column ``rest`` selects (a spike neuron's history), else None."""
+    return int(rest[0]) if len(rest) == 1 and isinstance(rest[0], int | np.integer) else None
+
+
+def _layout(
+    cache: dict[int, Any], k: int, arr: Any, rest: tuple[Any, ...]
+) -> tuple[Any, Any]:
+    """How segment ``k``'s array ``arr`` is read directly from its shard files: ``(spike
+    shards, None)`` (:func:`_spike_shards`; whole rows, or one byte column of them),
+    ``(None, raw layout)`` (:func:`raw_layout`; whole rows), or ``(None, None)``:
+    through Zarr. Kept per array in ``cache``."""
+    held = cache.get(k)
+    if held is None or held[0] is not arr:
+        shards = _spike_shards(arr)
+        held = cache[k] = (arr, shards, None if shards is not None else raw_layout(arr))
+    if rest and (held[1] is None or _byte_column(rest) is None):
+        return None, None
+    return held[1], held[2]
 
 
 def _spike_column(
