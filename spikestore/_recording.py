@@ -38,6 +38,7 @@ from ._staging import Staged, stage
 from ._worker import Item, Registry, Worker
 from .codecs import time_last
 from .errors import RecordError
+from .format import MAX_RANK
 from .storage import Storage
 
 __all__ = ["Recording", "NotRecording"]
@@ -50,6 +51,28 @@ def _shutdown(worker: Worker, storage: Storage) -> None:
     # In a forked child the writer thread does not exist and its locks may be held:
     # touch nothing but the child's copy of the lock descriptor.
     storage.release()
+
+
+_monotonic = time.monotonic
+
+
+def _prepare(axis: int | None, leaves: list[Any], where: object) -> list[Staged | None]:
+    """Check the record against ``axis`` and stage its fields (``where``: the record's
+    place, formatted into an error's message)."""
+    try:
+        check_time_axis_fits(axis, leaves)
+        staged: list[Staged | None] = []
+        for leaf in leaves:
+            t = leaf.tensor
+            if t is None:
+                staged.append(None)
+            else:
+                staged.append(stage(t, leaf.scalar, time_last(axis, t.dim())))
+    except RecordError as exc:
+        raise RecordError(f"cannot record {where}: {exc}") from None
+    except RuntimeError as exc:  # a tensor torch cannot copy or test
+        raise RecordError(f"cannot record {where}: {exc}") from exc
+    return staged
 
 
 class Recording:
@@ -202,79 +225,77 @@ class Recording:
     ) -> int:
         """See ``StoreWriter.append``; ``keep``, if given, is extended with the record's
         fields as queued (immutable: see ``spikestore._staging``)."""
-        self._check_usable()
+        # _check_usable, inlined: this runs once a record.
+        if not self.storage.owned:
+            self._check_owner()
+        worker = self.worker
+        if worker.failed:
+            worker.check()
+        if self.closed:
+            raise RuntimeError(f"{self.where} is closed")
         if not isinstance(monitor, str) or not isinstance(layer, str):
             raise TypeError("monitor and layer names must be str")
         entry = self.registry.entry(monitor, layer)
-
-        def where() -> str:
-            return f"monitor {monitor!r}, layer {layer!r}, step {entry.next_step}"
-
-        given_axis = time_axis_arg(time_axis, f"cannot record {where()}")
-        leaves: list[Any] = []
-
-        def prepare(axis: int | None) -> list[Staged | None]:
-            """Check the record against ``axis`` and stage its fields."""
-            try:
-                check_time_axis_fits(axis, leaves)
-                staged: list[Staged | None] = []
-                for leaf in leaves:
-                    t = leaf.tensor
-                    if t is None:
-                        staged.append(None)
-                    else:
-                        staged.append(stage(t, leaf.scalar, time_last(axis, t.dim())))
-            except RecordError as exc:
-                raise RecordError(f"cannot record {where()}: {exc}") from None
-            except RuntimeError as exc:  # a tensor torch cannot copy or test
-                raise RecordError(f"cannot record {where()}: {exc}") from exc
-            return staged
-
+        # "monitor m, layer l, step s" of error messages, formatted only when one is.
+        where = entry.where
+        if time_axis is None:
+            given_axis = None
+        elif type(time_axis) is int and -MAX_RANK <= time_axis < MAX_RANK:
+            given_axis = time_axis  # what time_axis_arg returns for it
+        else:
+            given_axis = time_axis_arg(time_axis, f"cannot record {where}")
         try:
             structure, leaves, tree = flatten(value)
         except TypeError as exc:
-            raise TypeError(f"cannot record {where()}: {exc}") from None
+            raise TypeError(f"cannot record {where}: {exc}") from None
         except RecordError as exc:
-            raise RecordError(f"cannot record {where()}: {exc}") from None
+            raise RecordError(f"cannot record {where}: {exc}") from None
         # The layer's time axis, or this call's while the layer has accepted no record
         # (checked again under the lock: another thread's first record may fix it).
         axis = entry.time_axis if entry.axis_fixed else given_axis
-        staged = prepare(axis)
+        staged = _prepare(axis, leaves, where)
         with entry.lock:
             step = entry.next_step
             if entry.axis_fixed and entry.time_axis != axis:
                 axis = entry.time_axis
-                staged = prepare(axis)
-            specs = entry.schema.check(structure, leaves, where(), tree)
-            segments = entry.schema.new_segments(staged, where())
+                staged = _prepare(axis, leaves, where)
+            schema = entry.schema
+            specs = schema.check(structure, leaves, where, tree)
+            segments = schema.new_segments(staged, where)
             extra = entry.extra
-            new_layer = entry.schema.structure is None
-            if new_layer:
-                extra = layer_extra(leaves, tree, dims, units, where())
-            elif not entry.settled:
-                given = layer_extra(leaves, tree, dims, units, where())
-                extra = settle_extra(entry.extra, given, axis, where())
+            new_layer = schema.structure is None
             if new_layer or not entry.settled:
+                here = str(where)
+                if new_layer:
+                    extra = layer_extra(leaves, tree, dims, units, here)
+                else:
+                    given = layer_extra(leaves, tree, dims, units, here)
+                    extra = settle_extra(entry.extra, given, axis, here)
                 # The reader's own check, on the metadata this record makes the writer
                 # thread write.
                 check_layer_meta(
                     layer,
-                    entry.schema.structure or structure,
+                    schema.structure or structure,
                     len(leaves),
                     axis,
                     extra,
-                    f"cannot record {where()}",
+                    f"cannot record {here}",
                 )
-            self.worker.put(
+            if len(staged) == 1:
+                first = staged[0]
+                nbytes = 0 if first is None else first.nbytes
+            else:
+                nbytes = sum(s.nbytes for s in staged if s is not None)
+            worker.put(
                 Item(
                     monitor,
                     layer,
-                    entry.schema.structure or structure,
+                    schema.structure or structure,
                     axis,
                     step,
                     staged,
-                    sum(s.nbytes for s in staged if s is not None),
-                    time.monotonic(),
+                    nbytes,
+                    _monotonic(),
                     extra,
                 )
             )
@@ -282,7 +303,7 @@ class Recording:
             entry.settled = True
             entry.time_axis = axis
             entry.axis_fixed = True
-            entry.schema.adopt(structure, specs, tree, segments)
+            schema.adopt(structure, specs, tree, segments)
             entry.next_step = step + 1
         if keep is not None:
             keep.extend(staged)

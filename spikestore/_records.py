@@ -193,7 +193,8 @@ def flatten(value: Any) -> tuple[str, list[Leaf], dict[str, Any] | None]:
     """
     if type(value) is torch.Tensor:  # the common record, checked first: no other test
         _check_tensor(value, 0)
-        return "tensor", [Leaf(value.detach())], None
+        # detach() only where autograd tracks it (a new tensor object a call otherwise).
+        return "tensor", [Leaf(value.detach() if value.requires_grad else value)], None
     nested = (
         _is_namedtuple(value)
         or isinstance(value, dict)
@@ -410,7 +411,7 @@ class Schema:
     segments: list[set[tuple[Any, ...]]] = field(default_factory=list)
 
     def check(
-        self, structure: str, leaves: list[Leaf], where: str, tree: dict[str, Any] | None = None
+        self, structure: str, leaves: list[Leaf], where: object, tree: dict[str, Any] | None = None
     ) -> list[FieldSpec]:
         """The specs the layer would have after this record; ``RecordError`` if it
         does not fit. Changes nothing."""
@@ -450,7 +451,7 @@ class Schema:
         return out
 
     def new_segments(
-        self, staged: list[Staged | None], where: str
+        self, staged: list[Staged | None], where: object
     ) -> list[tuple[int, tuple[Any, ...]]]:
         """``(field, key)`` of the segments this record adds to the layer's fields;
         :class:`RecordError` if a field would have more than ``MAX_SEGMENTS`` (a

@@ -25,6 +25,7 @@ Thread ownership
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
@@ -62,6 +63,28 @@ class LayerEntry:
     axis_fixed: bool = False
     #: Steps the store held of the layer when this writer loaded it.
     stored: int = 0
+    #: ``monitor m, layer l, step s`` (the next step) when formatted: errors' messages.
+    where: _Where = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.where = _Where(self)
+
+
+class _Where:
+    """A layer's next record as error messages name it, formatted only when one is
+    (``str``, f-strings): ``monitor 'm', layer 'l', step 3``."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: LayerEntry) -> None:
+        self._entry = entry
+
+    def __str__(self) -> str:
+        e = self._entry
+        return f"monitor {e.monitor!r}, layer {e.name!r}, step {e.next_step}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
 
 class Registry:
@@ -83,6 +106,10 @@ class Registry:
         that did not, the first record accepted fixes it.
         """
         key = (monitor, layer)
+        # Entries are only ever added: one found without the lock is the layer's.
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
@@ -181,6 +208,70 @@ class _Post:
 
 _STOP = object()
 
+#: Seconds the writer thread waits, once it has taken every queued item, before it
+#: sleeps: a record queued meanwhile does not wake it (see :class:`_Queue`).
+NAP = 0.002
+
+# _Queue's states: the writer thread takes items, naps, or sleeps.
+_AWAKE, _NAPPING, _ASLEEP = 0, 1, 2
+
+
+class _Queue:
+    """The writer thread's queue: any thread puts, the writer thread alone gets.
+
+    Waking a thread costs both threads a system call and a hand-over of the GIL, more
+    than the writer thread's work on a small record. So once the queue is empty the
+    writer thread first naps for :data:`NAP` seconds, during which records queued do
+    not wake it (it takes them all when the nap ends), and only then sleeps, woken by
+    the next item. Any other item (a call, a post, the stop) wakes it from a nap too.
+    A record waits at most ``NAP`` longer to be taken; none is ever left queued while
+    the writer thread sleeps. The items are a ``deque`` (``append`` and ``popleft``
+    are atomic), the state is guarded by the lock.
+    """
+
+    def __init__(self, nap: float = NAP) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._state = _AWAKE
+        self._nap = nap
+
+    def put(self, item: Any) -> None:
+        with self._lock:
+            self._items.append(item)
+            state = self._state
+            if state == _ASLEEP or (state == _NAPPING and not isinstance(item, Item)):
+                self._state = _AWAKE
+                self._ready.notify()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """The next item; ``queue.Empty`` after ``timeout`` seconds (writer thread)."""
+        items = self._items
+        if items:
+            return items.popleft()
+        if not block:
+            raise queue.Empty
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if not items and self._nap > 0 and (timeout is None or timeout > 0):
+                self._state = _NAPPING
+                self._ready.wait(self._nap if timeout is None else min(self._nap, timeout))
+            while not items:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    self._state = _AWAKE
+                    raise queue.Empty
+                self._state = _ASLEEP
+                self._ready.wait(left)
+            self._state = _AWAKE
+            return items.popleft()
+
 
 class Worker:
     """The writer thread (see the module docstring).
@@ -216,9 +307,10 @@ class Worker:
         self.flush_interval = flush_interval
         self.max_queue_bytes = max_queue_bytes
         self.max_buffer_bytes = max_buffer_bytes
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue = _Queue()
         self._space = threading.Condition()
         self._queued_bytes = 0  # guarded by _space
+        self._space_waiters = 0  # callers waiting for space; guarded by _space
         self._error: BaseException | None = None  # set once, by the writer thread
         self._error_where = ""
         self._buffer_mark = 0  # writer thread only
@@ -268,7 +360,11 @@ class Worker:
         with self._space:
             bound = self.max_queue_bytes
             while self._queued_bytes > 0 and self._queued_bytes + item.nbytes > bound:
-                self._space.wait(0.1)
+                self._space_waiters += 1
+                try:
+                    self._space.wait(0.1)
+                finally:
+                    self._space_waiters -= 1
                 self.check()
             self.check()
             if self._stopping:
@@ -321,6 +417,11 @@ class Worker:
                 self._stopping = True
                 self._queue.put(_STOP)
         self._thread.join()
+
+    @property
+    def failed(self) -> bool:
+        """Whether the writer thread has failed (:meth:`check` then raises)."""
+        return self._error is not None
 
     @property
     def alive(self) -> bool:
@@ -431,7 +532,8 @@ class Worker:
     def _taken(self, item: Item) -> None:
         with self._space:
             self._queued_bytes -= item.nbytes
-            self._space.notify_all()
+            if self._space_waiters:  # notify_all is Python code: only for a waiting caller
+                self._space.notify_all()
         if self._error is None:
             self._take(item)
 
@@ -466,8 +568,12 @@ class Worker:
         return None
 
     def _take(self, item: Item) -> None:
-        self._sink.doing = f"monitor {item.monitor!r}, layer {item.name!r}, step {item.step}"
-        encoded = [None if s is None else s.encode() for s in item.staged]
+        try:
+            encoded = [None if s is None else s.encode() for s in item.staged]
+        except BaseException:
+            # Said only on failure: Sink.take says it for the record once encoded.
+            self._sink.doing = f"monitor {item.monitor!r}, layer {item.name!r}, step {item.step}"
+            raise
         self._sink.take(
             item.monitor,
             item.name,

@@ -295,6 +295,8 @@ class BaseMonitor:
                 store = tmpdir
             writer, self._owns_writer = StoreWriter(store, mode, overwrite=overwrite), True
         self._writer = writer
+        # The writer's own append (StoreWriter.append, also handing back the fields).
+        self._append = writer._impl.append
         self.path: Path | None = writer.path
         claimed = _CLAIMS.setdefault(writer, set())
         if self.name in claimed:
@@ -392,13 +394,15 @@ class BaseMonitor:
         # writer thread (immutable packed bits or copies of the values): the monitor
         # keeps its latest records without copying them again (see _readback).
         keep: list[Any] = []
+        # Axis names go with a layer's first record only, unless given (_dims).
+        dims = None if self._named[lid] and self._dims_arg == "auto" else self._dims(lid, value)
         try:
-            step = self._writer._impl.append(
+            step = self._append(
                 self.name,
                 self.monitored_layers[lid],
                 value,
                 self._time_axis[lid],
-                self._dims(lid, value),
+                dims,
                 None,
                 keep,
             )

@@ -25,18 +25,18 @@ __all__ = [
 ]
 
 
-def _unpack_len1_tuple(x: Any) -> Any:
-    if isinstance(x, tuple) and len(x) == 1:
-        return x[0]
-    return x
-
-
 def _output(m: Any, module: nn.Module, args: tuple[Any, ...]) -> Any:
-    return m.function_on_output(_unpack_len1_tuple(args[1]))
+    x = args[1]
+    if isinstance(x, tuple) and len(x) == 1:  # a 1-tuple gives its element
+        x = x[0]
+    return m.function_on_output(x)
 
 
 def _input(m: Any, module: nn.Module, args: tuple[Any, ...]) -> Any:
-    return m.function_on_input(_unpack_len1_tuple(args[0]))
+    x = args[0]
+    if isinstance(x, tuple) and len(x) == 1:  # a 1-tuple gives its element
+        x = x[0]
+    return m.function_on_input(x)
 
 
 def _attribute(m: Any, module: nn.Module, args: tuple[Any, ...]) -> Any:
@@ -44,11 +44,17 @@ def _attribute(m: Any, module: nn.Module, args: tuple[Any, ...]) -> Any:
 
 
 def _grad_input(m: Any, module: nn.Module, args: tuple[Any, ...]) -> Any:
-    return m.function_on_grad_input(_unpack_len1_tuple(args[0]))
+    x = args[0]
+    if isinstance(x, tuple) and len(x) == 1:  # a 1-tuple gives its element
+        x = x[0]
+    return m.function_on_grad_input(x)
 
 
 def _grad_output(m: Any, module: nn.Module, args: tuple[Any, ...]) -> Any:
-    return m.function_on_grad_output(_unpack_len1_tuple(args[1]))
+    x = args[1]
+    if isinstance(x, tuple) and len(x) == 1:  # a 1-tuple gives its element
+        x = x[0]
+    return m.function_on_grad_output(x)
 
 
 class OutputMonitor(BaseMonitor):

@@ -111,9 +111,18 @@ def remember(
     :attr:`~BaseMonitor.recent_bytes`."""
     if m._writer.precision is not None and _has_float(value):
         return  # the store keeps them rounded: a copy would read back otherwise
-    kept = _keep(value, staged, m.recent_bytes // 4)
-    if kept is None:
-        return
+    limit = m.recent_bytes // 4
+    if type(value) is torch.Tensor and len(staged) == 1 and staged[0] is not None:
+        # The common record, kept as _keep keeps it, without its tests.
+        size = value.numel() * value.element_size()
+        if size > limit:
+            return
+        kept: tuple[Any, int] = (_Kept(staged[0]), size)
+    else:
+        maybe = _keep(value, staged, limit)
+        if maybe is None:
+            return
+        kept = maybe
     recent = m._recent
     nbytes = kept[1]
     recent[(lid, step)] = kept

@@ -76,6 +76,18 @@ __all__ = [
 Mode = Literal["w", "w-", "a"]
 
 
+#: This process's id, kept current across ``fork`` (``owned`` is asked at every append).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class Storage:
     """The interface: a location, its lock, and the Zarr store to write there."""
 
@@ -252,7 +264,7 @@ class LocalStorage(Storage):
 
     @property
     def owned(self) -> bool:
-        return self._pid == os.getpid()
+        return self._pid == _pid
 
     def _check_node(self) -> None:
         if self.within is not None:
@@ -417,7 +429,7 @@ class ZarrStorage(Storage):
 
     @property
     def owned(self) -> bool:
-        return self._pid == os.getpid()
+        return self._pid == _pid
 
     def open(self, mode: Mode) -> tuple[Any, Literal["w", "w-", "a"]]:
         key = id(self.store)
@@ -469,7 +481,7 @@ class ObjectStorage(Storage):
 
     @property
     def owned(self) -> bool:
-        return self._pid == os.getpid()
+        return self._pid == _pid
 
     def open(self, mode: Mode) -> tuple[Any, Literal["w", "w-", "a"]]:
         try:
