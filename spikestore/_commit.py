@@ -46,6 +46,7 @@ the writer, before that thread starts or for layers it has not seen.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -76,7 +77,8 @@ from .format import (
     segment_descriptor,
     with_store_id,
 )
-from .storage import member_keys
+from .storage import local_root, member_keys
+from .storage._dirs import DirCache, hold_dirs
 from .summary import FieldSummary, SpikeBlock
 
 __all__ = [
@@ -501,6 +503,10 @@ class Sink:
     #: ``(layer, step, append time)`` of the records not yet committed (and of some that
     #: were: dropped from the front when met), in the order they were taken.
     _order: deque[tuple[LayerWriter, int, float]] = field(default_factory=deque)
+    #: The store's folders held open by the thread writing (a local store's; see
+    #: ``storage._localfs.hold_dirs``), from its first write to :meth:`close`.
+    _dirs: DirCache | None = None
+    _dirs_thread: int | None = None
 
     @property
     def buffered_bytes(self) -> int:
@@ -524,8 +530,21 @@ class Sink:
         return first
 
     def close(self) -> None:
-        """Stop the encoder's threads (the writer thread's last act)."""
+        """Stop the encoder's threads and let go of the folders held (the writer
+        thread's last act)."""
         self.encoder.close()
+        if self._dirs is not None and self._dirs_thread == threading.get_ident():
+            self._dirs.close()
+            self._dirs = None
+
+    def _hold_dirs(self) -> None:
+        # The thread that writes first holds the folders (the writer thread; after a
+        # SIGTERM the exit thread commits without them, walking from the root).
+        if self._dirs_thread is None:
+            self._dirs_thread = threading.get_ident()
+            root = local_root(self.root.store)
+            if root is not None:
+                self._dirs = hold_dirs(root)
 
     def declare_monitor(self, monitor: str) -> None:
         key = node_key(monitor)
@@ -630,6 +649,7 @@ class Sink:
         """Write the layer's pending rows (see :meth:`FieldWriter.write`)."""
         if not lay.pending:
             return
+        self._hold_dirs()
         if self.run_dirty:
             # Marks first: a step committed before the mark that precedes it would be
             # read with the previous mark's values after a crash (a mark may name steps
