@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._zarr import buffer_prototype
-from ..errors import ReadError, StoreReplacedError
+from ..errors import ReadError, StoreReplacedError, UnsafeStoreError
 from ..format import (
     DTYPES,
     FORMAT_NAME,
@@ -268,8 +268,17 @@ class FieldChecks:
                 assert k is not None
                 sealed = self.field.segments[k].get("sealed", self.field.segments[k]["rows"])
                 found = _shard_problem(arr, key, coords, sealed, seg_id)
-            elif not self._exists(arr.store_path.store, key):
-                found = f"chunk {key} of {name} is missing from the store"
+            else:
+                try:
+                    there = self._exists(arr.store_path.store, key)
+                except UnsafeStoreError as exc:
+                    hit = steps[(rows >= first) & (rows < first + outer)]
+                    raise UnsafeStoreError(
+                        f"{self.field.where}: cannot read steps {int(hit.min())}.."
+                        f"{int(hit.max())} ({name}): {exc}"
+                    ) from None
+                if not there:
+                    found = f"chunk {key} of {name} is missing from the store"
             if found is not None:
                 hit = steps[(rows >= first) & (rows < first + outer)]
                 problem = f"cannot read steps {int(hit.min())}..{int(hit.max())}: {found}"
@@ -281,15 +290,24 @@ class FieldChecks:
     @staticmethod
     def _exists(store: Any, key: str) -> bool:
         """Whether ``key`` is a file of ``store``: asked of the file system directly in
-        spikestore's confined local store (no round trip through Zarr's event loop)."""
+        spikestore's confined local store (no round trip through Zarr's event loop),
+        where a link or special file on its path is :class:`UnsafeStoreError`, not a
+        missing file."""
+        from pathlib import Path
+
         from .._zarr import sync
-        from ..storage._localfs import is_file
+        from ..storage._localfs import check_entry, is_file
         from ._direct import confined_root
 
         root = confined_root(store)
-        if root is not None:
-            return is_file(root, key)
-        return bool(sync(store.exists(key)))
+        if root is None:
+            return bool(sync(store.exists(key)))
+        if is_file(root, key):
+            return True
+        parts = [p for p in key.split("/") if p]
+        for i in range(len(parts)):  # each entry before the next: no link is followed
+            check_entry(Path(root, *parts[: i + 1]), file_ok=i == len(parts) - 1)
+        return False
 
     def check_index(self, c: int, block: np.ndarray) -> np.ndarray:
         """The rows of an index chunk (its committed rows ``block``) that break what

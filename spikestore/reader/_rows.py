@@ -107,6 +107,7 @@ def chunk_rows(data: Any, shape: tuple[int, int], r0: int, r1: int) -> np.ndarra
     sub = vals[k0:k1]
     bits = np.flatnonzero(np.unpackbits(sub).view(np.bool_))
     at = base[bits >> 3] * 8 + (bits & 7)
+    at = at[at < n0]  # a depth-1 bitmap's pad bits (past n0, at its end) mark no value
     got = values[before : before + at.size]
     keep = (at >= a) & (at < b)
     out = np.zeros(b - a, np.uint8)

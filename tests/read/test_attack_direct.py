@@ -393,6 +393,29 @@ def test_a_link_or_special_file_as_a_shard_is_refused_without_blocking(store, tm
     assert bits_equal(m[other][3], recs[other][3])
 
 
+@pytest.mark.parametrize(("name", "kind"), [("f", "link"), ("s", "fifo"), ("t", "device")])
+def test_a_link_or_special_file_as_a_shard_is_reported_as_what_it_is(store, tmp_path, name, kind):
+    """README ("Untrusted stores") and docs/reliability.md: a link or special file
+    anywhere in a store, a chunk included, is refused with ``UnsafeStoreError``.
+
+    DEFECT: ``layer[i]`` and ``layer[a:b]`` report such a shard file as "missing from
+    the store" (a plain ReadError from ``_checks.check_shards``, whose ``is_file``
+    answers False for a link or a FIFO), so the user is told a file is missing while
+    a link or FIFO sits there; only some paths (a raw layer's ``neuron``) raise
+    ``UnsafeStoreError`` naming the link."""
+    path, _ = store
+    _plant(kind, _shard(path, name), tmp_path / "outside")
+    what = {"link": "a symbolic link", "fifo": "a FIFO", "device": "a device file"}[kind]
+    lay = spikestore.open(path)["m"][name]
+    for read in READS:
+        with pytest.raises(SpikestoreError) as info:
+            _within(lambda read=read: READS[read](lay, name))
+        chain = [info.value, info.value.__cause__]
+        assert any(isinstance(e, spikestore.UnsafeStoreError) for e in chain) or (
+            what in str(info.value)
+        ), f"{read}: {type(info.value).__name__}: {info.value}"
+
+
 def test_a_fifo_as_a_summary_chunk_is_refused_without_blocking(store):
     path, recs = store
     summary = path / "m" / "s" / "f0" / "summary" / "c" / "0" / "0"
@@ -417,6 +440,36 @@ def _tree_chunk(rows: int, cols: int, depth: int, streams: list[bytes]) -> np.nd
         + b"".join(frames)
     )
     return np.frombuffer(data, np.uint8)
+
+
+def test_rows_of_a_depth_one_chunk_with_a_pad_bit_set_are_what_decode_chunk_gives():
+    """``chunk_rows`` promises rows ``r0:r1`` of ``decode_chunk(data, shape)``, or
+    ValueError where ``decode_chunk`` refuses.
+
+    DEFECT: a depth-1 TREE chunk of ``n0`` bytes, ``n0 % 8 != 0``, whose level-1
+    bitmap has a pad bit (past ``n0``) set: ``decode_chunk`` ignores the pad bit (as
+    ``np.unpackbits(top, count=n0)`` does) and decodes the chunk, but ``chunk_rows``
+    of rows touching the last bitmap byte counts the pad bit as a value and fails with
+    an IndexError ("boolean index did not match"): neither the rows nor a ValueError.
+    In ``_read_spike_rows`` that IndexError escapes its ``except ValueError`` and reads
+    of one step fail where a slice of the same steps reads."""
+    rows, cols = 7, 13  # n0 = 91: 5 pad bits in the last level-1 byte
+    chunk = np.zeros((rows, cols), np.uint8)
+    chunk[0, 0], chunk[6, 12] = 5, 9
+    flat = chunk.reshape(-1)
+    top = np.packbits(flat != 0)
+    top[-1] |= 0x01  # a pad bit
+    data = _tree_chunk(rows, cols, 1, [top.tobytes(), flat[flat != 0].tobytes()])
+    want = decode_chunk(data, (rows, cols))
+    assert np.array_equal(want, chunk)
+    for r0, r1 in ((0, 1), (6, 7), (3, 7), (0, 7)):
+        try:
+            got = chunk_rows(data, (rows, cols), r0, r1)
+        except ValueError:
+            pytest.fail(f"rows {r0}:{r1}: refused though decode_chunk decodes the chunk")
+        except Exception as exc:
+            pytest.fail(f"rows {r0}:{r1}: {type(exc).__name__}: {exc}")
+        assert np.array_equal(got, want[r0:r1])
 
 
 def test_rows_of_forged_tree_chunks_match_decode_chunk_or_are_refused():
