@@ -10,12 +10,14 @@ and closed by that thread only); the count of removals is bumped by any thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["DirCache", "hold_dirs"]
+__all__ = ["DirCache", "cache_for", "hold_dirs", "removing"]
 
 
 class DirCache:
@@ -59,10 +61,12 @@ class DirCache:
         if getattr(_held, "cache", None) is self:
             _held.cache = None
 
-    def _pin(self, fd: int) -> None:
+    def pin(self, fd: int) -> None:
+        """Keep ``fd`` open while a block of ``_localfs._dir`` uses it."""
         self._pins[fd] = self._pins.get(fd, 0) + 1
 
-    def _unpin(self, fd: int) -> None:
+    def unpin(self, fd: int) -> None:
+        """End one use of ``fd`` (closed now if it was forgotten meanwhile)."""
         n = self._pins.pop(fd) - 1
         if n:
             self._pins[fd] = n
@@ -70,7 +74,9 @@ class DirCache:
             self._orphans.discard(fd)
             os.close(fd)
 
-    def _trim(self, keep: tuple[str, ...]) -> None:
+    def trim(self, keep: tuple[str, ...]) -> None:
+        """Close the least recently used unpinned descriptors past :attr:`SIZE`, but
+        not that of folder ``keep``."""
         for key in list(self.fds):
             if len(self.fds) <= self.SIZE:
                 break
@@ -97,7 +103,9 @@ def hold_dirs(root: Path) -> DirCache:
     return cache
 
 
-def _cache_for(root: Path) -> DirCache | None:
+def cache_for(root: Path) -> DirCache | None:
+    """This thread's :class:`DirCache` of ``root``, emptied if any thread removed
+    something since it was last used; None if this thread holds none."""
     cache = getattr(_held, "cache", None)
     if cache is None or cache.closed or cache.root != os.fspath(root):
         return None
@@ -105,3 +113,19 @@ def _cache_for(root: Path) -> DirCache | None:
         cache.flush()
         cache.removals = _removals[0]
     return cache
+
+
+@contextlib.contextmanager
+def removing() -> Iterator[None]:
+    """Around a removal from a local store: every DirCache forgets what it held (the
+    folders removed may be among them), counted before and after, so that one made or
+    refilled meanwhile is forgotten too. This thread's own is set aside meanwhile (no
+    walk inside holds, or trims, a descriptor)."""
+    held = getattr(_held, "cache", None)
+    _removals[0] += 1
+    _held.cache = None
+    try:
+        yield
+    finally:
+        _removals[0] += 1
+        _held.cache = held

@@ -68,7 +68,7 @@ from ..format import (
     MAX_METADATA_BYTES,
     MAX_NODE_METADATA_BYTES,
 )
-from ._dirs import DirCache, _cache_for, _held, _removals
+from ._dirs import DirCache, cache_for, removing
 
 __all__ = [
     "UnsafeStoreError",
@@ -223,7 +223,7 @@ def _walk(
     if cache is not None:
         # Trimmed once the walk is done: only the folder returned must stay open.
         cache.fds.move_to_end(tuple(parts))
-        cache._trim(tuple(parts))
+        cache.trim(tuple(parts))
     return fd, not owned
 
 
@@ -239,18 +239,18 @@ def _dir(
     a regular file ``NotADirectoryError``; a link or special file
     :class:`UnsafeStoreError`.
     """
-    cache = _cache_for(root)
+    cache = cache_for(root)
     fd, cached = _walk(root, parts, create, durable, cache)
     if cached:
         assert cache is not None
-        cache._pin(fd)
+        cache.pin(fd)
     try:
         yield fd
     finally:
         if not cached:
             os.close(fd)
         elif cache is not None:
-            cache._unpin(fd)
+            cache.unpin(fd)
 
 
 def _open_file(root: Path, parts: list[str], dfd: int) -> int | None:
@@ -405,7 +405,7 @@ def write_file(
         except FileNotFoundError:
             # A held folder removed meanwhile (another thread's removal not over yet):
             # reached again from the root, as it is without a DirCache.
-            cache = _cache_for(root)
+            cache = cache_for(root)
             if cache is None:
                 raise
             stack.close()
@@ -515,17 +515,8 @@ def remove(root: Path, key: str, *, durable: bool = False) -> None:
     parts = _parts(key)
     if not parts:
         raise ValueError("cannot remove the store's root folder")
-    # Every DirCache forgets what it held (the folders removed may be among them),
-    # counted before and after: one made or refilled meanwhile is forgotten too. This
-    # thread's own is set aside meanwhile (no walk here holds, or trims, a descriptor).
-    held = getattr(_held, "cache", None)
-    _removals[0] += 1
-    _held.cache = None
-    try:
+    with removing():  # every DirCache forgets what it held
         _remove(root, parts, durable)
-    finally:
-        _removals[0] += 1
-        _held.cache = held
 
 
 def _remove(root: Path, parts: list[str], durable: bool) -> None:
