@@ -612,6 +612,10 @@ class Sink:
                 )
             lay = LayerWriter(monitor, name, fields, steps, steps)
         self.layers[(monitor, name)] = lay
+        if self.run is not None:
+            # Where this run begins on the layer (format 1.7), written before its steps.
+            self.run["runs"][-1]["first"].setdefault(monitor, {})[name] = lay.next_step
+            self._run_changed()
         return lay
 
     def take(
@@ -707,10 +711,14 @@ class Sink:
             raise RuntimeError("internal error: the run description was not set")
         if attrs:
             self.run["attrs"].update(attrs)
+            self.run["runs"][-1]["attrs"].update(attrs)
         if mark is not None:
             layers, entry = mark
             self.run["marks"]["layers"].extend(layers)
             self.run["marks"]["marks"].append(entry)
+        self._run_changed()
+
+    def _run_changed(self) -> None:
         if not self.run_dirty:
             self.run_dirty = True
             self._run_since = time.monotonic()

@@ -102,7 +102,14 @@ class Recording:
         self.path = storage.path
         self.where = where
         self.closed = False
-        run = open_run(root, where, opts.attrs, opts.dt, opts.time_unit)
+        run = open_run(
+            root,
+            where,
+            opts.attrs,
+            opts.dt,
+            opts.time_unit,
+            has_records=lambda: bool(list_layers(root, where)),
+        )
         segments = SegmentOptions(
             opts.compressor,
             opts.level,
@@ -117,7 +124,7 @@ class Recording:
         # The writer thread's copy of the run description from now on (the marks' list
         # only there); self.run keeps what callers need to make marks.
         sink.run = json.loads(json.dumps(run))
-        sink.run_dirty = bool(opts.attrs) or opts.dt is not None or opts.time_unit is not None
+        sink.run_dirty = True  # this opening is a new run (format 1.7)
         sink.write_run()  # before the writer thread starts, which owns it after
         flush_interval = opts.flush_interval
         if flush_interval is None:

@@ -1,4 +1,4 @@
-"""The run description (attrs, dt, time_unit, marks): opened from the store's root,
+"""The run description (attrs, dt, time_unit, marks, runs): opened from the store's root,
 checked against what the root's metadata can hold, and changed by a writer's
 ``set_attrs`` and ``mark`` (:class:`RunDescription`).
 
@@ -15,8 +15,10 @@ import json
 import math
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from ._version import __version__
 from .format import (
     MAX_METADATA_BYTES,
     METADATA_EXPANSION,
@@ -71,11 +73,23 @@ def json_object(obj: Any, what: str) -> dict[str, Any]:
 
 
 def open_run(
-    root: Any, where: str, attrs: dict[str, Any], dt: float | None, time_unit: str | None
+    root: Any,
+    where: str,
+    attrs: dict[str, Any],
+    dt: float | None,
+    time_unit: str | None,
+    has_records: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
-    """The run description: the store's (appending) with this writer's changes;
-    refused (ValueError) if the root's metadata could not hold it."""
+    """The run description: the store's (appending) with this writer's changes and a
+    new run (format 1.7) for this opening; refused (ValueError) if the root's metadata
+    could not hold it. ``has_records`` says whether the store holds layers already
+    (asked only of a store written before runs, whose steps then become run 0)."""
     run = check_run_attrs(dict(root.attrs), where)
+    runs = run.get("runs")
+    if runs is None:
+        runs = []
+        if run["attrs"] or run["marks"]["marks"] or has_records():
+            runs.append(_run_entry(dict(run["attrs"]), None, 0))
     if dt is not None and time_unit is None:
         time_unit = run["time_unit"] or "s"
     for name, new in (("dt", dt), ("time_unit", time_unit)):
@@ -88,8 +102,26 @@ def open_run(
         if new is not None:
             run[name] = float(new) if name == "dt" else new
     run["attrs"].update(attrs)
-    check_run_size(json_size(run["attrs"]), json_size(run["marks"]), "attrs")
+    runs.append(_run_entry(dict(attrs), _now(), len(run["marks"]["marks"])))
+    run["runs"] = runs
+    check_run_size(json_size(run["attrs"]) + json_size(runs), json_size(run["marks"]), "attrs")
     return run
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _run_entry(attrs: dict[str, Any], started: str | None, marks_from: int) -> dict[str, Any]:
+    """A run of ``check_runs``: its own attrs, when it started, the index of its first
+    mark, and (filled by the writer thread) each layer's first step."""
+    return {
+        "attrs": attrs,
+        "started": started,
+        "created_by": f"spikestore {__version__}" if started is not None else None,
+        "marks_from": marks_from,
+        "first": {},
+    }
 
 
 class RunDescription:
@@ -111,8 +143,11 @@ class RunDescription:
         self._lock = threading.Lock()  # guards everything below (any caller thread)
         self.dt: float | None = run["dt"]
         self.time_unit: str | None = run["time_unit"]
-        self._attrs: dict[str, Any] = run["attrs"]
-        self._attrs_bytes = json_size(run["attrs"])
+        # This run's own attributes, and every run's merged (a later run's value winning).
+        self._attrs: dict[str, Any] = run["runs"][-1]["attrs"]
+        self._merged: dict[str, Any] = run["attrs"]
+        self._runs_bytes = json_size(run["runs"])
+        self._attrs_bytes = json_size(run["attrs"]) + self._runs_bytes
         self._marks_bytes = json_size(run["marks"])
         self._registry = registry
         self._post = post
@@ -128,7 +163,7 @@ class RunDescription:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        """The run's attributes (a copy)."""
+        """This run's attributes (a copy)."""
         with self._lock:
             return cast(dict[str, Any], json.loads(json.dumps(self._attrs)))
 
@@ -136,10 +171,13 @@ class RunDescription:
         """Add or replace run attributes (see ``StoreWriter.set_attrs``)."""
         new = json_object(attrs, "attrs")
         with self._lock:
-            size = json_size({**self._attrs, **new})
+            own = json_size({**self._attrs, **new})
+            runs = self._runs_bytes - json_size(self._attrs) + own
+            size = json_size({**self._merged, **new}) + runs
             check_run_size(size, self._marks_bytes, "set_attrs")
-            self._attrs_bytes = size
+            self._attrs_bytes, self._runs_bytes = size, runs
             self._attrs.update(new)
+            self._merged.update(new)
             self._post(attrs=new)
 
     def mark(self, values: dict[str, Any]) -> None:

@@ -59,6 +59,10 @@ its shard files a *shard header* naming the segment, the shard and its chunks'
 checksums (``spikestore._shard.shard_header``), and the root a ``store_id`` that
 changes when a store is replaced; :data:`MAX_CHUNK_BYTES` bounds what a decoded chunk may be.
 
+Format 1.7 makes runs first-class: the run description's ``runs`` lists each opening
+of a writer (``mode="a"`` included) with its own ``attrs``, the index of its first
+mark, and the step at which each layer it recorded began (:func:`check_runs`).
+
 Every format fact (names, versions, limits, metadata) is defined here once; the byte
 layout of a shard file (the sharding codec, its index and the shard header) is
 ``spikestore._shard``'s.
@@ -98,6 +102,7 @@ __all__ = [
     "DTYPES",
     "STRUCTURES",
     "RUN_KEY",
+    "check_runs",
     "LAYER_EXTRAS",
     "MAX_ATTRS_DEPTH",
     "check_run_attrs",
@@ -121,7 +126,7 @@ __all__ = [
 
 FORMAT_NAME = "spikestore"
 #: (major, minor). A reader refuses a store whose major version is newer than its own.
-FORMAT_VERSION = (1, 6)
+FORMAT_VERSION = (1, 7)
 
 #: Steps per chunk of a field's ``index`` array.
 INDEX_CHUNK = 65536
@@ -505,12 +510,46 @@ def check_run_attrs(attrs: Any, where: str) -> dict[str, Any]:
             )
         ):
             raise FormatError(f"{where}: malformed mark {str(m)[:200]}")
-    return {
+    out: dict[str, Any] = {
         "attrs": user,
         "dt": None if dt is None else float(dt),
         "time_unit": unit,
         "marks": {"layers": layers, "marks": entries},
     }
+    if "runs" in run:
+        out["runs"] = check_runs(run["runs"], len(entries), where)
+    return out
+
+
+def check_runs(runs: Any, n_marks: int, where: str) -> list[dict[str, Any]]:
+    """The run description's ``runs`` (format 1.7) validated: per opening of a writer,
+    ``{"attrs", "started", "created_by", "marks_from": index of its first mark,
+    "first": {monitor: {layer: the run's first step there}}}`` (docs/format.md, "Runs")."""
+    if not isinstance(runs, list):
+        raise FormatError(f"{where}: malformed runs")
+    previous = 0
+    for i, r in enumerate(runs):
+        if not isinstance(r, dict) or not isinstance(r.get("attrs"), dict):
+            raise FormatError(f"{where}: malformed run {i}")
+        check_attrs_depth(r["attrs"], f"{where}: run {i} attrs")
+        start = r.get("marks_from")
+        first = r.get("first")
+        if (
+            isinstance(start, bool)
+            or not isinstance(start, int)
+            or not previous <= start <= n_marks
+            or not all(isinstance(r.get(k), (str, type(None))) for k in ("started", "created_by"))
+            or not isinstance(first, dict)
+            or not all(isinstance(m, str) and isinstance(v, dict) for m, v in first.items())
+            or not all(
+                isinstance(lay, str) and isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                for v in first.values()
+                for lay, s in v.items()
+            )
+        ):
+            raise FormatError(f"{where}: malformed run {i} {str(r)[:200]}")
+        previous = start
+    return runs
 
 
 #: A field's key (format 1.6) binding its step-index chunks to their place: entry ``c``

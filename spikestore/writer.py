@@ -210,8 +210,10 @@ class StoreWriter:
         process; costs a few ms a commit (``benchmarks/bench_durable.py``).
     attrs : dict, optional
         The run's attributes (hyperparameters, a description: JSON values), kept in
-        the store (``spikestore.open(path).attrs``); :meth:`set_attrs` adds more.
-        Appending merges them into the stored ones.
+        the store; :meth:`set_attrs` adds more. Each opening of a writer
+        (``mode="a"`` included) is a new *run* with its own attributes, kept apart
+        from earlier runs' (``spikestore.open(path).runs[-1].attrs``);
+        ``spikestore.open(path).attrs`` merges every run's, a later value winning.
     dt, time_unit : float, str, optional
         The duration of one time step (of one step for single-step layers, of one
         element along the time axis for multi-step ones) and its unit (default
@@ -460,7 +462,7 @@ class StoreWriter:
     # --------------------------------------------------------- run metadata
     @property
     def attrs(self) -> dict[str, Any]:
-        """The run's attributes (a copy; change them with :meth:`set_attrs`)."""
+        """This run's attributes (a copy; change them with :meth:`set_attrs`)."""
         return self._impl.attrs
 
     @property
@@ -474,7 +476,8 @@ class StoreWriter:
 
     def set_attrs(self, **attrs: Any) -> None:
         """Add or replace run attributes (hyperparameters, a description, ...): any
-        JSON values. Readers get them as ``spikestore.open(path).attrs``; written
+        JSON values. Readers get them as ``spikestore.open(path).runs[-1].attrs``
+        (and merged over runs as ``.attrs``); written
         with the next commit (within ``flush_interval``, or at :meth:`flush`)."""
         self._impl.set_attrs(attrs)
 
@@ -484,8 +487,10 @@ class StoreWriter:
 
         Values are JSON scalars (str, int within int64, finite float, bool, None;
         NumPy and 0-d tensor scalars are converted). A mark applies from the next step
-        each layer records (for a layer first recorded later, from its step 0) and
-        keeps applying after a reopen with ``mode="a"`` until a new mark.
+        each layer records (for a layer first recorded later, from its step 0) until
+        a new mark sets the key or the run ends: a writer opened again
+        (``mode="a"``) starts a new run, whose steps have no mark values before its
+        own first mark.
         ``LayerReader.marks()`` gives the values per step and
         ``spikestore.analysis.to_xarray`` makes them coordinates
         (``da.groupby("epoch")``). Cheap enough for every step: marks are

@@ -442,7 +442,7 @@ def _mark_coords(layer: Any, arr: LayerArray | RankedArray, names: tuple[str, ..
     whose ranks marked their steps differently, else over ``step``."""
     if isinstance(arr, RankedArray):
         n = arr.shape[1]
-        per_rank = [layer.layer(r).marks() for r in arr.ranks]
+        per_rank = [_step_labels(layer.layer(r)) for r in arr.ranks]
         out: dict[str, Any] = {}
         for key in dict.fromkeys(k for m in per_rank for k in m):
             rows = [np.full(n, None, dtype=object) for _ in per_rank]
@@ -454,11 +454,22 @@ def _mark_coords(layer: Any, arr: LayerArray | RankedArray, names: tuple[str, ..
             else:
                 out[key] = (names[:2], _typed(np.stack(rows)))
         return out
-    marks = getattr(layer, "marks", None)
     return {
         key: (names[0], _typed(np.asarray(values, dtype=object)[: arr.shape[0]]))
-        for key, values in (marks() if callable(marks) else {}).items()
+        for key, values in _step_labels(layer).items()
     }
+
+
+def _step_labels(layer: Any) -> dict[str, Any]:
+    """A layer's per-step labels: ``run`` and ``call`` (``layer.runs()``), then the
+    writer's marks (a mark named ``run`` or ``call`` keeps its name and wins)."""
+    marks = getattr(layer, "marks", None)
+    out: dict[str, Any] = dict(marks() if callable(marks) else {})
+    runs = getattr(layer, "runs", None)
+    if callable(runs):
+        run, call = runs()
+        out = {"run": run.astype(object), "call": call.astype(object), **out}
+    return out
 
 
 def _typed(values: np.ndarray) -> np.ndarray:
@@ -520,7 +531,10 @@ def to_xarray(
     rank : int, optional
         For a ranked layer, that rank's layer alone (no ``rank`` dimension).
 
-    Marks the writer recorded (``writer.mark(epoch=3)``; ``layer.marks()``) become
+    Each step's ``run`` (which opening of a writer recorded it) and ``call`` (its place
+    in that run; ``layer.runs()``) are coordinates along ``step``, so
+    ``da.groupby(["run", "epoch"])`` keeps appended runs apart. Marks the writer
+    recorded (``writer.mark(epoch=3)``; ``layer.marks()``) become
     coordinates along ``step``, one per key (missing, None or NaN, at steps before
     the key was first set, which groupby leaves out), so ``da.groupby("epoch")``
     works; a mark named like a dimension or a coordinate in ``coords`` is left out.

@@ -11,6 +11,7 @@ The package has one module per job; the public names are imported from here:
 - ``_field``: :class:`FieldReader`, a field's rows decoded to tensors;
 - ``_checks``: whether what a field reads is what it opened (damage, a replaced store);
 - ``_shards``: shard checks and direct reads of spike shards;
+- ``_runs``: :class:`Run`, each opening of a writer, and a layer's steps by run;
 - ``_trees``: step and neuron indices, nested records rebuilt, steps stacked;
 - ``_pool``: the read pool (:data:`READ_THREADS`);
 - ``_ranked``: the readers of ranked stores.
@@ -28,6 +29,7 @@ from ._field import read_retrying as read_retrying
 from ._nodes import LayerReader, MonitorReader, StoreReader
 from ._pool import read_threads as read_threads
 from ._ranked import RankedLayerReader, RankedMonitorReader, RankedStoreReader
+from ._runs import Run
 from ._shards import Place as Place
 from ._source import Source, open
 from ._trees import step_indices
@@ -52,5 +54,6 @@ __all__ = [
     "RankedMonitorReader",
     "RankedLayerReader",
     "Source",
+    "Run",
     "step_indices",
 ]

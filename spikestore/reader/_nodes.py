@@ -34,7 +34,8 @@ from ..format import (
     tree_field_names,
 )
 from ..storage._localfs import walk_files
-from ._field import FieldReader
+from ._field import FieldReader, Layout
+from ._runs import Run, layer_runs, mark_resets, runs_of
 from ._source import Source, _child, _child_groups, _Location, _open_group
 from ._trees import _element, _rebuilder, _stack, step_indices
 
@@ -207,6 +208,7 @@ class StoreReader(_Monitors["MonitorReader"]):
             # The run description is optional: damage there must not hide the records.
             warnings.warn(f"{exc}; the store's attrs, dt and marks are ignored", stacklevel=2)
             self.run = check_run_attrs({}, self._where)
+        self._runs = runs_of(self.run)
         monitors: dict[str, MonitorReader] = {}
         damaged: dict[str, str] = {}
         for key, grp in _child_groups(self._root, self._where, damaged):
@@ -230,8 +232,16 @@ class StoreReader(_Monitors["MonitorReader"]):
     @property
     def attrs(self) -> dict[str, Any]:
         """The run's attributes (``StoreWriter(attrs=...)``, ``writer.set_attrs``; format
-        1.5): free JSON, empty for older stores."""
+        1.5): free JSON, empty for older stores. Every run's merged, a later run's value
+        winning; each run's own are ``runs[i].attrs``."""
         return self.run["attrs"]
+
+    @property
+    def runs(self) -> tuple[Run, ...]:
+        """Each opening of a writer, in order (format 1.7; a store written before is one
+        run): its own ``attrs``, when it ``started``, and where it began on each layer
+        (:class:`~spikestore.reader.Run`). ``layer.runs()`` numbers a layer's steps."""
+        return self._runs
 
     @property
     def dt(self) -> float | None:
@@ -258,7 +268,15 @@ class StoreReader(_Monitors["MonitorReader"]):
         # run up to the next start, once (marks x steps would be quadratic).
         starts: dict[str, list[tuple[int, Any]]] = {}
         key, where = str(j), 0
-        for m in marks["marks"]:
+        # A run's steps start with no values (its marks are its own).
+        resets = mark_resets(self._runs, monitor, layer)
+        for i, m in enumerate([*marks["marks"], None]):
+            if i in resets:
+                where = max(where, resets[i])
+                for runs in starts.values():
+                    runs.append((min(where, steps), None))
+            if m is None:
+                break
             # A layer the mark leaves out starts where it did for the previous mark
             # (step 0 before any): it recorded nothing in between.
             where = int(m["at"].get(key, where))
@@ -463,6 +481,13 @@ class LayerReader(Sequence[Any]):
         key an object array of ``len(self)`` values, None before its first mark."""
         return self._monitor.store.marks(self.monitor, self.name, len(self))
 
+    def runs(self) -> np.ndarray:
+        """Per step, ``(run, call)`` as a ``(2, len(self))`` int64 array: the run
+        (``store.runs``) that recorded it and its place in that run. A monitor's layers
+        record once per forward call, so its layers' steps of one call share
+        ``(run, call)``, even after an interrupted run left them out of step."""
+        return layer_runs(self._monitor.store.runs, self.monitor, self.name, len(self))
+
     def __len__(self) -> int:
         return min((f.committed for f in self.fields), default=0)
 
@@ -474,16 +499,36 @@ class LayerReader(Sequence[Any]):
 
     @property
     def dtype(self) -> torch.dtype | None:
-        from ..codecs import torch_dtype
-
-        segs = self.segments
-        return torch_dtype(segs[0]["dtype"]) if segs else None
+        """The dtype the records of the first field read in together: the recorded one,
+        or where it changed between steps (an eval pass under ``torch.autocast``, a
+        ``net.double()`` phase) the common one (:attr:`FieldReader.dtype`), which
+        ``layer[a:b]`` stacks in; each step alone reads in its own (:attr:`shapes`).
+        None before the first commit."""
+        fields = self.fields
+        return fields[0].dtype if fields else None
 
     @property
     def shape(self) -> tuple[int, ...] | None:
-        """Record shape when every step has the same one, else None."""
-        shapes = {tuple(s["shape"]) for s in self.segments}
-        return shapes.pop() if len(shapes) == 1 else None
+        """The shape of the first field's tensor records when they all have one (steps
+        that recorded a Python number or ``None`` left out), else None: then
+        :attr:`shapes` lists each shape with its steps."""
+        fields = self.fields
+        shapes = fields[0].tensor_shapes() if fields else []
+        if not shapes and fields and fields[0].segments:
+            return ()  # Python numbers only
+        return shapes[0] if len(shapes) == 1 else None
+
+    @property
+    def shapes(self) -> list[Layout]:
+        """Each shape and dtype the first field's records have, with the steps that
+        recorded it: a list of :class:`Layout` ``(shape, dtype, steps)`` in order of
+        first appearance. Steps that recorded ``None`` or a Python number join the
+        tensor step before them (see :meth:`FieldReader.layouts`); the same list as
+        ``spikestore.analysis.shapes(layer, dtypes=True)``. Reads the step index."""
+        fields = self.fields
+        if not fields:
+            return []
+        return fields[0].layouts(np.arange(len(self), dtype=np.int64), dtypes=True)
 
     @property
     def encodings(self) -> list[str]:

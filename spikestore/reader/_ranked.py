@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..format import FormatError, check_root_attrs, rank_key, root_ranks
+from ._field import common_dtype
 from ._nodes import LayerReader, StoreReader, _Layers, _Monitors
 from ._source import Source, _child_groups, _Location, _open_group
 from ._trees import _stack, step_indices
@@ -102,6 +103,14 @@ class RankedStoreReader(_Monitors["RankedMonitorReader"]):
         """The run's attributes, as the lowest rank stored them (each rank's store has
         its own: ``rank(r).attrs``)."""
         return self._first_run("attrs") or {}
+
+    @property
+    def runs(self) -> tuple[Any, ...]:
+        """The runs (``StoreReader.runs``) as the lowest rank stored them (each rank's
+        store has its own: ``rank(r).runs``)."""
+        for rd in self._readers.values():
+            return rd.runs
+        return ()
 
     @property
     def dt(self) -> float | None:
@@ -239,8 +248,10 @@ class RankedLayerReader(Sequence[Any]):
 
     @property
     def dtype(self) -> torch.dtype | None:
-        dtypes = {lay.dtype for lay in self._layers.values()} - {None}
-        return dtypes.pop() if len(dtypes) == 1 else None
+        """The dtype the ranks' records read in together (:func:`common_dtype` of each
+        rank's :attr:`LayerReader.dtype`), None before any commit."""
+        dtypes = [d for d in (lay.dtype for lay in self._layers.values()) if d is not None]
+        return common_dtype(dtypes) if dtypes else None
 
     @property
     def encodings(self) -> list[str]:

@@ -182,21 +182,26 @@ def test_marks_apply_per_layer_from_the_next_step(tmp_path):
     assert c["epoch"].tolist() == [1] and c["phase"].tolist() == ["eval"]  # first recorded later
 
 
-def test_marks_continue_across_an_appended_run(tmp_path):
+def test_marks_are_a_runs_own(tmp_path):
+    """Each opening of a writer is a run whose steps start with no mark values: a mark
+    of one run never labels another's steps (format 1.7)."""
     path = tmp_path / "s"
     with spikestore.StoreWriter(path) as w:
-        w.mark(run=0)
+        w.mark(epoch=0)
         for _ in range(3):
             w.append("out", "a", torch.zeros(2))
             w.append("out", "b", torch.zeros(2))
     with spikestore.StoreWriter(path, mode="a") as w:
-        w.mark(run=1)  # b is not recorded in this run: its later steps would be marked
+        w.mark(epoch=1)  # b is not recorded in this run
         w.append("out", "a", torch.zeros(2))
     with spikestore.StoreWriter(path, mode="a") as w:
         w.append("out", "b", torch.zeros(2))
+        w.append("out", "a", torch.zeros(2))
     out = spikestore.open(path)["out"]
-    assert out["a"].marks()["run"].tolist() == [0, 0, 0, 1]
-    assert out["b"].marks()["run"].tolist() == [0, 0, 0, 1]
+    assert out["a"].marks()["epoch"].tolist() == [0, 0, 0, 1, None]
+    assert out["b"].marks()["epoch"].tolist() == [0, 0, 0, None]
+    assert out["a"].runs().tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 0, 0]]
+    assert out["b"].runs().tolist() == [[0, 0, 0, 2], [0, 1, 2, 0]]
 
 
 def test_a_mark_per_step_is_written_with_the_commits(tmp_path):
