@@ -392,7 +392,8 @@ _NO_KEYS: frozenset[tuple[Any, ...]] = frozenset()
 
 @dataclass
 class FieldSpec:
-    """What a field holds, fixed by its first non-None value."""
+    """What a field holds: its kind and rank, fixed by its first non-None value, and
+    the dtype of its latest record (a dtype change starts a segment)."""
 
     kind: str | None = None  # "tensor" or "number"
     dtype: str | None = None
@@ -401,7 +402,7 @@ class FieldSpec:
 
 @dataclass
 class Schema:
-    """A layer's record structure and each field's kind, dtype and rank."""
+    """A layer's record structure and each field's kind, rank and latest dtype."""
 
     structure: str | None = None  # None until the first record is accepted
     specs: list[FieldSpec] = field(default_factory=list)
@@ -441,13 +442,16 @@ class Schema:
                 out.append(spec)
                 continue
             name = dtype_name(t.dtype)
-            if (leaf.kind, name, t.dim()) != (spec.kind, spec.dtype, spec.ndim):
+            # A dtype change (an eval pass under autocast, ``net.double()``) is like a
+            # shape change: the record goes to a segment of its own dtype. The rank is
+            # what the layer's dims and time axis describe, and it stays.
+            if (leaf.kind, t.dim()) != (spec.kind, spec.ndim):
                 raise RecordError(
-                    f"cannot record {where} (field {i}): the layer holds {spec.kind}s of dtype "
-                    f"{spec.dtype} and rank {spec.ndim}, got a {leaf.kind} of dtype {name} and "
-                    f"rank {t.dim()}"
+                    f"cannot record {where} (field {i}): the layer holds {spec.kind}s of rank "
+                    f"{spec.ndim} (dtype {spec.dtype}), got a {leaf.kind} of rank {t.dim()} "
+                    f"(dtype {name}, shape {tuple(t.shape)}); record it into a new layer"
                 )
-            out.append(spec)
+            out.append(spec if name == spec.dtype else FieldSpec(spec.kind, name, spec.ndim))
         return out
 
     def new_segments(
@@ -470,8 +474,9 @@ class Schema:
                     raise RecordError(
                         f"cannot record {where} (field {i}): the field holds {len(known)} "
                         f"segments, one per distinct dtype and shape of its records, and a "
-                        f"field may hold {limit}; record shape {st.shape} is one more "
-                        "(pad records to a few shapes, or record into a new layer)"
+                        f"field may hold {limit}; record shape {st.shape} "
+                        f"({dtype_name(st.dtype)}) is one more (pad records to a few shapes, "
+                        "or record into a new layer)"
                     )
                 new.append((i, key))
         return new

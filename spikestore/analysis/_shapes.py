@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..codecs import dtype_name
 from ..reader import FieldReader
 from ._ranks import per_rank
 from ._select import (
@@ -29,46 +30,10 @@ from ._select import (
 __all__ = ["shapes", "record_shape", "unravel", "time_flat"]
 
 
-def _tensor_shapes(fld: FieldReader) -> list[tuple[int, ...]]:
-    """The tensor shapes among a field's segments (Python numbers left out), in order."""
-    out: list[tuple[int, ...]] = []
-    for s in fld.segments:
-        shape = tuple(s["shape"])
-        if not s.get("python_scalar", False) and shape not in out:
-            out.append(shape)
-    return out
-
-
 def _groups(fld: FieldReader, sel: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
     """``(shape, steps)`` for each tensor shape of the selected steps, in order of first
-    appearance. A step that recorded ``None`` or a Python number joins the group of the
-    nearest tensor step before it (after it, for steps before the first); with no
-    tensor step at all, Python numbers are shape ``()`` and ``None`` alone gives []."""
-    if not sel.size:
-        return []
-    segs = fld.segments
-    lo, hi = int(sel.min()), int(sel.max()) + 1
-    seg_of = fld.index(lo, hi)[sel - lo, 0]
-    known = _tensor_shapes(fld)
-    # Group id per segment; the extra last entry is the one index -1 (None) picks.
-    lut = np.array(
-        [
-            -1 if s.get("python_scalar", False) else known.index(tuple(s["shape"]))
-            for s in segs
-        ]
-        + [-1],
-        dtype=np.int64,
-    )
-    gid = lut[seg_of]
-    valid = gid >= 0
-    if not valid.any():
-        return [((), sel)] if bool((seg_of >= 0).any()) else []
-    pos = np.maximum.accumulate(np.where(valid, np.arange(len(gid)), 0))
-    first = int(np.argmax(valid))
-    pos[:first] = first
-    filled = gid[pos]
-    order = sorted(set(filled.tolist()), key=lambda g: int(np.argmax(filled == g)))
-    return [(known[g], sel[filled == g]) for g in order]
+    appearance (:meth:`FieldReader.layouts`)."""
+    return [(g.shape, g.steps) for g in fld.layouts(sel)]
 
 
 def _only_none(layer: Any, sel: np.ndarray) -> ValueError:
@@ -99,7 +64,7 @@ def _plan(
     the largest; without, a ValueError (``what`` names the caller for the message).
     Any other mix: a ValueError listing the shapes and their steps.
     """
-    known = _tensor_shapes(fld)
+    known = fld.tensor_shapes()
     if len(known) == 1:
         return known[0], False
     if not known:
@@ -143,8 +108,8 @@ def _plan(
 
 
 def shapes(
-    layer: Any, field: int | str = 0, *, steps: Any = None
-) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    layer: Any, field: int | str = 0, *, steps: Any = None, dtypes: bool = False
+) -> list[Any]:
     """The record shapes of a layer, each with the steps that recorded it.
 
     Returns a list of ``(shape, steps)``, shapes in the order they first appear and
@@ -154,17 +119,27 @@ def shapes(
     together cover every selected step; a layer that recorded only Python numbers
     has the one shape ``()``, and one that recorded only ``None`` none at all.
 
+    With ``dtypes=True`` a dtype change (an eval pass under ``torch.autocast``, a
+    ``net.double()`` phase) splits too: each entry is a :class:`~spikestore.reader.Layout`
+    ``(shape, dtype, steps)``, the same list as ``layer.shapes`` for field 0. Analyses
+    read records of several dtypes in their common one (``layer.field(f).dtype``:
+    torch's promotion, float64 where torch has none).
+
     For a ranked layer pass one rank's layer (``layer.layer(r)``).
 
     Examples
     --------
     >>> for shape, st in shapes(store["output"]["sn1"]):           # doctest: +SKIP
     ...     counts = spike_counts(store["output"]["sn1"], st)      # doctest: +SKIP
+    >>> for shape, dtype, st in shapes(layer, dtypes=True):        # doctest: +SKIP
+    ...     print(shape, dtype, len(st))                           # doctest: +SKIP
     """
     if ranks_of(layer) is not None:
         raise TypeError(f"layer {layer.name!r} is a ranked layer: pass layer.layer(rank)")
     sel = step_selection(layer, steps)
     fld = _field(layer, field)
+    if dtypes:
+        return fld.layouts(sel, dtypes=True)
     return _groups(fld, sel)
 
 
@@ -197,11 +172,11 @@ def record_shape(
 
 
 def _field_dtype(fld: FieldReader) -> str:
-    tensors = [s for s in fld.segments if not s.get("python_scalar", False)]
-    segs = tensors or fld.segments
-    if not segs:
-        return "float32"
-    return segs[0]["dtype"]
+    """The one dtype an analysis reads a field's records in (:attr:`FieldReader.dtype`:
+    the recorded one, promoted where it changed between steps)."""
+    dtype = fld.dtype
+    return "float32" if dtype is None else dtype_name(dtype)
+
 
 class _Layout(NamedTuple):
     """How a neuron selection reads a window: the shape read at, the time axis (or

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,9 +43,46 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FieldReader",
+    "Layout",
     "MAX_STEPS",
+    "common_dtype",
     "read_retrying",
 ]
+
+
+class Layout(NamedTuple):
+    """Records of one shape (and dtype) and the steps that recorded them: an entry of
+    :attr:`LayerReader.shapes` and of ``spikestore.analysis.shapes(layer, dtypes=True)``.
+
+    ``dtype`` is the records' torch dtype (None in a listing by shape alone);
+    ``steps`` an int64 array of step indices, in the order selected.
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype | None
+    steps: np.ndarray
+
+
+def common_dtype(dtypes: Any) -> torch.dtype:
+    """The one dtype records of ``dtypes`` (torch dtypes or the format's names) are read
+    together in: torch's promotion of them (a bfloat16 eval pass in a float32 run:
+    float32; a ``net.double()`` phase: float64), float64 where torch has no common type
+    (float8 kinds with others, uint16..uint64 with signed integers)."""
+    from ..codecs import torch_dtype
+
+    out: torch.dtype | None = None
+    for d in dtypes:
+        d = torch_dtype(d) if isinstance(d, str) else d
+        if out is None or out == d:
+            out = d
+            continue
+        try:
+            out = torch.promote_types(out, d)
+        except RuntimeError:
+            return torch.float64
+    if out is None:
+        raise ValueError("no dtype to promote")
+    return out
 
 
 def read_retrying(read: Callable[..., Any], *args: Any) -> np.ndarray:
@@ -138,6 +175,73 @@ class FieldReader:
         self.committed = meta["committed_steps"]
         self.segments = meta["segments"]
         self._checks.opened(meta, f"{self.where} field {i}")
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The dtype the field's records read in together (:func:`common_dtype` of its
+        tensor segments; of its Python numbers where it recorded no tensor), None
+        before its first commit. One step reads back in the dtype it was recorded in
+        (``layer.shapes`` lists each)."""
+        tensors = [s["dtype"] for s in self.segments if not s.get("python_scalar", False)]
+        names = tensors or [s["dtype"] for s in self.segments]
+        return common_dtype(names) if names else None
+
+    def _kinds(self, dtypes: bool) -> tuple[list[tuple[Any, ...]], np.ndarray]:
+        """The distinct tensor layouts of the segments (``(shape,)``, or ``(shape,
+        dtype)`` with ``dtypes``) in segment order, and each segment's position among
+        them (-1 for Python numbers), one more -1 at the end for index entry -1."""
+        known: list[tuple[Any, ...]] = []
+        lut = []
+        for s in self.segments:
+            if s.get("python_scalar", False):
+                lut.append(-1)
+                continue
+            key = (tuple(s["shape"]), s["dtype"]) if dtypes else (tuple(s["shape"]),)
+            if key not in known:
+                known.append(key)
+            lut.append(known.index(key))
+        return known, np.array([*lut, -1], dtype=np.int64)
+
+    def layouts(self, steps: np.ndarray, *, dtypes: bool = False) -> list[Layout]:
+        """The tensor shapes (and with ``dtypes``, dtypes) of the given steps, each with
+        its steps, in order of first appearance.
+
+        A step that recorded ``None`` or a Python number joins the layout of the
+        nearest tensor step before it (after it, for steps before the first), so the
+        layouts together cover every step given; with no tensor step at all, Python
+        numbers are shape ``()`` (dtype that of the first) and ``None`` alone gives [].
+        """
+        from ..codecs import torch_dtype
+
+        steps = np.asarray(steps, dtype=np.int64)
+        if not steps.size:
+            return []
+        lo, hi = int(steps.min()), int(steps.max()) + 1
+        seg_of = self.index(lo, hi)[steps - lo, 0]
+        known, lut = self._kinds(dtypes)
+        gid = lut[seg_of]
+        valid = gid >= 0
+        if not valid.any():
+            if not bool((seg_of >= 0).any()):
+                return []
+            first = self.segments[int(seg_of[seg_of >= 0][0])]
+            return [Layout((), torch_dtype(first["dtype"]) if dtypes else None, steps)]
+        pos = np.maximum.accumulate(np.where(valid, np.arange(len(gid)), 0))
+        first_valid = int(np.argmax(valid))
+        pos[:first_valid] = first_valid
+        filled = gid[pos]
+        order = sorted(set(filled.tolist()), key=lambda g: int(np.argmax(filled == g)))
+        return [
+            Layout(
+                known[g][0], torch_dtype(known[g][1]) if dtypes else None, steps[filled == g]
+            )
+            for g in order
+        ]
+
+    def tensor_shapes(self) -> list[tuple[int, ...]]:
+        """The distinct shapes of the field's tensor records (Python numbers left out),
+        in segment order."""
+        return [k[0] for k in self._kinds(False)[0]]
 
     # -- summaries
     def _summary_array(self, name: str) -> Any:

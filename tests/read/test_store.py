@@ -184,8 +184,8 @@ def test_bad_input_names_monitor_layer_step_and_keeps_data(tmp_path):
         w.append("output", "sn1", torch.ones(4, dtype=torch.complex64))
     with pytest.raises(TypeError, match=r"monitor 'output', layer 'sn1', step 3.*str"):
         w.append("output", "sn1", "hello")
-    with pytest.raises(RecordError, match=r"step 3.*dtype float32 and rank 1.*float64"):
-        w.append("output", "sn1", torch.ones(4, dtype=torch.float64))
+    with pytest.raises(RecordError, match=r"step 3.*rank 1 \(dtype float32\).*rank 2"):
+        w.append("output", "sn1", torch.ones(4, 1, dtype=torch.float64))
     with pytest.raises(TypeError, match=r"layer 'new', step 0.*set"):
         w.append("output", "new", {"a", "b"})
     with pytest.raises(RecordError, match=r"layer 'new', step 0.*str keys"):
