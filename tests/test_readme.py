@@ -77,9 +77,13 @@ class Block:
     text: str
     line: int  # README line of the block's first line of code
 
-    def padded(self) -> str:
-        """The code, preceded by blank lines so that tracebacks give README lines."""
-        return "\n" * (self.line - 1) + self.text
+    def exec_line(self) -> str:
+        """A line of Python that runs the block: tracebacks give README.md's lines."""
+        return _exec_line(self.text, self.line)
+
+
+def _exec_line(code: str, line: int) -> str:
+    return f"exec(compile('\\n' * {line - 1} + {code!r}, 'README.md', 'exec'))"
 
 
 def readme_blocks() -> list[Block]:
@@ -91,21 +95,31 @@ def readme_blocks() -> list[Block]:
     return blocks
 
 
+def _matches(block: Block, lang: str, start: str) -> bool:
+    return block.lang == lang and block.text.startswith(start)
+
+
 def planned(kind: str) -> list[Block]:
-    blocks = readme_blocks()
-    assert len(blocks) == len(PLAN), "README's blocks and PLAN differ: see the next test"
-    return [b for b, (_, _, how) in zip(blocks, PLAN, strict=True) if how == kind]
+    """The README blocks PLAN tests as ``kind``, in order (a block PLAN lacks is
+    passed over here and fails ``test_every_readme_block_is_planned``)."""
+    blocks, out = iter(readme_blocks()), list[Block]()
+    for lang, start, how in PLAN:
+        block = next((b for b in blocks if _matches(b, lang, start)), None)
+        assert block is not None, f"README.md has no {lang} block starting {start!r}"
+        if how == kind:
+            out.append(block)
+    return out
 
 
 def test_every_readme_block_is_planned() -> None:
     blocks = readme_blocks()
     got = [(b.lang, b.text.splitlines()[0], b.line) for b in blocks]
-    assert len(blocks) == len(PLAN), f"README has {len(blocks)} blocks, PLAN {len(PLAN)}: {got}"
-    for (lang, first, line), (want_lang, start, how) in zip(got, PLAN, strict=True):
+    for (lang, first, line), (want_lang, start, how) in zip(got, PLAN, strict=False):
         assert lang == want_lang and first.startswith(start), (
             f"README.md:{line}: a {lang} block starting {first!r} is not the planned "
             f"{want_lang} block starting {start!r} ({how}): add it to PLAN and test it"
         )
+    assert len(blocks) == len(PLAN), f"README has {len(blocks)} blocks, PLAN {len(PLAN)}: {got}"
 
 
 # ------------------------------------------------------------------ install lines
@@ -188,19 +202,16 @@ def _session_script(blocks: list[Block]) -> str:
         lines = b.text.splitlines()
         snn = [i for i, ln in enumerate(lines) if "snnTorch" in ln]
         if not snn:
-            parts.append(f"exec(compile({b.padded()!r}, 'README.md', 'exec'))")
+            parts.append(b.exec_line())
             continue
         # Only this line reads the snnTorch store: run it with `store` bound to it.
         (i,) = snn
-        head = "\n" * (b.line - 1) + "\n".join(lines[:i])
-        one = "\n" * (b.line - 1 + i) + lines[i]
-        tail = "\n" * (b.line + i) + "\n".join(lines[i + 1 :])
         parts += [
-            f"exec(compile({head!r}, 'README.md', 'exec'))",
+            _exec_line("\n".join(lines[:i]), b.line),
             "_readme_store, store = store, spikestore.open('snntorch/run.spikes')",
-            f"exec(compile({one!r}, 'README.md', 'exec'))",
+            _exec_line(lines[i], b.line + i),
             "store = _readme_store",
-            f"exec(compile({tail!r}, 'README.md', 'exec'))",
+            _exec_line("\n".join(lines[i + 1 :]), b.line + i + 1),
         ]
     return "\n".join(parts) + "\n"
 
@@ -255,7 +266,7 @@ def test_s3_block_and_command_line_block(
     s3_dir = tmp_path / "s3"
     s3_dir.mkdir()
     script = "import spikestore, torch\n" + (
-        f"exec(compile({_s3_block(s3, url).padded()!r}, 'README.md', 'exec'))\n"
+        f"{_s3_block(s3, url).exec_line()}\n"
         "w.append('output', 'sn1', torch.rand(4, 10) < 0.5)\n"  # something for info to show
         "w.close()\n"
     )
@@ -269,14 +280,21 @@ def test_s3_block_and_command_line_block(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     (block,) = planned("cli")
     outputs = []
-    for line in block.text.splitlines():
+    for k, line in enumerate(block.text.splitlines()):
+        where = f"README.md:{block.line + k}: {line!r}"
         line = line.replace("http://127.0.0.1:9000", s3.endpoint_url)
         line = line.replace("s3://bucket/run", url)
         argv = shlex.split(line, comments=True)
-        assert argv[0] == "spikestore", line
+        assert argv[0] == "spikestore", where
         capsys.readouterr()
-        assert main(argv[1:]) == 0, line
-        outputs.append(capsys.readouterr().out)
+        status: int | str | None
+        try:
+            status = main(argv[1:])
+        except SystemExit as exc:  # argparse's exit on a bad argument
+            status = exc.code
+        out, err = capsys.readouterr()
+        assert status == 0, f"{where} exited {status}: {err[-2000:]}"
+        outputs.append(out)
     demo, info, info_json, info_s3, export = outputs
     assert "demo.spikes" in demo and "demo.spikes" in info
     assert json.loads(info_json)
