@@ -1,0 +1,175 @@
+"""The viewer in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``) driven by selenium loads the page over a store that a writer is
+appending to, and checks that the layers are listed, the charts drawn, and new steps
+shown as they are committed. Screenshots go to pytest's ``tmp_path`` (and, when the
+environment variable ``SPIKESTORE_VIEW_SCREENSHOTS`` names a folder, there too).
+
+Skipped, saying why, where the view extra, selenium, chromium or chromedriver is
+missing; ``.ci/run`` installs them all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import spikestore
+
+pytest.importorskip("starlette", reason="the view extra (starlette) is not installed")
+pytest.importorskip("uvicorn", reason="the view extra (uvicorn) is not installed")
+pytest.importorskip("plotly", reason="the view extra (plotly) is not installed")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed (pip install selenium)"
+)
+
+from spikestore.view import Viewer  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+if CHROMIUM is None or DRIVER is None:
+    pytest.skip(
+        "no headless browser: install Debian's chromium and chromium-driver "
+        "(apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
+
+T, N = 4, 64
+
+
+class LiveRun:
+    """A writer appending LIF spikes and membrane potentials ``[T, N]`` in a thread,
+    with an ``epoch`` mark every 200 steps, until stopped."""
+
+    def __init__(self, path: Path, first: int) -> None:
+        self.writer = spikestore.StoreWriter(path, flush_interval=0.2, dt=1.0, time_unit="ms")
+        self.g = torch.Generator().manual_seed(0)
+        self.v = torch.zeros(N)
+        self.drive = torch.linspace(0.05, 0.35, N)
+        self.step = 0
+        for _ in range(first):
+            self.record()
+        self.writer.flush()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def record(self) -> None:
+        if self.step % 200 == 0:
+            self.writer.mark(epoch=self.step // 200)
+        wave = 1 + 0.8 * torch.sin(torch.tensor(self.step / 60.0))
+        vs, ss = [], []
+        for _ in range(T):
+            noise = 0.15 * torch.randn(N, generator=self.g)
+            self.v = 0.85 * self.v + self.drive * wave + noise
+            s = (self.v >= 1.0).float()
+            vs.append(self.v.clone())
+            ss.append(s)
+            self.v = self.v * (1 - s)
+        self.writer.append("output", "lif1", torch.stack(ss), time_axis=0, dims=("time", "neuron"))
+        self.writer.append("v_seq", "lif1", torch.stack(vs), time_axis=0, units="mV")
+        self.step += 1
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for _ in range(20):
+                self.record()
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.writer.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[LiveRun, Viewer]]:
+    run = LiveRun(tmp_path / "live.spikes", first=900)
+    viewer = Viewer(tmp_path / "live.spikes")
+    run.thread.start()
+    try:
+        yield run, viewer
+    finally:
+        viewer.close()
+        run.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", "--hide-scrollbars"):  # fmt: skip
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=opts, service=Service(DRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _shot(driver: Any, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    driver.save_screenshot(str(path))
+    out = os.environ.get("SPIKESTORE_VIEW_SCREENSHOTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(out) / path.name)
+    return path
+
+
+def test_the_page_follows_a_store_being_written(live, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    _, viewer = live
+    browser.get(viewer.url)
+    layers = _wait(
+        lambda: browser.find_elements(By.CSS_SELECTOR, "#layers .layer") or None, 20, "the layers"
+    )
+    names = [e.get_attribute("data-key") for e in layers]
+    assert names == ["output/lif1", "v_seq/lif1"]
+    assert all(e.find_elements(By.TAG_NAME, "polyline") for e in layers)  # sparklines
+
+    def steps() -> int:
+        text = browser.find_element(By.ID, "ov-title").get_attribute("data-steps")
+        return int(text) if text else 0
+
+    first = _wait(steps, 20, "the overview")
+    assert first >= 900
+    _wait(lambda: "spikes" in browser.find_element(By.ID, "raster-title").text, 10, "the raster")
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#traces .scatterlayer, #traces canvas"),
+          10, "the traces")  # fmt: skip
+    assert "writer active" in browser.find_element(By.ID, "writer").text
+    _shot(browser, tmp_path, "view-live")
+    later = _wait(lambda: steps() > first and steps(), 15, "new steps on the page")
+    assert later > first
+    assert "spikes from output / lif1" in browser.find_element(By.ID, "trace-note").text
+    # Zoom into 100 steps: every step its own bin, the raster and traces of that window.
+    browser.execute_script("Plotly.relayout('overview', {'xaxis.range': [99.5, 199.5]})")
+    _wait(lambda: "every step" in browser.find_element(By.ID, "ov-note").text, 10, "the zoom")
+    _wait(lambda: "steps 100\u2013200" in browser.find_element(By.ID, "raster-title").text, 10,
+          "the raster of the window")  # fmt: skip
+    _shot(browser, tmp_path, "view-zoomed")
+    assert browser.find_element(By.ID, "error").text == ""
+    severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert severe == []
