@@ -306,3 +306,56 @@ def test_ddp_block_is_the_one_torchrun_runs() -> None:
     (b,) = planned("torchrun")
     text = (REPO / "tests" / "test_scaling_docs.py").read_text()
     assert "# ddp_demo.py" in b.text and r'```python\n(# ddp_demo.py\n.*?)```' in text
+
+
+# ------------------------------------------------------------------ names in the prose
+def _prose_spans() -> list[tuple[int, str]]:
+    """``code`` spans outside the fenced blocks, with their README lines."""
+    text = re.sub(r"^```.*?^```", lambda m: "\n" * m.group().count("\n"), README.read_text(),
+                  flags=re.M | re.S)  # fmt: skip
+    return [(text.count("\n", 0, m.start()) + 1, m.group(1))
+            for m in re.finditer(r"`([^`\n]+)`", text)]  # fmt: skip
+
+
+def test_names_in_the_readme_prose_exist() -> None:
+    """The API the prose names inline (``layer.lengths``, ``StoreWriter(..., precision=N)``,
+    ``every=k``) exists: those spans are not run, so a rename would go unnoticed."""
+    import inspect
+
+    import spikestore
+    from spikestore import analysis, export
+    from spikestore.monitor import BaseMonitor, OutputMonitor
+    from spikestore.reader import LayerReader, RankedLayerReader, RankedStoreReader, StoreReader
+
+    plot = pytest.importorskip("spikestore.plot")
+    owners: dict[str, tuple[object, ...]] = {
+        "spikestore": (spikestore,), "analysis": (analysis,), "export": (export,),
+        "plot": (plot,), "store": (StoreReader, RankedStoreReader),
+        "layer": (LayerReader, RankedLayerReader), "monitor": (BaseMonitor,),
+        "w": (spikestore.StoreWriter,), "writer": (spikestore.StoreWriter,),
+    }  # fmt: skip
+    writer_args = set(inspect.signature(spikestore.StoreWriter).parameters)
+    monitor_args = set(inspect.signature(OutputMonitor).parameters)
+    monitor_args |= set(inspect.signature(BaseMonitor).parameters)
+    checked, missing = 0, []
+    headings = {n + 1: ln for n, ln in enumerate(README.read_text().splitlines())
+                if ln.startswith("## ")}  # fmt: skip
+    for line, span in _prose_spans():
+        section = max(((n, h) for n, h in headings.items() if n <= line), default=(0, ""))[1]
+        for obj, name in re.findall(r"\b(\w+)\.([a-z_]\w*)\b", span):
+            if obj in owners and not span.endswith((".md", ".py", ".ipynb")):
+                checked += 1
+                if not any(hasattr(o, name) for o in owners[obj]):
+                    missing.append(f"README.md:{line}: `{span}`: no {obj}.{name}")
+        call = re.fullmatch(r"StoreWriter\((.*)\)", span)
+        for name in re.findall(r"\b(\w+)=", call.group(1)) if call else []:
+            checked += 1
+            if name not in writer_args:
+                missing.append(f"README.md:{line}: `{span}`: StoreWriter takes no {name}=")
+        bare = re.fullmatch(r"(\w+)=\S*", span)
+        if bare and section.startswith("## Monitors"):
+            checked += 1
+            if bare.group(1) not in monitor_args:
+                missing.append(f"README.md:{line}: `{span}`: monitors take no {bare.group(1)}=")
+    assert not missing, "\n".join(missing)
+    assert checked > 20
