@@ -1,5 +1,5 @@
-"""Command line: ``spikestore info PATH``, ``spikestore demo [PATH]`` and
-``spikestore export PATH OUT``.
+"""Command line: ``spikestore info PATH``, ``spikestore demo [PATH]``,
+``spikestore export PATH OUT`` and ``spikestore view PATH``.
 
 Every failure prints one line on stderr, never a traceback: a bad argument gives
 argparse's usage line and ``spikestore <command>: error: ...`` with exit status 2;
@@ -64,7 +64,8 @@ def info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, 
 
     ``run`` has the run's ``attrs``, ``dt``, ``time_unit`` and ``marks`` (format 1.5;
     ``{"count": marks made, "keys": {key: marks that set it}}``, empty without
-    marks); rows come in the store's order (each monitor's layers in call order for
+    marks) and ``runs`` (format 1.7: each writer opening's ``index``, ``started``,
+    own ``attrs`` and ``steps``, the most it recorded on a layer); rows come in the store's order (each monitor's layers in call order for
     format 1.5) with the layer's ``dims`` and ``units`` (None where unknown).
 
     Each row has ``bytes`` (all the layer takes, metadata included),
@@ -122,7 +123,26 @@ def _run_info(store: Any) -> dict[str, Any]:
         "dt": getattr(store, "dt", None),
         "time_unit": getattr(store, "time_unit", None),
         "marks": _marks_info(store),
+        "runs": _runs_info(store),
     }
+
+
+def _runs_info(store: Any) -> list[dict[str, Any]]:
+    """Each run (format 1.7; a store before it is one run): its index, when it
+    started, its own attrs, and the most steps it recorded on any layer."""
+    import numpy as np
+
+    runs = getattr(store, "runs", ())
+    if not runs:
+        return []
+    steps = np.zeros(len(runs), dtype=np.int64)
+    for layer in store.layers():
+        counts = np.bincount(layer.runs()[0], minlength=len(runs))[: len(runs)]
+        steps = np.maximum(steps, counts)
+    return [
+        {"index": r.index, "started": r.started, "attrs": r.attrs, "steps": int(n)}
+        for r, n in zip(runs, steps, strict=True)
+    ]
 
 
 def _marks_info(store: Any) -> dict[str, Any]:
@@ -257,10 +277,20 @@ def _run_lines(run: dict[str, Any]) -> list[str]:
         text = json.dumps(run["attrs"], separators=(", ", ": "), default=str)
         if len(text) > 200:
             text = text[:197] + "... (--json shows all)"
-        lines.append(f"attrs: {text}")
+        merged = " (every run's merged)" if len(run.get("runs", ())) > 1 else ""
+        lines.append(f"attrs{merged}: {text}")
     if run.get("dt") is not None:
         unit = run.get("time_unit") or "(no unit)"
         lines.append(f"dt: {_number(run['dt'])} {unit} per time step")
+    if len(run.get("runs", ())) > 1:
+        lines.append(f"runs: {len(run['runs'])}")
+        for r in run["runs"]:
+            attrs = json.dumps(r["attrs"], separators=(", ", ": "), default=str)
+            attrs = attrs if len(attrs) <= 120 else attrs[:117] + "..."
+            lines.append(
+                f"  run {r['index']}: {r['steps']:,} steps, started "
+                f"{r['started'] or 'before runs were recorded'}, attrs {attrs}"
+            )
     if run.get("marks"):
         n = run["marks"]["count"]
         keys = ", ".join(f"{k} ({c})" for k, c in run["marks"]["keys"].items())
@@ -405,6 +435,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_export.add_argument("--description", default=None, help="NWB session description")
     p_export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p_view = sub.add_parser(
+        "view",
+        parents=[common],
+        help="watch a store in the browser, live (needs the view extra)",
+        description="Serve a read-only page over the store on this machine and print its "
+        "URL (with a token); it follows a store that is being written. Ctrl-C stops.",
+    )
+    p_view.add_argument("path", help="the store: a folder, or a URL (s3://bucket/run)")
+    p_view.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p_view.add_argument("--port", type=int, default=8765, help="port (8765; 0: any free one)")
+    p_view.add_argument(
+        "--storage-options",
+        type=_json_object,
+        default=None,
+        help='for a URL: a JSON object, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'',
+    )
     return parser
 
 
@@ -562,6 +608,11 @@ def _run(args: argparse.Namespace) -> int:
                 _warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         tail = f" ({left_out} left out: see the warnings above)" if left_out else ""
         print(f"wrote {written}{tail}")
+        return 0
+    if args.command == "view":
+        from .view import serve
+
+        serve(args.path, host=args.host, port=args.port, storage_options=args.storage_options)
         return 0
     from .demo import run
 
