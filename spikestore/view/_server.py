@@ -7,6 +7,7 @@ thread of the caller's process (tests, notebooks) and stops it on :meth:`Viewer.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import secrets
 import socket
@@ -139,7 +140,7 @@ def serve(
     port: int = DEFAULT_PORT,
     token: str | None = None,
     storage_options: dict[str, Any] | None = None,
-    announce: Any = print,
+    announce: Any = None,
 ) -> None:
     """Serve the viewer of the store at ``path`` until interrupted (Ctrl-C).
 
@@ -152,6 +153,8 @@ def serve(
     token = token or secrets.token_hex(24)
     sock = _listen(host, port)
     url = _url(host, sock.getsockname()[1], token)
+    if announce is None:
+        announce = functools.partial(print, flush=True)
     announce(f"spikestore view: serving {data.path} (read-only) at\n    {url}\nCtrl-C stops.")
     try:
         _server(data, sock, token, "warning").run(sockets=[sock])
