@@ -4,10 +4,11 @@ which extra to install when the view extra is missing."""
 from __future__ import annotations
 
 import json
-import os
+import queue
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,18 +34,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_view_prints_a_url_with_a_token_that_serves_the_store(store: Path) -> None:
     pytest.importorskip("uvicorn", reason="the view extra (uvicorn) is not installed")
     pytest.importorskip("starlette", reason="the view extra (starlette) is not installed")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "spikestore", "view", str(store), "--port", "0"]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
-    )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    # The URL must reach a pipe while the server runs, not when it exits (buffered).
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
     try:
         url = None
         deadline = time.monotonic() + 60
-        assert proc.stdout is not None
         while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
+            try:
+                line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
                 break
             m = re.search(r"(http://127\.0\.0\.1:\d+/\?token=\w+)", line)
             url = m.group(1) if m else None
