@@ -10,8 +10,9 @@ missing from it (a new one, or one whose first line changed) fails
     The two "fresh machine" commands install packages, so they are not run here:
     their install lines must be ``.ci/run``'s (the same torch pin, venv, extras,
     SpikingJelly line, test command) and the torch range ``pyproject.toml``'s.
-    The ``spikestore demo`` that ends the first one is run by the command-line
-    block (with ``--steps 20``: the default 300 steps take 20 s here).
+    The ``spikestore demo`` that ends the first one is the command-line block's first
+    line with the default 300 steps (20 s here), where the README itself says
+    ``--steps 20``.
 ``session``
     Python blocks run one after another in one interpreter (a subprocess, in a
     fresh directory as cwd), as a reader of the README runs them: Monitors records
@@ -31,6 +32,9 @@ missing from it (a new one, or one whose first line changed) fails
 ``dev``
     The development commands: the test command is ``.ci/run``'s and the ``slow``
     marker is registered (running the suite from inside the suite is left to CI).
+
+The API that the prose names inline (``layer.lengths``, ``StoreWriter(ranks=None)``)
+is checked to exist by ``test_names_in_the_readme_prose_exist``.
 """
 
 from __future__ import annotations
