@@ -65,8 +65,9 @@ def info(path: str, storage_options: dict[str, Any] | None = None) -> dict[str, 
     ``run`` has the run's ``attrs``, ``dt``, ``time_unit`` and ``marks`` (format 1.5;
     ``{"count": marks made, "keys": {key: marks that set it}}``, empty without
     marks) and ``runs`` (format 1.7: each writer opening's ``index``, ``started``,
-    own ``attrs`` and ``steps``, the most it recorded on a layer); rows come in the store's order (each monitor's layers in call order for
-    format 1.5) with the layer's ``dims`` and ``units`` (None where unknown).
+    own ``attrs`` and ``steps``, the most it recorded on a layer); rows come in the
+    store's order (each monitor's layers in call order for format 1.5) with the
+    layer's ``dims`` and ``units`` (None where unknown).
 
     Each row has ``bytes`` (all the layer takes, metadata included),
     ``metadata_bytes`` (its zarr.json documents; None where they cannot be measured),

@@ -62,6 +62,7 @@ __all__ = [
     "ALL_DTYPES",
     "FIXTURE_TIME_AXIS",
     "FIXTURE_RUN",
+    "FIXTURE_RUN2_ATTRS",
     "FIXTURE_DIMS",
     "FIXTURE_UNITS",
     "LIFFeedForwardState",
@@ -448,6 +449,8 @@ LIFFeedForwardState = collections.namedtuple("LIFFeedForwardState", ["v", "i"])
 
 #: What the 1.5 fixture describes of its run and layers (see :func:`write_fixture`).
 FIXTURE_RUN = {"attrs": {"model": "fixture", "lr": 0.001}, "dt": 0.001, "time_unit": "s"}
+#: The second run's attrs of the 1.7 fixture (its first run's are FIXTURE_RUN's).
+FIXTURE_RUN2_ATTRS = {"lr": 0.0005, "resumed": True}
 FIXTURE_DIMS = {
     ("output", "features.0.sn"): ("batch", "channel", "neuron"),
     ("norse", "lif"): ("time", "batch", "neuron"),
@@ -459,15 +462,22 @@ def write_fixture(path: str, version: str = "1.3") -> None:
     """Write the fixture store of ``version``; from 1.5 with the run's attributes,
     ``dt``, layer dims and units, and two marks: ``epoch=0, phase="train"`` from step
     0 of every layer, ``epoch=1, phase="eval"`` from the middle of every layer
-    (``len(records) // 2``)."""
+    (``len(records) // 2``); from 1.7 the second half is a second run (``mode="a"``,
+    attrs :data:`FIXTURE_RUN2_ATTRS`)."""
     import spikestore
 
     records = fixture_records(version)
     run = FIXTURE_RUN if version >= "1.5" else {}
-    with spikestore.StoreWriter(path, **run) as w:  # type: ignore[arg-type]
+    w = spikestore.StoreWriter(path, **run)  # type: ignore[arg-type]
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: w.close())
         if version >= "1.5":
             w.mark(epoch=0, phase="train")
         for half in (0, 1):
+            if half and version >= "1.7":
+                # From 1.7 the second half is a second run, with attrs of its own.
+                w.close()
+                w = spikestore.StoreWriter(path, mode="a", attrs=FIXTURE_RUN2_ATTRS)
             if half and version >= "1.5":
                 w.mark(epoch=1, phase="eval")
             for (mon, layer), recs in records.items():

@@ -605,6 +605,8 @@ def test_info_shows_the_run_its_marks_and_each_layers_dims_and_units_in_call_ord
             w.append("output", "a", torch.randn(2, 7, generator=g), units="mV")
     assert main(["info", "--json", str(path)]) == 0
     doc = json.loads(capsys.readouterr().out)
+    runs = doc["run"].pop("runs")
+    assert [(r["index"], r["attrs"], r["steps"]) for r in runs] == [(0, attrs, 6)]
     assert doc["run"] == {
         "attrs": attrs,
         "dt": 1.0,

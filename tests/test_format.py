@@ -47,7 +47,7 @@ def _leaves(r) -> list:
     return [r]
 
 
-@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3", "1.5", "1.6"])
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2", "1.3", "1.5", "1.6", "1.7"])
 def test_committed_fixture_store_still_reads(version):
     store = spikestore.open(FIXTURES / f"store_v{version}")
     assert store.version == version
@@ -76,6 +76,24 @@ def test_committed_v1_5_fixture_describes_its_run():
     lif = store["norse"]["lif"]
     assert lif.field_names == ["0", "1.v", "1.i"] and lif.time_axis == 0
     assert lif.field_index("v") == 1 and lif.field("i") is lif.fields[2]
+
+
+def test_committed_v1_7_fixture_keeps_its_runs_apart():
+    """Format 1.7: the second half was appended as a second run, with attrs of its own;
+    each run's attrs and each layer's steps by run survive in the committed store."""
+    from spikestore.testing import FIXTURE_RUN, FIXTURE_RUN2_ATTRS
+
+    store = spikestore.open(FIXTURES / "store_v1.7")
+    assert [r.attrs for r in store.runs] == [FIXTURE_RUN["attrs"], FIXTURE_RUN2_ATTRS]
+    assert store.attrs == {**FIXTURE_RUN["attrs"], **FIXTURE_RUN2_ATTRS}
+    assert store.runs[0].started < store.runs[1].started
+    for (mon, layer), recs in fixture_records("1.7").items():
+        mid, n = len(recs) // 2, len(recs)
+        run, call = store[mon][layer].runs()
+        assert run.tolist() == [0] * mid + [1] * (n - mid), (mon, layer)
+        assert call.tolist() == [*range(mid), *range(n - mid)]
+        assert store.runs[1].start(mon, layer) == mid
+        assert store[mon][layer].marks()["epoch"].tolist() == [0] * mid + [1] * (n - mid)
 
 
 def test_committed_ranked_fixture_store_still_reads():
@@ -280,7 +298,7 @@ print(json.dumps({"loaded_spikestore": "spikestore" in sys.modules, "data": out,
 
 
 @pytest.mark.parametrize(
-    "version", ["1.0", "1.1", "1.2", "1.3", "1.4_ranked/rank00001", "1.5", "1.6"]
+    "version", ["1.0", "1.1", "1.2", "1.3", "1.4_ranked/rank00001", "1.5", "1.6", "1.7"]
 )
 def test_plain_zarr_decodes_every_record_without_spikestore(tmp_path, version):
     """docs/format.md and the codec's documented byte layout are enough to read a store
