@@ -268,6 +268,17 @@ def _check_output(store: Any, out_path: str) -> None:
         )
 
 
+def _first_start(store: Any) -> datetime | None:
+    """When the store's first run started (format 1.7), or None."""
+    for r in getattr(store, "runs", ())[:1]:
+        if r.started is not None:
+            try:
+                return datetime.fromisoformat(r.started)
+            except ValueError:
+                return None
+    return None
+
+
 def to_nwb(
     store_or_path: Any,
     out_path: str | os.PathLike[str],
@@ -337,8 +348,11 @@ def to_nwb(
       :class:`ExportWarning` (the command line prints each) and in the notes'
       ``skipped``.
     * ``notes``: JSON with the store's location, its format version and
-      ``created_by``, ``dt``, the run's attrs and marks, each export (``layers``)
-      and what was skipped; ``source_script`` names spikestore.
+      ``created_by``, ``dt``, the run's attrs and marks, its ``runs`` (each
+      writer opening's own attrs and first steps), each export (``layers``)
+      and what was skipped; ``source_script`` names spikestore. The session
+      starts when the store's first run started, unless ``session_start_time``
+      says otherwise (or the store predates runs: then now).
 
     Memory does not grow with the run: series are written a few MB of rows at a
     time (hdmf's chunk iterators), and spike times a block of neurons at a time
@@ -372,7 +386,7 @@ def to_nwb(
     nwb = pynwb.NWBFile(
         session_description=session_description or f"spikestore store {location}",
         identifier=identifier or str(uuid.uuid4()),
-        session_start_time=session_start_time or datetime.now(UTC),
+        session_start_time=session_start_time or _first_start(store) or datetime.now(UTC),
         source_script="spikestore.export.to_nwb",
         source_script_file_name="spikestore/export.py",
     )
@@ -384,6 +398,11 @@ def to_nwb(
         # The run's description (format 1.5): the user's attributes and marks.
         "attrs": getattr(store, "attrs", {}),
         "marks": getattr(store, "run", {}).get("marks", {}),
+        # Each opening of a writer (format 1.7): its own attrs and where it began.
+        "runs": [
+            {"index": r.index, "started": r.started, "attrs": r.attrs, "first": r.first}
+            for r in getattr(store, "runs", ())
+        ],
         "layers": [],
         "skipped": [],
     }

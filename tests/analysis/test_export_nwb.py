@@ -292,3 +292,28 @@ def test_scratch_rows_are_read_back_in_order(tmp_path: Path) -> None:
     x = np.stack(recs)
     for n, times in zip(units["neuron"], units["spike_times"], strict=True):
         np.testing.assert_array_equal(np.asarray(times), np.nonzero(x[:, n])[0])
+
+
+# ------------------------------------------------------------------------- runs
+def test_each_runs_own_attrs_go_into_the_notes(tmp_path: Path) -> None:
+    """Two runs (mode="a") with attrs of their own: the notes keep both apart, with
+    where each began; the session starts when the first run did."""
+    from datetime import datetime
+
+    path = tmp_path / "runs.spikes"
+    with spikestore.StoreWriter(path, attrs={"seed": 0}) as w:
+        for _ in range(3):
+            w.append("out", "a", torch.ones(4))
+    with spikestore.StoreWriter(path, mode="a", attrs={"seed": 1}) as w:
+        w.append("out", "a", torch.zeros(4))
+    out = tmp_path / "runs.nwb"
+    to_nwb(path, out, dt=1e-3)
+    _validate(out)
+    _, notes, _ = _read(out)
+    assert [(r["index"], r["attrs"], r["first"]) for r in notes["runs"]] == [
+        (0, {"seed": 0}, {"out": {"a": 0}}),
+        (1, {"seed": 1}, {"out": {"a": 3}}),
+    ]
+    started = spikestore.open(path).runs[0].started
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        assert io.read().session_start_time == datetime.fromisoformat(started)
