@@ -111,7 +111,9 @@ def make_app(data: ViewData, token: str) -> Any:
             return refuse()
         name = request.path_params["name"]
         if name == "plotly.min.js":
-            return FileResponse(_plotly_js(), media_type="text/javascript")
+            # Private: the token guards it; a day: it changes only when plotly does.
+            cache = {"Cache-Control": "private, max-age=86400"}
+            return FileResponse(_plotly_js(), media_type="text/javascript", headers=cache)
         entry = _STATIC.get(name)
         if entry is None:
             return JSONResponse({"error": f"no static file {name!r}"}, status_code=404)

@@ -201,3 +201,14 @@ def test_a_store_being_written_grows_and_its_writer_is_seen(tmp_path: Path) -> N
         np.testing.assert_allclose(ov["mean"], rate)  # the cached head and the new tail
     assert writer_locked(str(path)) is False
     assert writer_locked("s3://bucket/run") is None
+
+
+def test_each_writer_opening_is_a_run_interval(tmp_path: Path) -> None:
+    path = tmp_path / "runs.spikes"
+    for mode, n in (("w", 30), ("a", 20), ("a", 10)):
+        with spikestore.StoreWriter(path, mode=mode) as w:
+            for _ in range(n):
+                w.append("output", "lif", torch.zeros(8))
+    runs = ViewData(path).overview("output", "lif")["runs"]
+    assert [r[:3] for r in runs] == [[0, 30, 0], [30, 50, 1], [50, 60, 2]]
+    assert all(isinstance(r[3], str) for r in runs)

@@ -75,8 +75,11 @@ function renderLayers() {
 function pickTraceLayer() {
   const cur = selected();
   if (!cur) return;
-  const twin = state.layers.find((l) => l.kind === "values" && l.layer === cur.layer && l.steps === cur.steps)
-    || state.layers.find((l) => l.kind === "values" && l.layer === cur.layer) || cur;
+  // A membrane layer of the same name (v, v_seq, mem...), recorded as often if there is one.
+  const named = (l) => l.kind === "values" && l.layer === cur.layer;
+  const membrane = (l) => named(l) && /^(v|mem|volt|membrane)(_|$)/i.test(l.monitor);
+  const twin = state.layers.find((l) => membrane(l) && l.steps === cur.steps) || state.layers.find(membrane)
+    || state.layers.find((l) => named(l) && l.steps === cur.steps) || state.layers.find(named) || cur;
   $("trace-layer").value = keyOf(twin);
 }
 
@@ -91,7 +94,10 @@ async function loadLayers() {
     for (const r of body.ranks) $("rank").add(new Option(`rank ${r}`, r));
     state.rank = body.rank;
   }
-  if (!state.sel || !selected()) state.sel = state.layers.length ? keyOf(state.layers[0]) : null;
+  if (!state.sel || !selected()) {
+    const first = state.layers.find((l) => l.kind === "spikes") || state.layers[0];
+    state.sel = first ? keyOf(first) : null;
+  }
   writerBadge(body.writer);
   state.steps = body.writer.steps;
   renderLayers();
@@ -124,6 +130,13 @@ async function drawOverview() {
   const x = ov.x.map((s) => s + (ov.k - 1) / 2);
   const what = ov.kind === "spikes" ? "spike rate" : "mean";
   const m = markShapes(ov.marks, ov.steps);
+  for (const [start, , index] of (ov.runs || []).slice(1)) { // each writer opening after the first
+    m.shapes.push({ type: "line", xref: "x", yref: "paper", x0: start - 0.5, x1: start - 0.5, y0: 0, y1: 1,
+      line: { color: "#cf222e", width: 1, dash: "dash" } });
+    m.annotations.push({ x: start, y: 0.98, xref: "x", yref: "paper", xanchor: "left", yanchor: "top",
+      text: `run ${index}`, showarrow: false, font: { size: 10, color: "#cf222e" } });
+  }
+  if ((ov.runs || []).length > 1) m.note += `${m.note ? " · " : ""}${ov.runs.length} runs`;
   const traces = [
     { x, y: ov.min, mode: "lines", line: { width: 0 }, hoverinfo: "skip", showlegend: false },
     { x, y: ov.max, mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: "rgba(9,105,218,0.2)",
@@ -150,6 +163,12 @@ async function drawRaster() {
   if (!l) return;
   let [a, b] = window_(l);
   if (!state.range) [a, b] = lastSteps(a, b, RECENT);
+  if (l.kind !== "spikes") {
+    Plotly.purge("raster");
+    $("raster-title").textContent = `raster: ${l.monitor} / ${l.layer} holds values, not spikes`;
+    $("raster-note").textContent = "choose a spike layer for its raster; its values are in the traces below";
+    return;
+  }
   const h = $("raster").clientHeight - 50;
   let r = await api("raster", { monitor: l.monitor, layer: l.layer, start: a, stop: b, width: plotWidth("raster"), height: h });
   let note = "";
@@ -206,7 +225,8 @@ async function drawTraces() {
   });
   const T = t.time_len;
   const layout = { margin: { l: 60, r: 20, t: 10, b: 36 }, legend: { orientation: "h", y: 1.12 },
-    uirevision: `${key}:${ids}`, xaxis: { title: { text: T > 1 ? `time step (step × ${T} + t)` : "step", standoff: 4 } },
+    uirevision: `${key}:${ids}:${t.start}:${t.stop}`,
+    xaxis: { title: { text: T > 1 ? `time step (step × ${T} + t)` : "step", standoff: 4 }, range: [t.start * T - 0.5, t.stop * T - 0.5] },
     yaxis: { title: { text: l.units || "value" } } };
   await Plotly.react("traces", data, layout, config);
   $("trace-note").textContent = `steps ${fmt(t.start)}–${fmt(t.stop)}` + (note ? ` (${note})` : "") +
@@ -214,10 +234,12 @@ async function drawTraces() {
 }
 
 async function drawAll() {
-  for (const f of [drawOverview, drawRaster, drawTraces]) {
-    try { await f(); } catch (e) { showError(e); return; }
-  }
-  showError(null);
+  // The overview first (it answers from the summaries alone), then the two windows at once.
+  try {
+    await drawOverview();
+    await Promise.all([drawRaster(), drawTraces()]);
+    showError(null);
+  } catch (e) { showError(e); }
 }
 
 async function select(key) {
