@@ -4,7 +4,8 @@
 
 const token = new URLSearchParams(location.search).get("token") || "";
 const POLL_MS = 2000;
-const RECENT = 2000; // steps of raster and traces shown when the window is too long
+const RECENT = 2000;
+const SVG_POINTS = 20000; // above this many points a chart draws with WebGL // steps of raster and traces shown when the window is too long
 const $ = (id) => document.getElementById(id);
 const state = { rank: null, layers: [], sel: null, range: null, steps: -1, busy: false, meta: null };
 const config = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
@@ -187,7 +188,8 @@ async function drawRaster() {
     const unit = T > 1 ? "time step" : "step";
     note = `${note ? note + " · " : ""}density: spikes per bin of ${r.kx} ${unit}${r.kx > 1 ? "s" : ""} × ${r.ky} neuron${r.ky > 1 ? "s" : ""}`;
   } else {
-    data = [{ type: "scattergl", mode: "markers", x: r.t, y: r.n, marker: { size: 3, color: "#1f2328", symbol: "square" },
+    // SVG for a few thousand marks: WebGL costs more to start than it saves there.
+    data = [{ type: r.t.length > SVG_POINTS ? "scattergl" : "scatter", mode: "markers", x: r.t, y: r.n, marker: { size: 3, color: "#1f2328", symbol: "square" },
       hovertemplate: "t=%{x} neuron %{y}<extra></extra>" }];
   }
   const layout = { margin: { l: 60, r: 20, t: 10, b: 36 }, uirevision: `${state.sel}:${r.start}:${r.stop}`,
@@ -215,11 +217,12 @@ async function drawTraces() {
     t = await api("traces", { monitor: l.monitor, layer: l.layer, neurons: ids.join(","), start: b - t.max_steps, stop: b });
   }
   const data = [];
+  const kind = t.x.length * t.neurons.length > SVG_POINTS ? "scattergl" : "scatter";
   t.neurons.forEach((n, j) => {
-    data.push({ type: "scattergl", mode: "lines", x: t.x, y: t.y[j], name: `neuron ${n}`, line: { width: 1 } });
+    data.push({ type: kind, mode: "lines", x: t.x, y: t.y[j], name: `neuron ${n}`, line: { width: 1 } });
     if (t.spikes && t.spikes[j].length) {
       const y = t.spikes[j].map((s) => t.y[j][s - t.x[0]]);
-      data.push({ type: "scattergl", mode: "markers", x: t.spikes[j], y, name: `spikes ${n}`, showlegend: false,
+      data.push({ type: kind, mode: "markers", x: t.spikes[j], y, name: `spikes ${n}`, showlegend: false,
         marker: { symbol: "triangle-down", size: 7, color: "#cf222e" } });
     }
   });
