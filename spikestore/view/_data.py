@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import analysis
-from ..format import LOCK_FILE, SPIKE_ENCODING
+from ..format import LOCK_FILE, SPIKE_ENCODING, STORE_ID_KEY
 from ..summary import COLUMNS
 
 __all__ = ["ViewData", "NotFound", "BadRequest", "decimate", "SPARK_BINS", "MAX_BINS"]
@@ -137,6 +137,15 @@ class ViewData:
         self._refreshed = time.monotonic()
         self._series: dict[tuple[int | None, str, str, int], _Series] = {}
         self._growth = _Growth()
+        self._ids = self._store_ids()
+
+    def _store_ids(self) -> tuple[Any, ...]:
+        """The store ids (format 1.6) of the store and of each rank's store: new ones
+        when a store is replaced."""
+        stores = [self._store]
+        if self.ranked:
+            stores += [self._store.rank(r) for r in self._store.ranks]
+        return tuple(getattr(x, "meta", {}).get(STORE_ID_KEY) for x in stores)
 
     # ----------------------------------------------------------------- lookups
     def refresh(self, force: bool = False) -> None:
@@ -150,6 +159,11 @@ class ViewData:
                 warnings.simplefilter("ignore")
                 self._store.refresh()
             self._refreshed = now
+            ids = self._store_ids()
+            if ids != self._ids:
+                # Replaced (mode="w"): what was read of the old store says nothing of this one.
+                self._series.clear()
+                self._ids = ids
 
     def ranks(self) -> list[int] | None:
         """The ranks with a store of their own (None for a store of one process)."""

@@ -212,3 +212,17 @@ def test_each_writer_opening_is_a_run_interval(tmp_path: Path) -> None:
     runs = ViewData(path).overview("output", "lif")["runs"]
     assert [r[:3] for r in runs] == [[0, 30, 0], [30, 50, 1], [50, 60, 2]]
     assert all(isinstance(r[3], str) for r in runs)
+
+
+def test_a_replaced_store_is_read_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "replaced.spikes"
+    with spikestore.StoreWriter(path) as w:
+        for _ in range(20):
+            w.append("output", "lif", torch.zeros(8))
+    d = ViewData(path)
+    assert d.overview("output", "lif")["mean"] == [0.0] * 20
+    with spikestore.StoreWriter(path, mode="w") as w:
+        for _ in range(30):
+            w.append("output", "lif", torch.ones(8))
+    d.refresh(force=True)
+    assert d.overview("output", "lif")["mean"] == [1.0] * 30
