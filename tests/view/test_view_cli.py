@@ -75,3 +75,13 @@ def test_view_without_the_extra_says_what_to_install(
     assert cli.main(["view", str(store)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("spikestore: error: spikestore view needs the view extra")
+
+
+def test_view_of_a_missing_store_fails_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("uvicorn", reason="the view extra (uvicorn) is not installed")
+    assert cli.main(["view", str(tmp_path / "nope.spikes")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("spikestore: error: ") and "nope.spikes" in err
+    assert "\n" not in err

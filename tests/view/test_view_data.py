@@ -226,3 +226,15 @@ def test_a_replaced_store_is_read_afresh(tmp_path: Path) -> None:
             w.append("output", "lif", torch.ones(8))
     d.refresh(force=True)
     assert d.overview("output", "lif")["mean"] == [1.0] * 30
+
+
+def test_a_store_on_object_storage(s3) -> None:  # type: ignore[no-untyped-def]
+    url = s3.url("view-run")
+    with spikestore.StoreWriter(url, storage_options=s3.storage_options) as w:
+        for i in range(12):
+            w.append("output", "lif", torch.full((8,), float(i % 2)))
+    d = ViewData(url, storage_options=s3.storage_options)
+    body = d.layers()
+    assert body["layers"][0]["steps"] == 12 and body["writer"]["locked"] is None
+    assert d.overview("output", "lif")["mean"] == [0.0, 1.0] * 6
+    assert raster(d, "output", "lif", 0, 2)["t"] == [1] * 8
