@@ -52,12 +52,12 @@ function renderLayers() {
     const div = document.createElement("div");
     div.className = `layer ${l.kind || ""}` + (keyOf(l) === state.sel ? " selected" : "");
     div.dataset.key = keyOf(l);
-    const shape = l.shape ? l.shape.join("×") : "?";
+    const shape = !l.shape ? "?" : l.shape.length ? l.shape.join("×") : "scalar";
     const what = l.kind === "spikes" ? "rate" : l.kind === "values" ? "mean" : (l.error || "");
     div.innerHTML = `<div class="name"><span class="monitor"></span> <span class="lname"></span></div>
       <div class="meta">${fmt(l.steps)} steps · ${shape} · ${what}</div>${sparkline(l.spark)}`;
     div.querySelector(".monitor").textContent = l.monitor + " /";
-    div.querySelector(".lname").textContent = l.layer;
+    div.querySelector(".lname").textContent = l.layer || "''"; // a layer named "" (the model itself)
     div.title = `${l.monitor} / ${l.layer}` + (l.dims ? ` (${l.dims.join(", ")})` : "");
     div.onclick = () => select(keyOf(l));
     nav.appendChild(div);
