@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import analysis
+from ..errors import SpikestoreError
 from ..format import LOCK_FILE, SPIKE_ENCODING, STORE_ID_KEY
 from ..summary import COLUMNS
 
@@ -269,7 +270,8 @@ class ViewData:
         row["neurons"] = _neurons(shape, axis)
         try:
             series = self._values(lay, rank, 0)
-        except Exception as exc:  # a damaged summary must not hide the other layers
+        except (SpikestoreError, ValueError, OSError) as exc:
+            # A damaged summary must not hide the other layers: the row says what failed.
             row.update(kind=None, spark=None, error=" ".join(str(exc).split()))
             return row
         row["kind"] = "spikes" if series.spikes else "values"

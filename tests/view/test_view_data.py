@@ -238,3 +238,18 @@ def test_a_store_on_object_storage(s3) -> None:  # type: ignore[no-untyped-def]
     assert body["layers"][0]["steps"] == 12 and body["writer"]["locked"] is None
     assert d.overview("output", "lif")["mean"] == [0.0, 1.0] * 6
     assert raster(d, "output", "lif", 0, 2)["t"] == [1] * 8
+
+
+def test_a_damaged_summary_is_named_and_the_other_layers_stay(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.spikes"
+    g = torch.Generator().manual_seed(2)
+    with spikestore.StoreWriter(path) as w:
+        for i in range(20):
+            _record(w, i, g)
+    for f in (path / "output").rglob("*"):
+        if f.is_file() and "summary" in f.parts and "c" in f.parts:
+            f.write_bytes(b"\0" * 16)
+    rows = ViewData(path).layers()["layers"]
+    bad, good = rows
+    assert bad["kind"] is None and "lif" in bad["error"]
+    assert good["kind"] == "values" and good["steps"] == 20
