@@ -37,6 +37,7 @@ from ._shards import (
     _unpacker,
 )
 from ._source import _child
+from ._trees import common_dtype
 
 if TYPE_CHECKING:
     from ._nodes import LayerReader
@@ -45,7 +46,6 @@ __all__ = [
     "FieldReader",
     "Layout",
     "MAX_STEPS",
-    "common_dtype",
     "read_retrying",
 ]
 
@@ -61,28 +61,6 @@ class Layout(NamedTuple):
     shape: tuple[int, ...]
     dtype: torch.dtype | None
     steps: np.ndarray
-
-
-def common_dtype(dtypes: Any) -> torch.dtype:
-    """The one dtype records of ``dtypes`` (torch dtypes or the format's names) are read
-    together in: torch's promotion of them (a bfloat16 eval pass in a float32 run:
-    float32; a ``net.double()`` phase: float64), float64 where torch has no common type
-    (float8 kinds with others, uint16..uint64 with signed integers)."""
-    from ..codecs import torch_dtype
-
-    out: torch.dtype | None = None
-    for d in dtypes:
-        d = torch_dtype(d) if isinstance(d, str) else d
-        if out is None or out == d:
-            out = d
-            continue
-        try:
-            out = torch.promote_types(out, d)
-        except RuntimeError:
-            return torch.float64
-    if out is None:
-        raise ValueError("no dtype to promote")
-    return out
 
 
 def read_retrying(read: Callable[..., Any], *args: Any) -> np.ndarray:
@@ -158,8 +136,7 @@ class FieldReader:
         self._layouts: dict[int, tuple[Any, Any, Any]] = {}
         self._index: Any = None
         self._index_cache: dict[int, np.ndarray] = {}
-        # Per index chunk: its rows that break what a writer's index is
-        # (FieldChecks.check_index).
+        # Per index chunk: its rows that break what a writer's index is (check_index).
         self._index_bad: dict[int, np.ndarray] = {}
         self._summaries: dict[str, Any] = {}
         self.committed: int = 0
@@ -178,70 +155,19 @@ class FieldReader:
 
     @property
     def dtype(self) -> torch.dtype | None:
-        """The dtype the field's records read in together (:func:`common_dtype` of its
-        tensor segments; of its Python numbers where it recorded no tensor), None
-        before its first commit. One step reads back in the dtype it was recorded in
-        (``layer.shapes`` lists each)."""
+        """The common dtype of the tensor records (:func:`common_dtype`; of the numbers
+        where there is no tensor), None before the first commit."""
         tensors = [s["dtype"] for s in self.segments if not s.get("python_scalar", False)]
         names = tensors or [s["dtype"] for s in self.segments]
         return common_dtype(names) if names else None
 
-    def _kinds(self, dtypes: bool) -> tuple[list[tuple[Any, ...]], np.ndarray]:
-        """The distinct tensor layouts of the segments (``(shape,)``, or ``(shape,
-        dtype)`` with ``dtypes``) in segment order, and each segment's position among
-        them (-1 for Python numbers), one more -1 at the end for index entry -1."""
-        known: list[tuple[Any, ...]] = []
-        lut = []
-        for s in self.segments:
-            if s.get("python_scalar", False):
-                lut.append(-1)
-                continue
-            key = (tuple(s["shape"]), s["dtype"]) if dtypes else (tuple(s["shape"]),)
-            if key not in known:
-                known.append(key)
-            lut.append(known.index(key))
-        return known, np.array([*lut, -1], dtype=np.int64)
-
     def layouts(self, steps: np.ndarray, *, dtypes: bool = False) -> list[Layout]:
-        """The tensor shapes (and with ``dtypes``, dtypes) of the given steps, each with
-        its steps, in order of first appearance.
-
-        A step that recorded ``None`` or a Python number joins the layout of the
-        nearest tensor step before it (after it, for steps before the first), so the
-        layouts together cover every step given; with no tensor step at all, Python
-        numbers are shape ``()`` (dtype that of the first) and ``None`` alone gives [].
-        """
-        from ..codecs import torch_dtype
-
-        steps = np.asarray(steps, dtype=np.int64)
-        if not steps.size:
-            return []
-        lo, hi = int(steps.min()), int(steps.max()) + 1
-        seg_of = self.index(lo, hi)[steps - lo, 0]
-        known, lut = self._kinds(dtypes)
-        gid = lut[seg_of]
-        valid = gid >= 0
-        if not valid.any():
-            if not bool((seg_of >= 0).any()):
-                return []
-            first = self.segments[int(seg_of[seg_of >= 0][0])]
-            return [Layout((), torch_dtype(first["dtype"]) if dtypes else None, steps)]
-        pos = np.maximum.accumulate(np.where(valid, np.arange(len(gid)), 0))
-        first_valid = int(np.argmax(valid))
-        pos[:first_valid] = first_valid
-        filled = gid[pos]
-        order = sorted(set(filled.tolist()), key=lambda g: int(np.argmax(filled == g)))
-        return [
-            Layout(
-                known[g][0], torch_dtype(known[g][1]) if dtypes else None, steps[filled == g]
-            )
-            for g in order
-        ]
+        """:func:`field_layouts` of this field's ``steps``."""
+        return field_layouts(self, steps, dtypes=dtypes)
 
     def tensor_shapes(self) -> list[tuple[int, ...]]:
-        """The distinct shapes of the field's tensor records (Python numbers left out),
-        in segment order."""
-        return [k[0] for k in self._kinds(False)[0]]
+        """The distinct shapes of the tensor records (numbers left out), in segment order."""
+        return [k[0] for k in _kinds(self.segments, False)[0]]
 
     # -- summaries
     def _summary_array(self, name: str) -> Any:
@@ -411,7 +337,7 @@ class FieldReader:
         rows = idx[:, 1]
         if bool((rows >= seg["rows"]).any()):
             return None  # read() names the corrupt steps
-        direct = self._unpack_shards(k, rows, steps, device)
+        direct = _unpack_shards(self, k, rows, steps, device)
         if direct is not None:
             return direct
         data = self.take(k, rows, (), steps)
@@ -422,37 +348,6 @@ class FieldReader:
                 f"{self.where}: cannot decode steps {lo}..{hi - 1} ({seg['array']}): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-
-    def _unpack_shards(
-        self, k: int, rows: np.ndarray, steps: np.ndarray, device: Any
-    ) -> torch.Tensor | None:
-        """Rows ``rows`` (increasing) of spike segment ``k`` decoded into one output
-        tensor, each chunk unpacked as soon as it is decoded (see
-        :func:`_read_spike_rows`); None when the segment is not stored that way, the
-        rows reach its tail, or the output is not on the CPU."""
-        seg = self.segments[k]
-        if seg["encoding"] != SPIKE_ENCODING or (
-            device is not None and torch.device(device).type != "cpu"
-        ):
-            return None
-        if int(rows[-1]) >= seg.get("sealed", seg["rows"]) or not bool((np.diff(rows) > 0).all()):
-            return None
-        arr = self.array(k)
-        shapes = _spike_shards(arr)
-        if shapes is None:
-            return None
-        target = _unpacker(seg, len(rows), shapes, int(arr.shape[1]))
-        if target is None:
-            return None
-        out, place = target
-        self._checks.require(arr, rows, steps, seg["array"], k)
-        try:
-            read_retrying(_read_spike_rows, arr, shapes, rows, place, self._checks.ids[k])
-        except Exception as exc:
-            raise self._checks.lost(
-                k, f"cannot read {_read_failure(exc, rows, steps, seg['array'])}"
-            ) from exc
-        return out
 
     def tail(self, k: int) -> Any:
         """The unsharded array holding segment ``k``'s rows past ``sealed``."""
@@ -579,6 +474,92 @@ class FieldReader:
         if len(inv) == len(data) and bool((np.diff(rows) > 0).all()):
             return data  # increasing rows: already in order
         return data[inv]
+
+
+def _unpack_shards(
+    fld: FieldReader, k: int, rows: np.ndarray, steps: np.ndarray, device: Any
+) -> torch.Tensor | None:
+    """Rows ``rows`` (increasing) of spike segment ``k`` of ``fld`` decoded into one output
+    tensor, each chunk unpacked as soon as it is decoded (see
+    :func:`_read_spike_rows`); None when the segment is not stored that way, the
+    rows reach its tail, or the output is not on the CPU."""
+    seg = fld.segments[k]
+    if seg["encoding"] != SPIKE_ENCODING or (
+        device is not None and torch.device(device).type != "cpu"
+    ):
+        return None
+    if int(rows[-1]) >= seg.get("sealed", seg["rows"]) or not bool((np.diff(rows) > 0).all()):
+        return None
+    arr = fld.array(k)
+    shapes = _spike_shards(arr)
+    if shapes is None:
+        return None
+    target = _unpacker(seg, len(rows), shapes, int(arr.shape[1]))
+    if target is None:
+        return None
+    out, place = target
+    fld._checks.require(arr, rows, steps, seg["array"], k)
+    try:
+        read_retrying(_read_spike_rows, arr, shapes, rows, place, fld._checks.ids[k])
+    except Exception as exc:
+        raise fld._checks.lost(
+            k, f"cannot read {_read_failure(exc, rows, steps, seg['array'])}"
+        ) from exc
+    return out
+
+
+def _kinds(
+    segments: list[dict[str, Any]], dtypes: bool
+) -> tuple[list[tuple[Any, ...]], np.ndarray]:
+    """The distinct tensor layouts of ``segments`` (``(shape,)``, or ``(shape, dtype)``
+    with ``dtypes``) in segment order, and each segment's position among them (-1 for
+    Python numbers), with one more -1 at the end for index entry -1 (``None``)."""
+    known: list[tuple[Any, ...]] = []
+    lut = []
+    for s in segments:
+        if s.get("python_scalar", False):
+            lut.append(-1)
+            continue
+        key = (tuple(s["shape"]), s["dtype"]) if dtypes else (tuple(s["shape"]),)
+        if key not in known:
+            known.append(key)
+        lut.append(known.index(key))
+    return known, np.array([*lut, -1], dtype=np.int64)
+
+
+def field_layouts(fld: FieldReader, steps: np.ndarray, *, dtypes: bool = False) -> list[Layout]:
+    """The tensor shapes (and with ``dtypes``, dtypes) of steps ``steps`` of ``fld``, each
+    with its steps, in order of first appearance.
+
+    A step that recorded ``None`` or a Python number joins the layout of the nearest
+    tensor step before it (after it, for steps before the first), so the layouts
+    together cover every step given; with no tensor step at all, Python numbers are
+    shape ``()`` (dtype that of the first) and ``None`` alone gives [].
+    """
+    from ..codecs import torch_dtype
+
+    steps = np.asarray(steps, dtype=np.int64)
+    if not steps.size:
+        return []
+    lo, hi = int(steps.min()), int(steps.max()) + 1
+    seg_of = fld.index(lo, hi)[steps - lo, 0]
+    known, lut = _kinds(fld.segments, dtypes)
+    gid = lut[seg_of]
+    valid = gid >= 0
+    if not valid.any():
+        if not bool((seg_of >= 0).any()):
+            return []
+        first = fld.segments[int(seg_of[seg_of >= 0][0])]
+        return [Layout((), torch_dtype(first["dtype"]) if dtypes else None, steps)]
+    pos = np.maximum.accumulate(np.where(valid, np.arange(len(gid)), 0))
+    first_valid = int(np.argmax(valid))
+    pos[:first_valid] = first_valid
+    filled = gid[pos]
+    order = sorted(set(filled.tolist()), key=lambda g: int(np.argmax(filled == g)))
+    return [
+        Layout(known[g][0], torch_dtype(known[g][1]) if dtypes else None, steps[filled == g])
+        for g in order
+    ]
 
 
 def _byte_column(rest: tuple[Any, ...]) -> int | None:

@@ -19,11 +19,9 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from ..codecs import bit_positions, decode_rows
 from ..errors import ReadError
 from ..format import (
     FORMAT_NAME,
-    SPIKE_ENCODING,
     FormatError,
     check_layer_attrs,
     check_root_attrs,
@@ -37,7 +35,7 @@ from ..storage._localfs import walk_files
 from ._field import FieldReader, Layout
 from ._runs import Run, layer_runs, mark_resets, runs_of
 from ._source import Source, _child, _child_groups, _Location, _open_group
-from ._trees import _element, _rebuilder, _stack, step_indices
+from ._trees import _rebuilder, _record_axis, neuron_values, stack_steps, step_indices
 
 __all__ = [
     "StoreReader",
@@ -338,8 +336,10 @@ class LayerReader(Sequence[Any]):
 
     ``layer[i]`` decodes step ``i`` (negative indices count from the end) to a
     tensor of the original dtype and shape (or the tuple, list, number or
-    ``None`` that was recorded). ``layer[a:b]`` decodes several steps, stacked
-    into one tensor when they are tensors of one shape, else a list. Indices are
+    ``None`` that was recorded). ``layer[a:b]`` (or a list of steps) decodes
+    several: for one-value records always one tensor ``(steps, *shape)``, a
+    ValueError naming the steps when their shapes differ (:meth:`records` gives a
+    list; :attr:`shapes` lists the shapes); for tuple records a list. Indices are
     those of :func:`step_indices`.
 
     A field group missing from a layer whose metadata has ``time_axis`` (format
@@ -613,18 +613,34 @@ class LayerReader(Sequence[Any]):
         return self.read(key)
 
     def read(self, key: Any, device: torch.device | str | None = None) -> Any:
-        """Like ``layer[key]``, decoding onto ``device``."""
+        """Like ``layer[key]``, decoding onto ``device``.
+
+        An int gives the record as it was recorded. Any other key (a slice, a list
+        of steps) gives, for a layer of one value per step (tensor, number or
+        ``None`` records), one tensor ``(steps, *shape)`` in the records' common
+        dtype (:attr:`dtype`), or a ValueError naming the steps and what they
+        recorded when they are not all tensors of one shape (or all numbers): then
+        :meth:`records` gives the list. For tuple, list or nested records, a list.
+        """
         steps, many = self._steps(key)
-        if many and self.structure == "tensor" and len(self.fields) == 1:
+        if not many:
+            return self._decode(steps, device)[0]
+        if self.structure not in ("tensor", "number", "none"):
+            return self._decode(steps, device)
+        if not len(steps):
+            shape = self.shape
+            return torch.empty((0, *(shape or ())), dtype=self.dtype or torch.float32)
+        if len(self.fields) == 1:
             device = device if device is not None else self._monitor.store.device
             block = self.fields[0].read_block(steps, device)
             if block is not None:
                 return block
-        records = self._decode(steps, device)
-        return _stack(records) if many else records[0]
+        where = f"monitor {self.monitor!r}, layer {self.name!r}"
+        return stack_steps(self._decode(steps, device), steps, where)
 
     def records(self, key: Any = slice(None)) -> list[Any]:
-        """Like ``layer[key]`` but always a list, never stacked."""
+        """The records of ``key`` as a list, each as it was recorded (its own shape and
+        dtype), never stacked; an int gives a list of one."""
         return self._decode(self._steps(key)[0], None)
 
     def _decode(self, steps: np.ndarray, device: torch.device | str | None) -> list[Any]:
@@ -642,57 +658,36 @@ class LayerReader(Sequence[Any]):
             yield from self.records(slice(a, min(n, a + block)))
 
     def neuron(
-        self, index: int | tuple[int, ...], steps: Any = slice(None), *, field: int | str = 0
+        self,
+        index: int | tuple[int, ...],
+        steps: Any = slice(None),
+        *,
+        field: int | str = 0,
+        time_axis: int | bool | None = None,
     ) -> torch.Tensor:
-        """One element's values over steps, reading only the chunks that hold it.
+        """One neuron's values over steps, reading only the chunks that hold it.
 
-        ``index`` is a flat index into the record or a tuple of per-axis indices
-        (negative ones count from the end). Returns a 1-D tensor (one value per step)
-        of the steps' dtype (promoted if the steps differ). A step that recorded a
-        Python number (SpikingJelly's ``v = 0.0`` before a neuron's first step) gives
-        that number for every element; a step that recorded ``None`` is an error.
-        ``field`` picks a field of tuple records (a number or a name).
+        ``index`` is a flat C-order index or a tuple of per-axis indices (negative
+        ones count from the end), numbered as ``spikestore.analysis`` and the plots
+        number neurons: on a layer with a time axis (multi-step ``[T, B, ...]``
+        records), in the record *without* it, ``(batch, channel, y, x)``, and the
+        result has ``T`` values per step, ``step * T + t`` in order (the column of
+        ``analysis.traces(layer, [index])``). ``time_axis`` is as in the analysis
+        functions: None for the layer's own, ``False`` to number elements of the
+        whole record with one value per step (the per-step view), True or an int
+        for that axis. Returns a 1-D tensor in the steps' common dtype. A step that
+        recorded a Python number (SpikingJelly's ``v = 0.0`` before a neuron's first
+        step) gives that number for every element and time point; a step that
+        recorded ``None`` is an error. ``field`` picks a field of tuple records.
         """
-        fld = self.field(field)
+        fi = self.field_index(field)
+        fld = self.fields[fi]
         where = f"monitor {self.monitor!r}, layer {self.name!r}"
         sel, _ = self._steps(steps)
         if not len(sel):
-            return torch.empty(0, dtype=self.dtype)
-        lo = int(sel.min())
-        idx = fld.index(lo, int(sel.max()) + 1)[sel - lo]
-        from ..codecs import torch_dtype
-
-        used = [int(k) for k in np.unique(idx[:, 0])]
-        if -1 in used:
-            bad = sel[idx[:, 0] < 0]
-            raise ValueError(
-                f"{where} recorded None at step(s) {bad[:5].tolist()}"
-                f"{' ...' if len(bad) > 5 else ''}: they have no values; pass steps= without them"
-            )
-        dtype = torch_dtype(fld.segments[used[0]]["dtype"])
-        for k in used[1:]:
-            dtype = torch.promote_types(dtype, torch_dtype(fld.segments[k]["dtype"]))
-        out = torch.empty(len(sel), dtype=dtype)
-        for k in used:
-            pos = np.nonzero(idx[:, 0] == k)[0]
-            seg = fld.segments[k]
-            shape = tuple(seg["shape"])
-            rows = idx[pos, 1]
-            if not shape and seg.get("python_scalar"):  # one number for every element
-                col = fld.take(k, rows, ())
-                dec = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
-                out[torch.from_numpy(pos)] = dec.to(dtype)
-                continue
-            nd = _element(index, shape, self.dims, where)
-            if seg["encoding"] == SPIKE_ENCODING:
-                flat = int(
-                    bit_positions(np.ravel_multi_index(nd, shape), shape, seg.get("permute"))
-                )
-                col = fld.take(k, rows, (flat // 8,))
-                vals = torch.from_numpy(((col >> (7 - flat % 8)) & 1).astype(np.uint8))
-                out[torch.from_numpy(pos)] = vals.to(dtype)
-            else:
-                col = fld.take(k, rows, nd)
-                dec = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
-                out[torch.from_numpy(pos)] = dec.to(dtype)
-        return out
+            return torch.empty(0, dtype=fld.dtype or torch.float32)
+        stored = self.time_axis
+        if fi and self.field_dims(fi) != self.dims:
+            stored = None  # the time axis is the first field's (Norse's state has none)
+        axis = _record_axis(time_axis, stored)
+        return neuron_values(fld, index, sel, axis, self.field_dims(fi), where)

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from ..format import FormatError, check_root_attrs, rank_key, root_ranks
-from ._field import common_dtype
 from ._nodes import LayerReader, StoreReader, _Layers, _Monitors
 from ._source import Source, _child_groups, _Location, _open_group
-from ._trees import _stack, step_indices
+from ._trees import _stack, _stacked, common_dtype, step_indices
 
 __all__ = [
     "RankedStoreReader",
@@ -172,7 +171,8 @@ class RankedLayerReader(Sequence[Any]):
 
     ``layer[i]`` stacks the ranks' records of step ``i`` on a new leading axis
     (rank order as in :attr:`ranks`) when they are tensors of one shape, else gives
-    a list, one record per rank; ``layer[a:b]`` gives ``[ranks, steps, ...]``.
+    a list, one record per rank; ``layer[a:b]`` gives ``[ranks, steps, ...]`` (a
+    ValueError where the ranks' records do not stack; see :meth:`read`).
     :meth:`concat` joins the ranks' batches instead (data-parallel shards of one
     global batch). :attr:`lengths` has each rank's own count: a rank that was
     killed has fewer steps, and ``len(layer)`` is the smallest; :meth:`layer`
@@ -281,11 +281,30 @@ class RankedLayerReader(Sequence[Any]):
         return self.read(key)
 
     def read(self, key: Any, device: torch.device | str | None = None) -> Any:
-        """Like ``layer[key]``, decoding onto ``device``."""
+        """Like ``layer[key]``, decoding onto ``device``.
+
+        An int: the ranks' records of that step stacked when they are tensors of one
+        shape, else a list, one per rank. Any other key, for one-value records: one
+        tensor ``[ranks, steps, ...]`` (each rank's :meth:`LayerReader.read`), a
+        ValueError naming the ranks' shapes when they differ (then read one rank with
+        :meth:`layer`); for tuple records a list of each rank's list.
+        """
         steps, many = self._steps(key)
         per_rank = [
             lay.read(steps if many else int(steps[0]), device) for lay in self._layers.values()
         ]
+        if not many or self.structure not in ("tensor", "number", "none"):
+            return _stack(per_rank)
+        shapes = {tuple(t.shape) for t in per_rank}
+        if len(shapes) > 1:
+            listed = ", ".join(
+                f"rank {r}: {tuple(t.shape)}" for r, t in zip(self._layers, per_rank, strict=True)
+            )
+            raise ValueError(
+                f"monitor {self.monitor!r}, layer {self.name!r}: the ranks' steps "
+                f"{int(steps[0])}.. do not stack into one tensor ({listed}); read one rank "
+                "with layer.layer(rank), or join batches with layer.concat(key)"
+            )
         return _stack(per_rank)
 
     def concat(self, key: Any, device: torch.device | str | None = None) -> Any:
@@ -302,10 +321,30 @@ class RankedLayerReader(Sequence[Any]):
             )
         return torch.cat(per_rank, dim=self.batch_axis + (1 if many else 0))
 
-    def neuron(self, index: int | tuple[int, ...], steps: Any = slice(None)) -> torch.Tensor:
-        """One element's values over steps, for every rank: ``[ranks, steps]``."""
+    def neuron(
+        self,
+        index: int | tuple[int, ...],
+        steps: Any = slice(None),
+        *,
+        field: int | str = 0,
+        time_axis: int | bool | None = None,
+    ) -> torch.Tensor:
+        """One neuron's values over steps, for every rank: ``[ranks, values]``, each
+        rank's row its :meth:`LayerReader.neuron` (neurons numbered without the time
+        axis of multi-step records, ``T`` values per step; ``time_axis=False`` for one
+        value per step)."""
         sel, _ = self._steps(steps)
-        return torch.stack([lay.neuron(index, sel) for lay in self._layers.values()])
+        rows = [
+            lay.neuron(index, sel, field=field, time_axis=time_axis)
+            for lay in self._layers.values()
+        ]
+        if len({r.shape for r in rows}) > 1:
+            raise ValueError(
+                f"monitor {self.monitor!r}, layer {self.name!r}: the ranks' records have "
+                f"time lengths that differ ({[len(r) for r in rows]} values); read one rank "
+                "with layer.layer(rank).neuron(...)"
+            )
+        return _stacked(rows, tuple(rows[0].shape))
 
     def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):

@@ -18,7 +18,32 @@ from ._pool import _empty_cpu
 
 __all__ = [
     "step_indices",
+    "common_dtype",
+    "neuron_values",
+    "stack_steps",
 ]
+
+
+def common_dtype(dtypes: Any) -> torch.dtype:
+    """The one dtype records of ``dtypes`` (torch dtypes or the format's names) are read
+    together in: torch's promotion of them (a bfloat16 eval pass in a float32 run:
+    float32; a ``net.double()`` phase: float64), float64 where torch has no common type
+    (float8 kinds with others, uint16..uint64 with signed integers)."""
+    from ..codecs import torch_dtype
+
+    out: torch.dtype | None = None
+    for d in dtypes:
+        d = torch_dtype(d) if isinstance(d, str) else d
+        if out is None or out == d:
+            out = d
+            continue
+        try:
+            out = torch.promote_types(out, d)
+        except RuntimeError:
+            return torch.float64
+    if out is None:
+        raise ValueError("no dtype to promote")
+    return out
 
 
 def step_indices(
@@ -183,13 +208,200 @@ def _rebuilder(tree: dict[str, Any] | None, structure: str) -> Callable[[list[An
 
 
 def _stack(records: list[Any]) -> Any:
+    """Tensors of one shape stacked on a new leading axis (in their common dtype), else
+    the list as it is."""
     if records and all(isinstance(r, torch.Tensor) for r in records):
         shapes = {tuple(r.shape) for r in records}
-        dtypes = {r.dtype for r in records}
-        devices = {r.device for r in records}
         if len(shapes) == 1:
-            if len(dtypes) == 1 and devices == {torch.device("cpu")}:
-                out = _empty_cpu((len(records), *shapes.pop()), dtypes.pop())
-                return torch.stack(records, out=out)
-            return torch.stack(records)
+            return _stacked(records, shapes.pop())
     return records
+
+
+def _stacked(records: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    dtypes = {r.dtype for r in records}
+    dtype = common_dtype(dtypes)
+    if {r.device for r in records} == {torch.device("cpu")}:
+        out = _empty_cpu((len(records), *shape), dtype)
+        if len(dtypes) == 1:  # torch.stack writes straight into ``out``
+            return torch.stack(records, out=out)
+        for i, r in enumerate(records):
+            out[i] = r  # cast in the copy
+        return out
+    return torch.stack([r.to(dtype) for r in records])
+
+
+def stack_steps(records: list[Any], steps: np.ndarray, where: str) -> torch.Tensor:
+    """Records of a one-value layer (tensor, number or None records) at ``steps``, as one
+    tensor ``(len(steps), *shape)`` in their common dtype (:func:`common_dtype`);
+    Python numbers are 0-d records. ValueError naming ``where``, the steps and what
+    they recorded when they are not all tensors of one shape (or all numbers): then
+    ``layer.records(key)`` gives the list."""
+    if all(isinstance(r, torch.Tensor) for r in records):
+        shapes = {tuple(r.shape) for r in records}
+        if len(shapes) == 1:
+            return _stacked(records, shapes.pop())
+    elif all(isinstance(r, (bool, int, float)) for r in records):
+        types = {type(r) for r in records}
+        dtype = torch.float64 if float in types else torch.int64 if int in types else torch.bool
+        return torch.tensor(records, dtype=dtype)
+    kinds: dict[str, list[int]] = {}
+    for s, r in zip(steps.tolist(), records, strict=True):
+        if isinstance(r, torch.Tensor):
+            what = f"shape {tuple(r.shape)} {str(r.dtype).removeprefix('torch.')}"
+        else:
+            what = "None" if r is None else f"a Python {type(r).__name__}"
+        kinds.setdefault(what, []).append(s)
+    listed = "; ".join(
+        f"{what} at step{'s' if len(st) > 1 else ''} {_ranges(st)}" for what, st in kinds.items()
+    )
+    raise ValueError(
+        f"{where}: steps {_ranges(steps.tolist())} do not stack into one tensor: they "
+        f"recorded {listed}. layer.records(key) gives them as a list; layer.shapes lists "
+        "each shape's steps; spikestore.analysis.to_numpy(layer, steps, pad=True) pads "
+        "batch sizes"
+    )
+
+
+def _ranges(steps: list[int], most: int = 4) -> str:
+    """``0..9, 12, 20..29`` for sorted or unsorted steps (runs in the order given)."""
+    runs: list[list[int]] = []
+    for s in steps:
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    text = [f"{a}..{b}" if b > a else f"{a}" for a, b in runs[:most]]
+    return ", ".join(text) + (f", ... ({len(runs) - most} more)" if len(runs) > most else "")
+
+
+def _record_axis(time_axis: Any, stored: int | None) -> int | None:
+    """The record axis a ``neuron(time_axis=...)`` argument names: None for the
+    layer's own (``stored``), False for none, True for axis 0, or an int."""
+    if time_axis is None:
+        return stored
+    if isinstance(time_axis, (bool, np.bool_)):
+        return 0 if time_axis else None
+    return operator.index(time_axis)
+
+
+def neuron_values(
+    fld: Any,
+    index: Any,
+    sel: np.ndarray,
+    axis: int | None,
+    dims: tuple[str, ...] | None,
+    where: str,
+) -> torch.Tensor:
+    """One neuron's values at steps ``sel`` of field ``fld`` (``LayerReader.neuron``).
+
+    With a time ``axis``, ``index`` numbers neurons in the record without it (as
+    ``spikestore.analysis`` and the plots do) and each step gives its ``T`` values in
+    time order, step-major; without, ``index`` is an element of the whole record and
+    each step gives one value. ``dims`` names the record's axes (for messages). Reads
+    only the chunks holding the neuron (the bytes that pack its bits, for spikes).
+    """
+    from ..codecs import bit_positions, decode_rows
+    from ..format import SPIKE_ENCODING
+
+    lo = int(sel.min())
+    idx = fld.index(lo, int(sel.max()) + 1)[sel - lo]
+    used = [int(k) for k in np.unique(idx[:, 0])]
+    if -1 in used:
+        bad = sel[idx[:, 0] < 0]
+        raise ValueError(
+            f"{where} recorded None at step(s) {bad[:5].tolist()}"
+            f"{' ...' if len(bad) > 5 else ''}: they have no values; pass steps= without them"
+        )
+    segs = fld.segments
+    dtype = common_dtype(segs[k]["dtype"] for k in used)
+    if axis is not None:
+        # Each segment's time length (a Python number, rank 0, takes the tensors' one).
+        lengths = {
+            k: int(segs[k]["shape"][axis])
+            for k in range(len(segs))
+            if -len(segs[k]["shape"]) <= axis < len(segs[k]["shape"])
+        }
+        for k in used:
+            if k not in lengths and segs[k]["shape"]:
+                raise IndexError(
+                    f"{where}: time axis {axis} is not an axis of the records of shape "
+                    f"{segs[k]['shape']}; pass time_axis=False to number their elements"
+                )
+        ts = set(lengths.values())
+    per_step = np.ones(len(sel), dtype=np.int64)
+    plans: list[tuple[int, np.ndarray, int]] = []
+    for k in used:
+        pos = np.nonzero(idx[:, 0] == k)[0]
+        shape = tuple(int(d) for d in segs[k]["shape"])
+        t_len = 1
+        if axis is not None:
+            if k in lengths:
+                t_len = lengths[k]
+            elif len(ts) == 1:
+                t_len = next(iter(ts))  # a number before the first step: every time point
+            elif ts:
+                raise ValueError(
+                    f"{where}: steps {sel[pos][:5].tolist()} recorded a number, and the "
+                    f"layer's records have time lengths {sorted(ts)}: pass steps= of one"
+                )
+        per_step[pos] = t_len
+        plans.append((k, pos, t_len))
+    starts = np.concatenate([[0], np.cumsum(per_step)[:-1]])
+    out = torch.empty(int(per_step.sum()), dtype=dtype)
+    for k, pos, t_len in plans:
+        seg = segs[k]
+        shape = tuple(int(d) for d in seg["shape"])
+        rows = idx[pos, 1]
+        if not shape:  # one number (or 0-d tensor) for every element and time point
+            col = fld.take(k, rows, ())
+            vals = decode_rows(col.reshape(len(rows)), {**seg, "shape": []})
+            vals = vals.to(dtype)[:, None].expand(len(rows), t_len)
+        else:
+            flat = _element_flat(index, shape, axis, dims, where)
+            if seg["encoding"] == SPIKE_ENCODING:
+                bitpos = bit_positions(flat, shape, seg.get("permute"))
+                cols = np.empty((len(rows), len(bitpos)), dtype=np.uint8)
+                for c in np.unique(bitpos // 8):
+                    got = fld.take(k, rows, (int(c),)).reshape(len(rows), 1)
+                    hit = np.nonzero(bitpos // 8 == c)[0]
+                    cols[:, hit] = (got >> (7 - bitpos[hit] % 8).astype(np.uint8)) & 1
+                vals = torch.from_numpy(cols).to(dtype)
+            else:
+                nd = np.unravel_index(flat, shape)
+                ta = None if axis is None else axis % len(shape)
+                rest = tuple(slice(None) if a == ta else int(i[0]) for a, i in enumerate(nd))
+                col = fld.take(k, rows, rest)
+                dec = decode_rows(col.reshape(-1), {**seg, "shape": []})
+                vals = dec.reshape(len(rows), t_len).to(dtype)
+        at = torch.from_numpy(starts[pos][:, None] + np.arange(t_len)[None, :])
+        out[at] = vals
+    return out
+
+
+def _element_flat(
+    index: Any,
+    shape: tuple[int, ...],
+    axis: int | None,
+    dims: tuple[str, ...] | None,
+    where: str,
+) -> np.ndarray:
+    """Flat C-order indices into records of ``shape`` of the neuron ``index`` at every
+    time point (one without a time ``axis``), in time order."""
+    if axis is None:
+        return np.array([np.ravel_multi_index(_element(index, shape, dims, where), shape)])
+    a = axis % len(shape)
+    rest = shape[:a] + shape[a + 1 :]
+    rest_dims = None if dims is None else dims[:a] + dims[a + 1 :]
+    at = f"{where} (records {list(shape)}, time axis {a}: neurons number the rest)"
+    try:
+        nd = _element(index, rest, rest_dims, at)
+    except IndexError as exc:
+        if isinstance(index, (tuple, list)) and len(index) == len(shape):
+            raise IndexError(
+                f"{exc}; pass time_axis=False to index the whole record, time axis "
+                "included (one value per step)"
+            ) from None
+        raise
+    grid = [np.full(shape[a], i, dtype=np.int64) for i in nd]
+    grid.insert(a, np.arange(shape[a], dtype=np.int64))
+    return np.asarray(np.ravel_multi_index(tuple(grid), shape), dtype=np.int64)

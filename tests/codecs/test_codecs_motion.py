@@ -262,7 +262,8 @@ def test_writer_codes_moving_conv_records_with_motion(tmp_path: Path) -> None:
     torch.testing.assert_close(layer[3:7], torch.stack(recs[3:7]), rtol=0, atol=0)
     stacked = torch.stack(recs)
     for nd in [(0, 0, 0, 0, 0), (7, 1, 2, 11, 11), (3, 0, 1, 5, 6)]:
-        torch.testing.assert_close(layer.neuron(nd), stacked[(slice(None), *nd)], rtol=0, atol=0)
+        got = layer.neuron(nd, time_axis=False)
+        torch.testing.assert_close(got, stacked[(slice(None), *nd)], rtol=0, atol=0)
     from spikestore import analysis
 
     ids = [0, 17, 863]

@@ -102,7 +102,7 @@ def _neuron_want(recs: list[torch.Tensor], idx: tuple[int, ...]) -> torch.Tensor
 READS: dict[str, Callable[[Any, str], Any]] = {
     "one": lambda lay, name: lay[3],
     "slice": lambda lay, name: lay[0:20],
-    "neuron": lambda lay, name: lay.neuron(NEURON[name]),
+    "neuron": lambda lay, name: lay.neuron(NEURON[name], time_axis=False),
 }
 
 
@@ -577,7 +577,7 @@ def test_threads_reading_one_layer_at_once_get_the_right_values(store):
                     a = int(rng.integers(N - 5))
                     assert bits_equal(m[name][a : a + 5], torch.stack(recs[name][a : a + 5]))
                     assert torch.equal(
-                        m[name].neuron(NEURON[name]).to(recs[name][0].dtype),
+                        m[name].neuron(NEURON[name], time_axis=False).to(recs[name][0].dtype),
                         _neuron_want(recs[name], NEURON[name]),
                     )
         except BaseException as exc:
@@ -631,7 +631,7 @@ def test_a_reader_during_a_live_writer_sees_committed_steps_right(tmp_path):
             seen = max(seen, n)
             assert bits_equal(lay[-1], recs[name][n - 1])
             idx = NEURON[name]
-            got = lay.neuron(idx)
+            got = lay.neuron(idx, time_axis=False)
             assert got.shape[0] >= n
             assert torch.equal(got[:n].to(recs[name][0].dtype), _neuron_want(recs[name][:n], idx))
         if finished:

@@ -139,7 +139,7 @@ def test_layer_index_errors_name_the_layer(store_path: Path) -> None:
         lay[np.array([1.7])]  # was silently step 1
     with pytest.raises(TypeError):
         lay[[True, False]]  # was silently steps 1 and 0
-    assert lay[np.array([], dtype=np.int64)] == []
+    assert lay[np.array([], dtype=np.int64)].shape == (0, 8)  # a tensor, as every slice
 
 
 def test_nbytes_stored_counts_files_and_skips_temporary_ones(tmp_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_missing_field_group_of_an_old_layer_is_no_steps(tmp_path: Path, store_p
     _edit_layer(path, "o/x", time_axis=_DROP)
     shutil.rmtree(path / "o" / "x" / "f0")
     lay = spikestore.open(path)["o"]["x"]
-    assert len(lay) == 0 and lay[:] == [] and lay.segments == []
+    assert len(lay) == 0 and lay[:].shape == (0,) and lay.records() == [] and lay.segments == []
 
 
 def test_time_axis_is_read(tmp_path: Path, store_path: Path) -> None:
@@ -317,18 +317,48 @@ def test_stacked_spike_reads_match_the_records(
     assert torch.equal(layer[7], recs[7])
 
 
-def test_stacked_read_across_segments_and_none_falls_back(tmp_path: Path) -> None:
-    # Steps in two segments (shapes differ) or with a None record give a list, as before;
-    # steps of one segment of a multi-segment layer still stack.
+def test_a_slice_across_shapes_or_none_is_an_error_and_records_a_list(tmp_path: Path) -> None:
+    # A slice is always one tensor: steps in two segments (shapes differ) or with a None
+    # record are a ValueError naming them, not a list that has no .shape; records() is
+    # the list. Steps of one segment of a multi-segment layer still stack.
     recs: list[torch.Tensor | None] = [torch.ones(2, 8), torch.zeros(3, 8), None, torch.ones(2, 8)]
     with spikestore.StoreWriter(tmp_path / "s") as w:
         for r in recs:
             w.append("m", "l", r)
     layer = spikestore.open(tmp_path / "s")["m"]["l"]
-    got = layer[:]
+    with pytest.raises(
+        ValueError,
+        match=r"monitor 'm', layer 'l': steps 0\.\.3 do not stack.*shape \(2, 8\) float32 at "
+        r"steps 0, 3; shape \(3, 8\) float32 at step 1; None at step 2\. layer\.records",
+    ):
+        layer[:]
+    with pytest.raises(ValueError, match=r"steps 1\.\.2 do not stack"):
+        layer.read(slice(1, 3))
+    got = layer.records(slice(None))
     assert isinstance(got, list) and got[2] is None
     assert all(torch.equal(a, b) for a, b in zip(got[:2], recs[:2], strict=True))
     assert torch.equal(layer[[0, 3]], torch.ones(2, 2, 8))
+    assert torch.equal(layer[1:2], torch.zeros(1, 3, 8))
+
+
+def test_a_slice_is_a_tensor_whatever_the_dtypes(tmp_path: Path) -> None:
+    # Float32 and bfloat16 steps (an eval pass under autocast) stack in their common
+    # dtype; one step reads in its own; a layer of Python numbers stacks to 1-D.
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        w.append("m", "l", torch.full((2,), 0.5))
+        w.append("m", "l", torch.full((2,), 0.25, dtype=torch.bfloat16))
+        w.append("m", "l", torch.tensor([1.0, 0.0], dtype=torch.float8_e4m3fn))
+        for x in (1, 2.5, True):
+            w.append("m", "n", x)
+    s = spikestore.open(tmp_path / "s")
+    layer = s["m"]["l"]
+    assert layer[1].dtype == torch.bfloat16
+    assert layer[:2].dtype == torch.float32
+    assert torch.equal(layer[:2], torch.tensor([[0.5] * 2, [0.25] * 2]))
+    assert layer[:].dtype == torch.float64 == layer.dtype  # no common type with float8
+    assert torch.equal(layer[:][2], torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert torch.equal(s["m"]["n"][:], torch.tensor([1.0, 2.5, 1.0], dtype=torch.float64))
+    assert s["m"]["n"][-1] is True
 
 
 def test_stacked_read_of_a_live_store_reads_the_tail(tmp_path: Path) -> None:
@@ -414,7 +444,7 @@ def test_spike_shards_are_read_directly_and_match_zarr(
         want = np.asarray(arr.get_orthogonal_selection((rows,)))
         np.testing.assert_array_equal(fld.take(0, rows), want)
     nd = (2,) + (0,) * (len(shape) - 1)
-    assert torch.equal(layer.neuron(nd), torch.stack(recs)[(slice(None), *nd)])
+    assert torch.equal(layer.neuron(nd, time_axis=False), torch.stack(recs)[(slice(None), *nd)])
 
 
 def test_other_spike_codecs_and_raw_rows_are_read_through_zarr(tmp_path: Path) -> None:

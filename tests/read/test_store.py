@@ -97,7 +97,10 @@ def test_shapes_change_between_steps_and_slices(tmp_path):
     assert bits_equal(layer[70], last)
     assert bits_equal(layer[-1], full[4])
     assert bits_equal(layer[0:70], torch.stack(full))
-    mixed = layer[68:73]
+    stack_error = r"steps 68\.\.72 do not stack.*\(3, 8\) float32 at step 70"
+    with pytest.raises(ValueError, match=stack_error):
+        layer[68:73]  # a slice is one tensor or an error, never a list
+    mixed = layer.records(slice(68, 73))
     assert isinstance(mixed, list) and len(mixed) == 5 and bits_equal(mixed[2], last)
     assert bits_equal(layer[[71, 0, -1]], torch.stack([full[0], full[0], full[4]]))
     assert len(list(layer)) == 76
@@ -131,7 +134,8 @@ def test_structured_records(tmp_path):
     lst = s["list"][1]
     assert isinstance(lst, list) and lst[1] is None and lst[2] == 2.5
     assert s["num"][2] == 1.0 and isinstance(s["num"][2], float)
-    assert s["int"][:] == [0, 1, 2] and isinstance(s["int"][1], int)
+    assert s["int"].records() == [0, 1, 2] and isinstance(s["int"][1], int)
+    assert torch.equal(s["int"][:], torch.tensor([0, 1, 2]))  # a slice: one tensor
     assert s["none"][0] is None and len(s["none"]) == 3
 
 
@@ -335,7 +339,9 @@ def test_time_axis_packs_time_last_and_reads_back(tmp_path):
     layer = spikestore.open(path)["output"]["sn"]
     assert layer.segments[0]["permute"] == [1, 2, 3, 0]
     assert bits_equal(layer[:], torch.stack(recs))
-    assert bits_equal(layer.neuron((2, 1, 2, 4)), torch.stack(recs)[:, 2, 1, 2, 4])
+    assert bits_equal(layer.neuron((2, 1, 2, 4), time_axis=False), torch.stack(recs)[:, 2, 1, 2, 4])
+    # numbered without the time axis, as analysis does: T values per step
+    assert bits_equal(layer.neuron((1, 2, 4)), torch.stack(recs)[:, :, 1, 2, 4].reshape(-1))
     row = layer.field(0).array(0)[7]
     assert np.array_equal(row, np.packbits(recs[7].permute(1, 2, 3, 0).flatten().numpy() != 0))
 
