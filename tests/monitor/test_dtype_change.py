@@ -182,3 +182,21 @@ def test_stores_written_before_read_and_take_another_dtype(tmp_path: Path, versi
     lay = spikestore.open(copy)["output"]["features.0.sn"]
     assert lay[-1].dtype == torch.bfloat16 and torch.equal(lay[:40], before)
     assert [g.dtype for g in lay.shapes] == [torch.float32, torch.float32, torch.bfloat16]
+
+
+def test_nwb_export_of_a_run_with_dtype_changes_validates(tmp_path: Path) -> None:
+    pynwb = pytest.importorskip("pynwb")
+    from spikestore import export
+
+    ours, theirs = _run(tmp_path)
+    for m in ours:
+        m.close()
+    export.to_nwb(spikestore.open(tmp_path / "v"), tmp_path / "v.nwb")
+    assert pynwb.validate(path=str(tmp_path / "v.nwb")) == []
+    with pynwb.NWBHDF5IO(str(tmp_path / "v.nwb"), "r") as io:
+        series = io.read().processing["spikestore"].data_interfaces["v_seq.4.shape0"]
+        data = np.asarray(series.data)
+    # steps 0, 2, 3 (batch 2) in the common dtype, float64; step 2 is the float64 phase
+    assert data.dtype == np.float64 and data.shape == (3 * T, 2, 4)
+    want = torch.cat([theirs[1].records[2 * s + 1] for s in (0, 2, 3)]).double().numpy()
+    assert np.array_equal(data, want)
