@@ -290,9 +290,12 @@ class RankedLayerReader(Sequence[Any]):
         :meth:`layer`); for tuple records a list of each rank's list.
         """
         steps, many = self._steps(key)
-        per_rank = [
-            lay.read(steps if many else int(steps[0]), device) for lay in self._layers.values()
-        ]
+        per_rank = []
+        for r, lay in self._layers.items():
+            try:
+                per_rank.append(lay.read(steps if many else int(steps[0]), device))
+            except ValueError as exc:  # steps of one rank that do not stack
+                raise ValueError(f"rank {r}: {exc} (here: layer.layer({r}).records(key))") from None
         if not many or self.structure not in ("tensor", "number", "none"):
             return _stack(per_rank)
         shapes = {tuple(t.shape) for t in per_rank}
