@@ -687,7 +687,8 @@ class LayerReader(Sequence[Any]):
         if not len(sel):
             return torch.empty(0, dtype=fld.dtype or torch.float32)
         stored = self.time_axis
-        if fi and self.field_dims(fi) != self.dims:
-            stored = None  # the time axis is the first field's (Norse's state has none)
+        ranks = [{len(x) for x in f.tensor_shapes()} for f in (self.fields[0], fld)]
+        if ranks[0] != ranks[1]:
+            stored = None  # the axis is of the first field's rank (Norse's state has none)
         axis = _record_axis(time_axis, stored)
         return neuron_values(fld, index, sel, axis, self.field_dims(fi), where)

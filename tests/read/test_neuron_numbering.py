@@ -92,3 +92,18 @@ def test_a_number_before_the_first_step_fills_every_time_point(tmp_path: Path) -
     assert np.array_equal(A.traces(lay, [(1, 2)])[:, 0], got.numpy())
     assert lay.shape == (T, 2, 3) and lay.dtype == torch.float32  # the number left out
     assert [(g.shape, g.steps.tolist()) for g in lay.shapes] == [((T, 2, 3), [0, 1])]
+
+
+def test_a_field_of_another_rank_has_no_time_axis(tmp_path: Path) -> None:
+    # Norse's (z, state): z is [T, B, N], the state [B, N] has no time axis
+    recs = [(torch.rand(T, 2, 5), torch.rand(2, 5)) for _ in range(3)]
+    with spikestore.StoreWriter(tmp_path / "s") as w:
+        for r in recs:
+            w.append("norse", "lif", r, time_axis=0)
+    lay = spikestore.open(tmp_path / "s")["norse"]["lif"]
+    state = lay.neuron((1, 2), field=1)
+    assert torch.equal(state, torch.stack([r[1][1, 2] for r in recs]))
+    assert np.array_equal(A.traces(lay, [(1, 2)], field=1)[:, 0], state.numpy())
+    z = lay.neuron((1, 2))
+    assert torch.equal(z, torch.cat([r[0][:, 1, 2] for r in recs]))
+    assert np.array_equal(A.traces(lay, [(1, 2)])[:, 0], z.numpy())
