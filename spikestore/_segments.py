@@ -22,7 +22,11 @@ trip); the rows of a partly written chunk row stay in memory, so completing it
 reads nothing back.
 
 Thread ownership: the writer thread only; an :class:`Encoder`'s threads run the
-jobs the writer thread hands them (encode a chunk, write its file) while it waits.
+jobs the writer thread hands them (encode a chunk, write its file) while it waits,
+and two kinds it does not wait for: making the folders of the next shard file
+(:meth:`Segment.prepare`, waited for before they are removed) and summarising a raw
+record (``spikestore.summary``, collected before the commit). Neither touches a
+segment's state.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from .format import (
     tail_name,
 )
 from .storage import delete_prefix, local_root, write_parts
+from .storage._files import dir_maker
 from .storage._localfs import read_file
 
 __all__ = [
@@ -123,6 +128,12 @@ class Encoder:
         futures: list[Future[Any]] = [pool.submit(fn, x) for x in items]
         wait(futures)
         return [f.result() for f in futures]
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
+        """``fn(*args)`` started on one of the threads, as a future the writer thread
+        collects before it uses the result (a raw record's summary); None with one
+        thread (the caller then calls ``fn`` itself)."""
+        return None if self.threads <= 1 else self._get_pool().submit(fn, *args)
 
     def _get_pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -404,6 +415,9 @@ class Segment:
         #: ``sealed`` as last committed (what a live reader may hold).
         self.disk_sealed = desc["sealed"]
         self.shard = int(main.shards[0])
+        self._dirs = dir_maker(main.store_path.store)
+        #: The shard whose folders :meth:`prepare` last had made, and that job's future.
+        self._ahead: tuple[int, Future[Any] | None] | None = None
         self._tails: dict[int, Any] = {}
         #: The rows of the tail's last, partly written chunk row, from its first row:
         #: ``(shard, first tail row, rows)``. The next write completes that chunk row
@@ -552,6 +566,16 @@ class Segment:
             pieces.append((start, rest))
         return c0, pieces
 
+    def prepare(self, j: int) -> None:
+        """Shard ``j - 1`` got its first row: have an encoder thread make the folders of
+        shard ``j``'s file (a local store's ``c/<j>/0/...``) while the writer thread
+        writes shard ``j - 1``, so that writing shard ``j`` makes none (folders cost
+        more than files on some disks). Failures are left to that write to report;
+        :meth:`drop_tails` removes the folders of a shard that got no row."""
+        if self._dirs is not None and j * self.shard >= self.desc["rows"]:
+            key = _key(self.main, (j,) + (0,) * (self.main.ndim - 1))
+            self._ahead = (j, self._encoder.submit(self._dirs, key))
+
     def _write_shard(self, j: int, r0: int, part: np.ndarray) -> None:
         """Rows ``[r0, shard)`` of shard ``j`` are ``part``: the shard is complete. Its new
         chunks are encoded in memory and written with the tail's earlier ones as the
@@ -603,7 +627,14 @@ class Segment:
         return True
 
     def drop_tails(self) -> None:
-        """Delete the tail arrays (once everything is sealed and committed)."""
+        """Delete the tail arrays (once everything is sealed and committed), and the
+        folders :meth:`prepare` made for a shard that got no row."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] * self.shard >= self.desc["rows"]:
+            if ahead[1] is not None:
+                wait([ahead[1]])  # then nothing makes the folders again
+            key = _key(self.main, (ahead[0],) + (0,) * (self.main.ndim - 1))
+            delete_prefix(self.main.store_path.store, key.rsplit("/", self.main.ndim - 1)[0])
         for p in (0, 1):
             name = tail_name(self.desc["array"], p)
             if p in self._tails or name in self.grp:
