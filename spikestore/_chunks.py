@@ -164,6 +164,10 @@ class _ChunkWriter:
         :data:`ENCODE_BATCH` bytes of rows at a time, as the caller asks for them, so
         that the encoded bytes in memory stay bounded whatever the shard's size."""
         jobs = self._jobs(row0, data)
+        if self.plain and encoder.threads > 1 and len(jobs) > 1:
+            if all(block.shape == self.chunks for _, block in jobs):
+                yield from self._plain_ahead(encoder, jobs)
+                return
         if self.plain:  # encoded as the file is written, parts of ``data`` itself
             yield from ((coords, self._plain(block)) for coords, block in jobs)
             return
@@ -173,21 +177,28 @@ class _ChunkWriter:
             encoded = encoder.run(lambda job: self._one(job[1]), batch)
             yield from zip((job[0] for job in batch), encoded, strict=True)
 
+    def _plain_ahead(
+        self, encoder: Encoder, jobs: list[tuple[tuple[int, ...], np.ndarray]]
+    ) -> Iterator[tuple[tuple[int, ...], tuple[Any, ...]]]:
+        """:meth:`_plain` of whole chunks, their CRC-32Cs computed on the encoder's
+        threads (which the checksum lets run: it releases the GIL) while the writer
+        thread writes the rows of the chunks before them; each chunk's parts wait for
+        its checksum, the last of them."""
+        rows = [_rows(block) for _, block in jobs]
+        per = -(-len(rows) // (2 * encoder.threads))  # a few batches, the first soon done
+        later = [encoder.submit(_crcs, rows[i : i + per]) for i in range(0, len(rows), per)]
+        for k, (coords, _) in enumerate(jobs):
+            future = later[k // per]
+            crc = future.result()[k % per] if future is not None else _crcs([rows[k]])[0]
+            yield coords, (*rows[k], crc)
+
     def _plain(self, block: np.ndarray) -> tuple[Any, ...]:
         """A chunk of a plain chain (see ``plain``) as parts: its rows, not copied where
         each is contiguous, then their CRC-32C (fill past the rows given: :meth:`_one`)."""
         if block.shape != self.chunks:
             return self._one(block)
-        if block.flags.c_contiguous:
-            parts = [block]
-        elif block[0].flags.c_contiguous:
-            parts = list(block)
-        else:
-            parts = [np.ascontiguousarray(block)]
-        crc = 0
-        for p in parts:
-            crc = google_crc32c.extend(crc, p.reshape(-1).view(np.uint8))
-        return (*parts, np.uint32(crc).astype("<u4").tobytes())
+        parts = _rows(block)
+        return (*parts, _crcs([parts])[0])
 
     def _one(self, block: np.ndarray) -> tuple[Any, ...]:
         """One chunk, encoded: its bytes as parts to write one after the other (the
@@ -204,3 +215,23 @@ class _ChunkWriter:
         if not self.crc:
             return (data,)
         return data, np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()
+
+
+def _rows(block: np.ndarray) -> list[np.ndarray]:
+    """A chunk's rows as contiguous parts: itself, its rows, or (neither contiguous) a copy."""
+    if block.flags.c_contiguous:
+        return [block]
+    if block[0].flags.c_contiguous:
+        return list(block)
+    return [np.ascontiguousarray(block)]
+
+
+def _crcs(chunks: list[list[np.ndarray]]) -> list[bytes]:
+    """The CRC-32C of each chunk (its parts one after the other), little-endian."""
+    out = []
+    for parts in chunks:
+        crc = 0
+        for p in parts:
+            crc = google_crc32c.extend(crc, p.reshape(-1).view(np.uint8))
+        out.append(np.uint32(crc).astype("<u4").tobytes())
+    return out

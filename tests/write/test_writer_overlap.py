@@ -94,9 +94,10 @@ def _segment(tmp_path: Path, store_cls: type = ConfinedLocalStore) -> Segment:
 
     store = store_cls(tmp_path / "s")
     grp = zarr.open_group(store, mode="w", path="m/l/f0")
-    row = np.zeros((2, 128, 256), np.float32)  # 256 KiB: 4 rows to a 1 MiB shard
+    # 256 KiB of noise: 4 rows to a 1 MiB shard, stored as they are (bytes, crc32c)
+    row = np.random.default_rng(1).standard_normal((2, 128, 256)).astype(np.float32)
     desc = segment_descriptor(0, "raw", "float32", (2, 128, 256))
-    opts = SegmentOptions(None, None, 4, 1 << 20, dense_shard_bytes=1 << 20)
+    opts = SegmentOptions(None, None, 4, 1 << 17, dense_shard_bytes=1 << 20)
     main = create_segment(grp, desc, row, opts)
     return Segment(grp, desc, main, lambda: None, Encoder(2))
 
@@ -165,3 +166,27 @@ def test_a_closed_store_has_a_folder_only_for_each_shard_written(tmp_path):
     c = path / "m" / "v" / "f0" / "s0" / "c"
     assert sorted(os.listdir(c), key=int) == [str(j) for j in range(shards)]
     assert torch.equal(lay[9], x)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_shards_of_raw_rows_carry_each_chunks_crc(tmp_path, threads):
+    """Whole shards of raw rows are written from the rows, each chunk's CRC-32C computed
+    on the encoder's threads (or the writer's, with one): Zarr checks them on reading."""
+    import zarr
+
+    seg = _segment(tmp_path)
+    seg._encoder = Encoder(threads)
+    assert seg._shards is not None and seg._shards.plain
+    assert len(seg._shards._jobs(0, np.zeros((4, 2, 128, 256), np.float32))) > 1
+    rows = np.random.default_rng(5).standard_normal((9, 2, 128, 256)).astype(np.float32)
+    seg.write(rows[:8])  # two whole shards
+    seg.write(rows[8:])
+    seg.seal_partial()
+    back = zarr.open_array(seg.main.store_path.store, path=seg.main.path, mode="r")
+    np.testing.assert_array_equal(back[:9], rows)
+    shard = tmp_path / "s/m/l/f0/s0/c/1/0/0/0"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF  # a flipped byte in the first chunk's rows
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"(?i)checksum|crc"):
+        zarr.open_array(seg.main.store_path.store, path=seg.main.path, mode="r")[4:8]
