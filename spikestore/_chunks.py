@@ -5,10 +5,12 @@ array's codec chain, each codec's synchronous encoder), for ``spikestore._segmen
 the chunks of a tail, each written as its own file (or, off local disk, in one round
 trip), and the inner chunks of a shard, handed to ``write_shard`` as they are asked
 for. Rows stored as they are (``bytes`` then ``crc32c``) are written from their own
-memory, with their CRC-32C, instead of being copied.
+memory, with their CRC-32C, instead of being copied (a shard's checksums computed on
+the encoder's threads while the writer thread writes the chunks before them).
 
 Thread ownership: the writer thread; an ``Encoder``'s threads run the jobs it hands
-them (encode a chunk, write its file) while it waits.
+them (encode a chunk, write its file, checksum a shard's chunks) while it waits, or
+while it writes what comes before their results.
 """
 
 from __future__ import annotations
