@@ -42,6 +42,7 @@ from spikestore.testing import (
     recorder_check,
     recorder_lines,
     recorder_value,
+    same_record,
     spawn_recorder,
 )
 from spikestore.testing import wait_for as _wait_for
@@ -200,12 +201,10 @@ def test_append_mode_continues_numbering(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mon", "lay", "bad"),
     [
-        ("output", "sn1", torch.zeros(4, 33, dtype=torch.float64)),  # dtype
         ("output", "sn1", torch.zeros(4, 33, 1)),  # rank
         ("output", "sn1", (torch.zeros(4, 33),)),  # structure
         ("output", "sn1", "text"),  # unsupported type
         ("output", "pair", (torch.zeros(2, 8, dtype=torch.uint8), 1.0)),  # field count
-        ("output", "pair", (torch.zeros(2, 8, dtype=torch.uint8), 1.0, 2.5)),  # int -> float
         ("output", "pair", [torch.zeros(2, 8, dtype=torch.uint8), 1.0, 2]),  # list vs tuple
     ],
 )
@@ -224,11 +223,49 @@ def test_append_mismatch_is_record_error_and_changes_nothing(
         with pytest.raises(exc, match=rf"{mon}.*{lay}.*step 20"):
             w.append(mon, lay, bad)
         assert w.steps(mon, lay) == 20
-    assert snapshot(path) == before
+    after = snapshot(path)
+    # The opening is a run of its own (format 1.7), which recorded nothing: the root's
+    # run list grew by one entry, and nothing else changed.
+    runs = [_run_list(x) for x in (before, after)]
+    assert runs[1][:-1] == runs[0] and runs[1][-1]["first"] == {}
+    assert {k: v for k, v in after.items() if k != "zarr.json"} == {
+        k: v for k, v in before.items() if k != "zarr.json"
+    }
     # The layer still takes the right records, numbered on.
     with StoreWriter(path, mode="a") as w:
         assert w.append(mon, lay, expected(mon, lay, 20)) == 20
     assert len(spikestore.open(path)[mon][lay]) == 21
+
+
+def _run_list(files: dict[str, bytes]) -> list[Any]:
+    return json.loads(files["zarr.json"])["attributes"]["spikestore_run"]["runs"]
+
+
+@pytest.mark.parametrize(
+    ("mon", "lay", "other"),
+    [
+        ("output", "sn1", torch.zeros(4, 33, dtype=torch.float64)),  # dtype
+        ("output", "pair", (torch.zeros(2, 8, dtype=torch.uint8), 1.0, 2.5)),  # int -> float
+    ],
+)
+def test_append_of_another_dtype_is_a_new_segment(
+    tmp_path: Path, mon: str, lay: str, other: Any
+) -> None:
+    """A record of another dtype was refused like a mismatch; it is now recorded as a
+    shape change is, and the steps before it read back unchanged."""
+    path = tmp_path / "s"
+    expected = Expected()
+    with StoreWriter(path) as w:
+        for step in range(20):
+            for m, n in RECORDER_LAYERS:
+                w.append(m, n, expected(m, n, step))
+    with StoreWriter(path, mode="a") as w:
+        assert w.append(mon, lay, other) == 20
+    layer = spikestore.open(path)[mon][lay]
+    assert len(layer) == 21
+    assert same_record(layer.records(slice(20, 21))[0], other)
+    for step in range(20):
+        assert same_record(layer.records(slice(step, step + 1))[0], expected(mon, lay, step))
 
 
 # ------------------------------------------------------------ 3. live reading
@@ -437,7 +474,7 @@ def test_silent_steps_still_write_every_shard(tmp_path: Path) -> None:
             w.append("output", "none", None)
     layer = spikestore.open(path)["output"]["sn"]
     assert torch.equal(layer[:], torch.zeros(100, 64, 256))
-    assert spikestore.open(path)["output"]["none"][:] == [None] * 100
+    assert spikestore.open(path)["output"]["none"].records() == [None] * 100
     assert _shards(path, "output/sn")
     assert list((path / "output" / "none" / "f0" / "index" / "c").rglob("*"))
 
