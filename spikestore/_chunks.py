@@ -182,17 +182,25 @@ class _ChunkWriter:
     def _plain_ahead(
         self, encoder: Encoder, jobs: list[tuple[tuple[int, ...], np.ndarray]]
     ) -> Iterator[tuple[tuple[int, ...], tuple[Any, ...]]]:
-        """:meth:`_plain` of whole chunks, their CRC-32Cs computed on the encoder's
-        threads (which the checksum lets run: it releases the GIL) while the writer
-        thread writes the rows of the chunks before them; each chunk's parts wait for
-        its checksum, the last of them."""
+        """:meth:`_plain` of whole chunks, their CRC-32Cs shared out: batches handed to
+        the encoder's threads (which the checksum lets run: it releases the GIL), the
+        last first, while the writer thread writes the chunks before them; a batch that
+        no thread has started when the writer thread reaches it is cancelled and
+        checksummed there (so a busy machine, with no core to spare, waits for none).
+        Each chunk's parts end with its checksum."""
         rows = [_rows(block) for _, block in jobs]
-        per = -(-len(rows) // (2 * encoder.threads))  # a few batches, the first soon done
-        later = [encoder.submit(_crcs, rows[i : i + per]) for i in range(0, len(rows), per)]
+        per = -(-len(rows) // 8)
+        starts = range(0, len(rows), per)
+        later = {i: encoder.submit(_crcs, rows[i : i + per]) for i in reversed(starts)}
+        crcs: list[bytes] = []
         for k, (coords, _) in enumerate(jobs):
-            future = later[k // per]
-            crc = future.result()[k % per] if future is not None else _crcs([rows[k]])[0]
-            yield coords, (*rows[k], crc)
+            if k % per == 0:
+                future = later.pop(k)
+                if future is None or future.cancel():
+                    crcs = _crcs(rows[k : k + per])
+                else:
+                    crcs = future.result()
+            yield coords, (*rows[k], crcs[k % per])
 
     def _plain(self, block: np.ndarray) -> tuple[Any, ...]:
         """A chunk of a plain chain (see ``plain``) as parts: its rows, not copied where

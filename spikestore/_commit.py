@@ -295,7 +295,7 @@ class FieldWriter:
 
     def add(self, enc: Encoded | None) -> bool:
         """Buffer one step; True when it fills its segment's open shard."""
-        self.summary.add(enc, self.encoder.submit if self.encoder is not None else None)
+        self.summary.add(enc, self.encoder.background if self.encoder is not None else None)
         if enc is None:
             self.pending_index.append((-1, 0))
             return False

@@ -115,7 +115,8 @@ class Encoder:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = encode_threads() if threads is None else int(threads)
-        self._pool: ThreadPoolExecutor | None = None
+        #: The pool :meth:`run` and :meth:`submit` use, and :meth:`background`'s.
+        self._pools: dict[str, ThreadPoolExecutor] = {}
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -131,23 +132,33 @@ class Encoder:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
         """``fn(*args)`` started on one of the threads, as a future the writer thread
-        collects before it uses the result (a raw record's summary); None with one
-        thread (the caller then calls ``fn`` itself)."""
+        waits for soon (a shard's checksums while it writes the chunks before them);
+        None with one thread (the caller then calls ``fn`` itself)."""
         return None if self.threads <= 1 else self._get_pool().submit(fn, *args)
 
-    def _get_pool(self) -> ThreadPoolExecutor:
+    def background(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
+        """:meth:`submit` on threads of their own, for work the writer thread collects
+        later (a raw record's summary, the next shard's folders), so that what it
+        waits for soon never queues behind it."""
+        return None if self.threads <= 1 else self._get_pool("bg").submit(fn, *args)
+
+    def _get_pool(self, kind: str = "enc") -> ThreadPoolExecutor:
         with self._lock:
-            if self._pool is None or self._pid != os.getpid():
-                self._pool = ExitSafePool(self.threads, thread_name_prefix="spikestore-enc")
-                self._pid = os.getpid()
-            return self._pool
+            if self._pid != os.getpid():
+                self._pools, self._pid = {}, os.getpid()
+            pool = self._pools.get(kind)
+            if pool is None:
+                name = f"spikestore-{kind}"
+                pool = self._pools[kind] = ExitSafePool(self.threads, thread_name_prefix=name)
+            return pool
 
     def close(self) -> None:
         """Stop the threads (a writer that ends); a later :meth:`run` starts new ones."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None and self._pid == os.getpid():
-            pool.shutdown(wait=True)
+            pools, self._pools = self._pools, {}
+        if self._pid == os.getpid():
+            for pool in pools.values():
+                pool.shutdown(wait=True)
 
 
 #: The least ``SegmentOptions.dense_shard_bytes``, whatever the writer's buffer bound.
@@ -574,7 +585,7 @@ class Segment:
         :meth:`drop_tails` removes the folders of a shard that got no row."""
         if self._dirs is not None and j * self.shard >= self.desc["rows"]:
             key = _key(self.main, (j,) + (0,) * (self.main.ndim - 1))
-            self._ahead = (j, self._encoder.submit(self._dirs, key))
+            self._ahead = (j, self._encoder.background(self._dirs, key))
 
     def _write_shard(self, j: int, r0: int, part: np.ndarray) -> None:
         """Rows ``[r0, shard)`` of shard ``j`` are ``part``: the shard is complete. Its new

@@ -56,7 +56,7 @@ def test_raw_summaries_from_encoder_threads_match_the_records(tmp_path, monkeypa
     if threads == 1:
         assert where == {"spikestore-writer"}, where
     else:
-        assert where and all(n.startswith("spikestore-enc") for n in where), where
+        assert where and all(n.startswith("spikestore-bg") for n in where), where
     grp = spikestore.open(path)["m"]["v"].field(0).group
     stored, axis0 = np.asarray(grp["summary"][:]), np.asarray(grp["summary_axis0"][:])
     assert stored.shape == (len(recs), 5)
@@ -87,7 +87,9 @@ def test_a_summary_future_is_collected_before_the_rows_are_written(tmp_path):
     np.testing.assert_array_equal(grp["summary_axis0"][0], [15, 51, 87, 123])
 
 
-def _segment(tmp_path: Path, store_cls: type = ConfinedLocalStore) -> Segment:
+def _segment(
+    tmp_path: Path, store_cls: type = ConfinedLocalStore, chunk_bytes: int = 1 << 17
+) -> Segment:
     import zarr
 
     from spikestore._segments import SegmentOptions
@@ -97,7 +99,7 @@ def _segment(tmp_path: Path, store_cls: type = ConfinedLocalStore) -> Segment:
     # 256 KiB of noise: 4 rows to a 1 MiB shard, stored as they are (bytes, crc32c)
     row = np.random.default_rng(1).standard_normal((2, 128, 256)).astype(np.float32)
     desc = segment_descriptor(0, "raw", "float32", (2, 128, 256))
-    opts = SegmentOptions(None, None, 4, 1 << 17, dense_shard_bytes=1 << 20)
+    opts = SegmentOptions(None, None, 4, chunk_bytes, dense_shard_bytes=1 << 20)
     main = create_segment(grp, desc, row, opts)
     return Segment(grp, desc, main, lambda: None, Encoder(2))
 
@@ -174,10 +176,11 @@ def test_shards_of_raw_rows_carry_each_chunks_crc(tmp_path, threads):
     on the encoder's threads (or the writer's, with one): Zarr checks them on reading."""
     import zarr
 
-    seg = _segment(tmp_path)
+    seg = _segment(tmp_path, chunk_bytes=1 << 15)
     seg._encoder = Encoder(threads)
     assert seg._shards is not None and seg._shards.plain
-    assert len(seg._shards._jobs(0, np.zeros((4, 2, 128, 256), np.float32))) > 1
+    # More chunks than batches of checksums: a batch holds several chunks.
+    assert len(seg._shards._jobs(0, np.zeros((4, 2, 128, 256), np.float32))) > 16
     rows = np.random.default_rng(5).standard_normal((9, 2, 128, 256)).astype(np.float32)
     seg.write(rows[:8])  # two whole shards
     seg.write(rows[8:])
