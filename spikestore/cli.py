@@ -375,6 +375,16 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
 def _plain(text: str) -> str:
     """A docstring as a terminal shows it: ``literal`` markup becomes 'literal'."""
     return re.sub(r"``(.+?)``", r"'\1'", text, flags=re.S)
@@ -445,7 +455,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_view.add_argument("path", help="the store: a folder, or a URL (s3://bucket/run)")
     p_view.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p_view.add_argument("--port", type=int, default=8765, help="port (8765; 0: any free one)")
+    p_view.add_argument("--port", type=_port, default=8765, help="port (8765; 0: any free one)")
     p_view.add_argument(
         "--storage-options",
         type=_json_object,

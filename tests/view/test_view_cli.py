@@ -85,3 +85,14 @@ def test_view_of_a_missing_store_fails_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("spikestore: error: ") and "nope.spikes" in err
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_view_refuses_a_port_out_of_range_as_an_argument_error(
+    store: Path, port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["view", str(store), "--port", port])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port: port must be 0..65535" in err and "Traceback" not in err
