@@ -48,7 +48,14 @@ from zarr.abc.store import Store
 from zarr.storage import WrapperStore
 
 from ..errors import StoreExistsError, StoreLockedError
-from ..format import FORMAT_NAME, LOCK_FILE, TRASH_PREFIX, FormatError, check_root_attrs
+from ..format import (
+    FORMAT_NAME,
+    LOCK_FILE,
+    TRASH_PREFIX,
+    FormatError,
+    check_root_attrs,
+    root_ranks,
+)
 from . import _lease
 from ._cache import CachingStore
 from ._files import _sync
@@ -87,6 +94,17 @@ def _forked() -> None:
 
 os.register_at_fork(after_in_child=_forked)
 
+
+
+def _refuse_ranked(entry: dict[str, Any], where: str) -> None:
+    """Refuse appending to a ranked store as one process: its root holds rank folders,
+    not monitors, so records written there would never be read (and lost)."""
+    if root_ranks(entry, where) is not None:
+        raise FormatError(
+            f"{where} is a ranked store (written by the ranks of a torch.distributed job): "
+            "append to it from the same job's ranks (each rank's StoreWriter under "
+            "torch.distributed), write a new store, or replace it with mode='w'"
+        )
 
 class Storage:
     """The interface: a location, its lock, and the Zarr store to write there."""
@@ -323,7 +341,7 @@ class LocalStorage(Storage):
                 )
         elif mode == "a":
             assert meta is not None
-            check_root_attrs(meta.get("attributes"), str(p))
+            _refuse_ranked(check_root_attrs(meta.get("attributes"), str(p)), str(p))
         if mode == "w":
             if kind != "store" and os.path.lexists(p / "zarr.json"):
                 nodes.append(p / "zarr.json")  # damaged: the writer makes a new one
@@ -554,7 +572,7 @@ class ObjectStorage(Storage):
                 )
         elif mode == "a":
             assert isinstance(meta, dict)
-            check_root_attrs(meta.get("attributes"), self.where)
+            _refuse_ranked(check_root_attrs(meta.get("attributes"), self.where), self.where)
         if mode == "w":
             if kind != "store" and "zarr.json" in entries:
                 nodes.append("zarr.json")  # damaged: the writer makes a new one

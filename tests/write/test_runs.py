@@ -238,3 +238,24 @@ def test_info_lists_the_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "runs: 2" in proc.stdout and 'run 1: 1 steps' in proc.stdout
     assert '{"seed": 1}' in proc.stdout and main is not None
+
+
+def test_a_plain_process_cannot_append_to_a_ranked_store(tmp_path):
+    """Appending to a ranked store without torch.distributed wrote an ordinary store into
+    its root, numbered from 0, which no reader ever showed: the records were lost."""
+    from spikestore.monitor import OutputMonitor
+
+    path = tmp_path / "ranked"
+    shutil.copytree(FIXTURES / "store_v1.4_ranked", path)
+    before = {p: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    with pytest.raises(spikestore.FormatError, match="ranked store"):
+        spikestore.StoreWriter(path, mode="a")
+    net = torch.nn.Sequential(torch.nn.Identity())
+    with pytest.raises(spikestore.FormatError, match="ranked store"):
+        OutputMonitor(net, torch.nn.Identity, store=path, mode="a")
+    after = {p: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    assert after == before
+    # Replacing it on purpose is still allowed.
+    with spikestore.StoreWriter(path, mode="w") as w:
+        w.append("out", "a", torch.ones(1))
+    assert len(spikestore.open(path)["out"]["a"]) == 1
