@@ -4,11 +4,19 @@ Routes: ``/`` (the page), ``/static/<name>`` (the page's script and style, and
 Plotly's ``plotly.min.js`` served from the installed ``plotly`` package, so the page
 needs no internet), and ``/api/layers``, ``/api/status``, ``/api/overview``,
 ``/api/raster``, ``/api/traces`` (JSON). Every request must carry the token: as
-``?token=``, in the ``X-Spikestore-Token`` header, or in the cookie that the page's
-first load sets; tokens are compared with :func:`hmac.compare_digest`. Without it the
-answer is 403. Only GET and HEAD are served (read-only); a static name is looked up in
-a fixed table, never joined to a path. A layer, field or rank the store does not
-have is 404, a malformed argument 400, both with ``{"error": ...}``.
+``?token=`` or in the ``X-Spikestore-Token`` header; tokens are compared with
+:func:`hmac.compare_digest`. Without it the answer is 403. No cookie is ever set (a
+cookie ignores ports: the browser would send the token to every other web service on
+this host): the page is served with the token written into it (URL-quoted, so it
+cannot break out of an attribute), its script and style URLs carry it as ``?token=``
+and its script sends it in the header. Only GET and HEAD are served (read-only); a
+static name is looked up in a fixed table, never joined to a path.
+
+Every API answer is JSON: a layer, field or rank the store does not have is 404, a
+malformed argument (or metadata the reader refuses) 400, a store deleted while viewed
+503, a store that cannot be read 500, and any other failure 500 too (one line on the
+console, no traceback), each as ``{"error": ...}`` for the page to show. Values JSON
+cannot hold (NaN, infinities in a store's attrs) are sent as null.
 
 Starlette runs the routes in its thread pool; :class:`ViewData` serialises them.
 """
@@ -17,19 +25,24 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import SpikestoreError
-from ._data import BadRequest, NotFound, ViewData
+from ._data import BadRequest, NotFound, StoreGone, ViewData, json_safe
 from ._windows import raster, traces
 
-__all__ = ["make_app", "COOKIE", "HEADER"]
+__all__ = ["make_app", "HEADER", "TOKEN_SLOT"]
 
-COOKIE = "spikestore_view_token"
 HEADER = "x-spikestore-token"
+#: Where ``index.html`` takes the token (URL-quoted) when it is served.
+TOKEN_SLOT = "{{token}}"
+
+_log = logging.getLogger("spikestore.view")
 
 #: Static files by the name the page asks for: (package file, media type).
 _STATIC = {
@@ -60,6 +73,15 @@ def _int(params: Any, name: str, default: int | None = None) -> int | None:
     return math.floor(value)
 
 
+def _dumps(body: Any) -> str:
+    """``body`` as strict JSON; where it holds what JSON cannot (NaN, numpy values)
+    those are made plain first (:func:`json_safe`), a cost paid only then."""
+    try:
+        return json.dumps(body, allow_nan=False, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(json_safe(body), allow_nan=False, separators=(",", ":"))
+
+
 def _name(params: Any, name: str) -> str:
     text = params.get(name)
     if text is None:
@@ -80,14 +102,12 @@ def make_app(data: ViewData, token: str) -> Any:
         raise ValueError("the viewer needs a token")
     static = resources.files(__package__) / "static"
     page = (static / "index.html").read_text(encoding="utf-8")
+    # URL-quoted (safe=""): only letters, digits, "_.-~" and %XX, so neither a URL nor
+    # the HTML attribute it sits in can be broken out of, whatever token was given.
+    page = page.replace(TOKEN_SLOT, quote(token, safe=""))
 
     def authorised(request: Request) -> bool:
-        given = (
-            request.query_params.get("token")
-            or request.headers.get(HEADER)
-            or request.cookies.get(COOKIE)
-            or ""
-        )
+        given = request.query_params.get("token") or request.headers.get(HEADER) or ""
         return hmac.compare_digest(given.encode(), token.encode())
 
     def refuse() -> Response:
@@ -103,7 +123,6 @@ def make_app(data: ViewData, token: str) -> Any:
         resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return resp
 
     def asset(request: Request) -> Response:
@@ -120,19 +139,30 @@ def make_app(data: ViewData, token: str) -> Any:
         text = (static / entry[0]).read_text(encoding="utf-8")
         return Response(text, media_type=entry[1], headers={"Cache-Control": "no-store"})
 
+    def error(text: str, status: int) -> Response:
+        return JSONResponse({"error": " ".join(text.split())}, status_code=status)
+
     def api(answer: Any) -> Any:
         def endpoint(request: Request) -> Response:
             if not authorised(request):
                 return refuse()
             try:
-                body = answer(request.query_params)
+                text = _dumps(answer(request.query_params))
             except NotFound as exc:
-                return JSONResponse({"error": str(exc.args[0])}, status_code=404)
+                return error(str(exc.args[0]), 404)
+            except StoreGone as exc:
+                return error(str(exc), 503)
             except (BadRequest, ValueError) as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
+                return error(str(exc), 400)
             except SpikestoreError as exc:  # a damaged or replaced store: say so
-                return JSONResponse({"error": " ".join(str(exc).split())}, status_code=500)
-            text = json.dumps(body, allow_nan=False, separators=(",", ":"))
+                return error(str(exc), 500)
+            except Exception as exc:  # the page shows it; no bare 500
+                gone = data.gone() if isinstance(exc, OSError) else None
+                if gone is not None:  # deleted between the refresh and a read
+                    return error(str(gone), 503)
+                what = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                _log.warning("spikestore view: %s failed: %s", request.url.path, what)
+                return error(f"{request.url.path} failed: {what}", 500)
             no_store = {"Cache-Control": "no-store"}
             return Response(text, media_type="application/json", headers=no_store)
 

@@ -32,7 +32,16 @@ from ..errors import SpikestoreError
 from ..format import LOCK_FILE, SPIKE_ENCODING, STORE_ID_KEY
 from ..summary import COLUMNS
 
-__all__ = ["ViewData", "NotFound", "BadRequest", "decimate", "SPARK_BINS", "MAX_BINS"]
+__all__ = [
+    "ViewData",
+    "NotFound",
+    "BadRequest",
+    "StoreGone",
+    "decimate",
+    "json_safe",
+    "SPARK_BINS",
+    "MAX_BINS",
+]
 
 #: Bins of a layer's sparkline (the whole run, one line).
 SPARK_BINS = 96
@@ -56,6 +65,40 @@ class NotFound(LookupError):
 
 class BadRequest(ValueError):
     """A request argument out of range or malformed (HTTP 400)."""
+
+
+class StoreGone(LookupError):
+    """The store was deleted or moved while viewed (HTTP 503): every request says so
+    until a store is there again."""
+
+
+#: Nesting deeper than this in an answer (a store's attrs) is sent as a note.
+_MAX_DEPTH = 100
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain JSON: non-finite floats become None, numpy scalars and arrays
+    Python numbers and lists, tuples lists, keys strings, ints too long to print None,
+    anything else its ``repr``; nesting deeper than 100 levels a note."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+        return value if value.bit_length() <= 1000 else None
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if depth >= _MAX_DEPTH:
+        return f"(nested more than {_MAX_DEPTH} levels deep: not shown)"
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, depth + 1) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return repr(value)[:200]
 
 
 def decimate(values: np.ndarray, start: int, stop: int, bins: int) -> dict[str, Any]:
@@ -125,20 +168,36 @@ class ViewData:
     def __init__(
         self, path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
     ) -> None:
-        from ..reader import RankedStoreReader
-        from ..reader import open as open_store
-
         self.path = os.fspath(path)
         self.storage_options = storage_options
         self._lock = threading.RLock()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # damaged parts are listed by layers()
-            self._store = open_store(self.path, storage_options=storage_options)
-        self.ranked = isinstance(self._store, RankedStoreReader)
+        self._open()
         self._refreshed = time.monotonic()
         self._series: dict[tuple[int | None, str, str, int], _Series] = {}
         self._growth = _Growth()
         self._ids = self._store_ids()
+
+    def _open(self) -> None:
+        """Open the store afresh, as the kind (ranked or not) it is now."""
+        from ..reader import RankedStoreReader
+        from ..reader import open as open_store
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged parts are listed by layers()
+            self._store = open_store(self.path, storage_options=self.storage_options)
+        self.ranked = isinstance(self._store, RankedStoreReader)
+
+    def gone(self) -> StoreGone | None:
+        """The error to give when the store's folder no longer exists (None while it
+        does, and for a URL, which cannot be told apart from a store not written yet)."""
+        from ..storage import is_url
+
+        if is_url(self.path) or os.path.lexists(self.path):
+            return None
+        return StoreGone(
+            f"the store at {self.path} is gone (deleted or moved); the page shows it again "
+            "when a store is there"
+        )
 
     def _store_ids(self) -> tuple[Any, ...]:
         """The store ids (format 1.6) of the store and of each rank's store: new ones
@@ -156,9 +215,18 @@ class ViewData:
             now = time.monotonic()
             if not force and now - self._refreshed < REFRESH_EVERY:
                 return
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._store.refresh()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._store.refresh()
+            except (OSError, SpikestoreError):
+                # Deleted, or replaced by a store of the other kind (ranked or not):
+                # open it as what it is now. Not marked refreshed until that works, so
+                # every request says what is wrong.
+                gone = self.gone()
+                if gone is not None:
+                    raise gone from None
+                self._open()
             self._refreshed = now
             ids = self._store_ids()
             if ids != self._ids:
@@ -173,7 +241,9 @@ class ViewData:
     def _reader(self, rank: int | None) -> Any:
         if not self.ranked:
             if rank is not None:
-                raise BadRequest(f"{self.path} is not a ranked store: leave out rank")
+                raise BadRequest(
+                    f"{self.path} is not a ranked store (now): leave out rank, or reload the page"
+                )
             return self._store
         ranks = self._store.ranks
         if rank is None:
@@ -231,9 +301,7 @@ class ViewData:
         with self._lock:
             self.refresh()
             store = self._reader(rank)
-            rows = []
-            for lay in store.layers():
-                rows.append(self._layer_row(lay, rank))
+            rows = [self._safe_row(lay, rank) for lay in store.layers()]
             damaged = [f"monitor {k!r}: {v}" for k, v in store.damaged.items()]
             for mon in store.values():
                 damaged += [f"{mon.name}/{k}: {v}" for k, v in mon.damaged.items()]
@@ -245,11 +313,25 @@ class ViewData:
                 "rank": ranks[0] if rank is None and ranks else rank,
                 "dt": store.dt,
                 "time_unit": store.time_unit,
-                "attrs": store.attrs,
+                "attrs": json_safe(store.attrs),
                 "layers": rows,
                 "damaged": damaged,
                 "writer": self._writer(rows),
             }
+
+    def _safe_row(self, lay: Any, rank: int | None) -> dict[str, Any]:
+        """The layer's row; a layer that cannot be read (damaged or hostile metadata:
+        any error, out of memory included) is listed with its error, never taking the
+        other layers down with it."""
+        try:
+            return self._layer_row(lay, rank)
+        except Exception as exc:  # one layer's failure is its row's error
+            self._series.pop((rank, lay.monitor, lay.name, 0), None)
+            return {
+                "monitor": lay.monitor, "layer": lay.name, "steps": _steps(lay),
+                "fields": None, "units": None, "dims": None, "shape": None, "time_len": 1,
+                "neurons": None, "kind": None, "spark": None, "error": _message(exc, lay),
+            }  # fmt: skip
 
     def _layer_row(self, lay: Any, rank: int | None) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -270,9 +352,9 @@ class ViewData:
         row["neurons"] = _neurons(shape, axis)
         try:
             series = self._values(lay, rank, 0)
-        except (SpikestoreError, ValueError, OSError) as exc:
+        except Exception as exc:  # MemoryError too (a hostile step count)
             # A damaged summary must not hide the other layers: the row says what failed.
-            row.update(kind=None, spark=None, error=" ".join(str(exc).split()))
+            row.update(kind=None, spark=None, error=_message(exc, lay))
             return row
         row["kind"] = "spikes" if series.spikes else "values"
         row["spark"] = decimate(series.values, 0, len(series.values), SPARK_BINS)["mean"]
@@ -320,7 +402,7 @@ class ViewData:
             self.refresh()
             store = self._reader(rank)
             rows = [
-                {"monitor": x.monitor, "layer": x.name, "steps": len(x)} for x in store.layers()
+                {"monitor": x.monitor, "layer": x.name, "steps": _steps(x)} for x in store.layers()
             ]
             return {"layers": rows, "writer": self._writer(rows), "ranks": self.ranks()}
 
@@ -378,6 +460,25 @@ def _lock_files(path: str) -> list[str]:
     except OSError:
         pass
     return names
+
+
+def _message(exc: BaseException, lay: Any) -> str:
+    """A layer's error in one line, naming the monitor and layer; its type named where
+    the message alone would not say what happened (out of memory, a bug)."""
+    text = " ".join(str(exc).split())
+    if not isinstance(exc, (SpikestoreError, ValueError, OSError, LookupError)) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if repr(lay.name) not in text:
+        text = f"monitor {lay.monitor!r}, layer {lay.name!r}: {text}"
+    return text
+
+
+def _steps(lay: Any) -> int:
+    """The layer's committed steps; 0 where even that cannot be read."""
+    try:
+        return len(lay)
+    except Exception:  # listed as damaged by its row's error
+        return 0
 
 
 def _is_spikes(lay: Any, field: int) -> bool:

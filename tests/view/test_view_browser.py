@@ -175,3 +175,60 @@ def test_the_page_follows_a_store_being_written(live, browser, tmp_path: Path) -
     assert browser.find_element(By.ID, "error").text == ""
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == []
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def test_a_hostile_layer_name_is_text_and_the_page_needs_no_cookie(
+    tmp_path: Path, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    # A store is untrusted: a layer named as HTML, with a damaged summary so that its
+    # error (which names it) is shown; and layers of 2 neurons, fewer than the 3 that
+    # the traces show by default.
+    path = tmp_path / "hostile.spikes"
+    g = torch.Generator().manual_seed(1)
+    with spikestore.StoreWriter(path) as w:
+        for _ in range(10):
+            w.append("evil", HOSTILE, (torch.rand(4, 10, generator=g) < 0.2).float())
+            w.append("output", "small", (torch.rand(2, generator=g) < 0.5).float())
+            w.append("v", "small", torch.randn(2, generator=g))
+    chunks = [f for f in (path / "evil").rglob("*") if f.is_file() and "summary" in f.parts]
+    for f in chunks:
+        if "c" in f.parts:
+            f.write_bytes(os.urandom(40))
+    # Record alert() instead of letting it block the page.
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": "window.__alerts = []; window.alert = (m) => window.__alerts.push(String(m));"},
+    )
+    with Viewer(path) as viewer:
+        browser.get(viewer.url)
+        rows = _wait(
+            lambda: browser.find_elements(By.CSS_SELECTOR, "#layers .layer") or None,
+            20, "the layers",
+        )  # fmt: skip
+        assert [r.get_attribute("data-key") for r in rows] == [
+            f"evil/{HOSTILE}", "output/small", "v/small",
+        ]  # fmt: skip
+        time.sleep(1)  # an image that fails to load fires onerror within this
+        assert browser.execute_script("return window.__alerts") == []
+        assert browser.find_elements(By.CSS_SELECTOR, "#layers img") == []
+        _wait(
+            lambda: "steps 0" in browser.find_element(By.ID, "trace-note").text,
+            20, "the traces of a layer of 2 neurons",
+        )  # fmt: skip
+        _wait(lambda: "spikes" in browser.find_element(By.ID, "raster-title").text, 10,
+              "the raster")  # fmt: skip
+        rows = browser.find_elements(By.CSS_SELECTOR, "#layers .layer")
+        assert rows[0].find_element(By.CLASS_NAME, "lname").text == HOSTILE
+        meta = rows[0].find_element(By.CLASS_NAME, "meta").text
+        assert HOSTILE in meta  # the error names the layer, as text
+        # The default neurons are those the layer has: no "out of range".
+        assert browser.find_element(By.ID, "trace-neurons").get_attribute("value") == "0,1"
+        assert browser.find_element(By.ID, "error").text == ""
+        # No cookie: it would go to every other service on 127.0.0.1, whatever its port.
+        assert browser.get_cookies() == []
+        _shot(browser, tmp_path, "view-hostile")

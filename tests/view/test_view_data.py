@@ -4,6 +4,7 @@ marks, rasters, traces, ranked stores and the writer's state (no browser, no ser
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -253,3 +254,27 @@ def test_a_damaged_summary_is_named_and_the_other_layers_stay(tmp_path: Path) ->
     bad, good = rows
     assert bad["kind"] is None and "lif" in bad["error"]
     assert good["kind"] == "values" and good["steps"] == 20
+
+
+def test_a_store_replaced_by_the_other_kind_is_reopened_as_that_kind(tmp_path: Path) -> None:
+    path = tmp_path / "swap.spikes"
+    with spikestore.StoreWriter(path) as w:
+        for _ in range(7):
+            w.append("output", "lif", torch.ones(8))
+    d = ViewData(path)
+    assert d.layers()["ranks"] is None
+    shutil.rmtree(path)
+    shutil.copytree(FIXTURES / "store_v1.4_ranked", path)  # now ranked
+    d.refresh(force=True)
+    body = d.layers()
+    assert body["ranks"] == [0, 1] and body["rank"] == 0
+    assert d.overview("output", "features.0.sn", rank=1)["steps"] > 0
+    shutil.rmtree(path)
+    with spikestore.StoreWriter(path) as w:  # and one process's store again
+        for _ in range(5):
+            w.append("output", "lif", torch.zeros(8))
+    d.refresh(force=True)
+    assert d.layers()["ranks"] is None
+    assert d.overview("output", "lif")["mean"] == [0.0] * 5
+    with pytest.raises(BadRequest, match=r"not a ranked store.*reload the page"):
+        d.status(rank=0)

@@ -1,22 +1,31 @@
 // spikestore view: the page. Talks to the server's /api/* routes (JSON) and draws with
 // Plotly (served from the installed plotly package). No framework, no build step.
+// What the store holds (names, units, errors) is untrusted: it reaches the page only as
+// text (textContent, attributes, createElement), never as HTML.
 "use strict";
 
-const token = new URLSearchParams(location.search).get("token") || "";
+// The server writes the token (URL-quoted) into the page; no cookie carries it.
+const tokenMeta = document.querySelector('meta[name="spikestore-token"]');
+const token = tokenMeta ? decodeURIComponent(tokenMeta.content)
+  : new URLSearchParams(location.search).get("token") || "";
 const POLL_MS = 2000;
 const RECENT = 2000;
 const SVG_POINTS = 20000; // above this many points a chart draws with WebGL // steps of raster and traces shown when the window is too long
 const $ = (id) => document.getElementById(id);
-const state = { rank: null, layers: [], sel: null, range: null, steps: -1, busy: false, meta: null };
+const state = { rank: null, layers: [], sel: null, range: null, steps: -1, busy: false, meta: null,
+  neuronsEdited: false };
 const config = { displaylogo: false, responsive: true, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 const fmt = (n) => Number(n).toLocaleString("en-US");
+// Plotly reads a few HTML tags in its texts: a store's words go there escaped, as text.
+const plain = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 async function api(route, params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params || {})) if (v !== null && v !== undefined) q.set(k, v);
   if (state.rank !== null) q.set("rank", state.rank);
   const resp = await fetch(`api/${route}?${q}`, { headers: { "X-Spikestore-Token": token } });
-  const body = await resp.json();
+  let body;
+  try { body = await resp.json(); } catch (e) { throw new Error(`${route}: ${resp.status} ${resp.statusText}`); }
   if (!resp.ok) throw new Error(body.error || resp.statusText);
   return body;
 }
@@ -26,13 +35,30 @@ const keyOf = (l) => `${l.monitor}/${l.layer}`;
 const selected = () => state.layers.find((l) => keyOf(l) === state.sel);
 const plotWidth = (id) => Math.max(100, $(id).clientWidth - 90);
 
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
 function sparkline(values) {
-  const ok = (values || []).filter((v) => v !== null);
+  const ok = (values || []).filter((v) => v !== null).map(Number).filter(Number.isFinite);
   const hi = Math.max(...ok, 0), lo = Math.min(...ok, 0), n = (values || []).length;
-  if (!n) return "";
-  const pts = values.map((v, i) => v === null ? null :
-    `${(i / Math.max(1, n - 1)) * 100},${20 - ((v - lo) / ((hi - lo) || 1)) * 18}`).filter(Boolean);
-  return `<svg viewBox="0 0 100 22" preserveAspectRatio="none"><polyline points="${pts.join(" ")}"/></svg>`;
+  if (!n) return null;
+  const pts = [];
+  values.forEach((v, i) => {
+    if (v !== null && Number.isFinite(Number(v)))
+      pts.push(`${(i / Math.max(1, n - 1)) * 100},${20 - ((Number(v) - lo) / ((hi - lo) || 1)) * 18}`);
+  });
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", "0 0 100 22");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const line = document.createElementNS(NS, "polyline");
+  line.setAttribute("points", pts.join(" "));
+  svg.appendChild(line);
+  return svg;
 }
 
 function writerBadge(w) {
@@ -47,23 +73,28 @@ function writerBadge(w) {
 
 function renderLayers() {
   const nav = $("layers");
-  nav.innerHTML = "";
+  nav.replaceChildren();
   for (const l of state.layers) {
-    const div = document.createElement("div");
-    div.className = `layer ${l.kind || ""}` + (keyOf(l) === state.sel ? " selected" : "");
+    const div = el("div", "layer");
+    if (l.kind === "spikes" || l.kind === "values") div.classList.add(l.kind);
+    if (keyOf(l) === state.sel) div.classList.add("selected");
     div.dataset.key = keyOf(l);
-    const shape = !l.shape ? "?" : l.shape.length ? l.shape.join("×") : "scalar";
-    const what = l.kind === "spikes" ? "rate" : l.kind === "values" ? "mean" : (l.error || "");
-    div.innerHTML = `<div class="name"><span class="monitor"></span> <span class="lname"></span></div>
-      <div class="meta">${fmt(l.steps)} steps · ${shape} · ${what}</div>${sparkline(l.spark)}`;
-    div.querySelector(".monitor").textContent = l.monitor + " /";
-    div.querySelector(".lname").textContent = l.layer || "''"; // a layer named "" (the model itself)
+    const shape = !Array.isArray(l.shape) ? "?" : l.shape.length ? l.shape.join("×") : "scalar";
+    const what = l.kind === "spikes" ? "rate" : l.kind === "values" ? "mean" : String(l.error || "");
+    const name = el("div", "name");
+    // a layer named "" (the model itself) shows as ''
+    name.append(el("span", "monitor", `${l.monitor} /`), " ", el("span", "lname", l.layer || "''"));
+    div.append(name, el("div", "meta", `${fmt(l.steps)} steps · ${shape} · ${what}`));
+    const spark = sparkline(l.spark);
+    if (spark) div.appendChild(spark);
     div.title = `${l.monitor} / ${l.layer}` + (l.dims ? ` (${l.dims.join(", ")})` : "");
     div.onclick = () => select(keyOf(l));
     nav.appendChild(div);
   }
+  // Monitors and layers the reader left out (damaged metadata): named, as text.
+  for (const d of (state.meta && state.meta.damaged) || []) nav.appendChild(el("div", "layer damaged", `cannot be read: ${d}`));
   const ts = $("trace-layer"), keep = ts.value;
-  ts.innerHTML = "";
+  ts.replaceChildren();
   for (const l of state.layers) {
     const o = document.createElement("option");
     o.value = keyOf(l); o.textContent = keyOf(l);
@@ -90,7 +121,11 @@ async function loadLayers() {
   state.layers = body.layers;
   $("path").textContent = body.path;
   $("run").textContent = body.dt ? `dt ${body.dt} ${body.time_unit || ""}` : "";
-  if (body.ranks && !$("rank").options.length) {
+  if (!body.ranks) { // a store of one process (again, if a ranked one was replaced)
+    $("rank-box").hidden = true;
+    $("rank").replaceChildren();
+    state.rank = null;
+  } else if (!$("rank").options.length) {
     $("rank-box").hidden = false;
     for (const r of body.ranks) $("rank").add(new Option(`rank ${r}`, r));
     state.rank = body.rank;
@@ -118,7 +153,7 @@ function markShapes(marks, n) {
   const shapes = iv.map((r, i) => ({ type: "rect", xref: "x", yref: "paper", x0: r[0] - 0.5, x1: r[1] - 0.5, y0: 0, y1: 1,
     fillcolor: i % 2 ? "rgba(9,105,218,0.07)" : "rgba(130,80,223,0.07)", line: { width: 0 }, layer: "below" }));
   const annotations = iv.length <= 40 ? iv.map((r) => ({ x: (r[0] + r[1]) / 2, y: 1, xref: "x", yref: "paper", yanchor: "bottom",
-    text: `${key} ${r[2]}`, showarrow: false, font: { size: 10, color: "#6e7781" } })) : [];
+    text: plain(`${key} ${r[2]}`), showarrow: false, font: { size: 10, color: "#6e7781" } })) : [];
   return { shapes, annotations, note: `shaded: ${key} (${iv.length})` + (keys.length > 1 ? `; marks: ${keys.join(", ")}` : "") };
 }
 
@@ -204,7 +239,16 @@ async function drawTraces() {
   const key = $("trace-layer").value;
   const l = state.layers.find((x) => keyOf(x) === key);
   if (!l) return;
+  if (!state.neuronsEdited) { // the first three neurons, or as many as the layer has
+    const n = Number.isFinite(l.neurons) ? l.neurons : 3;
+    $("trace-neurons").value = [0, 1, 2].filter((i) => i < n).join(",");
+  }
   const ids = $("trace-neurons").value.split(/[ ,]+/).filter(Boolean).map(Number);
+  if (!ids.length) {
+    Plotly.purge("traces");
+    $("trace-note").textContent = "no neurons to show";
+    return;
+  }
   const cur = selected();
   // The window in view where the layer counts steps as the selected one does, else its last steps.
   const alike = cur && Math.abs(cur.steps - l.steps) <= Math.max(64, l.steps / 100);
@@ -230,7 +274,7 @@ async function drawTraces() {
   const layout = { margin: { l: 60, r: 20, t: 10, b: 36 }, legend: { orientation: "h", y: 1.12 },
     uirevision: `${key}:${ids}:${t.start}:${t.stop}`,
     xaxis: { title: { text: T > 1 ? `time step (step × ${T} + t)` : "step", standoff: 4 }, range: [t.start * T - 0.5, t.stop * T - 0.5] },
-    yaxis: { title: { text: l.units || "value" } } };
+    yaxis: { title: { text: plain(l.units || "value") } } };
   await Plotly.react("traces", data, layout, config);
   $("trace-note").textContent = `steps ${fmt(t.start)}–${fmt(t.stop)}` + (note ? ` (${note})` : "") +
     (t.spikes_from ? ` · spikes from ${t.spikes_from.join(" / ")}` : " · no spike layer of this shape");
@@ -298,7 +342,7 @@ async function main() {
   $("whole").onclick = () => { state.range = null; $("follow").checked = true; drawAll(); };
   $("rank").onchange = async () => { state.rank = Number($("rank").value); await loadLayers(); await drawAll(); };
   $("trace-layer").onchange = () => drawTraces().catch(showError);
-  $("trace-neurons").onchange = () => drawTraces().catch(showError);
+  $("trace-neurons").onchange = () => { state.neuronsEdited = true; drawTraces().catch(showError); };
   setTimeout(poll, POLL_MS);
 }
 
