@@ -86,6 +86,9 @@ def read_retrying(read: Callable[..., Any], *args: Any) -> np.ndarray:
 #: are the format's, :data:`~spikestore.format.MAX_CHUNK_BYTES` and
 #: :data:`~spikestore.format.MAX_CHUNKS_PER_SHARD`, which the writer keeps).
 MAX_STEPS = 1 << 53
+#: Fields claiming more committed steps than this have the claim checked against their
+#: step index's shape when opened (shorter ones when first read).
+CHECKED_LENGTH = 1 << 20
 
 
 class _TailGone(Exception):
@@ -152,6 +155,19 @@ class FieldReader:
         self.committed = meta["committed_steps"]
         self.segments = meta["segments"]
         self._checks.opened(meta, f"{self.where} field {i}")
+        if self.committed > CHECKED_LENGTH:
+            # A long field's count is checked against its step index at once (one more
+            # metadata read): analyses size arrays by len(layer), so a count edited to
+            # 10**12 would otherwise cost memory before any read found it wrong.
+            try:
+                rows = group["index"].shape
+            except Exception as exc:
+                raise FormatError(f"{self.where}: cannot open the step index: {exc}") from None
+            if len(rows) != 2 or rows[0] < self.committed:
+                raise FormatError(
+                    f"{self.where}: step index of shape {rows} cannot hold {self.committed} "
+                    "committed steps"
+                )
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -243,8 +259,9 @@ class FieldReader:
             self._arrays[k] = arr
         return arr
 
-    def index(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of the index, read a chunk at a time and cached."""
+    def _open_index(self) -> None:
+        """Open the step index array once, refusing it unless it holds every committed
+        step."""
         if self._index is None:
             try:
                 index = self.group["index"]
@@ -252,6 +269,10 @@ class FieldReader:
                 raise self._checks.lost(None, f"cannot open the step index: {exc}") from exc
             self._checks.index_array(index)
             self._index = index
+
+    def index(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the index, read a chunk at a time and cached."""
+        self._open_index()
         out, bad_rows = [], []
         c0, c1 = start // INDEX_CHUNK, (stop - 1) // INDEX_CHUNK
         try:

@@ -577,3 +577,37 @@ def test_appending_after_a_kill_is_not_a_replacement_for_open_readers(tmp_path):
         for s in (0, 5, 19):
             assert torch.equal(layer[s], torch.arange(16.0) + 0.5 + s)
     assert len(spikestore.open(path)["m"]["l"]) == n + 2
+
+
+@pytest.mark.parametrize("claimed", [2_000_000, 10**12])
+def test_a_committed_count_past_the_step_index_is_damage_found_at_open(tmp_path, claimed):
+    """An edited ``committed_steps`` was trusted until the first read: ``len(layer)`` said
+    10**12, and ``info``, analyses and the viewer sized arrays by it (3.7 GB, then a
+    MemoryError, for 2e8). A long count is now checked against the step index when the
+    store is opened: the layer is left out as damaged, the others read."""
+    from spikestore import analysis
+    from spikestore.cli import info
+
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:
+        for i in range(10):
+            w.append("output", "bad", torch.ones(2, 3))
+            w.append("output", "good", torch.full((2, 3), float(i)))
+    meta = path / "output" / "bad" / "f0" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["spikestore"]["committed_steps"] = claimed
+    meta.write_text(json.dumps(doc))
+    tracemalloc.start()
+    try:
+        store = spikestore.open(path)
+        with pytest.warns(UserWarning, match="cannot hold"):
+            layers = store["output"].layers  # layers open when their monitor is used
+        assert layers == ["good"] and "bad" in store["output"].damaged
+        assert len(analysis.firing_rate(store["output"]["good"])) == 10
+        summary = info(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [r["layer"] for r in summary["layers"]] == ["good"]
+    assert any("bad" in w and "cannot hold" in w for w in summary["warnings"])
+    assert peak < 64 << 20
