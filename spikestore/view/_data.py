@@ -298,7 +298,8 @@ class ViewData:
         its steps, shape, dims, kind (``spikes`` or ``values``), time axis length and a
         sparkline of :data:`SPARK_BINS` bin means over the whole run; then the run's
         ``dt``, ``time_unit``, ``attrs``, the ranks and the writer's state."""
-        with self._lock:
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged parts: listed below, not on the console
             self.refresh()
             store = self._reader(rank)
             rows = [self._safe_row(lay, rank) for lay in store.layers()]

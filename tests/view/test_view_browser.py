@@ -232,3 +232,28 @@ def test_a_hostile_layer_name_is_text_and_the_page_needs_no_cookie(
         # No cookie: it would go to every other service on 127.0.0.1, whatever its port.
         assert browser.get_cookies() == []
         _shot(browser, tmp_path, "view-hostile")
+
+
+def test_the_page_follows_a_ranked_store_replaced_by_a_plain_one(
+    tmp_path: Path, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "store_v1.4_ranked"
+    path = tmp_path / "swap.spikes"
+    shutil.copytree(fixture, path)
+    with Viewer(path) as viewer:
+        browser.get(viewer.url)
+        _wait(lambda: browser.find_element(By.ID, "rank-box").is_displayed(), 20, "the ranks")
+        shutil.rmtree(path)
+        with spikestore.StoreWriter(path) as w:
+            for _ in range(7):
+                w.append("output", "lif", torch.ones(8))
+
+        def keys() -> list[str]:
+            rows = browser.find_elements(By.CSS_SELECTOR, "#layers .layer")
+            return [r.get_attribute("data-key") for r in rows]
+
+        _wait(lambda: keys() == ["output/lif"], 20, "the plain store's layers")
+        assert not browser.find_element(By.ID, "rank-box").is_displayed()
+        _wait(lambda: browser.find_element(By.ID, "error").text == "", 10, "no error")

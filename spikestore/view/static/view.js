@@ -314,7 +314,11 @@ async function poll() {
         if ($("follow").checked || !state.range) await drawAll(); else await drawOverview();
       } finally { state.busy = false; }
     }
-  } catch (e) { showError(e); }
+  } catch (e) {
+    // A ranked store replaced by one of one process: ask without a rank from now on.
+    if (state.rank !== null && /not a ranked store/.test(String(e.message))) { state.rank = null; state.steps = -1; }
+    showError(e);
+  }
   setTimeout(poll, POLL_MS);
 }
 
