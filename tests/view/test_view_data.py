@@ -278,3 +278,16 @@ def test_a_store_replaced_by_the_other_kind_is_reopened_as_that_kind(tmp_path: P
     assert d.overview("output", "lif")["mean"] == [0.0] * 5
     with pytest.raises(BadRequest, match=r"not a ranked store.*reload the page"):
         d.status(rank=0)
+
+
+def test_json_safe_makes_any_answer_strict_json() -> None:
+    from spikestore.view import _data
+
+    value = {"a": np.float32(np.nan), 1: (np.int64(3), np.array([1.0, np.inf])), "b": np.bool_(1)}
+    assert _data.json_safe(value) == {"a": None, "1": [3, [1.0, None]], "b": True}
+    deep: list[object] = []
+    for _ in range(500):
+        deep = [deep]
+    text = json.dumps(_data.json_safe(deep), allow_nan=False)
+    assert "nested more than 100 levels deep" in text
+    assert _data.json_safe(10**400) is None and _data.json_safe(object()).startswith("<object")
