@@ -585,16 +585,37 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if _debug(args):
             raise
-        print(f"spikestore: error: {_error_line(exc, args)}", file=sys.stderr)
+        print(f"spikestore: error: {_safe(_error_line(exc, args))}", file=sys.stderr)
         return 1
+
+
+def _safe(text: str) -> str:
+    """``text`` for a terminal: control and format characters (escape sequences, bidi
+    overrides) from a store's names shown escaped (``\\x1b``), never sent raw."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN and infinity (a diverging layer's mean, NaN attrs) as null,
+    so ``--json`` prints strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "info":
         summary = info(args.path, args.storage_options)
         for line in summary["warnings"]:
-            print(f"spikestore: warning: {' '.join(line.split())}", file=sys.stderr)
-        print(json.dumps(summary, indent=2) if args.json else _table(summary))
+            print(f"spikestore: warning: {_safe(' '.join(line.split()))}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(_finite(summary), indent=2, allow_nan=False))
+        else:
+            print("\n".join(_safe(line) for line in _table(summary).split("\n")))
         return 0
     if args.command == "export":
         from .export import ExportWarning, to_nwb
@@ -614,7 +635,8 @@ def _run(args: argparse.Namespace) -> int:
         for w in caught:
             if issubclass(w.category, ExportWarning):
                 left_out += 1
-                print(f"spikestore: warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+                text = _safe(" ".join(str(w.message).split()))
+                print(f"spikestore: warning: {text}", file=sys.stderr)
             else:
                 _warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         tail = f" ({left_out} left out: see the warnings above)" if left_out else ""

@@ -677,3 +677,24 @@ def test_info_into_a_closed_pipe_stops_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141
     assert err == "", err
+
+
+def test_info_never_prints_a_stores_escape_sequences_and_json_is_strict(tmp_path, capsys):
+    """A store's names and units went to the terminal raw (a layer name could set the
+    window title or clear the screen), and ``--json`` printed bare NaN and Infinity (a
+    diverging membrane's mean), which strict JSON parsers refuse."""
+    path = tmp_path / "s"
+    evil = "lif\x1b]0;pwned\x07\x1b[2J\u202e"
+    with spikestore.StoreWriter(path, attrs={"loss": 1.0}) as w:
+        w.append("output", evil, torch.full((2, 3), float("inf")), units="mV\x1b[8m")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "\x1b" not in out.out + out.err and "\u202e" not in out.out
+    assert "lif\\x1b]0;pwned\\x07" in out.out  # shown, escaped
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    assert main(["info", "--json", str(path)]) == 0
+    doc = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert doc["layers"][0]["layer"] == evil and doc["layers"][0]["fields"][0]["mean"] is None
