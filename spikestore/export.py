@@ -180,9 +180,18 @@ def to_neo(
     return out
 
 
-def _nwb_name(*parts: str) -> str:
-    # NWB object names may not contain "/"; ":" is allowed.
-    return ".".join(parts).replace("/", ":")
+def _nwb_name(used: set[str], *parts: str) -> str:
+    """A series name from ``parts``, joined by dots: NWB names may hold neither ``/``
+    nor ``:`` (each becomes ``_``), and two layers whose joined names meet (monitor
+    ``a.b`` layer ``c``, monitor ``a`` layer ``b.c``) get ``~2``, ``~3``... so that
+    neither is lost; the notes give each series' monitor and layer."""
+    base = ".".join(parts).replace("/", "_").replace(":", "_")
+    name, k = base, 1
+    while name in used:
+        k += 1
+        name = f"{base}~{k}"
+    used.add(name)
+    return name
 
 
 #: Seconds per unit, for a store's ``time_unit``.
@@ -400,7 +409,13 @@ def to_nwb(
         "marks": getattr(store, "run", {}).get("marks", {}),
         # Each opening of a writer (format 1.7): its own attrs and where it began.
         "runs": [
-            {"index": r.index, "started": r.started, "attrs": r.attrs, "first": r.first}
+            {
+                "index": r.index,
+                "started": r.started,
+                "attrs": r.attrs,
+                "first": r.first,
+                "marks_from": r.marks_from,
+            }
             for r in getattr(store, "runs", ())
         ],
         "layers": [],
@@ -413,6 +428,7 @@ def to_nwb(
     tmp = os.path.join(folder, f".spikestore-export-{uuid.uuid4().hex}.nwb")
     units = _nwb.UnitWriter(tmp[: -len(".nwb")] + ".spike-times")
     module = None
+    used: set[str] = set()
     try:
         for m in chosen:
             for lname, layer in store[m].items():
@@ -433,6 +449,7 @@ def to_nwb(
                             meta["layers"].append({**entry, **units.add(layer, part, dt)})
                             continue
                         name = _nwb_name(
+                            used,
                             m,
                             lname,
                             *([f"f{fi}"] if len(layer.fields) > 1 else []),

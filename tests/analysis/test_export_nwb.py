@@ -310,10 +310,34 @@ def test_each_runs_own_attrs_go_into_the_notes(tmp_path: Path) -> None:
     to_nwb(path, out, dt=1e-3)
     _validate(out)
     _, notes, _ = _read(out)
-    assert [(r["index"], r["attrs"], r["first"]) for r in notes["runs"]] == [
-        (0, {"seed": 0}, {"out": {"a": 0}}),
-        (1, {"seed": 1}, {"out": {"a": 3}}),
+    assert [(r["index"], r["attrs"], r["first"], r["marks_from"]) for r in notes["runs"]] == [
+        (0, {"seed": 0}, {"out": {"a": 0}}, 0),
+        (1, {"seed": 1}, {"out": {"a": 3}}, 0),
     ]
     started = spikestore.open(path).runs[0].started
     with pynwb.NWBHDF5IO(str(out), "r") as io:
         assert io.read().session_start_time == datetime.fromisoformat(started)
+
+
+# ------------------------------------------------------------------------ names
+def test_names_nwb_refuses_and_names_that_meet_are_all_exported(tmp_path: Path) -> None:
+    """A ``:`` or ``/`` in a name made the whole export fail (pynwb refuses both), and
+    monitor ``a.b`` layer ``c`` met monitor ``a`` layer ``b.c`` ("already exists"): every
+    layer is now exported, under a name NWB takes, and the notes say which is which."""
+    path = tmp_path / "names.spikes"
+    with spikestore.StoreWriter(path) as w:
+        for i in range(3):
+            w.append("probe", "lif:v", torch.full((4,), float(i)))
+            w.append("probe", "blk/lif", torch.full((4,), 10.0 + i))
+            w.append("a.b", "c", torch.full((4,), 20.0 + i))
+            w.append("a", "b.c", torch.full((4,), 30.0 + i))
+    out = tmp_path / "names.nwb"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExportWarning)
+        to_nwb(path, out, dt=1e-3)
+    _validate(out)
+    series, notes, _ = _read(out)
+    by_layer = {(e["monitor"], e["layer"]): e["name"] for e in notes["layers"]}
+    assert len(set(by_layer.values())) == 4
+    for (mon, lay), name in by_layer.items():
+        np.testing.assert_array_equal(series[name][0], spikestore.open(path)[mon][lay][:].numpy())
