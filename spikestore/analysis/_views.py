@@ -462,13 +462,16 @@ def _mark_coords(layer: Any, arr: LayerArray | RankedArray, names: tuple[str, ..
 
 def _step_labels(layer: Any) -> dict[str, Any]:
     """A layer's per-step labels: ``run`` and ``call`` (``layer.runs()``), then the
-    writer's marks (a mark named ``run`` or ``call`` keeps its name and wins)."""
+    writer's marks; a mark named ``run`` or ``call`` becomes ``mark_run`` or
+    ``mark_call``, so that ``groupby(["run", ...])`` always keeps runs apart."""
     marks = getattr(layer, "marks", None)
-    out: dict[str, Any] = dict(marks() if callable(marks) else {})
+    out: dict[str, Any] = {}
     runs = getattr(layer, "runs", None)
     if callable(runs):
         run, call = runs()
-        out = {"run": run.astype(object), "call": call.astype(object), **out}
+        out = {"run": run.astype(object), "call": call.astype(object)}
+    for key, values in (marks() if callable(marks) else {}).items():
+        out[f"mark_{key}" if key in ("run", "call") and out else key] = values
     return out
 
 

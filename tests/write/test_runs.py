@@ -259,3 +259,21 @@ def test_a_plain_process_cannot_append_to_a_ranked_store(tmp_path):
     with spikestore.StoreWriter(path, mode="w") as w:
         w.append("out", "a", torch.ones(1))
     assert len(spikestore.open(path)["out"]["a"]) == 1
+
+
+def test_a_mark_named_run_does_not_replace_the_run_coordinate(tmp_path):
+    """A user's mark ``run=...`` replaced to_xarray's run coordinate, so the README's
+    groupby(["run", "epoch"]) merged runs again; it is now ``mark_run``."""
+    pytest.importorskip("xarray")
+    path = tmp_path / "s"
+    for r in range(2):
+        with spikestore.StoreWriter(path, mode="a") as w:
+            w.mark(run="same", call=7, epoch=0)
+            for _ in range(2):
+                w.append("out", "a", torch.full((1,), float(r)))
+    da = analysis.to_xarray(spikestore.open(path)["out"]["a"])
+    assert da.coords["run"].values.tolist() == [0, 0, 1, 1]
+    assert da.coords["call"].values.tolist() == [0, 1, 0, 1]
+    assert da.coords["mark_run"].values.tolist() == ["same"] * 4
+    assert da.coords["mark_call"].values.tolist() == [7] * 4
+    assert da.groupby(["run", "epoch"]).mean(...).sizes == {"run": 2, "epoch": 1}
