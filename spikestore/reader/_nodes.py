@@ -678,7 +678,9 @@ class LayerReader(Sequence[Any]):
         for that axis. Returns a 1-D tensor in the steps' common dtype. A step that
         recorded a Python number (SpikingJelly's ``v = 0.0`` before a neuron's first
         step) gives that number for every element and time point; a step that
-        recorded ``None`` is an error. ``field`` picks a field of tuple records.
+        recorded ``None`` is an error, and so is a step whose records are too small to
+        hold the neuron (a smaller eval batch): ``analysis.traces`` gives NaN there.
+        ``field`` picks a field of tuple records.
         """
         fi = self.field_index(field)
         fld = self.fields[fi]
