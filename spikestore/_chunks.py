@@ -5,12 +5,10 @@ array's codec chain, each codec's synchronous encoder), for ``spikestore._segmen
 the chunks of a tail, each written as its own file (or, off local disk, in one round
 trip), and the inner chunks of a shard, handed to ``write_shard`` as they are asked
 for. Rows stored as they are (``bytes`` then ``crc32c``) are written from their own
-memory, with their CRC-32C, instead of being copied (a shard's checksums computed on
-the encoder's threads while the writer thread writes the chunks before them).
+memory, with their CRC-32C, instead of being copied.
 
 Thread ownership: the writer thread; an ``Encoder``'s threads run the jobs it hands
-them (encode a chunk, write its file, checksum a shard's chunks) while it waits, or
-while it writes what comes before their results.
+them (encode a chunk, write its file) while it waits.
 """
 
 from __future__ import annotations
@@ -166,10 +164,6 @@ class _ChunkWriter:
         :data:`ENCODE_BATCH` bytes of rows at a time, as the caller asks for them, so
         that the encoded bytes in memory stay bounded whatever the shard's size."""
         jobs = self._jobs(row0, data)
-        if self.plain and encoder.threads > 1 and len(jobs) > 1:
-            if all(block.shape == self.chunks for _, block in jobs):
-                yield from self._plain_ahead(encoder, jobs)
-                return
         if self.plain:  # encoded as the file is written, parts of ``data`` itself
             yield from ((coords, self._plain(block)) for coords, block in jobs)
             return
@@ -179,36 +173,21 @@ class _ChunkWriter:
             encoded = encoder.run(lambda job: self._one(job[1]), batch)
             yield from zip((job[0] for job in batch), encoded, strict=True)
 
-    def _plain_ahead(
-        self, encoder: Encoder, jobs: list[tuple[tuple[int, ...], np.ndarray]]
-    ) -> Iterator[tuple[tuple[int, ...], tuple[Any, ...]]]:
-        """:meth:`_plain` of whole chunks, their CRC-32Cs shared out: batches handed to
-        the encoder's threads (which the checksum lets run: it releases the GIL), the
-        last first, while the writer thread writes the chunks before them; a batch that
-        no thread has started when the writer thread reaches it is cancelled and
-        checksummed there (so a busy machine, with no core to spare, waits for none).
-        Each chunk's parts end with its checksum."""
-        rows = [_rows(block) for _, block in jobs]
-        per = -(-len(rows) // 8)
-        starts = range(0, len(rows), per)
-        later = {i: encoder.submit(_crcs, rows[i : i + per]) for i in reversed(starts)}
-        crcs: list[bytes] = []
-        for k, (coords, _) in enumerate(jobs):
-            if k % per == 0:
-                future = later.pop(k)
-                if future is None or future.cancel():
-                    crcs = _crcs(rows[k : k + per])
-                else:
-                    crcs = future.result()
-            yield coords, (*rows[k], crcs[k % per])
-
     def _plain(self, block: np.ndarray) -> tuple[Any, ...]:
         """A chunk of a plain chain (see ``plain``) as parts: its rows, not copied where
         each is contiguous, then their CRC-32C (fill past the rows given: :meth:`_one`)."""
         if block.shape != self.chunks:
             return self._one(block)
-        parts = _rows(block)
-        return (*parts, _crcs([parts])[0])
+        if block.flags.c_contiguous:
+            parts = [block]
+        elif block[0].flags.c_contiguous:
+            parts = list(block)
+        else:
+            parts = [np.ascontiguousarray(block)]
+        crc = 0
+        for p in parts:
+            crc = google_crc32c.extend(crc, p.reshape(-1).view(np.uint8))
+        return (*parts, np.uint32(crc).astype("<u4").tobytes())
 
     def _one(self, block: np.ndarray) -> tuple[Any, ...]:
         """One chunk, encoded: its bytes as parts to write one after the other (the
@@ -225,23 +204,3 @@ class _ChunkWriter:
         if not self.crc:
             return (data,)
         return data, np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()
-
-
-def _rows(block: np.ndarray) -> list[np.ndarray]:
-    """A chunk's rows as contiguous parts: itself, its rows, or (neither contiguous) a copy."""
-    if block.flags.c_contiguous:
-        return [block]
-    if block[0].flags.c_contiguous:
-        return list(block)
-    return [np.ascontiguousarray(block)]
-
-
-def _crcs(chunks: list[list[np.ndarray]]) -> list[bytes]:
-    """The CRC-32C of each chunk (its parts one after the other), little-endian."""
-    out = []
-    for parts in chunks:
-        crc = 0
-        for p in parts:
-            crc = google_crc32c.extend(crc, p.reshape(-1).view(np.uint8))
-        out.append(np.uint32(crc).astype("<u4").tobytes())
-    return out

@@ -38,10 +38,8 @@ an empty index), then the layer's ``time_axis``: once that key is there every
 field group exists (format 1.3).
 
 Thread ownership: a :class:`Sink` and everything it holds belong to the writer
-thread (its :class:`~spikestore._segments.Encoder`'s threads run on chunks handed to
-them while the writer thread waits for them, and on raw records' summaries, pure
-functions of a record whose futures the writer thread collects before it writes the
-summary rows; never on the Sink's state);
+thread (its :class:`~spikestore._segments.Encoder`'s threads run only while the
+writer thread waits for them, on chunks handed to them, never on the Sink's state);
 :func:`load_layer` and :func:`open_root` are also called by the thread that opens
 the writer, before that thread starts or for layers it has not seen.
 """
@@ -295,7 +293,7 @@ class FieldWriter:
 
     def add(self, enc: Encoded | None) -> bool:
         """Buffer one step; True when it fills its segment's open shard."""
-        self.summary.add(enc, self.encoder.background if self.encoder is not None else None)
+        self.summary.add(enc)
         if enc is None:
             self.pending_index.append((-1, 0))
             return False
@@ -306,8 +304,6 @@ class FieldWriter:
         self.pending_index.append((k, row))
         self.buffered_bytes += enc.row.nbytes
         seg = self.arrays.get(k)
-        if seg is not None and row % seg.shard == 0:
-            seg.prepare(row // seg.shard + 1)
         return seg is not None and (row + 1) % seg.shard == 0
 
     def _segment(self, enc: Encoded) -> int:

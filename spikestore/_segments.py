@@ -22,11 +22,7 @@ trip); the rows of a partly written chunk row stay in memory, so completing it
 reads nothing back.
 
 Thread ownership: the writer thread only; an :class:`Encoder`'s threads run the
-jobs the writer thread hands them (encode a chunk, write its file) while it waits,
-and two kinds it does not wait for: making the folders of the next shard file
-(:meth:`Segment.prepare`, waited for before they are removed) and summarising a raw
-record (``spikestore.summary``, collected before the commit). Neither touches a
-segment's state.
+jobs the writer thread hands them (encode a chunk, write its file) while it waits.
 """
 
 from __future__ import annotations
@@ -65,7 +61,6 @@ from .format import (
     tail_name,
 )
 from .storage import delete_prefix, local_root, write_parts
-from .storage._files import dir_maker
 from .storage._localfs import read_file
 
 __all__ = [
@@ -115,8 +110,7 @@ class Encoder:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = encode_threads() if threads is None else int(threads)
-        #: The pool :meth:`run` and :meth:`submit` use, and :meth:`background`'s.
-        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -130,35 +124,19 @@ class Encoder:
         wait(futures)
         return [f.result() for f in futures]
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
-        """``fn(*args)`` started on one of the threads, as a future the writer thread
-        waits for soon (a shard's checksums while it writes the chunks before them);
-        None with one thread (the caller then calls ``fn`` itself)."""
-        return None if self.threads <= 1 else self._get_pool().submit(fn, *args)
-
-    def background(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
-        """:meth:`submit` on threads of their own, for work the writer thread collects
-        later (a raw record's summary, the next shard's folders), so that what it
-        waits for soon never queues behind it."""
-        return None if self.threads <= 1 else self._get_pool("bg").submit(fn, *args)
-
-    def _get_pool(self, kind: str = "enc") -> ThreadPoolExecutor:
+    def _get_pool(self) -> ThreadPoolExecutor:
         with self._lock:
-            if self._pid != os.getpid():
-                self._pools, self._pid = {}, os.getpid()
-            pool = self._pools.get(kind)
-            if pool is None:
-                name = f"spikestore-{kind}"
-                pool = self._pools[kind] = ExitSafePool(self.threads, thread_name_prefix=name)
-            return pool
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ExitSafePool(self.threads, thread_name_prefix="spikestore-enc")
+                self._pid = os.getpid()
+            return self._pool
 
     def close(self) -> None:
         """Stop the threads (a writer that ends); a later :meth:`run` starts new ones."""
         with self._lock:
-            pools, self._pools = self._pools, {}
-        if self._pid == os.getpid():
-            for pool in pools.values():
-                pool.shutdown(wait=True)
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=True)
 
 
 #: The least ``SegmentOptions.dense_shard_bytes``, whatever the writer's buffer bound.
@@ -426,9 +404,6 @@ class Segment:
         #: ``sealed`` as last committed (what a live reader may hold).
         self.disk_sealed = desc["sealed"]
         self.shard = int(main.shards[0])
-        self._dirs = dir_maker(main.store_path.store)
-        #: The shard whose folders :meth:`prepare` last had made, and that job's future.
-        self._ahead: tuple[int, Future[Any] | None] | None = None
         self._tails: dict[int, Any] = {}
         #: The rows of the tail's last, partly written chunk row, from its first row:
         #: ``(shard, first tail row, rows)``. The next write completes that chunk row
@@ -577,16 +552,6 @@ class Segment:
             pieces.append((start, rest))
         return c0, pieces
 
-    def prepare(self, j: int) -> None:
-        """Shard ``j - 1`` got its first row: have an encoder thread make the folders of
-        shard ``j``'s file (a local store's ``c/<j>/0/...``) while the writer thread
-        writes shard ``j - 1``, so that writing shard ``j`` makes none (folders cost
-        more than files on some disks). Failures are left to that write to report;
-        :meth:`drop_tails` removes the folders of a shard that got no row."""
-        if self._dirs is not None and j * self.shard >= self.desc["rows"]:
-            key = _key(self.main, (j,) + (0,) * (self.main.ndim - 1))
-            self._ahead = (j, self._encoder.background(self._dirs, key))
-
     def _write_shard(self, j: int, r0: int, part: np.ndarray) -> None:
         """Rows ``[r0, shard)`` of shard ``j`` are ``part``: the shard is complete. Its new
         chunks are encoded in memory and written with the tail's earlier ones as the
@@ -638,14 +603,7 @@ class Segment:
         return True
 
     def drop_tails(self) -> None:
-        """Delete the tail arrays (once everything is sealed and committed), and the
-        folders :meth:`prepare` made for a shard that got no row."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] * self.shard >= self.desc["rows"]:
-            if ahead[1] is not None:
-                wait([ahead[1]])  # then nothing makes the folders again
-            key = _key(self.main, (ahead[0],) + (0,) * (self.main.ndim - 1))
-            delete_prefix(self.main.store_path.store, key.rsplit("/", self.main.ndim - 1)[0])
+        """Delete the tail arrays (once everything is sealed and committed)."""
         for p in (0, 1):
             name = tail_name(self.desc["array"], p)
             if p in self._tails or name in self.grp:

@@ -1,10 +1,9 @@
 """Per-step summaries written beside the records, so rates and ranges need no decoding.
 
-The writer computes one summary row per step, from the row it is about to store
-(packed spike bytes or raw values), and writes the summary in the same block write
-as the data, before the commit point (the field's ``committed_steps`` attribute).
-Raw records are summarised as they are taken, on the writer's encoder threads
-(while the writer thread writes rows; it collects each result before the commit);
+The writer computes one summary row per step on its own thread, from the row it
+is about to store (packed spike bytes or raw values), and writes the summary in
+the same block write as the data, before the commit point (the field's
+``committed_steps`` attribute). Raw records are summarised as they are taken;
 packed spikes a block of steps at a time when the block is written (popcounts of
 the packed bytes, exact integers: the same values as step by step, at a few numpy
 calls per commit). Readers may trust the first ``committed_steps``
@@ -51,8 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,9 +297,6 @@ def _summarize_raw(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
 
 #: A pending step whose record is packed spikes: summarised at :meth:`FieldSummary.write`.
 _SPIKES: Any = object()
-#: Starts ``fn(*args)`` on another thread and gives its future, or gives None (then the
-#: caller calls it): ``spikestore._segments.Encoder.submit``.
-Submit = Callable[..., "Future[Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -319,7 +314,7 @@ class FieldSummary:
     """The writer's per-field summary state (writer thread only).
 
     ``pending`` holds one entry per step not yet committed: None (the field was
-    None), the summary of a raw record (or its future), or a marker for packed spikes, which
+    None), the summary of a raw record, or a marker for packed spikes, which
     :meth:`absorb` summarises a block of rows at a time from the rows being written.
     """
 
@@ -345,18 +340,16 @@ class FieldSummary:
             # Rows for the steps already there cannot be recovered without decoding.
             self.enabled = False
 
-    def add(self, enc: Encoded | None, submit: Submit | None = None) -> None:
-        """Note one step; a raw record is summarised now, or by ``submit`` (an encoder's
-        threads: a future, collected by :meth:`write`, while the writer thread goes on
-        with the rows), packed spikes at :meth:`write` (a block of rows at a time)."""
+    def add(self, enc: Encoded | None) -> None:
+        """Note one step; a raw record is summarised now, packed spikes at :meth:`write`
+        (a block of rows at a time)."""
         if self.enabled:
             if enc is None:
                 self.pending.append(None)
             elif enc.encoding == SPIKE_ENCODING:
                 self.pending.append(_SPIKES)
             else:
-                later = submit(summarize, enc) if submit is not None else None
-                self.pending.append(summarize(enc) if later is None else later)
+                self.pending.append(summarize(enc))
 
     def absorb(self, start: int, spikes: Iterable[SpikeBlock]) -> None:
         """Summarise the packed rows of steps being written now, the write's first step
@@ -390,8 +383,6 @@ class FieldSummary:
             if p is _SPIKES:
                 n_spikes += 1
                 continue
-            if isinstance(p, Future):
-                p = p.result()
             rows[i] = p[0]
             if p[1] is not None:
                 parts.append((np.array([i]), p[1][None]))

@@ -4,10 +4,10 @@ files, any other store's through Zarr.
 Every file of a local store is reached through ``spikestore.storage._localfs``: no link below
 the root is followed, no special file read (a store folder is untrusted input).
 ``spikestore._segments`` writes shard files with :func:`write_parts` and
-:func:`file_writer` (their folders made ahead by :func:`dir_maker`), deletes segments
-with :func:`delete_prefix` and writes many small objects with :func:`set_many`;
-:func:`member_keys` lists a group's nodes (for ``spikestore._commit`` and the reader);
-:func:`local_root` tells whether a store's keys are local files.
+:func:`file_writer`, deletes segments with :func:`delete_prefix` and writes many small
+objects with :func:`set_many`; :func:`member_keys` lists a group's nodes (for
+``spikestore._commit`` and the reader); :func:`local_root` tells whether a store's keys
+are local files.
 
 Thread ownership: none; these functions keep no state. They run in the writer thread
 (the reader calls :func:`local_root` and :func:`member_keys` in its caller's); the
@@ -27,12 +27,11 @@ from zarr.storage import LocalStore
 from .._zarr import from_bytes
 from .._zarr import sync as _sync
 from ._cache import CachingStore
-from ._localfs import make_dirs, remove, write_file
+from ._localfs import remove, write_file
 
 __all__ = [
     "write_parts",
     "file_writer",
-    "dir_maker",
     "delete_prefix",
     "local_root",
     "set_many",
@@ -85,24 +84,6 @@ def file_writer(store: Any) -> Callable[[str, Sequence[Any]], None] | None:
         write_file(root, key, parts, durable=durable)
 
     return write
-
-
-def dir_maker(store: Any) -> Callable[[str], None] | None:
-    """A function making the missing folders on the way to a key of ``store`` (not the
-    key), so that writing it later makes none (``spikestore._segments`` has an encoder
-    thread make a shard file's folders while the writer thread writes the shard
-    before); None if ``store`` does not keep its keys in local files, or is durable
-    (a folder must then be ``fsync``-ed before the file in it is committed, which the
-    write itself does). Any thread may call the function."""
-    inner = store._store if isinstance(store, CachingStore) else store
-    root = local_root(store)
-    if root is None or getattr(inner, "durable", False):
-        return None
-
-    def make(key: str) -> None:
-        make_dirs(root, key)
-
-    return make
 
 
 def delete_prefix(store: Any, prefix: str) -> None:

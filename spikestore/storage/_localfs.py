@@ -81,7 +81,6 @@ __all__ = [
     "open_file",
     "read_file",
     "write_file",
-    "make_dirs",
     "remove",
     "is_file",
     "is_real_dir",
@@ -438,15 +437,6 @@ def write_file(
         if durable:
             os.fsync(dfd)
     return n
-
-
-def make_dirs(root: Path, key: str, *, durable: bool = False) -> None:
-    """Make the missing folders on the way to ``key`` under ``root`` (not ``key``
-    itself), as :func:`write_file` would before writing it: a file's folders made
-    ahead of it, on another thread. Links and special files are refused as there."""
-    names = _parts(key)
-    with _dir(root, names[:-1], create=True, durable=durable):
-        pass
 
 
 #: Parts gathered into one ``writev``: at most this many (Linux's ``IOV_MAX`` is 1024)
