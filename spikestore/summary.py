@@ -188,7 +188,6 @@ def _spike_axis0(
 #: The longest time axis :func:`_time_last_axis0` counts with byte tables (a table per
 #: byte position of the repeating pattern: ``lcm(t, 8) / 8`` tables of ``256 x t``).
 _TIME_LAST_MAX = 64
-_POPCOUNT = hasattr(np, "bitwise_count")  # numpy >= 2.0
 
 
 @functools.lru_cache(maxsize=64)
@@ -227,7 +226,7 @@ def _time_last_axis0(block: np.ndarray, t: int, numel: int) -> np.ndarray:
     (about 10x slower: an int64 index a byte)."""
     m = block.shape[0]
     words = numel // 64
-    if words and _POPCOUNT and 64 % math.lcm(t, 8) == 0:
+    if words and _BITWISE_COUNT is not None and 64 % math.lcm(t, 8) == 0:
         out = np.zeros((m, t), np.int64)
         w = np.ascontiguousarray(block[:, : 8 * words]).view("<u8")
         tmp = np.empty_like(w)
