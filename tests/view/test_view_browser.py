@@ -121,9 +121,16 @@ def browser() -> Iterator[Any]:
 
 
 def _wait(pred: Any, timeout: float, what: str) -> Any:
+    """``pred()`` once it is truthy. The page rebuilds its layer list as the store grows,
+    so an element found a moment ago may be gone: that try counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = pred()
+        try:
+            value = pred()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(0.1)
@@ -145,12 +152,18 @@ def test_the_page_follows_a_store_being_written(live, browser, tmp_path: Path) -
 
     _, viewer = live
     browser.get(viewer.url)
-    layers = _wait(
-        lambda: browser.find_elements(By.CSS_SELECTOR, "#layers .layer") or None, 20, "the layers"
-    )
-    names = [e.get_attribute("data-key") for e in layers]
-    assert names == ["output/lif1", "v_seq/lif1"]
-    assert all(e.find_elements(By.TAG_NAME, "polyline") for e in layers)  # sparklines
+
+    def rows() -> list[tuple[str, bool]] | None:
+        """Each layer row's key and whether it has its sparkline, read in one go."""
+        found = browser.find_elements(By.CSS_SELECTOR, "#layers .layer")
+        return [
+            (e.get_attribute("data-key"), bool(e.find_elements(By.TAG_NAME, "polyline")))
+            for e in found
+        ] or None
+
+    layers = _wait(rows, 20, "the layers")
+    assert [k for k, _ in layers] == ["output/lif1", "v_seq/lif1"]
+    _wait(lambda: all(spark for _, spark in rows() or []), 20, "the sparklines")
 
     def steps() -> int:
         text = browser.find_element(By.ID, "ov-title").get_attribute("data-steps")
@@ -222,9 +235,19 @@ def test_a_hostile_layer_name_is_text_and_the_page_needs_no_cookie(
         )  # fmt: skip
         _wait(lambda: "spikes" in browser.find_element(By.ID, "raster-title").text, 10,
               "the raster")  # fmt: skip
-        rows = browser.find_elements(By.CSS_SELECTOR, "#layers .layer")
-        assert rows[0].find_element(By.CLASS_NAME, "lname").text == HOSTILE
-        meta = rows[0].find_element(By.CLASS_NAME, "meta").text
+
+        def first_row() -> tuple[str, str] | None:
+            rows = browser.find_elements(By.CSS_SELECTOR, "#layers .layer")
+            if not rows:
+                return None
+            row = rows[0]
+            return (
+                row.find_element(By.CLASS_NAME, "lname").text,
+                row.find_element(By.CLASS_NAME, "meta").text,
+            )
+
+        name, meta = _wait(first_row, 10, "the hostile layer's row")
+        assert name == HOSTILE
         assert HOSTILE in meta  # the error names the layer, as text
         # The default neurons are those the layer has: no "out of range".
         assert browser.find_element(By.ID, "trace-neurons").get_attribute("value") == "0,1"
