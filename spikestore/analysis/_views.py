@@ -486,6 +486,10 @@ def _typed(values: np.ndarray) -> np.ndarray:
         return values
     try:
         if kinds <= {int, float}:
+            if has_none and any(
+                type(v) is int and not -(2**53) <= v <= 2**53 for v in flat if v is not None
+            ):
+                return values  # float64 (for the NaN) would round these ints
             if has_none:
                 filled = [np.nan if v is None else v for v in flat]
                 return np.array(filled, np.float64).reshape(values.shape)

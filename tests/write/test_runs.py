@@ -277,3 +277,21 @@ def test_a_mark_named_run_does_not_replace_the_run_coordinate(tmp_path):
     assert da.coords["mark_run"].values.tolist() == ["same"] * 4
     assert da.coords["mark_call"].values.tolist() == [7] * 4
     assert da.groupby(["run", "epoch"]).mean(...).sizes == {"run": 2, "epoch": 1}
+
+
+def test_a_large_int_mark_with_gaps_stays_exact_in_xarray(tmp_path):
+    """Marks missing at some steps (a new run's steps before its first mark) made an int
+    coordinate float64 with NaN there, which rounds ints past 2**53: a time_ns stamp came
+    out 21 off. Such a coordinate stays exact (object dtype)."""
+    pytest.importorskip("xarray")
+    stamp = 1_764_943_200_123_456_789
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:
+        w.mark(started_ns=stamp, epoch=3)
+        w.append("out", "a", torch.zeros(1))
+    with spikestore.StoreWriter(path, mode="a") as w:
+        w.append("out", "a", torch.zeros(1))
+    da = analysis.to_xarray(spikestore.open(path)["out"]["a"])
+    assert da.coords["started_ns"].values.tolist() == [stamp, None]
+    epoch = da.coords["epoch"].values  # small ints with a gap: float64 with NaN, as before
+    assert epoch.dtype == np.float64 and epoch[0] == 3 and np.isnan(epoch[1])
