@@ -198,6 +198,16 @@ def test_append_mode_continues_numbering(tmp_path: Path) -> None:
     assert set(counts.values()) == {30}
 
 
+def _record_20_steps(path: Path) -> Expected:
+    """A store at ``path`` with 20 steps of every recorder layer; their expected values."""
+    expected = Expected()
+    with StoreWriter(path) as w:
+        for step in range(20):
+            for m, n in RECORDER_LAYERS:
+                w.append(m, n, expected(m, n, step))
+    return expected
+
+
 @pytest.mark.parametrize(
     ("mon", "lay", "bad"),
     [
@@ -212,11 +222,7 @@ def test_append_mismatch_is_record_error_and_changes_nothing(
     tmp_path: Path, mon: str, lay: str, bad: Any
 ) -> None:
     path = tmp_path / "s"
-    expected = Expected()
-    with StoreWriter(path) as w:
-        for step in range(20):
-            for m, n in RECORDER_LAYERS:
-                w.append(m, n, expected(m, n, step))
+    expected = _record_20_steps(path)
     before = snapshot(path)
     with StoreWriter(path, mode="a") as w:
         exc = TypeError if isinstance(bad, str) else RecordError
@@ -254,11 +260,7 @@ def test_append_of_another_dtype_is_a_new_segment(
     """A record of another dtype was refused like a mismatch; it is now recorded as a
     shape change is, and the steps before it read back unchanged."""
     path = tmp_path / "s"
-    expected = Expected()
-    with StoreWriter(path) as w:
-        for step in range(20):
-            for m, n in RECORDER_LAYERS:
-                w.append(m, n, expected(m, n, step))
+    expected = _record_20_steps(path)
     with StoreWriter(path, mode="a") as w:
         assert w.append(mon, lay, other) == 20
     layer = spikestore.open(path)[mon][lay]
