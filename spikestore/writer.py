@@ -179,8 +179,9 @@ class StoreWriter:
         waits: a slow disk slows the caller instead of filling memory.
     shard_steps, chunk_bytes : int
         Steps per shard file (2048; more for small records) and the target size of
-        an inner chunk (256 KiB, at least 16 steps): one step's read decodes one
-        chunk row, one neuron's history one chunk column.
+        an inner chunk (256 KiB, at least 16 steps; one step for records too large
+        for 16 steps within ``max_buffer_bytes``): one step's read decodes one chunk
+        row, one neuron's history one chunk column.
     store : zarr Store, optional
         Write into this Zarr store instead of a local directory: an object store
         (``zarr.storage.ObjectStore``, ``FsspecStore``) gets the same lease as a

@@ -86,8 +86,12 @@ def _layout(
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     row_bytes = max(1, math.prod(row_shape) * itemsize)
     steps = min(max(16, _pow2_floor(chunk_bytes // row_bytes)), 4096)
-    if max_chunk_row_bytes is not None and steps * row_bytes > max_chunk_row_bytes:
-        steps = _pow2_floor(max(1, max_chunk_row_bytes // row_bytes))
+    one_step = max_chunk_row_bytes is not None and steps * row_bytes > max_chunk_row_bytes
+    if one_step:
+        # Records too large for 16 steps a chunk row: chunks of one step (a step reads
+        # its own bytes only), cut where they tile the record (a step's chunks then
+        # lie in the file in the order of its bytes, read by one ``preadv``).
+        steps = 1
     shard = max(shard_steps, min(65536, _pow2_floor(max(1, (1 << 20) // row_bytes))), steps)
     shard = min(shard, max(steps, _pow2_floor(max(1, max_shard_bytes // row_bytes))))
     shard -= shard % steps
@@ -100,6 +104,11 @@ def _layout(
             budget //= d
         else:
             chunk[ax] = max(1, budget)
+            if one_step:
+                # The largest width that divides the axis, if not under half the budget
+                # (a prime length keeps its clipped last chunk).
+                fits = [k for k in range(chunk[ax] // 2 + 1, chunk[ax] + 1) if d % k == 0]
+                chunk[ax] = max(fits, default=chunk[ax])
             break
     unit = math.lcm(8, math.prod(frame)) // 8 if frame else 1
     if unit > 1 and len(row_shape) == 1:

@@ -1,8 +1,11 @@
-"""Rows of raw (non-spike) segments read straight from the shard files of a local
-store: each wanted inner chunk read by one ``pread``, its CRC-32C (and, format 1.6,
-the one its shard header lists) checked, and its bytes decoded into the output
-(Blosc chunks stored as they were are not decoded at all). Segments whose codec
-chain is not one of those handled here (:func:`raw_layout`) are read through Zarr.
+"""Rows of raw (non-spike) segments, or one cell of them (a neuron's history), read
+straight from the shard files of a local store: each wanted inner chunk read by one
+``pread``, its CRC-32C (and, format 1.6, the one its shard header lists) checked, and
+its bytes decoded into the output (Blosc chunks stored as they were are not decoded at
+all). Uncompressed chunks that fill a block of the output are read into it directly,
+a run of them lying back to back in the file by one ``preadv`` (a step of a large
+record: its one-step chunks tile it), then checked. Segments whose codec chain is not
+one of those handled here (:func:`raw_layout`) are read through Zarr.
 
 Thread ownership: the caller; the chunks of a large read are shared with one thread
 of the read pool (:mod:`spikestore.reader._pool`).
@@ -18,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 
 from .._shard import (
@@ -31,7 +35,7 @@ from .._shard import (
 )
 from ._pool import _share
 
-__all__ = ["RawLayout", "confined_root", "raw_layout", "read_raw_rows"]
+__all__ = ["RawLayout", "cell_selection", "confined_root", "raw_layout", "read_raw_rows"]
 
 #: Blosc 1's chunk header: version, format version, flags, typesize, then the
 #: decoded size, the block size and the encoded size (uint32 each).
@@ -58,6 +62,9 @@ class RawLayout:
         self.inner, self.shard, self.dtype, self.blosc = inner, shard, np.dtype(dtype), blosc
         self.grid = tuple(s // c for s, c in zip(shard, inner, strict=True))
         self.chunk_bytes = math.prod(inner) * self.dtype.itemsize
+        #: :func:`_places` by the array's shape past its first axis and the selected
+        #: cell (a few kept: a neuron's history has its own).
+        self.places: dict[tuple[Any, ...], Any] = {}
 
 
 def raw_layout(arr: Any) -> RawLayout | None:
@@ -154,8 +161,9 @@ def _decode(body: np.ndarray, lay: RawLayout) -> np.ndarray:
 
 def _footer(
     f: Any, key: str, coords: tuple[int, ...], lay: RawLayout, seg_id: str | None, rows: Any
-) -> tuple[list[Any], list[int] | None]:
-    """The spans (``(offset, nbytes)``, ``(-1, -1)`` absent) of shard file ``f``'s inner
+) -> tuple[np.ndarray, list[int] | None]:
+    """The spans (``(offset, nbytes)``, ``(-1, -1)`` absent; int64, one row a chunk) of
+    shard file ``f``'s inner
     chunks in C order, and the CRC-32C its shard header lists for each (None without
     an id), both checked (see :func:`read_raw_rows`); ``rows``: the rows the shard holds,
     for the error."""
@@ -180,7 +188,7 @@ def _footer(
     except ValueError as exc:
         raise damaged(str(exc)) from None
     if seg_id is None:
-        return spans.reshape(-1, 2).tolist(), None
+        return spans.reshape(-1, 2), None
     head = foot[: nbytes_end - nbytes_index].tobytes()
     try:
         got_id, got, table = parse_shard_header(head, ndim, nchunks)
@@ -197,14 +205,207 @@ def _footer(
             f"the file holds shard {got} of its array, not {coords}: shard files were moved "
             "or swapped"
         )
-    return spans.reshape(-1, 2).tolist(), np.frombuffer(table, "<u4").tolist()
+    return spans.reshape(-1, 2), np.frombuffer(table, "<u4").tolist()
+
+
+def cell_selection(rest: tuple[Any, ...], ndim: int) -> bool:
+    """Whether ``rest`` (a selection of the axes after the first) is one that
+    :func:`read_raw_rows` takes: an int (within the axis) or ``slice(None)`` per axis,
+    at most ``ndim - 1`` of them."""
+    return len(rest) <= ndim - 1 and all(
+        (isinstance(r, int | np.integer) and not isinstance(r, bool))
+        or (isinstance(r, slice) and r == slice(None))
+        for r in rest
+    )
+
+
+def _places(
+    shape: tuple[int, ...], lay: RawLayout, cells: list[int | None], ranges: list[range]
+) -> list[tuple[tuple[int, ...], list[Any], np.ndarray | None]]:
+    """Where each inner chunk of a chunk row lies, for every shard of a row of shards:
+    (its position in the chunk row, the output's and the chunk's selections, and
+    whether the chunk is all taken), clipped at the array's edge (chunks wholly past
+    it, or not holding the selected cell, are skipped; a selected axis is dropped from
+    the output)."""
+    inner, shard, grid = lay.inner, lay.shard, lay.grid
+    tails: list[tuple[tuple[int, ...], list[Any], np.ndarray | None]] = []
+    for tail in itertools.product(*ranges):
+        places = []
+        for pos, cc in enumerate(itertools.product(*(range(g) for g in grid[1:]))):
+            starts = [
+                t * sh + c * ci for t, sh, c, ci in zip(tail, shard[1:], cc, inner[1:], strict=True)
+            ]
+            widths = [
+                min(ci, d - st) for ci, d, st in zip(inner[1:], shape[1:], starts, strict=True)
+            ]
+            if min(widths, default=1) <= 0:
+                continue
+            if any(
+                c is not None and not st <= c < st + w
+                for c, st, w in zip(cells, starts, widths, strict=True)
+            ):
+                continue
+            dst = tuple(
+                slice(st, st + w)
+                for st, w, c in zip(starts, widths, cells, strict=True)
+                if c is None
+            )
+            src = tuple(
+                slice(0, w) if c is None else c - st
+                for st, w, c in zip(starts, widths, cells, strict=True)
+            )
+            whole = widths == list(inner[1:]) and all(c is None for c in cells)
+            places.append((pos, cc, dst, src, whole))
+        tails.append((tail, places, _tiled(shape, lay, places)))
+    return tails
+
+
+def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> np.ndarray | None:
+    """The positions of ``places`` in the order their chunks tile a whole row of the
+    output, one after the other in memory, where chunks of one row do (a chunk of one
+    step whose later axes are whole: large records); else None."""
+    if lay.inner[0] != 1 or not places or not all(p[4] for p in places):
+        return None
+    per = math.prod(lay.inner[1:])
+    if per * len(places) != math.prod(shape[1:]):
+        return None
+    firsts = [
+        int(np.ravel_multi_index(tuple(d.start for d in p[2]), shape[1:])) if p[2] else 0
+        for p in places
+    ]
+    order = np.argsort(firsts)
+    if any(firsts[int(o)] != k * per for k, o in enumerate(order)):
+        return None
+    return np.array([places[int(o)][0] for o in order], np.int64)
+
+
+#: Inner chunks read by one ``preadv`` at most (two buffers each: Linux's ``IOV_MAX``
+#: is 1024).
+_IN_PLACE_CHUNKS = 512
+
+
+def _read_in_place(
+    f: Any,
+    jobs: list[Any],
+    spans: list[Any],
+    trailers: list[int] | None,
+    lay: RawLayout,
+    row_chunks: int,
+    out: np.ndarray,
+) -> list[Any]:
+    """Read what it can of ``jobs`` (of :func:`read_raw_rows`) straight into ``out``;
+    returns the others. A job is read in place where its chunk is raw (``bytes``,
+    ``crc32c``), present, wholly taken (all its rows, not clipped at the array's
+    edge) and its place in ``out`` is one contiguous block: runs of such chunks that
+    lie back to back in the file are each read by one ``preadv`` (bodies into ``out``,
+    CRC-32Cs beside), then each is checked. A run that fails a check is returned
+    whole, with nothing of it trusted: the caller reads it chunk by chunk and names
+    what is wrong."""
+    if lay.blosc or not hasattr(f, "readv_into"):
+        return jobs
+    c0 = lay.inner[0]
+    size = lay.chunk_bytes + 4
+    rest, regions = [], []
+    for job in jobs:
+        (cr, a, b, _take), (pos, _cc, dst, _src, whole) = job
+        at = cr * row_chunks + pos
+        off = spans[at][0]
+        if whole and b - a == c0 and spans[at][1] == size and off >= 0:
+            region = out[(slice(a, b), *dst)]
+            if region.flags.c_contiguous:
+                regions.append((off, at, region.reshape(-1).view(np.uint8), job))
+                continue
+        rest.append(job)
+    regions.sort(key=lambda r: r[0])
+    i = 0
+    while i < len(regions):
+        j = i + 1
+        while (
+            j < len(regions)
+            and j - i < _IN_PLACE_CHUNKS
+            and regions[j][0] == regions[j - 1][0] + size
+        ):
+            j += 1
+        run = regions[i:j]
+        crcs = np.empty((len(run), 4), np.uint8)
+        bufs: list[Any] = []
+        for k, r in enumerate(run):
+            bufs += [r[2], crcs[k]]
+        ok = f.readv_into(run[0][0], bufs) == len(run) * size
+        if ok:
+            got = crcs.view("<u4").reshape(-1).tolist()
+            for k, r in enumerate(run):
+                crc = google_crc32c.value(r[2])
+                if crc != got[k] or (trailers is not None and crc != trailers[r[1]]):
+                    ok = False
+                    break
+        if not ok:
+            rest += [r[3] for r in run]
+        i = j
+    return rest
+
+
+def _read_rows_in_place(
+    f: Any,
+    jobs: list[Any],
+    spans: np.ndarray,
+    trailers: list[int] | None,
+    lay: RawLayout,
+    tiled: np.ndarray,
+    out: np.ndarray,
+    crows: list[Any],
+) -> list[Any]:
+    """:func:`_read_in_place` for rows whose chunks tile them (see :func:`_tiled`):
+    each row whose chunks lie back to back in the file, in the order they tile it, is
+    read by one ``preadv`` into its place in ``out`` and checked; returns the jobs of
+    the other rows."""
+    if lay.blosc or not hasattr(f, "readv_into"):
+        return jobs
+    size = lay.chunk_bytes + 4
+    n = len(tiled)
+    done = set()
+    for cr, a, _b, _take in crows:
+        ats = cr * n + tiled
+        offs = spans[ats]
+        if (
+            offs[0, 0] < 0
+            or (offs[:, 1] != size).any()
+            or (offs[:, 0] != offs[0, 0] + size * np.arange(n)).any()
+        ):
+            continue
+        row = out[a].reshape(-1).view(np.uint8)
+        pieces = [row[k * lay.chunk_bytes : (k + 1) * lay.chunk_bytes] for k in range(n)]
+        crcs = np.empty((n, 4), np.uint8)
+        read = 0
+        for k0 in range(0, n, _IN_PLACE_CHUNKS):
+            bufs: list[Any] = []
+            for k in range(k0, min(n, k0 + _IN_PLACE_CHUNKS)):
+                bufs += [pieces[k], crcs[k]]
+            read += f.readv_into(int(offs[k0, 0]), bufs)
+        if read != n * size:
+            continue
+        got = crcs.view("<u4").reshape(-1).tolist()
+        want = None if trailers is None else [trailers[at] for at in ats.tolist()]
+        if all(
+            google_crc32c.value(p) == g and (want is None or g == want[k])
+            for k, (p, g) in enumerate(zip(pieces, got, strict=True))
+        ):
+            done.add(cr)
+    return [job for job in jobs if job[0][0] not in done] if done else jobs
 
 
 def read_raw_rows(
-    arr: Any, lay: RawLayout, rows: np.ndarray, out: np.ndarray, seg_id: str | None
+    arr: Any,
+    lay: RawLayout,
+    rows: np.ndarray,
+    out: np.ndarray,
+    seg_id: str | None,
+    rest: tuple[Any, ...] = (),
 ) -> None:
     """Rows ``rows`` (sorted, unique) of the sharded array ``arr`` (of :func:`raw_layout`
-    ``lay``) into ``out`` (``(len(rows), *arr.shape[1:])``).
+    ``lay``) into ``out`` (``(len(rows), *arr.shape[1:])``); with ``rest`` (see
+    :func:`cell_selection`: a neuron's history), ``arr[rows, *rest]``, reading only the
+    inner chunks that hold it (``out`` then has the shape of that selection).
 
     Each shard file is opened once: its index (and, for a segment with an id, format
     1.6, its shard header) read from its end and checked, then each wanted inner chunk
@@ -222,27 +423,18 @@ def read_raw_rows(
     inner, shard, grid = lay.inner, lay.shard, lay.grid
     s0, c0 = shard[0], inner[0]
     row_chunks = math.prod(grid[1:])  # inner chunks in a chunk row of a shard
-    rest = [range(-(-d // s)) for d, s in zip(shape[1:], shard[1:], strict=True)]
-    # Where each inner chunk of a chunk row lies, for every shard of a row of shards:
-    # (its position in the chunk row, the output's and the chunk's slices), clipped at
-    # the array's edge (chunks wholly past it are skipped).
-    tails = []
-    for tail in itertools.product(*rest):
-        places = []
-        for pos, cc in enumerate(itertools.product(*(range(g) for g in grid[1:]))):
-            starts = [
-                t * sh + c * ci for t, sh, c, ci in zip(tail, shard[1:], cc, inner[1:], strict=True)
-            ]
-            widths = [
-                min(ci, d - st) for ci, d, st in zip(inner[1:], shape[1:], starts, strict=True)
-            ]
-            if min(widths, default=1) <= 0:
-                continue
-            dst = tuple(slice(st, st + w) for st, w in zip(starts, widths, strict=True))
-            src = tuple(slice(0, w) for w in widths)
-            places.append((pos, cc, dst, src))
-        tails.append((tail, places))
-    row_bytes = lay.chunk_bytes // c0 * row_chunks
+    cells = [int(r) if isinstance(r, int | np.integer) else None for r in rest]
+    cells += [None] * (len(shape) - 1 - len(cells))
+    # Shards along each axis after the first: those that hold the selected cell.
+    ranges = [
+        range(-(-d // s)) if c is None else range(c // s, c // s + 1)
+        for d, s, c in zip(shape[1:], shard[1:], cells, strict=True)
+    ]
+    tails = lay.places.get((shape[1:], tuple(cells)))
+    if tails is None:
+        if len(lay.places) >= 16:
+            lay.places.clear()
+        tails = lay.places[(shape[1:], tuple(cells))] = _places(shape, lay, cells, ranges)
     for s in np.unique(rows // s0).tolist():
         lo, hi = np.searchsorted(rows, [s * s0, (s + 1) * s0]).tolist()
         local = rows[lo:hi] - s * s0
@@ -254,13 +446,17 @@ def read_raw_rows(
             first, last = int(sel[0]), int(sel[-1])
             take = slice(first, last + 1) if last - first == b - a - 1 else sel
             crows.append((cr, lo + a, lo + b, take))
-        for tail, places in tails:
+        for tail, places, tiled in tails:
             coords = (int(s), *tail)
             key = arr.metadata.encode_chunk_key(coords)
             key = f"{arr.path}/{key}" if arr.path else key
             with open_file(root, key) as f:
-                spans, trailers = _footer(f, key, coords, lay, seg_id, (s * s0, (s + 1) * s0))
+                table, trailers = _footer(f, key, coords, lay, seg_id, (s * s0, (s + 1) * s0))
                 jobs = [(c, p) for c in crows for p in places]
+                if tiled is not None:
+                    jobs = _read_rows_in_place(f, jobs, table, trailers, lay, tiled, out, crows)
+                spans = table.tolist()
+                jobs = _read_in_place(f, jobs, spans, trailers, lay, row_chunks, out)
 
                 def one(
                     job: Any,
@@ -270,7 +466,7 @@ def read_raw_rows(
                     key: str = key,
                     r: int = s * s0,
                 ) -> None:
-                    (cr, a, b, take), (pos, cc, dst, src) = job
+                    (cr, a, b, take), (pos, cc, dst, src, _) = job
                     at = cr * row_chunks + pos
                     off, size = spans[at]
                     r0 = r + cr * c0
@@ -300,7 +496,8 @@ def read_raw_rows(
                         ) from None
                     out[(slice(a, b), *dst)] = dec[(take, *src)]
 
-                if (hi - lo) * row_bytes < _PARALLEL_BYTES:
+                # Bytes read: whole chunks, however little of them a cell selection takes.
+                if len(jobs) * lay.chunk_bytes < _PARALLEL_BYTES:
                     for job in jobs:  # memory-bound copies: a helper thread only waits
                         one(job)
                 else:

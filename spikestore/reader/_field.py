@@ -6,6 +6,7 @@ Thread ownership: the caller (and the read pool's helper thread, for a large rea
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -27,7 +28,7 @@ from ..format import (
 )
 from ..summary import SUMMARY, SUMMARY_AXIS0
 from ._checks import FieldChecks
-from ._direct import raw_layout, read_raw_rows
+from ._direct import cell_selection, raw_layout, read_raw_rows
 from ._pool import _empty_cpu, _share
 from ._shards import (
     _check_array,
@@ -473,8 +474,14 @@ class FieldReader:
                     assert packed is not None
                     parts.append(packed)
                 elif raw is not None:
-                    out = np.empty((len(local), *arr.shape[1:]), raw.dtype)
-                    read_retrying(read_raw_rows, arr, raw, local, out, self._checks.ids[k])
+                    kept = [
+                        n
+                        for n, r in itertools.zip_longest(arr.shape[1:], rest)
+                        if r is None or isinstance(r, slice)
+                    ]
+                    out = np.empty((len(local), *kept), raw.dtype)
+                    seg_id = self._checks.ids[k]
+                    read_retrying(read_raw_rows, arr, raw, local, out, seg_id, rest)
                     parts.append(out)
                 elif r1 - r0 <= 2 * len(local):
                     data = read_retrying(arr.get_orthogonal_selection, (slice(r0, r1), *rest))
@@ -593,13 +600,16 @@ def _layout(
 ) -> tuple[Any, Any]:
     """How segment ``k``'s array ``arr`` is read directly from its shard files: ``(spike
     shards, None)`` (:func:`_spike_shards`; whole rows, or one byte column of them),
-    ``(None, raw layout)`` (:func:`raw_layout`; whole rows), or ``(None, None)``:
+    ``(None, raw layout)`` (:func:`raw_layout`; whole rows, or a cell of them:
+    :func:`cell_selection`), or ``(None, None)``:
     through Zarr. Kept per array in ``cache``."""
     held = cache.get(k)
     if held is None or held[0] is not arr:
         shards = _spike_shards(arr)
         held = cache[k] = (arr, shards, None if shards is not None else raw_layout(arr))
-    if rest and (held[1] is None or _byte_column(rest) is None):
+    if rest and held[1] is not None and _byte_column(rest) is None:
+        return None, None
+    if rest and held[2] is not None and not cell_selection(rest, arr.ndim):
         return None, None
     return held[1], held[2]
 

@@ -346,6 +346,14 @@ class ConfinedFile:
             got += k
         return got
 
+    def readv_into(self, start: int, bufs: list[Any]) -> int:
+        """Read the bytes at ``start`` into ``bufs`` one after the other (writable
+        buffers, one ``preadv``); returns how many were read (fewer at the end of the
+        file, or where the system call read less: the caller then reads otherwise)."""
+        total = sum(memoryview(b).nbytes for b in bufs)
+        self._refuse(start, start + total, False)
+        return os.preadv(self.fd, bufs, start)
+
 
 @contextlib.contextmanager
 def open_file(root: Path, key: str) -> Iterator[ConfinedFile | None]:

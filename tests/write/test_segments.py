@@ -326,8 +326,8 @@ def test_complete_shards_are_written_once_with_zarrs_chunk_bytes(
 
 def test_dense_shards_hold_about_the_write_buffer(tmp_path):
     """Raw segments get shards, and rows of inner chunks, of at most about
-    ``max_buffer_bytes`` (fewer than 16 steps a chunk for huge records), so a write
-    forced by that bound completes whole shards; spike segments keep their long
+    ``max_buffer_bytes`` (one step a chunk for records too large for 16 steps), so a
+    write forced by that bound completes whole shards; spike segments keep their long
     shards."""
     big = [torch.randn(64, 4096) for _ in range(40)]  # 1 MiB rows
     small = [torch.randn(16, 16) for _ in range(40)]  # 1 KiB rows
@@ -339,7 +339,7 @@ def test_dense_shards_hold_about_the_write_buffer(tmp_path):
             w.append("o", "spk", k)
     r = spikestore.open(tmp_path / "s")
     big_arr = r["v"]["big"].field(0).array(0)
-    assert big_arr.chunks[0] == 4 and big_arr.shards[0] == 4  # one chunk row: 4 MiB
+    assert big_arr.chunks[0] == 1 and big_arr.shards[0] == 4  # shards of 4 MiB
     small_arr = r["v"]["small"].field(0).array(0)
     assert small_arr.shards[0] * 16 * 16 * 4 <= 4 << 20
     assert small_arr.shards[0] >= small_arr.chunks[0]

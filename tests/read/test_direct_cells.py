@@ -1,0 +1,160 @@
+"""Large raw records: one step a chunk, a step read straight into its output, and a
+neuron's history read from the chunks that hold it (``reader/_direct.py``), without
+Zarr. Each read must give what the writer was given and what plain Zarr reads, and a
+damaged chunk must still be named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import spikestore
+from spikestore import ReadError
+from spikestore.codecs.layout import layout
+from spikestore.reader import _direct
+from spikestore.testing import bits_equal
+
+#: The writer's smallest buffer bound (1 MiB): records over 64 KiB get one-step chunks.
+BUF = 1 << 20
+
+
+def test_records_too_large_for_16_steps_a_chunk_get_one_step_chunks():
+    # 1.6 MB conv membrane potentials under the default 8 MiB bound: one step a chunk,
+    # 256 KiB cut where chunks tile the record (4 channels of 8, not 5).
+    chunks, shards = layout((4, 8, 16, 28, 28), 4, 4, 1 << 18, 8 << 20, None, 8 << 20)
+    assert chunks == (1, 1, 4, 16, 28, 28)
+    assert shards[0] == 4 and shards[1:] == (4, 8, 16, 28, 28)
+    # Records small enough for 16 steps keep them.
+    assert layout((64, 100), 4, 4, 1 << 18, 8 << 20, None, 8 << 20)[0][0] == 16
+
+
+def _write(path: Path, recs: list[torch.Tensor], buf: int = BUF) -> None:
+    with spikestore.StoreWriter(path, max_buffer_bytes=buf) as w:
+        for x in recs:
+            w.append("m", "v", x, time_axis=0)
+
+
+def _recs(shape: tuple[int, ...], n: int, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g) for _ in range(n)]
+
+
+#: (4, 8, 4000) under 1 MiB: one-step chunks of [1, 2, 8, 4000], two a step, tiling it;
+#: (3, 7, 1001) under 8 MiB: 16-step chunks of [16, 1, 4, 1001], clipped at the edge.
+CASES = [((4, 8, 4000), BUF, True), ((3, 7, 1001), 8 << 20, False)]
+
+
+@pytest.mark.parametrize(("shape", "buf", "one_step"), CASES)
+def test_steps_and_neurons_read_as_written_and_as_zarr_reads(tmp_path, shape, buf, one_step):
+    recs = _recs(shape, 19, 1)
+    path = tmp_path / "s"
+    _write(path, recs, buf)
+    arr = zarr.open_array(path / "m/v/f0/s0", mode="r")
+    assert (arr.metadata.codecs[0].chunk_shape[0] == 1) == one_step
+    lay = spikestore.open(path)["m"]["v"]
+    for i in (0, 5, 16, 18):  # the last shard is not full
+        assert bits_equal(lay[i], recs[i])
+        assert np.array_equal(arr[i], recs[i].numpy())
+    assert bits_equal(lay[2:17], torch.stack(recs[2:17]))
+    t, *rest = shape
+    for cell in [(0, 0), (rest[0] - 1, rest[1] - 1), (rest[0] // 2, 999)]:
+        want = torch.stack([x[:, cell[0], cell[1]] for x in recs])
+        got = lay.neuron(cell)
+        assert bits_equal(got.reshape(len(recs), t), want)
+        assert np.array_equal(arr[:, :, cell[0], cell[1]], want.numpy())
+        part = lay.neuron(cell, steps=[17, 3, 4])
+        assert bits_equal(part.reshape(3, t), want[[17, 3, 4]])
+
+
+def test_a_step_of_tiled_chunks_is_read_in_place(tmp_path, monkeypatch):
+    """Each step's chunks lie back to back and tile it: one ``preadv`` into the output,
+    no chunk read into a scratch buffer and copied."""
+    recs = _recs((4, 8, 4000), 9, 2)
+    path = tmp_path / "s"
+    _write(path, recs)
+    lay = spikestore.open(path)["m"]["v"]
+
+    def no_scratch(size: int) -> np.ndarray:
+        raise AssertionError("a chunk was read chunk by chunk")
+
+    monkeypatch.setattr(_direct, "_scratch", no_scratch)
+    for i in range(9):
+        assert bits_equal(lay[i], recs[i])
+
+
+def test_a_neuron_of_a_raw_segment_is_read_without_zarr(tmp_path, monkeypatch):
+    recs = _recs((4, 8, 4000), 9, 3)
+    path = tmp_path / "s"
+    _write(path, recs)
+    lay = spikestore.open(path)["m"]["v"]
+
+    plain = zarr.Array.get_orthogonal_selection
+
+    def through_zarr(self, *args, **kw):
+        if self.path.endswith("/s0"):
+            raise AssertionError("the segment's chunks read through Zarr")
+        return plain(self, *args, **kw)  # the step index
+
+    monkeypatch.setattr(zarr.Array, "get_orthogonal_selection", through_zarr)
+    got = lay.neuron((3, 7))
+    assert bits_equal(got.reshape(9, 4), torch.stack([x[:, 3, 7] for x in recs]))
+
+
+def _damage(path: Path, step: int, chunk: int) -> None:
+    """Flip a byte inside inner chunk ``chunk`` of step ``step``'s chunk row."""
+    from spikestore._shard import chunk_spans, footer_size, parse_index
+
+    arr = zarr.open_array(path / "m/v/f0/s0", mode="r")
+    inner = arr.metadata.codecs[0].chunk_shape
+    grid = tuple(s // c for s, c in zip(arr.shards, inner, strict=True))
+    shard = path / "m/v/f0/s0/c" / str(step // arr.shards[0])
+    shard = shard.joinpath(*["0"] * (arr.ndim - 1))
+    data = bytearray(shard.read_bytes())
+    n = footer_size(arr.ndim, int(np.prod(grid)), header=True)
+    foot = np.frombuffer(bytes(data[-n:]), np.uint8)
+    spans = chunk_spans(parse_index(foot, grid), len(data) - n).reshape(-1, 2)
+    per_row = int(np.prod(grid[1:]))
+    off = int(spans[(step % arr.shards[0]) * per_row + chunk][0])
+    data[off + 100] ^= 0x04
+    shard.write_bytes(bytes(data))
+
+
+def test_a_damaged_chunk_read_in_place_is_named_and_the_rest_reads(tmp_path):
+    recs = _recs((4, 8, 4000), 12, 4)
+    path = tmp_path / "s"
+    _write(path, recs)
+    _damage(path, 6, 1)
+    lay = spikestore.open(path)["m"]["v"]
+    # Shards of 2 steps: step 6 is chunk row 0 of the fourth, its chunk (1, 0, 0) times
+    # 2 and 3 of the record.
+    where = r"m/v/f0/s0/c/3/0/0/0: inner chunk \(0, 1, 0, 0\).*CRC-32C"
+    with pytest.raises(ReadError, match=where):
+        lay[6]
+    with pytest.raises(ReadError, match=r"inner chunk \(0, 1, 0, 0\).*CRC-32C"):
+        lay.neuron((3, 5))  # its history at times 2, 3 of step 6 lies in the damaged chunk
+    for i in (0, 5, 7, 11):  # the damaged shard's other steps too
+        assert bits_equal(lay[i], recs[i])
+    assert bits_equal(
+        lay.neuron((3, 5), steps=slice(0, 4)).reshape(4, 4),
+        torch.stack([x[:, 3, 5] for x in recs[:4]]),
+    )
+
+
+def test_a_step_of_more_chunks_than_one_preadv_takes_reads_whole(tmp_path):
+    """600 chunks a step: more buffers than one ``preadv`` may take (1,024, two a
+    chunk), read in several calls."""
+    g = torch.Generator().manual_seed(5)
+    recs = [torch.randn((600, 256), generator=g) for _ in range(3)]
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path, max_buffer_bytes=BUF, chunk_bytes=1024) as w:
+        for x in recs:
+            w.append("m", "v", x)
+    arr = zarr.open_array(path / "m/v/f0/s0", mode="r")
+    assert tuple(arr.metadata.codecs[0].chunk_shape) == (1, 1, 256)
+    lay = spikestore.open(path)["m"]["v"]
+    for i in range(3):
+        assert bits_equal(lay[i], recs[i])
