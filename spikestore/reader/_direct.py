@@ -284,6 +284,12 @@ def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> np.ndar
 _IN_PLACE_CHUNKS = 512
 
 
+def _per_call(f: Any, size: int) -> int:
+    """Chunks of ``size`` bytes read by one ``preadv`` of ``f`` at most: within
+    :data:`_IN_PLACE_CHUNKS` and the longest read the file allows (``max_read``)."""
+    return max(1, min(_IN_PLACE_CHUNKS, f.max_read // size))
+
+
 def _read_in_place(
     f: Any,
     jobs: list[Any],
@@ -301,10 +307,11 @@ def _read_in_place(
     CRC-32Cs beside), then each is checked. A run that fails a check is returned
     whole, with nothing of it trusted: the caller reads it chunk by chunk and names
     what is wrong."""
-    if lay.blosc or not hasattr(f, "readv_into"):
+    if lay.blosc or not hasattr(f, "readv_into") or not hasattr(f, "max_read"):
         return jobs
     c0 = lay.inner[0]
     size = lay.chunk_bytes + 4
+    per = _per_call(f, size)
     rest, regions = [], []
     for job in jobs:
         (cr, a, b, _take), (pos, _cc, dst, _src, whole) = job
@@ -320,11 +327,7 @@ def _read_in_place(
     i = 0
     while i < len(regions):
         j = i + 1
-        while (
-            j < len(regions)
-            and j - i < _IN_PLACE_CHUNKS
-            and regions[j][0] == regions[j - 1][0] + size
-        ):
+        while j < len(regions) and j - i < per and regions[j][0] == regions[j - 1][0] + size:
             j += 1
         run = regions[i:j]
         crcs = np.empty((len(run), 4), np.uint8)
@@ -352,6 +355,7 @@ def _read_rows_in_place(
     trailers: list[int] | None,
     lay: RawLayout,
     tiled: np.ndarray,
+    row_chunks: int,
     out: np.ndarray,
     crows: list[Any],
 ) -> list[Any]:
@@ -359,13 +363,14 @@ def _read_rows_in_place(
     each row whose chunks lie back to back in the file, in the order they tile it, is
     read by one ``preadv`` into its place in ``out`` and checked; returns the jobs of
     the other rows."""
-    if lay.blosc or not hasattr(f, "readv_into"):
+    if lay.blosc or not hasattr(f, "readv_into") or not hasattr(f, "max_read"):
         return jobs
     size = lay.chunk_bytes + 4
+    per = _per_call(f, size)
     n = len(tiled)
     done = set()
     for cr, a, _b, _take in crows:
-        ats = cr * n + tiled
+        ats = cr * row_chunks + tiled
         offs = spans[ats]
         if (
             offs[0, 0] < 0
@@ -377,9 +382,9 @@ def _read_rows_in_place(
         pieces = [row[k * lay.chunk_bytes : (k + 1) * lay.chunk_bytes] for k in range(n)]
         crcs = np.empty((n, 4), np.uint8)
         read = 0
-        for k0 in range(0, n, _IN_PLACE_CHUNKS):
+        for k0 in range(0, n, per):
             bufs: list[Any] = []
-            for k in range(k0, min(n, k0 + _IN_PLACE_CHUNKS)):
+            for k in range(k0, min(n, k0 + per)):
                 bufs += [pieces[k], crcs[k]]
             read += f.readv_into(int(offs[k0, 0]), bufs)
         if read != n * size:
@@ -454,7 +459,9 @@ def read_raw_rows(
                 table, trailers = _footer(f, key, coords, lay, seg_id, (s * s0, (s + 1) * s0))
                 jobs = [(c, p) for c in crows for p in places]
                 if tiled is not None:
-                    jobs = _read_rows_in_place(f, jobs, table, trailers, lay, tiled, out, crows)
+                    jobs = _read_rows_in_place(
+                        f, jobs, table, trailers, lay, tiled, row_chunks, out, crows
+                    )
                 spans = table.tolist()
                 jobs = _read_in_place(f, jobs, spans, trailers, lay, row_chunks, out)
 

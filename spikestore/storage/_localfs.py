@@ -346,6 +346,12 @@ class ConfinedFile:
             got += k
         return got
 
+    @property
+    def max_read(self) -> int:
+        """The longest byte range of this file :meth:`read_into` and :meth:`readv_into`
+        take (longer ones are refused: see :func:`read_file`)."""
+        return _limit(self.key, False)
+
     def readv_into(self, start: int, bufs: list[Any]) -> int:
         """Read the bytes at ``start`` into ``bufs`` one after the other (writable
         buffers, one ``preadv``); returns how many were read (fewer at the end of the

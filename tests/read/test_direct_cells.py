@@ -158,3 +158,17 @@ def test_a_step_of_more_chunks_than_one_preadv_takes_reads_whole(tmp_path):
     lay = spikestore.open(path)["m"]["v"]
     for i in range(3):
         assert bits_equal(lay[i], recs[i])
+
+
+def test_a_step_longer_than_one_read_may_be_is_read_in_several(tmp_path, monkeypatch):
+    """A step read in place stays within the longest read a store file allows (65 MiB:
+    steps of huge records are longer), here lowered to 300 KB for 1 MB steps."""
+    from spikestore.storage import _localfs
+
+    recs = _recs((4, 8, 8000), 3, 6)  # 1 MB steps, chunks of [1, 1, 8, 8000]: 256 KB
+    path = tmp_path / "s"
+    _write(path, recs)
+    monkeypatch.setattr(_localfs, "MAX_READ_BYTES", 300_000)
+    lay = spikestore.open(path)["m"]["v"]
+    for i in range(3):
+        assert bits_equal(lay[i], recs[i])
