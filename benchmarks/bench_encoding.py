@@ -25,9 +25,7 @@ plus noise), and compares the encodings on the record as recorded and time-last
 (each neuron's T series contiguous, ``x.permute(1, ..., 0)``). Chunks have the shapes
 the store's writer gives them (``spikestore.writer._layout``: whole ``[H, W, T]``
 planes for time-last conv records) and the default codec gets the writer's ``frame``,
-so it may code chunks in its MOTION mode (the "MOTION chunks" column), trying it as the
-writer does (a layer's chunks share one ``MotionTrials``: after MOTION loses, fewer of
-the next chunks try it). Encode and
+so it may code chunks in its MOTION mode (the "MOTION chunks" column). Encode and
 decode GB/s of the default on the time-last layout, and of the zlib recipe on the
 whole record, are medians of ``--repeats``.
 """
@@ -50,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spikestore.codecs.layout import layout as _layout
 from spikestore.codecs.layout import spike_frame as _spike_frame
-from spikestore.codecs.spikes import MotionTrials, decode_chunk, encode_chunk
+from spikestore.codecs.spikes import decode_chunk, encode_chunk
 
 PS = (0.001, 0.01, 0.05, 0.2, 0.5)
 
@@ -117,8 +115,7 @@ def zstd_packbits(level: int) -> Encoding:
 
 def spikestore_codec(level: int, name: str) -> Encoding:
     def enc(chunks: list[np.ndarray], frame: tuple[int, int, int] | None = None) -> list[bytes]:
-        trials = MotionTrials()  # one a layer, as the writer keeps one an array
-        return [encode_chunk(c, level, frame, trials) for c in chunks]
+        return [encode_chunk(c, level, frame) for c in chunks]
 
     def dec(blobs: list[bytes], chunks: list[np.ndarray]) -> list[np.ndarray]:
         return [np.unpackbits(decode_chunk(b, c.shape)) for b, c in zip(blobs, chunks, strict=True)]

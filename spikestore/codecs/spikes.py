@@ -97,7 +97,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numcodecs.zstd import Zstd
@@ -125,9 +125,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CODEC_NAME",
     "FORMAT_VERSION",
-    "MOTION_MAX_SKIP",
     "MOTION_MAX_T",
-    "MotionTrials",
     "SpikeCodec",
     "decode_chunk",
     "encode_chunk",
@@ -160,36 +158,6 @@ _MOTION_MIN_BYTES = 1024  # smaller TREE chunks are not worth the side informati
 # Try MOTION only if its estimate is below this share of the TREE bytes (on i.i.d.
 # spikes the estimate is 0.93-0.98 of TREE, on moving input 0.5-0.85).
 _MOTION_TRY_BELOW = 0.92
-#: After MOTION loses, a codec's encoder skips its trial on this many chunks at most
-#: (the count doubles with each loss in a row and drops to 0 with a win): on layers
-#: where it never wins (static input, i.i.d. spikes) the trial costs about a
-#: sixteenth of what it did; where it wins, every chunk is tried.
-MOTION_MAX_SKIP = 15
-
-
-class MotionTrials:
-    """Which chunks an encoder tries MOTION on: all of them while it wins, fewer after
-    each loss in a row (see :data:`MOTION_MAX_SKIP`). Shared by the threads that encode
-    one array's chunks: its counters are plain ints, and a race between them only
-    moves a trial by a chunk (the encoded bytes are valid either way)."""
-
-    __slots__ = ("left", "skip")
-
-    def __init__(self) -> None:
-        self.skip = 0  # chunks skipped after the last loss (doubled by the next one)
-        self.left = 0  # chunks still to skip
-
-    def due(self) -> bool:
-        """Whether to try MOTION on the next chunk."""
-        if self.left > 0:
-            self.left -= 1
-            return False
-        return True
-
-    def result(self, won: bool) -> None:
-        """What the trial gave: MOTION chosen or not."""
-        self.skip = 0 if won else min(MOTION_MAX_SKIP, 2 * self.skip or 1)
-        self.left = self.skip
 # The estimate looks at about this many non-zero planes, and at least this many bits.
 _MOTION_SAMPLE_PLANES = 16
 _MOTION_SAMPLE_BITS = 1 << 18
@@ -284,10 +252,7 @@ def _encode_motion(
 
 
 def encode_chunk(
-    a: np.ndarray,
-    level: int = DEFAULT_LEVEL,
-    frame: tuple[int, int, int] | None = None,
-    trials: MotionTrials | None = None,
+    a: np.ndarray, level: int = DEFAULT_LEVEL, frame: tuple[int, int, int] | None = None
 ) -> bytes:
     """Encode one chunk of packed spikes (uint8, 1-D or 2-D) to bytes.
 
@@ -301,9 +266,6 @@ def encode_chunk(
         Each row is a sequence of planes of ``H * W * T`` bits, time last (a
         convolutional layer's ``[..., H, W, T]`` record). Enables the MOTION mode,
         used when it is smaller than TREE.
-    trials : MotionTrials, optional
-        The array's record of MOTION's wins: if given, MOTION is only tried on the
-        chunks it says (every chunk otherwise).
 
     Returns
     -------
@@ -321,15 +283,8 @@ def encode_chunk(
     flat = np.ascontiguousarray(a).reshape(-1)
     tree = _encode_flat(flat, rows, cols, level)
     planes = _planes(frame, rows, cols)
-    if (
-        planes
-        and len(tree) > _MOTION_MIN_BYTES
-        and frame is not None
-        and (trials is None or trials.due())
-    ):
+    if planes and len(tree) > _MOTION_MIN_BYTES and frame is not None:
         motion = _encode_motion(a, frame, planes, level, len(tree))
-        if trials is not None:
-            trials.result(motion is not None)
         if motion is not None:
             return motion
     return tree
@@ -565,8 +520,6 @@ class SpikeCodec(ArrayBytesCodec):
 
     level: int = DEFAULT_LEVEL
     frame: tuple[int, int, int] | None = None
-    #: MOTION's wins on the chunks this instance encoded (each instance has its own).
-    _trials: ClassVar[MotionTrials]
 
     def __init__(
         self,
@@ -582,8 +535,6 @@ class SpikeCodec(ArrayBytesCodec):
             )
         object.__setattr__(self, "level", _parse_level(level))
         object.__setattr__(self, "frame", _parse_frame(frame))
-        # Not a field: not part of the codec's value, its metadata or its equality.
-        object.__setattr__(self, "_trials", MotionTrials())
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
@@ -619,7 +570,7 @@ class SpikeCodec(ArrayBytesCodec):
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        data = encode_chunk(chunk_array.as_numpy_array(), self.level, self.frame, self._trials)
+        data = encode_chunk(chunk_array.as_numpy_array(), self.level, self.frame)
         return chunk_spec.prototype.buffer.from_bytes(data)
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:

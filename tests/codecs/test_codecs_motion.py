@@ -4,7 +4,6 @@ writer's use of it for time-last convolutional records."""
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import json
 import math
 import struct
@@ -457,82 +456,3 @@ def test_motion_trial_reads_packed_planes_as_before() -> None:
         x, _ = moving_planes(rows * per_row, h, w, t, seed=rows)
         a = to_chunk(x, rows)
         assert encode_chunk(a, frame=frame)[3] == MODE_MOTION
-
-
-def test_motion_trials_back_off_after_losses_and_resume_after_a_win() -> None:
-    from spikestore.codecs.spikes import MOTION_MAX_SKIP, MotionTrials
-
-    tr = MotionTrials()
-    tried = []
-    for i in range(120):
-        if tr.due():
-            tried.append(i)
-            tr.result(False)
-    # skips of 1, 2, 4, 8, then MOTION_MAX_SKIP (15) between trials
-    assert tried[:6] == [0, 2, 5, 10, 19, 35]
-    assert {b - a for a, b in itertools.pairwise(tried[5:])} == {MOTION_MAX_SKIP + 1}
-    while not tr.due():
-        pass
-    tr.result(True)  # a win: every chunk is tried again
-    assert all(tr.due() for _ in range(5))
-
-
-def _count_trials(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    from spikestore.codecs import spikes
-
-    calls = [0]
-    real = spikes._encode_motion
-
-    def counted(*args: Any) -> Any:
-        calls[0] += 1
-        return real(*args)
-
-    monkeypatch.setattr(spikes, "_encode_motion", counted)
-    return calls
-
-
-def _chunk_modes(path: Path) -> list[tuple[int, int]]:
-    """(version, mode) of each inner chunk of the shard files under ``path``, from the
-    shard index (chunks in C order)."""
-    import zarr
-
-    from spikestore._shard import chunk_spans, footer_size, parse_index
-
-    arr = zarr.open_array(path, mode="r")
-    inner = tuple(arr.metadata.codecs[0].chunk_shape)
-    grid = tuple(s // c for s, c in zip(arr.shards, inner, strict=True))
-    out = []
-    for f in sorted(path.glob("c/*/*")):
-        data = f.read_bytes()
-        n = footer_size(2, math.prod(grid), header=True)
-        spans = chunk_spans(parse_index(np.frombuffer(data[-n:], np.uint8), grid), len(data) - n)
-        for off, _ in spans.reshape(-1, 2).tolist():
-            if off >= 0:
-                out.append((data[off + 2], data[off + 3]))
-    return out
-
-
-def test_the_writer_stops_trying_motion_where_it_never_wins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """i.i.d. conv spikes: MOTION loses every trial, so it is tried on few chunks (the
-    bytes are the same: TREE either way); moving edges: every chunk is tried and coded
-    by MOTION."""
-    calls = _count_trials(monkeypatch)
-    g = torch.Generator().manual_seed(0)
-    with spikestore.StoreWriter(tmp_path / "iid", chunk_bytes=8192) as w:
-        for _ in range(640):
-            w.append(
-                "o", "conv", (torch.rand((4, 2, 3, 12, 12), generator=g) < 0.2).float(), time_axis=0
-            )
-    modes = _chunk_modes(tmp_path / "iid/o/conv/f0/s0")
-    assert len(modes) >= 40 and all(m != MODE_MOTION for _, m in modes)
-    assert 0 < calls[0] <= len(modes) // 3
-    calls[0] = 0
-    with spikestore.StoreWriter(tmp_path / "moving", chunk_bytes=8192) as w:
-        for s in range(160):
-            x, _ = moving_planes(2 * 3, 12, 12, 8, seed=s)
-            w.append("o", "conv", torch.from_numpy(x.reshape(8, 2, 3, 12, 12)).float(), time_axis=0)
-    modes = _chunk_modes(tmp_path / "moving/o/conv/f0/s0")
-    assert calls[0] == len(modes) >= 8
-    assert all(m == MODE_MOTION for _, m in modes)
