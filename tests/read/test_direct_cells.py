@@ -172,3 +172,52 @@ def test_a_step_longer_than_one_read_may_be_is_read_in_several(tmp_path, monkeyp
     lay = spikestore.open(path)["m"]["v"]
     for i in range(3):
         assert bits_equal(lay[i], recs[i])
+
+
+def test_shards_reaching_past_the_record_read_the_right_steps(tmp_path):
+    """Review finding: a segment whose shards reach a chunk past the record on a later
+    axis (valid Zarr; spikestore's writer never makes it) read another step's values
+    through the in-place path, every check passing: a chunk row there holds more
+    chunks than the record's row."""
+    import json
+    import math
+    import shutil
+
+    import google_crc32c
+
+    from spikestore._shard import ShardFooter, footer_size, index_size, parse_shard_header
+
+    recs = _recs((4, 8, 4000), 8, 7)
+    path = tmp_path / "s"
+    _write(path, recs)
+    a = path / "m/v/f0/s0"
+    data = zarr.open_array(a, mode="r")[...]
+    meta = json.loads((a / "zarr.json").read_text())
+    inner = meta["codecs"][0]["configuration"]["chunk_shape"]
+    shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    old_n = math.prod(s // c for s, c in zip(shard, inner, strict=True))
+    tail = (a / "c/0/0/0/0").read_bytes()[-footer_size(4, old_n, True) :]
+    seg_id = parse_shard_header(tail[: len(tail) - index_size(old_n)], 4, old_n)[0]
+    new_shard = [4, shard[1] + inner[1], *shard[2:]]  # one chunk past the record
+    meta["chunk_grid"]["configuration"]["chunk_shape"] = new_shard
+    (a / "zarr.json").write_text(json.dumps(meta))
+    grid = tuple(s // c for s, c in zip(new_shard, inner, strict=True))
+    shutil.rmtree(a / "c")
+    for s in range(2):
+        foot, body = ShardFooter(grid), []
+        for cr in range(4):
+            for c1 in range(grid[1]):
+                lo = c1 * inner[1]
+                if lo >= data.shape[1]:
+                    continue
+                chunk = np.ascontiguousarray(data[s * 4 + cr, lo : lo + inner[1]]).tobytes()
+                chunk += google_crc32c.value(chunk).to_bytes(4, "little")
+                foot.place((cr, c1, 0, 0), (chunk,))
+                body.append(chunk)
+        (a / f"c/{s}/0/0").mkdir(parents=True)
+        (a / f"c/{s}/0/0/0").write_bytes(b"".join(body) + foot.end(seg_id, (s, 0, 0, 0)))
+    assert np.array_equal(zarr.open_array(a, mode="r")[...], data)
+    lay = spikestore.open(path)["m"]["v"]
+    for i in range(8):
+        assert bits_equal(lay[i], recs[i])
+    assert bits_equal(lay[0:8], torch.stack(recs))
