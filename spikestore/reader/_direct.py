@@ -162,11 +162,10 @@ def _decode(body: np.ndarray, lay: RawLayout) -> np.ndarray:
 def _footer(
     f: Any, key: str, coords: tuple[int, ...], lay: RawLayout, seg_id: str | None, rows: Any
 ) -> tuple[np.ndarray, list[int] | None]:
-    """The spans (``(offset, nbytes)``, ``(-1, -1)`` absent; int64, one row a chunk) of
-    shard file ``f``'s inner
-    chunks in C order, and the CRC-32C its shard header lists for each (None without
-    an id), both checked (see :func:`read_raw_rows`); ``rows``: the rows the shard holds,
-    for the error."""
+    """The spans (``(offset, nbytes)``, ``(-1, -1)`` absent; int64, a row a chunk) of
+    shard file ``f``'s inner chunks in C order, and the CRC-32C its shard header lists
+    for each (None without an id), both checked (see :func:`read_raw_rows`); ``rows``:
+    the rows the shard holds, for the error."""
     from ._shards import _DamagedRows, _ForeignShard
 
     ndim, nchunks = len(lay.shard), math.prod(lay.grid)
@@ -208,14 +207,15 @@ def _footer(
     return spans.reshape(-1, 2), np.frombuffer(table, "<u4").tolist()
 
 
-def cell_selection(rest: tuple[Any, ...], ndim: int) -> bool:
-    """Whether ``rest`` (a selection of the axes after the first) is one that
-    :func:`read_raw_rows` takes: an int (within the axis) or ``slice(None)`` per axis,
-    at most ``ndim - 1`` of them."""
-    return len(rest) <= ndim - 1 and all(
-        (isinstance(r, int | np.integer) and not isinstance(r, bool))
+def cell_selection(rest: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
+    """Whether ``rest`` (a selection of the axes after the first, of lengths ``shape``)
+    is one that :func:`read_raw_rows` takes: an int from 0 to the axis' length or
+    ``slice(None)`` per axis, at most one per axis (anything else, negative indices
+    too, is read through Zarr)."""
+    return len(rest) <= len(shape) and all(
+        (isinstance(r, int | np.integer) and not isinstance(r, bool) and 0 <= r < n)
         or (isinstance(r, slice) and r == slice(None))
-        for r in rest
+        for r, n in zip(rest, shape, strict=False)
     )
 
 

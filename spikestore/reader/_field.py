@@ -609,7 +609,7 @@ def _layout(
         held = cache[k] = (arr, shards, None if shards is not None else raw_layout(arr))
     if rest and held[1] is not None and _byte_column(rest) is None:
         return None, None
-    if rest and held[2] is not None and not cell_selection(rest, arr.ndim):
+    if rest and held[2] is not None and not cell_selection(rest, tuple(arr.shape[1:])):
         return None, None
     return held[1], held[2]
 

@@ -221,3 +221,13 @@ def test_shards_reaching_past_the_record_read_the_right_steps(tmp_path):
     for i in range(8):
         assert bits_equal(lay[i], recs[i])
     assert bits_equal(lay[0:8], torch.stack(recs))
+
+
+def test_cell_selections_the_direct_reads_take():
+    shape = (4, 8, 4000)
+    assert _direct.cell_selection((slice(None), 3, 7), shape)
+    assert _direct.cell_selection((2,), shape)
+    assert _direct.cell_selection((), shape)
+    # negative, past the axis, a partial slice, a bool, too many: through Zarr
+    for rest in [(-1,), (4,), (slice(0, 2),), (True,), (0, 0, 0, 0), (slice(None), 8, 0)]:
+        assert not _direct.cell_selection(rest, shape), rest
