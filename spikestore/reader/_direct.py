@@ -284,10 +284,31 @@ def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> np.ndar
 _IN_PLACE_CHUNKS = 512
 
 
-def _per_call(f: Any, size: int) -> int:
-    """Chunks of ``size`` bytes read by one ``preadv`` of ``f`` at most: within
-    :data:`_IN_PLACE_CHUNKS` and the longest read the file allows (``max_read``)."""
-    return max(1, min(_IN_PLACE_CHUNKS, f.max_read // size))
+def _read_run(
+    f: Any, start: int, bodies: list[np.ndarray], size: int, wants: list[int] | None
+) -> bool:
+    """Read ``len(bodies)`` raw chunks of ``size`` bytes (a body and its CRC-32C) lying
+    back to back in ``f`` from ``start``: each body into its (uint8) view of the output,
+    the CRC-32Cs into a buffer beside, by ``preadv`` calls within :data:`_IN_PLACE_CHUNKS`
+    chunks and the longest read the file allows (``max_read``). True if every chunk was
+    read whole and its body matches its CRC-32C and, with ``wants``, the one the shard
+    header lists for it; False trusts none of them."""
+    n = len(bodies)
+    per = max(1, min(_IN_PLACE_CHUNKS, f.max_read // size))
+    crcs = np.empty((n, 4), np.uint8)
+    read = 0
+    for k0 in range(0, n, per):
+        bufs: list[Any] = []
+        for k in range(k0, min(n, k0 + per)):
+            bufs += [bodies[k], crcs[k]]
+        read += f.readv_into(start + k0 * size, bufs)
+    if read != n * size:
+        return False
+    got = crcs.view("<u4").reshape(-1).tolist()
+    return all(
+        google_crc32c.value(body) == g and (wants is None or g == wants[k])
+        for k, (body, g) in enumerate(zip(bodies, got, strict=True))
+    )
 
 
 def _read_in_place(
@@ -303,15 +324,13 @@ def _read_in_place(
     returns the others. A job is read in place where its chunk is raw (``bytes``,
     ``crc32c``), present, wholly taken (all its rows, not clipped at the array's
     edge) and its place in ``out`` is one contiguous block: runs of such chunks that
-    lie back to back in the file are each read by one ``preadv`` (bodies into ``out``,
-    CRC-32Cs beside), then each is checked. A run that fails a check is returned
-    whole, with nothing of it trusted: the caller reads it chunk by chunk and names
-    what is wrong."""
-    if lay.blosc or not hasattr(f, "readv_into") or not hasattr(f, "max_read"):
+    lie back to back in the file are each read by :func:`_read_run`. A run that fails
+    a check is returned whole, with nothing of it trusted: the caller reads it chunk by
+    chunk and names what is wrong."""
+    if lay.blosc:
         return jobs
     c0 = lay.inner[0]
     size = lay.chunk_bytes + 4
-    per = _per_call(f, size)
     rest, regions = [], []
     for job in jobs:
         (cr, a, b, _take), (pos, _cc, dst, _src, whole) = job
@@ -327,22 +346,11 @@ def _read_in_place(
     i = 0
     while i < len(regions):
         j = i + 1
-        while j < len(regions) and j - i < per and regions[j][0] == regions[j - 1][0] + size:
+        while j < len(regions) and regions[j][0] == regions[j - 1][0] + size:
             j += 1
         run = regions[i:j]
-        crcs = np.empty((len(run), 4), np.uint8)
-        bufs: list[Any] = []
-        for k, r in enumerate(run):
-            bufs += [r[2], crcs[k]]
-        ok = f.readv_into(run[0][0], bufs) == len(run) * size
-        if ok:
-            got = crcs.view("<u4").reshape(-1).tolist()
-            for k, r in enumerate(run):
-                crc = google_crc32c.value(r[2])
-                if crc != got[k] or (trailers is not None and crc != trailers[r[1]]):
-                    ok = False
-                    break
-        if not ok:
+        wants = None if trailers is None else [trailers[r[1]] for r in run]
+        if not _read_run(f, run[0][0], [r[2] for r in run], size, wants):
             rest += [r[3] for r in run]
         i = j
     return rest
@@ -359,14 +367,13 @@ def _read_rows_in_place(
     out: np.ndarray,
     crows: list[Any],
 ) -> list[Any]:
-    """:func:`_read_in_place` for rows whose chunks tile them (see :func:`_tiled`):
-    each row whose chunks lie back to back in the file, in the order they tile it, is
-    read by one ``preadv`` into its place in ``out`` and checked; returns the jobs of
-    the other rows."""
-    if lay.blosc or not hasattr(f, "readv_into") or not hasattr(f, "max_read"):
+    """:func:`_read_in_place` for rows whose chunks tile them (see :func:`_tiled`),
+    without its per-chunk bookkeeping: each row whose chunks lie back to back in the
+    file, in the order they tile it, is read by :func:`_read_run` into its place in
+    ``out``; returns the jobs of the other rows."""
+    if lay.blosc:
         return jobs
     size = lay.chunk_bytes + 4
-    per = _per_call(f, size)
     n = len(tiled)
     done = set()
     for cr, a, _b, _take in crows:
@@ -379,22 +386,9 @@ def _read_rows_in_place(
         ):
             continue
         row = out[a].reshape(-1).view(np.uint8)
-        pieces = [row[k * lay.chunk_bytes : (k + 1) * lay.chunk_bytes] for k in range(n)]
-        crcs = np.empty((n, 4), np.uint8)
-        read = 0
-        for k0 in range(0, n, per):
-            bufs: list[Any] = []
-            for k in range(k0, min(n, k0 + per)):
-                bufs += [pieces[k], crcs[k]]
-            read += f.readv_into(int(offs[k0, 0]), bufs)
-        if read != n * size:
-            continue
-        got = crcs.view("<u4").reshape(-1).tolist()
-        want = None if trailers is None else [trailers[at] for at in ats.tolist()]
-        if all(
-            google_crc32c.value(p) == g and (want is None or g == want[k])
-            for k, (p, g) in enumerate(zip(pieces, got, strict=True))
-        ):
+        bodies = [row[k * lay.chunk_bytes : (k + 1) * lay.chunk_bytes] for k in range(n)]
+        wants = None if trailers is None else [trailers[at] for at in ats.tolist()]
+        if _read_run(f, int(offs[0, 0]), bodies, size, wants):
             done.add(cr)
     return [job for job in jobs if job[0][0] not in done] if done else jobs
 
