@@ -203,7 +203,9 @@ def write_shard(
         for coords, data in placed:
             if data is None:
                 continue
-            footer.place(coords, data)
+            gap = footer.place(coords, data)
+            if gap:
+                yield bytes(gap)
             yield from data
         yield footer.end(seg_id, coords0)
 

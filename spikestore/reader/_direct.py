@@ -3,8 +3,9 @@ straight from the shard files of a local store: each wanted inner chunk read by 
 ``pread``, its CRC-32C (and, format 1.6, the one its shard header lists) checked, and
 its bytes decoded into the output (Blosc chunks stored as they were are not decoded at
 all). Uncompressed chunks that fill a block of the output are read into it directly,
-a run of them lying back to back in the file by one ``preadv`` (a step of a large
-record: its one-step chunks tile it), then checked. Segments whose codec chain is not
+a run of them lying one after the other in the file (back to back, or each aligned as
+the writer aligns large chunks) by one ``preadv`` (a step of a large record: its
+one-step chunks tile it), then checked. Segments whose codec chain is not
 one of those handled here (:func:`raw_layout`) are read through Zarr.
 
 Thread ownership: the caller; the chunks of a large read are shared with one thread
@@ -25,6 +26,7 @@ import google_crc32c
 import numpy as np
 
 from .._shard import (
+    ALIGN,
     check_chunk,
     chunk_spans,
     footer_size,
@@ -58,13 +60,25 @@ class RawLayout:
     """How a raw segment's shard files hold its chunks: inner chunk and shard shapes,
     dtype, and whether the chunks are Blosc-compressed."""
 
-    def __init__(self, inner: tuple[int, ...], shard: tuple[int, ...], dtype: Any, blosc: bool):
+    def __init__(
+        self,
+        inner: tuple[int, ...],
+        shard: tuple[int, ...],
+        dtype: Any,
+        blosc: bool,
+        root: Path | None = None,
+    ):
         self.inner, self.shard, self.dtype, self.blosc = inner, shard, np.dtype(dtype), blosc
+        #: The folder of the array's confined local store (see :func:`confined_root`).
+        self.root = root
         self.grid = tuple(s // c for s, c in zip(shard, inner, strict=True))
         self.chunk_bytes = math.prod(inner) * self.dtype.itemsize
         #: :func:`_places` by the array's shape past its first axis and the selected
         #: cell (a few kept: a neuron's history has its own).
         self.places: dict[tuple[Any, ...], Any] = {}
+        #: :func:`_footer` of the shard files read last, by key: the file it was read
+        #: from (:attr:`~spikestore.storage._localfs.ConfinedFile.ident`) and what it gave.
+        self.footers: dict[str, tuple[Any, tuple[np.ndarray, list[Any], list[int] | None]]] = {}
 
 
 def raw_layout(arr: Any) -> RawLayout | None:
@@ -75,7 +89,8 @@ def raw_layout(arr: Any) -> RawLayout | None:
     from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
     from zarr.codecs.bytes import Endian
 
-    if confined_root(arr.store_path.store) is None or sys.byteorder != "little":
+    root = confined_root(arr.store_path.store)
+    if root is None or sys.byteorder != "little":
         return None
     codecs = tuple(getattr(arr.metadata, "codecs", ()))
     if len(codecs) != 1 or not is_sharding_codec(codecs[0]):
@@ -104,7 +119,7 @@ def raw_layout(arr: Any) -> RawLayout | None:
         or any(s % c for s, c in zip(shard, inner, strict=True))
     ):
         return None
-    return RawLayout(inner, shard, dtype.newbyteorder("<"), len(inner_codecs) == 3)
+    return RawLayout(inner, shard, dtype.newbyteorder("<"), len(inner_codecs) == 3, root)
 
 
 #: Reads of at least this many output bytes share their chunks with a helper thread.
@@ -166,7 +181,7 @@ def _footer(
     shard file ``f``'s inner chunks in C order, and the CRC-32C its shard header lists
     for each (None without an id), both checked (see :func:`read_raw_rows`); ``rows``:
     the rows the shard holds, for the error."""
-    from ._shards import _DamagedRows, _ForeignShard
+    from ._shards import _DamagedRows, _ForeignShard, _MissingShard
 
     ndim, nchunks = len(lay.shard), math.prod(lay.grid)
     nbytes_index = index_size(nchunks)
@@ -176,7 +191,7 @@ def _footer(
         return _DamagedRows(f"shard {key}: {msg}", *rows)
 
     if f is None:
-        raise damaged("missing from the store")
+        raise _MissingShard(f"shard {key}: missing from the store", *rows)
     if f.size < nbytes_end:
         raise damaged(f"{f.size} bytes cannot hold its {nbytes_end}-byte index")
     foot = np.empty(nbytes_end, np.uint8)
@@ -205,6 +220,29 @@ def _footer(
             "or swapped"
         )
     return spans.reshape(-1, 2), np.frombuffer(table, "<u4").tolist()
+
+
+#: Shard files whose :func:`_footer` a :class:`RawLayout` keeps.
+_FOOTERS = 64
+
+
+def _footer_of(
+    f: Any, key: str, coords: tuple[int, ...], lay: RawLayout, seg_id: str | None, r0: int
+) -> tuple[np.ndarray, list[Any], list[int] | None]:
+    """:func:`_footer` of shard file ``f`` (holding rows from ``r0``), with its spans as
+    a list too: as checked when this very file was read before (same device, inode,
+    size, modification and change times: a writer replaces a shard file by renaming a
+    new one over it, and any change to a file in place moves its change time), else
+    read and checked now."""
+    held = lay.footers.get(key)
+    if f is not None and held is not None and held[0] == f.ident:
+        return held[1]
+    table, trailers = _footer(f, key, coords, lay, seg_id, (r0, r0 + lay.shard[0]))
+    got = (table, table.tolist(), trailers)
+    if len(lay.footers) >= _FOOTERS:
+        lay.footers.clear()
+    lay.footers[key] = (f.ident, got)
+    return got
 
 
 def cell_selection(rest: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
@@ -284,25 +322,55 @@ def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> np.ndar
 _IN_PLACE_CHUNKS = 512
 
 
+def _stride(offsets: list[int], size: int) -> int | None:
+    """The distance from each of ``offsets`` (increasing) to the next when they are those
+    of chunks of ``size`` bytes one after the other in a file, each started at a multiple
+    of :data:`~spikestore._shard.ALIGN` or right after the one before (see
+    :class:`~spikestore._shard.ShardFooter`): ``size`` plus the zero bytes between two;
+    else None."""
+    if len(offsets) < 2:
+        return size
+    step = offsets[1] - offsets[0]
+    if not size <= step < size + ALIGN:
+        return None
+    first = offsets[0]
+    if any(o != first + k * step for k, o in enumerate(offsets)):
+        return None
+    return step
+
+
 def _read_run(
-    f: Any, start: int, bodies: list[np.ndarray], size: int, wants: list[int] | None
+    f: Any,
+    start: int,
+    bodies: list[np.ndarray],
+    size: int,
+    wants: list[int] | None,
+    step: int | None = None,
 ) -> bool:
     """Read ``len(bodies)`` raw chunks of ``size`` bytes (a body and its CRC-32C) lying
-    back to back in ``f`` from ``start``: each body into its (uint8) view of the output,
-    the CRC-32Cs into a buffer beside, by ``preadv`` calls within :data:`_IN_PLACE_CHUNKS`
-    chunks and the longest read the file allows (``max_read``). True if every chunk was
-    read whole and its body matches its CRC-32C and, with ``wants``, the one the shard
-    header lists for it; False trusts none of them."""
+    one after the other in ``f`` from ``start``, ``step`` bytes apart (by default
+    ``size``: back to back): each body into its (uint8) view of the output, the
+    CRC-32Cs into a buffer beside and the bytes between into a scratch one, by
+    ``preadv`` calls within :data:`_IN_PLACE_CHUNKS` chunks and the longest read the
+    file allows (``max_read``). True if every chunk was read whole and its body
+    matches its CRC-32C and, with ``wants``, the one the shard header lists for it;
+    False trusts none of them."""
     n = len(bodies)
-    per = max(1, min(_IN_PLACE_CHUNKS, f.max_read // size))
+    step = size if step is None else step
+    per = max(1, min(_IN_PLACE_CHUNKS, f.max_read // step))
     crcs = np.empty((n, 4), np.uint8)
-    read = 0
+    gap = np.empty(step - size, np.uint8)
+    read = want = 0
     for k0 in range(0, n, per):
         bufs: list[Any] = []
-        for k in range(k0, min(n, k0 + per)):
+        k1 = min(n, k0 + per)
+        for k in range(k0, k1):
             bufs += [bodies[k], crcs[k]]
-        read += f.readv_into(start + k0 * size, bufs)
-    if read != n * size:
+            if gap.size and k + 1 < k1:
+                bufs.append(gap)
+        read += f.readv_into(start + k0 * step, bufs)
+        want += (k1 - k0) * step - gap.size
+    if read != want:
         return False
     got = crcs.view("<u4").reshape(-1).tolist()
     return all(
@@ -346,11 +414,15 @@ def _read_in_place(
     i = 0
     while i < len(regions):
         j = i + 1
-        while j < len(regions) and regions[j][0] == regions[j - 1][0] + size:
+        # runs of chunks one after the other, as far apart as the first two
+        step = regions[j][0] - regions[i][0] if j < len(regions) else size
+        if not size <= step < size + ALIGN:
+            step = size
+        while j < len(regions) and regions[j][0] == regions[j - 1][0] + step:
             j += 1
         run = regions[i:j]
         wants = None if trailers is None else [trailers[r[1]] for r in run]
-        if not _read_run(f, run[0][0], [r[2] for r in run], size, wants):
+        if not _read_run(f, run[0][0], [r[2] for r in run], size, wants, step):
             rest += [r[3] for r in run]
         i = j
     return rest
@@ -379,18 +451,27 @@ def _read_rows_in_place(
     for cr, a, _b, _take in crows:
         ats = cr * row_chunks + tiled
         offs = spans[ats]
-        if (
-            offs[0, 0] < 0
-            or (offs[:, 1] != size).any()
-            or (offs[:, 0] != offs[0, 0] + size * np.arange(n)).any()
-        ):
+        if offs[0, 0] < 0 or (offs[:, 1] != size).any():
+            continue
+        step = _stride(offs[:, 0].tolist(), size)
+        if step is None:
             continue
         row = out[a].reshape(-1).view(np.uint8)
         bodies = [row[k * lay.chunk_bytes : (k + 1) * lay.chunk_bytes] for k in range(n)]
         wants = None if trailers is None else [trailers[at] for at in ats.tolist()]
-        if _read_run(f, int(offs[0, 0]), bodies, size, wants):
+        if _read_run(f, int(offs[0, 0]), bodies, size, wants, step):
             done.add(cr)
     return [job for job in jobs if job[0][0] not in done] if done else jobs
+
+
+def _runs(keys: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(key, lo, hi)`` of each run ``keys[lo:hi]`` of equal values of ``keys`` (sorted,
+    not empty)."""
+    if keys.size == 1:
+        return [(int(keys[0]), 0, 1)]
+    bounds = [0, *(np.flatnonzero(np.diff(keys)) + 1).tolist(), int(keys.size)]
+    firsts = keys[bounds[:-1]].tolist()
+    return list(zip(firsts, bounds[:-1], bounds[1:], strict=True))
 
 
 def read_raw_rows(
@@ -416,7 +497,7 @@ def read_raw_rows(
     from ..storage._localfs import open_file
     from ._shards import _DamagedRows
 
-    root = confined_root(arr.store_path.store)
+    root = lay.root if lay.root is not None else confined_root(arr.store_path.store)
     assert root is not None
     shape = tuple(int(d) for d in arr.shape)
     inner, shard, grid = lay.inner, lay.shard, lay.grid
@@ -434,13 +515,11 @@ def read_raw_rows(
         if len(lay.places) >= 16:
             lay.places.clear()
         tails = lay.places[(shape[1:], tuple(cells))] = _places(shape, lay, cells, ranges)
-    for s in np.unique(rows // s0).tolist():
-        lo, hi = np.searchsorted(rows, [s * s0, (s + 1) * s0]).tolist()
+    for s, lo, hi in _runs(rows // s0):
         local = rows[lo:hi] - s * s0
         # (chunk row, output rows a:b, the chunk's rows)
         crows = []
-        for cr in np.unique(local // c0).tolist():
-            a, b = np.searchsorted(local, [cr * c0, (cr + 1) * c0]).tolist()
+        for cr, a, b in _runs(local // c0):
             sel = local[a:b] - cr * c0
             first, last = int(sel[0]), int(sel[-1])
             take = slice(first, last + 1) if last - first == b - a - 1 else sel
@@ -450,13 +529,12 @@ def read_raw_rows(
             key = arr.metadata.encode_chunk_key(coords)
             key = f"{arr.path}/{key}" if arr.path else key
             with open_file(root, key) as f:
-                table, trailers = _footer(f, key, coords, lay, seg_id, (s * s0, (s + 1) * s0))
+                table, spans, trailers = _footer_of(f, key, coords, lay, seg_id, s * s0)
                 jobs = [(c, p) for c in crows for p in places]
                 if tiled is not None:
                     jobs = _read_rows_in_place(
                         f, jobs, table, trailers, lay, tiled, row_chunks, out, crows
                     )
-                spans = table.tolist()
                 jobs = _read_in_place(f, jobs, spans, trailers, lay, row_chunks, out)
 
                 def one(

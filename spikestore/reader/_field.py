@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..codecs import decode_rows
-from ..errors import ReadError
+from ..errors import ReadError, UnsafeStoreError
 from ..format import (
     FORMAT_NAME,
     INDEX_CHUNK,
@@ -32,6 +32,7 @@ from ._direct import cell_selection, raw_layout, read_raw_rows
 from ._pool import _empty_cpu, _share
 from ._shards import (
     _check_array,
+    _MissingShard,
     _read_failure,
     _read_spike_rows,
     _spike_shards,
@@ -76,6 +77,8 @@ def read_retrying(read: Callable[..., Any], *args: Any) -> np.ndarray:
     for attempt in range(5):
         try:
             return np.asarray(read(*args))
+        except (_MissingShard, UnsafeStoreError):
+            raise  # the same again: a shard file is never removed, a link stays
         except Exception:
             if attempt == 4:
                 raise
@@ -313,7 +316,7 @@ class FieldReader:
         lo, hi = int(steps.min()), int(steps.max()) + 1
         idx = self.index(lo, hi)[steps - lo]
         out: list[Any] = [None] * len(steps)
-        for k in np.unique(idx[:, 0]):
+        for k in idx[:, 0].tolist() if len(idx) == 1 else np.unique(idx[:, 0]):
             if k < 0:
                 continue
             sel = np.nonzero(idx[:, 0] == k)[0]
@@ -437,7 +440,7 @@ class FieldReader:
     ) -> np.ndarray:
         seg = self.segments[k]
         sealed = seg.get("sealed", seg["rows"])
-        urows, inv = np.unique(rows, return_inverse=True)
+        urows, inv = _unique(rows)
         parts = []
         for in_tail in (False, True):
             sel = urows[urows >= sealed] if in_tail else urows[urows < sealed]
@@ -457,11 +460,8 @@ class FieldReader:
                     self._checks.require(arr, local, hit if hit.size else local, name, lost=False)
                 except ReadError:
                     raise _TailGone from None
-            else:
-                direct = shards is not None or raw is not None
-                self._checks.require(
-                    arr, local, hit if hit.size else local, name, k, verify=not direct
-                )
+            elif shards is None and raw is None:
+                self._checks.require(arr, local, hit if hit.size else local, name, k, verify=True)
             r0, r1 = int(local[0]), int(local[-1]) + 1
             try:
                 if shards is not None and col is not None:
@@ -490,6 +490,10 @@ class FieldReader:
                 else:
                     parts.append(read_retrying(arr.get_orthogonal_selection, (local, *rest)))
             except Exception as exc:
+                if not in_tail and (shards is not None or raw is not None):
+                    # A direct read opens the shard files itself, unchecked beforehand:
+                    # one missing, or reached through a link, is named as require() does.
+                    self._checks.require(arr, local, hit if hit.size else local, name, k)
                 at = rows[np.isin(rows, sel)]  # aligned with hit
                 why = _read_failure(exc, at, hit, name)
                 raise self._checks.lost(k, f"cannot read {why}") from exc
@@ -499,9 +503,16 @@ class FieldReader:
                 # direct read of a segment with an id is bound by its shard headers).
                 self._checks.check_same(k)
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        if len(inv) == len(data) and bool((np.diff(rows) > 0).all()):
+        if len(inv) == len(data) and (len(rows) == 1 or bool((np.diff(rows) > 0).all())):
             return data  # increasing rows: already in order
         return data[inv]
+
+
+def _unique(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(rows, return_inverse=True)``, without its sort for one row."""
+    if rows.size == 1:
+        return rows, np.zeros(1, np.intp)
+    return np.unique(rows, return_inverse=True)  # type: ignore[no-any-return]
 
 
 def _unpack_shards(
@@ -526,10 +537,11 @@ def _unpack_shards(
     if target is None:
         return None
     out, place = target
-    fld._checks.require(arr, rows, steps, seg["array"], k)
     try:
         read_retrying(_read_spike_rows, arr, shapes, rows, place, fld._checks.ids[k])
     except Exception as exc:
+        # A missing shard file, or one reached through a link, named as require() does.
+        fld._checks.require(arr, rows, steps, seg["array"], k)
         raise fld._checks.lost(
             k, f"cannot read {_read_failure(exc, rows, steps, seg['array'])}"
         ) from exc

@@ -263,7 +263,7 @@ def _read_spike_rows(
             return _DamagedRows(f"shard {key}: {message}", s * s0, (s + 1) * s0)
 
         if tail is None:
-            raise damaged("missing from the store")
+            raise _MissingShard(f"shard {key}: missing from the store", s * s0, (s + 1) * s0)
         if len(tail) < nbytes_end:
             raise damaged(f"{len(tail)} bytes cannot hold its {nbytes_end}-byte index")
         try:
@@ -421,6 +421,10 @@ class _Bytes:
 
     def as_numpy_array(self) -> np.ndarray:
         return np.frombuffer(self.data, np.uint8)
+
+
+class _MissingShard(_DamagedRows):
+    """A shard file is not in the store (reading again would not find it either)."""
 
 
 class _ForeignShard(_DamagedRows):

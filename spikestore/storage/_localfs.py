@@ -296,7 +296,11 @@ class ConfinedFile:
 
     def __init__(self, root: Path, key: str, fd: int) -> None:
         self.root, self.key, self.fd = root, key, fd
-        self.size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        self.size = st.st_size
+        #: Which file this is, as it is now: device, inode, size, modification and
+        #: change times (a file changed in place, or another renamed over it, differs).
+        self.ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def _refuse(self, start: int, end: int, whole: bool) -> None:
         limit = _limit(self.key, whole)

@@ -5,6 +5,7 @@ damaged chunk must still be named."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -212,8 +213,8 @@ def test_shards_reaching_past_the_record_read_the_right_steps(tmp_path):
                     continue
                 chunk = np.ascontiguousarray(data[s * 4 + cr, lo : lo + inner[1]]).tobytes()
                 chunk += google_crc32c.value(chunk).to_bytes(4, "little")
-                foot.place((cr, c1, 0, 0), (chunk,))
-                body.append(chunk)
+                gap = foot.place((cr, c1, 0, 0), (chunk,))
+                body.append(bytes(gap) + chunk)
         (a / f"c/{s}/0/0").mkdir(parents=True)
         (a / f"c/{s}/0/0/0").write_bytes(b"".join(body) + foot.end(seg_id, (s, 0, 0, 0)))
     assert np.array_equal(zarr.open_array(a, mode="r")[...], data)
@@ -231,3 +232,74 @@ def test_cell_selections_the_direct_reads_take():
     # negative, past the axis, a partial slice, a bool, too many: through Zarr
     for rest in [(-1,), (4,), (slice(0, 2),), (True,), (0, 0, 0, 0), (slice(None), 8, 0)]:
         assert not _direct.cell_selection(rest, shape), rest
+
+
+def test_a_shard_footer_read_before_is_used_only_for_the_same_file(tmp_path):
+    """A shard file's index and shard header are read and checked once per file: a
+    later step of the same shard reads no footer again, but a file renamed over it,
+    or changed in place, has its own read and checked."""
+    recs = _recs((4, 8, 4000), 8, 8)  # shards of 2 steps
+    path = tmp_path / "s"
+    _write(path, recs)
+    lay = spikestore.open(path)["m"]["v"]
+    footers = []
+    real = _direct._footer
+
+    def counted(f, key, *args):
+        footers.append(key)
+        return real(f, key, *args)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(_direct, "_footer", counted):
+        assert bits_equal(lay[2], recs[2])
+        assert bits_equal(lay[3], recs[3])  # the same shard file: its footer is known
+        assert footers == ["m/v/f0/s0/c/1/0/0/0"]
+        shard = path / "m/v/f0/s0/c/1/0/0/0"
+        own = shard.read_bytes()
+        # Another file renamed over it (a copy of shard 0: every check would pass on
+        # the footer cached, and the bytes read would be steps 0 and 1).
+        other = path / "m/v/f0/s0/c/0/0/0/0"
+        tmp = shard.with_name("new")
+        tmp.write_bytes(other.read_bytes())
+        tmp.replace(shard)
+        with pytest.raises(ReadError, match=r"c/1/0/0/0: the file holds shard \(0, 0, 0, 0\)"):
+            lay[2]
+        # The right bytes back, written in place (the same inode): read and checked again.
+        with open(shard, "r+b") as f:
+            f.write(own)
+            f.truncate()
+        n = len(footers)
+        assert bits_equal(lay[2], recs[2])
+        assert len(footers) == n + 1
+        assert bits_equal(lay[3], recs[3])
+        assert len(footers) == n + 1
+        # Its index damaged in place, the size kept (its times move on): read, refused.
+        bad = bytearray(own)
+        bad[-2] ^= 1
+        with open(shard, "r+b") as f:
+            f.write(bad)
+        st = shard.stat()
+        os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        with pytest.raises(ReadError, match=r"c/1/0/0/0: the index's CRC-32C does not match"):
+            lay[3]
+
+
+def test_a_missing_shard_file_is_named_at_once_not_read_again(tmp_path, monkeypatch):
+    """A shard file that is not there is not read again and again as a file being
+    replaced is (it stays missing): the error comes without the retries' waits."""
+    from spikestore.reader import _field
+
+    recs = _recs((4, 8, 4000), 8, 9)
+    path = tmp_path / "s"
+    _write(path, recs)
+    lay = spikestore.open(path)["m"]["v"]
+    (path / "m/v/f0/s0/c/2/0/0/0").unlink()
+    waits = []
+    monkeypatch.setattr(_field.time, "sleep", waits.append)
+    with pytest.raises(ReadError, match=r"m/v/f0/s0/c/2/0/0/0 of s0 is missing from the store"):
+        lay[5]
+    with pytest.raises(ReadError, match=r"m/v/f0/s0/c/2/0/0/0 of s0 is missing from the store"):
+        lay.neuron((1, 2))
+    assert waits == []
+    assert bits_equal(lay[3], recs[3])
