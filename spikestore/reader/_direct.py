@@ -317,9 +317,9 @@ def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> np.ndar
     return np.array([places[int(o)][0] for o in order], np.int64)
 
 
-#: Inner chunks read by one ``preadv`` at most (two buffers each: Linux's ``IOV_MAX``
-#: is 1024).
-_IN_PLACE_CHUNKS = 512
+#: Buffers one ``preadv`` takes at most (Linux's ``IOV_MAX``): two a chunk (its body and
+#: its CRC-32C), three where chunks are apart (the bytes between).
+_IOV_MAX = 1024
 
 
 def _stride(offsets: list[int], size: int) -> int | None:
@@ -351,13 +351,13 @@ def _read_run(
     one after the other in ``f`` from ``start``, ``step`` bytes apart (by default
     ``size``: back to back): each body into its (uint8) view of the output, the
     CRC-32Cs into a buffer beside and the bytes between into a scratch one, by
-    ``preadv`` calls within :data:`_IN_PLACE_CHUNKS` chunks and the longest read the
+    ``preadv`` calls within :data:`_IOV_MAX` buffers and the longest read the
     file allows (``max_read``). True if every chunk was read whole and its body
     matches its CRC-32C and, with ``wants``, the one the shard header lists for it;
     False trusts none of them."""
     n = len(bodies)
     step = size if step is None else step
-    per = max(1, min(_IN_PLACE_CHUNKS, f.max_read // step))
+    per = max(1, min(_IOV_MAX // (2 if step == size else 3), f.max_read // step))
     crcs = np.empty((n, 4), np.uint8)
     gap = np.empty(step - size, np.uint8)
     read = want = 0
