@@ -26,6 +26,7 @@ writing its file).
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "chunk_trailer",
     "footer_size",
     "index_size",
+    "index_spans",
     "is_sharding_codec",
     "parse_index",
     "parse_shard_header",
@@ -232,6 +234,36 @@ def chunk_spans(index: np.ndarray, end: int) -> np.ndarray:
             f"bytes (offset {int(off[at])}, size {int(size[at])})"
         )
     return np.where(absent[..., None], -1, index.astype(np.int64))
+
+
+def index_spans(data: Any, grid: tuple[int, ...], end: int) -> list[tuple[int, int]]:
+    """:func:`chunk_spans` of :func:`parse_index` as a list of ``(offset, nbytes)`` in C
+    order (``(-1, -1)`` absent), with the same checks and errors, in plain Python: for
+    a reader that wants a few chunks of a shard, about a third of their time (no
+    NumPy array to make and reduce)."""
+    buf = memoryview(data).cast("B")
+    n = math.prod(grid)
+    size = index_size(n)
+    if len(buf) < size:
+        raise ValueError(f"{len(buf)} bytes cannot hold its {size}-byte index")
+    index = bytes(buf[len(buf) - size :])
+    if google_crc32c.value(index[:-4]) != int.from_bytes(index[-4:], "little"):
+        raise ValueError("the index's CRC-32C does not match (damaged)")
+    vals = struct.unpack_from(f"<{2 * n}Q", index)
+    spans = []
+    for i in range(n):
+        off, nbytes = vals[2 * i], vals[2 * i + 1]
+        if off == ABSENT and nbytes == ABSENT:
+            spans.append((-1, -1))
+        elif nbytes < 4 or off > end or nbytes > end - min(off, end):
+            at = tuple(int(v) for v in np.unravel_index(i, grid))
+            raise ValueError(
+                f"index entry of inner chunk {at} points outside the shard's {end} data "
+                f"bytes (offset {off}, size {nbytes})"
+            )
+        else:
+            spans.append((off, nbytes))
+    return spans
 
 
 def check_chunk(chunk: np.ndarray) -> tuple[np.ndarray, int]:

@@ -28,11 +28,10 @@ import numpy as np
 from .._shard import (
     ALIGN,
     check_chunk,
-    chunk_spans,
     footer_size,
     index_size,
+    index_spans,
     is_sharding_codec,
-    parse_index,
     parse_shard_header,
 )
 from ._pool import _share
@@ -78,7 +77,7 @@ class RawLayout:
         self.places: dict[tuple[Any, ...], Any] = {}
         #: :func:`_footer` of the shard files read last, by key: the file it was read
         #: from (:attr:`~spikestore.storage._localfs.ConfinedFile.ident`) and what it gave.
-        self.footers: dict[str, tuple[Any, tuple[np.ndarray, list[Any], list[int] | None]]] = {}
+        self.footers: dict[str, tuple[Any, tuple[list[tuple[int, int]], list[int] | None]]] = {}
 
 
 def raw_layout(arr: Any) -> RawLayout | None:
@@ -176,11 +175,11 @@ def _decode(body: np.ndarray, lay: RawLayout) -> np.ndarray:
 
 def _footer(
     f: Any, key: str, coords: tuple[int, ...], lay: RawLayout, seg_id: str | None, rows: Any
-) -> tuple[np.ndarray, list[int] | None]:
-    """The spans (``(offset, nbytes)``, ``(-1, -1)`` absent; int64, a row a chunk) of
-    shard file ``f``'s inner chunks in C order, and the CRC-32C its shard header lists
-    for each (None without an id), both checked (see :func:`read_raw_rows`); ``rows``:
-    the rows the shard holds, for the error."""
+) -> tuple[list[tuple[int, int]], list[int] | None]:
+    """The spans (``(offset, nbytes)``, ``(-1, -1)`` absent) of shard file ``f``'s inner
+    chunks in C order (:func:`~spikestore._shard.index_spans`), and the CRC-32C its
+    shard header lists for each (None without an id), both checked (see
+    :func:`read_raw_rows`); ``rows``: the rows the shard holds, for the error."""
     from ._shards import _DamagedRows, _ForeignShard, _MissingShard
 
     ndim, nchunks = len(lay.shard), math.prod(lay.grid)
@@ -198,11 +197,11 @@ def _footer(
     if f.read_into(f.size - nbytes_end, foot) != nbytes_end:
         raise damaged("truncated while it was read")
     try:
-        spans = chunk_spans(parse_index(foot, lay.grid), f.size - nbytes_end)
+        spans = index_spans(foot, lay.grid, f.size - nbytes_end)
     except ValueError as exc:
         raise damaged(str(exc)) from None
     if seg_id is None:
-        return spans.reshape(-1, 2), None
+        return spans, None
     head = foot[: nbytes_end - nbytes_index].tobytes()
     try:
         got_id, got, table = parse_shard_header(head, ndim, nchunks)
@@ -219,7 +218,7 @@ def _footer(
             f"the file holds shard {got} of its array, not {coords}: shard files were moved "
             "or swapped"
         )
-    return spans.reshape(-1, 2), np.frombuffer(table, "<u4").tolist()
+    return spans, np.frombuffer(table, "<u4").tolist()
 
 
 #: Shard files whose :func:`_footer` a :class:`RawLayout` keeps.
@@ -228,17 +227,16 @@ _FOOTERS = 64
 
 def _footer_of(
     f: Any, key: str, coords: tuple[int, ...], lay: RawLayout, seg_id: str | None, r0: int
-) -> tuple[np.ndarray, list[Any], list[int] | None]:
-    """:func:`_footer` of shard file ``f`` (holding rows from ``r0``), with its spans as
-    a list too: as checked when this very file was read before (same device, inode,
+) -> tuple[list[tuple[int, int]], list[int] | None]:
+    """:func:`_footer` of shard file ``f`` (holding rows from ``r0``): as checked when
+    this very file was read before (same device, inode,
     size, modification and change times: a writer replaces a shard file by renaming a
     new one over it, and any change to a file in place moves its change time), else
     read and checked now."""
     held = lay.footers.get(key)
     if f is not None and held is not None and held[0] == f.ident:
         return held[1]
-    table, trailers = _footer(f, key, coords, lay, seg_id, (r0, r0 + lay.shard[0]))
-    got = (table, table.tolist(), trailers)
+    got = _footer(f, key, coords, lay, seg_id, (r0, r0 + lay.shard[0]))
     if len(lay.footers) >= _FOOTERS:
         lay.footers.clear()
     lay.footers[key] = (f.ident, got)
@@ -259,14 +257,14 @@ def cell_selection(rest: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
 
 def _places(
     shape: tuple[int, ...], lay: RawLayout, cells: list[int | None], ranges: list[range]
-) -> list[tuple[tuple[int, ...], list[Any], np.ndarray | None]]:
+) -> list[tuple[tuple[int, ...], list[Any], list[int] | None]]:
     """Where each inner chunk of a chunk row lies, for every shard of a row of shards:
     (its position in the chunk row, the output's and the chunk's selections, and
     whether the chunk is all taken), clipped at the array's edge (chunks wholly past
     it, or not holding the selected cell, are skipped; a selected axis is dropped from
     the output)."""
     inner, shard, grid = lay.inner, lay.shard, lay.grid
-    tails: list[tuple[tuple[int, ...], list[Any], np.ndarray | None]] = []
+    tails: list[tuple[tuple[int, ...], list[Any], list[int] | None]] = []
     for tail in itertools.product(*ranges):
         places = []
         for pos, cc in enumerate(itertools.product(*(range(g) for g in grid[1:]))):
@@ -298,7 +296,7 @@ def _places(
     return tails
 
 
-def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> np.ndarray | None:
+def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> list[int] | None:
     """The positions of ``places`` in the order their chunks tile a whole row of the
     output, one after the other in memory, where chunks of one row do (a chunk of one
     step whose later axes are whole: large records); else None."""
@@ -314,7 +312,7 @@ def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> np.ndar
     order = np.argsort(firsts)
     if any(firsts[int(o)] != k * per for k, o in enumerate(order)):
         return None
-    return np.array([places[int(o)][0] for o in order], np.int64)
+    return [int(places[int(o)][0]) for o in order]
 
 
 #: Buffers one ``preadv`` takes at most (Linux's ``IOV_MAX``): two a chunk (its body and
@@ -431,10 +429,10 @@ def _read_in_place(
 def _read_rows_in_place(
     f: Any,
     jobs: list[Any],
-    spans: np.ndarray,
+    spans: list[tuple[int, int]],
     trailers: list[int] | None,
     lay: RawLayout,
-    tiled: np.ndarray,
+    tiled: list[int],
     row_chunks: int,
     out: np.ndarray,
     crows: list[Any],
@@ -449,17 +447,17 @@ def _read_rows_in_place(
     n = len(tiled)
     done = set()
     for cr, a, _b, _take in crows:
-        ats = cr * row_chunks + tiled
-        offs = spans[ats]
-        if offs[0, 0] < 0 or (offs[:, 1] != size).any():
+        ats = [cr * row_chunks + t for t in tiled]
+        offs = [spans[at] for at in ats]
+        if offs[0][0] < 0 or any(nbytes != size for _, nbytes in offs):
             continue
-        step = _stride(offs[:, 0].tolist(), size)
+        step = _stride([off for off, _ in offs], size)
         if step is None:
             continue
         row = out[a].reshape(-1).view(np.uint8)
         bodies = [row[k * lay.chunk_bytes : (k + 1) * lay.chunk_bytes] for k in range(n)]
-        wants = None if trailers is None else [trailers[at] for at in ats.tolist()]
-        if _read_run(f, int(offs[0, 0]), bodies, size, wants, step):
+        wants = None if trailers is None else [trailers[at] for at in ats]
+        if _read_run(f, offs[0][0], bodies, size, wants, step):
             done.add(cr)
     return [job for job in jobs if job[0][0] not in done] if done else jobs
 
@@ -529,11 +527,11 @@ def read_raw_rows(
             key = arr.metadata.encode_chunk_key(coords)
             key = f"{arr.path}/{key}" if arr.path else key
             with open_file(root, key) as f:
-                table, spans, trailers = _footer_of(f, key, coords, lay, seg_id, s * s0)
+                spans, trailers = _footer_of(f, key, coords, lay, seg_id, s * s0)
                 jobs = [(c, p) for c in crows for p in places]
                 if tiled is not None:
                     jobs = _read_rows_in_place(
-                        f, jobs, table, trailers, lay, tiled, row_chunks, out, crows
+                        f, jobs, spans, trailers, lay, tiled, row_chunks, out, crows
                     )
                 jobs = _read_in_place(f, jobs, spans, trailers, lay, row_chunks, out)
 
