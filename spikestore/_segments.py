@@ -203,9 +203,7 @@ def write_shard(
         for coords, data in placed:
             if data is None:
                 continue
-            gap = footer.place(coords, data)
-            if gap:
-                yield bytes(gap)
+            footer.place(coords, data)
             yield from data
         yield footer.end(seg_id, coords0)
 

@@ -4,11 +4,9 @@ one file, written by ``spikestore._segments`` and read by ``spikestore.reader``.
 A shard file follows Zarr's ``sharding_indexed`` layout as :func:`sharding_codec`
 builds it, and adds a shard header (format 1.6) where no index entry points::
 
-    chunk, chunk, ...        the inner chunks' encoded bytes, back to back, but for
-                             zero bytes before each chunk of ``ALIGN_FROM`` bytes or
-                             more, as many as start it at a multiple of ``ALIGN``;
-                             each ends with its CRC-32C (every segment's codec chain
-                             ends with ``crc32c``)
+    chunk, chunk, ...        the inner chunks' encoded bytes, back to back; each ends
+                             with its CRC-32C (every segment's codec chain ends with
+                             ``crc32c``)
     shard header             format 1.6 only: :func:`shard_header`, naming the segment,
                              the shard and each chunk's CRC-32C
     index                    per inner chunk in C order, ``(offset, nbytes)`` as
@@ -36,8 +34,6 @@ import numpy as np
 
 __all__ = [
     "ABSENT",
-    "ALIGN",
-    "ALIGN_FROM",
     "SHARD_HEADER_MAGIC",
     "SHARD_HEADER_VERSION",
     "ShardFooter",
@@ -55,12 +51,6 @@ __all__ = [
     "sharding_codec",
 ]
 
-#: Inner chunks of at least :data:`ALIGN_FROM` bytes start at a multiple of
-#: :data:`ALIGN` bytes of their shard file: the kernel copies between a file and
-#: memory several times faster where the file's side is so aligned (measured in
-#: ``docs/benchmarks.md``), and a few zero bytes are nothing beside such a chunk.
-ALIGN = 64
-ALIGN_FROM = 1 << 16
 #: An absent inner chunk's offset and size in a shard index.
 ABSENT = 2**64 - 1
 SHARD_HEADER_MAGIC = b"SKSH"
@@ -182,17 +172,12 @@ class ShardFooter:
         self.trailers = np.zeros(grid, dtype="<u4")
         self.offset = 0
 
-    def place(self, coords: tuple[int, ...], parts: tuple[Any, ...]) -> int:
-        """Inner chunk ``coords`` is ``parts``, written after the chunks before and the
-        zero bytes this returns: none, or for a chunk of :data:`ALIGN_FROM` bytes or
-        more, as many as start it at a multiple of :data:`ALIGN` bytes."""
+    def place(self, coords: tuple[int, ...], parts: tuple[Any, ...]) -> None:
+        """Inner chunk ``coords`` is ``parts``, written right after the chunks before."""
         size = sum(memoryview(p).nbytes for p in parts)
-        gap = -self.offset % ALIGN if size >= ALIGN_FROM else 0
-        self.offset += gap
         self.index[coords] = (self.offset, size)
         self.trailers[coords] = chunk_trailer(parts)
         self.offset += size
-        return gap
 
     def end(self, segment_id: str | None, coords: tuple[int, ...]) -> bytes:
         """What follows the chunks of shard ``coords``: its shard header (for a segment

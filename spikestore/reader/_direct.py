@@ -3,9 +3,8 @@ straight from the shard files of a local store: each wanted inner chunk read by 
 ``pread``, its CRC-32C (and, format 1.6, the one its shard header lists) checked, and
 its bytes decoded into the output (Blosc chunks stored as they were are not decoded at
 all). Uncompressed chunks that fill a block of the output are read into it directly,
-a run of them lying one after the other in the file (back to back, or each aligned as
-the writer aligns large chunks) by one ``preadv`` (a step of a large record: its
-one-step chunks tile it), then checked. Segments whose codec chain is not
+a run of them lying back to back in the file by one ``preadv`` (a step of a large
+record: its one-step chunks tile it), then checked. Segments whose codec chain is not
 one of those handled here (:func:`raw_layout`) are read through Zarr.
 
 Thread ownership: the caller; the chunks of a large read are shared with one thread
@@ -26,7 +25,6 @@ import google_crc32c
 import numpy as np
 
 from .._shard import (
-    ALIGN,
     check_chunk,
     footer_size,
     index_size,
@@ -315,60 +313,30 @@ def _tiled(shape: tuple[int, ...], lay: RawLayout, places: list[Any]) -> list[in
     return [int(places[int(o)][0]) for o in order]
 
 
-#: Buffers one ``preadv`` takes at most (Linux's ``IOV_MAX``): two a chunk (its body and
-#: its CRC-32C), three where chunks are apart (the bytes between).
-_IOV_MAX = 1024
-
-
-def _stride(offsets: list[int], size: int) -> int | None:
-    """The distance from each of ``offsets`` (increasing) to the next when they are those
-    of chunks of ``size`` bytes one after the other in a file, each started at a multiple
-    of :data:`~spikestore._shard.ALIGN` or right after the one before (see
-    :class:`~spikestore._shard.ShardFooter`): ``size`` plus the zero bytes between two;
-    else None."""
-    if len(offsets) < 2:
-        return size
-    step = offsets[1] - offsets[0]
-    if not size <= step < size + ALIGN:
-        return None
-    first = offsets[0]
-    if any(o != first + k * step for k, o in enumerate(offsets)):
-        return None
-    return step
+#: Inner chunks read by one ``preadv`` at most (two buffers each: Linux's ``IOV_MAX``
+#: is 1024).
+_IN_PLACE_CHUNKS = 512
 
 
 def _read_run(
-    f: Any,
-    start: int,
-    bodies: list[np.ndarray],
-    size: int,
-    wants: list[int] | None,
-    step: int | None = None,
+    f: Any, start: int, bodies: list[np.ndarray], size: int, wants: list[int] | None
 ) -> bool:
     """Read ``len(bodies)`` raw chunks of ``size`` bytes (a body and its CRC-32C) lying
-    one after the other in ``f`` from ``start``, ``step`` bytes apart (by default
-    ``size``: back to back): each body into its (uint8) view of the output, the
-    CRC-32Cs into a buffer beside and the bytes between into a scratch one, by
-    ``preadv`` calls within :data:`_IOV_MAX` buffers and the longest read the
-    file allows (``max_read``). True if every chunk was read whole and its body
-    matches its CRC-32C and, with ``wants``, the one the shard header lists for it;
-    False trusts none of them."""
+    back to back in ``f`` from ``start``: each body into its (uint8) view of the output,
+    the CRC-32Cs into a buffer beside, by ``preadv`` calls within :data:`_IN_PLACE_CHUNKS`
+    chunks and the longest read the file allows (``max_read``). True if every chunk was
+    read whole and its body matches its CRC-32C and, with ``wants``, the one the shard
+    header lists for it; False trusts none of them."""
     n = len(bodies)
-    step = size if step is None else step
-    per = max(1, min(_IOV_MAX // (2 if step == size else 3), f.max_read // step))
+    per = max(1, min(_IN_PLACE_CHUNKS, f.max_read // size))
     crcs = np.empty((n, 4), np.uint8)
-    gap = np.empty(step - size, np.uint8)
-    read = want = 0
+    read = 0
     for k0 in range(0, n, per):
         bufs: list[Any] = []
-        k1 = min(n, k0 + per)
-        for k in range(k0, k1):
+        for k in range(k0, min(n, k0 + per)):
             bufs += [bodies[k], crcs[k]]
-            if gap.size and k + 1 < k1:
-                bufs.append(gap)
-        read += f.readv_into(start + k0 * step, bufs)
-        want += (k1 - k0) * step - gap.size
-    if read != want:
+        read += f.readv_into(start + k0 * size, bufs)
+    if read != n * size:
         return False
     got = crcs.view("<u4").reshape(-1).tolist()
     return all(
@@ -412,15 +380,11 @@ def _read_in_place(
     i = 0
     while i < len(regions):
         j = i + 1
-        # runs of chunks one after the other, as far apart as the first two
-        step = regions[j][0] - regions[i][0] if j < len(regions) else size
-        if not size <= step < size + ALIGN:
-            step = size
-        while j < len(regions) and regions[j][0] == regions[j - 1][0] + step:
+        while j < len(regions) and regions[j][0] == regions[j - 1][0] + size:
             j += 1
         run = regions[i:j]
         wants = None if trailers is None else [trailers[r[1]] for r in run]
-        if not _read_run(f, run[0][0], [r[2] for r in run], size, wants, step):
+        if not _read_run(f, run[0][0], [r[2] for r in run], size, wants):
             rest += [r[3] for r in run]
         i = j
     return rest
@@ -449,15 +413,13 @@ def _read_rows_in_place(
     for cr, a, _b, _take in crows:
         ats = [cr * row_chunks + t for t in tiled]
         offs = [spans[at] for at in ats]
-        if offs[0][0] < 0 or any(nbytes != size for _, nbytes in offs):
-            continue
-        step = _stride([off for off, _ in offs], size)
-        if step is None:
+        first = offs[0][0]
+        if first < 0 or any(o != (first + k * size, size) for k, o in enumerate(offs)):
             continue
         row = out[a].reshape(-1).view(np.uint8)
         bodies = [row[k * lay.chunk_bytes : (k + 1) * lay.chunk_bytes] for k in range(n)]
         wants = None if trailers is None else [trailers[at] for at in ats]
-        if _read_run(f, offs[0][0], bodies, size, wants, step):
+        if _read_run(f, first, bodies, size, wants):
             done.add(cr)
     return [job for job in jobs if job[0][0] not in done] if done else jobs
 

@@ -1,6 +1,6 @@
 """The shard file's end (``spikestore._shard``): the index as a reader of a few chunks
 parses it (``index_spans``) must agree with ``chunk_spans`` on every index, and refuse
-what it refuses with the same error; large chunks start at 64-byte offsets."""
+what it refuses with the same error."""
 
 from __future__ import annotations
 
@@ -8,16 +8,7 @@ import google_crc32c
 import numpy as np
 import pytest
 
-from spikestore._shard import (
-    ABSENT,
-    ALIGN,
-    ALIGN_FROM,
-    ShardFooter,
-    chunk_spans,
-    index_size,
-    index_spans,
-    parse_index,
-)
+from spikestore._shard import ABSENT, chunk_spans, index_spans, parse_index
 
 
 def _index(entries: np.ndarray) -> bytes:
@@ -68,15 +59,3 @@ def test_index_spans_refuse_a_damaged_or_short_index_as_parse_index_does():
     assert _both(bytes(data), grid, 24)[0] == _both(bytes(data), grid, 24)[1]
     with pytest.raises(ValueError, match="cannot hold its 68-byte index"):
         index_spans(bytes(data[:20]), grid, 24)
-
-
-def test_large_chunks_start_at_aligned_offsets_and_small_ones_back_to_back():
-    foot = ShardFooter((4,))
-    gaps = [foot.place((0,), (b"x" * 10,)), foot.place((1,), (b"y" * ALIGN_FROM,))]
-    gaps.append(foot.place((2,), (b"z" * (ALIGN_FROM + 3),)))
-    gaps.append(foot.place((3,), (b"w" * 5,)))
-    offsets = [int(o) for o in foot.index[:, 0]]
-    assert gaps == [0, ALIGN - 10, 0, 0]
-    assert offsets == [0, ALIGN, ALIGN + ALIGN_FROM, 2 * ALIGN_FROM + ALIGN + 3]
-    assert offsets[1] % ALIGN == 0 and offsets[2] % ALIGN == 0
-    assert index_size(4) == 68
