@@ -227,10 +227,9 @@ def _footer_of(
     f: Any, key: str, coords: tuple[int, ...], lay: RawLayout, seg_id: str | None, r0: int
 ) -> tuple[list[tuple[int, int]], list[int] | None]:
     """:func:`_footer` of shard file ``f`` (holding rows from ``r0``): as checked when
-    this very file was read before (same device, inode,
-    size, modification and change times: a writer replaces a shard file by renaming a
-    new one over it, and any change to a file in place moves its change time), else
-    read and checked now."""
+    this very file was read before (same device, inode, size, modification and change
+    times: a writer replaces a shard file by renaming a new one over it, and any change
+    to a file in place moves its change time), else read and checked now."""
     held = lay.footers.get(key)
     if f is not None and held is not None and held[0] == f.ident:
         return held[1]
