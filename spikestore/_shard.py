@@ -223,17 +223,16 @@ def chunk_spans(index: np.ndarray, end: int) -> np.ndarray:
 
 def index_spans(data: Any, grid: tuple[int, ...], end: int) -> list[tuple[int, int]]:
     """:func:`chunk_spans` of :func:`parse_index` as a list of ``(offset, nbytes)`` in C
-    order (``(-1, -1)`` absent), with the same checks and errors, in plain Python: for
-    a reader that wants a few chunks of a shard, about a third of their time (no
-    NumPy array to make and reduce)."""
+    order (``(-1, -1)`` absent), in plain Python: for a reader that wants a few chunks
+    of a shard, about a third of their time (no NumPy array to make and reduce). An
+    index they refuse is refused by them, with their error."""
     buf = memoryview(data).cast("B")
     n = math.prod(grid)
     size = index_size(n)
-    if len(buf) < size:
-        raise ValueError(f"{len(buf)} bytes cannot hold its {size}-byte index")
-    index = bytes(buf[len(buf) - size :])
-    if google_crc32c.value(index[:-4]) != int.from_bytes(index[-4:], "little"):
-        raise ValueError("the index's CRC-32C does not match (damaged)")
+    index = bytes(buf[len(buf) - size :]) if len(buf) >= size else b""
+    if not index or google_crc32c.value(index[:-4]) != int.from_bytes(index[-4:], "little"):
+        parse_index(data, grid)  # raises: too short, or damaged
+        raise AssertionError("parse_index accepted an index index_spans refuses")
     vals = struct.unpack_from(f"<{2 * n}Q", index)
     spans = []
     for i in range(n):
@@ -241,11 +240,8 @@ def index_spans(data: Any, grid: tuple[int, ...], end: int) -> list[tuple[int, i
         if off == ABSENT and nbytes == ABSENT:
             spans.append((-1, -1))
         elif nbytes < 4 or off > end or nbytes > end - min(off, end):
-            at = tuple(int(v) for v in np.unravel_index(i, grid))
-            raise ValueError(
-                f"index entry of inner chunk {at} points outside the shard's {end} data "
-                f"bytes (offset {off}, size {nbytes})"
-            )
+            chunk_spans(parse_index(data, grid), end)  # raises, naming the entry
+            raise AssertionError("chunk_spans accepted an entry index_spans refuses")
         else:
             spans.append((off, nbytes))
     return spans

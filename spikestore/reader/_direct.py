@@ -63,7 +63,7 @@ class RawLayout:
         shard: tuple[int, ...],
         dtype: Any,
         blosc: bool,
-        root: Path | None = None,
+        root: Path,
     ):
         self.inner, self.shard, self.dtype, self.blosc = inner, shard, np.dtype(dtype), blosc
         #: The folder of the array's confined local store (see :func:`confined_root`).
@@ -456,8 +456,7 @@ def read_raw_rows(
     from ..storage._localfs import open_file
     from ._shards import _DamagedRows
 
-    root = lay.root if lay.root is not None else confined_root(arr.store_path.store)
-    assert root is not None
+    root = lay.root
     shape = tuple(int(d) for d in arr.shape)
     inner, shard, grid = lay.inner, lay.shard, lay.grid
     s0, c0 = shard[0], inner[0]
