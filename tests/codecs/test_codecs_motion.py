@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import spikestore
 from spikestore.codecs import motion as _motion
+from spikestore.codecs import spikes as _spikes
 from spikestore.codecs.layout import layout as _layout
 from spikestore.codecs.layout import spike_frame as _spike_frame
 from spikestore.codecs.spikes import (
@@ -456,3 +457,42 @@ def test_motion_trial_reads_packed_planes_as_before() -> None:
         x, _ = moving_planes(rows * per_row, h, w, t, seed=rows)
         a = to_chunk(x, rows)
         assert encode_chunk(a, frame=frame)[3] == MODE_MOTION
+
+
+@pytest.mark.parametrize(
+    ("shares", "tried"),
+    [
+        ((0.97,), False),
+        ((0.95,), False),
+        ((0.5,), True),
+        ((0.93, 0.95), False),
+        ((0.93, 0.9), True),
+    ],
+)
+def test_motion_trial_looks_at_the_whole_sample_only_when_close(
+    monkeypatch: pytest.MonkeyPatch, shares: tuple[float, ...], tried: bool
+) -> None:
+    """A first look at a quarter of the sample decides clear cases; one between
+    ``_MOTION_TRY_BELOW`` and ``_MOTION_SKIP_FROM`` looks again at the whole sample."""
+    frame, rows, per_row = (28, 28, 4), 16, 41
+    plane = math.prod(frame)
+    planes = rows * per_row
+    a = np.packbits(np.random.default_rng(3).random((rows, per_row * plane)) < 0.05, axis=1)
+    budget = 1 << 30
+    looks: list[int] = []
+
+    def estimate(packed: np.ndarray, starts: np.ndarray, frame: Any) -> float:
+        share = shares[len(looks)]
+        looks.append(starts.size)
+        # (bits / 8 * planes / picked + header) / budget == share
+        return 8 * (share * budget - _spikes._MOTION_HEADER.size) * starts.size / planes
+
+    monkeypatch.setattr(_motion, "estimate_packed", estimate)
+    data = _encode_motion(a, frame, planes, 1, budget)
+    assert (data is not None) == tried
+    assert len(looks) == len(shares)
+    whole = max(_spikes._MOTION_SAMPLE_PLANES, -(-_spikes._MOTION_SAMPLE_BITS // plane))
+    # every k-th plane: at least the sample, fewer than 5 / 4 of it
+    assert whole // 4 <= looks[0] < whole * 5 / 16
+    if len(looks) == 2:
+        assert whole <= looks[1] < whole * 5 / 4
