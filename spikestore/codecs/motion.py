@@ -43,6 +43,7 @@ __all__ = [
     "entropy_bits",
     "estimate_bits",
     "estimate_packed",
+    "numba_module",
     "order_bits",
     "unorder_bits",
 ]
@@ -629,21 +630,28 @@ class _Kernels:
 
 
 # ------------------------------------------------------- the codec's entry points
-def _numba() -> _Kernels | None:
-    """The compiled kernels, or None (numba missing, or turned off)."""
+def numba_module() -> Any:
+    """The ``numba`` module where compiled kernels are wanted, or None (numba missing,
+    or turned off by :data:`USE_NUMBA` or ``SPIKESTORE_NUMBA=0``)."""
     use = USE_NUMBA
     if use is None:
         use = os.environ.get("SPIKESTORE_NUMBA", "1") != "0"
     if not use:
         return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
+
+
+def _numba() -> _Kernels | None:
+    """The compiled kernels, or None (numba missing, or turned off)."""
+    if numba_module() is None:
+        return None
     if not _NUMBA:
-        try:
-            import numba
-        except ImportError:
-            _NUMBA.append(None)
-        else:
-            _NUMBA.append(_Kernels(numba))
-    return _NUMBA[0]  # type: ignore[no-any-return]
+        _NUMBA.append(_Kernels(numba_module()))
+    return _NUMBA[0]
 
 
 def accelerated() -> bool:

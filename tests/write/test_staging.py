@@ -9,6 +9,7 @@ format (``docs/format.md``).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -18,8 +19,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikestore._staging import stage
-from spikestore.codecs import pack_bits, spike_bits, time_last
+from spikestore.codecs import pack_bits, rows, spike_bits, time_last
 from spikestore.codecs.rows import encode, pack_ones, spike_pack
+
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+
+
+@pytest.fixture(params=["numpy", "compiled"] if HAVE_NUMBA else ["numpy"], autouse=True)
+def test_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both spike tests: numpy's two passes, and the compiled one (the
+    ``fast`` extra) taken by records of any size."""
+    if request.param == "compiled":
+        kernel = rows._compiled_ones()
+        assert kernel is not None
+        monkeypatch.setattr(rows, "_ONES", [kernel])
+        monkeypatch.setattr(rows, "_JIT_MIN", 0)
+    else:
+        monkeypatch.setattr(rows, "_ONES", [None])
+    return str(request.param)
+
 
 FLOAT8 = [d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None))]
 DTYPES = [
@@ -290,3 +308,40 @@ def test_packed_bytes_do_not_share_the_scratch_buffer() -> None:
         th.join()
     assert not errors, errors[0]
     np.testing.assert_array_equal(first, keep)
+
+
+def test_the_compiled_test_is_built_off_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first large record starts one ``spikestore-jit`` thread and takes the numpy
+    path while it compiles; records after it is built take the compiled test, and
+    only large C-contiguous records do."""
+    import threading
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    def kernel(u: np.ndarray, one: object, ones: np.ndarray) -> bool:
+        calls.append(u.size)
+        np.equal(u, one, out=ones.view(np.bool_))
+        return bool(np.isin(u, [0, one]).all())
+
+    def build() -> object:
+        assert threading.current_thread().name == "spikestore-jit"
+        release.wait(10)
+        return kernel
+
+    monkeypatch.setattr(rows, "_JIT_MIN", 1 << 16)
+    monkeypatch.setattr(rows, "_ONES", [])
+    monkeypatch.setattr(rows, "_ONES_LOCK", threading.Lock())
+    monkeypatch.setattr(rows, "_compiled_ones", build)
+    big = spikes((4, rows._JIT_MIN // 4), torch.float32)
+    for _ in range(3):  # the numpy path, one thread started
+        check(big, (1, 0))
+    jit = [t for t in threading.enumerate() if t.name == "spikestore-jit"]
+    assert len(jit) == 1 and not calls
+    release.set()
+    jit[0].join(10)
+    check(big, (1, 0))
+    assert calls == [big.numel()]
+    check(spikes((4, 100), torch.float32), None)  # small
+    check(big.t(), None)  # not contiguous
+    assert calls == [big.numel()]
