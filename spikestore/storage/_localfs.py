@@ -39,6 +39,10 @@ means when the store's folders change under a live writer: a removal through thi
 module (:func:`remove`, by any thread) makes every cache forget all it holds, and a
 file whose held folder was removed meanwhile is made in a folder walked afresh.
 
+A thread that holds no ``DirCache`` (a reader) opens a file to read it by one
+``openat2`` call that makes this walk in the kernel, refusing any link on the way
+(:mod:`._beneath`); where it fails, or is missing, the walk above runs and says why.
+
 Thread ownership: nothing here keeps state between calls but a ``_dirs.DirCache``,
 which is its thread's own (thread-local: used, trimmed and closed by that thread
 only; other threads walk from the root), and the count of removals it checks;
@@ -68,6 +72,7 @@ from ..format import (
     MAX_METADATA_BYTES,
     MAX_NODE_METADATA_BYTES,
 )
+from ._beneath import open_beneath
 from ._dirs import DirCache, cache_for, removing
 
 __all__ = [
@@ -273,6 +278,21 @@ def _open_file(root: Path, parts: list[str], dfd: int) -> int | None:
     raise _unsafe(root, parts, _kind(st))
 
 
+def _open_beneath(root: Path, parts: list[str]) -> int | None:
+    """:func:`_open_file`'s descriptor by one ``openat2`` (:mod:`._beneath`), or None
+    for anything but a regular file reached without a link: then walk, which names
+    what is wrong."""
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = open_beneath(rfd, "/".join(parts), _FILE)
+    finally:
+        os.close(rfd)
+    if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        fd = None
+    return fd
+
+
 def metadata_limit(key: str) -> int:
     """The most bytes the ``zarr.json`` at ``key`` may have: the root's and a field
     group's grow with a run (:data:`~spikestore.format.MAX_METADATA_BYTES`), every
@@ -371,8 +391,8 @@ def open_file(root: Path, key: str) -> Iterator[ConfinedFile | None]:
     there is no such file; links and special files refused as :func:`read_file` does.
     Closed on leaving the block."""
     parts = _parts(key)
-    fd = None
-    if parts:
+    fd = _open_beneath(root, parts) if parts and cache_for(root) is None else None
+    if fd is None and parts:
         try:
             with _dir(root, parts[:-1]) as dfd:
                 fd = _open_file(root, parts, dfd)

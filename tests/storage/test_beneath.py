@@ -1,0 +1,165 @@
+"""Files below a store's root opened by one ``openat2`` (spikestore/storage/_beneath.py),
+and the walk that :func:`~spikestore.storage._localfs.open_file` falls back to: both
+refuse every link on the way, and give the same answers."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import spikestore
+from spikestore import UnsafeStoreError
+from spikestore.storage import _beneath, _localfs
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX links and FIFOs")
+
+
+def _have_openat2() -> bool:
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "f").write_bytes(b"")
+        rfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = _beneath.open_beneath(rfd, "f", os.O_RDONLY)
+        finally:
+            os.close(rfd)
+    if fd is not None:
+        os.close(fd)
+    return fd is not None
+
+
+HAVE_OPENAT2 = sys.platform.startswith("linux") and _have_openat2()
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_bytes(b"inside")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "f").write_bytes(b"outside")
+    return root
+
+
+def _open(root: Path, path: str) -> bytes | None:
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = _beneath.open_beneath(rfd, path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    finally:
+        os.close(rfd)
+    if fd is None:
+        return None
+    try:
+        return os.read(fd, 100)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not HAVE_OPENAT2, reason="openat2 is missing here (Linux 5.6+)")
+def test_open_beneath_opens_files_below_and_no_link_anywhere(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    assert _open(root, "a/b/f") == b"inside"
+    (root / "lf").symlink_to(tmp_path / "outside" / "f")  # the file a link
+    (root / "ld").symlink_to(tmp_path / "outside")  # a folder a link
+    (root / "a" / "in").symlink_to(root / "a" / "b")  # a link that stays inside
+    (root / "a" / "rel").symlink_to("b")  # the same, relative
+    (root / "a" / "b" / "relf").symlink_to("f")
+    paths = ("lf", "ld/f", "a/in/f", "a/rel/f", "a/b/relf", "../outside/f", "a/../../outside/f")
+    for path in (*paths, "missing"):
+        assert _open(root, path) is None, path
+    assert _open(root, str(tmp_path / "outside" / "f")) is None  # absolute
+
+
+@pytest.fixture(params=["openat2", "walk"])
+def path_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "openat2":
+        if not HAVE_OPENAT2:
+            pytest.skip("openat2 is missing here (Linux 5.6+)")
+    else:
+        monkeypatch.setattr(_beneath, "_SYSCALL", [None])
+    return str(request.param)
+
+
+def _store(tmp_path: Path) -> Path:
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path) as w:
+        for i in range(8):
+            w.append("output", "x", torch.full((4, 16), float(i)))
+    return path
+
+
+def _a_chunk_file(path: Path) -> str:
+    for dirpath, _dirs, files in os.walk(path / "output" / "x"):
+        for name in files:
+            if "/c" in dirpath.replace(os.sep, "/"):
+                return os.path.relpath(os.path.join(dirpath, name), path).replace(os.sep, "/")
+    raise AssertionError("no chunk file")
+
+
+def test_open_file_reads_through_either_path_and_refuses_links(
+    tmp_path: Path, path_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _store(tmp_path)
+    key = _a_chunk_file(path)
+    calls: list[str] = []
+    real = _beneath.open_beneath
+
+    def spy(dirfd: int, rel: str, flags: int) -> int | None:
+        calls.append(rel)
+        return real(dirfd, rel, flags)
+
+    monkeypatch.setattr(_localfs, "open_beneath", spy)
+    want = (path / key).read_bytes()
+    assert _localfs.read_file(path, key) == want
+    assert calls == [key]
+    assert _localfs.read_file(path, key + "-missing") is None
+    assert torch.equal(spikestore.open(path)["output"]["x"][5], torch.full((4, 16), 5.0))
+    if path_kind == "openat2":
+        assert _beneath._SYSCALL[0] is not None  # used, not given up
+
+    # A link planted where a folder or the file was: refused, never followed, even
+    # when it points inside the store.
+    folder = (path / key).parent
+    for target in (tmp_path / "outside", folder.parent / "moved"):
+        os.rename(folder, target)
+        folder.symlink_to(target if target.parent == tmp_path else target.name)
+        with pytest.raises(UnsafeStoreError, match="symbolic link"):
+            _localfs.read_file(path, key)
+        folder.unlink()
+        os.rename(target, folder)
+    (path / key).rename(tmp_path / "f")
+    (path / key).symlink_to(tmp_path / "f")
+    with pytest.raises(UnsafeStoreError, match="symbolic link"):
+        _localfs.read_file(path, key)
+    (path / key).unlink()
+    os.mkfifo(path / key)
+    with pytest.raises(UnsafeStoreError, match="FIFO"):
+        _localfs.read_file(path, key)
+
+
+def test_a_system_that_refuses_openat2_walks_from_then_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSYS (an old kernel) or EPERM (a sandbox's filter) turns the call off; a
+    missing file or a link does not."""
+    path = _store(tmp_path)
+    key = _a_chunk_file(path)
+    for code, off in ((errno.ENOENT, False), (errno.ELOOP, False), (errno.ENOSYS, True)):
+        calls: list[Any] = []
+
+        def refuse(*args: Any, code: int = code, calls: list[Any] = calls) -> int:
+            calls.append(args)
+            ctypes.set_errno(code)
+            return -1
+
+        monkeypatch.setattr(_beneath, "_SYSCALL", [refuse])
+        assert _localfs.read_file(path, key) == (path / key).read_bytes()  # walked
+        assert _localfs.read_file(path, key) == (path / key).read_bytes()
+        assert len(calls) == (1 if off else 2)
+        assert (_beneath._SYSCALL[0] is None) == off
