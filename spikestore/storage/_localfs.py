@@ -39,9 +39,10 @@ means when the store's folders change under a live writer: a removal through thi
 module (:func:`remove`, by any thread) makes every cache forget all it holds, and a
 file whose held folder was removed meanwhile is made in a folder walked afresh.
 
-A thread that holds no ``DirCache`` (a reader) opens a file to read it by one
-``openat2`` call that makes this walk in the kernel, refusing any link on the way
-(:mod:`._beneath`); where it fails, or is missing, the walk above runs and says why.
+A thread that holds no ``DirCache`` (a reader, an encoder thread) opens a folder, or
+a file to read, by one ``openat2`` call that makes this walk in the kernel, refusing
+any link on the way (:mod:`._beneath`); where it fails (a folder to make, a link, no
+``openat2``), the walk above runs, makes what is missing and says what is wrong.
 
 Thread ownership: nothing here keeps state between calls but a ``_dirs.DirCache``,
 which is its thread's own (thread-local: used, trimmed and closed by that thread
@@ -245,6 +246,14 @@ def _dir(
     :class:`UnsafeStoreError`.
     """
     cache = cache_for(root)
+    if cache is None and parts:
+        fd = _beneath(root, parts, _DIR)
+        if fd is not None:  # there already, reached without a link: nothing to make
+            try:
+                yield fd
+            finally:
+                os.close(fd)
+            return
     fd, cached = _walk(root, parts, create, durable, cache)
     if cached:
         assert cache is not None
@@ -278,15 +287,21 @@ def _open_file(root: Path, parts: list[str], dfd: int) -> int | None:
     raise _unsafe(root, parts, _kind(st))
 
 
-def _open_beneath(root: Path, parts: list[str]) -> int | None:
-    """:func:`_open_file`'s descriptor by one ``openat2`` (:mod:`._beneath`), or None
-    for anything but a regular file reached without a link: then walk, which names
-    what is wrong."""
+def _beneath(root: Path, parts: list[str], flags: int) -> int | None:
+    """``root/parts...`` opened with ``flags`` by one ``openat2`` (:mod:`._beneath`),
+    or None where that fails: then walk, which makes what is missing or names what is
+    wrong."""
     rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = open_beneath(rfd, "/".join(parts), _FILE)
+        return open_beneath(rfd, "/".join(parts), flags)
     finally:
         os.close(rfd)
+
+
+def _open_beneath(root: Path, parts: list[str]) -> int | None:
+    """:func:`_open_file`'s descriptor by :func:`_beneath`, or None for anything but
+    a regular file reached without a link."""
+    fd = _beneath(root, parts, _FILE)
     if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         fd = None

@@ -117,7 +117,8 @@ def test_open_file_reads_through_either_path_and_refuses_links(
     monkeypatch.setattr(_localfs, "open_beneath", spy)
     want = (path / key).read_bytes()
     assert _localfs.read_file(path, key) == want
-    assert calls == [key]
+    # one openat2 for the file; without it, one more for its folder, then the walk
+    assert calls == ([key] if path_kind == "openat2" else [key, key.rsplit("/", 1)[0]])
     assert _localfs.read_file(path, key + "-missing") is None
     assert torch.equal(spikestore.open(path)["output"]["x"][5], torch.full((4, 16), 5.0))
     if path_kind == "openat2":
@@ -147,7 +148,7 @@ def test_a_system_that_refuses_openat2_walks_from_then_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ENOSYS (an old kernel) or EPERM (a sandbox's filter) turns the call off; a
-    missing file or a link does not."""
+    missing file or a link does not (then the file's folder is tried, then walked)."""
     path = _store(tmp_path)
     key = _a_chunk_file(path)
     for code, off in ((errno.ENOENT, False), (errno.ELOOP, False), (errno.ENOSYS, True)):
@@ -161,5 +162,40 @@ def test_a_system_that_refuses_openat2_walks_from_then_on(
         monkeypatch.setattr(_beneath, "_SYSCALL", [refuse])
         assert _localfs.read_file(path, key) == (path / key).read_bytes()  # walked
         assert _localfs.read_file(path, key) == (path / key).read_bytes()
-        assert len(calls) == (1 if off else 2)
+        assert len(calls) == (1 if off else 4)
         assert (_beneath._SYSCALL[0] is None) == off
+
+
+def test_folders_are_opened_by_openat2_made_by_the_walk_and_never_through_a_link(
+    tmp_path: Path, path_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_dir`` (what writes and listings use off the writer thread): a folder that is
+    there comes from one ``openat2``; a missing one is made by the walk; a link on the
+    way is refused either way."""
+    root = tmp_path / "root"
+    root.mkdir()
+    calls: list[str] = []
+    real = _beneath.open_beneath
+
+    def spy(dirfd: int, rel: str, flags: int) -> int | None:
+        calls.append(rel)
+        return real(dirfd, rel, flags)
+
+    monkeypatch.setattr(_localfs, "open_beneath", spy)
+    _localfs.write_file(root, "a/b/c/f", [b"one"])  # folders made by the walk
+    assert (root / "a" / "b" / "c" / "f").read_bytes() == b"one"
+    _localfs.write_file(root, "a/b/c/f", [b"two"])  # folder there: openat2
+    assert (root / "a" / "b" / "c" / "f").read_bytes() == b"two"
+    assert calls.count("a/b/c") == 2
+    assert _localfs.list_dir(root, "a/b/c") == ["f"]
+    (tmp_path / "outside").mkdir()
+    os.rename(root / "a" / "b", root / "a" / "moved")
+    (root / "a" / "b").symlink_to("moved")
+    for call in (
+        lambda: _localfs.write_file(root, "a/b/c/g", [b"x"]),
+        lambda: _localfs.list_dir(root, "a/b/c"),
+        lambda: _localfs.read_file(root, "a/b/c/f"),
+    ):
+        with pytest.raises(UnsafeStoreError, match="symbolic link"):
+            call()
+    assert sorted(os.listdir(root / "a" / "moved" / "c")) == ["f"]
