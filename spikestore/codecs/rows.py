@@ -310,9 +310,12 @@ def _ones_kernel() -> Any:
     if _ONES:
         return _ONES[0]
     if _ONES_LOCK.acquire(blocking=False):
-        threading.Thread(
-            target=lambda: _ONES.append(_compiled_ones()), name="spikestore-jit"
-        ).start()
+        try:
+            threading.Thread(
+                target=lambda: _ONES.append(_compiled_ones()), name="spikestore-jit"
+            ).start()
+        except RuntimeError:  # no new thread as the interpreter exits: numpy from now on
+            _ONES.append(None)
     return None
 
 

@@ -345,3 +345,23 @@ def test_the_compiled_test_is_built_off_the_callers_thread(monkeypatch: pytest.M
     check(spikes((4, 100), torch.float32), None)  # small
     check(big.t(), None)  # not contiguous
     assert calls == [big.numel()]
+
+
+def test_no_thread_for_the_compiled_test_as_the_interpreter_exits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record staged when no thread can start (an ``atexit`` hook appending) takes the
+    numpy path, then and after, instead of failing."""
+    import threading
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(rows, "_JIT_MIN", 1 << 16)
+    monkeypatch.setattr(rows, "_ONES", [])
+    monkeypatch.setattr(rows, "_ONES_LOCK", threading.Lock())
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    big = spikes((4, rows._JIT_MIN // 4), torch.float32)
+    check(big, (1, 0))
+    assert rows._ONES == [None]
+    check(big, None)
