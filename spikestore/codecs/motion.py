@@ -26,6 +26,7 @@ planes straight from the packed chunk and holds each pixel's ``T`` bits as one w
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "estimate_bits",
     "estimate_packed",
     "numba_module",
+    "numba_wanted",
     "order_bits",
     "unorder_bits",
 ]
@@ -630,13 +632,19 @@ class _Kernels:
 
 
 # ------------------------------------------------------- the codec's entry points
-def numba_module() -> Any:
-    """The ``numba`` module where compiled kernels are wanted, or None (numba missing,
-    or turned off by :data:`USE_NUMBA` or ``SPIKESTORE_NUMBA=0``)."""
+def numba_wanted() -> bool:
+    """Whether compiled kernels are wanted and numba is installed, without importing it
+    (:data:`USE_NUMBA`, ``SPIKESTORE_NUMBA``)."""
     use = USE_NUMBA
     if use is None:
         use = os.environ.get("SPIKESTORE_NUMBA", "1") != "0"
-    if not use:
+    return bool(use) and importlib.util.find_spec("numba") is not None
+
+
+def numba_module() -> Any:
+    """The ``numba`` module where compiled kernels are wanted, or None (numba missing,
+    or turned off by :data:`USE_NUMBA` or ``SPIKESTORE_NUMBA=0``)."""
+    if not numba_wanted():
         return None
     try:
         import numba

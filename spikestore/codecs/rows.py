@@ -24,6 +24,7 @@ compiled pass over its values instead of two (the same bytes); on a GPU
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from ..format import DTYPES, RAW_ENCODING, SPIKE_ENCODING
-from .motion import numba_module
+from .motion import numba_module, numba_wanted
 
 __all__ = [
     "COMPRESSORS",
@@ -288,6 +289,17 @@ def _scratch(nbytes: int) -> np.ndarray:
 _JIT_MIN = 1 << 16
 _ONES: list[Any] = []  # [the compiled test, or None]: filled once, by the jit thread
 _ONES_LOCK = threading.Lock()  # held for good by the caller that starts the jit thread
+#: Held by the jit thread while it imports numba and compiles, and by a thread that
+#: forks for the fork: a child forked meanwhile would inherit numba's import and
+#: compiler locks held by a thread it does not have, and hang at its first ``import
+#: numba`` (a DataLoader worker). So a fork waits for the compile (once, 0.3-0.5 s).
+_JIT_RUNNING = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_JIT_RUNNING.acquire,
+        after_in_parent=_JIT_RUNNING.release,
+        after_in_child=_JIT_RUNNING.release,
+    )
 
 
 def _k_ones(u: np.ndarray, one: Any, ones: np.ndarray) -> bool:
@@ -310,13 +322,19 @@ def _ones_kernel() -> Any:
     if _ONES:
         return _ONES[0]
     if _ONES_LOCK.acquire(blocking=False):
+        if not numba_wanted():
+            _ONES.append(None)
+            return None
         try:
-            threading.Thread(
-                target=lambda: _ONES.append(_compiled_ones()), name="spikestore-jit"
-            ).start()
+            threading.Thread(target=_jit, name="spikestore-jit").start()
         except RuntimeError:  # no new thread as the interpreter exits: numpy from now on
             _ONES.append(None)
     return None
+
+
+def _jit() -> None:
+    with _JIT_RUNNING:
+        _ONES.append(_compiled_ones())
 
 
 def _compiled_ones() -> Any:

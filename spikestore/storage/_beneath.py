@@ -70,7 +70,7 @@ def open_beneath(dirfd: int, path: str, flags: int) -> int | None:
     opened with ``flags`` by ``openat2`` without following any link; None when that
     fails, whatever the reason (a missing file, a link on the way, no ``openat2``)."""
     fn = _syscall()
-    if fn is None:
+    if fn is None or "\x00" in path:  # a C string would end at the NUL
         return None
     how = _OpenHow(flags, 0, _RESOLVE)
     fd = int(fn(_NR_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how)))

@@ -114,7 +114,10 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def _parts(key: str) -> list[str]:
-    parts = [p for p in str(key).split("/") if p]
+    key = str(key)
+    if "\x00" in key:  # C strings end there: the key would name another file
+        raise ValueError(f"{key!r} is not a key of a store (it has a NUL character)")
+    parts = [p for p in key.split("/") if p]
     if any(p in (".", "..") for p in parts):
         raise ValueError(f"{key!r} is not a key of a store (it has a '.' or '..' component)")
     return parts

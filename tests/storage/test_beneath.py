@@ -199,3 +199,20 @@ def test_folders_are_opened_by_openat2_made_by_the_walk_and_never_through_a_link
         with pytest.raises(UnsafeStoreError, match="symbolic link"):
             call()
     assert sorted(os.listdir(root / "a" / "moved" / "c")) == ["f"]
+
+
+def test_a_key_with_a_nul_character_is_refused(tmp_path: Path, path_kind: str) -> None:
+    """A C string ends at NUL: ``"a\\x00junk"`` must not read ``a`` (the walk's
+    ``os.open`` refused it; ``openat2`` through ctypes would have cut the key)."""
+    root = _tree(tmp_path)
+    (root / "a" / "x").write_bytes(b"x")
+    for key in ("a/x\x00junk", "a/x\x00.partial", "a\x00zz/x", "a/b\x00/f"):
+        with pytest.raises(ValueError, match="NUL"):
+            _localfs.read_file(root, key)
+        with pytest.raises(ValueError, match="NUL"):
+            _localfs.list_dir(root, key)
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert _beneath.open_beneath(rfd, "a/x\x00junk", os.O_RDONLY) is None
+    finally:
+        os.close(rfd)
