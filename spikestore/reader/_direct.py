@@ -219,8 +219,11 @@ def _footer(
     return spans, np.frombuffer(table, "<u4").tolist()
 
 
-#: Shard files whose :func:`_footer` a :class:`RawLayout` keeps.
-_FOOTERS = 64
+#: Shard files whose :func:`_footer` a :class:`RawLayout` keeps, the first read
+#: dropped first: each a few KB (a span and a CRC-32C an inner chunk), and a float
+#: layer of 2,000 steps of 1.6 MB has 500 shard files (64 were kept, and cleared all
+#: at once when full: random steps of a 300-step layer parsed 191 footers in 400 reads).
+_FOOTERS = 1024
 
 
 def _footer_of(
@@ -235,7 +238,10 @@ def _footer_of(
         return held[1]
     got = _footer(f, key, coords, lay, seg_id, (r0, r0 + lay.shard[0]))
     if len(lay.footers) >= _FOOTERS:
-        lay.footers.clear()
+        try:
+            del lay.footers[next(iter(lay.footers))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread dropped one
+            pass
     lay.footers[key] = (f.ident, got)
     return got
 

@@ -285,6 +285,33 @@ def test_a_shard_footer_read_before_is_used_only_for_the_same_file(tmp_path):
             lay[3]
 
 
+def test_footers_kept_are_dropped_oldest_first_not_all_at_once(tmp_path, monkeypatch):
+    """With more shard files read than footers kept, the first read is dropped, not the
+    whole cache: reading the last few shards again parses no footer (it parsed most of
+    them again when the cache was cleared as it filled)."""
+    recs = _recs((4, 8, 4000), 10, 5)  # shards of 2 steps: 5 files
+    path = tmp_path / "s"
+    _write(path, recs)
+    lay = spikestore.open(path)["m"]["v"]
+    footers = []
+    real = _direct._footer
+
+    def counted(f, key, *args):
+        footers.append(key)
+        return real(f, key, *args)
+
+    monkeypatch.setattr(_direct, "_FOOTERS", 4)
+    monkeypatch.setattr(_direct, "_footer", counted)
+    for i in (0, 2, 4, 6, 8):  # five shard files, four kept
+        assert bits_equal(lay[i], recs[i])
+    assert len(footers) == 5
+    for i in (3, 5, 7, 9):  # the last four files: all kept
+        assert bits_equal(lay[i], recs[i])
+    assert len(footers) == 5
+    assert bits_equal(lay[1], recs[1])  # the first, dropped: read again
+    assert footers[-1] == "m/v/f0/s0/c/0/0/0/0"
+
+
 def test_a_missing_shard_file_is_named_at_once_not_read_again(tmp_path, monkeypatch):
     """A shard file that is not there is not read again and again as a file being
     replaced is (it stays missing): the error comes without the retries' waits."""
