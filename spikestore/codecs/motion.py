@@ -632,13 +632,20 @@ class _Kernels:
 
 
 # ------------------------------------------------------- the codec's entry points
+_INSTALLED: list[bool] = []  # [whether numba is installed], looked up once
+
+
 def numba_wanted() -> bool:
     """Whether compiled kernels are wanted and numba is installed, without importing it
     (:data:`USE_NUMBA`, ``SPIKESTORE_NUMBA``)."""
     use = USE_NUMBA
     if use is None:
         use = os.environ.get("SPIKESTORE_NUMBA", "1") != "0"
-    return bool(use) and importlib.util.find_spec("numba") is not None
+    if not use:
+        return False
+    if not _INSTALLED:  # a search of sys.path (30 us) where it is missing: once
+        _INSTALLED.append(importlib.util.find_spec("numba") is not None)
+    return _INSTALLED[0]
 
 
 def numba_module() -> Any:

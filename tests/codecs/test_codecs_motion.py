@@ -422,6 +422,22 @@ def test_numba_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _motion.accelerated() is HAVE_NUMBA
 
 
+def test_whether_numba_is_installed_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where numba is missing, finding that out searches ``sys.path`` (about 30 us):
+    the codec asks for every chunk, so it is looked up once."""
+    import importlib.util
+
+    looked: list[str] = []
+    monkeypatch.setattr(_motion, "USE_NUMBA", None)
+    monkeypatch.delenv("SPIKESTORE_NUMBA", raising=False)
+    monkeypatch.setattr(_motion, "_INSTALLED", [])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: looked.append(name))
+    for _ in range(5):
+        assert not _motion.numba_wanted()
+        assert _motion.numba_module() is None
+    assert looked == ["numba"]
+
+
 @pytest.mark.parametrize("t", [2, 3, 4, 8, 9, 16, 17, 33, 56, 57, 64])
 def test_estimate_packed_matches_estimate_bits(t: int) -> None:
     """The encoder's trial reads planes from the packed chunk at any bit offset (planes
