@@ -294,7 +294,10 @@ def _beneath(root: Path, parts: list[str], flags: int) -> int | None:
     """``root/parts...`` opened with ``flags`` by one ``openat2`` (:mod:`._beneath`),
     or None where that fails: then walk, which makes what is missing or names what is
     wrong."""
-    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:  # no root (yet): the walk says so as it always has
+        return None
     try:
         return open_beneath(rfd, "/".join(parts), flags)
     finally:

@@ -216,3 +216,12 @@ def test_a_key_with_a_nul_character_is_refused(tmp_path: Path, path_kind: str) -
         assert _beneath.open_beneath(rfd, "a/x\x00junk", os.O_RDONLY) is None
     finally:
         os.close(rfd)
+
+
+def test_a_missing_root_reads_as_a_missing_file(tmp_path: Path, path_kind: str) -> None:
+    """As before ``openat2``: no store folder (yet) means no file, not an error."""
+    root = tmp_path / "nothing"
+    assert _localfs.read_file(root, "a/b/zarr.json") is None
+    with _localfs.open_file(root, "zarr.json") as f:
+        assert f is None
+    assert _localfs.list_dir(root, "a") == []
