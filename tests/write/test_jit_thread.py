@@ -55,6 +55,7 @@ def test_the_compiled_test_is_built_off_the_callers_thread(monkeypatch: pytest.M
     monkeypatch.setattr(rows, "_ONES", [])
     monkeypatch.setattr(rows, "_ONES_LOCK", threading.Lock())
     monkeypatch.setattr(rows, "_compiled_ones", build)
+    monkeypatch.setattr(rows, "numba_wanted", lambda: True)  # with numba or without
     big = spikes((4, rows._JIT_MIN // 4))
     for _ in range(3):  # the numpy path, one thread started
         check(big, (1, 0))
@@ -83,6 +84,7 @@ def test_no_thread_for_the_compiled_test_as_the_interpreter_exits(
     monkeypatch.setattr(rows, "_ONES", [])
     monkeypatch.setattr(rows, "_ONES_LOCK", threading.Lock())
     monkeypatch.setattr(threading.Thread, "start", refuse)
+    monkeypatch.setattr(rows, "numba_wanted", lambda: True)
     big = spikes((4, rows._JIT_MIN // 4))
     check(big, (1, 0))
     assert rows._ONES == [None]

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spikestore._staging import stage
-from spikestore.codecs import pack_bits, rows, spike_bits, time_last
+from spikestore.codecs import motion, pack_bits, rows, spike_bits, time_last
 from spikestore.codecs.rows import encode, pack_ones, spike_pack
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
@@ -30,6 +30,7 @@ def test_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     """Every test on both spike tests: numpy's two passes, and the compiled one (the
     ``fast`` extra) taken by records of any size."""
     if request.param == "compiled":
+        monkeypatch.setattr(motion, "USE_NUMBA", True)  # whatever SPIKESTORE_NUMBA says
         kernel = rows._compiled_ones()
         assert kernel is not None
         monkeypatch.setattr(rows, "_ONES", [kernel])
