@@ -662,10 +662,11 @@ def numba_module() -> Any:
 
 def _numba() -> _Kernels | None:
     """The compiled kernels, or None (numba missing, or turned off)."""
-    if numba_module() is None:
+    nb = numba_module()
+    if nb is None:
         return None
     if not _NUMBA:
-        _NUMBA.append(_Kernels(numba_module()))
+        _NUMBA.append(_Kernels(nb))
     return _NUMBA[0]
 
 

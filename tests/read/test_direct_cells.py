@@ -234,6 +234,17 @@ def test_cell_selections_the_direct_reads_take():
         assert not _direct.cell_selection(rest, shape), rest
 
 
+def _counting_footers(footers: list[str]):
+    """``_direct._footer`` that notes the key of every shard file whose footer it reads."""
+    real = _direct._footer
+
+    def counted(f, key, *args):
+        footers.append(key)
+        return real(f, key, *args)
+
+    return counted
+
+
 def test_a_shard_footer_read_before_is_used_only_for_the_same_file(tmp_path):
     """A shard file's index and shard header are read and checked once per file: a
     later step of the same shard reads no footer again, but a file renamed over it,
@@ -243,12 +254,7 @@ def test_a_shard_footer_read_before_is_used_only_for_the_same_file(tmp_path):
     _write(path, recs)
     lay = spikestore.open(path)["m"]["v"]
     footers = []
-    real = _direct._footer
-
-    def counted(f, key, *args):
-        footers.append(key)
-        return real(f, key, *args)
-
+    counted = _counting_footers(footers)
     import unittest.mock
 
     with unittest.mock.patch.object(_direct, "_footer", counted):
@@ -294,12 +300,7 @@ def test_footers_kept_are_dropped_oldest_first_not_all_at_once(tmp_path, monkeyp
     _write(path, recs)
     lay = spikestore.open(path)["m"]["v"]
     footers = []
-    real = _direct._footer
-
-    def counted(f, key, *args):
-        footers.append(key)
-        return real(f, key, *args)
-
+    counted = _counting_footers(footers)
     monkeypatch.setattr(_direct, "_FOOTERS", 4)
     monkeypatch.setattr(_direct, "_footer", counted)
     for i in (0, 2, 4, 6, 8):  # five shard files, four kept

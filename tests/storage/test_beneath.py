@@ -102,11 +102,8 @@ def _a_chunk_file(path: Path) -> str:
     raise AssertionError("no chunk file")
 
 
-def test_open_file_reads_through_either_path_and_refuses_links(
-    tmp_path: Path, path_kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = _store(tmp_path)
-    key = _a_chunk_file(path)
+def _spy_on_openat2(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``_localfs`` asks ``open_beneath`` for, from now on."""
     calls: list[str] = []
     real = _beneath.open_beneath
 
@@ -115,6 +112,15 @@ def test_open_file_reads_through_either_path_and_refuses_links(
         return real(dirfd, rel, flags)
 
     monkeypatch.setattr(_localfs, "open_beneath", spy)
+    return calls
+
+
+def test_open_file_reads_through_either_path_and_refuses_links(
+    tmp_path: Path, path_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _store(tmp_path)
+    key = _a_chunk_file(path)
+    calls = _spy_on_openat2(monkeypatch)
     want = (path / key).read_bytes()
     assert _localfs.read_file(path, key) == want
     # one openat2 for the file; without it, one more for its folder, then the walk
@@ -174,14 +180,7 @@ def test_folders_are_opened_by_openat2_made_by_the_walk_and_never_through_a_link
     way is refused either way."""
     root = tmp_path / "root"
     root.mkdir()
-    calls: list[str] = []
-    real = _beneath.open_beneath
-
-    def spy(dirfd: int, rel: str, flags: int) -> int | None:
-        calls.append(rel)
-        return real(dirfd, rel, flags)
-
-    monkeypatch.setattr(_localfs, "open_beneath", spy)
+    calls = _spy_on_openat2(monkeypatch)
     _localfs.write_file(root, "a/b/c/f", [b"one"])  # folders made by the walk
     assert (root / "a" / "b" / "c" / "f").read_bytes() == b"one"
     _localfs.write_file(root, "a/b/c/f", [b"two"])  # folder there: openat2
