@@ -5,7 +5,8 @@ array's codec chain, each codec's synchronous encoder), for ``spikestore._segmen
 the chunks of a tail, each written as its own file (or, off local disk, in one round
 trip), and the inner chunks of a shard, handed to ``write_shard`` as they are asked
 for. Rows stored as they are (``bytes`` then ``crc32c``) are written from their own
-memory, with their CRC-32C, instead of being copied.
+memory, with their CRC-32C (computed with the GIL released: ``spikestore._crc``),
+instead of being copied, and so are the rows of a write given as a list of rows.
 
 Thread ownership: the writer thread; an ``Encoder``'s threads run the jobs it hands
 them (encode a chunk, write its file) while it waits.
@@ -18,19 +19,33 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import google_crc32c
 import numpy as np
 
+from ._crc import crc32c
 from ._zarr import can_encode_sync, chunk_spec, encode_chain, inner_chunk_spec
 from .storage import file_writer, set_many
 
 if TYPE_CHECKING:
     from ._segments import Encoder
 
-__all__ = ["ENCODE_BATCH", "chunk_key"]
+__all__ = ["ENCODE_BATCH", "Rows", "chunk_key"]
+
+#: Rows of an array: one block, or (inner chunks of one row) a list of the rows as
+#: they came, never copied into one block.
+Rows = np.ndarray | list[np.ndarray]
 
 #: Bytes of rows (before encoding) a shard written from memory encodes at a time.
 ENCODE_BATCH = 4 << 20
+
+
+def _parts(block: np.ndarray) -> list[np.ndarray]:
+    """A chunk's rows as C-contiguous arrays: itself, its rows, or (neither contiguous)
+    a copy."""
+    if block.flags.c_contiguous:
+        return [block]
+    if block[0].flags.c_contiguous:
+        return list(block)
+    return [np.ascontiguousarray(block)]
 
 
 def chunk_key(arr: Any, coords: tuple[int, ...]) -> str:
@@ -75,7 +90,7 @@ class _ChunkWriter:
         self.crc = isinstance(codecs[-1], Crc32cCodec)
         self.body = codecs[:-1] if self.crc else codecs
         #: ``bytes`` then ``crc32c`` on rows whose bytes are the stored ones: a chunk is
-        #: its rows' own memory and a CRC-32C (:meth:`_plain`), nothing to hand to threads.
+        #: its rows' own memory and a CRC-32C (:meth:`_plain`).
         endian = getattr(self.body[0], "endian", None)
         little = sys.byteorder == "little" and getattr(endian, "value", endian) == "little"
         self.plain = self.crc and not filters and len(self.body) == 1
@@ -128,19 +143,21 @@ class _ChunkWriter:
         shard_shape = (int(main.shards[0]), *(int(n) for n in main.shards[1:]))
         return cls(main, *chain, spec, chunks, shard_shape)
 
-    def _jobs(self, row0: int, data: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    def _jobs(self, row0: int, data: Rows) -> list[tuple[tuple[int, ...], np.ndarray]]:
         cr = self.chunks[0]
+        if not isinstance(data, np.ndarray) and cr != 1:
+            raise ValueError(f"a list of rows for chunks of {cr} rows")
         jobs = []
         grids = [range(-(-n // c)) for n, c in zip(self.shape[1:], self.chunks[1:], strict=True)]
         for i in range(0, len(data), cr):
+            rows = data[i : i + cr] if isinstance(data, np.ndarray) else data[i][None]
             for cc in itertools.product(*grids):
                 coords = (row0 // cr + i // cr, *cc)
                 cols = [slice(k * c, (k + 1) * c) for k, c in zip(cc, self.chunks[1:], strict=True)]
-                sel = (slice(i, i + cr), *cols)
-                jobs.append((coords, data[sel]))
+                jobs.append((coords, rows[(slice(None), *cols)]))
         return jobs
 
-    def write(self, encoder: Encoder, row0: int, data: np.ndarray) -> None:
+    def write(self, encoder: Encoder, row0: int, data: Rows) -> None:
         """Rows ``[row0, row0 + len(data))`` of the array, ``row0`` a chunk boundary:
         every chunk they touch, encoded and written (all done when this returns)."""
         jobs = self._jobs(row0, data)
@@ -157,7 +174,7 @@ class _ChunkWriter:
         set_many(self.store, list(zip(keys, encoded, strict=True)))
 
     def encode(
-        self, encoder: Encoder, row0: int, data: np.ndarray
+        self, encoder: Encoder, row0: int, data: Rows
     ) -> Iterator[tuple[tuple[int, ...], tuple[Any, ...]]]:
         """The encoded chunks of rows ``[row0, row0 + len(data))`` of a shard with their
         coordinates within the shard, in C order (``row0`` a chunk boundary). Encoded
@@ -178,16 +195,8 @@ class _ChunkWriter:
         each is contiguous, then their CRC-32C (fill past the rows given: :meth:`_one`)."""
         if block.shape != self.chunks:
             return self._one(block)
-        if block.flags.c_contiguous:
-            parts = [block]
-        elif block[0].flags.c_contiguous:
-            parts = list(block)
-        else:
-            parts = [np.ascontiguousarray(block)]
-        crc = 0
-        for p in parts:
-            crc = google_crc32c.extend(crc, p.reshape(-1).view(np.uint8))
-        return (*parts, np.uint32(crc).astype("<u4").tobytes())
+        parts = _parts(block)
+        return (*parts, np.uint32(crc32c(parts)).astype("<u4").tobytes())
 
     def _one(self, block: np.ndarray) -> tuple[Any, ...]:
         """One chunk, encoded: its bytes as parts to write one after the other (the
@@ -203,4 +212,4 @@ class _ChunkWriter:
         data = encode_chain(self.body, block, self.spec)
         if not self.crc:
             return (data,)
-        return data, np.uint32(google_crc32c.value(data)).astype("<u4").tobytes()
+        return data, np.uint32(crc32c((data,))).astype("<u4").tobytes()

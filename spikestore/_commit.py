@@ -379,12 +379,19 @@ class FieldWriter:
             n = len(pos)
             if n:
                 rows = self.pending_rows[k]
-                block = np.stack(rows[:n])
-                del rows[:n]  # before the write: never the rows and their block, encoded too
-                self.buffered_bytes -= block.nbytes
-                seg.write(block)
                 desc = seg.desc
-                if desc["encoding"] == SPIKE_ENCODING:
+                spiky = desc["encoding"] == SPIKE_ENCODING
+                block: np.ndarray | list[np.ndarray]
+                if seg.takes_rows and not spiky:
+                    block = rows[:n]  # written from the rows themselves: no copy
+                    self.buffered_bytes -= sum(r.nbytes for r in block)
+                else:
+                    block = np.stack(rows[:n])
+                    self.buffered_bytes -= block.nbytes
+                del rows[:n]  # before the write: never the rows and their block, encoded too
+                seg.write(block)
+                if spiky:
+                    assert isinstance(block, np.ndarray)
                     perm = desc.get("permute")
                     shape = tuple(desc["shape"])
                     permute = tuple(perm) if perm is not None else None

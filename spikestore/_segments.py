@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ._chunks import _ChunkWriter
+from ._chunks import Rows, _ChunkWriter
 from ._chunks import chunk_key as _key
 from ._exit import ExitSafePool
 from ._shard import ShardFooter, chunk_spans, parse_index, sharding_codec
@@ -493,11 +493,20 @@ class Segment:
         )
         self._shards = _ChunkWriter.for_shards(self.main)
 
-    def write(self, block: np.ndarray) -> None:
-        """Append rows; each shard file is written once, when the shard is complete
-        (from the rows given and the tail's), the open shard's rows to its tail."""
+    @property
+    def takes_rows(self) -> bool:
+        """Whether :meth:`write` takes a list of rows as they are (no copy into one
+        block): each inner chunk is part of one row, encoded without Zarr."""
+        return self._shards is not None and self.chunk_rows == 1
+
+    def write(self, block: np.ndarray | list[np.ndarray]) -> None:
+        """Append rows (one array, or a list of rows where :attr:`takes_rows`); each
+        shard file is written once, when the shard is complete (from the rows given
+        and the tail's), the open shard's rows to its tail."""
         if SHORT_CHAIN in self.desc:
             self._first_write(len(block))
+        if not isinstance(block, np.ndarray) and not self.takes_rows:
+            block = np.stack(block)
         start = self.desc["rows"]
         stop = start + len(block)
         pos = start
@@ -527,15 +536,15 @@ class Segment:
             pos = end
 
     def _pieces(
-        self, j: int, r0: int, part: np.ndarray, tail: Any
-    ) -> tuple[int, list[tuple[int, np.ndarray]]]:
+        self, j: int, r0: int, part: Rows, tail: Any
+    ) -> tuple[int, list[tuple[int, Rows]]]:
         """Rows ``part`` from row ``r0`` of shard ``j``, as ``(first row, rows)`` pieces
         that start on inner-chunk boundaries: a partly written chunk row is completed
         from the rows held in memory (or, for a reopened store, decoded from ``tail``).
         Also returns the first row written, ``r0`` rounded down to a chunk boundary."""
         cr = self.chunk_rows
         c0 = r0 - r0 % cr
-        pieces: list[tuple[int, np.ndarray]] = []
+        pieces: list[tuple[int, Rows]] = []
         rest, start = part, r0
         if r0 > c0:
             held = self._open
@@ -552,7 +561,7 @@ class Segment:
             pieces.append((start, rest))
         return c0, pieces
 
-    def _write_shard(self, j: int, r0: int, part: np.ndarray) -> None:
+    def _write_shard(self, j: int, r0: int, part: Rows) -> None:
         """Rows ``[r0, shard)`` of shard ``j`` are ``part``: the shard is complete. Its new
         chunks are encoded in memory and written with the tail's earlier ones as the
         shard file, once; the new rows never go to the tail."""
@@ -565,7 +574,7 @@ class Segment:
         write_shard(self.main, j, tail, c0 // self.chunk_rows, fresh)
         self._open = None
 
-    def _write_tail(self, tail: Any, j: int, r0: int, r1: int, part: np.ndarray) -> None:
+    def _write_tail(self, tail: Any, j: int, r0: int, r1: int, part: Rows) -> None:
         """Tail rows ``[r0, r1)`` (of shard ``j``) become ``part``.
 
         Every inner chunk touched is encoded whole (rows past ``r1`` hold the fill
@@ -588,7 +597,7 @@ class Segment:
             writer.write(self._encoder, row, data)
         last = (r1 - c0) % cr
         data = pieces[-1][1]
-        self._open = (j, r1 - last, data[len(data) - last :].copy()) if last else None
+        self._open = (j, r1 - last, np.array(data[len(data) - last :])) if last else None
 
     def seal_partial(self) -> bool:
         """Copy the open shard's rows into a (partial) shard file; True if any."""

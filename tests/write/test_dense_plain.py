@@ -224,3 +224,34 @@ def test_the_writers_row_of_a_copy_is_encode_values_row(make) -> None:
     assert got.key == want.key
     assert got.row.dtype == want.row.dtype and got.row.shape == want.row.shape
     assert got.row.flags.c_contiguous and got.row.tobytes() == want.row.tobytes()
+
+
+def test_rows_of_one_row_chunks_are_written_from_themselves(tmp_path: Path, monkeypatch) -> None:
+    """Records so large that an inner chunk holds part of one row (1.6 MB: chunks of
+    one row, shards of 4) reach their segment as the list of rows the caller's copies
+    made, never stacked into one block; whole shards, tails (a flush mid-shard),
+    the partial shard at close and an append after it read back bit for bit."""
+    given: list[str] = []
+    write = _segments.Segment.write
+
+    def spy(self, block):
+        given.append(type(block).__name__)
+        return write(self, block)
+
+    monkeypatch.setattr(_segments.Segment, "write", spy)
+    recs = _noise(11, (4, 8, 16, 28, 28), seed=3)
+    recs[5][1, 2, 3, 4, :3] = torch.tensor([float("nan"), -0.0, float("inf")])
+    path = tmp_path / "s"
+    with spikestore.StoreWriter(path, flush_interval=1e3) as w:
+        for i, r in enumerate(recs[:9]):
+            w.append("v", "lif", r, time_axis=0)
+            if i == 5:
+                w.flush()  # steps 4-5 go to the tail, 6-7 complete the shard from it
+    with spikestore.StoreWriter(path, mode="a") as w:
+        for r in recs[9:]:
+            w.append("v", "lif", r, time_axis=0)
+    meta = json.loads((path / "v/lif/f0/s0/zarr.json").read_text())
+    assert meta["codecs"][0]["configuration"]["chunk_shape"][0] == 1
+    assert given and set(given) == {"list"}, given
+    back = spikestore.open(path)["v"]["lif"][:]
+    assert torch.equal(back.view(torch.int32), torch.stack(recs).view(torch.int32))
