@@ -2,7 +2,7 @@
 
 Each contender is written as a user would write it, and every one of them, with the
 limits, runs in turn inside each repeat (the order rotates from repeat to repeat), each
-in a fresh temporary folder under /tmp that is removed right after. Figures are medians
+in a fresh temporary folder under /tmp (``--dir``) that is removed right after. Figures are medians
 over repeats, with the spread (min-max over repeats), and ratios to spikestore measured
 in the same run.
 
@@ -406,8 +406,12 @@ def contenders(spikes: bool) -> list[Contender]:
 
 
 # --------------------------------------------------------------------- measuring
+#: Where each contender's fresh folder is made (``--dir``).
+BASE = Path("/tmp")
+
+
 def run_fresh(fn: Callable[[Path], Any]) -> Any:
-    d = Path(tempfile.mkdtemp(prefix="bench_peers_", dir="/tmp"))
+    d = Path(tempfile.mkdtemp(prefix="bench_peers_", dir=BASE))
     try:
         return fn(d)
     finally:
@@ -731,6 +735,7 @@ def targets_table(rows: list[dict[str, Any]]) -> list[str]:
 
 # ------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
+    global BASE
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -742,9 +747,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="steps of workloads 1-3")
     ap.add_argument("--long-steps", type=int, default=None, help="steps of workload 4")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--dir", type=Path, default=Path("/tmp"),
+                    help="where the contenders write (default /tmp; /dev/shm keeps the "
+                    "disk's writeback of gigabytes of floats out of the figures)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be at least 1")
+    if not args.dir.is_dir():
+        ap.error(f"--dir {args.dir}: no such folder")
+    BASE = args.dir
     if args.smoke:
         n, n_long, reads = 20, 1_000, 3
     elif args.quick:
@@ -791,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`{cmd.strip()}`",
         "",
         f"({', '.join(f'{k} {v}' for k, v in versions.items())}; {os.cpu_count()} CPUs, "
+        f"files in {BASE}, "
         f"load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
         f"1 torch thread; medians of {args.repeats} repeats, contenders interleaved, "
         f"(min-max) over repeats; {pc() - t_run:.0f} s in all)",

@@ -32,15 +32,20 @@ TABLES = (
 
 def test_smoke_run_prints_every_table_and_verifies_round_trips(tmp_path: Path) -> None:
     out = tmp_path / "peers.json"
+    where = tmp_path / "files"  # --dir: every contender's folder made there, then removed
+    where.mkdir()
     env = {**os.environ}
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--smoke", "--repeats", "1", "--json", str(out)],
+        [sys.executable, str(SCRIPT), "--quick", "--smoke", "--repeats", "1", "--json", str(out),
+         "--dir", str(where)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout
     assert text.startswith("`python benchmarks/bench_peers.py --quick --smoke --repeats 1")
+    assert f"files in {where}, " in text
+    assert not list(where.iterdir())
     for title in TABLES:
         assert title in text, title
     assert "| spikestore | " in text
