@@ -51,6 +51,8 @@ def test_smoke_run_prints_every_table_and_verifies_round_trips(tmp_path: Path) -
     assert "| spikestore | " in text
     assert "| spikestore StoreWriter | " in text
     assert "| spikestore OutputMonitor (nn.Identity) | " in text
+    assert "| spikestore StoreWriter from a plain forward hook (nn.Identity) | " in text
+    assert "- the monitor against the writer alone, " in text
 
     doc = json.loads(out.read_text())
     workloads = doc["workloads"]
