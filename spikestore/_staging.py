@@ -49,7 +49,10 @@ class Staged:
     #: writer thread makes its row without torch calls: each releases and takes back the
     #: GIL, and waited for the caller's thread (0.2 ms a record, in ``detach``).
     array: np.ndarray | None = None
-    packed: torch.Tensor | None = None
+    #: The packed bits: NumPy's array on the CPU (the writer thread then makes, and
+    #: drops, its row without a torch call, as for ``array``), a pinned host tensor for
+    #: a GPU's record.
+    packed: np.ndarray | torch.Tensor | None = None
     flag: torch.Tensor | None = None  # a host bool; None: ``packed`` holds spikes for sure
     event: Any = None
 
@@ -58,12 +61,18 @@ class Staged:
         if self.event is not None:
             self.event.synchronize()
         if self.packed is not None and (self.flag is None or bool(self.flag)):
-            return encode_packed(self.dtype, self.shape, self.packed.numpy(), self.permute)
+            return encode_packed(self.dtype, self.shape, self.bits(), self.permute)
         if self.array is not None:  # what encode_values makes, without its torch calls
             name = dtype_name(self.dtype)
             return Encoded(RAW_ENCODING, name, self.shape, self.array, self.scalar)
         assert self.values is not None
         return encode_values(self.values, python_scalar=self.scalar)
+
+    def bits(self) -> np.ndarray:
+        """The packed bits as NumPy's array (call once ``event`` has completed)."""
+        p = self.packed
+        assert p is not None
+        return p if isinstance(p, np.ndarray) else p.numpy()
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -84,8 +93,7 @@ def _stage_cpu(t: torch.Tensor, scalar: bool, permute: tuple[int, ...] | None) -
     if not scalar and t.numel():
         bits = spike_pack(t, permute)
         if bits is not None:
-            packed = torch.from_numpy(bits)
-            return Staged(t.dtype, shape, permute, False, packed.numel(), packed=packed)
+            return Staged(t.dtype, shape, permute, False, bits.size, packed=bits)
     values, array = _host_copy(t)
     return Staged(t.dtype, shape, permute, scalar, _nbytes(values), values=values, array=array)
 

@@ -59,7 +59,7 @@ class _Kept:
                 "shape": s.shape,
                 "permute": s.permute,
             }
-            return decode_rows(s.packed.numpy()[None], seg)[0]
+            return decode_rows(s.bits()[None], seg)[0]
         assert s.values is not None
         # A copy: the writer thread may not have encoded these values yet.
         return s.values.to("cpu", copy=True)
