@@ -93,7 +93,7 @@ def _stage_cpu(t: torch.Tensor, scalar: bool, permute: tuple[int, ...] | None) -
     if not scalar and t.numel():
         bits = spike_pack(t, permute)
         if bits is not None:
-            return Staged(t.dtype, shape, permute, False, bits.size, packed=bits)
+            return Staged(t.dtype, shape, permute, False, bits.nbytes, packed=bits)
     values, array = _host_copy(t)
     return Staged(t.dtype, shape, permute, scalar, _nbytes(values), values=values, array=array)
 
