@@ -37,8 +37,9 @@ from numcodecs import Zstd
 
 import spikestore
 from spikestore import _segments
-from spikestore._commit import Sink, fresh_root, open_root
+from spikestore._commit import Sink
 from spikestore._segments import SegmentOptions
+from spikestore._stored import fresh_root, open_root
 from spikestore.codecs import encode
 from spikestore.storage import storage_for
 

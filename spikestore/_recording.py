@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._commit import Sink, list_layers, load_layer
+from ._commit import Sink
 from ._options import WriterOptions
 from ._records import (
     check_layer_meta,
@@ -35,6 +35,7 @@ from ._records import (
 from ._run import RunDescription, open_run
 from ._segments import SegmentOptions
 from ._staging import Staged, stage
+from ._stored import list_layers, load_layer
 from ._worker import Item, Registry, Worker
 from .codecs import time_last
 from .errors import RecordError

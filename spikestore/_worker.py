@@ -34,9 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._commit import Sink, StoredLayer
+from ._commit import Sink
 from ._records import FieldSpec, Schema
 from ._staging import Staged
+from ._stored import StoredLayer
 from .codecs import Encoded
 from .errors import WriteError
 

@@ -29,11 +29,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ._commit import fresh_root, open_root
 from ._exit import track as track_for_exit
 from ._options import MAX_FLUSH_INTERVAL as MAX_FLUSH_INTERVAL
 from ._options import WriterOptions
 from ._recording import NotRecording, Recording
+from ._stored import fresh_root, open_root
 from ._version import __version__
 from .errors import RecordError, StoreLockedError, WriteError
 from .format import LOCK_FILE

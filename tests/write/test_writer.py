@@ -858,8 +858,9 @@ def test_a_refused_first_record_makes_no_layer(tmp_path: Path) -> None:
 
 # ------------------------------------------------ the writer thread's bookkeeping
 def _sink(tmp_path):
-    from spikestore._commit import Sink, fresh_root, open_root
+    from spikestore._commit import Sink
     from spikestore._segments import SegmentOptions
+    from spikestore._stored import fresh_root, open_root
     from spikestore.storage import storage_for
 
     st = storage_for(tmp_path / "s", None, durable=False)
