@@ -9,7 +9,11 @@ the last write of a commit. In order, :meth:`FieldWriter.write`:
 
 1. appends the steps' rows to their segments (the open shard's tail, or whole
    shard files; see ``spikestore._segments``), the chunks encoded and written on
-   the Sink's encoder threads, all of them finished before step 2;
+   the Sink's encoder threads, all of them finished before step 2; a whole shard
+   file made of rows in memory is written on the Sink's shard-writer threads
+   meanwhile, and every such write has ended before step 2 of the commit that
+   follows (a failed one: the steps from the write that carried it on are not
+   written, see :meth:`FieldWriter.commit_written`);
 2. writes the steps' rows of the ``index`` array (``[segment, row]`` per step);
 3. writes their ``summary`` rows (``spikestore.summary``);
 4. writes the field's attributes: the commit point.
@@ -50,12 +54,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._segments import Encoder, Segment, SegmentOptions, create_segment
+from ._segments import Encoder, Segment, SegmentOptions, ShardWriter, create_segment
 from ._stored import StoredField, layer_path, load_layer
 from .codecs import Encoded, compressor_codecs
 from .format import (
@@ -91,6 +97,17 @@ def steps_text(first: int, last: int) -> str:
 MAX_UNCOMMITTED_STEPS = 128
 
 
+@dataclass
+class _InFlight:
+    """A write's shard files still being written, and what to go back to if one fails."""
+
+    writing: list[Future[None]]
+    written: int  # FieldWriter.written before the write
+    unindexed: int  # len(FieldWriter.unindexed) before it
+    summed: int  # len(FieldWriter.summary.summed) before it
+    rows: list[tuple[int, int | None]]  # each segment's (rows, sealed) before it
+
+
 class FieldWriter:
     """One field: its buffered rows, index, summary and segments, and its commit."""
 
@@ -102,12 +119,16 @@ class FieldWriter:
         stored: StoredField | None = None,
         fence: Callable[[], None] | None = None,
         encoder: Encoder | None = None,
+        shard_writer: ShardWriter | None = None,
     ) -> None:
         self.root = root
         self.path = path
         self.opts = opts
         self.fence = fence
         self.encoder = encoder
+        self.shard_writer = shard_writer
+        #: Writes whose shard files are being written in the background, oldest first.
+        self.in_flight: list[_InFlight] = []
         self.committed = 0
         #: Steps whose rows are in their segments: ``committed`` up to here, the rest
         #: waiting for the next commit with their index entries in ``unindexed``.
@@ -190,7 +211,9 @@ class FieldWriter:
             arr = self.group[desc["array"]]
         else:
             arr = create_segment(self.group, desc, row, self.opts)
-        self.arrays[k] = Segment(self.group, desc, arr, self.commit, self.encoder)
+        self.arrays[k] = Segment(
+            self.group, desc, arr, self.commit, self.encoder, self.shard_writer
+        )
 
     def write(self, aligned: bool = False, commit: bool = True) -> None:
         """Write the pending steps' rows (a prefix of them if ``aligned``), and commit
@@ -239,6 +262,10 @@ class FieldWriter:
         if not steps:
             return
         done = np.asarray(self.pending_index[:steps], dtype=np.int32).reshape(steps, 2)
+        before = _InFlight(
+            [], self.written, len(self.unindexed), len(self.summary.summed),
+            [(d["rows"], d.get("sealed")) for d in self.segments],
+        )  # fmt: skip
         spikes = []
         for k, seg in self.arrays.items():
             pos = np.flatnonzero(done[:, 0] == k)
@@ -255,7 +282,11 @@ class FieldWriter:
                     block = np.stack(rows[:n])
                     self.buffered_bytes -= block.nbytes
                 del rows[:n]  # before the write: never the rows and their block, encoded too
-                seg.write(block)
+                try:
+                    seg.write(block)
+                finally:
+                    before.writing += seg.writing
+                    seg.writing = []
                 if spiky:
                     assert isinstance(block, np.ndarray)
                     perm = desc.get("permute")
@@ -266,12 +297,48 @@ class FieldWriter:
         self.unindexed.append(done)
         self.written += steps
         del self.pending_index[:steps]
+        if before.writing:
+            self.in_flight.append(before)
+
+    def settle(self) -> BaseException | None:
+        """Wait for the shard files being written in the background. If one failed, the
+        steps from the write that carried it on are taken back (not written: their
+        index entries, summaries and segment rows are forgotten, and the next commit
+        commits the steps before them) and its error is returned."""
+        flights, self.in_flight = self.in_flight, []
+        if not flights:
+            return None
+        wait_all([f for fl in flights for f in fl.writing])
+        for fl in flights:
+            err = next((e for e in (f.exception() for f in fl.writing) if e is not None), None)
+            if err is None:
+                continue
+            self.written = fl.written
+            del self.unindexed[fl.unindexed :]
+            del self.summary.summed[fl.summed :]
+            for k, desc in enumerate(self.segments):
+                rows, sealed = fl.rows[k] if k < len(fl.rows) else (0, 0)
+                desc["rows"] = rows
+                if sealed is not None:
+                    desc["sealed"] = sealed
+            return err
+        return None
 
     def commit_written(self) -> None:
         """Index and summarise the steps written since the last commit, and commit them.
 
         Also what a writer whose later write failed still commits: the steps written
-        before are complete (see ``Sink.commit_written``)."""
+        before are complete (see ``Sink.commit_written``). A shard file written in the
+        background that failed (see :meth:`settle`) is raised after the steps before
+        its write are committed."""
+        failed = self.settle()
+        try:
+            self._commit_written()
+        finally:
+            if failed is not None:
+                raise failed
+
+    def _commit_written(self) -> None:
         n0, n1 = self.committed, self.written
         if n1 == n0:
             return
@@ -295,7 +362,11 @@ class FieldWriter:
     def commit(self, steps: int | None = None) -> None:
         """Write the field's attributes with ``steps`` committed (default: as many as
         now): the atomic commit point, fenced again (a writer frozen during this
-        commit's writes must not land its commit point)."""
+        commit's writes must not land its commit point). Every shard file written in
+        the background has ended first (see :meth:`settle`)."""
+        failed = self.settle()
+        if failed is not None:
+            raise failed
         if self.fence is not None:
             self.fence()
         segs = [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.segments]
@@ -361,6 +432,8 @@ class Sink:
     doing: str = ""
     #: Encodes each commit's chunks on a pool of threads (``spikestore._segments``).
     encoder: Encoder = field(default_factory=Encoder)
+    #: Writes complete shard files in the background (``spikestore._segments``).
+    shard_writer: ShardWriter = field(default_factory=ShardWriter)
     #: Bytes of rows taken and not yet written, over all layers.
     _buffered: int = 0
     #: Layer writes so far (the worker returns freed memory to the system after them).
@@ -403,9 +476,10 @@ class Sink:
         return first
 
     def close(self) -> None:
-        """Stop the encoder's threads and let go of the folders held (the writer
-        thread's last act)."""
+        """Stop the encoder's and the shard writer's threads (after their last write) and
+        let go of the folders held (the writer thread's last act)."""
         self.encoder.close()
+        self.shard_writer.close()
         if self._dirs is not None and self._dirs_thread == threading.get_ident():
             self._dirs.close()
             self._dirs = None
@@ -458,6 +532,7 @@ class Sink:
                     self.opts,
                     fence=self.fence,
                     encoder=self.encoder,
+                    shard_writer=self.shard_writer,
                 )
                 for i in range(nfields)
             ]
@@ -466,7 +541,13 @@ class Sink:
         else:
             fields = [
                 FieldWriter(
-                    self.root, f"{path}/{field_key(i)}", self.opts, f, self.fence, self.encoder
+                    self.root,
+                    f"{path}/{field_key(i)}",
+                    self.opts,
+                    f,
+                    self.fence,
+                    self.encoder,
+                    self.shard_writer,
                 )
                 for i, f in enumerate(stored.fields)
             ]

@@ -21,8 +21,18 @@ own memory instead) and written as its own file (or, off local disk, in one roun
 trip); the rows of a partly written chunk row stay in memory, so completing it
 reads nothing back.
 
+A complete shard made of rows the writer thread holds (none from a tail) is written
+in the background by a :class:`ShardWriter`, whose threads write two shard files at
+a time while the writer thread goes on taking and summarising records: a page-cache
+write of large rows costs as much as the rest of the writer thread's work, and two
+files written at once take less time than one after the other. The segment keeps
+the write's future in :attr:`Segment.writing`; the field's commit waits for it (see
+``spikestore._commit``).
+
 Thread ownership: the writer thread only; an :class:`Encoder`'s threads run the
-jobs the writer thread hands them (encode a chunk, write its file) while it waits.
+jobs the writer thread hands them (encode a chunk, write its file) while it waits,
+and a :class:`ShardWriter`'s threads write the shard files handed to them, reading
+only the rows handed over with them.
 """
 
 from __future__ import annotations
@@ -68,12 +78,15 @@ __all__ = [
     "Encoder",
     "MIN_DENSE_SHARD_BYTES",
     "Segment",
+    "SHARD_WRITES",
     "SegmentOptions",
+    "ShardWriter",
     "create_segment",
     "copy_to_shard",
     "copy_from_shard",
     "encode_threads",
     "segment_id",
+    "shard_write",
     "write_shard",
 ]
 
@@ -139,6 +152,59 @@ class Encoder:
             pool.shutdown(wait=True)
 
 
+#: Shard files a :class:`ShardWriter` writes at once, at most (0: on the writer thread);
+#: read when a writer starts.
+SHARD_WRITES = 2
+
+
+class ShardWriter:
+    """Writes complete shard files on threads of its own (see the module docstring).
+
+    Owned by the writer thread: :meth:`submit` hands over one shard file's write and
+    returns its future. At most :attr:`threads` writes are in flight: a further one
+    first waits for the oldest to end (without raising its error: the field that
+    owns it meets the error when its commit waits for it). A write holds the rows
+    handed over with it until it ends, so a writer's memory holds at most
+    :attr:`threads` shards more than its buffer bound. With 0 threads :meth:`submit`
+    writes on the calling thread. The pool is made at the first :meth:`submit`, and
+    again in a forked child.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = SHARD_WRITES if threads is None else int(threads)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._flight: list[Future[None]] = []
+
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        """Run ``fn()`` (a shard file's write) in the background; its future."""
+        if self.threads <= 0:
+            done: Future[None] = Future()
+            try:
+                fn()
+                done.set_result(None)
+            except BaseException as exc:
+                done.set_exception(exc)
+            return done
+        if self._pool is None or self._pid != os.getpid():
+            self._pool = ExitSafePool(self.threads, thread_name_prefix="spikestore-shard")
+            self._pid = os.getpid()
+            self._flight = []
+        flight = self._flight = [f for f in self._flight if not f.done()]
+        if len(flight) >= self.threads:
+            wait(flight[:1])
+        future = self._pool.submit(fn)
+        flight.append(future)
+        return future
+
+    def close(self) -> None:
+        """Wait for every write and stop the threads; a later :meth:`submit` starts new ones."""
+        pool, self._pool = self._pool, None
+        self._flight = []
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=True)
+
+
 #: The least ``SegmentOptions.dense_shard_bytes``, whatever the writer's buffer bound.
 MIN_DENSE_SHARD_BYTES = 1 << 20
 #: Shards a segment array grows by at most, ahead of its rows (see ``Segment._grow``).
@@ -170,6 +236,18 @@ def write_shard(
     chunks of ``fresh``: ``(coordinates, parts)`` in C order, each chunk's bytes as
     parts written one after the other (an iterator: encoded while the file is being
     written); any other chunk is left absent."""
+    shard_write(main, shard, tail, tail_rows, fresh)()
+
+
+def shard_write(
+    main: Any,
+    shard: int,
+    tail: Any,
+    tail_rows: int,
+    fresh: Iterable[tuple[tuple[int, ...], tuple[Any, ...]]],
+) -> Callable[[], None]:
+    """:func:`write_shard`'s write as a function of no arguments, which any thread may
+    call: what it needs of ``main`` is read now, on the calling thread."""
     store = main.store_path.store
     grid = _grid(main)
     proto = buffer_prototype()
@@ -207,7 +285,8 @@ def write_shard(
             yield from data
         yield footer.end(seg_id, coords0)
 
-    write_parts(store, _key(main, coords0), parts())
+    key = _key(main, coords0)
+    return lambda: write_parts(store, key, parts())
 
 
 def segment_id(arr: Any) -> str | None:
@@ -394,12 +473,17 @@ class Segment:
         main: Any,
         commit: Callable[[], None],
         encoder: Encoder | None = None,
+        writes: ShardWriter | None = None,
     ) -> None:
         self.grp = grp
         self.desc = desc
         self.main = main
         self._commit = commit
         self._encoder = encoder if encoder is not None else Encoder(1)
+        self._writes = writes
+        #: Shard files being written in the background (see :class:`ShardWriter`): the
+        #: field takes them after each :meth:`write` and its commit waits for them.
+        self.writing: list[Future[None]] = []
         desc.setdefault("sealed", desc["rows"])
         #: ``sealed`` as last committed (what a live reader may hold).
         self.disk_sealed = desc["sealed"]
@@ -568,10 +652,15 @@ class Segment:
         assert self._shards is not None
         tail = self.tail(j % 2) if r0 else None
         c0, pieces = self._pieces(j, r0, part, tail)
-        shards = self._shards
-        fresh = (c for row, data in pieces for c in shards.encode(self._encoder, row, data))
+        shards, encoder = self._shards, self._encoder
+        fresh = (c for row, data in pieces for c in shards.encode(encoder, row, data))
         self._grow((j + 1) * self.shard)
-        write_shard(self.main, j, tail, c0 // self.chunk_rows, fresh)
+        write = shard_write(self.main, j, tail, c0 // self.chunk_rows, fresh)
+        if tail is None and self._writes is not None:
+            # Rows only the write holds (a tail changes as later shards are written).
+            self.writing.append(self._writes.submit(write))
+        else:
+            write()
         self._open = None
 
     def _write_tail(self, tail: Any, j: int, r0: int, r1: int, part: Rows) -> None:
