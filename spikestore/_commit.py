@@ -12,8 +12,8 @@ the last write of a commit. In order, :meth:`FieldWriter.write`:
    the Sink's encoder threads, all of them finished before step 2; a whole shard
    file made of rows in memory is written on the Sink's shard-writer threads
    meanwhile, and every such write has ended before step 2 of the commit that
-   follows (a failed one: the steps from the write that carried it on are not
-   written, see :meth:`FieldWriter.commit_written`);
+   follows (a failed one: the steps from the first with a row in that shard on
+   are not written, see :meth:`FieldWriter.settle`);
 2. writes the steps' rows of the ``index`` array (``[segment, row]`` per step);
 3. writes their ``summary`` rows (``spikestore.summary``);
 4. writes the field's attributes: the commit point.
@@ -97,17 +97,6 @@ def steps_text(first: int, last: int) -> str:
 MAX_UNCOMMITTED_STEPS = 128
 
 
-@dataclass
-class _InFlight:
-    """A write's shard files still being written, and what to go back to if one fails."""
-
-    writing: list[Future[None]]
-    written: int  # FieldWriter.written before the write
-    unindexed: int  # len(FieldWriter.unindexed) before it
-    summed: int  # len(FieldWriter.summary.summed) before it
-    rows: list[tuple[int, int | None]]  # each segment's (rows, sealed) before it
-
-
 class FieldWriter:
     """One field: its buffered rows, index, summary and segments, and its commit."""
 
@@ -127,8 +116,8 @@ class FieldWriter:
         self.fence = fence
         self.encoder = encoder
         self.shard_writer = shard_writer
-        #: Writes whose shard files are being written in the background, oldest first.
-        self.in_flight: list[_InFlight] = []
+        #: Shard files being written in the background: ``(segment, shard, future)``.
+        self.in_flight: list[tuple[int, int, Future[None]]] = []
         self.committed = 0
         #: Steps whose rows are in their segments: ``committed`` up to here, the rest
         #: waiting for the next commit with their index entries in ``unindexed``.
@@ -262,10 +251,6 @@ class FieldWriter:
         if not steps:
             return
         done = np.asarray(self.pending_index[:steps], dtype=np.int32).reshape(steps, 2)
-        before = _InFlight(
-            [], self.written, len(self.unindexed), len(self.summary.summed),
-            [(d["rows"], d.get("sealed")) for d in self.segments],
-        )  # fmt: skip
         spikes = []
         for k, seg in self.arrays.items():
             pos = np.flatnonzero(done[:, 0] == k)
@@ -285,7 +270,7 @@ class FieldWriter:
                 try:
                     seg.write(block)
                 finally:
-                    before.writing += seg.writing
+                    self.in_flight += [(k, j, f) for j, f in seg.writing]
                     seg.writing = []
                 if spiky:
                     assert isinstance(block, np.ndarray)
@@ -297,32 +282,44 @@ class FieldWriter:
         self.unindexed.append(done)
         self.written += steps
         del self.pending_index[:steps]
-        if before.writing:
-            self.in_flight.append(before)
 
     def settle(self) -> BaseException | None:
-        """Wait for the shard files being written in the background. If one failed, the
-        steps from the write that carried it on are taken back (not written: their
-        index entries, summaries and segment rows are forgotten, and the next commit
-        commits the steps before them) and its error is returned."""
+        """Wait for the shard files being written in the background; if one failed,
+        :meth:`_take_back` what it held and return its error (the first one)."""
         flights, self.in_flight = self.in_flight, []
         if not flights:
             return None
-        wait_all([f for fl in flights for f in fl.writing])
-        for fl in flights:
-            err = next((e for e in (f.exception() for f in fl.writing) if e is not None), None)
-            if err is None:
-                continue
-            self.written = fl.written
-            del self.unindexed[fl.unindexed :]
-            del self.summary.summed[fl.summed :]
-            for k, desc in enumerate(self.segments):
-                rows, sealed = fl.rows[k] if k < len(fl.rows) else (0, 0)
-                desc["rows"] = rows
-                if sealed is not None:
-                    desc["sealed"] = sealed
-            return err
-        return None
+        wait_all([f for _, _, f in flights])
+        failed: dict[int, int] = {}  # segment -> its first shard not written
+        error = None
+        for k, j, f in flights:
+            exc = f.exception()
+            if exc is not None:
+                error = error or exc
+                failed[k] = min(j, failed.get(k, j))
+        if error is not None:
+            self._take_back(failed)
+        return error
+
+    def _take_back(self, failed: dict[int, int]) -> None:
+        """Segment ``k``'s shard ``failed[k]`` was not written: the segment ends before
+        it (every earlier shard is whole: shards are sealed in order), and the steps
+        from the first one whose row is in it on are not written (their index entries
+        and spike summaries are forgotten; the next commit commits those before).
+        Nothing else goes back: what other segments hold, tails included, is theirs
+        as it is now, which the steps kept read."""
+        done = np.concatenate(self.unindexed) if self.unindexed else np.empty((0, 2), np.int32)
+        first = self.written - len(done)  # the step of done[0]
+        lost = np.zeros(len(done), dtype=bool)
+        for k, j in failed.items():
+            desc = self.arrays[k].desc
+            end = j * self.arrays[k].shard
+            lost |= (done[:, 0] == k) & (done[:, 1] >= end)
+            desc["rows"] = desc["sealed"] = min(desc["rows"], end)
+        keep = int(np.argmax(lost)) if lost.any() else len(done)
+        self.written = first + keep
+        self.unindexed = [done[:keep]] if keep else []
+        self.summary.forget(self.written)
 
     def commit_written(self) -> None:
         """Index and summarise the steps written since the last commit, and commit them.

@@ -481,9 +481,10 @@ class Segment:
         self._commit = commit
         self._encoder = encoder if encoder is not None else Encoder(1)
         self._writes = writes
-        #: Shard files being written in the background (see :class:`ShardWriter`): the
-        #: field takes them after each :meth:`write` and its commit waits for them.
-        self.writing: list[Future[None]] = []
+        #: Shard files being written in the background (see :class:`ShardWriter`), as
+        #: ``(shard, future)``: the field takes them after each :meth:`write` and its
+        #: commit waits for them.
+        self.writing: list[tuple[int, Future[None]]] = []
         desc.setdefault("sealed", desc["rows"])
         #: ``sealed`` as last committed (what a live reader may hold).
         self.disk_sealed = desc["sealed"]
@@ -658,7 +659,7 @@ class Segment:
         write = shard_write(self.main, j, tail, c0 // self.chunk_rows, fresh)
         if tail is None and self._writes is not None:
             # Rows only the write holds (a tail changes as later shards are written).
-            self.writing.append(self._writes.submit(write))
+            self.writing.append((j, self._writes.submit(write)))
         else:
             write()
         self._open = None

@@ -360,6 +360,16 @@ class FieldSummary:
             r, a0 = summarize_spikes(blk.shape, blk.permute, blk.block)
             self.summed.append((blk.positions + start, r, a0))
 
+    def forget(self, stop: int) -> None:
+        """Forget the spike summaries given to :meth:`absorb` for steps from ``stop`` on
+        (steps taken back: not written after all)."""
+        kept = []
+        for positions, r, a0 in self.summed:
+            m = positions < stop
+            if m.any():
+                kept.append((positions[m], r[m], None if a0 is None else a0[m]))
+        self.summed = kept
+
     def write(self, group: Any, start: int, stop: int) -> None:
         """Write the first pending rows as steps ``[start, stop)``; call before the commit.
 

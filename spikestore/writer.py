@@ -175,8 +175,9 @@ class StoreWriter:
     max_queue_bytes, max_buffer_bytes : int
         Bounds on the bytes waiting for the writer thread (16 MiB), and on encoded
         bytes buffered before a write (8 MiB; up to 4x that while records too large
-        to fill an inner chunk row are buffered). When the queue is full, ``append``
-        waits: a slow disk slows the caller instead of filling memory.
+        to fill an inner chunk row are buffered; plus at most two shard files being
+        written in the background). When the queue is full, ``append`` waits: a slow
+        disk slows the caller instead of filling memory.
     shard_steps, chunk_bytes : int
         Steps per shard file (2048; more for small records) and the target size of
         an inner chunk (256 KiB, at least 16 steps; one step for records too large

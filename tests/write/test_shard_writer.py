@@ -1,6 +1,7 @@
 """Whole shard files written in the background (``spikestore._segments.ShardWriter``):
 off the writer thread, at most two at a time, every one ended before the commit
-that names its steps, and a failed one costs only the steps from its write on."""
+that names its steps, and a failed one costs only the steps from the first with a
+row in it on."""
 
 from __future__ import annotations
 
@@ -141,3 +142,50 @@ def test_without_shard_writer_threads_the_writer_thread_writes(
             sw.append("v", "lif", _record(i))
     assert w.threads and not any(t.startswith("spikestore-shard") for t in w.threads)
     assert len(spikestore.open(path)["v"]["lif"]) == 12
+
+
+def test_a_failed_shard_after_one_completed_from_a_tail_keeps_the_steps_read_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (found by an attack on the first version): a writer reopening a store
+    whose last shard was partial wrote, in one write, shard 0 from its tail (inline),
+    shard 1 in the background (which failed) and rows 8..10 into tail 0 again. The
+    failure put the segment back to where it was before that write (rows 0 and 1 in
+    tail 0) and committed steps 0..13, so steps 0 and 1 read back as steps 20 and 21.
+    Now the segment ends before the failed shard (rows 0..3, all in shard 0), and the
+    steps kept are those before the first with a row in shard 1."""
+    a, b = (64, 1024), (1024, 64)
+    opts = {**OPTS, "max_buffer_bytes": 3 << 20}
+
+    def record(i: int) -> torch.Tensor:
+        shape = b if 2 <= i < 14 else a
+        return torch.arange(ROWS, dtype=torch.float32).reshape(shape) + 1000 * i
+
+    path = tmp_path / "s"
+    with StoreWriter(path, **opts) as sw:
+        for i in range(2):
+            sw.append("v", "lif", record(i))
+    real = segments.write_parts
+
+    def fail_shard_1(store: Any, key: str, parts: Any) -> None:
+        if key == "v/lif/f0/s0/c/1/0/0":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
+        real(store, key, parts)
+
+    monkeypatch.setattr(segments, "write_parts", fail_shard_1)
+    sw = StoreWriter(path, mode="a", **opts)
+    with pytest.raises(WriteError, match=r"layer 'lif', steps 16\.\.22.*No space left"):
+        for i in range(2, 23):  # 12 records of b (segment 1), then 9 of a (rows 2..10)
+            sw.append("v", "lif", record(i))
+        sw.flush()
+    with contextlib.suppress(WriteError):
+        sw.close()
+    monkeypatch.setattr(segments, "write_parts", real)
+    layer = spikestore.open(path)["v"]["lif"]
+    assert len(layer) == 16  # rows 2 and 3 of segment 0 (steps 14, 15) are in shard 0
+    assert all(torch.equal(layer[i], record(i)) for i in range(16))
+    with StoreWriter(path, mode="a", **opts) as sw:
+        for i in range(16, 23):
+            sw.append("v", "lif", record(i))
+    layer = spikestore.open(path)["v"]["lif"]
+    assert all(torch.equal(layer[i], record(i)) for i in range(23))
