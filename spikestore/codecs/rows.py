@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -284,8 +285,8 @@ def _scratch(nbytes: int) -> np.ndarray:
 
 
 #: Records of at least this many elements are tested in one compiled pass when numba
-#: is there: reading the values once instead of twice saves about 50 us of 190 a
-#: 1.6 MB record not in cache.
+#: is there and loaded (see :func:`_numba_loaded`): reading the values once instead of
+#: twice saves about 50 us of 190 a 1.6 MB record not in cache.
 _JIT_MIN = 1 << 16
 _ONES: list[Any] = []  # [the compiled test, or None]: filled once, by the jit thread
 _ONES_LOCK = threading.Lock()  # held for good by the caller that starts the jit thread
@@ -314,13 +315,24 @@ def _k_ones(u: np.ndarray, one: Any, ones: np.ndarray) -> bool:
     return bad == 0
 
 
+def _numba_loaded() -> bool:
+    """Whether numba is imported already (by the MOTION codec's kernels, which conv
+    layers' time-last spikes use, or by the program)."""
+    return "numba" in sys.modules
+
+
 def _ones_kernel() -> Any:
     """:func:`_k_ones` compiled (``njit(nogil=True, cache=True)``), or None: while
-    the ``spikestore-jit`` thread, started by the first call, imports numba and
+    the ``spikestore-jit`` thread, started by the first call once numba is loaded,
     compiles it (0.3-0.5 s, even from numba's cache), records take the numpy path
-    instead of stalling the caller."""
+    instead of stalling the caller. Until something else has imported numba the
+    numpy path is taken: importing numba and compiling this kernel cost about 120 MiB
+    of memory (61 for the import), 2.5x what a 100,000-step recording otherwise
+    grows by (``bench_scale.py``), for a 20% faster test."""
     if _ONES:
         return _ONES[0]
+    if not _numba_loaded():
+        return None
     if _ONES_LOCK.acquire(blocking=False):
         if not numba_wanted():
             _ONES.append(None)

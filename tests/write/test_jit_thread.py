@@ -56,6 +56,7 @@ def test_the_compiled_test_is_built_off_the_callers_thread(monkeypatch: pytest.M
     monkeypatch.setattr(rows, "_ONES_LOCK", threading.Lock())
     monkeypatch.setattr(rows, "_compiled_ones", build)
     monkeypatch.setattr(rows, "numba_wanted", lambda: True)  # with numba or without
+    monkeypatch.setattr(rows, "_numba_loaded", lambda: True)
     big = spikes((4, rows._JIT_MIN // 4))
     for _ in range(3):  # the numpy path, one thread started
         check(big, (1, 0))
@@ -85,6 +86,7 @@ def test_no_thread_for_the_compiled_test_as_the_interpreter_exits(
     monkeypatch.setattr(rows, "_ONES_LOCK", threading.Lock())
     monkeypatch.setattr(threading.Thread, "start", refuse)
     monkeypatch.setattr(rows, "numba_wanted", lambda: True)
+    monkeypatch.setattr(rows, "_numba_loaded", lambda: True)
     big = spikes((4, rows._JIT_MIN // 4))
     check(big, (1, 0))
     assert rows._ONES == [None]
@@ -108,6 +110,7 @@ def test_no_jit_thread_when_numba_is_turned_off(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(rows, "_ONES_LOCK", threading.Lock())
     monkeypatch.setattr(motion, "USE_NUMBA", None)
     monkeypatch.setenv("SPIKESTORE_NUMBA", "0")
+    monkeypatch.setattr(rows, "_numba_loaded", lambda: True)
     monkeypatch.setattr(threading.Thread, "start", spy)
     check(spikes((4, rows._JIT_MIN // 4)), (1, 0))
     assert started == [] and rows._ONES == [None]
@@ -121,6 +124,7 @@ def test_a_child_forked_while_the_test_compiles_does_not_hang(tmp_path) -> None:
     script = textwrap.dedent(
         f"""
         import faulthandler, os, sys, torch, spikestore
+        import numba  # loaded: the first large record starts the compile
         w = spikestore.StoreWriter({str(tmp_path / "s")!r})
         w.append("m", "l", (torch.rand(64, 2048) < 0.2).float())
         pid = os.fork()
@@ -139,3 +143,25 @@ def test_a_child_forked_while_the_test_compiles_does_not_hang(tmp_path) -> None:
     res = subprocess.run([sys.executable, "-c", script], env=env, timeout=180, capture_output=True)
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     assert spikestore.open(tmp_path / "c")["m"]["l"][0].shape == (64, 2048)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba")
+def test_large_spike_records_do_not_load_numba_by_themselves(tmp_path) -> None:
+    """Regression: the compiled spike test imported numba and compiled at the first
+    large record, about 120 MiB of memory, and ``bench_scale.py`` (100,000 steps of
+    ``[64, 4096]`` spikes and ``[64, 256]`` floats) grew by 200 MiB against its
+    bound of 100 (65 MiB before that commit, c2476dc). Records that the MOTION codec
+    does not load numba for now take the numpy test."""
+    script = textwrap.dedent(
+        f"""
+        import sys, torch, spikestore
+        with spikestore.StoreWriter({str(tmp_path / "s")!r}) as w:
+            for _ in range(40):
+                w.append("m", "l", (torch.rand(64, 4096) < 0.05).float())
+        assert "numba" not in sys.modules, "numba was imported"
+        """
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_CACHE_DIR": str(tmp_path / "nb")}
+    env.pop("SPIKESTORE_NUMBA", None)
+    res = subprocess.run([sys.executable, "-c", script], env=env, timeout=180, capture_output=True)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
