@@ -74,7 +74,7 @@ from typing import Any, Protocol
 
 from ._zarr import set_io_executor
 
-__all__ = ["COMMIT_TIMEOUT", "END_TIMEOUT", "ExitSafePool", "track"]
+__all__ = ["COMMIT_TIMEOUT", "END_TIMEOUT", "ExitSafePool", "LazyPool", "run_inline", "track"]
 
 #: How long the ``spikestore-exit`` thread waits for the commits after a SIGTERM
 #: (``torchrun`` sends SIGKILL 30 seconds after its SIGTERM).
@@ -82,6 +82,16 @@ COMMIT_TIMEOUT = 20.0
 #: How long it then waits for the main thread to end the process by the default
 #: action before it ends the process itself (``os._exit``).
 END_TIMEOUT = 5.0
+
+
+def run_inline(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    """``fn(*args, **kwargs)`` run now, in the calling thread, as a finished future."""
+    future: Future[Any] = Future()
+    try:
+        future.set_result(fn(*args, **kwargs))
+    except BaseException as exc:
+        future.set_exception(exc)
+    return future
 
 
 class ExitSafePool(ThreadPoolExecutor):
@@ -93,13 +103,34 @@ class ExitSafePool(ThreadPoolExecutor):
         try:
             return super().submit(fn, *args, **kwargs)
         except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
-            pass
-        future: Future[Any] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
+            return run_inline(fn, *args, **kwargs)
+
+
+class LazyPool:
+    """An :class:`ExitSafePool` of ``threads`` threads named ``name``, made at the first
+    :meth:`get`, and again at the first in a forked child (which has none of its
+    parent's threads). Any thread may call :meth:`get` and :meth:`close`."""
+
+    def __init__(self, threads: int, name: str) -> None:
+        self.threads = threads
+        self.name = name
+        self._pool: ExitSafePool | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> ExitSafePool:
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pool = ExitSafePool(self.threads, thread_name_prefix=self.name)
+                self._pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the threads after their jobs (a later :meth:`get` starts new ones)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pid == os.getpid():
+            pool.shutdown(wait=True)
 
 
 class _Worker(Protocol):

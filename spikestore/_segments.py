@@ -40,16 +40,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from typing import Any
 
 import numpy as np
 
 from ._chunks import Rows, _ChunkWriter
 from ._chunks import chunk_key as _key
-from ._exit import ExitSafePool
+from ._exit import ExitSafePool, LazyPool, run_inline
 from ._shard import ShardFooter, chunk_spans, parse_index, sharding_codec
 from ._zarr import buffer_prototype, from_bytes
 from ._zarr import sync as _sync
@@ -123,33 +122,21 @@ class Encoder:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = encode_threads() if threads is None else int(threads)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self._pool = LazyPool(self.threads, "spikestore-enc")
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """``[fn(x) for x in items]``, in parallel; every call has ended when this
         returns or raises (the first exception, in the order of ``items``)."""
         if self.threads <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
-        pool = self._get_pool()
+        pool = self._pool.get()
         futures: list[Future[Any]] = [pool.submit(fn, x) for x in items]
         wait(futures)
         return [f.result() for f in futures]
 
-    def _get_pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._pool is None or self._pid != os.getpid():
-                self._pool = ExitSafePool(self.threads, thread_name_prefix="spikestore-enc")
-                self._pid = os.getpid()
-            return self._pool
-
     def close(self) -> None:
         """Stop the threads (a writer that ends); a later :meth:`run` starts new ones."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None and self._pid == os.getpid():
-            pool.shutdown(wait=True)
+        self._pool.close()
 
 
 #: Shard files a :class:`ShardWriter` writes at once, at most (0: on the writer thread);
@@ -172,37 +159,30 @@ class ShardWriter:
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = SHARD_WRITES if threads is None else int(threads)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pid = 0
+        self._pool = LazyPool(self.threads, "spikestore-shard")
+        #: The writes not known to have ended, and the pool they went to (a forked
+        #: child's new pool has none of its parent's).
         self._flight: list[Future[None]] = []
+        self._flight_pool: ExitSafePool | None = None
 
     def submit(self, fn: Callable[[], None]) -> Future[None]:
         """Run ``fn()`` (a shard file's write) in the background; its future."""
         if self.threads <= 0:
-            done: Future[None] = Future()
-            try:
-                fn()
-                done.set_result(None)
-            except BaseException as exc:
-                done.set_exception(exc)
-            return done
-        if self._pool is None or self._pid != os.getpid():
-            self._pool = ExitSafePool(self.threads, thread_name_prefix="spikestore-shard")
-            self._pid = os.getpid()
-            self._flight = []
+            return run_inline(fn)
+        pool = self._pool.get()
+        if pool is not self._flight_pool:
+            self._flight, self._flight_pool = [], pool
         flight = self._flight = [f for f in self._flight if not f.done()]
         if len(flight) >= self.threads:
             wait(flight[:1])
-        future = self._pool.submit(fn)
+        future = pool.submit(fn)
         flight.append(future)
         return future
 
     def close(self) -> None:
         """Wait for every write and stop the threads; a later :meth:`submit` starts new ones."""
-        pool, self._pool = self._pool, None
-        self._flight = []
-        if pool is not None and self._pid == os.getpid():
-            pool.shutdown(wait=True)
+        self._flight, self._flight_pool = [], None
+        self._pool.close()
 
 
 #: The least ``SegmentOptions.dense_shard_bytes``, whatever the writer's buffer bound.

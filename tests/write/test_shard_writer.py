@@ -29,6 +29,14 @@ def _record(i: int) -> torch.Tensor:
     return torch.arange(ROWS, dtype=torch.float32).reshape(64, 1024) + i
 
 
+def _assert_steps(path: Path, n: int, record: Any = None) -> None:
+    """The layer holds exactly ``n`` steps, each ``record(i)`` (default :func:`_record`)."""
+    record = record or _record
+    layer = spikestore.open(path)["v"]["lif"]
+    assert len(layer) == n
+    assert all(torch.equal(layer[i], record(i)) for i in range(n))
+
+
 class _Writes:
     """Wraps ``write_parts`` as the shard writer calls it: who writes which key, how
     many at once, optionally slowly or failing from the ``fail_at``-th shard file."""
@@ -82,9 +90,7 @@ def test_whole_shards_are_written_off_the_writer_thread_two_at_a_time(
     assert w.shards >= 9
     assert all(t.startswith("spikestore-shard") for t in w.threads[:9]), w.threads
     assert w.most == segments.SHARD_WRITES == 2
-    layer = spikestore.open(path)["v"]["lif"]
-    assert len(layer) == 40
-    assert all(torch.equal(layer[i], _record(i)) for i in range(40))
+    _assert_steps(path, 40)
 
 
 def test_a_flush_returns_once_the_shard_files_it_commits_are_written(
@@ -97,9 +103,7 @@ def test_a_flush_returns_once_the_shard_files_it_commits_are_written(
             sw.append("v", "lif", _record(i))
         sw.flush()
         assert w.now == 0
-        layer = spikestore.open(path)["v"]["lif"]
-        assert len(layer) == 8
-        assert all(torch.equal(layer[i], _record(i)) for i in range(8))
+        _assert_steps(path, 8)
 
 
 def test_a_failed_background_shard_write_loses_only_the_steps_from_its_write_on(
@@ -118,17 +122,13 @@ def test_a_failed_background_shard_write_loses_only_the_steps_from_its_write_on(
     with contextlib.suppress(WriteError):
         sw.close()
     assert w.shards >= 4
-    layer = spikestore.open(path)["v"]["lif"]
-    assert len(layer) == 12
-    assert all(torch.equal(layer[i], _record(i)) for i in range(12))
+    _assert_steps(path, 12)
     w.fail_at = None
     with StoreWriter(path, mode="a", **OPTS) as sw:
         assert sw.steps("v", "lif") == 12
         for i in range(12, 30):
             sw.append("v", "lif", _record(i))
-    layer = spikestore.open(path)["v"]["lif"]
-    assert len(layer) == 30
-    assert all(torch.equal(layer[i], _record(i)) for i in range(30))
+    _assert_steps(path, 30)
 
 
 def test_without_shard_writer_threads_the_writer_thread_writes(
@@ -181,11 +181,8 @@ def test_a_failed_shard_after_one_completed_from_a_tail_keeps_the_steps_read_fro
     with contextlib.suppress(WriteError):
         sw.close()
     monkeypatch.setattr(segments, "write_parts", real)
-    layer = spikestore.open(path)["v"]["lif"]
-    assert len(layer) == 16  # rows 2 and 3 of segment 0 (steps 14, 15) are in shard 0
-    assert all(torch.equal(layer[i], record(i)) for i in range(16))
+    _assert_steps(path, 16, record)  # rows 2 and 3 of segment 0 (steps 14, 15): shard 0
     with StoreWriter(path, mode="a", **opts) as sw:
         for i in range(16, 23):
             sw.append("v", "lif", record(i))
-    layer = spikestore.open(path)["v"]["lif"]
-    assert all(torch.equal(layer[i], record(i)) for i in range(23))
+    _assert_steps(path, 23, record)
