@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
+from concurrent.futures import wait
 from pathlib import Path
 from typing import Any
 
@@ -741,7 +742,11 @@ def test_steps_written_before_a_failed_write_are_committed(tmp_path: Path) -> No
     try:
         for i in range(100):
             w.append("v", "lif", x + i)
-        w._worker.call(lambda: None)  # forced writes of 96 steps done, none committed
+        # Forced writes of 96 steps done, their shard files too (written in the
+        # background: a write still running when the store starts failing would fail
+        # too), none committed.
+        fields = [f for lay in w._sink.layers.values() for f in lay.fields]
+        w._worker.call(lambda: wait([fut for f in fields for _, _, fut in f.in_flight]))
         assert _on_disk(path, "v", "lif") == 0
         _BigWritesFail.fail = True
         with pytest.raises(WriteError) as err:
