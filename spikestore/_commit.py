@@ -64,6 +64,7 @@ import numpy as np
 from ._segments import Encoder, Segment, SegmentOptions, ShardWriter, create_segment
 from ._stored import StoredField, layer_path, load_layer
 from .codecs import Encoded, compressor_codecs
+from .codecs.rows import repack_rows
 from .format import (
     INDEX_CHUNK,
     RUN_KEY,
@@ -128,6 +129,9 @@ class FieldWriter:
         self.arrays: dict[int, Segment] = {}
         self.pending_index: list[tuple[int, int]] = []
         self.pending_rows: dict[int, list[np.ndarray]] = {}
+        #: Whether segment k's pending rows are packed in their records' own order
+        #: (``Encoded.as_recorded``), put in the segment's order as a block when written.
+        self.as_recorded: dict[int, bool] = {}
         self.buffered_bytes = 0
         self.summary = FieldSummary()
         #: Entry c: the index entry of step c * INDEX_CHUNK (format.INDEX_HEADS_KEY).
@@ -176,7 +180,19 @@ class FieldWriter:
         k = self._segment(enc)
         rows = self.pending_rows.setdefault(k, [])
         row = self.segments[k]["rows"] + len(rows)
-        rows.append(enc.row)
+        bits = enc.row
+        if not rows:
+            self.as_recorded[k] = enc.as_recorded
+        elif enc.as_recorded != self.as_recorded[k]:
+            # Rows in both orders (a layer whose records moved between a GPU, which
+            # packs in order, and the CPU): all of them in order, one at a time.
+            assert enc.permute is not None
+            if enc.as_recorded:
+                bits = repack_rows(bits[None], enc.shape, enc.permute)[0]
+            else:
+                rows[:] = repack_rows(np.stack(rows), enc.shape, enc.permute)
+                self.as_recorded[k] = False
+        rows.append(bits)
         self.pending_index.append((k, row))
         self.buffered_bytes += enc.row.nbytes
         seg = self.arrays.get(k)
@@ -266,6 +282,9 @@ class FieldWriter:
                 else:
                     block = np.stack(rows[:n])
                     self.buffered_bytes -= block.nbytes
+                    if self.as_recorded.get(k):
+                        perm = desc["permute"]
+                        block = repack_rows(block, tuple(desc["shape"]), tuple(perm))
                 del rows[:n]  # before the write: never the rows and their block, encoded too
                 try:
                     seg.write(block)

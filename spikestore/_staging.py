@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .codecs import Encoded, encode_packed, encode_values, pack_bits, spike_bits
-from .codecs.rows import dtype_name, spike_pack
+from .codecs.rows import dtype_name, repack_later, repack_rows, spike_pack
 from .format import RAW_ENCODING
 
 __all__ = ["Staged", "stage"]
@@ -55,12 +55,19 @@ class Staged:
     packed: np.ndarray | torch.Tensor | None = None
     flag: torch.Tensor | None = None  # a host bool; None: ``packed`` holds spikes for sure
     event: Any = None
+    #: ``packed`` holds the bits in the record's own order, not ``permute``'s: the
+    #: caller packed them in one pass (``rows.repack_later``); the writer thread puts
+    #: them in order a block of rows at a time, :meth:`bits` one record.
+    as_recorded: bool = False
 
     def encode(self) -> Encoded:
         """The row to store (writer thread)."""
         if self.event is not None:
             self.event.synchronize()
         if self.packed is not None and (self.flag is None or bool(self.flag)):
+            if self.as_recorded:
+                assert isinstance(self.packed, np.ndarray)
+                return encode_packed(self.dtype, self.shape, self.packed, self.permute, True)
             return encode_packed(self.dtype, self.shape, self.bits(), self.permute)
         if self.array is not None:  # what encode_values makes, without its torch calls
             name = dtype_name(self.dtype)
@@ -69,9 +76,13 @@ class Staged:
         return encode_values(self.values, python_scalar=self.scalar)
 
     def bits(self) -> np.ndarray:
-        """The packed bits as NumPy's array (call once ``event`` has completed)."""
+        """The packed bits, in ``permute``'s order, as NumPy's array (call once
+        ``event`` has completed)."""
         p = self.packed
         assert p is not None
+        if self.as_recorded:
+            assert isinstance(p, np.ndarray) and self.permute is not None
+            return repack_rows(p[None], self.shape, self.permute)[0]
         return p if isinstance(p, np.ndarray) else p.numpy()
 
 
@@ -91,9 +102,12 @@ def stage(t: torch.Tensor, scalar: bool, permute: tuple[int, ...] | None) -> Sta
 def _stage_cpu(t: torch.Tensor, scalar: bool, permute: tuple[int, ...] | None) -> Staged:
     shape = tuple(t.shape)
     if not scalar and t.numel():
-        bits = spike_pack(t, permute)
+        later = repack_later(shape, permute)
+        bits = spike_pack(t, None if later else permute)
         if bits is not None:
-            return Staged(t.dtype, shape, permute, False, bits.nbytes, packed=bits)
+            return Staged(
+                t.dtype, shape, permute, False, bits.nbytes, packed=bits, as_recorded=later
+            )
     values, array = _host_copy(t)
     return Staged(t.dtype, shape, permute, scalar, _nbytes(values), values=values, array=array)
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from spikestore._staging import stage
 from spikestore.codecs import motion, pack_bits, rows, spike_bits, time_last
-from spikestore.codecs.rows import encode, pack_ones, spike_pack
+from spikestore.codecs.rows import encode, pack_ones, repack_rows, spike_pack
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
@@ -28,15 +28,18 @@ HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 @pytest.fixture(params=["numpy", "compiled"] if HAVE_NUMBA else ["numpy"], autouse=True)
 def test_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test on both spike tests: numpy's two passes, and the compiled one (the
-    ``fast`` extra) taken by records of any size."""
+    ``fast`` extra) taken by records of any size, with large time-last records packed
+    as recorded and reordered by the compiled kernel (``rows.repack_later``)."""
     if request.param == "compiled":
         monkeypatch.setattr(motion, "USE_NUMBA", True)  # whatever SPIKESTORE_NUMBA says
         kernel = rows._compiled_ones()
         assert kernel is not None
         monkeypatch.setattr(rows, "_ONES", [kernel])
+        monkeypatch.setattr(rows, "_REPACK", [rows._compiled_repack()])
         monkeypatch.setattr(rows, "_JIT_MIN", 0)
     else:
         monkeypatch.setattr(rows, "_ONES", [None])
+        monkeypatch.setattr(rows, "_REPACK", [None])
     return str(request.param)
 
 
@@ -256,14 +259,23 @@ def test_pack_ones_any_permutation() -> None:
         np.testing.assert_array_equal(pack_ones(ones, ones.shape, perm), want)
 
 
-def test_stage_packs_spikes_and_copies_the_rest() -> None:
+def test_stage_packs_spikes_and_copies_the_rest(test_path: str) -> None:
     t = spikes((8, 64, 100), torch.float32)
     s = stage(t, False, (1, 2, 0))
     assert s.values is None and s.packed is not None
     assert s.nbytes == math.ceil(t.numel() / 8)
+    # With the compiled reordering the caller packs in the record's own order.
+    assert s.as_recorded == (test_path == "compiled")
+    want = reference_numpy(t, (1, 2, 0))
+    np.testing.assert_array_equal(s.bits(), want)
     enc = s.encode()
     assert enc.encoding == "bitpack" and enc.permute == (1, 2, 0)
-    np.testing.assert_array_equal(enc.row, reference_numpy(t, (1, 2, 0)))
+    assert enc.as_recorded == s.as_recorded
+    if enc.as_recorded:
+        np.testing.assert_array_equal(enc.row, reference_numpy(t, None))
+        np.testing.assert_array_equal(repack_rows(enc.row[None], t.shape, (1, 2, 0))[0], want)
+    else:
+        np.testing.assert_array_equal(enc.row, want)
     v = torch.randn(8, 64, 100)
     s = stage(v, False, None)
     assert s.packed is None and s.values is not None
