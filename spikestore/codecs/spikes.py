@@ -96,7 +96,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -126,7 +126,6 @@ __all__ = [
     "CODEC_NAME",
     "FORMAT_VERSION",
     "MOTION_MAX_T",
-    "MotionHint",
     "SpikeCodec",
     "decode_chunk",
     "encode_chunk",
@@ -169,37 +168,6 @@ _MOTION_SAMPLE_PLANES = 16
 _MOTION_SAMPLE_BITS = 1 << 18
 _MOTION_FIRST_LOOK = 4
 _MOTION_SKIP_FROM = 0.95
-# After this many chunks of one array in a row without MOTION, only every
-# ``_MOTION_RETRY``-th chunk looks (:class:`MotionHint`).
-_MOTION_LOSSES = 4
-_MOTION_RETRY = 8
-
-
-class MotionHint:
-    """Whether an array's recent chunks took MOTION, kept by its :class:`SpikeCodec`.
-
-    On i.i.d. spikes MOTION never wins, and looking cost 40% of encoding a conv
-    layer's chunk (0.94 against 0.53 ms, 16 rows of ``[4, 8, 16, 28, 28]`` spikes):
-    after :data:`_MOTION_LOSSES` chunks in a row without it, only every
-    :data:`_MOTION_RETRY`-th chunk looks, so input that starts moving takes MOTION
-    again within that many chunks. Advisory: encoder threads update it without a
-    lock, and a lost update costs one look, or skips one.
-    """
-
-    __slots__ = ("losses", "seen")
-
-    def __init__(self) -> None:
-        self.losses = 0
-        self.seen = 0
-
-    def look(self) -> bool:
-        """Whether the next chunk should try MOTION."""
-        self.seen += 1
-        return self.losses < _MOTION_LOSSES or self.seen % _MOTION_RETRY == 0
-
-    def took(self, motion: bool) -> None:
-        """Note whether a chunk that looked took MOTION."""
-        self.losses = 0 if motion else self.losses + 1
 
 
 def _level_sizes(n0: int, depth: int) -> list[int]:
@@ -308,10 +276,7 @@ def _encode_motion(
 
 
 def encode_chunk(
-    a: np.ndarray,
-    level: int = DEFAULT_LEVEL,
-    frame: tuple[int, int, int] | None = None,
-    hint: MotionHint | None = None,
+    a: np.ndarray, level: int = DEFAULT_LEVEL, frame: tuple[int, int, int] | None = None
 ) -> bytes:
     """Encode one chunk of packed spikes (uint8, 1-D or 2-D) to bytes.
 
@@ -325,8 +290,6 @@ def encode_chunk(
         Each row is a sequence of planes of ``H * W * T`` bits, time last (a
         convolutional layer's ``[..., H, W, T]`` record). Enables the MOTION mode,
         used when it is smaller than TREE.
-    hint : MotionHint, optional
-        The array's record of MOTION's recent chunks: whether to look at all.
 
     Returns
     -------
@@ -345,12 +308,9 @@ def encode_chunk(
     tree = _encode_flat(flat, rows, cols, level)
     planes = _planes(frame, rows, cols)
     if planes and len(tree) > _MOTION_MIN_BYTES and frame is not None:
-        if hint is None or hint.look():
-            motion = _encode_motion(a, frame, planes, level, len(tree))
-            if hint is not None:
-                hint.took(motion is not None)
-            if motion is not None:
-                return motion
+        motion = _encode_motion(a, frame, planes, level, len(tree))
+        if motion is not None:
+            return motion
     return tree
 
 
@@ -584,10 +544,6 @@ class SpikeCodec(ArrayBytesCodec):
 
     level: int = DEFAULT_LEVEL
     frame: tuple[int, int, int] | None = None
-    #: Set by ``__init__``; no part of the configuration, equality or hash.
-    _hint: MotionHint = field(
-        default_factory=MotionHint, init=False, repr=False, compare=False
-    )
 
     def __init__(
         self,
@@ -603,7 +559,6 @@ class SpikeCodec(ArrayBytesCodec):
             )
         object.__setattr__(self, "level", _parse_level(level))
         object.__setattr__(self, "frame", _parse_frame(frame))
-        object.__setattr__(self, "_hint", MotionHint())
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
@@ -639,7 +594,7 @@ class SpikeCodec(ArrayBytesCodec):
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        data = encode_chunk(chunk_array.as_numpy_array(), self.level, self.frame, self._hint)
+        data = encode_chunk(chunk_array.as_numpy_array(), self.level, self.frame)
         return chunk_spec.prototype.buffer.from_bytes(data)
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:

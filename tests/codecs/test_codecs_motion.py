@@ -150,38 +150,6 @@ def test_motion_is_skipped_when_it_cannot_win_or_does_not_apply() -> None:
     assert encode_chunk(a)[3] != MODE_MOTION
 
 
-def test_a_codec_stops_looking_at_motion_on_iid_chunks_and_looks_again(monkeypatch) -> None:
-    """After ``_MOTION_LOSSES`` chunks without MOTION a codec's chunks look at it only
-    every ``_MOTION_RETRY``-th time; input that starts moving takes it again within
-    that many chunks, and a chunk that takes it makes every chunk look again."""
-    looked: list[int] = []
-    real = _spikes._encode_motion
-
-    def counting(*args: Any) -> bytes | None:
-        looked.append(len(looked))
-        return real(*args)
-
-    monkeypatch.setattr(_spikes, "_encode_motion", counting)
-    rng = np.random.default_rng(0)
-    iid = np.packbits(rng.random((16, 64 * 8 * 8 * 8)) < 0.05, axis=1)
-    hint = _spikes.MotionHint()
-    losses, retry = _spikes._MOTION_LOSSES, _spikes._MOTION_RETRY
-    tree = encode_chunk(iid)
-    for _ in range(losses + 3 * retry):
-        assert encode_chunk(iid, frame=(8, 8, 8), hint=hint) == tree
-    assert len(looked) == losses + 3  # every chunk at first, then one in `retry`
-    x, _ = moving_planes(64, 8, 8, 8)
-    moving = to_chunk(x, 16)
-    modes = [encode_chunk(moving, frame=(8, 8, 8), hint=hint)[3] for _ in range(retry)]
-    assert MODE_MOTION in modes  # within `retry` chunks
-    first = modes.index(MODE_MOTION)
-    assert all(m == MODE_MOTION for m in modes[first:])  # from then on every chunk looks
-    # Each codec has its own hint, kept out of its configuration, equality and hash.
-    a, b = SpikeCodec(frame=[8, 8, 8]), SpikeCodec(frame=[8, 8, 8])
-    assert a._hint is not b._hint and a == b and hash(a) == hash(b)
-    assert "hint" not in json.dumps(a.to_dict())
-
-
 def motion_chunk() -> tuple[np.ndarray, bytes]:
     x, _ = moving_planes(16, 8, 8, 4, seed=2)
     a = to_chunk(x, 4)
