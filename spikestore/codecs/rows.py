@@ -298,7 +298,8 @@ _ONES_LOCK = threading.Lock()  # held for good by the caller that starts the jit
 #: Held by the jit thread while it imports numba and compiles, and by a thread that
 #: forks for the fork: a child forked meanwhile would inherit numba's import and
 #: compiler locks held by a thread it does not have, and hang at its first ``import
-#: numba`` (a DataLoader worker). So a fork waits for the compile (once, 0.3-0.5 s).
+#: numba`` (a DataLoader worker). So a fork waits for the compiles (once: about 0.45 s
+#: from numba's cache, 1.7 s without it, the spike test 0.7 and the reordering 1.05).
 _JIT_RUNNING = threading.Lock()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
@@ -329,7 +330,7 @@ def _numba_loaded() -> bool:
 def _ones_kernel() -> Any:
     """:func:`_k_ones` compiled (``njit(nogil=True, cache=True)``), or None: while
     the ``spikestore-jit`` thread, started by the first call once numba is loaded,
-    compiles it (0.3-0.5 s, even from numba's cache), records take the numpy path
+    compiles it (with the reordering: 0.45 s from numba's cache), records take the numpy path
     instead of stalling the caller. Until something else has imported numba the
     numpy path is taken: importing numba and compiling this kernel cost about 120 MiB
     of memory (61 for the import), 2.5x what a 100,000-step recording otherwise

@@ -5,8 +5,9 @@ through a holder that only the hooks keep (so the network keeps the monitor, nev
 reverse), opens a :class:`~spikestore.StoreWriter` or shares one (one monitor name per
 writer, claimed in ``_CLAIMS``), appends each record, and reads records back through a
 :class:`~spikestore.StoreReader`. A monitor's state (record order, call counts, recent
-records, readers) is owned by the thread that runs the hooks; a monitor has no lock.
-``_CLAIMS`` is changed by the threads that open and close monitors.
+records) is owned by the thread that runs the hooks; its store reader and layer readers
+are refreshed under ``_reading``, so another thread may read ``records`` while the hooks
+record. ``_CLAIMS`` is changed by the threads that open and close monitors.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import warnings
 import weakref
 from array import array
@@ -271,6 +273,7 @@ class BaseMonitor:
         self._layer_readers: dict[int, LayerReader] = {}
         self._seen = 0  # records appended when the reader was last refreshed
         self._appended = 0
+        self._reading = threading.RLock()  # held while reading records from the store
         # The latest small records, by (layer id, step): read back without a commit
         # (see recent_bytes and _readback).
         self._recent: collections.OrderedDict[tuple[int, int], tuple[Any, int]] = (
@@ -424,27 +427,30 @@ class BaseMonitor:
     def _layer_reader(self, lid: int, need: int | None = None) -> LayerReader:
         """The layer's reader, committing and refreshing first if records were taken
         since (unless its reader already holds ``need`` steps)."""
-        lr = self._layer_readers.get(lid)
-        if lr is not None and need is not None and len(lr) >= need:
-            return lr
-        if self._appended != self._seen or self._reader is None:
-            w = self._writer
-            if not w.closed and w.owned:
-                w.flush()
-            if self._reader is None:
-                if w.path is not None:
-                    self._reader = StoreReader(w.path)
+        with self._reading:  # threads reading records while the hooks record
+            lr = self._layer_readers.get(lid)
+            if lr is not None and need is not None and len(lr) >= need:
+                return lr
+            if self._appended != self._seen or self._reader is None:
+                # Records appended from here on (by the hooks) may miss the commit.
+                appended = self._appended
+                w = self._writer
+                if not w.closed and w.owned:
+                    w.flush()
+                if self._reader is None:
+                    if w.path is not None:
+                        self._reader = StoreReader(w.path)
+                    else:
+                        self._reader = StoreReader(store=w.store)
                 else:
-                    self._reader = StoreReader(store=w.store)
-            else:
-                self._reader.refresh()
-            self._layer_readers.clear()
-            self._seen = self._appended
-        lr = self._layer_readers.get(lid)
-        if lr is None:
-            lr = self._reader[self.name][self.monitored_layers[lid]]
-            self._layer_readers[lid] = lr
-        return lr
+                    self._reader.refresh()
+                self._layer_readers.clear()
+                self._seen = appended
+            lr = self._layer_readers.get(lid)
+            if lr is None:
+                lr = self._reader[self.name][self.monitored_layers[lid]]
+                self._layer_readers[lid] = lr
+            return lr
 
     @property
     def records(self) -> Records:

@@ -98,3 +98,33 @@ def test_kept_records_count_their_decoded_bytes(tmp_path):
     assert torch.equal(torch.cat(mon.records[-40:]), torch.cat(
         [torch.zeros(1, 8) if i % 2 else torch.ones(1, 8) for i in range(60, 100)]))
     mon.close()
+
+
+def test_a_record_appended_while_records_are_read_is_read_back_later(tmp_path):
+    """``records`` read from the store commits and refreshes first; a record the
+    recording thread appends meanwhile (after the commit, before the refresh ends)
+    must not count as seen: reading it later commits again (it raised IndexError,
+    "steps [n] are out of range", from a second thread reading during a run)."""
+    net = torch.nn.Sequential(torch.nn.Identity())
+    recs = [torch.full((3,), float(i)) for i in range(4)]
+    with OutputMonitor(net, torch.nn.Identity, store=tmp_path / "m.spikes") as mon:
+        mon.recent_bytes = 0  # every read from the store
+        net(recs[0])
+        net(recs[1])
+        w = mon._writer
+        flush = w.flush
+        appended = []
+
+        def flush_then_record() -> None:
+            flush()
+            if not appended:  # the other thread's next record lands now
+                appended.append(True)
+                net(recs[2])
+
+        w.flush = flush_then_record  # type: ignore[method-assign]
+        assert torch.equal(mon.records[1], recs[1])
+        del w.flush
+        assert appended and len(mon.records) == 3
+        assert torch.equal(mon.records[2], recs[2])
+        net(recs[3])
+        assert [r.tolist() for r in mon.records] == [r.tolist() for r in recs]
