@@ -6,13 +6,16 @@ element) cross to the host, by a pinned, non-blocking copy ordered by a CUDA
 event on the tensor's own device (no host synchronisation in the hook). A CPU
 record is tested and packed in numpy on a view of its bits
 (:func:`~spikestore.codecs.rows.spike_pack`: no torch pass, no copy of the values)
-and, if it holds spikes, queued as packed bytes (8-64x fewer bytes); any other
-record is copied, so the caller may change its tensor afterwards. Devices other
-than CUDA are copied to the host and staged as CPU tensors.
+and, if it holds spikes, queued as packed bytes (8-64x fewer bytes; a large record
+stored time-last in its own order, which the writer thread reorders: see
+``codecs.rows.repack_later``); any other record is copied, so the caller may change
+its tensor afterwards. Devices other than CUDA are copied to the host and staged as
+CPU tensors.
 
 Thread ownership: :func:`stage` runs in the caller's thread and keeps no state;
-a :class:`Staged` is immutable once made and is read by the writer thread only
-(:meth:`Staged.encode`).
+a :class:`Staged` is immutable once made, read by the writer thread
+(:meth:`Staged.encode`) and by a monitor that keeps it for ``records``
+(:meth:`Staged.bits`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,11 @@ integer view of the tensor's bits: two comparisons and a count, then
 ``numpy.packbits`` (a record packed time-last is packed with shifts along its
 time axis instead of a transposed copy), each a vectorised pass; with numba (the
 ``fast`` extra, unless ``SPIKESTORE_NUMBA=0``) the test of a large record is one
-compiled pass over its values instead of two (the same bytes); on a GPU
-(:func:`spike_bits` then :func:`pack_bits`) in torch, on the tensor's device.
+compiled pass over its values instead of two (the same bytes), and a large record
+stored time-last is packed in its own order, one pass, and reordered on the writer
+thread, a block of rows at a time (:func:`repack_later`, :func:`repack_rows`,
+:mod:`._interleave`); on a GPU (:func:`spike_bits` then :func:`pack_bits`) in torch, on
+the tensor's device.
 """
 
 from __future__ import annotations
