@@ -275,6 +275,9 @@ class FieldWriter:
                 rows = self.pending_rows[k]
                 desc = seg.desc
                 spiky = desc["encoding"] == SPIKE_ENCODING
+                perm = desc.get("permute")
+                shape = tuple(desc["shape"])
+                permute = tuple(perm) if perm is not None else None
                 block: np.ndarray | list[np.ndarray]
                 if seg.takes_rows and not spiky:
                     block = rows[:n]  # written from the rows themselves: no copy
@@ -283,8 +286,8 @@ class FieldWriter:
                     block = np.stack(rows[:n])
                     self.buffered_bytes -= block.nbytes
                     if self.as_recorded.get(k):
-                        perm = desc["permute"]
-                        block = repack_rows(block, tuple(desc["shape"]), tuple(perm))
+                        assert permute is not None
+                        block = repack_rows(block, shape, permute)
                 del rows[:n]  # before the write: never the rows and their block, encoded too
                 try:
                     seg.write(block)
@@ -293,9 +296,6 @@ class FieldWriter:
                     seg.writing = []
                 if spiky:
                     assert isinstance(block, np.ndarray)
-                    perm = desc.get("permute")
-                    shape = tuple(desc["shape"])
-                    permute = tuple(perm) if perm is not None else None
                     spikes.append(SpikeBlock(pos, shape, permute, block))
         self.summary.absorb(self.written, spikes)
         self.unindexed.append(done)

@@ -68,10 +68,9 @@ class Staged:
         if self.event is not None:
             self.event.synchronize()
         if self.packed is not None and (self.flag is None or bool(self.flag)):
-            if self.as_recorded:
-                assert isinstance(self.packed, np.ndarray)
-                return encode_packed(self.dtype, self.shape, self.packed, self.permute, True)
-            return encode_packed(self.dtype, self.shape, self.bits(), self.permute)
+            # As packed: rows packed as recorded are put in order a block at a time.
+            bits = self._host_bits()
+            return encode_packed(self.dtype, self.shape, bits, self.permute, self.as_recorded)
         if self.array is not None:  # what encode_values makes, without its torch calls
             name = dtype_name(self.dtype)
             return Encoded(RAW_ENCODING, name, self.shape, self.array, self.scalar)
@@ -81,11 +80,16 @@ class Staged:
     def bits(self) -> np.ndarray:
         """The packed bits, in ``permute``'s order, as NumPy's array (call once
         ``event`` has completed)."""
+        p = self._host_bits()
+        if self.as_recorded:
+            assert self.permute is not None
+            return repack_rows(p[None], self.shape, self.permute)[0]
+        return p
+
+    def _host_bits(self) -> np.ndarray:
+        """``packed`` as NumPy's array, in the order it was packed."""
         p = self.packed
         assert p is not None
-        if self.as_recorded:
-            assert isinstance(p, np.ndarray) and self.permute is not None
-            return repack_rows(p[None], self.shape, self.permute)[0]
         return p if isinstance(p, np.ndarray) else p.numpy()
 
 

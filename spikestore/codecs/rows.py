@@ -468,10 +468,8 @@ def repack_later(shape: tuple[int, ...], permute: tuple[int, ...] | None) -> boo
     recording, against 0.19 ms alone."""
     if permute is None or not _REPACK or _REPACK[0] is None:
         return False
-    if math.prod(shape) < _SHIFT_MIN:
-        return False
-    kept = [p for p in permute if shape[p] != 1]
-    return kept != sorted(kept) and fits(shape, tuple(permute)) is not None
+    # What fits takes (2 or more steps, then 8 or more elements a plane) moves bits.
+    return math.prod(shape) >= _SHIFT_MIN and fits(shape, tuple(permute)) is not None
 
 
 def repack_rows(rows: np.ndarray, shape: tuple[int, ...], permute: tuple[int, ...]) -> np.ndarray:
