@@ -19,7 +19,9 @@ Each field group ``<monitor>/<layer>/f<i>/`` may hold two float64 arrays:
     ``min``, ``max``, ``mean`` follow from it. For a raw record they are
     NaN-aware (``nansum``, ``nanmin``, ``nanmax``, ``nanmean``) and computed in
     float64 (bfloat16 and float8 are widened first; integers above 2**53 lose
-    precision). A record holding only NaN, or no element, has NaN ``min``,
+    precision; the order of the additions is not part of the format: a large float
+    record's sums may differ in their last bits between writers with numba loaded and
+    without). A record holding only NaN, or no element, has NaN ``min``,
     ``max`` and ``mean``. A step that recorded ``None`` is all NaN.
 ``summary_axis0`` : (steps, T), ``dimension_names = ["step", "axis0"]``
     Created when the field first records a tensor of rank >= 2; ``T`` is the
@@ -57,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from .codecs import Encoded, compressor_codecs, torch_dtype
+from .codecs.rows import compile_later, start_jit
 from .format import FORMAT_NAME, SPIKE_ENCODING
 
 __all__ = [
@@ -108,6 +111,50 @@ def _as_float(enc: Encoded) -> np.ndarray:
     if row.dtype == np.float64 or row.dtype == np.float32 or row.dtype == np.float16:
         return row
     return row.astype(np.float64)
+
+
+#: Raw records of at least this many float32 or float64 elements have their
+#: per-first-axis sums computed by :func:`_k_row_sums` where it is compiled.
+_SUMS_MIN = 1 << 16
+#: [:func:`_k_row_sums` compiled, or None]: filled once by the ``spikestore-jit``
+#: thread of :mod:`spikestore.codecs.rows` (started once numba is loaded).
+_SUMS: list[Any] = []
+
+
+def _k_row_sums(v: np.ndarray, out: np.ndarray) -> None:
+    # out[r] = the float64 sum of row r of a 2-d array. ``reassoc`` lets the loop
+    # vectorise (NumPy's widening sum converts blocks to float64 in a buffer, then
+    # sums them: 2.5x slower); the order of the additions is not NumPy's pairwise one.
+    for r in range(v.shape[0]):
+        s = 0.0
+        for i in range(v.shape[1]):
+            s += np.float64(v[r, i])
+        out[r] = s
+
+
+def _build_row_sums(numba: Any) -> Any:
+    kernel = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz", "contract"})(
+        _k_row_sums
+    )
+    out = np.zeros(1)
+    for dtype in (np.float32, np.float64):  # both versions, before first use
+        kernel(np.zeros((1, 1), dtype), out)
+    return kernel
+
+
+compile_later(_SUMS, _build_row_sums)
+
+
+def _row_sums(vals: np.ndarray, rows: int) -> np.ndarray:
+    """The float64 sums of ``vals`` (a flat float array) in ``rows`` equal rows."""
+    if vals.size >= _SUMS_MIN and (vals.dtype == np.float32 or vals.dtype == np.float64):
+        if not _SUMS:
+            start_jit()
+        elif _SUMS[0] is not None and vals.flags.c_contiguous:
+            out = np.empty(rows, np.float64)
+            _SUMS[0](vals.reshape(rows, -1), out)
+            return out
+    return vals.reshape(rows, -1).sum(axis=1, dtype=np.float64)
 
 
 def _has_axis0(shape: tuple[int, ...]) -> bool:
@@ -268,12 +315,9 @@ def _summarize_raw(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
         return row, (np.zeros(shape[0]) if _has_axis0(shape) else None)
     vals = _as_float(enc).reshape(-1)
     by_axis0 = _has_axis0(shape)
-    if by_axis0:
-        # One pass gives both: the per-first-axis sums and, from them, the total.
-        sums = vals.reshape(shape[0], -1).sum(axis=1, dtype=np.float64)
-        total = sums.sum()
-    else:
-        total = vals.sum(dtype=np.float64)
+    # One pass gives both: the per-first-axis sums and, from them, the total.
+    sums = _row_sums(vals, shape[0] if by_axis0 else 1)
+    total = sums.sum()
     lo, hi = vals.min(), vals.max()
     if np.isnan(lo) or np.isnan(hi):
         nan = np.isnan(vals)
@@ -285,7 +329,7 @@ def _summarize_raw(enc: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
         else:
             total, lo, hi, mean = 0.0, np.nan, np.nan, np.nan
         if by_axis0:
-            sums = np.nansum(vals.reshape(shape[0], -1), axis=1, dtype=np.float64)
+            sums = np.asarray(np.nansum(vals.reshape(shape[0], -1), axis=1, dtype=np.float64))
     else:
         mean = total / numel
     row = np.array([numel, total, lo, hi, mean], np.float64)

@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,8 @@ __all__ = [
     "spike_pack",
     "repack_later",
     "repack_rows",
+    "compile_later",
+    "start_jit",
     "pack_bits",
     "unpack_bits",
     "bit_positions",
@@ -353,10 +356,35 @@ def _ones_kernel() -> Any:
     return None
 
 
+#: ``(slot, build)`` of kernels other modules compile on the jit thread, after these:
+#: ``build(numba)`` returns the compiled kernel, appended to ``slot`` (None if it fails).
+_LATER: list[tuple[list[Any], Callable[[Any], Any]]] = []
+
+
+def compile_later(slot: list[Any], build: Callable[[Any], Any]) -> None:
+    """Have the ``spikestore-jit`` thread append ``build(numba)`` (or None: no numba,
+    or it failed) to ``slot`` once it has compiled this module's kernels. Call it at
+    import, before any record (the thread starts at the first large record or
+    :func:`start_jit`)."""
+    _LATER.append((slot, build))
+
+
+def start_jit() -> None:
+    """Start the jit thread if numba is loaded and it has not started (see
+    :func:`_ones_kernel`); the kernels appear in their slots when compiled."""
+    _ones_kernel()
+
+
 def _jit() -> None:
     with _JIT_RUNNING:
         _ONES.append(_compiled_ones())
         _REPACK.append(_compiled_repack())
+        nb = numba_module() if _LATER else None
+        for slot, build in _LATER:
+            try:
+                slot.append(None if nb is None else build(nb))
+            except Exception:  # pragma: no cover - a numba that cannot compile it
+                slot.append(None)
 
 
 def _compiled_repack() -> Any:
