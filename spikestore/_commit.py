@@ -94,8 +94,10 @@ def steps_text(first: int, last: int) -> str:
     return f"step {first}" if first == last else f"steps {first}..{last}"
 
 
-#: Written steps a field keeps uncommitted at most (see :meth:`FieldWriter.write`).
-MAX_UNCOMMITTED_STEPS = 128
+#: Written steps a field keeps uncommitted at most (see :meth:`FieldWriter.write`): a
+#: bound on the index entries and summaries held for the next commit when the flush
+#: interval is long.
+MAX_UNCOMMITTED_STEPS = 1024
 
 
 class FieldWriter:
@@ -231,9 +233,12 @@ class FieldWriter:
         stay in memory (a few bytes a step) for the next commit, which the flush
         interval still bounds; the index, summary and commit point are then written
         once for many writes. At most :data:`MAX_UNCOMMITTED_STEPS` written steps
-        wait: many small per-step objects kept for seconds among the writer's large
-        transient buffers fragmented glibc's heaps (``bench_scale.py``, 100,000
-        steps: peak RSS growth 126-144 MiB with a bound of 512, 57 MiB with 128).
+        wait. A commit costs about 10 ms (three Zarr writes and the commit point), so
+        the bound is what decides how often records of tens of KB commit: with 128,
+        2,000 ``[4, 8, 16, 28, 28]`` spike records committed at each of 13 forced
+        writes, 13% of the run's wall time; with 1,024, `bench_scale.py`'s peak RSS
+        growth over 100,000 steps is 77-80 MiB (69-74 with 128; 126-144 with 512
+        in an earlier writer, whose small per-step objects fragmented glibc's heaps).
 
         The fence (a lease's check) runs before the first write and again before the
         commit point: a writer that lost its lease (frozen past its timeout, then
