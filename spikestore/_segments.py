@@ -15,8 +15,9 @@ index) is :mod:`spikestore._shard`'s, which builds and parses its index and head
 
 The writer thread encodes a tail's chunks itself rather than through Zarr's
 ``__setitem__`` (``spikestore._chunks``: the array's own codec chain, so the bytes
-are Zarr's): every chunk a commit touches is encoded on the :class:`Encoder`'s
-threads (rows stored as they are, ``bytes`` then ``crc32c``, are written from their
+are Zarr's): every chunk a commit touches is encoded by the :class:`Encoder`, on
+the writer thread while chunks encode fast and on its threads once they are slow
+(rows stored as they are, ``bytes`` then ``crc32c``, are written from their
 own memory instead) and written as its own file (or, off local disk, in one round
 trip); the rows of a partly written chunk row stay in memory, so completing it
 reads nothing back.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import Any
@@ -109,8 +111,14 @@ def encode_threads() -> int:
     return threads
 
 
+#: Seconds a call of :meth:`Encoder.run` may take on the calling thread before the
+#: calls after it go to the encoder's threads.
+INLINE_CALL_S = 0.002
+
+
 class Encoder:
-    """Runs a commit's chunk encodings (and local file writes) on a pool of threads.
+    """Runs a commit's chunk encodings (and local file writes) on the writer thread,
+    or on a pool of threads once they prove slow (see :meth:`run`).
 
     Zstandard and Blosc release the GIL, so chunks compress in parallel. The writer
     thread owns the encoder: it hands over one commit's chunks with :meth:`run` and
@@ -125,14 +133,31 @@ class Encoder:
         self._pool = LazyPool(self.threads, "spikestore-enc")
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        """``[fn(x) for x in items]``, in parallel; every call has ended when this
-        returns or raises (the first exception, in the order of ``items``)."""
-        if self.threads <= 1 or len(items) <= 1:
+        """``[fn(x) for x in items]``, in parallel once the calls prove slow; every
+        call has ended when this returns or raises (the first exception, in the order
+        of ``items``).
+
+        The calling thread runs the calls itself while each takes less than
+        :data:`INLINE_CALL_S`, and hands the rest to the pool after the first that
+        takes longer: fast jobs (TREE-coded spike chunks, about 0.6 ms) gain less from
+        other threads than the hand-offs of the GIL cost beside a busy caller, slow
+        ones (MOTION chunks, 10 ms or more) gain nearly the threads' number."""
+        n = len(items)
+        if self.threads <= 1 or n <= 1:
             return [fn(x) for x in items]
-        pool = self._pool.get()
-        futures: list[Future[Any]] = [pool.submit(fn, x) for x in items]
-        wait(futures)
-        return [f.result() for f in futures]
+        out: list[Any] = []
+        clock = time.perf_counter
+        while len(out) < n:
+            t0 = clock()
+            out.append(fn(items[len(out)]))
+            if clock() - t0 >= INLINE_CALL_S and n - len(out) > 1:
+                break
+        if len(out) < n:
+            pool = self._pool.get()
+            futures: list[Future[Any]] = [pool.submit(fn, x) for x in items[len(out) :]]
+            wait(futures)
+            out.extend(f.result() for f in futures)
+        return out
 
     def close(self) -> None:
         """Stop the threads (a writer that ends); a later :meth:`run` starts new ones."""

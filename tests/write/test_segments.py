@@ -201,6 +201,51 @@ def test_encoder_waits_for_every_job_and_raises_the_first_error():
     enc.close()
 
 
+def test_encoder_runs_fast_calls_on_the_calling_thread():
+    """Calls under INLINE_CALL_S run on the caller, in order, without starting the
+    pool (its threads only added GIL hand-offs beside a busy caller); the first slow
+    call sends the rest to the pool's threads."""
+    from spikestore import _segments
+    from spikestore._segments import Encoder
+
+    me = threading.current_thread().name
+    enc = Encoder(2)
+    assert enc.run(lambda x: (x, threading.current_thread().name), range(6)) == [
+        (x, me) for x in range(6)
+    ]
+    assert enc._pool._pool is None  # no thread was started
+
+    def job(x):
+        if x == 2:
+            time.sleep(2 * _segments.INLINE_CALL_S)
+        return threading.current_thread().name
+
+    names = enc.run(job, range(8))
+    assert names[:3] == [me] * 3
+    assert all(n.startswith("spikestore-enc") for n in names[3:]), names
+    enc.close()
+
+
+def test_encoder_stops_at_an_inline_error():
+    """A call on the calling thread that raises ends run(): the calls after it never
+    start."""
+    from spikestore._segments import Encoder
+
+    started = []
+
+    def job(x):
+        started.append(x)
+        if x == 1:
+            raise ValueError("job 1")
+        return x
+
+    enc = Encoder(2)
+    with pytest.raises(ValueError, match="job 1"):
+        enc.run(job, range(5))
+    assert started == [0, 1]
+    enc.close()
+
+
 def test_encode_threads_setting(monkeypatch):
     from spikestore import _segments
 
