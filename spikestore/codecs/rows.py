@@ -350,7 +350,9 @@ def _ones_kernel() -> Any:
             _ONES.append(None)
             return None
         try:
-            threading.Thread(target=_jit, name="spikestore-jit").start()
+            # Not a daemon, whichever thread starts it (the writer thread is one): the
+            # interpreter waits for the compiles at exit rather than killing them.
+            threading.Thread(target=_jit, name="spikestore-jit", daemon=False).start()
         except RuntimeError:  # no new thread as the interpreter exits: numpy from now on
             _ONES.append(None)
     return None
@@ -359,32 +361,62 @@ def _ones_kernel() -> Any:
 #: ``(slot, build)`` of kernels other modules compile on the jit thread, after these:
 #: ``build(numba)`` returns the compiled kernel, appended to ``slot`` (None if it fails).
 _LATER: list[tuple[list[Any], Callable[[Any], Any]]] = []
+#: Entries of ``_LATER`` a jit thread has taken to compile.
+_LATER_TAKEN = 0
+_LATER_LOCK = threading.Lock()
 
 
 def compile_later(slot: list[Any], build: Callable[[Any], Any]) -> None:
-    """Have the ``spikestore-jit`` thread append ``build(numba)`` (or None: no numba,
-    or it failed) to ``slot`` once it has compiled this module's kernels. Call it at
-    import, before any record (the thread starts at the first large record or
-    :func:`start_jit`)."""
-    _LATER.append((slot, build))
+    """Have a ``spikestore-jit`` thread append ``build(numba)`` (or None: no numba,
+    or it failed) to ``slot``: the one that compiles this module's kernels, or, for a
+    kernel registered after that one took the list, one that :func:`start_jit` starts."""
+    with _LATER_LOCK:
+        _LATER.append((slot, build))
 
 
 def start_jit() -> None:
     """Start the jit thread if numba is loaded and it has not started (see
-    :func:`_ones_kernel`); the kernels appear in their slots when compiled."""
-    _ones_kernel()
+    :func:`_ones_kernel`), or a thread for the kernels registered since it took the
+    list; the kernels appear in their slots when compiled."""
+    global _LATER_TAKEN
+    if not _ONES:
+        _ones_kernel()
+        return
+    with _LATER_LOCK:
+        if _LATER_TAKEN >= len(_LATER):
+            return
+        todo, _LATER_TAKEN = _LATER[_LATER_TAKEN:], len(_LATER)
+    try:
+        threading.Thread(
+            target=_jit_later, args=(todo,), name="spikestore-jit", daemon=False
+        ).start()
+    except RuntimeError:  # no new thread as the interpreter exits: never compiled
+        for slot, _ in todo:
+            slot.append(None)
 
 
 def _jit() -> None:
+    global _LATER_TAKEN
     with _JIT_RUNNING:
         _ONES.append(_compiled_ones())
         _REPACK.append(_compiled_repack())
-        nb = numba_module() if _LATER else None
-        for slot, build in _LATER:
-            try:
-                slot.append(None if nb is None else build(nb))
-            except Exception:  # pragma: no cover - a numba that cannot compile it
-                slot.append(None)
+        with _LATER_LOCK:
+            todo, _LATER_TAKEN = _LATER[_LATER_TAKEN:], len(_LATER)
+        _build_later(todo)
+
+
+def _jit_later(todo: list[tuple[list[Any], Callable[[Any], Any]]]) -> None:
+    with _JIT_RUNNING:
+        _build_later(todo)
+
+
+def _build_later(todo: list[tuple[list[Any], Callable[[Any], Any]]]) -> None:
+    nb = numba_module() if todo else None
+    for slot, build in todo:
+        try:
+            slot.append(None if nb is None else build(nb))
+        except Exception:  # pragma: no cover - a numba that cannot compile it
+            slot.append(None)
 
 
 def _compiled_repack() -> Any:
