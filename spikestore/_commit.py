@@ -135,8 +135,6 @@ class FieldWriter:
         #: (``Encoded.as_recorded``), put in the segment's order as a block when written.
         self.as_recorded: dict[int, bool] = {}
         self.buffered_bytes = 0
-        #: Bytes of the rows of the steps written and not committed.
-        self.uncommitted_bytes = 0
         self.summary = FieldSummary()
         #: Entry c: the index entry of step c * INDEX_CHUNK (format.INDEX_HEADS_KEY).
         self.index_heads: list[list[int] | None] = []
@@ -247,11 +245,7 @@ class FieldWriter:
         resumed) must not overwrite the chunks of the writer that took over.
         """
         if self.pending_index:
-            before = self.buffered_bytes
-            try:
-                self._write_rows(aligned)
-            finally:
-                self.uncommitted_bytes += before - self.buffered_bytes
+            self._write_rows(aligned)
         if commit or self.written - self.committed >= MAX_UNCOMMITTED_STEPS:
             self.commit_written()
 
@@ -385,8 +379,6 @@ class FieldWriter:
         # these steps uncommitted, as the error must say and a retry must finish.
         self.commit(n1)
         self.committed = n1
-        if n1 == self.written:
-            self.uncommitted_bytes = 0
 
     def commit(self, steps: int | None = None) -> None:
         """Write the field's attributes with ``steps`` committed (default: as many as
@@ -465,8 +457,6 @@ class Sink:
     shard_writer: ShardWriter = field(default_factory=ShardWriter)
     #: Bytes of rows taken and not yet written, over all layers.
     _buffered: int = 0
-    #: Bytes of rows written since they were last counted (see ``uncommitted_bytes``).
-    _uncommitted: int = 0
     #: Layer writes so far (the worker returns freed memory to the system after them).
     writes: int = 0
     #: The run description (attributes, dt, marks; see :meth:`change_run`), and whether
@@ -488,20 +478,6 @@ class Sink:
     @property
     def buffered_bytes(self) -> int:
         return self._buffered
-
-    @property
-    def uncommitted_bytes(self) -> int:
-        """At least the bytes of rows written and not committed, over all fields (kept
-        up to date by writes, made exact by :meth:`count_uncommitted`)."""
-        return self._uncommitted
-
-    def count_uncommitted(self) -> int:
-        """:attr:`uncommitted_bytes`, made exact (a sum over the fields: call it when
-        the kept value passes a bound, not per record)."""
-        self._uncommitted = sum(
-            f.uncommitted_bytes for lay in self.layers.values() for f in lay.fields
-        )
-        return self._uncommitted
 
     @property
     def oldest(self) -> float | None:
@@ -670,9 +646,7 @@ class Sink:
             for fld in lay.fields:
                 fld.write(aligned, commit)
         finally:
-            written = before - sum(f.buffered_bytes for f in lay.fields)
-            self._buffered -= written
-            self._uncommitted += written
+            self._buffered += sum(f.buffered_bytes for f in lay.fields) - before
             lay.done = min(f.committed for f in lay.fields)
 
     def lost(self) -> str:
@@ -687,9 +661,8 @@ class Sink:
         return f"monitor {lay.monitor!r}, layer {lay.name!r}, {steps_text(first, last)}"
 
     def commit_written(self) -> None:
-        """Commit what every field has written: when the bytes written and not
-        committed pass the worker's bound, and (best effort) after a failed write, whose
-        steps written before it are whole records. Errors are left to the caller."""
+        """Commit what every field has written (best effort, after a failed write: the
+        steps written before it are whole records; errors are left to the caller)."""
         if self.run_dirty:
             self.write_run()
         for lay in self.layers.values():

@@ -274,11 +274,6 @@ class _Queue:
             return items.popleft()
 
 
-#: Bytes of rows written and not committed that make the writer thread commit, in
-#: ``max_buffer_bytes``.
-UNCOMMITTED_BUFFERS = 2
-
-
 class Worker:
     """The writer thread (see the module docstring).
 
@@ -286,8 +281,7 @@ class Worker:
     ``max_buffer_bytes`` (whole inner-chunk rows only); they are committed (index,
     summaries, the commit point) when the oldest uncommitted record was appended
     ``flush_interval`` seconds ago (or half that, by a write the byte bound forces),
-    when a field has ``MAX_UNCOMMITTED_STEPS`` written steps uncommitted, when the
-    writes the byte bound forces have left twice ``max_buffer_bytes`` uncommitted, on
+    when a field has ``MAX_UNCOMMITTED_STEPS`` written steps uncommitted, on
     :meth:`call` of a flush, and on :meth:`close`. After a failure, the steps written
     before it are committed if the store allows (see :meth:`_fail`).
     """
@@ -607,9 +601,3 @@ class Worker:
             left = self._sink.buffered_bytes
             # After a partial write, wait for half a bound more before the next one.
             self._buffer_mark = left + self.max_buffer_bytes // 2 if left else 0
-        # Written and not committed (by those writes, or by a full shard's): committed
-        # at twice the bound, so that what a crash loses stays within the queue and
-        # about four times the bound.
-        bound = UNCOMMITTED_BUFFERS * self.max_buffer_bytes
-        if self._sink.uncommitted_bytes >= bound and self._sink.count_uncommitted() >= bound:
-            self._sink.commit_written()
