@@ -231,16 +231,15 @@ class StoreWriter:
     ``durable=True``) leaves a store that opens and reads back every committed
     record exactly. What a crash loses is bounded by the flush policy: records
     appended in the last ``flush_interval`` seconds (counted from ``append``;
-    longer only while the disk is slower than the producer), and none appended
-    before the last :meth:`flush` or :meth:`close` returned. Of those, the ones not
-    yet written are at most about ``max_queue_bytes + 4 * max_buffer_bytes`` bytes;
-    the ones written and waiting for the commit at most 1,024 steps a field. A
-    layer's groups are created as soon as its first record is taken, so a store
-    killed before any commit still lists its monitors and layers. ``mode="w"``
-    replaces an old store crash-safely: killed while clearing, the path still opens
-    and accepts a new writer. Reopen with ``mode="a"`` to go on: each layer
-    continues after its last committed step, with its ``time_axis``. Writers are
-    committed and closed at interpreter exit and when collected.
+    longer only while the disk is slower than the producer), none appended before
+    the last :meth:`flush` or :meth:`close` returned; of them, at most about
+    ``max_queue_bytes + 4 * max_buffer_bytes`` bytes not yet written and 1,024
+    written steps a field. A layer's groups are created as soon as its first record
+    is taken, so a store killed before any commit still lists its monitors and
+    layers. ``mode="w"`` replaces an old store crash-safely: killed while clearing,
+    the path still opens and accepts a new writer. Reopen with ``mode="a"`` to go
+    on: each layer continues after its last committed step, with its ``time_axis``.
+    Writers are committed and closed at interpreter exit and when collected.
 
     **One writer at a time.** The writer holds an exclusive ``flock`` on
     ``<path>/.spikestore.lock``; a second writer (from any process, or this one)
